@@ -1,0 +1,848 @@
+//! Authorization in the debit card's two phases, and the life of a call's money: reserve on
+//! phase 2, extend while talking, settle exactly once at the end, and sweep what a dead node
+//! left behind. Authorization never fails with an error: a store it cannot reach answers 8.
+
+use super::{at_ms, call_record, ms, AccountRow, Store, StoreError};
+use crate::codes::ReturnCode;
+use crate::money::Money;
+use crate::pin;
+use crate::rules::{self, Grant};
+use crate::tariff::Tariff;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use std::str::FromStr;
+
+/// Who is calling: the card (or, PIN-less, the calling number as account), from where.
+#[derive(Debug, Clone, Default)]
+pub struct AuthRequest {
+    pub account: String,
+    /// `None` asks for PIN-less authorization, allowed only on PIN-less cards.
+    pub pin: Option<String>,
+    pub ani: Option<String>,
+    pub access_number: String,
+    /// One per dial-in; all calls of a long-pound chain share it.
+    pub session_id: String,
+}
+
+/// Phase 2: the card again plus the destination and this call's conference id.
+#[derive(Debug, Clone, Default)]
+pub struct CallRequest {
+    pub auth: AuthRequest,
+    pub destination: String,
+    /// New for every call; it names the reservation and the call record, and makes a repeated
+    /// request (a retransmission) return the same reservation instead of a second one.
+    pub conf_id: String,
+}
+
+/// The phase-1 answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountAnswer {
+    pub code: ReturnCode,
+    /// Spendable credit (balance + credit limit − held by running calls).
+    pub available: Money,
+    pub currency: String,
+    pub language: String,
+}
+
+/// The rate row a call is priced with, as it was when the call was authorized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateInfo {
+    pub deck: String,
+    pub prefix: String,
+    pub description: String,
+    pub tariff: Tariff,
+}
+
+/// Money held for one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub conf_id: String,
+    pub amount: Money,
+    /// Talk time covered so far: the cutoff unless extended.
+    pub granted_seconds: u64,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The phase-2 answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallAnswer {
+    pub code: ReturnCode,
+    /// The talk time the caller's credit buys to this destination (announced).
+    pub credit_time: u64,
+    pub available: Money,
+    pub currency: String,
+    pub language: String,
+    pub rate: Option<RateInfo>,
+    pub reservation: Option<Reservation>,
+}
+
+/// The result of extending a running call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extension {
+    pub granted_seconds: u64,
+    pub amount: Money,
+    /// False when nothing more could be held: the cutoff stays where it was.
+    pub extended: bool,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallEnd {
+    /// When the called party answered (`None`: never answered, nothing to pay).
+    pub connect_at: Option<DateTime<Utc>>,
+    pub disconnect_at: DateTime<Utc>,
+    /// Why it ended (a Q.850 cause, "cutoff", "long pound" …), for the record.
+    pub cause: String,
+}
+
+/// What a settlement charged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub conf_id: String,
+    pub billed_seconds: u64,
+    pub cost: Money,
+    /// True when this call had already been settled: nothing was charged this time.
+    pub already_settled: bool,
+}
+
+/// What one sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub settled: u64,
+    pub released: u64,
+}
+
+/// A refusal inside the pipeline: an answer for the caller, or a store we could not reach.
+enum Deny {
+    Code(ReturnCode),
+    Db(sqlx::Error),
+}
+
+impl From<ReturnCode> for Deny {
+    fn from(c: ReturnCode) -> Self {
+        Deny::Code(c)
+    }
+}
+
+impl From<sqlx::Error> for Deny {
+    fn from(e: sqlx::Error) -> Self {
+        Deny::Db(e)
+    }
+}
+
+const RESERVATION_COLUMNS: &str = "id, account_id, session_id, owner, amount, granted_seconds, destination, ani, \
+     access_number, deck, rate_prefix, rate_description, rate_per_minute, connect_fee, \
+     initial_increment, increment, minimum_seconds, setup_at, connect_at, updated_at, expires_at";
+
+struct HeldCall {
+    id: String,
+    account_id: i64,
+    session_id: String,
+    amount: i64,
+    granted_seconds: i64,
+    destination: String,
+    ani: String,
+    access_number: String,
+    rate: RateInfo,
+    setup_at: i64,
+    connect_at: Option<i64>,
+    expires_at: i64,
+}
+
+impl HeldCall {
+    fn from_row(r: &AnyRow) -> Result<HeldCall, sqlx::Error> {
+        let num = |c: &str| -> Result<u32, sqlx::Error> {
+            Ok(u32::try_from(r.try_get::<i64, _>(c)?).unwrap_or(u32::MAX))
+        };
+        let rate: String = r.try_get("rate_per_minute")?;
+        let tariff = Tariff::new(
+            Decimal::from_str(&rate).unwrap_or(Decimal::MAX),
+            Money::from_micros(r.try_get("connect_fee")?),
+            num("initial_increment")?,
+            num("increment")?,
+            num("minimum_seconds")?,
+        )
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        Ok(HeldCall {
+            id: r.try_get("id")?,
+            account_id: r.try_get("account_id")?,
+            session_id: r.try_get("session_id")?,
+            amount: r.try_get("amount")?,
+            granted_seconds: r.try_get("granted_seconds")?,
+            destination: r.try_get("destination")?,
+            ani: r.try_get("ani")?,
+            access_number: r.try_get("access_number")?,
+            rate: RateInfo {
+                deck: r.try_get("deck")?,
+                prefix: r.try_get("rate_prefix")?,
+                description: r.try_get("rate_description")?,
+                tariff,
+            },
+            setup_at: r.try_get("setup_at")?,
+            connect_at: r.try_get("connect_at")?,
+            expires_at: r.try_get("expires_at")?,
+        })
+    }
+}
+
+impl Store {
+    fn grace_ms(&self) -> i64 {
+        self.cfg.reservation_grace.as_millis() as i64
+    }
+
+    /// Phase 1: is this card good for a call at all, and how much credit does it have?
+    pub async fn authorize_account(&self, req: &AuthRequest, now: DateTime<Utc>) -> AccountAnswer {
+        let now_ms = ms(now);
+        let outcome = match self.verify(req, now_ms).await {
+            Ok(row) => {
+                let a = &row.account;
+                let funds = if a.tollfree_only { Ok(()) } else { rules::check_funds(&a.state()) };
+                (funds.err().unwrap_or(ReturnCode::Success), Some(row))
+            }
+            Err(Deny::Code(c)) => (c, None),
+            Err(Deny::Db(e)) => {
+                tracing::error!(error = %e, "balance store unreachable: failing closed");
+                (ReturnCode::ServiceNotAvailable, None)
+            }
+        };
+        let (code, row) = outcome;
+        if !code.is_success() {
+            let conf_id = uuid::Uuid::new_v4().to_string();
+            self.record_attempt(req, "", &conf_id, code, now_ms, row.as_ref()).await;
+        }
+        let (available, currency, language) = match &row {
+            Some(r) => (r.account.available(), r.account.currency.clone(), r.account.language.clone()),
+            None => (Money::ZERO, String::new(), String::new()),
+        };
+        AccountAnswer {
+            code,
+            available,
+            currency,
+            language,
+        }
+    }
+
+    /// Phase 2: may this card call this destination, for how long; and hold the money for the
+    /// first chunk of talk time. A success carries the reservation the call must settle.
+    pub async fn authorize_call(&self, req: &CallRequest, now: DateTime<Utc>) -> CallAnswer {
+        let now_ms = ms(now);
+        let mut answer = CallAnswer {
+            code: ReturnCode::Success,
+            credit_time: 0,
+            available: Money::ZERO,
+            currency: String::new(),
+            language: String::new(),
+            rate: None,
+            reservation: None,
+        };
+        let mut row = None;
+        let result = self.authorize_call_inner(req, now_ms, &mut answer, &mut row).await;
+        match result {
+            Ok(()) => {}
+            Err(Deny::Code(c)) => answer.code = c,
+            Err(Deny::Db(e)) => {
+                tracing::error!(error = %e, "balance store unreachable: failing closed");
+                answer.code = ReturnCode::ServiceNotAvailable;
+            }
+        }
+        if !answer.code.is_success() {
+            answer.reservation = None;
+            answer.credit_time = 0;
+            let conf = if req.conf_id.is_empty() { uuid::Uuid::new_v4().to_string() } else { req.conf_id.clone() };
+            self.record_attempt(&req.auth, &req.destination, &conf, answer.code, now_ms, row.as_ref()).await;
+        }
+        answer
+    }
+
+    async fn authorize_call_inner(
+        &self,
+        req: &CallRequest,
+        now_ms: i64,
+        answer: &mut CallAnswer,
+        row_out: &mut Option<AccountRow>,
+    ) -> Result<(), Deny> {
+        let conf_ok = !req.conf_id.is_empty()
+            && req.conf_id.len() <= 128
+            && req.conf_id.chars().all(|c| c.is_ascii_graphic());
+        if !conf_ok {
+            return Err(ReturnCode::InvalidArgument.into());
+        }
+        let row = match self.verify(&req.auth, now_ms).await {
+            Err(Deny::Code(ReturnCode::AccountInUse)) => {
+                // Possibly this very call, asked for again (a retransmission): same answer.
+                return match self.reservation(&req.conf_id).await? {
+                    Some(existing) => {
+                        answer.credit_time = existing.granted_seconds;
+                        answer.reservation = Some(existing);
+                        Ok(())
+                    }
+                    None => Err(ReturnCode::AccountInUse.into()),
+                };
+            }
+            other => other?,
+        };
+        let account = row.account.clone();
+        answer.currency = account.currency.clone();
+        answer.language = account.language.clone();
+        answer.available = account.available();
+        *row_out = Some(row);
+        let dest = req.destination.as_str();
+        rules::check_digits(dest)?;
+        let lists = self.lists(now_ms).await?;
+        if lists.blocked.matching(dest).is_some() {
+            return Err(ReturnCode::CalledNumberBlocked.into());
+        }
+        let rate = if let Some(desc) = lists.tollfree.matching(dest) {
+            RateInfo {
+                deck: account.rate_deck.clone(),
+                prefix: String::new(),
+                description: format!("toll-free: {desc}"),
+                tariff: Tariff::new(Decimal::ZERO, Money::ZERO, 1, 1, 0).expect("a free tariff is valid"),
+            }
+        } else {
+            if account.tollfree_only {
+                return Err(ReturnCode::TollFreeOnly.into());
+            }
+            rules::check_funds(&account.state())?;
+            let deck = self.deck(&account.rate_deck, now_ms).await?;
+            let found = deck
+                .lookup(dest, &account.currency, at_ms(now_ms))
+                .ok_or(ReturnCode::CalledNumberBlocked)?;
+            RateInfo {
+                deck: account.rate_deck.clone(),
+                prefix: found.prefix.clone(),
+                description: found.description.clone(),
+                tariff: found.tariff.clone(),
+            }
+        };
+        answer.rate = Some(rate.clone());
+        let id = row_out.as_ref().map(|r| r.id).unwrap_or_default();
+        let mut state = account.state();
+        // Optimistic: plan from what we read, write only if the account still allows it,
+        // re-read and re-plan when another call got there first.
+        for _ in 0..8 {
+            answer.available = state.available();
+            let grant = rules::plan_grant(state.available(), &rate.tariff, self.cfg.chunk_seconds)?;
+            answer.credit_time = grant.credit_time;
+            if let Some(res) = self.try_reserve(id, req, &rate, &grant, now_ms).await? {
+                answer.reservation = Some(res);
+                return Ok(());
+            }
+            if let Some(existing) = self.reservation(&req.conf_id).await? {
+                // A repeated request for a call already authorized: same answer, no new hold.
+                answer.credit_time = existing.granted_seconds.max(answer.credit_time);
+                answer.reservation = Some(existing);
+                return Ok(());
+            }
+            let again = self.account_row(&account.account).await?.ok_or(ReturnCode::InvalidAccount)?;
+            state = again.account.state();
+            rules::check_account(&state, now_ms).or_else(|c| match c {
+                ReturnCode::ZeroBalance | ReturnCode::CreditLimit if rate.tariff.rate_per_minute().is_zero() => Ok(()),
+                c => Err(c),
+            })?;
+        }
+        tracing::warn!(account = %account.account, "reservation kept losing races; answering account in use");
+        Err(ReturnCode::AccountInUse.into())
+    }
+
+    async fn try_reserve(
+        &self,
+        account_id: i64,
+        req: &CallRequest,
+        rate: &RateInfo,
+        grant: &Grant,
+        now_ms: i64,
+    ) -> Result<Option<Reservation>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let held = sqlx::query(
+            "UPDATE accounts SET reserved = reserved + $1, active_calls = active_calls + 1 \
+             WHERE id = $2 AND status = 'active' AND active_calls < max_calls \
+             AND balance + credit_limit - reserved >= $1",
+        )
+        .bind(grant.amount.micros())
+        .bind(account_id)
+        .execute(&mut *tx)
+        .await?;
+        if held.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let expires_at = now_ms + grant.granted_seconds as i64 * 1000 + self.grace_ms();
+        let t = &rate.tariff;
+        let inserted = sqlx::query(
+            "INSERT INTO reservations (id, account_id, session_id, owner, amount, granted_seconds, destination, \
+             ani, access_number, deck, rate_prefix, rate_description, rate_per_minute, connect_fee, \
+             initial_increment, increment, minimum_seconds, setup_at, connect_at, updated_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, NULL, $18, $19) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&req.conf_id)
+        .bind(account_id)
+        .bind(&req.auth.session_id)
+        .bind(&self.cfg.node_id)
+        .bind(grant.amount.micros())
+        .bind(grant.granted_seconds as i64)
+        .bind(&req.destination)
+        .bind(req.auth.ani.clone().unwrap_or_default())
+        .bind(&req.auth.access_number)
+        .bind(&rate.deck)
+        .bind(&rate.prefix)
+        .bind(&rate.description)
+        .bind(t.rate_per_minute().to_string())
+        .bind(t.connect_fee().micros())
+        .bind(i64::from(t.initial_increment()))
+        .bind(i64::from(t.increment()))
+        .bind(i64::from(t.minimum_seconds()))
+        .bind(now_ms)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(Reservation {
+            conf_id: req.conf_id.clone(),
+            amount: grant.amount,
+            granted_seconds: grant.granted_seconds,
+            expires_at: at_ms(expires_at),
+        }))
+    }
+
+    async fn held_call(&self, conf_id: &str) -> Result<Option<HeldCall>, sqlx::Error> {
+        sqlx::query(&format!("SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = $1"))
+            .bind(conf_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| HeldCall::from_row(&r))
+            .transpose()
+    }
+
+    /// The open reservation of a call, if any.
+    pub async fn reservation(&self, conf_id: &str) -> Result<Option<Reservation>, sqlx::Error> {
+        Ok(self.held_call(conf_id).await?.map(|h| Reservation {
+            conf_id: h.id,
+            amount: Money::from_micros(h.amount),
+            granted_seconds: h.granted_seconds as u64,
+            expires_at: at_ms(h.expires_at),
+        }))
+    }
+
+    /// Checks the credentials and the card's state (everything but money), counting failures
+    /// towards the PIN-guessing and calling-number lockouts.
+    async fn verify(&self, req: &AuthRequest, now_ms: i64) -> Result<AccountRow, Deny> {
+        if let Some(ani) = &req.ani {
+            if !ani.is_empty() {
+                rules::check_ani(ani)?;
+            }
+        }
+        let pinless = req.pin.is_none();
+        if pinless {
+            rules::check_digits(&req.account)?;
+        } else {
+            rules::check_card_number(&req.account, &self.cfg.card_policy)?;
+        }
+        if let Some(pin) = &req.pin {
+            rules::check_digits(pin)?;
+        }
+        let ani = req.ani.as_deref().filter(|a| !a.is_empty());
+        if let Some(ani) = ani {
+            let until: Option<i64> =
+                sqlx::query_scalar("SELECT locked_until FROM lockouts WHERE kind = 'ani' AND subject = $1")
+                    .bind(ani)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if until.is_some_and(|u| u > now_ms) {
+                return Err(ReturnCode::RetriesExceeded.into());
+            }
+        }
+        let Some(row) = self.account_row(&req.account).await? else {
+            if let Some(ani) = ani {
+                if self.note_failure("ani", ani, now_ms).await? {
+                    return Err(ReturnCode::RetriesExceeded.into());
+                }
+            }
+            return Err(ReturnCode::InvalidAccount.into());
+        };
+        let pin_ok = match &req.pin {
+            Some(pin) => pin::verify_pin(&self.site_key, &row.pin_salt, pin, &row.pin_hash),
+            None => row.account.pinless,
+        };
+        if !pin_ok {
+            let mut locked = false;
+            if req.pin.is_some() {
+                locked |= self.note_failure("card", &req.account, now_ms).await?;
+            }
+            if let Some(ani) = ani {
+                locked |= self.note_failure("ani", ani, now_ms).await?;
+            }
+            return Err(if locked { ReturnCode::RetriesExceeded } else { ReturnCode::InvalidPin }.into());
+        }
+        let state = row.account.state();
+        let status = rules::AccountState {
+            // Money is judged per phase by the caller; here only status, expiry and concurrency.
+            balance: Money::from_micros(1),
+            reserved: Money::ZERO,
+            credit_limit: Money::ZERO,
+            ..state
+        };
+        rules::check_account(&status, now_ms)?;
+        Ok(row)
+    }
+
+    /// Counts a failure against a card or calling number; true when it reached the limit
+    /// (the card is then locked until staff unblock it, the number for `ani_lockout`).
+    async fn note_failure(&self, kind: &str, subject: &str, now_ms: i64) -> Result<bool, sqlx::Error> {
+        sqlx::query("INSERT INTO auth_failures (kind, subject, at) VALUES ($1, $2, $3)")
+            .bind(kind)
+            .bind(subject)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        let since = now_ms - self.cfg.failure_window.as_millis() as i64;
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM auth_failures WHERE kind = $1 AND subject = $2 AND at > $3")
+                .bind(kind)
+                .bind(subject)
+                .bind(since)
+                .fetch_one(&self.pool)
+                .await?;
+        if count < i64::from(self.cfg.max_auth_failures) {
+            return Ok(false);
+        }
+        if kind == "card" {
+            sqlx::query("UPDATE accounts SET status = 'locked' WHERE account = $1 AND status = 'active'")
+                .bind(subject)
+                .execute(&self.pool)
+                .await?;
+            tracing::warn!(account = subject, failures = count, "card locked after repeated wrong PINs");
+        } else {
+            let until = now_ms + self.cfg.ani_lockout.as_millis() as i64;
+            sqlx::query(
+                "INSERT INTO lockouts (kind, subject, locked_until) VALUES ($1, $2, $3) \
+                 ON CONFLICT (kind, subject) DO UPDATE SET locked_until = excluded.locked_until",
+            )
+            .bind(kind)
+            .bind(subject)
+            .bind(until)
+            .execute(&self.pool)
+            .await?;
+            tracing::warn!(ani = subject, failures = count, "calling number locked out after repeated failures");
+        }
+        Ok(true)
+    }
+
+    /// Writes the record of a refused attempt (best effort: a store that is down cannot take it).
+    async fn record_attempt(
+        &self,
+        req: &AuthRequest,
+        destination: &str,
+        conf_id: &str,
+        code: ReturnCode,
+        now_ms: i64,
+        row: Option<&AccountRow>,
+    ) {
+        if code == ReturnCode::ServiceNotAvailable {
+            return;
+        }
+        // Only printable, bounded text reaches the records: the input may be what was refused.
+        let clean = |s: &str| s.chars().filter(|c| !c.is_control()).take(64).collect::<String>();
+        let result = sqlx::query(
+            "INSERT INTO call_records (conf_id, session_id, account, ani, access_number, destination, \
+             setup_at, currency, return_code, node, created_at, disconnect_cause) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $7, $11) ON CONFLICT (conf_id) DO NOTHING",
+        )
+        .bind(clean(conf_id))
+        .bind(clean(&req.session_id))
+        .bind(clean(&req.account))
+        .bind(clean(req.ani.as_deref().unwrap_or("")))
+        .bind(clean(&req.access_number))
+        .bind(clean(destination))
+        .bind(now_ms)
+        .bind(row.map(|r| r.account.currency.clone()).unwrap_or_default())
+        .bind(i64::from(code.code()))
+        .bind(&self.cfg.node_id)
+        .bind(format!("refused: {}", code.meaning()))
+        .execute(&self.pool)
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not record a refused attempt");
+        }
+    }
+
+    /// What a card would get to a destination now (no PIN, no hold): for staff answering
+    /// "why can't I call …?".
+    pub async fn quote(&self, account: &str, destination: &str, now: DateTime<Utc>) -> Result<Quote, StoreError> {
+        let acct = self.account(account).await?;
+        if rules::check_digits(destination).is_err() {
+            return Err(StoreError::Invalid(format!("destination '{destination}' must be 1 to 32 digits")));
+        }
+        let now_ms = ms(now);
+        let lists = self.lists(now_ms).await?;
+        let deck = self.deck(&acct.rate_deck, now_ms).await?;
+        let rate = deck.lookup(destination, &acct.currency, now).map(|r| RateInfo {
+            deck: acct.rate_deck.clone(),
+            prefix: r.prefix.clone(),
+            description: r.description.clone(),
+            tariff: r.tariff.clone(),
+        });
+        let credit_time = rate.as_ref().map_or(0, |r| r.tariff.credit_time(acct.available()));
+        Ok(Quote {
+            blocked: lists.blocked.matching(destination).map(str::to_string),
+            tollfree: lists.tollfree.matching(destination).map(str::to_string),
+            available: acct.available(),
+            account: acct,
+            rate,
+            credit_time,
+        })
+    }
+
+    /// Marks a call answered: billing starts here, and the reservation's life runs from here.
+    pub async fn mark_connected(&self, conf_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let t = ms(at);
+        let done = sqlx::query(
+            "UPDATE reservations SET connect_at = $1, updated_at = $1, \
+             expires_at = $1 + granted_seconds * 1000 + $2 WHERE id = $3 AND connect_at IS NULL",
+        )
+        .bind(t)
+        .bind(self.grace_ms())
+        .bind(conf_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 && self.held_call(conf_id).await?.is_none() {
+            return Err(StoreError::NoReservation(conf_id.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Holds another chunk for a running call, as far as the card allows. Called before the
+    /// granted time runs out; when nothing more can be held the cutoff stays where it is.
+    pub async fn extend(&self, conf_id: &str, now: DateTime<Utc>) -> Result<Extension, StoreError> {
+        let now_ms = ms(now);
+        for _ in 0..8 {
+            let held = self.held_call(conf_id).await?.ok_or_else(|| StoreError::NoReservation(conf_id.to_string()))?;
+            let row = sqlx::query("SELECT balance, reserved, credit_limit FROM accounts WHERE id = $1")
+                .bind(held.account_id)
+                .fetch_one(&self.pool)
+                .await?;
+            let available = Money::from_micros(
+                row.try_get::<i64, _>(0)? + row.try_get::<i64, _>(2)? - row.try_get::<i64, _>(1)?,
+            );
+            let start = held.connect_at.unwrap_or(now_ms);
+            let plan = rules::plan_extension(
+                available,
+                &held.rate.tariff,
+                Money::from_micros(held.amount),
+                held.granted_seconds as u64,
+                self.cfg.chunk_seconds,
+            );
+            let Some(g) = plan else {
+                let expires = (start + held.granted_seconds * 1000 + self.grace_ms()).max(held.expires_at);
+                sqlx::query("UPDATE reservations SET updated_at = $1, expires_at = $2 WHERE id = $3")
+                    .bind(now_ms)
+                    .bind(expires)
+                    .bind(conf_id)
+                    .execute(&self.pool)
+                    .await?;
+                return Ok(Extension {
+                    granted_seconds: held.granted_seconds as u64,
+                    amount: Money::from_micros(held.amount),
+                    extended: false,
+                });
+            };
+            let add = g.amount.micros();
+            let mut tx = self.pool.begin().await?;
+            let ok = sqlx::query(
+                "UPDATE accounts SET reserved = reserved + $1 WHERE id = $2 AND balance + credit_limit - reserved >= $1",
+            )
+            .bind(add)
+            .bind(held.account_id)
+            .execute(&mut *tx)
+            .await?;
+            if ok.rows_affected() == 0 {
+                tx.rollback().await?;
+                continue;
+            }
+            let expires = start + g.granted_seconds as i64 * 1000 + self.grace_ms();
+            let ok = sqlx::query(
+                "UPDATE reservations SET amount = amount + $1, granted_seconds = $2, updated_at = $3, expires_at = $4 \
+                 WHERE id = $5 AND amount = $6",
+            )
+            .bind(add)
+            .bind(g.granted_seconds as i64)
+            .bind(now_ms)
+            .bind(expires)
+            .bind(conf_id)
+            .bind(held.amount)
+            .execute(&mut *tx)
+            .await?;
+            if ok.rows_affected() == 0 {
+                tx.rollback().await?;
+                continue;
+            }
+            tx.commit().await?;
+            return Ok(Extension {
+                granted_seconds: g.granted_seconds,
+                amount: Money::from_micros(held.amount + add),
+                extended: true,
+            });
+        }
+        Err(StoreError::Conflict(format!("extending {conf_id} kept losing races")))
+    }
+
+    /// Ends a call's money exactly once: charges the rated cost of its talk time (never more
+    /// than was held: time past the granted cutoff is the platform's loss, not the caller's),
+    /// releases the rest, and writes the ledger row and the call record in one transaction.
+    /// Settling again returns the first settlement and charges nothing.
+    pub async fn settle(&self, conf_id: &str, end: &CallEnd, now: DateTime<Utc>) -> Result<Settlement, StoreError> {
+        let now_ms = ms(now);
+        let mut tx = self.pool.begin().await?;
+        let gone = sqlx::query(&format!("DELETE FROM reservations WHERE id = $1 RETURNING {RESERVATION_COLUMNS}"))
+            .bind(conf_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(gone) = gone else {
+            tx.rollback().await?;
+            let rec = sqlx::query(
+                "SELECT conf_id, session_id, account, ani, access_number, destination, setup_at, connect_at, \
+                 disconnect_at, billed_seconds, cost, currency, deck, rate_prefix, rate_description, \
+                 disconnect_cause, return_code, node FROM call_records WHERE conf_id = $1",
+            )
+            .bind(conf_id)
+            .fetch_optional(&self.pool)
+            .await?;
+            let rec = rec.ok_or_else(|| StoreError::NoReservation(conf_id.to_string()))?;
+            let rec = call_record(&rec)?;
+            return Ok(Settlement {
+                conf_id: conf_id.to_string(),
+                billed_seconds: rec.billed_seconds as u64,
+                cost: rec.cost,
+                already_settled: true,
+            });
+        };
+        let held = HeldCall::from_row(&gone)?;
+        let connect_at = end.connect_at.map(ms).or(held.connect_at);
+        let disconnect_at = ms(end.disconnect_at);
+        let talk_ms = connect_at.map_or(0, |c| (disconnect_at - c).max(0));
+        let talk = (talk_ms as u64).div_ceil(1000).min(held.granted_seconds as u64);
+        let tariff = &held.rate.tariff;
+        let cost = tariff.cost(talk).micros().min(held.amount);
+        let billed = tariff.billed_seconds(talk);
+        let acct = sqlx::query(
+            "UPDATE accounts SET balance = balance - $1, reserved = reserved - $2, active_calls = active_calls - 1 \
+             WHERE id = $3 RETURNING account, balance, currency",
+        )
+        .bind(cost)
+        .bind(held.amount)
+        .bind(held.account_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (account, balance, currency): (String, i64, String) = (acct.try_get(0)?, acct.try_get(1)?, acct.try_get(2)?);
+        if cost > 0 {
+            sqlx::query(
+                "INSERT INTO ledger (account_id, kind, amount, balance_after, idempotency_key, reference, note, created_at) \
+                 VALUES ($1, 'call', $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(held.account_id)
+            .bind(-cost)
+            .bind(balance)
+            .bind(format!("call:{conf_id}"))
+            .bind(conf_id)
+            .bind(format!("{} s to {} ({})", billed, held.destination, held.rate.description))
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO call_records (conf_id, session_id, account, ani, access_number, destination, setup_at, \
+             connect_at, disconnect_at, billed_seconds, cost, currency, deck, rate_prefix, rate_description, \
+             disconnect_cause, return_code, node, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, $18)",
+        )
+        .bind(conf_id)
+        .bind(&held.session_id)
+        .bind(&account)
+        .bind(&held.ani)
+        .bind(&held.access_number)
+        .bind(&held.destination)
+        .bind(held.setup_at)
+        .bind(connect_at)
+        .bind(disconnect_at)
+        .bind(billed as i64)
+        .bind(cost)
+        .bind(currency)
+        .bind(&held.rate.deck)
+        .bind(&held.rate.prefix)
+        .bind(&held.rate.description)
+        .bind(end.cause.chars().filter(|c| !c.is_control()).take(200).collect::<String>())
+        .bind(&self.cfg.node_id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Settlement {
+            conf_id: conf_id.to_string(),
+            billed_seconds: billed,
+            cost: Money::from_micros(cost),
+            already_settled: false,
+        })
+    }
+
+    /// Settles reservations whose owner stopped extending them: a call that was answered is
+    /// charged up to the last moment its node was known alive (never past its grant), one never
+    /// answered is released. Also forgets authentication failures older than the window.
+    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<SweepReport, StoreError> {
+        let now_ms = ms(now);
+        let mut report = SweepReport::default();
+        let expired = sqlx::query(
+            "SELECT r.id, r.connect_at, r.updated_at, r.granted_seconds, r.owner, n.heartbeat_at \
+             FROM reservations r LEFT JOIN nodes n ON n.id = r.owner WHERE r.expires_at < $1 LIMIT 500",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &expired {
+            let id: String = r.try_get(0)?;
+            let connect_at: Option<i64> = r.try_get(1)?;
+            let updated_at: i64 = r.try_get(2)?;
+            let granted: i64 = r.try_get(3)?;
+            let owner: String = r.try_get(4)?;
+            let heartbeat: Option<i64> = r.try_get(5)?;
+            let last_alive = heartbeat.unwrap_or(updated_at).max(updated_at).min(now_ms);
+            let end_ms = match connect_at {
+                Some(c) => last_alive.clamp(c, c + granted * 1000),
+                None => last_alive,
+            };
+            let end = CallEnd {
+                connect_at: connect_at.map(at_ms),
+                disconnect_at: at_ms(end_ms),
+                cause: format!("swept: owner {owner} stopped extending"),
+            };
+            match self.settle(&id, &end, now).await {
+                Ok(s) if s.already_settled => {}
+                Ok(s) if s.cost.is_positive() => report.settled += 1,
+                Ok(_) => report.released += 1,
+                Err(StoreError::NoReservation(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let since = now_ms - self.cfg.failure_window.as_millis() as i64;
+        sqlx::query("DELETE FROM auth_failures WHERE at < $1").bind(since).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM lockouts WHERE locked_until < $1").bind(now_ms).execute(&self.pool).await?;
+        Ok(report)
+    }
+}
+
+/// A what-if for staff: the rate row, lists and credit time that would apply.
+#[derive(Debug, Clone)]
+pub struct Quote {
+    pub account: super::Account,
+    pub available: Money,
+    pub rate: Option<RateInfo>,
+    pub blocked: Option<String>,
+    pub tollfree: Option<String>,
+    pub credit_time: u64,
+}

@@ -1,0 +1,831 @@
+//! The balance store: cards, their ledger, rate decks and call records in SQLite (the embedded
+//! default) or PostgreSQL (several B2BUA nodes on one database), through one set of queries on
+//! sqlx's `Any` driver. Concurrency rests on the database, never on an in-process lock: every
+//! money movement is a conditional `UPDATE` inside a transaction whose first statement writes,
+//! so SQLite serializes it and PostgreSQL row-locks it, whichever process runs it.
+
+mod authorize;
+mod decks;
+
+pub use authorize::{
+    AccountAnswer, AuthRequest, CallAnswer, CallEnd, CallRequest, Extension, Quote, RateInfo,
+    Reservation, Settlement, SweepReport,
+};
+pub use decks::ImportSummary;
+
+use crate::deck::{Deck, PrefixSet};
+use crate::money::Money;
+use crate::pin;
+use crate::rules::{self, CardPolicy, CardStatus};
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// How the store behaves; the defaults suit the demo and most single-site installs.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// This process's name in reservations; the sweeper settles what a silent node left.
+    pub node_id: String,
+    /// Talk time reserved at a time (a running call extends by another chunk).
+    pub chunk_seconds: u64,
+    /// How long past its granted talk time a reservation lives without being extended.
+    pub reservation_grace: Duration,
+    /// Wrong PINs (per card) or failed attempts (per calling number) tolerated in the window.
+    pub max_auth_failures: u32,
+    pub failure_window: Duration,
+    /// How long a calling number stays locked out once it reached `max_auth_failures`.
+    pub ani_lockout: Duration,
+    pub card_policy: CardPolicy,
+    /// How often a node looks for a re-imported rate deck.
+    pub deck_refresh: Duration,
+    pub max_connections: u32,
+    /// Give up on the database after this long: authorization then fails closed (8).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            node_id: format!("node-{}", hex::encode(rand::random::<[u8; 4]>())),
+            chunk_seconds: 300,
+            reservation_grace: Duration::from_secs(120),
+            max_auth_failures: 5,
+            failure_window: Duration::from_secs(900),
+            ani_lockout: Duration::from_secs(900),
+            card_policy: CardPolicy::default(),
+            deck_refresh: Duration::from_secs(1),
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// What a store operation can fail with. Authorization never returns these: it answers
+/// return code 8 instead (fail closed).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrating the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("no account {0}")]
+    NoAccount(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("no reservation {0}")]
+    NoReservation(String),
+    #[error("unsupported database URL '{0}' (use sqlite://FILE or postgres://…)")]
+    UnsupportedUrl(String),
+}
+
+/// A card as finance sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub account: String,
+    pub status: CardStatus,
+    pub pinless: bool,
+    pub tollfree_only: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub currency: String,
+    pub balance: Money,
+    pub reserved: Money,
+    pub credit_limit: Money,
+    pub active_calls: i64,
+    pub max_calls: i64,
+    pub language: String,
+    pub tenant: String,
+    pub rate_deck: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Account {
+    /// Spendable now: balance plus credit limit, less what running calls hold.
+    pub fn available(&self) -> Money {
+        self.state().available()
+    }
+
+    fn state(&self) -> rules::AccountState {
+        rules::AccountState {
+            status: self.status,
+            expires_at: self.expires_at.map(|t| t.timestamp_millis()),
+            balance: self.balance,
+            reserved: self.reserved,
+            credit_limit: self.credit_limit,
+            active_calls: self.active_calls,
+            max_calls: self.max_calls,
+        }
+    }
+}
+
+/// A card to create.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub account: String,
+    /// `None` only for PIN-less cards (authorized by calling number).
+    pub pin: Option<String>,
+    pub balance: Money,
+    pub currency: String,
+    pub language: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub max_calls: i64,
+    pub credit_limit: Money,
+    pub tenant: String,
+    pub rate_deck: String,
+    pub pinless: bool,
+    pub tollfree_only: bool,
+}
+
+impl NewAccount {
+    /// A card with the usual defaults: USD, English, one call at a time, tenant `default`.
+    pub fn new(account: &str, pin: Option<&str>, balance: Money) -> NewAccount {
+        NewAccount {
+            account: account.to_string(),
+            pin: pin.map(str::to_string),
+            balance,
+            currency: "USD".into(),
+            language: "en".into(),
+            expires_at: None,
+            max_calls: 1,
+            credit_limit: Money::ZERO,
+            tenant: "default".into(),
+            rate_deck: "default".into(),
+            pinless: false,
+            tollfree_only: false,
+        }
+    }
+}
+
+/// Kinds of ledger rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerKind {
+    TopUp,
+    Call,
+    Adjustment,
+    Refund,
+}
+
+impl LedgerKind {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerKind::TopUp => "topup",
+            LedgerKind::Call => "call",
+            LedgerKind::Adjustment => "adjustment",
+            LedgerKind::Refund => "refund",
+        }
+    }
+}
+
+/// One money movement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub id: i64,
+    pub account: String,
+    pub kind: String,
+    pub amount: Money,
+    pub balance_after: Money,
+    pub reference: String,
+    pub note: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The outcome of an idempotent posting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Posting {
+    /// The money moved now.
+    Applied(LedgerEntry),
+    /// This reference was posted before; nothing changed. The original row is returned.
+    AlreadyApplied(LedgerEntry),
+}
+
+/// One call or failed attempt, as written at its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    pub conf_id: String,
+    pub session_id: String,
+    pub account: String,
+    pub ani: String,
+    pub access_number: String,
+    pub destination: String,
+    pub setup_at: DateTime<Utc>,
+    pub connect_at: Option<DateTime<Utc>>,
+    pub disconnect_at: Option<DateTime<Utc>>,
+    pub billed_seconds: i64,
+    pub cost: Money,
+    pub currency: String,
+    pub deck: String,
+    pub rate_prefix: String,
+    pub rate_description: String,
+    pub disconnect_cause: String,
+    pub return_code: u8,
+    pub node: String,
+}
+
+/// Which records to list.
+#[derive(Debug, Clone, Default)]
+pub struct RecordFilter {
+    pub account: Option<String>,
+    pub session_id: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// What `ledger check` found.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerReport {
+    pub accounts: u64,
+    pub entries: u64,
+    pub reservations: u64,
+    pub problems: Vec<String>,
+}
+
+pub(crate) struct Cached<T> {
+    value: Arc<T>,
+    version: i64,
+    checked_at: i64,
+}
+
+pub(crate) struct Lists {
+    pub blocked: PrefixSet,
+    pub tollfree: PrefixSet,
+}
+
+/// The balance store. Cheap to share behind an `Arc`; every method is safe to call from many
+/// tasks and from several processes on one database.
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    cfg: StoreConfig,
+    site_key: Vec<u8>,
+    decks: RwLock<HashMap<String, Cached<Deck>>>,
+    lists: RwLock<Option<Cached<Lists>>>,
+}
+
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn at_ms(v: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(v).single().unwrap_or_default()
+}
+
+const ACCOUNT_COLUMNS: &str = "id, account, pin_salt, pin_hash, pinless, status, expires_at, currency, \
+     balance, reserved, credit_limit, active_calls, max_calls, language, tenant, rate_deck, \
+     tollfree_only, created_at";
+
+/// An account row with its internals (id, PIN material), for the store's own use.
+pub(crate) struct AccountRow {
+    pub id: i64,
+    pub pin_salt: String,
+    pub pin_hash: String,
+    pub account: Account,
+}
+
+impl AccountRow {
+    fn from_row(r: &AnyRow) -> Result<AccountRow, sqlx::Error> {
+        Ok(AccountRow {
+            id: r.try_get("id")?,
+            pin_salt: r.try_get("pin_salt")?,
+            pin_hash: r.try_get("pin_hash")?,
+            account: Account {
+                account: r.try_get("account")?,
+                status: CardStatus::parse(&r.try_get::<String, _>("status")?),
+                pinless: r.try_get::<i64, _>("pinless")? != 0,
+                tollfree_only: r.try_get::<i64, _>("tollfree_only")? != 0,
+                expires_at: r.try_get::<Option<i64>, _>("expires_at")?.map(at_ms),
+                currency: r.try_get("currency")?,
+                balance: Money::from_micros(r.try_get("balance")?),
+                reserved: Money::from_micros(r.try_get("reserved")?),
+                credit_limit: Money::from_micros(r.try_get("credit_limit")?),
+                active_calls: r.try_get("active_calls")?,
+                max_calls: r.try_get("max_calls")?,
+                language: r.try_get("language")?,
+                tenant: r.try_get("tenant")?,
+                rate_deck: r.try_get("rate_deck")?,
+                created_at: at_ms(r.try_get("created_at")?),
+            },
+        })
+    }
+}
+
+fn is_kind(e: &sqlx::Error, kind: sqlx::error::ErrorKind) -> bool {
+    e.as_database_error().is_some_and(|d| d.kind() == kind)
+}
+
+/// A short free-text field from staff (reference, note, tenant): printable, bounded.
+fn check_text(what: &str, s: &str, required: bool, max: usize) -> Result<(), StoreError> {
+    if required && s.trim().is_empty() {
+        return Err(StoreError::Invalid(format!("{what} must not be empty")));
+    }
+    if s.chars().count() > max || s.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "{what} must be at most {max} printable characters"
+        )));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating a SQLite file if needed) and migrates the database at `url`.
+    pub async fn open(url: &str, cfg: StoreConfig) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let sep = if rest.contains('?') { '&' } else { '?' };
+            let url = if rest.contains("mode=") || rest.contains(":memory:") {
+                url.to_string()
+            } else {
+                format!("{url}{sep}mode=rwc")
+            };
+            (Backend::Sqlite, url)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(cfg.max_connections)
+            .acquire_timeout(cfg.acquire_timeout)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the one writer; NORMAL sync is durable
+                        // against process crashes, and a lost OS crash costs the last commits only.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("../schema/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("../schema/postgres").run(&pool).await?,
+        }
+        sqlx::query("INSERT INTO settings (key, value) VALUES ('pin_key', $1) ON CONFLICT (key) DO NOTHING")
+            .bind(hex::encode(rand::random::<[u8; 32]>()))
+            .execute(&pool)
+            .await?;
+        let key: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = 'pin_key'")
+            .fetch_one(&pool)
+            .await?;
+        Ok(Store {
+            pool,
+            backend,
+            cfg,
+            site_key: hex::decode(key).unwrap_or_default(),
+            decks: RwLock::new(HashMap::new()),
+            lists: RwLock::new(None),
+        })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    /// Closes the pool; later calls fail (and authorization answers 8).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A setting (`None` when unset).
+    pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Sets a setting.
+    pub async fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn account_row(&self, account: &str) -> Result<Option<AccountRow>, sqlx::Error> {
+        let q = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE account = $1");
+        sqlx::query(&q)
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| AccountRow::from_row(&r))
+            .transpose()
+    }
+
+    /// A card by number.
+    pub async fn account(&self, account: &str) -> Result<Account, StoreError> {
+        self.account_row(account)
+            .await?
+            .map(|r| r.account)
+            .ok_or_else(|| StoreError::NoAccount(account.to_string()))
+    }
+
+    fn validate_new(&self, n: &NewAccount) -> Result<(), StoreError> {
+        rules::check_card_number(&n.account, &self.cfg.card_policy).map_err(|_| {
+            let p = &self.cfg.card_policy;
+            StoreError::Invalid(format!(
+                "account number '{}' must be {} to {} digits{}",
+                n.account,
+                p.min_len,
+                p.max_len,
+                if p.luhn { " with a valid check digit" } else { "" }
+            ))
+        })?;
+        match &n.pin {
+            Some(p) if p.len() < 4 || p.len() > 12 || !p.bytes().all(|b| b.is_ascii_digit()) => {
+                return Err(StoreError::Invalid("a PIN must be 4 to 12 digits".into()));
+            }
+            None if !n.pinless => {
+                return Err(StoreError::Invalid("a card needs a PIN unless it is PIN-less".into()));
+            }
+            _ => {}
+        }
+        if n.currency.len() != 3 || !n.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(StoreError::Invalid(format!(
+                "currency '{}' is not an ISO 4217 code such as USD",
+                n.currency
+            )));
+        }
+        if !(2..=3).contains(&n.language.len()) || !n.language.bytes().all(|b| b.is_ascii_lowercase()) {
+            return Err(StoreError::Invalid(format!(
+                "language '{}' is not an ISO 639 code such as en",
+                n.language
+            )));
+        }
+        if n.max_calls < 1 || n.max_calls > 10_000 {
+            return Err(StoreError::Invalid("max calls must be 1 to 10000".into()));
+        }
+        if n.balance.micros() < 0 || n.credit_limit.micros() < 0 {
+            return Err(StoreError::Invalid("balance and credit limit must not be negative".into()));
+        }
+        check_text("tenant", &n.tenant, true, 64)?;
+        check_text("rate deck", &n.rate_deck, true, 64)?;
+        Ok(())
+    }
+
+    async fn insert_account(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        n: &NewAccount,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let salt = pin::new_salt();
+        // A PIN-less card gets a random PIN nobody knows, so PIN entry can never match it.
+        let secret = n.pin.clone().unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
+        let hash = pin::hash_pin(&self.site_key, &salt, &secret);
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO accounts (account, pin_salt, pin_hash, pinless, status, expires_at, currency, \
+             balance, credit_limit, max_calls, language, tenant, rate_deck, tollfree_only, created_at) \
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+        )
+        .bind(&n.account)
+        .bind(salt)
+        .bind(hash)
+        .bind(i64::from(n.pinless))
+        .bind(n.expires_at.map(ms))
+        .bind(&n.currency)
+        .bind(n.balance.micros())
+        .bind(n.credit_limit.micros())
+        .bind(n.max_calls)
+        .bind(&n.language)
+        .bind(&n.tenant)
+        .bind(&n.rate_deck)
+        .bind(i64::from(n.tollfree_only))
+        .bind(now)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| {
+            if is_kind(&e, sqlx::error::ErrorKind::UniqueViolation) {
+                StoreError::Conflict(format!("account {} already exists", n.account))
+            } else {
+                e.into()
+            }
+        })?;
+        if n.balance.is_positive() {
+            sqlx::query(
+                "INSERT INTO ledger (account_id, kind, amount, balance_after, idempotency_key, reference, note, created_at) \
+                 VALUES ($1, 'topup', $2, $2, $3, 'initial balance', '', $4)",
+            )
+            .bind(id)
+            .bind(n.balance.micros())
+            .bind(format!("create:{}", n.account))
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Creates one card (its opening balance is a ledger row).
+    pub async fn create_account(&self, n: &NewAccount, now: DateTime<Utc>) -> Result<Account, StoreError> {
+        self.create_accounts(std::slice::from_ref(n), now).await?;
+        self.account(&n.account).await
+    }
+
+    /// Creates many cards in one transaction: all or none.
+    pub async fn create_accounts(&self, cards: &[NewAccount], now: DateTime<Utc>) -> Result<(), StoreError> {
+        for n in cards {
+            self.validate_new(n)?;
+        }
+        let mut tx = self.pool.begin().await?;
+        for n in cards {
+            self.insert_account(&mut tx, n, ms(now)).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Blocks (7) or unblocks a card. Unblocking also clears a PIN lockout (10).
+    pub async fn set_blocked(&self, account: &str, blocked: bool) -> Result<Account, StoreError> {
+        let status = if blocked { "blocked" } else { "active" };
+        let done = sqlx::query("UPDATE accounts SET status = $1 WHERE account = $2")
+            .bind(status)
+            .bind(account)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NoAccount(account.to_string()));
+        }
+        if !blocked {
+            sqlx::query("DELETE FROM auth_failures WHERE kind = 'card' AND subject = $1")
+                .bind(account)
+                .execute(&self.pool)
+                .await?;
+        }
+        self.account(account).await
+    }
+
+    /// Moves money on a card, once per `reference`: a top-up or refund (positive) or an
+    /// adjustment (either sign). Posting the same reference again changes nothing and returns
+    /// the original row; reusing it for a different movement is refused.
+    pub async fn post(
+        &self,
+        account: &str,
+        kind: LedgerKind,
+        amount: Money,
+        reference: &str,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Posting, StoreError> {
+        check_text("reference", reference, true, 200)?;
+        check_text("note", note, false, 500)?;
+        match kind {
+            LedgerKind::Call => return Err(StoreError::Invalid("calls are posted by settlement".into())),
+            LedgerKind::Adjustment if amount == Money::ZERO => {
+                return Err(StoreError::Invalid("an adjustment must not be zero".into()))
+            }
+            LedgerKind::TopUp | LedgerKind::Refund if !amount.is_positive() => {
+                return Err(StoreError::Invalid(format!("a {} must be positive", kind.as_str())))
+            }
+            _ => {}
+        }
+        let key = format!("{}:{reference}", kind.as_str());
+        let mut tx = self.pool.begin().await?;
+        // Write first: the row lock (PostgreSQL) or write lock (SQLite) orders the postings.
+        let updated = sqlx::query("UPDATE accounts SET balance = balance + $1 WHERE account = $2 RETURNING id, balance")
+            .bind(amount.micros())
+            .bind(account)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_kind(&e, sqlx::error::ErrorKind::CheckViolation) {
+                    StoreError::Invalid(format!("{amount} would take account {account} below its credit limit"))
+                } else {
+                    e.into()
+                }
+            })?;
+        let Some(row) = updated else {
+            return Err(StoreError::NoAccount(account.to_string()));
+        };
+        let (id, balance): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        let inserted = sqlx::query(
+            "INSERT INTO ledger (account_id, kind, amount, balance_after, idempotency_key, reference, note, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(id)
+        .bind(kind.as_str())
+        .bind(amount.micros())
+        .bind(balance)
+        .bind(&key)
+        .bind(reference)
+        .bind(note)
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            tx.commit().await?;
+            let entry = self.ledger_entry_by_key(&key).await?;
+            return Ok(Posting::Applied(entry));
+        }
+        tx.rollback().await?;
+        let first = self.ledger_entry_by_key(&key).await?;
+        if first.account == account && first.amount == amount {
+            Ok(Posting::AlreadyApplied(first))
+        } else {
+            Err(StoreError::Conflict(format!(
+                "reference '{reference}' was already used for {} {} on account {}",
+                first.kind, first.amount, first.account
+            )))
+        }
+    }
+
+    /// A top-up: [`Store::post`] with [`LedgerKind::TopUp`].
+    pub async fn top_up(&self, account: &str, amount: Money, reference: &str, now: DateTime<Utc>) -> Result<Posting, StoreError> {
+        self.post(account, LedgerKind::TopUp, amount, reference, "", now).await
+    }
+
+    async fn ledger_entry_by_key(&self, key: &str) -> Result<LedgerEntry, StoreError> {
+        let row = sqlx::query(&format!("{LEDGER_SELECT} WHERE l.idempotency_key = $1"))
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(ledger_entry(&row)?)
+    }
+
+    /// A card's ledger, oldest first (at most `limit` rows, the newest ones).
+    pub async fn ledger(&self, account: &str, limit: i64) -> Result<Vec<LedgerEntry>, StoreError> {
+        let row = self.account_row(account).await?.ok_or_else(|| StoreError::NoAccount(account.into()))?;
+        let rows = sqlx::query(&format!("{LEDGER_SELECT} WHERE l.account_id = $1 ORDER BY l.id DESC LIMIT $2"))
+            .bind(row.id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = rows.iter().map(ledger_entry).collect::<Result<Vec<_>, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Proves the books: every balance equals the sum of its ledger, every ledger row's running
+    /// balance follows from the one before, every held amount and call count equals its open
+    /// reservations, and no card is below its credit limit.
+    pub async fn ledger_check(&self) -> Result<LedgerReport, StoreError> {
+        let mut report = LedgerReport::default();
+        let accounts = sqlx::query(
+            "SELECT a.id, a.account, a.balance, a.reserved, a.active_calls, a.credit_limit, \
+             (SELECT CAST(COALESCE(SUM(l.amount), 0) AS BIGINT) FROM ledger l WHERE l.account_id = a.id) AS ledger_sum, \
+             (SELECT CAST(COALESCE(SUM(r.amount), 0) AS BIGINT) FROM reservations r WHERE r.account_id = a.id) AS held, \
+             (SELECT COUNT(*) FROM reservations r WHERE r.account_id = a.id) AS calls \
+             FROM accounts a ORDER BY a.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut names = HashMap::new();
+        for r in &accounts {
+            report.accounts += 1;
+            let id: i64 = r.try_get("id")?;
+            let account: String = r.try_get("account")?;
+            let (balance, reserved, active, limit): (i64, i64, i64, i64) = (
+                r.try_get("balance")?,
+                r.try_get("reserved")?,
+                r.try_get("active_calls")?,
+                r.try_get("credit_limit")?,
+            );
+            let (sum, held, calls): (i64, i64, i64) = (r.try_get("ledger_sum")?, r.try_get("held")?, r.try_get("calls")?);
+            report.reservations += calls as u64;
+            let m = |v| Money::from_micros(v);
+            if balance != sum {
+                report.problems.push(format!("{account}: balance {} but ledger sums to {}", m(balance), m(sum)));
+            }
+            if reserved != held {
+                report.problems.push(format!("{account}: {} held but reservations hold {}", m(reserved), m(held)));
+            }
+            if active != calls {
+                report.problems.push(format!("{account}: {active} active calls but {calls} reservations"));
+            }
+            if balance + limit < reserved {
+                report.problems.push(format!("{account}: {} held exceeds balance {} plus credit limit", m(reserved), m(balance)));
+            }
+            names.insert(id, account);
+        }
+        let rows = sqlx::query("SELECT account_id, id, amount, balance_after FROM ledger ORDER BY account_id, id")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut running: Option<(i64, i64)> = None;
+        for r in &rows {
+            report.entries += 1;
+            let (acct, id, amount, after): (i64, i64, i64, i64) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+            let before = match running {
+                Some((a, b)) if a == acct => b,
+                _ => 0,
+            };
+            if before + amount != after {
+                let name = names.get(&acct).cloned().unwrap_or_else(|| acct.to_string());
+                report.problems.push(format!(
+                    "{name}: ledger row {id} says balance {} after {}, expected {}",
+                    Money::from_micros(after),
+                    Money::from_micros(amount),
+                    Money::from_micros(before + amount)
+                ));
+            }
+            running = Some((acct, after));
+        }
+        Ok(report)
+    }
+
+    /// Call records, newest first.
+    pub async fn call_records(&self, f: &RecordFilter) -> Result<Vec<CallRecord>, StoreError> {
+        let mut sql = String::from(
+            "SELECT conf_id, session_id, account, ani, access_number, destination, setup_at, connect_at, \
+             disconnect_at, billed_seconds, cost, currency, deck, rate_prefix, rate_description, \
+             disconnect_cause, return_code, node FROM call_records WHERE 1 = 1",
+        );
+        let mut n = 0;
+        if f.account.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND account = ${n}"));
+        }
+        if f.session_id.is_some() {
+            n += 1;
+            sql.push_str(&format!(" AND session_id = ${n}"));
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", n + 1));
+        let mut q = sqlx::query(&sql);
+        if let Some(a) = &f.account {
+            q = q.bind(a);
+        }
+        if let Some(s) = &f.session_id {
+            q = q.bind(s);
+        }
+        let rows = q.bind(f.limit.unwrap_or(100)).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok(call_record(r)?)).collect()
+    }
+
+    /// Records that this node is alive; the sweeper leaves a live node's calls alone.
+    pub async fn heartbeat(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO nodes (id, heartbeat_at) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(&self.cfg.node_id)
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+const LEDGER_SELECT: &str = "SELECT l.id, a.account, l.kind, l.amount, l.balance_after, l.reference, l.note, l.created_at \
+     FROM ledger l JOIN accounts a ON a.id = l.account_id";
+
+fn ledger_entry(r: &AnyRow) -> Result<LedgerEntry, sqlx::Error> {
+    Ok(LedgerEntry {
+        id: r.try_get("id")?,
+        account: r.try_get("account")?,
+        kind: r.try_get("kind")?,
+        amount: Money::from_micros(r.try_get("amount")?),
+        balance_after: Money::from_micros(r.try_get("balance_after")?),
+        reference: r.try_get("reference")?,
+        note: r.try_get("note")?,
+        created_at: at_ms(r.try_get("created_at")?),
+    })
+}
+
+pub(crate) fn call_record(r: &AnyRow) -> Result<CallRecord, sqlx::Error> {
+    Ok(CallRecord {
+        conf_id: r.try_get("conf_id")?,
+        session_id: r.try_get("session_id")?,
+        account: r.try_get("account")?,
+        ani: r.try_get("ani")?,
+        access_number: r.try_get("access_number")?,
+        destination: r.try_get("destination")?,
+        setup_at: at_ms(r.try_get("setup_at")?),
+        connect_at: r.try_get::<Option<i64>, _>("connect_at")?.map(at_ms),
+        disconnect_at: r.try_get::<Option<i64>, _>("disconnect_at")?.map(at_ms),
+        billed_seconds: r.try_get("billed_seconds")?,
+        cost: Money::from_micros(r.try_get("cost")?),
+        currency: r.try_get("currency")?,
+        deck: r.try_get("deck")?,
+        rate_prefix: r.try_get("rate_prefix")?,
+        rate_description: r.try_get("rate_description")?,
+        disconnect_cause: r.try_get("disconnect_cause")?,
+        return_code: u8::try_from(r.try_get::<i64, _>("return_code")?).unwrap_or(u8::MAX),
+        node: r.try_get("node")?,
+    })
+}
