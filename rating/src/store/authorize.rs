@@ -6,7 +6,7 @@ use super::{at_ms, call_record, ms, AccountRow, Store, StoreError};
 use crate::codes::ReturnCode;
 use crate::money::Money;
 use crate::pin;
-use crate::rules::{self, Grant};
+use crate::rules;
 use crate::tariff::Tariff;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -112,6 +112,17 @@ pub struct Settlement {
 pub struct SweepReport {
     pub settled: u64,
     pub released: u64,
+}
+
+/// The outcome of trying to hold money for a call.
+enum Reserved {
+    Held(Granted, Reservation),
+    Refused(ReturnCode, Money),
+}
+
+struct Granted {
+    available: Money,
+    credit_time: u64,
 }
 
 /// A refusal inside the pipeline: an answer for the caller, or a store we could not reach.
@@ -319,56 +330,69 @@ impl Store {
         };
         answer.rate = Some(rate.clone());
         let id = row_out.as_ref().map(|r| r.id).unwrap_or_default();
-        let mut state = account.state();
-        // Optimistic: plan from what we read, write only if the account still allows it,
-        // re-read and re-plan when another call got there first.
-        for _ in 0..8 {
-            answer.available = state.available();
-            let grant = rules::plan_grant(state.available(), &rate.tariff, self.cfg.chunk_seconds)?;
-            answer.credit_time = grant.credit_time;
-            if let Some(res) = self.try_reserve(id, req, &rate, &grant, now_ms).await? {
+        match self.reserve(id, req, &rate, now_ms).await? {
+            Reserved::Held(grant, res) => {
+                answer.available = grant.available;
+                answer.credit_time = grant.credit_time;
                 answer.reservation = Some(res);
-                return Ok(());
+                Ok(())
             }
-            if let Some(existing) = self.reservation(&req.conf_id).await? {
-                // A repeated request for a call already authorized: same answer, no new hold.
-                answer.credit_time = existing.granted_seconds.max(answer.credit_time);
-                answer.reservation = Some(existing);
-                return Ok(());
+            Reserved::Refused(code, available) => {
+                answer.available = available;
+                if let Some(existing) = self.reservation(&req.conf_id).await? {
+                    // A repeated request for a call already authorized: same answer, no new hold.
+                    answer.credit_time = existing.granted_seconds;
+                    answer.reservation = Some(existing);
+                    return Ok(());
+                }
+                Err(code.into())
             }
-            let again = self.account_row(&account.account).await?.ok_or(ReturnCode::InvalidAccount)?;
-            state = again.account.state();
-            rules::check_account(&state, now_ms).or_else(|c| match c {
-                ReturnCode::ZeroBalance | ReturnCode::CreditLimit if rate.tariff.rate_per_minute().is_zero() => Ok(()),
-                c => Err(c),
-            })?;
         }
-        tracing::warn!(account = %account.account, "reservation kept losing races; answering account in use");
-        Err(ReturnCode::AccountInUse.into())
     }
 
-    async fn try_reserve(
-        &self,
-        account_id: i64,
-        req: &CallRequest,
-        rate: &RateInfo,
-        grant: &Grant,
-        now_ms: i64,
-    ) -> Result<Option<Reservation>, sqlx::Error> {
+    /// Holds the first chunk for a call. The transaction's first statement locks the account
+    /// row (PostgreSQL) or the database (SQLite) and returns its current figures, so the grant
+    /// is planned on values no other call can change before this one commits.
+    async fn reserve(&self, account_id: i64, req: &CallRequest, rate: &RateInfo, now_ms: i64) -> Result<Reserved, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let held = sqlx::query(
-            "UPDATE accounts SET reserved = reserved + $1, active_calls = active_calls + 1 \
-             WHERE id = $2 AND status = 'active' AND active_calls < max_calls \
-             AND balance + credit_limit - reserved >= $1",
+        let locked = sqlx::query(
+            "UPDATE accounts SET active_calls = active_calls + 1 \
+             WHERE id = $1 AND status = 'active' AND active_calls < max_calls \
+             RETURNING balance, reserved, credit_limit",
         )
-        .bind(grant.amount.micros())
         .bind(account_id)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if held.rows_affected() == 0 {
+        let Some(locked) = locked else {
             tx.rollback().await?;
-            return Ok(None);
-        }
+            // Blocked or locked since the read, or every call slot taken.
+            let code = match self.account_row_by_id(account_id).await? {
+                Some(a) => rules::check_account(&a.account.state(), now_ms).err().unwrap_or(ReturnCode::AccountInUse),
+                None => ReturnCode::InvalidAccount,
+            };
+            return Ok(Reserved::Refused(code, Money::ZERO));
+        };
+        let available = Money::from_micros(
+            locked.try_get::<i64, _>(0)? + locked.try_get::<i64, _>(2)? - locked.try_get::<i64, _>(1)?,
+        );
+        let grant = match rules::plan_grant(available, &rate.tariff, self.cfg.chunk_seconds) {
+            Ok(g) => g,
+            Err(code) => {
+                tx.rollback().await?;
+                // Nothing left at all (other calls hold the rest) is 4 or 6, not 12.
+                let code = match (available.is_positive(), locked.try_get::<i64, _>(2)? > 0) {
+                    (true, _) => code,
+                    (false, true) => ReturnCode::CreditLimit,
+                    (false, false) => ReturnCode::ZeroBalance,
+                };
+                return Ok(Reserved::Refused(code, available));
+            }
+        };
+        sqlx::query("UPDATE accounts SET reserved = reserved + $1 WHERE id = $2")
+            .bind(grant.amount.micros())
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
         let expires_at = now_ms + grant.granted_seconds as i64 * 1000 + self.grace_ms();
         let t = &rate.tariff;
         let inserted = sqlx::query(
@@ -401,15 +425,29 @@ impl Store {
         .await?;
         if inserted.rows_affected() == 0 {
             tx.rollback().await?;
-            return Ok(None);
+            return Ok(Reserved::Refused(ReturnCode::AccountInUse, available));
         }
         tx.commit().await?;
-        Ok(Some(Reservation {
-            conf_id: req.conf_id.clone(),
-            amount: grant.amount,
-            granted_seconds: grant.granted_seconds,
-            expires_at: at_ms(expires_at),
-        }))
+        Ok(Reserved::Held(
+            Granted { available, credit_time: grant.credit_time },
+            Reservation {
+                conf_id: req.conf_id.clone(),
+                amount: grant.amount,
+                granted_seconds: grant.granted_seconds,
+                expires_at: at_ms(expires_at),
+            },
+        ))
+    }
+
+    async fn account_row_by_id(&self, id: i64) -> Result<Option<AccountRow>, sqlx::Error> {
+        let account: Option<String> = sqlx::query_scalar("SELECT account FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match account {
+            Some(a) => self.account_row(&a).await,
+            None => Ok(None),
+        }
     }
 
     async fn held_call(&self, conf_id: &str) -> Result<Option<HeldCall>, sqlx::Error> {
@@ -622,75 +660,62 @@ impl Store {
     /// granted time runs out; when nothing more can be held the cutoff stays where it is.
     pub async fn extend(&self, conf_id: &str, now: DateTime<Utc>) -> Result<Extension, StoreError> {
         let now_ms = ms(now);
-        for _ in 0..8 {
-            let held = self.held_call(conf_id).await?.ok_or_else(|| StoreError::NoReservation(conf_id.to_string()))?;
-            let row = sqlx::query("SELECT balance, reserved, credit_limit FROM accounts WHERE id = $1")
+        let mut tx = self.pool.begin().await?;
+        // Lock order, as in `settle`: the reservation first, then its account.
+        let held = sqlx::query(&format!(
+            "UPDATE reservations SET updated_at = $1 WHERE id = $2 RETURNING {RESERVATION_COLUMNS}"
+        ))
+        .bind(now_ms)
+        .bind(conf_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(held) = held else {
+            tx.rollback().await?;
+            return Err(StoreError::NoReservation(conf_id.to_string()));
+        };
+        let held = HeldCall::from_row(&held)?;
+        let row = sqlx::query(
+            "UPDATE accounts SET reserved = reserved WHERE id = $1 RETURNING balance, reserved, credit_limit",
+        )
+        .bind(held.account_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let available = Money::from_micros(
+            row.try_get::<i64, _>(0)? + row.try_get::<i64, _>(2)? - row.try_get::<i64, _>(1)?,
+        );
+        let start = held.connect_at.unwrap_or(now_ms);
+        let plan = rules::plan_extension(
+            available,
+            &held.rate.tariff,
+            Money::from_micros(held.amount),
+            held.granted_seconds as u64,
+            self.cfg.chunk_seconds,
+        );
+        let (granted, add) = match plan {
+            Some(g) => (g.granted_seconds as i64, g.amount.micros()),
+            None => (held.granted_seconds, 0),
+        };
+        if add > 0 {
+            sqlx::query("UPDATE accounts SET reserved = reserved + $1 WHERE id = $2")
+                .bind(add)
                 .bind(held.account_id)
-                .fetch_one(&self.pool)
+                .execute(&mut *tx)
                 .await?;
-            let available = Money::from_micros(
-                row.try_get::<i64, _>(0)? + row.try_get::<i64, _>(2)? - row.try_get::<i64, _>(1)?,
-            );
-            let start = held.connect_at.unwrap_or(now_ms);
-            let plan = rules::plan_extension(
-                available,
-                &held.rate.tariff,
-                Money::from_micros(held.amount),
-                held.granted_seconds as u64,
-                self.cfg.chunk_seconds,
-            );
-            let Some(g) = plan else {
-                let expires = (start + held.granted_seconds * 1000 + self.grace_ms()).max(held.expires_at);
-                sqlx::query("UPDATE reservations SET updated_at = $1, expires_at = $2 WHERE id = $3")
-                    .bind(now_ms)
-                    .bind(expires)
-                    .bind(conf_id)
-                    .execute(&self.pool)
-                    .await?;
-                return Ok(Extension {
-                    granted_seconds: held.granted_seconds as u64,
-                    amount: Money::from_micros(held.amount),
-                    extended: false,
-                });
-            };
-            let add = g.amount.micros();
-            let mut tx = self.pool.begin().await?;
-            let ok = sqlx::query(
-                "UPDATE accounts SET reserved = reserved + $1 WHERE id = $2 AND balance + credit_limit - reserved >= $1",
-            )
+        }
+        let expires = (start + granted * 1000 + self.grace_ms()).max(held.expires_at);
+        sqlx::query("UPDATE reservations SET amount = amount + $1, granted_seconds = $2, expires_at = $3 WHERE id = $4")
             .bind(add)
-            .bind(held.account_id)
-            .execute(&mut *tx)
-            .await?;
-            if ok.rows_affected() == 0 {
-                tx.rollback().await?;
-                continue;
-            }
-            let expires = start + g.granted_seconds as i64 * 1000 + self.grace_ms();
-            let ok = sqlx::query(
-                "UPDATE reservations SET amount = amount + $1, granted_seconds = $2, updated_at = $3, expires_at = $4 \
-                 WHERE id = $5 AND amount = $6",
-            )
-            .bind(add)
-            .bind(g.granted_seconds as i64)
-            .bind(now_ms)
+            .bind(granted)
             .bind(expires)
             .bind(conf_id)
-            .bind(held.amount)
             .execute(&mut *tx)
             .await?;
-            if ok.rows_affected() == 0 {
-                tx.rollback().await?;
-                continue;
-            }
-            tx.commit().await?;
-            return Ok(Extension {
-                granted_seconds: g.granted_seconds,
-                amount: Money::from_micros(held.amount + add),
-                extended: true,
-            });
-        }
-        Err(StoreError::Conflict(format!("extending {conf_id} kept losing races")))
+        tx.commit().await?;
+        Ok(Extension {
+            granted_seconds: granted as u64,
+            amount: Money::from_micros(held.amount + add),
+            extended: plan.is_some(),
+        })
     }
 
     /// Ends a call's money exactly once: charges the rated cost of its talk time (never more
