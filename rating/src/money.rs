@@ -91,7 +91,7 @@ impl Money {
 
     /// Like [`Money::parse`] but also refuses zero and negative amounts.
     pub fn parse_positive(text: &str) -> Result<Money, MoneyError> {
-        let m = Money::parse(text, false)?;
+        let m = Money::parse(text, true)?;
         if m.0 <= 0 {
             return Err(MoneyError::NotPositive(text.to_string()));
         }
@@ -148,6 +148,7 @@ mod tests {
         }
         assert!(matches!(Money::parse("99999999999", false), Err(MoneyError::TooLarge(_))));
         assert!(matches!(Money::parse_positive("0.00"), Err(MoneyError::NotPositive(_))));
+        assert!(matches!(Money::parse_positive("-5"), Err(MoneyError::NotPositive(_))));
     }
 
     #[test]

@@ -551,12 +551,23 @@ impl Store {
 
     /// Creates many cards in one transaction: all or none.
     pub async fn create_accounts(&self, cards: &[NewAccount], now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.create_accounts_with_progress(cards, now, || {}).await
+    }
+
+    /// [`Store::create_accounts`], calling `tick` after each card (for a progress bar).
+    pub async fn create_accounts_with_progress(
+        &self,
+        cards: &[NewAccount],
+        now: DateTime<Utc>,
+        mut tick: impl FnMut(),
+    ) -> Result<(), StoreError> {
         for n in cards {
             self.validate_new(n)?;
         }
         let mut tx = self.pool.begin().await?;
         for n in cards {
             self.insert_account(&mut tx, n, ms(now)).await?;
+            tick();
         }
         tx.commit().await?;
         Ok(())

@@ -1,0 +1,509 @@
+//! The finance and operator commands: each opens the store, does one thing, and prints a
+//! result a clerk can read. Errors come back to `main`, which prints them as one line.
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::Rng;
+use rating::deck::{parse_prefix_csv, parse_rates_csv};
+use rating::store::{Account, LedgerKind, NewAccount, Posting, RecordFilter};
+use rating::{rules, Money, Store, StoreConfig};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+async fn open(db: &str) -> Result<Store> {
+    Store::open(db, StoreConfig::default())
+        .await
+        .with_context(|| format!("opening {db}"))
+}
+
+fn amount(text: &str) -> Result<Money> {
+    Money::parse_positive(text).map_err(|e| anyhow!("amount {e}"))
+}
+
+/// `YYYY-MM-DD`: the card works through the end of that day (UTC).
+fn expiry(text: &str) -> Result<DateTime<Utc>> {
+    let day = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| anyhow!("--expires '{text}' is not a date (YYYY-MM-DD)"))?;
+    let next = day.succ_opt().ok_or_else(|| anyhow!("--expires '{text}' is out of range"))?;
+    Ok(next.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+}
+
+fn expiry_text(a: &Account) -> String {
+    a.expires_at
+        .map(|e| (e - chrono::Duration::milliseconds(1)).format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "never".into())
+}
+
+/// Options for `serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// This node's name in reservations (default: random per start).
+    #[arg(long)]
+    node_id: Option<String>,
+}
+
+/// Runs the service. Today that is the balance store with its demo data, the node heartbeat and
+/// the reservation sweeper; SIP signalling, media and RADIUS arrive with their own issues.
+pub async fn serve(db: &str, args: ServeArgs) -> Result<ExitCode> {
+    let mut cfg = StoreConfig::default();
+    if let Some(id) = args.node_id {
+        cfg.node_id = id;
+    }
+    let store = Store::open(db, cfg).await.with_context(|| format!("opening {db}"))?;
+    let now = Utc::now();
+    if rating::demo::seed(&store, now).await? {
+        println!("created the demo data in {db}");
+    }
+    let card = store.account(rating::demo::CARD).await.ok();
+    println!("b2bua serving on {db} as {}", store.config().node_id);
+    if let Some(c) = card {
+        println!(
+            "demo card {} (PIN {}): {} {} available",
+            c.account,
+            rating::demo::PIN,
+            c.available(),
+            c.currency
+        );
+        let q = store.quote(&c.account, "5555233", now).await?;
+        println!("  to 5555233 it buys {} s; try: b2bua rate {} 5555233", q.credit_time, c.account);
+    }
+    println!("SIP signalling is not built yet: this process runs the store's heartbeat and sweeper.");
+    println!("press Ctrl-C to stop");
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let now = Utc::now();
+                if let Err(e) = store.heartbeat(now).await {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+                match store.sweep(now).await {
+                    Ok(r) if r.settled + r.released > 0 => tracing::info!(settled = r.settled, released = r.released, "swept abandoned reservations"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    store.close().await;
+    println!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `card …`
+#[derive(Subcommand)]
+pub enum CardCommand {
+    /// Create one card.
+    Create {
+        account: String,
+        #[arg(long)]
+        pin: Option<String>,
+        #[arg(long, default_value = "0")]
+        balance: String,
+        #[arg(long, default_value = "USD")]
+        currency: String,
+        #[arg(long, default_value = "en")]
+        language: String,
+        /// Last day the card works (UTC), YYYY-MM-DD.
+        #[arg(long)]
+        expires: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        max_calls: i64,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[arg(long, default_value = "0")]
+        credit_limit: String,
+        /// Authorized by calling number (the account is the ANI); no PIN needed.
+        #[arg(long)]
+        pinless: bool,
+    },
+    /// Create many cards with random numbers and PINs; the CSV is the only copy of the PINs.
+    Batch {
+        #[arg(long)]
+        count: u32,
+        #[arg(long)]
+        balance: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Card number length, Luhn check digit included.
+        #[arg(long, default_value_t = 12)]
+        digits: usize,
+        #[arg(long, default_value_t = 4)]
+        pin_digits: usize,
+        #[arg(long, default_value = "USD")]
+        currency: String,
+        #[arg(long, default_value = "en")]
+        language: String,
+        #[arg(long)]
+        expires: Option<String>,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// Balance, holds, status and expiry of a card.
+    Show { account: String },
+    /// Refuse every call on the card (return code 7).
+    Block { account: String },
+    /// Allow calls again (also clears a wrong-PIN lock).
+    Unblock { account: String },
+}
+
+fn print_account(a: &Account) {
+    let c = &a.currency;
+    println!("account       {}", a.account);
+    println!("status        {}", a.status.as_str());
+    println!("balance       {} {c}", a.balance);
+    println!("reserved      {} {c} ({} of {} calls running)", a.reserved, a.active_calls, a.max_calls);
+    println!("available     {} {c}", a.available());
+    println!("credit limit  {} {c}", a.credit_limit);
+    println!("expires       {}", expiry_text(a));
+    println!("language      {}", a.language);
+    println!("tenant        {}", a.tenant);
+    println!("rate deck     {}", a.rate_deck);
+    println!("pin-less      {}", if a.pinless { "yes" } else { "no" });
+    println!("created       {}", a.created_at.format("%Y-%m-%d %H:%M:%S UTC"));
+}
+
+pub async fn card(db: &str, cmd: CardCommand) -> Result<ExitCode> {
+    let store = open(db).await?;
+    let now = Utc::now();
+    match cmd {
+        CardCommand::Create { account, pin, balance, currency, language, expires, max_calls, tenant, credit_limit, pinless } => {
+            let mut n = NewAccount::new(&account, pin.as_deref(), Money::parse(&balance, false).map_err(|e| anyhow!("--balance {e}"))?);
+            n.currency = currency;
+            n.language = language;
+            n.expires_at = expires.as_deref().map(expiry).transpose()?;
+            n.max_calls = max_calls;
+            n.tenant = tenant;
+            n.credit_limit = Money::parse(&credit_limit, false).map_err(|e| anyhow!("--credit-limit {e}"))?;
+            n.pinless = pinless;
+            let a = store.create_account(&n, now).await?;
+            println!("created card {}", a.account);
+            print_account(&a);
+        }
+        CardCommand::Batch { count, balance, out, digits, pin_digits, currency, language, expires, tenant } => {
+            batch(&store, BatchSpec { count, balance, out, digits, pin_digits, currency, language, expires, tenant }).await?;
+        }
+        CardCommand::Show { account } => print_account(&store.account(&account).await?),
+        CardCommand::Block { account } => {
+            store.set_blocked(&account, true).await?;
+            println!("card {account} blocked");
+        }
+        CardCommand::Unblock { account } => {
+            store.set_blocked(&account, false).await?;
+            println!("card {account} unblocked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct BatchSpec {
+    count: u32,
+    balance: String,
+    out: PathBuf,
+    digits: usize,
+    pin_digits: usize,
+    currency: String,
+    language: String,
+    expires: Option<String>,
+    tenant: String,
+}
+
+/// Generates the cards and writes the CSV beside its final name first; only when the database
+/// has taken every card is the file moved into place, so a failure leaves neither.
+async fn batch(store: &Store, spec: BatchSpec) -> Result<()> {
+    if !(1..=1_000_000).contains(&spec.count) {
+        bail!("--count must be 1 to 1000000");
+    }
+    if !(6..=20).contains(&spec.digits) || !(4..=12).contains(&spec.pin_digits) {
+        bail!("--digits must be 6 to 20 and --pin-digits 4 to 12");
+    }
+    if spec.out.exists() {
+        bail!("{} already exists; it would hold PINs, so it is never overwritten", spec.out.display());
+    }
+    let balance = Money::parse(&spec.balance, false).map_err(|e| anyhow!("--balance {e}"))?;
+    let expires_at = spec.expires.as_deref().map(expiry).transpose()?;
+    let dir = spec.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let mut rng = rand::rng();
+    let digits = |rng: &mut rand::rngs::ThreadRng, n: usize| -> String {
+        (0..n).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect()
+    };
+    for attempt in 1..=3 {
+        let mut seen = std::collections::HashSet::new();
+        let mut cards = Vec::with_capacity(spec.count as usize);
+        while cards.len() < spec.count as usize {
+            let body = digits(&mut rng, spec.digits - 1);
+            let number = format!("{body}{}", rules::luhn_check_digit(&body));
+            if !seen.insert(number.clone()) {
+                continue;
+            }
+            let pin = digits(&mut rng, spec.pin_digits);
+            let mut n = NewAccount::new(&number, Some(&pin), balance);
+            n.currency = spec.currency.clone();
+            n.language = spec.language.clone();
+            n.expires_at = expires_at;
+            n.tenant = spec.tenant.clone();
+            cards.push(n);
+        }
+        let mut tmp = tempfile::Builder::new().prefix(".batch-").tempfile_in(dir).context("creating the CSV")?;
+        {
+            let mut w = csv::Writer::from_writer(tmp.as_file_mut());
+            w.write_record(["account", "pin", "balance", "currency", "expires"])?;
+            for c in &cards {
+                let exp = c.expires_at.map(|e| (e - chrono::Duration::milliseconds(1)).format("%Y-%m-%d").to_string()).unwrap_or_default();
+                w.write_record([c.account.as_str(), c.pin.as_deref().unwrap_or(""), &balance.to_string(), &c.currency, &exp])?;
+            }
+            w.flush()?;
+        }
+        tmp.as_file().sync_all()?;
+        let bar = ProgressBar::new(u64::from(spec.count));
+        bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} cards {eta}").expect("valid template"));
+        match store.create_accounts_with_progress(&cards, Utc::now(), || bar.inc(1)).await {
+            Ok(()) => {
+                bar.finish_and_clear();
+                tmp.persist_noclobber(&spec.out).map_err(|e| anyhow!("the cards exist but the CSV could not be saved: {e}"))?;
+                println!(
+                    "created {} cards with {balance} {} each; numbers and PINs are in {} (the only copy of the PINs)",
+                    spec.count,
+                    spec.currency,
+                    spec.out.display()
+                );
+                return Ok(());
+            }
+            Err(rating::StoreError::Conflict(m)) if attempt < 3 => {
+                bar.finish_and_clear();
+                tracing::info!("{m}: drawing new numbers");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bail!("could not draw unused card numbers; use more --digits")
+}
+
+/// Options for `topup` and `refund`.
+#[derive(Args)]
+pub struct TopupArgs {
+    account: String,
+    #[arg(allow_hyphen_values = true)]
+    amount: String,
+    /// Your reference (receipt, transfer id): repeating it never moves money twice.
+    #[arg(long)]
+    reference: String,
+    #[arg(long, default_value = "")]
+    note: String,
+}
+
+pub async fn topup(db: &str, a: TopupArgs, kind: LedgerKind) -> Result<ExitCode> {
+    let money = amount(&a.amount)?;
+    let store = open(db).await?;
+    let posting = store.post(&a.account, kind, money, &a.reference, &a.note, Utc::now()).await?;
+    report_posting(&store, &a.account, posting).await
+}
+
+async fn report_posting(store: &Store, account: &str, posting: Posting) -> Result<ExitCode> {
+    let acct = store.account(account).await?;
+    match posting {
+        Posting::Applied(e) => println!(
+            "{} of {} {} on {} (reference {}): balance {} {}",
+            e.kind, e.amount, acct.currency, account, e.reference, e.balance_after, acct.currency
+        ),
+        Posting::AlreadyApplied(e) => println!(
+            "reference {} was already applied on {} ({} {} {}): nothing changed; balance is {} {}",
+            e.reference,
+            e.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            e.kind,
+            e.amount,
+            acct.currency,
+            acct.balance,
+            acct.currency
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Options for `adjust`.
+#[derive(Args)]
+pub struct AdjustArgs {
+    account: String,
+    /// Signed amount, e.g. -2.50 or 5.
+    #[arg(allow_hyphen_values = true)]
+    amount: String,
+    #[arg(long)]
+    reference: String,
+    /// Why (kept in the ledger).
+    #[arg(long)]
+    note: String,
+}
+
+pub async fn adjust(db: &str, a: AdjustArgs) -> Result<ExitCode> {
+    let money = Money::parse(&a.amount, true).map_err(|e| anyhow!("amount {e}"))?;
+    let store = open(db).await?;
+    let posting = store.post(&a.account, LedgerKind::Adjustment, money, &a.reference, &a.note, Utc::now()).await?;
+    report_posting(&store, &a.account, posting).await
+}
+
+/// Options for `ledger`.
+#[derive(Args)]
+pub struct LedgerArgs {
+    /// A card number, or `check`.
+    target: String,
+    #[arg(long, default_value_t = 100)]
+    limit: i64,
+}
+
+pub async fn ledger(db: &str, a: LedgerArgs) -> Result<ExitCode> {
+    let store = open(db).await?;
+    if a.target == "check" {
+        let r = store.ledger_check().await?;
+        if r.problems.is_empty() {
+            println!(
+                "ledger check: OK — {} cards, {} ledger rows, {} calls holding money; every balance agrees with its ledger",
+                r.accounts, r.entries, r.reservations
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprintln!("error: ledger check found {} problem(s):", r.problems.len());
+        for p in &r.problems {
+            eprintln!("  {p}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    let acct = store.account(&a.target).await?;
+    let rows = store.ledger(&a.target, a.limit).await?;
+    println!("{:>6}  {:<20}  {:<10}  {:>14}  {:>14}  reference / note", "#", "when (UTC)", "kind", "amount", "balance");
+    for e in &rows {
+        println!(
+            "{:>6}  {:<20}  {:<10}  {:>14}  {:>14}  {}{}",
+            e.id,
+            e.created_at.format("%Y-%m-%d %H:%M:%S"),
+            e.kind,
+            e.amount.to_string(),
+            e.balance_after.to_string(),
+            e.reference,
+            if e.note.is_empty() { String::new() } else { format!(" — {}", e.note) }
+        );
+    }
+    println!("balance {} {}, {} held by running calls", acct.balance, acct.currency, acct.reserved);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rates …`
+#[derive(Subcommand)]
+pub enum RatesCommand {
+    /// Replace a rate deck from CSV (all rows or none).
+    Import {
+        file: PathBuf,
+        #[arg(long, default_value = "default")]
+        deck: String,
+        /// Currency of rows without a currency column.
+        #[arg(long, default_value = "USD")]
+        currency: String,
+    },
+    /// Replace the blocked-prefix list (return code 9) from CSV `prefix,description`.
+    Blocked { file: PathBuf },
+    /// Replace the toll-free prefix list from CSV `prefix,description`.
+    Tollfree { file: PathBuf },
+}
+
+pub async fn rates(db: &str, cmd: RatesCommand) -> Result<ExitCode> {
+    let read = |f: &PathBuf| std::fs::File::open(f).with_context(|| format!("reading {}", f.display()));
+    match cmd {
+        RatesCommand::Import { file, deck, currency } => {
+            let rows = parse_rates_csv(read(&file)?, &currency.to_ascii_uppercase())
+                .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+            let store = open(db).await?;
+            let s = store.import_rates(&deck, &rows, &file.display().to_string(), Utc::now()).await?;
+            println!("imported {} rows into deck '{}' (version {})", s.rows, s.name, s.version);
+        }
+        RatesCommand::Blocked { file } => prefix_list(db, "blocked", &file, read(&file)?).await?,
+        RatesCommand::Tollfree { file } => prefix_list(db, "tollfree", &file, read(&file)?).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn prefix_list(db: &str, list: &str, file: &std::path::Path, input: std::fs::File) -> Result<()> {
+    let entries = parse_prefix_csv(input).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let store = open(db).await?;
+    let s = store.import_prefix_list(list, &entries).await?;
+    println!("imported {} prefixes into the {list} list", s.rows);
+    Ok(())
+}
+
+/// Options for `rate`.
+#[derive(Args)]
+pub struct RateArgs {
+    account: String,
+    destination: String,
+}
+
+pub async fn rate(db: &str, a: RateArgs) -> Result<ExitCode> {
+    let store = open(db).await?;
+    let q = store.quote(&a.account, &a.destination, Utc::now()).await?;
+    let c = &q.account.currency;
+    println!("card {} has {} {c} available", q.account.account, q.available);
+    if let Some(b) = &q.blocked {
+        println!("{} is blocked ({b}): calls are refused with return code 9", a.destination);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(t) = &q.tollfree {
+        println!("{} is toll-free ({t}): calls cost nothing", a.destination);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &q.rate {
+        None => println!("no rate in deck '{}' for {} in {c}: calls are refused with return code 9", q.account.rate_deck, a.destination),
+        Some(r) => {
+            let t = &r.tariff;
+            println!(
+                "rate: prefix {} ({}) in deck '{}': {} {c}/min, connect fee {} {c}, billed {}/{} s, minimum {} s",
+                r.prefix, r.description, r.deck, t.rate_per_minute(), t.connect_fee(), t.initial_increment(), t.increment(), t.minimum_seconds()
+            );
+            println!(
+                "credit time now: {} s ({} h {} min){}",
+                q.credit_time,
+                q.credit_time / 3600,
+                q.credit_time % 3600 / 60,
+                if q.credit_time == 0 { " — insufficient funds (return code 12)" } else { "" }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Options for `records`.
+#[derive(Args)]
+pub struct RecordsArgs {
+    #[arg(long)]
+    account: Option<String>,
+    #[arg(long)]
+    session: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+}
+
+pub async fn records(db: &str, a: RecordsArgs) -> Result<ExitCode> {
+    let store = open(db).await?;
+    let recs = store
+        .call_records(&RecordFilter { account: a.account, session_id: a.session, limit: Some(a.limit) })
+        .await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<20}  {:<12}  {:<16}  {:>4}  {:>7}  {:>12}  session / cause", "setup (UTC)", "account", "destination", "code", "billed", "cost")?;
+    for r in &recs {
+        writeln!(
+            out,
+            "{:<20}  {:<12}  {:<16}  {:>4}  {:>6}s  {:>12}  {} / {}",
+            r.setup_at.format("%Y-%m-%d %H:%M:%S"),
+            r.account,
+            r.destination,
+            r.return_code,
+            r.billed_seconds,
+            format!("{} {}", r.cost, r.currency),
+            r.session_id,
+            r.disconnect_cause
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
