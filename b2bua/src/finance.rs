@@ -28,13 +28,22 @@ fn amount(text: &str) -> Result<Money> {
 fn expiry(text: &str) -> Result<DateTime<Utc>> {
     let day = NaiveDate::parse_from_str(text, "%Y-%m-%d")
         .map_err(|_| anyhow!("--expires '{text}' is not a date (YYYY-MM-DD)"))?;
-    let next = day.succ_opt().ok_or_else(|| anyhow!("--expires '{text}' is out of range"))?;
-    Ok(next.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+    let next = day
+        .succ_opt()
+        .ok_or_else(|| anyhow!("--expires '{text}' is out of range"))?;
+    Ok(next
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc())
 }
 
 fn expiry_text(a: &Account) -> String {
     a.expires_at
-        .map(|e| (e - chrono::Duration::milliseconds(1)).format("%Y-%m-%d").to_string())
+        .map(|e| {
+            (e - chrono::Duration::milliseconds(1))
+                .format("%Y-%m-%d")
+                .to_string()
+        })
         .unwrap_or_else(|| "never".into())
 }
 
@@ -53,7 +62,9 @@ pub async fn serve(db: &str, args: ServeArgs) -> Result<ExitCode> {
     if let Some(id) = args.node_id {
         cfg.node_id = id;
     }
-    let store = Store::open(db, cfg).await.with_context(|| format!("opening {db}"))?;
+    let store = Store::open(db, cfg)
+        .await
+        .with_context(|| format!("opening {db}"))?;
     let now = Utc::now();
     if rating::demo::seed(&store, now).await? {
         println!("created the demo data in {db}");
@@ -69,9 +80,14 @@ pub async fn serve(db: &str, args: ServeArgs) -> Result<ExitCode> {
             c.currency
         );
         let q = store.quote(&c.account, "5555233", now).await?;
-        println!("  to 5555233 it buys {} s; try: b2bua rate {} 5555233", q.credit_time, c.account);
+        println!(
+            "  to 5555233 it buys {} s; try: b2bua rate {} 5555233",
+            q.credit_time, c.account
+        );
     }
-    println!("SIP signalling is not built yet: this process runs the store's heartbeat and sweeper.");
+    println!(
+        "SIP signalling is not built yet: this process runs the store's heartbeat and sweeper."
+    );
     println!("press Ctrl-C to stop");
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -157,7 +173,10 @@ fn print_account(a: &Account) {
     println!("account       {}", a.account);
     println!("status        {}", a.status.as_str());
     println!("balance       {} {c}", a.balance);
-    println!("reserved      {} {c} ({} of {} calls running)", a.reserved, a.active_calls, a.max_calls);
+    println!(
+        "reserved      {} {c} ({} of {} calls running)",
+        a.reserved, a.active_calls, a.max_calls
+    );
     println!("available     {} {c}", a.available());
     println!("credit limit  {} {c}", a.credit_limit);
     println!("expires       {}", expiry_text(a));
@@ -165,28 +184,71 @@ fn print_account(a: &Account) {
     println!("tenant        {}", a.tenant);
     println!("rate deck     {}", a.rate_deck);
     println!("pin-less      {}", if a.pinless { "yes" } else { "no" });
-    println!("created       {}", a.created_at.format("%Y-%m-%d %H:%M:%S UTC"));
+    println!(
+        "created       {}",
+        a.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+    );
 }
 
 pub async fn card(db: &str, cmd: CardCommand) -> Result<ExitCode> {
     let store = open(db).await?;
     let now = Utc::now();
     match cmd {
-        CardCommand::Create { account, pin, balance, currency, language, expires, max_calls, tenant, credit_limit, pinless } => {
-            let mut n = NewAccount::new(&account, pin.as_deref(), Money::parse(&balance, false).map_err(|e| anyhow!("--balance {e}"))?);
+        CardCommand::Create {
+            account,
+            pin,
+            balance,
+            currency,
+            language,
+            expires,
+            max_calls,
+            tenant,
+            credit_limit,
+            pinless,
+        } => {
+            let mut n = NewAccount::new(
+                &account,
+                pin.as_deref(),
+                Money::parse(&balance, false).map_err(|e| anyhow!("--balance {e}"))?,
+            );
             n.currency = currency;
             n.language = language;
             n.expires_at = expires.as_deref().map(expiry).transpose()?;
             n.max_calls = max_calls;
             n.tenant = tenant;
-            n.credit_limit = Money::parse(&credit_limit, false).map_err(|e| anyhow!("--credit-limit {e}"))?;
+            n.credit_limit =
+                Money::parse(&credit_limit, false).map_err(|e| anyhow!("--credit-limit {e}"))?;
             n.pinless = pinless;
             let a = store.create_account(&n, now).await?;
             println!("created card {}", a.account);
             print_account(&a);
         }
-        CardCommand::Batch { count, balance, out, digits, pin_digits, currency, language, expires, tenant } => {
-            batch(&store, BatchSpec { count, balance, out, digits, pin_digits, currency, language, expires, tenant }).await?;
+        CardCommand::Batch {
+            count,
+            balance,
+            out,
+            digits,
+            pin_digits,
+            currency,
+            language,
+            expires,
+            tenant,
+        } => {
+            batch(
+                &store,
+                BatchSpec {
+                    count,
+                    balance,
+                    out,
+                    digits,
+                    pin_digits,
+                    currency,
+                    language,
+                    expires,
+                    tenant,
+                },
+            )
+            .await?;
         }
         CardCommand::Show { account } => print_account(&store.account(&account).await?),
         CardCommand::Block { account } => {
@@ -223,14 +285,23 @@ async fn batch(store: &Store, spec: BatchSpec) -> Result<()> {
         bail!("--digits must be 6 to 20 and --pin-digits 4 to 12");
     }
     if spec.out.exists() {
-        bail!("{} already exists; it would hold PINs, so it is never overwritten", spec.out.display());
+        bail!(
+            "{} already exists; it would hold PINs, so it is never overwritten",
+            spec.out.display()
+        );
     }
     let balance = Money::parse(&spec.balance, false).map_err(|e| anyhow!("--balance {e}"))?;
     let expires_at = spec.expires.as_deref().map(expiry).transpose()?;
-    let dir = spec.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = spec
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     let mut rng = rand::rng();
     let digits = |rng: &mut rand::rngs::ThreadRng, n: usize| -> String {
-        (0..n).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect()
+        (0..n)
+            .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+            .collect()
     };
     for attempt in 1..=3 {
         let mut seen = std::collections::HashSet::new();
@@ -249,23 +320,46 @@ async fn batch(store: &Store, spec: BatchSpec) -> Result<()> {
             n.tenant = spec.tenant.clone();
             cards.push(n);
         }
-        let mut tmp = tempfile::Builder::new().prefix(".batch-").tempfile_in(dir).context("creating the CSV")?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".batch-")
+            .tempfile_in(dir)
+            .context("creating the CSV")?;
         {
             let mut w = csv::Writer::from_writer(tmp.as_file_mut());
             w.write_record(["account", "pin", "balance", "currency", "expires"])?;
             for c in &cards {
-                let exp = c.expires_at.map(|e| (e - chrono::Duration::milliseconds(1)).format("%Y-%m-%d").to_string()).unwrap_or_default();
-                w.write_record([c.account.as_str(), c.pin.as_deref().unwrap_or(""), &balance.to_string(), &c.currency, &exp])?;
+                let exp = c
+                    .expires_at
+                    .map(|e| {
+                        (e - chrono::Duration::milliseconds(1))
+                            .format("%Y-%m-%d")
+                            .to_string()
+                    })
+                    .unwrap_or_default();
+                w.write_record([
+                    c.account.as_str(),
+                    c.pin.as_deref().unwrap_or(""),
+                    &balance.to_string(),
+                    &c.currency,
+                    &exp,
+                ])?;
             }
             w.flush()?;
         }
         tmp.as_file().sync_all()?;
         let bar = ProgressBar::new(u64::from(spec.count));
-        bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} cards {eta}").expect("valid template"));
-        match store.create_accounts_with_progress(&cards, Utc::now(), || bar.inc(1)).await {
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} cards {eta}")
+                .expect("valid template"),
+        );
+        match store
+            .create_accounts_with_progress(&cards, Utc::now(), || bar.inc(1))
+            .await
+        {
             Ok(()) => {
                 bar.finish_and_clear();
-                tmp.persist_noclobber(&spec.out).map_err(|e| anyhow!("the cards exist but the CSV could not be saved: {e}"))?;
+                tmp.persist_noclobber(&spec.out)
+                    .map_err(|e| anyhow!("the cards exist but the CSV could not be saved: {e}"))?;
                 println!(
                     "created {} cards with {balance} {} each; numbers and PINs are in {} (the only copy of the PINs)",
                     spec.count,
@@ -300,7 +394,9 @@ pub struct TopupArgs {
 pub async fn topup(db: &str, a: TopupArgs, kind: LedgerKind) -> Result<ExitCode> {
     let money = amount(&a.amount)?;
     let store = open(db).await?;
-    let posting = store.post(&a.account, kind, money, &a.reference, &a.note, Utc::now()).await?;
+    let posting = store
+        .post(&a.account, kind, money, &a.reference, &a.note, Utc::now())
+        .await?;
     report_posting(&store, &a.account, posting).await
 }
 
@@ -342,7 +438,16 @@ pub struct AdjustArgs {
 pub async fn adjust(db: &str, a: AdjustArgs) -> Result<ExitCode> {
     let money = Money::parse(&a.amount, true).map_err(|e| anyhow!("amount {e}"))?;
     let store = open(db).await?;
-    let posting = store.post(&a.account, LedgerKind::Adjustment, money, &a.reference, &a.note, Utc::now()).await?;
+    let posting = store
+        .post(
+            &a.account,
+            LedgerKind::Adjustment,
+            money,
+            &a.reference,
+            &a.note,
+            Utc::now(),
+        )
+        .await?;
     report_posting(&store, &a.account, posting).await
 }
 
@@ -374,7 +479,10 @@ pub async fn ledger(db: &str, a: LedgerArgs) -> Result<ExitCode> {
     }
     let acct = store.account(&a.target).await?;
     let rows = store.ledger(&a.target, a.limit).await?;
-    println!("{:>6}  {:<20}  {:<10}  {:>14}  {:>14}  reference / note", "#", "when (UTC)", "kind", "amount", "balance");
+    println!(
+        "{:>6}  {:<20}  {:<10}  {:>14}  {:>14}  reference / note",
+        "#", "when (UTC)", "kind", "amount", "balance"
+    );
     for e in &rows {
         println!(
             "{:>6}  {:<20}  {:<10}  {:>14}  {:>14}  {}{}",
@@ -384,10 +492,17 @@ pub async fn ledger(db: &str, a: LedgerArgs) -> Result<ExitCode> {
             e.amount.to_string(),
             e.balance_after.to_string(),
             e.reference,
-            if e.note.is_empty() { String::new() } else { format!(" — {}", e.note) }
+            if e.note.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", e.note)
+            }
         );
     }
-    println!("balance {} {}, {} held by running calls", acct.balance, acct.currency, acct.reserved);
+    println!(
+        "balance {} {}, {} held by running calls",
+        acct.balance, acct.currency, acct.reserved
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -410,14 +525,24 @@ pub enum RatesCommand {
 }
 
 pub async fn rates(db: &str, cmd: RatesCommand) -> Result<ExitCode> {
-    let read = |f: &PathBuf| std::fs::File::open(f).with_context(|| format!("reading {}", f.display()));
+    let read =
+        |f: &PathBuf| std::fs::File::open(f).with_context(|| format!("reading {}", f.display()));
     match cmd {
-        RatesCommand::Import { file, deck, currency } => {
+        RatesCommand::Import {
+            file,
+            deck,
+            currency,
+        } => {
             let rows = parse_rates_csv(read(&file)?, &currency.to_ascii_uppercase())
                 .map_err(|e| anyhow!("{}: {e}", file.display()))?;
             let store = open(db).await?;
-            let s = store.import_rates(&deck, &rows, &file.display().to_string(), Utc::now()).await?;
-            println!("imported {} rows into deck '{}' (version {})", s.rows, s.name, s.version);
+            let s = store
+                .import_rates(&deck, &rows, &file.display().to_string(), Utc::now())
+                .await?;
+            println!(
+                "imported {} rows into deck '{}' (version {})",
+                s.rows, s.name, s.version
+            );
         }
         RatesCommand::Blocked { file } => prefix_list(db, "blocked", &file, read(&file)?).await?,
         RatesCommand::Tollfree { file } => prefix_list(db, "tollfree", &file, read(&file)?).await?,
@@ -425,7 +550,12 @@ pub async fn rates(db: &str, cmd: RatesCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn prefix_list(db: &str, list: &str, file: &std::path::Path, input: std::fs::File) -> Result<()> {
+async fn prefix_list(
+    db: &str,
+    list: &str,
+    file: &std::path::Path,
+    input: std::fs::File,
+) -> Result<()> {
     let entries = parse_prefix_csv(input).map_err(|e| anyhow!("{}: {e}", file.display()))?;
     let store = open(db).await?;
     let s = store.import_prefix_list(list, &entries).await?;
@@ -444,9 +574,15 @@ pub async fn rate(db: &str, a: RateArgs) -> Result<ExitCode> {
     let store = open(db).await?;
     let q = store.quote(&a.account, &a.destination, Utc::now()).await?;
     let c = &q.account.currency;
-    println!("card {} has {} {c} available", q.account.account, q.available);
+    println!(
+        "card {} has {} {c} available",
+        q.account.account, q.available
+    );
     if let Some(b) = &q.blocked {
-        println!("{} is blocked ({b}): calls are refused with return code 9", a.destination);
+        println!(
+            "{} is blocked ({b}): calls are refused with return code 9",
+            a.destination
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(t) = &q.tollfree {
@@ -454,7 +590,10 @@ pub async fn rate(db: &str, a: RateArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     match &q.rate {
-        None => println!("no rate in deck '{}' for {} in {c}: calls are refused with return code 9", q.account.rate_deck, a.destination),
+        None => println!(
+            "no rate in deck '{}' for {} in {c}: calls are refused with return code 9",
+            q.account.rate_deck, a.destination
+        ),
         Some(r) => {
             let t = &r.tariff;
             println!(
@@ -466,7 +605,11 @@ pub async fn rate(db: &str, a: RateArgs) -> Result<ExitCode> {
                 q.credit_time,
                 q.credit_time / 3600,
                 q.credit_time % 3600 / 60,
-                if q.credit_time == 0 { " — insufficient funds (return code 12)" } else { "" }
+                if q.credit_time == 0 {
+                    " — insufficient funds (return code 12)"
+                } else {
+                    ""
+                }
             );
         }
     }
@@ -487,10 +630,18 @@ pub struct RecordsArgs {
 pub async fn records(db: &str, a: RecordsArgs) -> Result<ExitCode> {
     let store = open(db).await?;
     let recs = store
-        .call_records(&RecordFilter { account: a.account, session_id: a.session, limit: Some(a.limit) })
+        .call_records(&RecordFilter {
+            account: a.account,
+            session_id: a.session,
+            limit: Some(a.limit),
+        })
         .await?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<20}  {:<12}  {:<16}  {:>4}  {:>7}  {:>12}  session / cause", "setup (UTC)", "account", "destination", "code", "billed", "cost")?;
+    writeln!(
+        out,
+        "{:<20}  {:<12}  {:<16}  {:>4}  {:>7}  {:>12}  session / cause",
+        "setup (UTC)", "account", "destination", "code", "billed", "cost"
+    )?;
     for r in &recs {
         writeln!(
             out,

@@ -11,7 +11,12 @@ use std::process::ExitCode;
 #[command(name = "b2bua", version, about)]
 struct Cli {
     /// Database URL: sqlite://FILE (created if missing) or postgres://USER@HOST/DB.
-    #[arg(long, global = true, env = "B2BUA_DB", default_value = "sqlite://b2bua.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "B2BUA_DB",
+        default_value = "sqlite://b2bua.db"
+    )]
     db: String,
     #[command(subcommand)]
     command: Command,

@@ -9,13 +9,18 @@ struct Cli {
 
 impl Cli {
     fn new() -> Cli {
-        Cli { dir: tempfile::tempdir().unwrap() }
+        Cli {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn run(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_b2bua"))
             .args(args)
-            .env("B2BUA_DB", format!("sqlite://{}", self.dir.path().join("b2bua.db").display()))
+            .env(
+                "B2BUA_DB",
+                format!("sqlite://{}", self.dir.path().join("b2bua.db").display()),
+            )
             .env("RUST_LOG", "warn")
             .current_dir(self.dir.path())
             .output()
@@ -25,14 +30,22 @@ impl Cli {
     /// Runs a command that must succeed; returns its stdout.
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
     /// Runs a command that must fail with one clear line; returns that line.
     fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(!out.status.success(), "{args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "{args:?} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let err = String::from_utf8(out.stderr).unwrap();
         assert!(err.starts_with("error: "), "{args:?}: {err}");
         err
@@ -48,57 +61,154 @@ impl Cli {
 #[test]
 fn a_clerks_day() {
     let cli = Cli::new();
-    let out = cli.ok(&["card", "create", "000070", "--pin", "1234", "--balance", "32.91", "--expires", "2030-12-31"]);
+    let out = cli.ok(&[
+        "card",
+        "create",
+        "000070",
+        "--pin",
+        "1234",
+        "--balance",
+        "32.91",
+        "--expires",
+        "2030-12-31",
+    ]);
     assert!(out.contains("balance       32.91 USD"), "{out}");
     assert!(out.contains("expires       2030-12-31"), "{out}");
     let out = cli.ok(&["topup", "000070", "10", "--reference", "RCPT-1"]);
     assert!(out.contains("balance 42.91 USD"), "{out}");
     let out = cli.ok(&["topup", "000070", "10", "--reference", "RCPT-1"]);
-    assert!(out.contains("already applied") && out.contains("nothing changed"), "{out}");
-    assert!(cli.ok(&["card", "show", "000070"]).contains("balance       42.91 USD"));
-    cli.ok(&["adjust", "000070", "-2.91", "--reference", "ADJ-1", "--note", "goodwill reversal"]);
+    assert!(
+        out.contains("already applied") && out.contains("nothing changed"),
+        "{out}"
+    );
+    assert!(cli
+        .ok(&["card", "show", "000070"])
+        .contains("balance       42.91 USD"));
+    cli.ok(&[
+        "adjust",
+        "000070",
+        "-2.91",
+        "--reference",
+        "ADJ-1",
+        "--note",
+        "goodwill reversal",
+    ]);
     let ledger = cli.ok(&["ledger", "000070"]);
-    assert_eq!(ledger.lines().filter(|l| l.contains("topup") || l.contains("adjustment")).count(), 3, "{ledger}");
+    assert_eq!(
+        ledger
+            .lines()
+            .filter(|l| l.contains("topup") || l.contains("adjustment"))
+            .count(),
+        3,
+        "{ledger}"
+    );
     assert!(ledger.contains("balance 40.00 USD"), "{ledger}");
     assert!(cli.ok(&["ledger", "check"]).contains("ledger check: OK"));
     cli.ok(&["card", "block", "000070"]);
-    assert!(cli.ok(&["card", "show", "000070"]).contains("status        blocked"));
+    assert!(cli
+        .ok(&["card", "show", "000070"])
+        .contains("status        blocked"));
     cli.ok(&["card", "unblock", "000070"]);
 
     let deck = cli.file(
         "rates.csv",
         "prefix,description,rate_per_minute,connect_fee,initial_increment,increment,minimum_seconds\n44,UK,0.60,0,60,60,0\n",
     );
-    assert!(cli.ok(&["rates", "import", &deck]).contains("imported 1 rows into deck 'default'"));
+    assert!(cli
+        .ok(&["rates", "import", &deck])
+        .contains("imported 1 rows into deck 'default'"));
     let out = cli.ok(&["rate", "000070", "4420123"]);
     assert!(out.contains("credit time now: 3960 s (1 h 6 min)"), "{out}");
     let blocked = cli.file("blocked.csv", "prefix,description\n1900,premium\n");
     cli.ok(&["rates", "blocked", &blocked]);
-    assert!(cli.ok(&["rate", "000070", "19005551234"]).contains("return code 9"));
+    assert!(cli
+        .ok(&["rate", "000070", "19005551234"])
+        .contains("return code 9"));
 }
 
 #[test]
 fn bad_input_gets_one_clear_line_and_changes_nothing() {
     let cli = Cli::new();
-    cli.ok(&["card", "create", "000070", "--pin", "1234", "--balance", "5"]);
+    cli.ok(&[
+        "card",
+        "create",
+        "000070",
+        "--pin",
+        "1234",
+        "--balance",
+        "5",
+    ]);
     for (args, says) in [
-        (vec!["topup", "000070", "-5", "--reference", "R"], "must be greater than zero"),
-        (vec!["topup", "000070", "abc", "--reference", "R"], "is not an amount"),
-        (vec!["topup", "000070", "1.0000001", "--reference", "R"], "never rounded"),
-        (vec!["topup", "000070", "1e3", "--reference", "R"], "is not an amount"),
-        (vec!["topup", "999999", "5", "--reference", "R"], "no account 999999"),
-        (vec!["card", "create", "000070", "--pin", "1234"], "already exists"),
-        (vec!["card", "create", "12ab", "--pin", "1234"], "must be 4 to 20 digits"),
-        (vec!["card", "create", "100001", "--pin", "12"], "PIN must be 4 to 12 digits"),
-        (vec!["card", "create", "100001", "--pin", "1234", "--currency", "dollars"], "ISO 4217"),
-        (vec!["card", "create", "100001", "--pin", "1234", "--expires", "31/12/2030"], "is not a date"),
+        (
+            vec!["topup", "000070", "-5", "--reference", "R"],
+            "must be greater than zero",
+        ),
+        (
+            vec!["topup", "000070", "abc", "--reference", "R"],
+            "is not an amount",
+        ),
+        (
+            vec!["topup", "000070", "1.0000001", "--reference", "R"],
+            "never rounded",
+        ),
+        (
+            vec!["topup", "000070", "1e3", "--reference", "R"],
+            "is not an amount",
+        ),
+        (
+            vec!["topup", "999999", "5", "--reference", "R"],
+            "no account 999999",
+        ),
+        (
+            vec!["card", "create", "000070", "--pin", "1234"],
+            "already exists",
+        ),
+        (
+            vec!["card", "create", "12ab", "--pin", "1234"],
+            "must be 4 to 20 digits",
+        ),
+        (
+            vec!["card", "create", "100001", "--pin", "12"],
+            "PIN must be 4 to 12 digits",
+        ),
+        (
+            vec![
+                "card",
+                "create",
+                "100001",
+                "--pin",
+                "1234",
+                "--currency",
+                "dollars",
+            ],
+            "ISO 4217",
+        ),
+        (
+            vec![
+                "card",
+                "create",
+                "100001",
+                "--pin",
+                "1234",
+                "--expires",
+                "31/12/2030",
+            ],
+            "is not a date",
+        ),
         (vec!["card", "show", "424242"], "no account 424242"),
         (vec!["rate", "000070", "12x"], "must be 1 to 32 digits"),
-        (vec!["--db", "mysql://x", "card", "show", "000070"], "unsupported database URL"),
+        (
+            vec!["--db", "mysql://x", "card", "show", "000070"],
+            "unsupported database URL",
+        ),
     ] {
         let err = cli.fails(&args);
         assert!(err.contains(says), "{args:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "{args:?}: more than one line: {err}");
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "{args:?}: more than one line: {err}"
+        );
     }
     let err = cli.fails(&["topup", "000070", "5"]);
     assert!(err.contains("--reference"), "{err}");
@@ -108,36 +218,82 @@ fn bad_input_gets_one_clear_line_and_changes_nothing() {
         "prefix,description,rate_per_minute,connect_fee,initial_increment,increment,minimum_seconds\n44,UK,0.6,0,60,60,0\n4x,Bad,0.6,0,60,60,0\n45,Bad,zero,0,60,60,0\n",
     );
     let err = cli.fails(&["rates", "import", &bad]);
-    assert!(err.contains("line 3: prefix '4x'") && err.contains("line 4: rate_per_minute 'zero'"), "{err}");
+    assert!(
+        err.contains("line 3: prefix '4x'") && err.contains("line 4: rate_per_minute 'zero'"),
+        "{err}"
+    );
     assert!(cli.ok(&["rate", "000070", "4420"]).contains("no rate"));
-    assert!(cli.fails(&["rates", "import", "missing.csv"]).contains("reading missing.csv"));
-    assert!(cli.ok(&["card", "show", "000070"]).contains("balance       5.00 USD"));
+    assert!(cli
+        .fails(&["rates", "import", "missing.csv"])
+        .contains("reading missing.csv"));
+    assert!(cli
+        .ok(&["card", "show", "000070"])
+        .contains("balance       5.00 USD"));
     assert!(cli.ok(&["ledger", "check"]).contains("OK"));
 }
 
 #[test]
 fn batch_cards_csv_is_the_only_copy_of_the_pins() {
     let cli = Cli::new();
-    let out = cli.ok(&["card", "batch", "--count", "25", "--balance", "5", "--out", "cards.csv"]);
+    let out = cli.ok(&[
+        "card",
+        "batch",
+        "--count",
+        "25",
+        "--balance",
+        "5",
+        "--out",
+        "cards.csv",
+    ]);
     assert!(out.contains("created 25 cards"), "{out}");
     let csv = std::fs::read_to_string(cli.dir.path().join("cards.csv")).unwrap();
-    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
     assert_eq!(rows.len(), 25);
     for r in &rows {
         assert_eq!(r[0].len(), 12);
         assert!(rating::rules::luhn_valid(r[0]), "{} fails Luhn", r[0]);
         assert_eq!(r[1].len(), 4);
     }
-    assert!(cli.ok(&["card", "show", rows[0][0]]).contains("balance       5.00 USD"));
+    assert!(cli
+        .ok(&["card", "show", rows[0][0]])
+        .contains("balance       5.00 USD"));
     // The PINs are not in the database in clear.
     let db = std::fs::read(cli.dir.path().join("b2bua.db")).unwrap();
     let needle = format!("{},{}", rows[0][0], rows[0][1]);
     assert!(!db.windows(needle.len()).any(|w| w == needle.as_bytes()));
     // Never overwrites a PIN file.
-    assert!(cli.fails(&["card", "batch", "--count", "1", "--balance", "5", "--out", "cards.csv"]).contains("already exists"));
-    assert!(cli.fails(&["card", "batch", "--count", "0", "--balance", "5", "--out", "x.csv"]).contains("--count"));
+    assert!(cli
+        .fails(&[
+            "card",
+            "batch",
+            "--count",
+            "1",
+            "--balance",
+            "5",
+            "--out",
+            "cards.csv"
+        ])
+        .contains("already exists"));
+    assert!(cli
+        .fails(&[
+            "card",
+            "batch",
+            "--count",
+            "0",
+            "--balance",
+            "5",
+            "--out",
+            "x.csv"
+        ])
+        .contains("--count"));
     assert!(!Path::new(&cli.dir.path().join("x.csv")).exists());
-    assert!(cli.ok(&["ledger", "check"]).contains("25 cards, 25 ledger rows"));
+    assert!(cli
+        .ok(&["ledger", "check"])
+        .contains("25 cards, 25 ledger rows"));
 }
 
 #[test]
@@ -145,7 +301,10 @@ fn serve_creates_the_demo_once_and_keeps_it() {
     let cli = Cli::new();
     let mut child = Command::new(env!("CARGO_BIN_EXE_b2bua"))
         .arg("serve")
-        .env("B2BUA_DB", format!("sqlite://{}", cli.dir.path().join("b2bua.db").display()))
+        .env(
+            "B2BUA_DB",
+            format!("sqlite://{}", cli.dir.path().join("b2bua.db").display()),
+        )
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -160,12 +319,17 @@ fn serve_creates_the_demo_once_and_keeps_it() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(seen.contains("created the demo data"), "{seen}");
-    assert!(seen.contains("demo card 000070 (PIN 1234): 32.91 USD available"), "{seen}");
+    assert!(
+        seen.contains("demo card 000070 (PIN 1234): 32.91 USD available"),
+        "{seen}"
+    );
     assert!(seen.contains("to 5555233 it buys 20900 s"), "{seen}");
     cli.ok(&["topup", "000070", "1", "--reference", "demo-1"]);
     let out = cli.ok(&["serve", "--help"]);
     assert!(out.contains("node-id"));
     // A restart does not reset what happened to the demo card.
     assert!(cli.ok(&["card", "show", "000070"]).contains("33.91"));
-    assert!(cli.ok(&["card", "show", "4085551234"]).contains("pin-less      yes"));
+    assert!(cli
+        .ok(&["card", "show", "4085551234"])
+        .contains("pin-less      yes"));
 }

@@ -346,7 +346,10 @@ fn valid_currency(s: &str) -> bool {
 
 /// Parses a rate deck CSV (header row required). Rows without a currency column take
 /// `default_currency`. All or nothing: any bad row rejects the file with every problem listed.
-pub fn parse_rates_csv(input: impl Read, default_currency: &str) -> Result<Vec<RateRow>, ImportError> {
+pub fn parse_rates_csv(
+    input: impl Read,
+    default_currency: &str,
+) -> Result<Vec<RateRow>, ImportError> {
     let mut errors = Vec::new();
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
@@ -354,14 +357,22 @@ pub fn parse_rates_csv(input: impl Read, default_currency: &str) -> Result<Vec<R
         .from_reader(input);
     let headers = match reader.headers() {
         Ok(h) => h.clone(),
-        Err(e) => return Err(ImportError(vec![LineError { line: 1, message: e.to_string() }])),
+        Err(e) => {
+            return Err(ImportError(vec![LineError {
+                line: 1,
+                message: e.to_string(),
+            }]))
+        }
     };
     let mut col = [usize::MAX; 9];
     for (i, h) in headers.iter().enumerate() {
         let h = h.trim_start_matches('\u{feff}').to_ascii_lowercase();
         match RATE_COLUMNS.iter().position(|c| *c == h) {
             Some(k) if col[k] == usize::MAX => col[k] = i,
-            Some(_) => errors.push(LineError { line: 1, message: format!("column '{h}' appears twice") }),
+            Some(_) => errors.push(LineError {
+                line: 1,
+                message: format!("column '{h}' appears twice"),
+            }),
             None => errors.push(LineError {
                 line: 1,
                 message: format!("unknown column '{h}' (expected {})", RATE_COLUMNS.join(",")),
@@ -370,7 +381,10 @@ pub fn parse_rates_csv(input: impl Read, default_currency: &str) -> Result<Vec<R
     }
     for (k, name) in RATE_COLUMNS.iter().enumerate().take(REQUIRED_RATE_COLUMNS) {
         if col[k] == usize::MAX {
-            errors.push(LineError { line: 1, message: format!("missing column '{name}'") });
+            errors.push(LineError {
+                line: 1,
+                message: format!("missing column '{name}'"),
+            });
         }
     }
     if !errors.is_empty() {
@@ -386,7 +400,10 @@ pub fn parse_rates_csv(input: impl Read, default_currency: &str) -> Result<Vec<R
             Ok(r) => r,
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
-                errors.push(LineError { line, message: e.to_string() });
+                errors.push(LineError {
+                    line,
+                    message: e.to_string(),
+                });
                 continue;
             }
         };
@@ -401,13 +418,22 @@ pub fn parse_rates_csv(input: impl Read, default_currency: &str) -> Result<Vec<R
             });
             continue;
         }
-        let get = |k: usize| if col[k] == usize::MAX { "" } else { &record[col[k]] };
+        let get = |k: usize| {
+            if col[k] == usize::MAX {
+                ""
+            } else {
+                &record[col[k]]
+            }
+        };
         match parse_rate_row(&get, default_currency) {
             Ok(mut row) => {
                 row.line = line;
                 let key = (
                     row.prefix.clone(),
-                    row.time_band.as_ref().map(|b| b.as_str().to_string()).unwrap_or_default(),
+                    row.time_band
+                        .as_ref()
+                        .map(|b| b.as_str().to_string())
+                        .unwrap_or_default(),
                     row.currency.clone(),
                 );
                 if let Some(first) = seen.insert(key, line) {
@@ -426,7 +452,10 @@ pub fn parse_rates_csv(input: impl Read, default_currency: &str) -> Result<Vec<R
         }
     }
     if errors.is_empty() && rows.is_empty() {
-        errors.push(LineError { line: 1, message: "the file has no rate rows".into() });
+        errors.push(LineError {
+            line: 1,
+            message: "the file has no rate rows".into(),
+        });
     }
     if errors.is_empty() {
         Ok(rows)
@@ -435,10 +464,15 @@ pub fn parse_rates_csv(input: impl Read, default_currency: &str) -> Result<Vec<R
     }
 }
 
-fn parse_rate_row<'a>(get: &dyn Fn(usize) -> &'a str, default_currency: &str) -> Result<RateRow, String> {
+fn parse_rate_row<'a>(
+    get: &dyn Fn(usize) -> &'a str,
+    default_currency: &str,
+) -> Result<RateRow, String> {
     let prefix = get(0);
     if !valid_digits(prefix) {
-        return Err(format!("prefix '{prefix}' must be 1 to {MAX_PREFIX_LEN} digits"));
+        return Err(format!(
+            "prefix '{prefix}' must be 1 to {MAX_PREFIX_LEN} digits"
+        ));
     }
     let decimal = |k: usize, name: &str| {
         let v = get(k);
@@ -446,7 +480,8 @@ fn parse_rate_row<'a>(get: &dyn Fn(usize) -> &'a str, default_currency: &str) ->
     };
     let seconds = |k: usize, name: &str| {
         let v = get(k);
-        v.parse::<u32>().map_err(|_| format!("{name} '{v}' is not a whole number of seconds"))
+        v.parse::<u32>()
+            .map_err(|_| format!("{name} '{v}' is not a whole number of seconds"))
     };
     let rate = decimal(2, "rate_per_minute")?;
     let fee = Money::parse(get(3), false).map_err(|e| format!("connect_fee: {e}"))?;
@@ -487,7 +522,12 @@ pub fn parse_prefix_csv(input: impl Read) -> Result<Vec<(String, String)>, Impor
         .from_reader(input);
     let headers = reader
         .headers()
-        .map_err(|e| ImportError(vec![LineError { line: 1, message: e.to_string() }]))?
+        .map_err(|e| {
+            ImportError(vec![LineError {
+                line: 1,
+                message: e.to_string(),
+            }])
+        })?
         .clone();
     let names: Vec<String> = headers
         .iter()
@@ -496,7 +536,10 @@ pub fn parse_prefix_csv(input: impl Read) -> Result<Vec<(String, String)>, Impor
     let p = names.iter().position(|h| h == "prefix");
     let d = names.iter().position(|h| h == "description");
     let Some(p) = p else {
-        return Err(ImportError(vec![LineError { line: 1, message: "missing column 'prefix'".into() }]));
+        return Err(ImportError(vec![LineError {
+            line: 1,
+            message: "missing column 'prefix'".into(),
+        }]));
     };
     if let Some(other) = names.iter().find(|h| *h != "prefix" && *h != "description") {
         return Err(ImportError(vec![LineError {
@@ -515,7 +558,10 @@ pub fn parse_prefix_csv(input: impl Read) -> Result<Vec<(String, String)>, Impor
             Ok(r) => r,
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
-                errors.push(LineError { line, message: e.to_string() });
+                errors.push(LineError {
+                    line,
+                    message: e.to_string(),
+                });
                 continue;
             }
         };
@@ -525,11 +571,17 @@ pub fn parse_prefix_csv(input: impl Read) -> Result<Vec<(String, String)>, Impor
             continue;
         }
         if !valid_digits(prefix) {
-            errors.push(LineError { line, message: format!("prefix '{prefix}' must be 1 to {MAX_PREFIX_LEN} digits") });
+            errors.push(LineError {
+                line,
+                message: format!("prefix '{prefix}' must be 1 to {MAX_PREFIX_LEN} digits"),
+            });
             continue;
         }
         if let Some(first) = seen.insert(prefix.to_string(), line) {
-            errors.push(LineError { line, message: format!("prefix {prefix} repeats line {first}") });
+            errors.push(LineError {
+                line,
+                message: format!("prefix {prefix} repeats line {first}"),
+            });
             continue;
         }
         let desc = d.and_then(|d| record.get(d)).unwrap_or("");
@@ -563,11 +615,36 @@ mod tests {
     fn longest_prefix_time_band_and_currency() {
         let deck = Deck::new(parse_rates_csv(DECK.as_bytes(), "USD").unwrap());
         // 2026-11-23 is a Monday.
-        assert_eq!(deck.lookup("15145551234", "USD", at(2026, 11, 23, 9)).unwrap().description, "Montreal peak");
-        assert_eq!(deck.lookup("15145551234", "USD", at(2026, 11, 23, 19)).unwrap().description, "Montreal");
-        assert_eq!(deck.lookup("15145551234", "USD", at(2026, 11, 22, 9)).unwrap().description, "Montreal");
-        assert_eq!(deck.lookup("12125551234", "USD", at(2026, 11, 23, 9)).unwrap().description, "North America");
-        assert_eq!(deck.lookup("4420", "EUR", at(2026, 11, 23, 9)).unwrap().description, "UK in euros");
+        assert_eq!(
+            deck.lookup("15145551234", "USD", at(2026, 11, 23, 9))
+                .unwrap()
+                .description,
+            "Montreal peak"
+        );
+        assert_eq!(
+            deck.lookup("15145551234", "USD", at(2026, 11, 23, 19))
+                .unwrap()
+                .description,
+            "Montreal"
+        );
+        assert_eq!(
+            deck.lookup("15145551234", "USD", at(2026, 11, 22, 9))
+                .unwrap()
+                .description,
+            "Montreal"
+        );
+        assert_eq!(
+            deck.lookup("12125551234", "USD", at(2026, 11, 23, 9))
+                .unwrap()
+                .description,
+            "North America"
+        );
+        assert_eq!(
+            deck.lookup("4420", "EUR", at(2026, 11, 23, 9))
+                .unwrap()
+                .description,
+            "UK in euros"
+        );
         assert!(deck.lookup("4420", "GBP", at(2026, 11, 23, 9)).is_none());
         assert!(deck.lookup("33123", "USD", at(2026, 11, 23, 9)).is_none());
         assert!(deck.lookup("", "USD", at(2026, 11, 23, 9)).is_none());
@@ -613,7 +690,9 @@ mod tests {
     #[test]
     fn bad_headers_and_empty_files() {
         let missing = parse_rates_csv("prefix,description\n1,x\n".as_bytes(), "USD").unwrap_err();
-        assert!(missing.to_string().contains("missing column 'rate_per_minute'"));
+        assert!(missing
+            .to_string()
+            .contains("missing column 'rate_per_minute'"));
         let typo = parse_rates_csv(
             "prefix,description,rate_per_minute,connect_fee,initial_increment,increment,minimum_seconds,curency\n".as_bytes(),
             "USD",
@@ -634,7 +713,8 @@ mod tests {
         let set = PrefixSet::new([("1900", "premium"), ("1976", "premium 2")]);
         assert_eq!(set.matching("19005551234"), Some("premium"));
         assert_eq!(set.matching("1800"), None);
-        let parsed = parse_prefix_csv("prefix,description\n1900,premium\n1800\n".as_bytes()).unwrap();
+        let parsed =
+            parse_prefix_csv("prefix,description\n1900,premium\n1800\n".as_bytes()).unwrap();
         assert_eq!(parsed.len(), 2);
         let bad = parse_prefix_csv("prefix\n19x\n1900\n1900\n".as_bytes()).unwrap_err();
         assert_eq!(bad.0.iter().map(|e| e.line).collect::<Vec<_>>(), vec![2, 4]);

@@ -28,10 +28,16 @@ pub async fn seed(store: &Store, now: DateTime<Utc>) -> Result<bool, StoreError>
     let rows = parse_rates_csv(RATES_CSV.as_bytes(), "USD").map_err(invalid)?;
     store.import_rates("default", &rows, "demo", now).await?;
     store
-        .import_prefix_list("blocked", &parse_prefix_csv(BLOCKED_CSV.as_bytes()).map_err(invalid)?)
+        .import_prefix_list(
+            "blocked",
+            &parse_prefix_csv(BLOCKED_CSV.as_bytes()).map_err(invalid)?,
+        )
         .await?;
     store
-        .import_prefix_list("tollfree", &parse_prefix_csv(TOLLFREE_CSV.as_bytes()).map_err(invalid)?)
+        .import_prefix_list(
+            "tollfree",
+            &parse_prefix_csv(TOLLFREE_CSV.as_bytes()).map_err(invalid)?,
+        )
         .await?;
     let card = NewAccount::new(CARD, Some(PIN), Money::from_micros(32_910_000));
     let mut pinless = NewAccount::new(PINLESS, None, Money::from_micros(10_000_000));

@@ -140,15 +140,32 @@ mod tests {
     fn parses_exactly_and_refuses_rounding() {
         assert_eq!(Money::parse("32.91", false).unwrap().micros(), 32_910_000);
         assert_eq!(Money::parse("0.000001", false).unwrap().micros(), 1);
-        assert!(matches!(Money::parse("0.0000001", false), Err(MoneyError::TooPrecise(_))));
-        assert!(matches!(Money::parse("-5", false), Err(MoneyError::Malformed(_))));
+        assert!(matches!(
+            Money::parse("0.0000001", false),
+            Err(MoneyError::TooPrecise(_))
+        ));
+        assert!(matches!(
+            Money::parse("-5", false),
+            Err(MoneyError::Malformed(_))
+        ));
         assert_eq!(Money::parse("-5", true).unwrap().micros(), -5_000_000);
-        for bad in ["", "abc", "1e3", "1,000", "$5", "5.", ".5", "1.2.3", " 5 x", "--5"] {
+        for bad in [
+            "", "abc", "1e3", "1,000", "$5", "5.", ".5", "1.2.3", " 5 x", "--5",
+        ] {
             assert!(Money::parse(bad, true).is_err(), "{bad:?} accepted");
         }
-        assert!(matches!(Money::parse("99999999999", false), Err(MoneyError::TooLarge(_))));
-        assert!(matches!(Money::parse_positive("0.00"), Err(MoneyError::NotPositive(_))));
-        assert!(matches!(Money::parse_positive("-5"), Err(MoneyError::NotPositive(_))));
+        assert!(matches!(
+            Money::parse("99999999999", false),
+            Err(MoneyError::TooLarge(_))
+        ));
+        assert!(matches!(
+            Money::parse_positive("0.00"),
+            Err(MoneyError::NotPositive(_))
+        ));
+        assert!(matches!(
+            Money::parse_positive("-5"),
+            Err(MoneyError::NotPositive(_))
+        ));
     }
 
     #[test]

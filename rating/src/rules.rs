@@ -52,7 +52,7 @@ pub fn check_card_number(s: &str, policy: &CardPolicy) -> Result<(), ReturnCode>
 
 /// The Luhn (mod 10) check used on card numbers.
 pub fn luhn_valid(digits: &str) -> bool {
-    luhn_sum(digits.bytes().rev(), false) % 10 == 0
+    luhn_sum(digits.bytes().rev(), false).is_multiple_of(10)
 }
 
 /// The digit that makes `body` + digit Luhn-valid.
@@ -169,7 +169,11 @@ pub struct Grant {
 
 /// The first reservation for a call: a chunk of `chunk_seconds` of talk, or everything that is
 /// left when that is less. Insufficient funds (12) when not even the first increment is covered.
-pub fn plan_grant(available: Money, tariff: &Tariff, chunk_seconds: u64) -> Result<Grant, ReturnCode> {
+pub fn plan_grant(
+    available: Money,
+    tariff: &Tariff,
+    chunk_seconds: u64,
+) -> Result<Grant, ReturnCode> {
     let credit_time = tariff.credit_time(available);
     if credit_time == 0 {
         return Err(ReturnCode::InsufficientFunds);
@@ -229,18 +233,35 @@ mod tests {
     fn digits_and_card_numbers() {
         assert_eq!(check_digits("0000701234"), Ok(()));
         for bad in ["", "12a4", "12\r\n", "１２", &"1".repeat(33), " 12"] {
-            assert_eq!(check_digits(bad), Err(ReturnCode::InvalidArgument), "{bad:?}");
+            assert_eq!(
+                check_digits(bad),
+                Err(ReturnCode::InvalidArgument),
+                "{bad:?}"
+            );
         }
         assert_eq!(check_ani("+14085551234"), Ok(()));
-        let p = CardPolicy { min_len: 6, max_len: 10, luhn: true };
-        assert_eq!(check_card_number("79927398713", &p), Err(ReturnCode::InvalidCardNumber));
-        assert_eq!(check_card_number("12345", &p), Err(ReturnCode::InvalidCardNumber));
+        let p = CardPolicy {
+            min_len: 6,
+            max_len: 10,
+            luhn: true,
+        };
+        assert_eq!(
+            check_card_number("79927398713", &p),
+            Err(ReturnCode::InvalidCardNumber)
+        );
+        assert_eq!(
+            check_card_number("12345", &p),
+            Err(ReturnCode::InvalidCardNumber)
+        );
         let body = "123456789";
         let full = format!("{body}{}", luhn_check_digit(body));
         assert_eq!(check_card_number(&full, &p), Ok(()));
         assert!(luhn_valid("79927398713"));
         assert!(!luhn_valid("79927398710"));
-        assert_eq!(check_card_number("12x456", &p), Err(ReturnCode::InvalidArgument));
+        assert_eq!(
+            check_card_number("12x456", &p),
+            Err(ReturnCode::InvalidArgument)
+        );
     }
 
     #[test]
@@ -274,11 +295,20 @@ mod tests {
         let tariff = Tariff::new(Decimal::ONE, Money::ZERO, 60, 60, 0).unwrap();
         // 10.00 at 1.00/min: 600 s of credit, a 300 s chunk holds 5.00.
         let g = plan_grant(Money::parse("10", false).unwrap(), &tariff, 300).unwrap();
-        assert_eq!((g.granted_seconds, g.credit_time, g.amount), (300, 600, Money::parse("5", false).unwrap()));
+        assert_eq!(
+            (g.granted_seconds, g.credit_time, g.amount),
+            (300, 600, Money::parse("5", false).unwrap())
+        );
         // Less than a chunk left: everything is granted.
         let g = plan_grant(Money::parse("2.5", false).unwrap(), &tariff, 300).unwrap();
-        assert_eq!((g.granted_seconds, g.amount), (120, Money::parse("2", false).unwrap()));
-        assert_eq!(plan_grant(Money::parse("0.99", false).unwrap(), &tariff, 300), Err(ReturnCode::InsufficientFunds));
+        assert_eq!(
+            (g.granted_seconds, g.amount),
+            (120, Money::parse("2", false).unwrap())
+        );
+        assert_eq!(
+            plan_grant(Money::parse("0.99", false).unwrap(), &tariff, 300),
+            Err(ReturnCode::InsufficientFunds)
+        );
         // Extending: 5.00 held, 3.00 more available -> up to 480 s, 3.00 more held.
         let e = plan_extension(
             Money::parse("3", false).unwrap(),
@@ -288,7 +318,19 @@ mod tests {
             300,
         )
         .unwrap();
-        assert_eq!((e.granted_seconds, e.amount), (480, Money::parse("3", false).unwrap()));
-        assert_eq!(plan_extension(Money::parse("0.5", false).unwrap(), &tariff, Money::parse("5", false).unwrap(), 300, 300), None);
+        assert_eq!(
+            (e.granted_seconds, e.amount),
+            (480, Money::parse("3", false).unwrap())
+        );
+        assert_eq!(
+            plan_extension(
+                Money::parse("0.5", false).unwrap(),
+                &tariff,
+                Money::parse("5", false).unwrap(),
+                300,
+                300
+            ),
+            None
+        );
     }
 }

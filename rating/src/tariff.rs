@@ -117,12 +117,19 @@ impl Tariff {
         if billed == 0 {
             return Money::ZERO;
         }
-        Money::from_micros(self.connect_fee.micros().saturating_add(self.usage_micros(billed)))
+        Money::from_micros(
+            self.connect_fee
+                .micros()
+                .saturating_add(self.usage_micros(billed)),
+        )
     }
 
     /// Micro-units for `billed` seconds, rounded up: ceil(rate * billed / 60 * 10^6).
     fn usage_micros(&self, billed: u64) -> i64 {
-        let (m, s) = (self.rate_per_minute.mantissa(), self.rate_per_minute.scale());
+        let (m, s) = (
+            self.rate_per_minute.mantissa(),
+            self.rate_per_minute.scale(),
+        );
         let num = m * i128::from(billed) * 10i128.pow(SCALE);
         let den = 60 * 10i128.pow(s);
         i64::try_from((num + den - 1) / den).unwrap_or(i64::MAX)
@@ -136,7 +143,10 @@ impl Tariff {
             return 0;
         }
         let usage = i128::from(amount.micros() - self.connect_fee.micros());
-        let (m, s) = (self.rate_per_minute.mantissa(), self.rate_per_minute.scale());
+        let (m, s) = (
+            self.rate_per_minute.mantissa(),
+            self.rate_per_minute.scale(),
+        );
         let cap = MAX_CREDIT_SECONDS;
         // The real-valued bound on billed seconds, then snapped down onto the increment grid.
         let bound = if m == 0 {
@@ -249,8 +259,14 @@ mod tests {
     #[test]
     fn bad_tariffs_are_refused() {
         let d = |s| Decimal::from_str(s).unwrap();
-        assert_eq!(Tariff::new(d("-1"), Money::ZERO, 1, 1, 0), Err(TariffError::NegativeRate));
-        assert_eq!(Tariff::new(d("1"), Money::ZERO, 0, 1, 0), Err(TariffError::ZeroIncrement));
+        assert_eq!(
+            Tariff::new(d("-1"), Money::ZERO, 1, 1, 0),
+            Err(TariffError::NegativeRate)
+        );
+        assert_eq!(
+            Tariff::new(d("1"), Money::ZERO, 0, 1, 0),
+            Err(TariffError::ZeroIncrement)
+        );
         assert_eq!(
             Tariff::new(d("0.00000000001"), Money::ZERO, 1, 1, 0),
             Err(TariffError::RateTooPrecise(MAX_RATE_SCALE))

@@ -9,7 +9,8 @@ use rating::deck::parse_rates_csv;
 use rating::store::{AuthRequest, CallEnd, CallRequest, NewAccount, Store};
 use rating::{Money, ReturnCode};
 
-const DECK: &str = "prefix,description,rate_per_minute,connect_fee,initial_increment,increment,minimum_seconds
+const DECK: &str =
+    "prefix,description,rate_per_minute,connect_fee,initial_increment,increment,minimum_seconds
 5555,Local,0.094478,0,1,1,0
 44,UK,0.60,0.05,60,60,0
 1,North America,0.015,0,6,6,0
@@ -21,12 +22,23 @@ fn now() -> DateTime<Utc> {
 
 async fn setup(db: &TestDb) -> Store {
     let s = db.store().await;
-    s.import_rates("default", &parse_rates_csv(DECK.as_bytes(), "USD").unwrap(), "test", now())
+    s.import_rates(
+        "default",
+        &parse_rates_csv(DECK.as_bytes(), "USD").unwrap(),
+        "test",
+        now(),
+    )
+    .await
+    .unwrap();
+    s.import_prefix_list("blocked", &[("1900".into(), "premium".into())])
         .await
         .unwrap();
-    s.import_prefix_list("blocked", &[("1900".into(), "premium".into())]).await.unwrap();
-    s.import_prefix_list("tollfree", &[("1800".into(), "toll-free".into())]).await.unwrap();
-    s.create_account(&card("000070", "1234", "32.91"), now()).await.unwrap();
+    s.import_prefix_list("tollfree", &[("1800".into(), "toll-free".into())])
+        .await
+        .unwrap();
+    s.create_account(&card("000070", "1234", "32.91"), now())
+        .await
+        .unwrap();
     s
 }
 
@@ -41,7 +53,11 @@ fn auth(account: &str, pin: &str) -> AuthRequest {
 }
 
 fn call(account: &str, pin: &str, dest: &str, conf: &str) -> CallRequest {
-    CallRequest { auth: auth(account, pin), destination: dest.into(), conf_id: conf.into() }
+    CallRequest {
+        auth: auth(account, pin),
+        destination: dest.into(),
+        conf_id: conf.into(),
+    }
 }
 
 async fn phase1(s: &Store, account: &str, pin: &str) -> ReturnCode {
@@ -50,7 +66,9 @@ async fn phase1(s: &Store, account: &str, pin: &str) -> ReturnCode {
 
 async fn phase2(s: &Store, account: &str, pin: &str, dest: &str) -> ReturnCode {
     let conf = uuid::Uuid::new_v4().to_string();
-    s.authorize_call(&call(account, pin, dest, &conf), now()).await.code
+    s.authorize_call(&call(account, pin, dest, &conf), now())
+        .await
+        .code
 }
 
 async fn the_seeds_walk_through(db: &TestDb) {
@@ -59,7 +77,9 @@ async fn the_seeds_walk_through(db: &TestDb) {
     assert_eq!(a.code, ReturnCode::Success);
     assert_eq!(a.available, money("32.91"));
     assert_eq!((a.currency.as_str(), a.language.as_str()), ("USD", "en"));
-    let c = s.authorize_call(&call("000070", "1234", "5555233", "conf-1"), now()).await;
+    let c = s
+        .authorize_call(&call("000070", "1234", "5555233", "conf-1"), now())
+        .await;
     assert_eq!(c.code, ReturnCode::Success);
     assert_eq!(c.credit_time, 20_900, "the seed's 5 h 48 min");
     let r = c.reservation.unwrap();
@@ -76,12 +96,18 @@ async fn the_seeds_walk_through(db: &TestDb) {
         cause: "normal".into(),
     };
     let st = s.settle("conf-1", &end, now()).await.unwrap();
-    assert_eq!((st.billed_seconds, st.cost, st.already_settled), (62, money("0.097628"), false));
+    assert_eq!(
+        (st.billed_seconds, st.cost, st.already_settled),
+        (62, money("0.097628"), false)
+    );
     let again = s.settle("conf-1", &end, now()).await.unwrap();
     assert!(again.already_settled);
     assert_eq!(again.cost, st.cost);
     let acct = s.account("000070").await.unwrap();
-    assert_eq!((acct.balance, acct.reserved, acct.active_calls), (money("32.812372"), Money::ZERO, 0));
+    assert_eq!(
+        (acct.balance, acct.reserved, acct.active_calls),
+        (money("32.812372"), Money::ZERO, 0)
+    );
     let records = s.call_records(&Default::default()).await.unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!((records[0].billed_seconds, records[0].return_code), (62, 0));
@@ -94,62 +120,126 @@ on_both!(the_seeds_walk_through);
 
 async fn codes_for_bad_cards(db: &TestDb) {
     let s = setup(db).await;
-    assert_eq!(phase1(&s, "999999", "1234").await, ReturnCode::InvalidAccount);
+    assert_eq!(
+        phase1(&s, "999999", "1234").await,
+        ReturnCode::InvalidAccount
+    );
     assert_eq!(phase1(&s, "000070", "9999").await, ReturnCode::InvalidPin);
-    assert_eq!(phase1(&s, "12", "1234").await, ReturnCode::InvalidCardNumber);
-    assert_eq!(phase1(&s, "0000\r\n70", "1234").await, ReturnCode::InvalidArgument);
-    assert_eq!(phase1(&s, "000070", "12a4").await, ReturnCode::InvalidArgument);
-    assert_eq!(phase1(&s, &"1".repeat(40), "1234").await, ReturnCode::InvalidArgument);
+    assert_eq!(
+        phase1(&s, "12", "1234").await,
+        ReturnCode::InvalidCardNumber
+    );
+    assert_eq!(
+        phase1(&s, "0000\r\n70", "1234").await,
+        ReturnCode::InvalidArgument
+    );
+    assert_eq!(
+        phase1(&s, "000070", "12a4").await,
+        ReturnCode::InvalidArgument
+    );
+    assert_eq!(
+        phase1(&s, &"1".repeat(40), "1234").await,
+        ReturnCode::InvalidArgument
+    );
     let mut expired = card("100001", "1111", "5");
     expired.expires_at = Some(now() - Duration::days(1));
     s.create_account(&expired, now()).await.unwrap();
     assert_eq!(phase1(&s, "100001", "1111").await, ReturnCode::CardExpired);
-    s.create_account(&card("100002", "2222", "5"), now()).await.unwrap();
+    s.create_account(&card("100002", "2222", "5"), now())
+        .await
+        .unwrap();
     s.set_blocked("100002", true).await.unwrap();
     assert_eq!(phase1(&s, "100002", "2222").await, ReturnCode::UserDenied);
     // A blocked card only tells its status to someone who knows the PIN.
     assert_eq!(phase1(&s, "100002", "0000").await, ReturnCode::InvalidPin);
     s.set_blocked("100002", false).await.unwrap();
     assert_eq!(phase1(&s, "100002", "2222").await, ReturnCode::Success);
-    s.create_account(&card("100003", "3333", "0"), now()).await.unwrap();
+    s.create_account(&card("100003", "3333", "0"), now())
+        .await
+        .unwrap();
     assert_eq!(phase1(&s, "100003", "3333").await, ReturnCode::ZeroBalance);
     let mut limit = card("100004", "4444", "0");
     limit.credit_limit = money("5");
     s.create_account(&limit, now()).await.unwrap();
     assert_eq!(phase1(&s, "100004", "4444").await, ReturnCode::Success);
-    rating::store::Store::post(&s, "100004", rating::store::LedgerKind::Adjustment, money("-5"), "adj-1", "test", now())
-        .await
-        .unwrap();
+    rating::store::Store::post(
+        &s,
+        "100004",
+        rating::store::LedgerKind::Adjustment,
+        money("-5"),
+        "adj-1",
+        "test",
+        now(),
+    )
+    .await
+    .unwrap();
     assert_eq!(phase1(&s, "100004", "4444").await, ReturnCode::CreditLimit);
     let records = s.call_records(&Default::default()).await.unwrap();
     let codes: Vec<u8> = records.iter().map(|r| r.return_code).collect();
     for c in [1, 2, 14, 11, 5, 7, 4, 6] {
-        assert!(codes.contains(&c), "no record of refused attempt with code {c}: {codes:?}");
+        assert!(
+            codes.contains(&c),
+            "no record of refused attempt with code {c}: {codes:?}"
+        );
     }
 }
 on_both!(codes_for_bad_cards);
 
 async fn codes_for_destinations(db: &TestDb) {
     let s = setup(db).await;
-    assert_eq!(phase2(&s, "000070", "1234", "19005551234").await, ReturnCode::CalledNumberBlocked);
-    assert_eq!(phase2(&s, "000070", "1234", "3312345").await, ReturnCode::CalledNumberBlocked, "no rate");
-    assert_eq!(phase2(&s, "000070", "1234", "55a5").await, ReturnCode::InvalidArgument);
-    assert_eq!(phase2(&s, "000070", "1234", "").await, ReturnCode::InvalidArgument);
+    assert_eq!(
+        phase2(&s, "000070", "1234", "19005551234").await,
+        ReturnCode::CalledNumberBlocked
+    );
+    assert_eq!(
+        phase2(&s, "000070", "1234", "3312345").await,
+        ReturnCode::CalledNumberBlocked,
+        "no rate"
+    );
+    assert_eq!(
+        phase2(&s, "000070", "1234", "55a5").await,
+        ReturnCode::InvalidArgument
+    );
+    assert_eq!(
+        phase2(&s, "000070", "1234", "").await,
+        ReturnCode::InvalidArgument
+    );
     // 0.64 left: UK costs 0.65 for its first minute -> insufficient funds; local still works.
-    s.create_account(&card("100005", "5555", "0.64"), now()).await.unwrap();
-    assert_eq!(phase2(&s, "100005", "5555", "4420123").await, ReturnCode::InsufficientFunds);
-    assert_eq!(phase2(&s, "100005", "5555", "5555233").await, ReturnCode::Success);
+    s.create_account(&card("100005", "5555", "0.64"), now())
+        .await
+        .unwrap();
+    assert_eq!(
+        phase2(&s, "100005", "5555", "4420123").await,
+        ReturnCode::InsufficientFunds
+    );
+    assert_eq!(
+        phase2(&s, "100005", "5555", "5555233").await,
+        ReturnCode::Success
+    );
     // A toll-free-only card: toll-free numbers connect with no money, others answer 13.
     let mut free = card("100006", "6666", "0");
     free.tollfree_only = true;
     s.create_account(&free, now()).await.unwrap();
     assert_eq!(phase1(&s, "100006", "6666").await, ReturnCode::Success);
-    assert_eq!(phase2(&s, "100006", "6666", "5555233").await, ReturnCode::TollFreeOnly);
-    let c = s.authorize_call(&call("100006", "6666", "18005551234", "free-1"), now()).await;
+    assert_eq!(
+        phase2(&s, "100006", "6666", "5555233").await,
+        ReturnCode::TollFreeOnly
+    );
+    let c = s
+        .authorize_call(&call("100006", "6666", "18005551234", "free-1"), now())
+        .await;
     assert_eq!(c.code, ReturnCode::Success);
     assert_eq!(c.reservation.unwrap().amount, Money::ZERO);
     let st = s
-        .settle("free-1", &CallEnd { connect_at: Some(now()), disconnect_at: now() + Duration::seconds(600), cause: "normal".into() }, now())
+        .settle(
+            "free-1",
+            &CallEnd {
+                connect_at: Some(now()),
+                disconnect_at: now() + Duration::seconds(600),
+                cause: "normal".into(),
+            },
+            now(),
+        )
         .await
         .unwrap();
     assert_eq!(st.cost, Money::ZERO);
@@ -159,55 +249,117 @@ on_both!(codes_for_destinations);
 
 async fn account_in_use_and_retransmissions(db: &TestDb) {
     let s = setup(db).await;
-    let first = s.authorize_call(&call("000070", "1234", "5555233", "c1"), now()).await;
+    let first = s
+        .authorize_call(&call("000070", "1234", "5555233", "c1"), now())
+        .await;
     assert_eq!(first.code, ReturnCode::Success);
     assert_eq!(phase1(&s, "000070", "1234").await, ReturnCode::AccountInUse);
-    assert_eq!(phase2(&s, "000070", "1234", "5555233").await, ReturnCode::AccountInUse);
+    assert_eq!(
+        phase2(&s, "000070", "1234", "5555233").await,
+        ReturnCode::AccountInUse
+    );
     // The same request again (a retransmission) gets the same reservation, not a refusal.
-    let again = s.authorize_call(&call("000070", "1234", "5555233", "c1"), now()).await;
+    let again = s
+        .authorize_call(&call("000070", "1234", "5555233", "c1"), now())
+        .await;
     assert_eq!(again.code, ReturnCode::Success);
     assert_eq!(again.reservation, first.reservation);
-    assert_eq!(s.account("000070").await.unwrap().reserved, first.reservation.unwrap().amount);
+    assert_eq!(
+        s.account("000070").await.unwrap().reserved,
+        first.reservation.unwrap().amount
+    );
     // With two calls allowed, a second conference id gets its own hold.
     let mut two = card("100007", "7777", "10");
     two.max_calls = 2;
     s.create_account(&two, now()).await.unwrap();
-    assert_eq!(phase2(&s, "100007", "7777", "5555233").await, ReturnCode::Success);
-    assert_eq!(phase2(&s, "100007", "7777", "5555233").await, ReturnCode::Success);
-    assert_eq!(phase2(&s, "100007", "7777", "5555233").await, ReturnCode::AccountInUse);
+    assert_eq!(
+        phase2(&s, "100007", "7777", "5555233").await,
+        ReturnCode::Success
+    );
+    assert_eq!(
+        phase2(&s, "100007", "7777", "5555233").await,
+        ReturnCode::Success
+    );
+    assert_eq!(
+        phase2(&s, "100007", "7777", "5555233").await,
+        ReturnCode::AccountInUse
+    );
 }
 on_both!(account_in_use_and_retransmissions);
 
 async fn pin_guessing_locks_the_card_then_the_number(db: &TestDb) {
     let s = setup(db).await;
-    let no_ani = |pin: &str| AuthRequest { ani: None, ..auth("000070", pin) };
+    let no_ani = |pin: &str| AuthRequest {
+        ani: None,
+        ..auth("000070", pin)
+    };
     for _ in 0..4 {
-        assert_eq!(s.authorize_account(&no_ani("0000"), now()).await.code, ReturnCode::InvalidPin);
+        assert_eq!(
+            s.authorize_account(&no_ani("0000"), now()).await.code,
+            ReturnCode::InvalidPin
+        );
     }
-    assert_eq!(s.authorize_account(&no_ani("0000"), now()).await.code, ReturnCode::RetriesExceeded);
+    assert_eq!(
+        s.authorize_account(&no_ani("0000"), now()).await.code,
+        ReturnCode::RetriesExceeded
+    );
     // Locked: even the right PIN is refused until staff unblock the card.
-    assert_eq!(s.authorize_account(&no_ani("1234"), now()).await.code, ReturnCode::RetriesExceeded);
+    assert_eq!(
+        s.authorize_account(&no_ani("1234"), now()).await.code,
+        ReturnCode::RetriesExceeded
+    );
     s.set_blocked("000070", false).await.unwrap();
-    assert_eq!(s.authorize_account(&no_ani("1234"), now()).await.code, ReturnCode::Success);
+    assert_eq!(
+        s.authorize_account(&no_ani("1234"), now()).await.code,
+        ReturnCode::Success
+    );
     // Wrong PINs from one calling number also count against that number.
     for _ in 0..4 {
         assert_eq!(phase1(&s, "000070", "0000").await, ReturnCode::InvalidPin);
     }
-    assert_eq!(phase1(&s, "000070", "0000").await, ReturnCode::RetriesExceeded);
+    assert_eq!(
+        phase1(&s, "000070", "0000").await,
+        ReturnCode::RetriesExceeded
+    );
     s.set_blocked("000070", false).await.unwrap();
-    assert_eq!(phase1(&s, "000070", "1234").await, ReturnCode::RetriesExceeded, "the number is still locked");
-    assert_eq!(s.authorize_account(&no_ani("1234"), now()).await.code, ReturnCode::Success);
+    assert_eq!(
+        phase1(&s, "000070", "1234").await,
+        ReturnCode::RetriesExceeded,
+        "the number is still locked"
+    );
+    assert_eq!(
+        s.authorize_account(&no_ani("1234"), now()).await.code,
+        ReturnCode::Success
+    );
     // One calling number guessing account numbers is locked out on its own.
-    let guess = |n: u32| AuthRequest { ani: Some("15550001111".into()), ..auth(&format!("55500{n}"), "1234") };
+    let guess = |n: u32| AuthRequest {
+        ani: Some("15550001111".into()),
+        ..auth(&format!("55500{n}"), "1234")
+    };
     for n in 0..4 {
-        assert_eq!(s.authorize_account(&guess(n), now()).await.code, ReturnCode::InvalidAccount);
+        assert_eq!(
+            s.authorize_account(&guess(n), now()).await.code,
+            ReturnCode::InvalidAccount
+        );
     }
-    assert_eq!(s.authorize_account(&guess(9), now()).await.code, ReturnCode::RetriesExceeded);
-    let good_card_bad_number = AuthRequest { ani: Some("15550001111".into()), ..auth("000070", "1234") };
-    assert_eq!(s.authorize_account(&good_card_bad_number, now()).await.code, ReturnCode::RetriesExceeded);
+    assert_eq!(
+        s.authorize_account(&guess(9), now()).await.code,
+        ReturnCode::RetriesExceeded
+    );
+    let good_card_bad_number = AuthRequest {
+        ani: Some("15550001111".into()),
+        ..auth("000070", "1234")
+    };
+    assert_eq!(
+        s.authorize_account(&good_card_bad_number, now()).await.code,
+        ReturnCode::RetriesExceeded
+    );
     let later = now() + Duration::minutes(16);
     s.sweep(later).await.unwrap();
-    assert_eq!(s.authorize_account(&good_card_bad_number, later).await.code, ReturnCode::Success);
+    assert_eq!(
+        s.authorize_account(&good_card_bad_number, later).await.code,
+        ReturnCode::Success
+    );
 }
 on_both!(pin_guessing_locks_the_card_then_the_number);
 
@@ -216,29 +368,58 @@ async fn pinless_cards(db: &TestDb) {
     let mut p = NewAccount::new("4085551234", None, money("10"));
     p.pinless = true;
     s.create_account(&p, now()).await.unwrap();
-    let req = AuthRequest { pin: None, ..auth("4085551234", "") };
-    assert_eq!(s.authorize_account(&req, now()).await.code, ReturnCode::Success);
+    let req = AuthRequest {
+        pin: None,
+        ..auth("4085551234", "")
+    };
+    assert_eq!(
+        s.authorize_account(&req, now()).await.code,
+        ReturnCode::Success
+    );
     // A normal card cannot be used without its PIN.
-    let req = AuthRequest { pin: None, ..auth("000070", "") };
-    assert_eq!(s.authorize_account(&req, now()).await.code, ReturnCode::InvalidPin);
+    let req = AuthRequest {
+        pin: None,
+        ..auth("000070", "")
+    };
+    assert_eq!(
+        s.authorize_account(&req, now()).await.code,
+        ReturnCode::InvalidPin
+    );
 }
 on_both!(pinless_cards);
 
 async fn extension_cutoff_and_sweeper(db: &TestDb) {
     let s = setup(db).await;
-    s.create_account(&card("100008", "8888", "1.00"), now()).await.unwrap();
+    s.create_account(&card("100008", "8888", "1.00"), now())
+        .await
+        .unwrap();
     // 1.00 at 0.094478/min buys 635 s: a 300 s chunk, extended to 600, then to 635, then no more.
-    let c = s.authorize_call(&call("100008", "8888", "5555233", "ext-1"), now()).await;
+    let c = s
+        .authorize_call(&call("100008", "8888", "5555233", "ext-1"), now())
+        .await;
     assert_eq!((c.code, c.credit_time), (ReturnCode::Success, 635));
     s.mark_connected("ext-1", now()).await.unwrap();
-    let e = s.extend("ext-1", now() + Duration::seconds(250)).await.unwrap();
+    let e = s
+        .extend("ext-1", now() + Duration::seconds(250))
+        .await
+        .unwrap();
     assert_eq!((e.granted_seconds, e.extended), (600, true));
-    let e = s.extend("ext-1", now() + Duration::seconds(550)).await.unwrap();
+    let e = s
+        .extend("ext-1", now() + Duration::seconds(550))
+        .await
+        .unwrap();
     assert_eq!((e.granted_seconds, e.extended), (635, true));
-    let e = s.extend("ext-1", now() + Duration::seconds(600)).await.unwrap();
+    let e = s
+        .extend("ext-1", now() + Duration::seconds(600))
+        .await
+        .unwrap();
     assert_eq!((e.granted_seconds, e.extended), (635, false));
     // The B2BUA cuts off at 635 s; a late BYE 2 s after is not charged beyond the grant.
-    let end = CallEnd { connect_at: None, disconnect_at: now() + Duration::seconds(637), cause: "cutoff".into() };
+    let end = CallEnd {
+        connect_at: None,
+        disconnect_at: now() + Duration::seconds(637),
+        cause: "cutoff".into(),
+    };
     let st = s.settle("ext-1", &end, now()).await.unwrap();
     assert_eq!(st.billed_seconds, 635);
     assert!(st.cost <= money("1.00"));
@@ -247,17 +428,33 @@ async fn extension_cutoff_and_sweeper(db: &TestDb) {
 
     // A node that dies mid-call: the sweeper (on another node) charges up to its last heartbeat.
     let other = db.store_with(common::config("node-b")).await;
-    s.create_account(&card("100009", "9999", "5.00"), now()).await.unwrap();
-    let c = s.authorize_call(&call("100009", "9999", "5555233", "dead-1"), now()).await;
+    s.create_account(&card("100009", "9999", "5.00"), now())
+        .await
+        .unwrap();
+    let c = s
+        .authorize_call(&call("100009", "9999", "5555233", "dead-1"), now())
+        .await;
     assert_eq!(c.code, ReturnCode::Success);
-    let u = s.authorize_call(&call("000070", "1234", "5555233", "dead-2"), now()).await;
+    let u = s
+        .authorize_call(&call("000070", "1234", "5555233", "dead-2"), now())
+        .await;
     assert_eq!(u.code, ReturnCode::Success);
     s.mark_connected("dead-1", now()).await.unwrap();
     s.heartbeat(now() + Duration::seconds(100)).await.unwrap();
-    assert_eq!(other.sweep(now() + Duration::seconds(200)).await.unwrap(), Default::default(), "not expired yet");
+    assert_eq!(
+        other.sweep(now() + Duration::seconds(200)).await.unwrap(),
+        Default::default(),
+        "not expired yet"
+    );
     let r = other.sweep(now() + Duration::seconds(500)).await.unwrap();
     assert_eq!((r.settled, r.released), (1, 1));
-    let rec = other.call_records(&rating::store::RecordFilter { account: Some("100009".into()), ..Default::default() }).await.unwrap();
+    let rec = other
+        .call_records(&rating::store::RecordFilter {
+            account: Some("100009".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(rec[0].billed_seconds, 100);
     assert!(rec[0].disconnect_cause.starts_with("swept"));
     let report = other.ledger_check().await.unwrap();
@@ -269,15 +466,23 @@ on_both!(extension_cutoff_and_sweeper);
 async fn store_down_fails_closed(db: &TestDb) {
     let s = setup(db).await;
     s.close().await;
-    assert_eq!(phase1(&s, "000070", "1234").await, ReturnCode::ServiceNotAvailable);
-    assert_eq!(phase2(&s, "000070", "1234", "5555233").await, ReturnCode::ServiceNotAvailable);
+    assert_eq!(
+        phase1(&s, "000070", "1234").await,
+        ReturnCode::ServiceNotAvailable
+    );
+    assert_eq!(
+        phase2(&s, "000070", "1234", "5555233").await,
+        ReturnCode::ServiceNotAvailable
+    );
 }
 on_both!(store_down_fails_closed);
 
 /// PostgreSQL reached through a TCP relay that is then cut: the store is unreachable for real.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_unreachable_fails_closed() {
-    let Some(db) = TestDb::postgres().await else { return };
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
     setup(&db).await;
     let target = "127.0.0.1:5432";
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -292,13 +497,24 @@ async fn postgres_unreachable_fails_closed() {
             });
         }
     });
-    let url = db.url.replace("127.0.0.1:5432", &format!("127.0.0.1:{port}"));
-    let cfg = rating::StoreConfig { acquire_timeout: std::time::Duration::from_secs(2), ..common::config("node-r") };
+    let url = db
+        .url
+        .replace("127.0.0.1:5432", &format!("127.0.0.1:{port}"));
+    let cfg = rating::StoreConfig {
+        acquire_timeout: std::time::Duration::from_secs(2),
+        ..common::config("node-r")
+    };
     let s = Store::open(&url, cfg).await.unwrap();
     assert_eq!(phase1(&s, "000070", "1234").await, ReturnCode::Success);
     relay.abort();
     let _ = relay.await;
-    assert_eq!(phase1(&s, "000070", "1234").await, ReturnCode::ServiceNotAvailable);
-    assert_eq!(phase2(&s, "000070", "1234", "5555233").await, ReturnCode::ServiceNotAvailable);
+    assert_eq!(
+        phase1(&s, "000070", "1234").await,
+        ReturnCode::ServiceNotAvailable
+    );
+    assert_eq!(
+        phase2(&s, "000070", "1234", "5555233").await,
+        ReturnCode::ServiceNotAvailable
+    );
     db.cleanup().await;
 }

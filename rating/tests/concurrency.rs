@@ -15,11 +15,22 @@ const CALLS: usize = 500;
 
 async fn five_hundred_calls_never_overspend(db: &TestDb) {
     let now = Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap();
-    let chunky = |node: &str| rating::StoreConfig { chunk_seconds: 30, max_connections: 6, ..common::config(node) };
+    let chunky = |node: &str| rating::StoreConfig {
+        chunk_seconds: 30,
+        max_connections: 6,
+        ..common::config(node)
+    };
     let a = Arc::new(db.store_with(chunky("node-a")).await);
     let b = Arc::new(db.store_with(chunky("node-b")).await);
     let deck = "prefix,description,rate_per_minute,connect_fee,initial_increment,increment,minimum_seconds\n5555,Local,1.00,0.02,1,1,0\n";
-    a.import_rates("default", &parse_rates_csv(deck.as_bytes(), "USD").unwrap(), "t", now).await.unwrap();
+    a.import_rates(
+        "default",
+        &parse_rates_csv(deck.as_bytes(), "USD").unwrap(),
+        "t",
+        now,
+    )
+    .await
+    .unwrap();
     let mut c = card("000070", "1234", "20.00");
     c.max_calls = 10_000;
     a.create_account(&c, now).await.unwrap();
@@ -41,10 +52,16 @@ async fn five_hundred_calls_never_overspend(db: &TestDb) {
                 conf_id: conf.clone(),
             };
             let answer = store.authorize_call(&req, now).await;
-            let Some(res) = answer.reservation else { return (answer.code, Money::ZERO) };
+            let Some(res) = answer.reservation else {
+                return (answer.code, Money::ZERO);
+            };
             let mut granted = res.granted_seconds;
             if i % 3 == 0 {
-                granted = store.extend(&conf, now + Duration::seconds(20)).await.unwrap().granted_seconds;
+                granted = store
+                    .extend(&conf, now + Duration::seconds(20))
+                    .await
+                    .unwrap()
+                    .granted_seconds;
             }
             // Talk somewhere between nothing and a little past the grant (a late BYE).
             let talk = (i as i64 * 7) % (granted as i64 + 5);
@@ -72,12 +89,19 @@ async fn five_hundred_calls_never_overspend(db: &TestDb) {
     assert!(spent <= money("20.00"), "overspent: {spent}");
     assert_eq!(acct.balance, money("20.00").checked_sub(spent).unwrap());
     assert_eq!((acct.reserved, acct.active_calls), (Money::ZERO, 0));
-    assert!(codes.get(&0).copied().unwrap_or(0) > 10, "too few calls got through: {codes:?}");
+    assert!(
+        codes.get(&0).copied().unwrap_or(0) > 10,
+        "too few calls got through: {codes:?}"
+    );
     for code in codes.keys() {
         assert!(
-            [ReturnCode::Success, ReturnCode::InsufficientFunds, ReturnCode::ZeroBalance]
-                .iter()
-                .any(|c| c.code() == *code),
+            [
+                ReturnCode::Success,
+                ReturnCode::InsufficientFunds,
+                ReturnCode::ZeroBalance
+            ]
+            .iter()
+            .any(|c| c.code() == *code),
             "unexpected code {code}: {codes:?}"
         );
     }

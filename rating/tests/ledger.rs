@@ -13,30 +13,97 @@ fn now() -> chrono::DateTime<Utc> {
 
 async fn top_ups_are_idempotent_by_reference(db: &TestDb) {
     let s = db.store().await;
-    s.create_account(&card("000070", "1234", "32.91"), now()).await.unwrap();
-    let first = s.top_up("000070", money("10.00"), "RCPT-1", now()).await.unwrap();
-    let Posting::Applied(entry) = first else { panic!("first top-up not applied") };
+    s.create_account(&card("000070", "1234", "32.91"), now())
+        .await
+        .unwrap();
+    let first = s
+        .top_up("000070", money("10.00"), "RCPT-1", now())
+        .await
+        .unwrap();
+    let Posting::Applied(entry) = first else {
+        panic!("first top-up not applied")
+    };
     assert_eq!(entry.balance_after, money("42.91"));
-    let again = s.top_up("000070", money("10.00"), "RCPT-1", now()).await.unwrap();
+    let again = s
+        .top_up("000070", money("10.00"), "RCPT-1", now())
+        .await
+        .unwrap();
     assert_eq!(again, Posting::AlreadyApplied(entry.clone()));
     assert_eq!(s.account("000070").await.unwrap().balance, money("42.91"));
     // The same reference for a different amount or card is a mistake, not a repeat.
-    let e = s.top_up("000070", money("20.00"), "RCPT-1", now()).await.unwrap_err();
-    assert!(matches!(e, StoreError::Conflict(ref m) if m.contains("already used")), "{e}");
-    s.create_account(&card("100001", "1111", "0"), now()).await.unwrap();
-    assert!(matches!(s.top_up("100001", money("10.00"), "RCPT-1", now()).await, Err(StoreError::Conflict(_))));
+    let e = s
+        .top_up("000070", money("20.00"), "RCPT-1", now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::Conflict(ref m) if m.contains("already used")),
+        "{e}"
+    );
+    s.create_account(&card("100001", "1111", "0"), now())
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.top_up("100001", money("10.00"), "RCPT-1", now()).await,
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(s.account("100001").await.unwrap().balance, money("0"));
     // Refused outright.
-    assert!(matches!(s.top_up("000070", money("-1"), "R2", now()).await, Err(StoreError::Invalid(_))));
-    assert!(matches!(s.top_up("000070", money("0"), "R3", now()).await, Err(StoreError::Invalid(_))));
-    assert!(matches!(s.top_up("000070", money("1"), "", now()).await, Err(StoreError::Invalid(_))));
-    assert!(matches!(s.top_up("000070", money("1"), "a\nb", now()).await, Err(StoreError::Invalid(_))));
-    assert!(matches!(s.top_up("999999", money("1"), "R4", now()).await, Err(StoreError::NoAccount(_))));
+    assert!(matches!(
+        s.top_up("000070", money("-1"), "R2", now()).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.top_up("000070", money("0"), "R3", now()).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.top_up("000070", money("1"), "", now()).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.top_up("000070", money("1"), "a\nb", now()).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.top_up("999999", money("1"), "R4", now()).await,
+        Err(StoreError::NoAccount(_))
+    ));
     // An adjustment may not take a card below zero.
-    let e = s.post("000070", LedgerKind::Adjustment, money("-50"), "ADJ-1", "", now()).await.unwrap_err();
-    assert!(matches!(e, StoreError::Invalid(ref m) if m.contains("below")), "{e}");
-    s.post("000070", LedgerKind::Adjustment, money("-2.91"), "ADJ-2", "goodwill reversal", now()).await.unwrap();
-    s.post("000070", LedgerKind::Refund, money("1.50"), "REF-1", "dropped call", now()).await.unwrap();
+    let e = s
+        .post(
+            "000070",
+            LedgerKind::Adjustment,
+            money("-50"),
+            "ADJ-1",
+            "",
+            now(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::Invalid(ref m) if m.contains("below")),
+        "{e}"
+    );
+    s.post(
+        "000070",
+        LedgerKind::Adjustment,
+        money("-2.91"),
+        "ADJ-2",
+        "goodwill reversal",
+        now(),
+    )
+    .await
+    .unwrap();
+    s.post(
+        "000070",
+        LedgerKind::Refund,
+        money("1.50"),
+        "REF-1",
+        "dropped call",
+        now(),
+    )
+    .await
+    .unwrap();
     let ledger = s.ledger("000070", 100).await.unwrap();
     let kinds: Vec<&str> = ledger.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["topup", "topup", "adjustment", "refund"]);
@@ -49,11 +116,16 @@ on_both!(top_ups_are_idempotent_by_reference);
 
 async fn concurrent_duplicate_top_ups_apply_once(db: &TestDb) {
     let s = std::sync::Arc::new(db.store().await);
-    s.create_account(&card("000070", "1234", "0"), now()).await.unwrap();
+    s.create_account(&card("000070", "1234", "0"), now())
+        .await
+        .unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..40 {
         let s = s.clone();
-        tasks.spawn(async move { s.top_up("000070", money("5"), &format!("BATCH-{}", i % 4), now()).await });
+        tasks.spawn(async move {
+            s.top_up("000070", money("5"), &format!("BATCH-{}", i % 4), now())
+                .await
+        });
     }
     let mut applied = 0;
     while let Some(r) = tasks.join_next().await {
@@ -69,40 +141,85 @@ on_both!(concurrent_duplicate_top_ups_apply_once);
 
 async fn ledger_check_finds_tampering(db: &TestDb) {
     let s = db.store().await;
-    s.create_account(&card("000070", "1234", "32.91"), now()).await.unwrap();
+    s.create_account(&card("000070", "1234", "32.91"), now())
+        .await
+        .unwrap();
     assert!(s.ledger_check().await.unwrap().problems.is_empty());
     // Somebody edits a balance behind the ledger's back.
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
-    sqlx::query("UPDATE accounts SET balance = balance + 1000000").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE accounts SET balance = balance + 1000000")
+        .execute(&pool)
+        .await
+        .unwrap();
     pool.close().await;
     let problems = s.ledger_check().await.unwrap().problems;
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(problems[0].contains("balance 33.91 but ledger sums to 32.91"), "{problems:?}");
+    assert!(
+        problems[0].contains("balance 33.91 but ledger sums to 32.91"),
+        "{problems:?}"
+    );
 }
 on_both!(ledger_check_finds_tampering);
 
 async fn deck_imports_replace_atomically_and_reach_other_nodes(db: &TestDb) {
     let a = db.store().await;
     let b = db.store_with(common::config("node-b")).await;
-    a.create_account(&card("000070", "1234", "10"), now()).await.unwrap();
+    a.create_account(&card("000070", "1234", "10"), now())
+        .await
+        .unwrap();
     let v1 = "prefix,description,rate_per_minute,connect_fee,initial_increment,increment,minimum_seconds\n44,UK,1.00,0,60,60,0\n";
-    a.import_rates("default", &parse_rates_csv(v1.as_bytes(), "USD").unwrap(), "v1", now()).await.unwrap();
-    assert_eq!(b.quote("000070", "4420", now()).await.unwrap().credit_time, 600);
+    a.import_rates(
+        "default",
+        &parse_rates_csv(v1.as_bytes(), "USD").unwrap(),
+        "v1",
+        now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        b.quote("000070", "4420", now()).await.unwrap().credit_time,
+        600
+    );
     let v2 = "prefix,description,rate_per_minute,connect_fee,initial_increment,increment,minimum_seconds\n44,UK,2.00,0,60,60,0\n33,France,1.00,0,60,60,0\n";
-    let summary = a.import_rates("default", &parse_rates_csv(v2.as_bytes(), "USD").unwrap(), "v2", now()).await.unwrap();
+    let summary = a
+        .import_rates(
+            "default",
+            &parse_rates_csv(v2.as_bytes(), "USD").unwrap(),
+            "v2",
+            now(),
+        )
+        .await
+        .unwrap();
     assert_eq!((summary.rows, summary.version), (2, 2));
     // Node b keeps its copy until its refresh interval passes, then sees the whole new deck.
-    assert_eq!(b.quote("000070", "4420", now()).await.unwrap().credit_time, 600);
+    assert_eq!(
+        b.quote("000070", "4420", now()).await.unwrap().credit_time,
+        600
+    );
     let later = now() + chrono::Duration::seconds(2);
-    assert_eq!(b.quote("000070", "4420", later).await.unwrap().credit_time, 300);
-    assert!(b.quote("000070", "3312", later).await.unwrap().rate.is_some());
+    assert_eq!(
+        b.quote("000070", "4420", later).await.unwrap().credit_time,
+        300
+    );
+    assert!(b
+        .quote("000070", "3312", later)
+        .await
+        .unwrap()
+        .rate
+        .is_some());
     // A large deck: 20,000 rows in one transaction.
     let mut big = String::from("prefix,description,rate_per_minute,connect_fee,initial_increment,increment,minimum_seconds\n");
     for i in 0..20_000 {
         big.push_str(&format!("9{i:05},Row {i},0.01,0,1,1,0\n"));
     }
     let rows = parse_rates_csv(big.as_bytes(), "USD").unwrap();
-    assert_eq!(a.import_rates("big", &rows, "big", now()).await.unwrap().rows, 20_000);
+    assert_eq!(
+        a.import_rates("big", &rows, "big", now())
+            .await
+            .unwrap()
+            .rows,
+        20_000
+    );
 }
 on_both!(deck_imports_replace_atomically_and_reach_other_nodes);

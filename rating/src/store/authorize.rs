@@ -143,7 +143,8 @@ impl From<sqlx::Error> for Deny {
     }
 }
 
-const RESERVATION_COLUMNS: &str = "id, account_id, session_id, owner, amount, granted_seconds, destination, ani, \
+const RESERVATION_COLUMNS: &str =
+    "id, account_id, session_id, owner, amount, granted_seconds, destination, ani, \
      access_number, deck, rate_prefix, rate_description, rate_per_minute, connect_fee, \
      initial_increment, increment, minimum_seconds, setup_at, connect_at, updated_at, expires_at";
 
@@ -209,7 +210,11 @@ impl Store {
         let outcome = match self.verify(req, now_ms).await {
             Ok(row) => {
                 let a = &row.account;
-                let funds = if a.tollfree_only { Ok(()) } else { rules::check_funds(&a.state()) };
+                let funds = if a.tollfree_only {
+                    Ok(())
+                } else {
+                    rules::check_funds(&a.state())
+                };
                 (funds.err().unwrap_or(ReturnCode::Success), Some(row))
             }
             Err(Deny::Code(c)) => (c, None),
@@ -221,10 +226,15 @@ impl Store {
         let (code, row) = outcome;
         if !code.is_success() {
             let conf_id = uuid::Uuid::new_v4().to_string();
-            self.record_attempt(req, "", &conf_id, code, now_ms, row.as_ref()).await;
+            self.record_attempt(req, "", &conf_id, code, now_ms, row.as_ref())
+                .await;
         }
         let (available, currency, language) = match &row {
-            Some(r) => (r.account.available(), r.account.currency.clone(), r.account.language.clone()),
+            Some(r) => (
+                r.account.available(),
+                r.account.currency.clone(),
+                r.account.language.clone(),
+            ),
             None => (Money::ZERO, String::new(), String::new()),
         };
         AccountAnswer {
@@ -249,7 +259,9 @@ impl Store {
             reservation: None,
         };
         let mut row = None;
-        let result = self.authorize_call_inner(req, now_ms, &mut answer, &mut row).await;
+        let result = self
+            .authorize_call_inner(req, now_ms, &mut answer, &mut row)
+            .await;
         match result {
             Ok(()) => {}
             Err(Deny::Code(c)) => answer.code = c,
@@ -261,8 +273,20 @@ impl Store {
         if !answer.code.is_success() {
             answer.reservation = None;
             answer.credit_time = 0;
-            let conf = if req.conf_id.is_empty() { uuid::Uuid::new_v4().to_string() } else { req.conf_id.clone() };
-            self.record_attempt(&req.auth, &req.destination, &conf, answer.code, now_ms, row.as_ref()).await;
+            let conf = if req.conf_id.is_empty() {
+                uuid::Uuid::new_v4().to_string()
+            } else {
+                req.conf_id.clone()
+            };
+            self.record_attempt(
+                &req.auth,
+                &req.destination,
+                &conf,
+                answer.code,
+                now_ms,
+                row.as_ref(),
+            )
+            .await;
         }
         answer
     }
@@ -310,7 +334,8 @@ impl Store {
                 deck: account.rate_deck.clone(),
                 prefix: String::new(),
                 description: format!("toll-free: {desc}"),
-                tariff: Tariff::new(Decimal::ZERO, Money::ZERO, 1, 1, 0).expect("a free tariff is valid"),
+                tariff: Tariff::new(Decimal::ZERO, Money::ZERO, 1, 1, 0)
+                    .expect("a free tariff is valid"),
             }
         } else {
             if account.tollfree_only {
@@ -353,7 +378,13 @@ impl Store {
     /// Holds the first chunk for a call. The transaction's first statement locks the account
     /// row (PostgreSQL) or the database (SQLite) and returns its current figures, so the grant
     /// is planned on values no other call can change before this one commits.
-    async fn reserve(&self, account_id: i64, req: &CallRequest, rate: &RateInfo, now_ms: i64) -> Result<Reserved, sqlx::Error> {
+    async fn reserve(
+        &self,
+        account_id: i64,
+        req: &CallRequest,
+        rate: &RateInfo,
+        now_ms: i64,
+    ) -> Result<Reserved, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let locked = sqlx::query(
             "UPDATE accounts SET active_calls = active_calls + 1 \
@@ -367,13 +398,16 @@ impl Store {
             tx.rollback().await?;
             // Blocked or locked since the read, or every call slot taken.
             let code = match self.account_row_by_id(account_id).await? {
-                Some(a) => rules::check_account(&a.account.state(), now_ms).err().unwrap_or(ReturnCode::AccountInUse),
+                Some(a) => rules::check_account(&a.account.state(), now_ms)
+                    .err()
+                    .unwrap_or(ReturnCode::AccountInUse),
                 None => ReturnCode::InvalidAccount,
             };
             return Ok(Reserved::Refused(code, Money::ZERO));
         };
         let available = Money::from_micros(
-            locked.try_get::<i64, _>(0)? + locked.try_get::<i64, _>(2)? - locked.try_get::<i64, _>(1)?,
+            locked.try_get::<i64, _>(0)? + locked.try_get::<i64, _>(2)?
+                - locked.try_get::<i64, _>(1)?,
         );
         let grant = match rules::plan_grant(available, &rate.tariff, self.cfg.chunk_seconds) {
             Ok(g) => g,
@@ -429,7 +463,10 @@ impl Store {
         }
         tx.commit().await?;
         Ok(Reserved::Held(
-            Granted { available, credit_time: grant.credit_time },
+            Granted {
+                available,
+                credit_time: grant.credit_time,
+            },
             Reservation {
                 conf_id: req.conf_id.clone(),
                 amount: grant.amount,
@@ -440,10 +477,11 @@ impl Store {
     }
 
     async fn account_row_by_id(&self, id: i64) -> Result<Option<AccountRow>, sqlx::Error> {
-        let account: Option<String> = sqlx::query_scalar("SELECT account FROM accounts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let account: Option<String> =
+            sqlx::query_scalar("SELECT account FROM accounts WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
         match account {
             Some(a) => self.account_row(&a).await,
             None => Ok(None),
@@ -451,12 +489,14 @@ impl Store {
     }
 
     async fn held_call(&self, conf_id: &str) -> Result<Option<HeldCall>, sqlx::Error> {
-        sqlx::query(&format!("SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = $1"))
-            .bind(conf_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| HeldCall::from_row(&r))
-            .transpose()
+        sqlx::query(&format!(
+            "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = $1"
+        ))
+        .bind(conf_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| HeldCall::from_row(&r))
+        .transpose()
     }
 
     /// The open reservation of a call, if any.
@@ -488,11 +528,12 @@ impl Store {
         }
         let ani = req.ani.as_deref().filter(|a| !a.is_empty());
         if let Some(ani) = ani {
-            let until: Option<i64> =
-                sqlx::query_scalar("SELECT locked_until FROM lockouts WHERE kind = 'ani' AND subject = $1")
-                    .bind(ani)
-                    .fetch_optional(&self.pool)
-                    .await?;
+            let until: Option<i64> = sqlx::query_scalar(
+                "SELECT locked_until FROM lockouts WHERE kind = 'ani' AND subject = $1",
+            )
+            .bind(ani)
+            .fetch_optional(&self.pool)
+            .await?;
             if until.is_some_and(|u| u > now_ms) {
                 return Err(ReturnCode::RetriesExceeded.into());
             }
@@ -517,7 +558,12 @@ impl Store {
             if let Some(ani) = ani {
                 locked |= self.note_failure("ani", ani, now_ms).await?;
             }
-            return Err(if locked { ReturnCode::RetriesExceeded } else { ReturnCode::InvalidPin }.into());
+            return Err(if locked {
+                ReturnCode::RetriesExceeded
+            } else {
+                ReturnCode::InvalidPin
+            }
+            .into());
         }
         let state = row.account.state();
         let status = rules::AccountState {
@@ -533,7 +579,12 @@ impl Store {
 
     /// Counts a failure against a card or calling number; true when it reached the limit
     /// (the card is then locked until staff unblock it, the number for `ani_lockout`).
-    async fn note_failure(&self, kind: &str, subject: &str, now_ms: i64) -> Result<bool, sqlx::Error> {
+    async fn note_failure(
+        &self,
+        kind: &str,
+        subject: &str,
+        now_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
         sqlx::query("INSERT INTO auth_failures (kind, subject, at) VALUES ($1, $2, $3)")
             .bind(kind)
             .bind(subject)
@@ -541,22 +592,29 @@ impl Store {
             .execute(&self.pool)
             .await?;
         let since = now_ms - self.cfg.failure_window.as_millis() as i64;
-        let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM auth_failures WHERE kind = $1 AND subject = $2 AND at > $3")
-                .bind(kind)
-                .bind(subject)
-                .bind(since)
-                .fetch_one(&self.pool)
-                .await?;
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM auth_failures WHERE kind = $1 AND subject = $2 AND at > $3",
+        )
+        .bind(kind)
+        .bind(subject)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
         if count < i64::from(self.cfg.max_auth_failures) {
             return Ok(false);
         }
         if kind == "card" {
-            sqlx::query("UPDATE accounts SET status = 'locked' WHERE account = $1 AND status = 'active'")
-                .bind(subject)
-                .execute(&self.pool)
-                .await?;
-            tracing::warn!(account = subject, failures = count, "card locked after repeated wrong PINs");
+            sqlx::query(
+                "UPDATE accounts SET status = 'locked' WHERE account = $1 AND status = 'active'",
+            )
+            .bind(subject)
+            .execute(&self.pool)
+            .await?;
+            tracing::warn!(
+                account = subject,
+                failures = count,
+                "card locked after repeated wrong PINs"
+            );
         } else {
             let until = now_ms + self.cfg.ani_lockout.as_millis() as i64;
             sqlx::query(
@@ -568,7 +626,11 @@ impl Store {
             .bind(until)
             .execute(&self.pool)
             .await?;
-            tracing::warn!(ani = subject, failures = count, "calling number locked out after repeated failures");
+            tracing::warn!(
+                ani = subject,
+                failures = count,
+                "calling number locked out after repeated failures"
+            );
         }
         Ok(true)
     }
@@ -587,7 +649,12 @@ impl Store {
             return;
         }
         // Only printable, bounded text reaches the records: the input may be what was refused.
-        let clean = |s: &str| s.chars().filter(|c| !c.is_control()).take(64).collect::<String>();
+        let clean = |s: &str| {
+            s.chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
+        };
         let result = sqlx::query(
             "INSERT INTO call_records (conf_id, session_id, account, ani, access_number, destination, \
              setup_at, currency, return_code, node, created_at, disconnect_cause) \
@@ -613,21 +680,32 @@ impl Store {
 
     /// What a card would get to a destination now (no PIN, no hold): for staff answering
     /// "why can't I call …?".
-    pub async fn quote(&self, account: &str, destination: &str, now: DateTime<Utc>) -> Result<Quote, StoreError> {
+    pub async fn quote(
+        &self,
+        account: &str,
+        destination: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Quote, StoreError> {
         let acct = self.account(account).await?;
         if rules::check_digits(destination).is_err() {
-            return Err(StoreError::Invalid(format!("destination '{destination}' must be 1 to 32 digits")));
+            return Err(StoreError::Invalid(format!(
+                "destination '{destination}' must be 1 to 32 digits"
+            )));
         }
         let now_ms = ms(now);
         let lists = self.lists(now_ms).await?;
         let deck = self.deck(&acct.rate_deck, now_ms).await?;
-        let rate = deck.lookup(destination, &acct.currency, now).map(|r| RateInfo {
-            deck: acct.rate_deck.clone(),
-            prefix: r.prefix.clone(),
-            description: r.description.clone(),
-            tariff: r.tariff.clone(),
-        });
-        let credit_time = rate.as_ref().map_or(0, |r| r.tariff.credit_time(acct.available()));
+        let rate = deck
+            .lookup(destination, &acct.currency, now)
+            .map(|r| RateInfo {
+                deck: acct.rate_deck.clone(),
+                prefix: r.prefix.clone(),
+                description: r.description.clone(),
+                tariff: r.tariff.clone(),
+            });
+        let credit_time = rate
+            .as_ref()
+            .map_or(0, |r| r.tariff.credit_time(acct.available()));
         Ok(Quote {
             blocked: lists.blocked.matching(destination).map(str::to_string),
             tollfree: lists.tollfree.matching(destination).map(str::to_string),
@@ -722,13 +800,20 @@ impl Store {
     /// than was held: time past the granted cutoff is the platform's loss, not the caller's),
     /// releases the rest, and writes the ledger row and the call record in one transaction.
     /// Settling again returns the first settlement and charges nothing.
-    pub async fn settle(&self, conf_id: &str, end: &CallEnd, now: DateTime<Utc>) -> Result<Settlement, StoreError> {
+    pub async fn settle(
+        &self,
+        conf_id: &str,
+        end: &CallEnd,
+        now: DateTime<Utc>,
+    ) -> Result<Settlement, StoreError> {
         let now_ms = ms(now);
         let mut tx = self.pool.begin().await?;
-        let gone = sqlx::query(&format!("DELETE FROM reservations WHERE id = $1 RETURNING {RESERVATION_COLUMNS}"))
-            .bind(conf_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let gone = sqlx::query(&format!(
+            "DELETE FROM reservations WHERE id = $1 RETURNING {RESERVATION_COLUMNS}"
+        ))
+        .bind(conf_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(gone) = gone else {
             tx.rollback().await?;
             let rec = sqlx::query(
@@ -752,7 +837,9 @@ impl Store {
         let connect_at = end.connect_at.map(ms).or(held.connect_at);
         let disconnect_at = ms(end.disconnect_at);
         let talk_ms = connect_at.map_or(0, |c| (disconnect_at - c).max(0));
-        let talk = (talk_ms as u64).div_ceil(1000).min(held.granted_seconds as u64);
+        let talk = (talk_ms as u64)
+            .div_ceil(1000)
+            .min(held.granted_seconds as u64);
         let tariff = &held.rate.tariff;
         let cost = tariff.cost(talk).micros().min(held.amount);
         let billed = tariff.billed_seconds(talk);
@@ -765,7 +852,8 @@ impl Store {
         .bind(held.account_id)
         .fetch_one(&mut *tx)
         .await?;
-        let (account, balance, currency): (String, i64, String) = (acct.try_get(0)?, acct.try_get(1)?, acct.try_get(2)?);
+        let (account, balance, currency): (String, i64, String) =
+            (acct.try_get(0)?, acct.try_get(1)?, acct.try_get(2)?);
         if cost > 0 {
             sqlx::query(
                 "INSERT INTO ledger (account_id, kind, amount, balance_after, idempotency_key, reference, note, created_at) \
@@ -855,8 +943,14 @@ impl Store {
             }
         }
         let since = now_ms - self.cfg.failure_window.as_millis() as i64;
-        sqlx::query("DELETE FROM auth_failures WHERE at < $1").bind(since).execute(&self.pool).await?;
-        sqlx::query("DELETE FROM lockouts WHERE locked_until < $1").bind(now_ms).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM auth_failures WHERE at < $1")
+            .bind(since)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM lockouts WHERE locked_until < $1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
         Ok(report)
     }
 }

@@ -35,7 +35,10 @@ impl Store {
     ) -> Result<ImportSummary, StoreError> {
         super::check_text("deck name", name, true, 64)?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM rates WHERE deck = $1").bind(name).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM rates WHERE deck = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         for chunk in rows.chunks(BATCH) {
             let mut sql = String::from(
                 "INSERT INTO rates (deck, prefix, description, rate_per_minute, connect_fee, \
@@ -67,7 +70,12 @@ impl Store {
                     .bind(i64::from(t.initial_increment()))
                     .bind(i64::from(t.increment()))
                     .bind(i64::from(t.minimum_seconds()))
-                    .bind(r.time_band.as_ref().map(|b| b.as_str().to_string()).unwrap_or_default())
+                    .bind(
+                        r.time_band
+                            .as_ref()
+                            .map(|b| b.as_str().to_string())
+                            .unwrap_or_default(),
+                    )
                     .bind(&r.currency)
                     .bind(r.line as i64);
             }
@@ -94,12 +102,21 @@ impl Store {
     }
 
     /// Replaces the blocked (9) or toll-free (13) prefix list.
-    pub async fn import_prefix_list(&self, list: &str, entries: &[(String, String)]) -> Result<ImportSummary, StoreError> {
+    pub async fn import_prefix_list(
+        &self,
+        list: &str,
+        entries: &[(String, String)],
+    ) -> Result<ImportSummary, StoreError> {
         if list != "blocked" && list != "tollfree" {
-            return Err(StoreError::Invalid(format!("no prefix list '{list}' (blocked or tollfree)")));
+            return Err(StoreError::Invalid(format!(
+                "no prefix list '{list}' (blocked or tollfree)"
+            )));
         }
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM prefix_lists WHERE list = $1").bind(list).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM prefix_lists WHERE list = $1")
+            .bind(list)
+            .execute(&mut *tx)
+            .await?;
         for (prefix, description) in entries {
             sqlx::query("INSERT INTO prefix_lists (list, prefix, description) VALUES ($1, $2, $3)")
                 .bind(list)
@@ -118,11 +135,13 @@ impl Store {
     }
 
     async fn version(&self, name: &str) -> Result<i64, sqlx::Error> {
-        Ok(sqlx::query_scalar("SELECT version FROM versions WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .unwrap_or(0))
+        Ok(
+            sqlx::query_scalar("SELECT version FROM versions WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or(0),
+        )
     }
 
     /// The current copy of deck `name`, reloaded when another import bumped its version.
@@ -155,7 +174,9 @@ impl Store {
         for r in &rows {
             match rate_row(r) {
                 Ok(row) => parsed.push(row),
-                Err(e) => tracing::warn!(deck = name, error = %e, "skipping an unreadable stored rate row"),
+                Err(e) => {
+                    tracing::warn!(deck = name, error = %e, "skipping an unreadable stored rate row")
+                }
             }
         }
         let deck = Arc::new(Deck::new(parsed));
@@ -218,7 +239,10 @@ impl Store {
     }
 }
 
-async fn bump_version(tx: &mut sqlx::Transaction<'static, sqlx::Any>, name: &str) -> Result<i64, sqlx::Error> {
+async fn bump_version(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    name: &str,
+) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO versions (name, version) VALUES ($1, 1) \
          ON CONFLICT (name) DO UPDATE SET version = versions.version + 1 RETURNING version",
@@ -247,7 +271,11 @@ fn rate_row(r: &sqlx::any::AnyRow) -> Result<RateRow, String> {
         prefix: r.try_get("prefix").map_err(|e| e.to_string())?,
         description: r.try_get("description").map_err(|e| e.to_string())?,
         tariff,
-        time_band: if band.is_empty() { None } else { Some(band.parse()?) },
+        time_band: if band.is_empty() {
+            None
+        } else {
+            Some(band.parse()?)
+        },
         currency: r.try_get("currency").map_err(|e| e.to_string())?,
         line: r.try_get::<i64, _>("line").map_err(|e| e.to_string())? as u64,
     })

@@ -280,7 +280,8 @@ pub(crate) fn at_ms(v: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(v).single().unwrap_or_default()
 }
 
-const ACCOUNT_COLUMNS: &str = "id, account, pin_salt, pin_hash, pinless, status, expires_at, currency, \
+const ACCOUNT_COLUMNS: &str =
+    "id, account, pin_salt, pin_hash, pinless, status, expires_at, currency, \
      balance, reserved, credit_limit, active_calls, max_calls, language, tenant, rate_deck, \
      tollfree_only, created_at";
 
@@ -376,10 +377,12 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("../schema/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("../schema/postgres").run(&pool).await?,
         }
-        sqlx::query("INSERT INTO settings (key, value) VALUES ('pin_key', $1) ON CONFLICT (key) DO NOTHING")
-            .bind(hex::encode(rand::random::<[u8; 32]>()))
-            .execute(&pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ('pin_key', $1) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(hex::encode(rand::random::<[u8; 32]>()))
+        .execute(&pool)
+        .await?;
         let key: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = 'pin_key'")
             .fetch_one(&pool)
             .await?;
@@ -410,10 +413,12 @@ impl Store {
 
     /// A setting (`None` when unset).
     pub async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Sets a setting.
@@ -429,7 +434,10 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) async fn account_row(&self, account: &str) -> Result<Option<AccountRow>, sqlx::Error> {
+    pub(crate) async fn account_row(
+        &self,
+        account: &str,
+    ) -> Result<Option<AccountRow>, sqlx::Error> {
         let q = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE account = $1");
         sqlx::query(&q)
             .bind(account)
@@ -455,7 +463,11 @@ impl Store {
                 n.account,
                 p.min_len,
                 p.max_len,
-                if p.luhn { " with a valid check digit" } else { "" }
+                if p.luhn {
+                    " with a valid check digit"
+                } else {
+                    ""
+                }
             ))
         })?;
         match &n.pin {
@@ -463,7 +475,9 @@ impl Store {
                 return Err(StoreError::Invalid("a PIN must be 4 to 12 digits".into()));
             }
             None if !n.pinless => {
-                return Err(StoreError::Invalid("a card needs a PIN unless it is PIN-less".into()));
+                return Err(StoreError::Invalid(
+                    "a card needs a PIN unless it is PIN-less".into(),
+                ));
             }
             _ => {}
         }
@@ -473,7 +487,9 @@ impl Store {
                 n.currency
             )));
         }
-        if !(2..=3).contains(&n.language.len()) || !n.language.bytes().all(|b| b.is_ascii_lowercase()) {
+        if !(2..=3).contains(&n.language.len())
+            || !n.language.bytes().all(|b| b.is_ascii_lowercase())
+        {
             return Err(StoreError::Invalid(format!(
                 "language '{}' is not an ISO 639 code such as en",
                 n.language
@@ -483,7 +499,9 @@ impl Store {
             return Err(StoreError::Invalid("max calls must be 1 to 10000".into()));
         }
         if n.balance.micros() < 0 || n.credit_limit.micros() < 0 {
-            return Err(StoreError::Invalid("balance and credit limit must not be negative".into()));
+            return Err(StoreError::Invalid(
+                "balance and credit limit must not be negative".into(),
+            ));
         }
         check_text("tenant", &n.tenant, true, 64)?;
         check_text("rate deck", &n.rate_deck, true, 64)?;
@@ -498,7 +516,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         let salt = pin::new_salt();
         // A PIN-less card gets a random PIN nobody knows, so PIN entry can never match it.
-        let secret = n.pin.clone().unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
+        let secret = n
+            .pin
+            .clone()
+            .unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
         let hash = pin::hash_pin(&self.site_key, &salt, &secret);
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO accounts (account, pin_salt, pin_hash, pinless, status, expires_at, currency, \
@@ -544,13 +565,21 @@ impl Store {
     }
 
     /// Creates one card (its opening balance is a ledger row).
-    pub async fn create_account(&self, n: &NewAccount, now: DateTime<Utc>) -> Result<Account, StoreError> {
+    pub async fn create_account(
+        &self,
+        n: &NewAccount,
+        now: DateTime<Utc>,
+    ) -> Result<Account, StoreError> {
         self.create_accounts(std::slice::from_ref(n), now).await?;
         self.account(&n.account).await
     }
 
     /// Creates many cards in one transaction: all or none.
-    pub async fn create_accounts(&self, cards: &[NewAccount], now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn create_accounts(
+        &self,
+        cards: &[NewAccount],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.create_accounts_with_progress(cards, now, || {}).await
     }
 
@@ -608,30 +637,39 @@ impl Store {
         check_text("reference", reference, true, 200)?;
         check_text("note", note, false, 500)?;
         match kind {
-            LedgerKind::Call => return Err(StoreError::Invalid("calls are posted by settlement".into())),
+            LedgerKind::Call => {
+                return Err(StoreError::Invalid("calls are posted by settlement".into()))
+            }
             LedgerKind::Adjustment if amount == Money::ZERO => {
                 return Err(StoreError::Invalid("an adjustment must not be zero".into()))
             }
             LedgerKind::TopUp | LedgerKind::Refund if !amount.is_positive() => {
-                return Err(StoreError::Invalid(format!("a {} must be positive", kind.as_str())))
+                return Err(StoreError::Invalid(format!(
+                    "a {} must be positive",
+                    kind.as_str()
+                )))
             }
             _ => {}
         }
         let key = format!("{}:{reference}", kind.as_str());
         let mut tx = self.pool.begin().await?;
         // Write first: the row lock (PostgreSQL) or write lock (SQLite) orders the postings.
-        let updated = sqlx::query("UPDATE accounts SET balance = balance + $1 WHERE account = $2 RETURNING id, balance")
-            .bind(amount.micros())
-            .bind(account)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| {
-                if is_kind(&e, sqlx::error::ErrorKind::CheckViolation) {
-                    StoreError::Invalid(format!("{amount} would take account {account} below its credit limit"))
-                } else {
-                    e.into()
-                }
-            })?;
+        let updated = sqlx::query(
+            "UPDATE accounts SET balance = balance + $1 WHERE account = $2 RETURNING id, balance",
+        )
+        .bind(amount.micros())
+        .bind(account)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_kind(&e, sqlx::error::ErrorKind::CheckViolation) {
+                StoreError::Invalid(format!(
+                    "{amount} would take account {account} below its credit limit"
+                ))
+            } else {
+                e.into()
+            }
+        })?;
         let Some(row) = updated else {
             return Err(StoreError::NoAccount(account.to_string()));
         };
@@ -668,8 +706,15 @@ impl Store {
     }
 
     /// A top-up: [`Store::post`] with [`LedgerKind::TopUp`].
-    pub async fn top_up(&self, account: &str, amount: Money, reference: &str, now: DateTime<Utc>) -> Result<Posting, StoreError> {
-        self.post(account, LedgerKind::TopUp, amount, reference, "", now).await
+    pub async fn top_up(
+        &self,
+        account: &str,
+        amount: Money,
+        reference: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Posting, StoreError> {
+        self.post(account, LedgerKind::TopUp, amount, reference, "", now)
+            .await
     }
 
     async fn ledger_entry_by_key(&self, key: &str) -> Result<LedgerEntry, StoreError> {
@@ -682,13 +727,21 @@ impl Store {
 
     /// A card's ledger, oldest first (at most `limit` rows, the newest ones).
     pub async fn ledger(&self, account: &str, limit: i64) -> Result<Vec<LedgerEntry>, StoreError> {
-        let row = self.account_row(account).await?.ok_or_else(|| StoreError::NoAccount(account.into()))?;
-        let rows = sqlx::query(&format!("{LEDGER_SELECT} WHERE l.account_id = $1 ORDER BY l.id DESC LIMIT $2"))
-            .bind(row.id)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = rows.iter().map(ledger_entry).collect::<Result<Vec<_>, _>>()?;
+        let row = self
+            .account_row(account)
+            .await?
+            .ok_or_else(|| StoreError::NoAccount(account.into()))?;
+        let rows = sqlx::query(&format!(
+            "{LEDGER_SELECT} WHERE l.account_id = $1 ORDER BY l.id DESC LIMIT $2"
+        ))
+        .bind(row.id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(ledger_entry)
+            .collect::<Result<Vec<_>, _>>()?;
         out.reverse();
         Ok(out)
     }
@@ -718,36 +771,60 @@ impl Store {
                 r.try_get("active_calls")?,
                 r.try_get("credit_limit")?,
             );
-            let (sum, held, calls): (i64, i64, i64) = (r.try_get("ledger_sum")?, r.try_get("held")?, r.try_get("calls")?);
+            let (sum, held, calls): (i64, i64, i64) = (
+                r.try_get("ledger_sum")?,
+                r.try_get("held")?,
+                r.try_get("calls")?,
+            );
             report.reservations += calls as u64;
             let m = |v| Money::from_micros(v);
             if balance != sum {
-                report.problems.push(format!("{account}: balance {} but ledger sums to {}", m(balance), m(sum)));
+                report.problems.push(format!(
+                    "{account}: balance {} but ledger sums to {}",
+                    m(balance),
+                    m(sum)
+                ));
             }
             if reserved != held {
-                report.problems.push(format!("{account}: {} held but reservations hold {}", m(reserved), m(held)));
+                report.problems.push(format!(
+                    "{account}: {} held but reservations hold {}",
+                    m(reserved),
+                    m(held)
+                ));
             }
             if active != calls {
-                report.problems.push(format!("{account}: {active} active calls but {calls} reservations"));
+                report.problems.push(format!(
+                    "{account}: {active} active calls but {calls} reservations"
+                ));
             }
             if balance + limit < reserved {
-                report.problems.push(format!("{account}: {} held exceeds balance {} plus credit limit", m(reserved), m(balance)));
+                report.problems.push(format!(
+                    "{account}: {} held exceeds balance {} plus credit limit",
+                    m(reserved),
+                    m(balance)
+                ));
             }
             names.insert(id, account);
         }
-        let rows = sqlx::query("SELECT account_id, id, amount, balance_after FROM ledger ORDER BY account_id, id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT account_id, id, amount, balance_after FROM ledger ORDER BY account_id, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let mut running: Option<(i64, i64)> = None;
         for r in &rows {
             report.entries += 1;
-            let (acct, id, amount, after): (i64, i64, i64, i64) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+            let (acct, id, amount, after): (i64, i64, i64, i64) =
+                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
             let before = match running {
                 Some((a, b)) if a == acct => b,
                 _ => 0,
             };
             if before + amount != after {
-                let name = names.get(&acct).cloned().unwrap_or_else(|| acct.to_string());
+                let name = names
+                    .get(&acct)
+                    .cloned()
+                    .unwrap_or_else(|| acct.to_string());
                 report.problems.push(format!(
                     "{name}: ledger row {id} says balance {} after {}, expected {}",
                     Money::from_micros(after),
@@ -802,7 +879,8 @@ impl Store {
     }
 }
 
-const LEDGER_SELECT: &str = "SELECT l.id, a.account, l.kind, l.amount, l.balance_after, l.reference, l.note, l.created_at \
+const LEDGER_SELECT: &str =
+    "SELECT l.id, a.account, l.kind, l.amount, l.balance_after, l.reference, l.note, l.created_at \
      FROM ledger l JOIN accounts a ON a.id = l.account_id";
 
 fn ledger_entry(r: &AnyRow) -> Result<LedgerEntry, sqlx::Error> {

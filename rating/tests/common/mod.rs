@@ -17,7 +17,12 @@ impl TestDb {
     pub fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("store.db").display());
-        TestDb { url, base: None, schema: None, _dir: Some(dir) }
+        TestDb {
+            url,
+            base: None,
+            schema: None,
+            _dir: Some(dir),
+        }
     }
 
     /// `None` (the test is skipped, and says so) when no PostgreSQL is configured.
@@ -28,12 +33,22 @@ impl TestDb {
         };
         sqlx::any::install_default_drivers();
         let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::AnyConnection::connect(&base).await.expect("PostgreSQL reachable");
-        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.unwrap();
+        let mut conn = sqlx::AnyConnection::connect(&base)
+            .await
+            .expect("PostgreSQL reachable");
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
         conn.close().await.unwrap();
         let sep = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-        Some(TestDb { url, base: Some(base), schema: Some(schema), _dir: None })
+        Some(TestDb {
+            url,
+            base: Some(base),
+            schema: Some(schema),
+            _dir: None,
+        })
     }
 
     pub async fn store(&self) -> Store {
@@ -47,14 +62,20 @@ impl TestDb {
     pub async fn cleanup(self) {
         if let (Some(base), Some(schema)) = (&self.base, &self.schema) {
             let mut conn = sqlx::AnyConnection::connect(base).await.unwrap();
-            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut conn).await.unwrap();
+            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
             conn.close().await.unwrap();
         }
     }
 }
 
 pub fn config(node: &str) -> StoreConfig {
-    StoreConfig { node_id: node.into(), ..StoreConfig::default() }
+    StoreConfig {
+        node_id: node.into(),
+        ..StoreConfig::default()
+    }
 }
 
 pub fn money(s: &str) -> Money {
@@ -78,7 +99,9 @@ macro_rules! on_both {
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let Some(db) = $crate::common::TestDb::postgres().await else { return };
+                let Some(db) = $crate::common::TestDb::postgres().await else {
+                    return;
+                };
                 super::$name(&db).await;
                 db.cleanup().await;
             }
