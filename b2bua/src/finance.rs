@@ -37,14 +37,15 @@ fn expiry(text: &str) -> Result<DateTime<Utc>> {
         .and_utc())
 }
 
-fn expiry_text(a: &Account) -> String {
-    a.expires_at
+/// The last day a card works, as typed with `--expires` (empty when it never expires).
+fn last_day(expires_at: Option<DateTime<Utc>>) -> String {
+    expires_at
         .map(|e| {
             (e - chrono::Duration::milliseconds(1))
                 .format("%Y-%m-%d")
                 .to_string()
         })
-        .unwrap_or_else(|| "never".into())
+        .unwrap_or_default()
 }
 
 /// Options for `serve`.
@@ -139,27 +140,7 @@ pub enum CardCommand {
         pinless: bool,
     },
     /// Create many cards with random numbers and PINs; the CSV is the only copy of the PINs.
-    Batch {
-        #[arg(long)]
-        count: u32,
-        #[arg(long)]
-        balance: String,
-        #[arg(long)]
-        out: PathBuf,
-        /// Card number length, Luhn check digit included.
-        #[arg(long, default_value_t = 12)]
-        digits: usize,
-        #[arg(long, default_value_t = 4)]
-        pin_digits: usize,
-        #[arg(long, default_value = "USD")]
-        currency: String,
-        #[arg(long, default_value = "en")]
-        language: String,
-        #[arg(long)]
-        expires: Option<String>,
-        #[arg(long, default_value = "default")]
-        tenant: String,
-    },
+    Batch(BatchSpec),
     /// Balance, holds, status and expiry of a card.
     Show { account: String },
     /// Refuse every call on the card (return code 7).
@@ -179,7 +160,12 @@ fn print_account(a: &Account) {
     );
     println!("available     {} {c}", a.available());
     println!("credit limit  {} {c}", a.credit_limit);
-    println!("expires       {}", expiry_text(a));
+    println!(
+        "expires       {}",
+        Some(last_day(a.expires_at))
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "never".into())
+    );
     println!("language      {}", a.language);
     println!("tenant        {}", a.tenant);
     println!("rate deck     {}", a.rate_deck);
@@ -223,33 +209,7 @@ pub async fn card(db: &str, cmd: CardCommand) -> Result<ExitCode> {
             println!("created card {}", a.account);
             print_account(&a);
         }
-        CardCommand::Batch {
-            count,
-            balance,
-            out,
-            digits,
-            pin_digits,
-            currency,
-            language,
-            expires,
-            tenant,
-        } => {
-            batch(
-                &store,
-                BatchSpec {
-                    count,
-                    balance,
-                    out,
-                    digits,
-                    pin_digits,
-                    currency,
-                    language,
-                    expires,
-                    tenant,
-                },
-            )
-            .await?;
-        }
+        CardCommand::Batch(spec) => batch(&store, spec).await?,
         CardCommand::Show { account } => print_account(&store.account(&account).await?),
         CardCommand::Block { account } => {
             store.set_blocked(&account, true).await?;
@@ -263,15 +223,28 @@ pub async fn card(db: &str, cmd: CardCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-struct BatchSpec {
+/// Options for `card batch`.
+#[derive(Args)]
+pub struct BatchSpec {
+    #[arg(long)]
     count: u32,
+    #[arg(long)]
     balance: String,
+    #[arg(long)]
     out: PathBuf,
+    /// Card number length, Luhn check digit included.
+    #[arg(long, default_value_t = 12)]
     digits: usize,
+    #[arg(long, default_value_t = 4)]
     pin_digits: usize,
+    #[arg(long, default_value = "USD")]
     currency: String,
+    #[arg(long, default_value = "en")]
     language: String,
+    /// Last day the cards work (UTC), YYYY-MM-DD.
+    #[arg(long)]
     expires: Option<String>,
+    #[arg(long, default_value = "default")]
     tenant: String,
 }
 
@@ -328,14 +301,7 @@ async fn batch(store: &Store, spec: BatchSpec) -> Result<()> {
             let mut w = csv::Writer::from_writer(tmp.as_file_mut());
             w.write_record(["account", "pin", "balance", "currency", "expires"])?;
             for c in &cards {
-                let exp = c
-                    .expires_at
-                    .map(|e| {
-                        (e - chrono::Duration::milliseconds(1))
-                            .format("%Y-%m-%d")
-                            .to_string()
-                    })
-                    .unwrap_or_default();
+                let exp = last_day(c.expires_at);
                 w.write_record([
                     c.account.as_str(),
                     c.pin.as_deref().unwrap_or(""),
