@@ -160,11 +160,10 @@ fn print_account(a: &Account) {
     );
     println!("available     {} {c}", a.available());
     println!("credit limit  {} {c}", a.credit_limit);
+    let last = last_day(a.expires_at);
     println!(
         "expires       {}",
-        Some(last_day(a.expires_at))
-            .filter(|d| !d.is_empty())
-            .unwrap_or_else(|| "never".into())
+        if last.is_empty() { "never" } else { &last }
     );
     println!("language      {}", a.language);
     println!("tenant        {}", a.tenant);

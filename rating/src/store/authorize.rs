@@ -306,15 +306,7 @@ impl Store {
         }
         let row = match self.verify(&req.auth, now_ms).await {
             Err(Deny::Code(ReturnCode::AccountInUse)) => {
-                // Possibly this very call, asked for again (a retransmission): same answer.
-                return match self.reservation(&req.conf_id).await? {
-                    Some(existing) => {
-                        answer.credit_time = existing.granted_seconds;
-                        answer.reservation = Some(existing);
-                        Ok(())
-                    }
-                    None => Err(ReturnCode::AccountInUse.into()),
-                };
+                return self.repeat_or(req, answer, ReturnCode::AccountInUse).await;
             }
             other => other?,
         };
@@ -364,14 +356,26 @@ impl Store {
             }
             Reserved::Refused(code, available) => {
                 answer.available = available;
-                if let Some(existing) = self.reservation(&req.conf_id).await? {
-                    // A repeated request for a call already authorized: same answer, no new hold.
-                    answer.credit_time = existing.granted_seconds;
-                    answer.reservation = Some(existing);
-                    return Ok(());
-                }
-                Err(code.into())
+                self.repeat_or(req, answer, code).await
             }
+        }
+    }
+
+    /// A refusal, unless this is a call already authorized being asked for again (a
+    /// retransmission): then the same reservation, and no new hold.
+    async fn repeat_or(
+        &self,
+        req: &CallRequest,
+        answer: &mut CallAnswer,
+        code: ReturnCode,
+    ) -> Result<(), Deny> {
+        match self.reservation(&req.conf_id).await? {
+            Some(existing) => {
+                answer.credit_time = existing.granted_seconds;
+                answer.reservation = Some(existing);
+                Ok(())
+            }
+            None => Err(code.into()),
         }
     }
 
