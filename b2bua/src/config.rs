@@ -1,0 +1,665 @@
+//! The daemon's configuration: a YAML file (`b2bua serve --config FILE`), checked as a whole
+//! before anything starts, with the key and line of every mistake.
+//!
+//! `b2bua.example.yaml` at the repository root documents every key and is also the embedded
+//! demo configuration, so the documented file is the one the tests run.
+
+use crate::routing::{CallerId, Gateway, Pattern, Proto, Route, Router, Target};
+use crate::sip::transaction::Timers;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// The demo configuration, which is also the documented example.
+pub const DEMO_YAML: &str = include_str!("../../b2bua.example.yaml");
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    database: Option<String>,
+    #[serde(default)]
+    node_id: Option<String>,
+    sip: SipFile,
+    #[serde(default)]
+    trusted_peers: Vec<Spanned<String>>,
+    #[serde(default)]
+    access_numbers: Vec<AccessFile>,
+    #[serde(default)]
+    calls: CallsFile,
+    #[serde(default)]
+    gateways: Vec<GatewayFile>,
+    #[serde(default)]
+    routes: Vec<RouteFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SipFile {
+    listen: Vec<Spanned<String>>,
+    #[serde(default)]
+    advertise: Option<Spanned<String>>,
+    #[serde(default = "d_t1")]
+    t1_ms: u64,
+    #[serde(default = "d_t2")]
+    t2_ms: u64,
+    #[serde(default = "d_t4")]
+    t4_ms: u64,
+}
+
+fn d_t1() -> u64 {
+    500
+}
+fn d_t2() -> u64 {
+    4000
+}
+fn d_t4() -> u64 {
+    5000
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessFile {
+    number: Spanned<String>,
+    #[serde(default)]
+    flow: Option<String>,
+    #[serde(default = "d_tenant")]
+    tenant: String,
+    #[serde(default = "d_languages")]
+    languages: Vec<String>,
+    #[serde(default = "d_true")]
+    trust_ani: bool,
+    #[serde(default = "d_true")]
+    trusted_only: bool,
+    #[serde(default)]
+    pinless: bool,
+}
+
+fn d_tenant() -> String {
+    "default".into()
+}
+fn d_languages() -> Vec<String> {
+    vec!["en".into()]
+}
+fn d_true() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallsFile {
+    #[serde(default = "d_setup")]
+    setup_timeout_ms: u64,
+    #[serde(default = "d_ring")]
+    ring_timeout_s: u64,
+    #[serde(default = "d_max")]
+    max_duration_s: u64,
+}
+
+impl Default for CallsFile {
+    fn default() -> Self {
+        CallsFile {
+            setup_timeout_ms: d_setup(),
+            ring_timeout_s: d_ring(),
+            max_duration_s: d_max(),
+        }
+    }
+}
+
+fn d_setup() -> u64 {
+    3000
+}
+fn d_ring() -> u64 {
+    60
+}
+fn d_max() -> u64 {
+    4 * 3600
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatewayFile {
+    name: Spanned<String>,
+    address: Spanned<String>,
+    #[serde(default)]
+    transport: Proto,
+    #[serde(default = "d_channels")]
+    channels: u32,
+}
+
+fn d_channels() -> u32 {
+    1000
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    name: String,
+    #[serde(default)]
+    patterns: Vec<Spanned<String>>,
+    #[serde(default)]
+    prefixes: Vec<Spanned<String>>,
+    #[serde(default = "d_priority")]
+    priority: u32,
+    #[serde(default)]
+    caller_id: CallerId,
+    gateways: Vec<TargetFile>,
+}
+
+fn d_priority() -> u32 {
+    100
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetFile {
+    gateway: Spanned<String>,
+    #[serde(default)]
+    strip: usize,
+    #[serde(default)]
+    prefix: String,
+}
+
+/// A listening socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    /// UDP or TCP.
+    pub proto: Proto,
+    /// Address and port.
+    pub addr: SocketAddr,
+}
+
+/// An access number: what the number the caller dialled selects (seed 002).
+#[derive(Debug, Clone)]
+pub struct AccessNumber {
+    /// The Request-URI user that selects it (for pinless ones, its prefix).
+    pub number: String,
+    /// The IVR flow it runs (not used by pinless numbers).
+    pub flow: Option<String>,
+    /// The ITSP it belongs to.
+    pub tenant: String,
+    /// Languages offered, first is the default.
+    pub languages: Vec<String>,
+    /// Whether the caller's number (From or P-Asserted-Identity) is believed.
+    pub trust_ani: bool,
+    /// Whether only trusted peers may call it.
+    pub trusted_only: bool,
+    /// The caller's number is the account; the digits after the access number are the
+    /// destination.
+    pub pinless: bool,
+}
+
+/// An IP network (`10.0.0.0/8`, or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Net {
+    fn parse(s: &str) -> Result<Net, String> {
+        let (a, l) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address or network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match l {
+            Some(l) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(|| format!("`{s}`: bad prefix length"))?,
+            None => max,
+        };
+        Ok(Net { addr, len })
+    }
+
+    /// Whether `ip` is inside.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.len)
+                };
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.len)
+                };
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Call-level timers.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// A gateway that has not answered at all within this is skipped.
+    pub setup_timeout: Duration,
+    /// A ringing destination that does not answer within this is given up.
+    pub ring_timeout: Duration,
+    /// No call lasts longer, whatever the credit.
+    pub max_duration: Duration,
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Database URL, if the file names one (else the command line's).
+    pub database: Option<String>,
+    /// Node id for reservations and the sweeper.
+    pub node_id: Option<String>,
+    /// Listening sockets.
+    pub listen: Vec<Listen>,
+    /// Host and port put in our Via and Contact; by default the first listen address.
+    pub advertise: Option<String>,
+    /// RFC 3261 timer values.
+    pub timers: Timers,
+    /// Sources we accept calls from (where the access number asks for it).
+    pub trusted_peers: Vec<Net>,
+    /// The access numbers.
+    pub access_numbers: Vec<AccessNumber>,
+    /// Call timers.
+    pub calls: CallLimits,
+    /// Routes and gateways.
+    pub router: Router,
+}
+
+/// Every mistake found in a configuration file.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The file (or `<demo>`).
+    pub file: String,
+    /// One line each: `line N: key: what is wrong`.
+    pub errors: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{e}", self.file)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    let (proto, addr) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}`: expected udp:ADDR:PORT or tcp:ADDR:PORT"))?;
+    let proto = match proto.to_ascii_lowercase().as_str() {
+        "udp" => Proto::Udp,
+        "tcp" => Proto::Tcp,
+        _ => return Err(format!("`{s}`: transport must be udp or tcp")),
+    };
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("`{s}`: `{addr}` is not ADDR:PORT (IPv6 as [::1]:5060)"))?;
+    Ok(Listen { proto, addr })
+}
+
+impl Config {
+    /// Parses and validates a configuration; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let fail = |errors| ConfigError {
+            file: file.to_string(),
+            errors,
+        };
+        let raw: File = serde_saphyr::from_str(text).map_err(|e| {
+            let line = e.location().map(|l| l.line()).unwrap_or(0);
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("");
+            // The parser words it "error: line L column C: what at line L, column C".
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let first = first
+                .split_once(": ")
+                .filter(|(p, _)| p.starts_with("line "))
+                .map(|(_, m)| m)
+                .unwrap_or(first);
+            let first = first
+                .rsplit_once(" at line ")
+                .map(|(m, _)| m)
+                .unwrap_or(first)
+                .to_string();
+            fail(vec![format!("{line}: {first}")])
+        })?;
+        let mut errors = Vec::new();
+        let mut err =
+            |line: u64, key: String, msg: String| errors.push(format!("{line}: {key}: {msg}"));
+
+        let mut listen = Vec::new();
+        for (i, l) in raw.sip.listen.iter().enumerate() {
+            match parse_listen(&l.value) {
+                Ok(x) => listen.push(x),
+                Err(m) => err(l.referenced.line(), format!("sip.listen[{i}]"), m),
+            }
+        }
+        if raw.sip.listen.is_empty() {
+            err(
+                0,
+                "sip.listen".into(),
+                "at least one address is needed".into(),
+            );
+        }
+        if raw.sip.t1_ms == 0 || raw.sip.t2_ms < raw.sip.t1_ms || raw.sip.t4_ms == 0 {
+            err(
+                0,
+                "sip.t1_ms".into(),
+                "timers must satisfy 0 < t1_ms <= t2_ms and t4_ms > 0".into(),
+            );
+        }
+        let mut trusted = Vec::new();
+        for (i, t) in raw.trusted_peers.iter().enumerate() {
+            match Net::parse(&t.value) {
+                Ok(n) => trusted.push(n),
+                Err(m) => err(t.referenced.line(), format!("trusted_peers[{i}]"), m),
+            }
+        }
+        let mut access = Vec::new();
+        for (i, a) in raw.access_numbers.iter().enumerate() {
+            let key = format!("access_numbers[{i}].number");
+            let line = a.number.referenced.line();
+            if a.number.value.is_empty() || !a.number.value.bytes().all(|b| b.is_ascii_digit()) {
+                err(
+                    line,
+                    key.clone(),
+                    format!("`{}` must be digits", a.number.value),
+                );
+            }
+            if access
+                .iter()
+                .any(|x: &AccessNumber| x.number == a.number.value)
+            {
+                err(
+                    line,
+                    key.clone(),
+                    format!("`{}` is listed twice", a.number.value),
+                );
+            }
+            if !a.pinless && a.flow.is_none() {
+                err(
+                    line,
+                    format!("access_numbers[{i}].flow"),
+                    "an access number needs a flow unless it is pinless".into(),
+                );
+            }
+            if a.languages.is_empty() {
+                err(
+                    line,
+                    format!("access_numbers[{i}].languages"),
+                    "at least one language".into(),
+                );
+            }
+            access.push(AccessNumber {
+                number: a.number.value.clone(),
+                flow: a.flow.clone(),
+                tenant: a.tenant.clone(),
+                languages: a.languages.clone(),
+                trust_ani: a.trust_ani,
+                trusted_only: a.trusted_only,
+                pinless: a.pinless,
+            });
+        }
+        let mut gateways: Vec<Gateway> = Vec::new();
+        for (i, g) in raw.gateways.iter().enumerate() {
+            if gateways.iter().any(|x| x.name == g.name.value) {
+                err(
+                    g.name.referenced.line(),
+                    format!("gateways[{i}].name"),
+                    format!("`{}` is listed twice", g.name.value),
+                );
+            }
+            let addr = match g.address.value.parse::<SocketAddr>() {
+                Ok(a) => a,
+                Err(_) => {
+                    err(
+                        g.address.referenced.line(),
+                        format!("gateways[{i}].address"),
+                        format!("`{}` is not ADDR:PORT", g.address.value),
+                    );
+                    continue;
+                }
+            };
+            if g.channels == 0 {
+                err(
+                    g.name.referenced.line(),
+                    format!("gateways[{i}].channels"),
+                    "must be at least 1".into(),
+                );
+            }
+            gateways.push(Gateway {
+                name: g.name.value.clone(),
+                addr,
+                proto: g.transport,
+                channels: g.channels,
+            });
+        }
+        let mut routes = Vec::new();
+        for (i, r) in raw.routes.iter().enumerate() {
+            let mut patterns = Vec::new();
+            for (j, p) in r.patterns.iter().enumerate() {
+                match p.value.parse::<Pattern>() {
+                    Ok(p) => patterns.push(p),
+                    Err(m) => err(
+                        p.referenced.line(),
+                        format!("routes[{i}].patterns[{j}]"),
+                        m.0,
+                    ),
+                }
+            }
+            for (j, p) in r.prefixes.iter().enumerate() {
+                let ok = !p.value.is_empty() && p.value.bytes().all(|b| b.is_ascii_digit());
+                match Pattern::prefix(&p.value) {
+                    Ok(x) if ok => patterns.push(x),
+                    _ => err(
+                        p.referenced.line(),
+                        format!("routes[{i}].prefixes[{j}]"),
+                        format!("`{}` must be digits", p.value),
+                    ),
+                }
+            }
+            if r.patterns.is_empty() && r.prefixes.is_empty() {
+                err(
+                    0,
+                    format!("routes[{i}] ({})", r.name),
+                    "needs patterns or prefixes".into(),
+                );
+            }
+            let mut targets = Vec::new();
+            for (j, t) in r.gateways.iter().enumerate() {
+                match gateways.iter().position(|g| g.name == t.gateway.value) {
+                    Some(g) => targets.push(Target {
+                        gateway: g,
+                        strip: t.strip,
+                        prefix: t.prefix.clone(),
+                    }),
+                    None => err(
+                        t.gateway.referenced.line(),
+                        format!("routes[{i}].gateways[{j}].gateway"),
+                        format!("no gateway named `{}`", t.gateway.value),
+                    ),
+                }
+                if !t
+                    .prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#' || b == b'+')
+                {
+                    err(
+                        t.gateway.referenced.line(),
+                        format!("routes[{i}].gateways[{j}].prefix"),
+                        format!("`{}` must be digits", t.prefix),
+                    );
+                }
+            }
+            if r.gateways.is_empty() {
+                err(
+                    0,
+                    format!("routes[{i}] ({})", r.name),
+                    "needs at least one gateway".into(),
+                );
+            }
+            routes.push(Route {
+                name: r.name.clone(),
+                patterns,
+                priority: r.priority,
+                targets,
+                caller_id: r.caller_id,
+            });
+        }
+        if let Some(a) = &raw.sip.advertise {
+            if a.value.is_empty() || a.value.contains([' ', ';', '<', '>']) {
+                err(
+                    a.referenced.line(),
+                    "sip.advertise".into(),
+                    format!("`{}` is not HOST[:PORT]", a.value),
+                );
+            }
+        }
+        if !errors.is_empty() {
+            return Err(fail(errors));
+        }
+        Ok(Config {
+            database: raw.database,
+            node_id: raw.node_id,
+            listen,
+            advertise: raw.sip.advertise.map(|a| a.value),
+            timers: Timers {
+                t1: Duration::from_millis(raw.sip.t1_ms),
+                t2: Duration::from_millis(raw.sip.t2_ms),
+                t4: Duration::from_millis(raw.sip.t4_ms),
+            },
+            trusted_peers: trusted,
+            access_numbers: access,
+            calls: CallLimits {
+                setup_timeout: Duration::from_millis(raw.calls.setup_timeout_ms),
+                ring_timeout: Duration::from_secs(raw.calls.ring_timeout_s),
+                max_duration: Duration::from_secs(raw.calls.max_duration_s),
+            },
+            router: Router { gateways, routes },
+        })
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: name.clone(),
+            errors: vec![format!("0: cannot read: {e}")],
+        })?;
+        Config::parse(&text, &name)
+    }
+
+    /// The embedded demo.
+    pub fn demo() -> Config {
+        Config::parse(DEMO_YAML, "b2bua.example.yaml")
+            .expect("the shipped example configuration is valid")
+    }
+
+    /// The access number a Request-URI user selects, and for pinless numbers the rest of the
+    /// user (the destination). Exact numbers win over pinless prefixes; the longest prefix wins.
+    pub fn access<'a>(&'a self, user: &'a str) -> Option<(&'a AccessNumber, &'a str)> {
+        if let Some(a) = self
+            .access_numbers
+            .iter()
+            .find(|a| !a.pinless && a.number == user)
+        {
+            return Some((a, ""));
+        }
+        self.access_numbers
+            .iter()
+            .filter(|a| a.pinless && user.starts_with(&a.number))
+            .max_by_key(|a| a.number.len())
+            .map(|a| (a, &user[a.number.len()..]))
+    }
+
+    /// Whether a source address is a trusted peer.
+    pub fn trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_peers.iter().any(|n| n.contains(ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_is_the_demo() {
+        let c = Config::demo();
+        assert!(c.listen.contains(&Listen {
+            proto: Proto::Udp,
+            addr: "127.0.0.1:5060".parse().unwrap()
+        }));
+        assert!(c.listen.contains(&Listen {
+            proto: Proto::Tcp,
+            addr: "127.0.0.1:5060".parse().unwrap()
+        }));
+        let (a, rest) = c.access("55512015555233").unwrap();
+        assert!(a.pinless);
+        assert_eq!(rest, "5555233");
+        assert_eq!(c.access("5551202").unwrap().0.languages.len(), 3);
+        assert!(c.access("5551200").is_some_and(|(a, _)| !a.pinless));
+        assert!(c.access("999").is_none());
+        assert_eq!(c.router.candidates("5555233")[0].number, "5555233");
+        assert!(c.trusted("127.0.0.1".parse().unwrap()));
+        assert!(c.trusted("::1".parse().unwrap()));
+        assert!(!c.trusted("10.1.1.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_line() {
+        let text = "sip:\n  listen: [udp:127.0.0.1:5060, sctp:1.2.3.4:5]\ngateways:\n  - name: gw\n    address: nowhere\nroutes:\n  - name: r\n    patterns: [\"15x\"]\n    gateways:\n      - gateway: gw9\n";
+        let e = Config::parse(text, "t.yaml").unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("t.yaml:2: sip.listen[1]: `sctp:1.2.3.4:5`"),
+            "{s}"
+        );
+        assert!(
+            s.contains("t.yaml:5: gateways[0].address: `nowhere`"),
+            "{s}"
+        );
+        assert!(s.contains("t.yaml:8: routes[0].patterns[0]"), "{s}");
+        assert!(
+            s.contains("t.yaml:10: routes[0].gateways[0].gateway: no gateway named `gw9`"),
+            "{s}"
+        );
+        let e = Config::parse("sip:\n  listen: []\n  colour: blue\n", "u.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("u.yaml:2: unknown field `colour`"), "{e}");
+        let e = Config::parse("sip: [\n", "v.yaml").unwrap_err().to_string();
+        assert!(e.starts_with("v.yaml:"), "{e}");
+    }
+
+    #[test]
+    fn networks() {
+        let n = Net::parse("10.0.0.0/8").unwrap();
+        assert!(n.contains("10.2.3.4".parse().unwrap()));
+        assert!(!n.contains("11.0.0.1".parse().unwrap()));
+        assert!(Net::parse("::1").unwrap().contains("::1".parse().unwrap()));
+        assert!(Net::parse("10.0.0.0/33").is_err());
+        assert!(Net::parse("nope").is_err());
+    }
+}

@@ -1,0 +1,7 @@
+//! The calling-card B2BUA as a library: SIP signalling ([`sip`]), configuration ([`config`]),
+//! dial-peer routing ([`routing`]), and the daemon that runs calls ([`engine`], [`transport`]).
+//! The `b2bua` binary and the fuzz targets are thin layers over it.
+
+pub mod config;
+pub mod routing;
+pub mod sip;

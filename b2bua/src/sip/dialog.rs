@@ -1,0 +1,195 @@
+//! SIP dialogs (RFC 3261 §12): the state each leg keeps so that requests inside a call carry
+//! the right tags, CSeq, route set and target, and so that requests for a dialog we do not know
+//! are answered 481.
+
+use super::message::{addr_uri, hdr, new_branch, Headers, Method, Request, Response, SipExt, Uri};
+
+/// One side of one dialog, from our point of view.
+#[derive(Debug, Clone)]
+pub struct Dialog {
+    /// Call-ID shared with the peer.
+    pub call_id: String,
+    /// Our tag.
+    pub local_tag: String,
+    /// The peer's tag.
+    pub remote_tag: String,
+    /// Our URI, as the From of our requests (without tag).
+    pub local_uri: String,
+    /// The peer's URI, as the To of our requests (without tag).
+    pub remote_uri: String,
+    /// The CSeq of our last request.
+    pub local_seq: u32,
+    /// The CSeq of the peer's last request; lower numbers are out of order (§12.2.2).
+    pub remote_seq: Option<u32>,
+    /// Where requests go: the peer's Contact.
+    pub remote_target: String,
+    /// Record-Route, in the order our requests must carry it as Route.
+    pub route_set: Vec<String>,
+}
+
+fn strip_tag(value: &str) -> String {
+    match value.find(";tag=") {
+        Some(i) => {
+            let rest = &value[i + 5..];
+            let end = rest.find(';').map(|j| &rest[j..]).unwrap_or("");
+            format!("{}{}", &value[..i], end)
+        }
+        None => value.to_string(),
+    }
+}
+
+impl Dialog {
+    /// The dialog we hold as UAS, created by our 2xx (or a provisional with tag) to `invite`.
+    pub fn uas(invite: &Request, local_tag: &str) -> Dialog {
+        Dialog {
+            call_id: invite.call_id().to_string(),
+            local_tag: local_tag.to_string(),
+            remote_tag: invite.from_tag().unwrap_or("").to_string(),
+            local_uri: strip_tag(invite.header("To").unwrap_or("")),
+            remote_uri: strip_tag(invite.header("From").unwrap_or("")),
+            local_seq: 0,
+            remote_seq: invite.cseq().map(|c| c.0),
+            remote_target: invite
+                .header("Contact")
+                .map(addr_uri)
+                .unwrap_or("")
+                .to_string(),
+            route_set: invite
+                .header_values("Record-Route")
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+
+    /// The dialog we hold as UAC, created by the peer's 2xx to our `invite`.
+    pub fn uac(invite: &Request, resp: &Response) -> Dialog {
+        let mut route_set: Vec<String> = resp
+            .header_values("Record-Route")
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        route_set.reverse();
+        Dialog {
+            call_id: invite.call_id().to_string(),
+            local_tag: invite.from_tag().unwrap_or("").to_string(),
+            remote_tag: resp.to_tag().unwrap_or("").to_string(),
+            local_uri: strip_tag(invite.header("From").unwrap_or("")),
+            remote_uri: strip_tag(resp.header("To").unwrap_or("")),
+            local_seq: invite.cseq().map(|c| c.0).unwrap_or(1),
+            remote_seq: None,
+            remote_target: resp
+                .header("Contact")
+                .map(addr_uri)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .unwrap_or_else(|| invite.uri.to_string()),
+            route_set,
+        }
+    }
+
+    /// Accepts the CSeq of a request from the peer; false means it is out of order and gets 500.
+    pub fn accept_remote_cseq(&mut self, seq: u32) -> bool {
+        match self.remote_seq {
+            Some(last) if seq <= last => false,
+            _ => {
+                self.remote_seq = Some(seq);
+                true
+            }
+        }
+    }
+
+    /// A new request inside this dialog (§12.2.1.1). `via` is our sent-by with transport
+    /// (`SIP/2.0/UDP 127.0.0.1:5060`); ACK reuses the INVITE's CSeq number, as `ack_seq` says.
+    pub fn request(
+        &mut self,
+        method: Method,
+        via: &str,
+        contact: &str,
+        ack_seq: Option<u32>,
+    ) -> Request {
+        let seq = match ack_seq {
+            Some(s) => s,
+            None => {
+                self.local_seq += 1;
+                self.local_seq
+            }
+        };
+        let mut headers = Headers::default();
+        headers.push(hdr("Via", format!("{via};branch={};rport", new_branch())));
+        headers.push(hdr("Max-Forwards", "70"));
+        for r in &self.route_set {
+            headers.push(hdr("Route", r.clone()));
+        }
+        headers.push(hdr(
+            "From",
+            format!("{};tag={}", self.local_uri, self.local_tag),
+        ));
+        headers.push(hdr(
+            "To",
+            format!("{};tag={}", self.remote_uri, self.remote_tag),
+        ));
+        headers.push(hdr("Call-ID", self.call_id.clone()));
+        headers.push(hdr("CSeq", format!("{seq} {method}")));
+        if matches!(method, Method::Invite | Method::Update) {
+            headers.push(hdr("Contact", contact.to_string()));
+        }
+        let uri = Uri::try_from(self.remote_target.as_str()).unwrap_or_default();
+        Request {
+            method,
+            uri,
+            version: rsip::Version::V2,
+            headers,
+            body: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::{parse_datagram, response_to, SipMessage};
+
+    fn invite() -> Request {
+        let t = b"INVITE sip:5551201@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\n\
+Record-Route: <sip:p1;lr>, <sip:p2;lr>\r\nFrom: <sip:4085551234@10.0.0.1>;tag=a\r\nTo: <sip:5551201@127.0.0.1>\r\n\
+Call-ID: c\r\nCSeq: 5 INVITE\r\nContact: <sip:alice@10.0.0.1:5070>\r\n\r\n";
+        match parse_datagram(t).unwrap() {
+            SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn uas_dialog_builds_in_dialog_requests() {
+        let mut d = Dialog::uas(&invite(), "ours");
+        assert_eq!(d.remote_target, "sip:alice@10.0.0.1:5070");
+        let bye = d.request(
+            Method::Bye,
+            "SIP/2.0/UDP 127.0.0.1:5060",
+            "<sip:b2bua@127.0.0.1>",
+            None,
+        );
+        let m = parse_datagram(&crate::sip::message::request_bytes(&bye)).unwrap();
+        assert_eq!(m.from_tag(), Some("ours"));
+        assert_eq!(m.to_tag(), Some("a"));
+        assert_eq!(m.cseq(), Some((1, Method::Bye)));
+        assert_eq!(m.header_values("Route"), vec!["<sip:p1;lr>", "<sip:p2;lr>"]);
+        assert!(!d.accept_remote_cseq(5), "an old CSeq is out of order");
+        assert!(d.accept_remote_cseq(6));
+    }
+
+    #[test]
+    fn uac_dialog_reverses_the_route_set() {
+        let inv = invite();
+        let mut ok = response_to(&inv, 200, Some("gw"));
+        ok.headers
+            .push(hdr("Record-Route", "<sip:p2;lr>, <sip:p1;lr>"));
+        ok.headers.push(hdr("Contact", "<sip:gw@127.0.0.1:5062>"));
+        let d = Dialog::uac(&inv, &ok);
+        assert_eq!(d.remote_tag, "gw");
+        assert_eq!(d.route_set, vec!["<sip:p1;lr>", "<sip:p2;lr>"]);
+        assert_eq!(d.remote_target, "sip:gw@127.0.0.1:5062");
+        assert_eq!(d.local_seq, 5);
+    }
+}

@@ -1,0 +1,467 @@
+//! SIP messages: rsip's model, reached only through this module.
+//!
+//! Bytes from the network are normalized by [`super::framer`] and then parsed by rsip; what the
+//! rest of the daemon needs from a message (Call-ID, CSeq, tags, the top Via's branch, a header
+//! by name) is read through [`SipExt`], and outgoing messages are written by [`to_bytes`], which
+//! always sets Content-Length from the body. Keeping rsip behind this module means a parser swap
+//! touches one directory.
+
+use super::framer::{self, FrameError};
+use rand::Rng;
+use std::fmt::{self, Write as _};
+
+pub use rsip::{Header, Headers, Method, Request, Response, SipMessage, StatusCode, Uri};
+
+/// Why bytes are not a usable SIP message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// The bytes could not be framed or normalized.
+    Frame(FrameError),
+    /// rsip rejected the start line, a URI or a header.
+    Syntax(String),
+    /// A header every request and response must carry is missing or unreadable.
+    Missing(&'static str),
+    /// CSeq's method is not the request's method.
+    CSeqMismatch,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::Frame(e) => write!(f, "{e}"),
+            ParseError::Syntax(e) => write!(f, "syntax error: {e}"),
+            ParseError::Missing(h) => write!(f, "missing or malformed {h} header"),
+            ParseError::CSeqMismatch => write!(f, "CSeq method does not match the request method"),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+impl From<FrameError> for ParseError {
+    fn from(e: FrameError) -> Self {
+        ParseError::Frame(e)
+    }
+}
+
+/// Parses one UDP datagram.
+pub fn parse_datagram(buf: &[u8]) -> Result<SipMessage, ParseError> {
+    parse_normalized(&framer::normalize_datagram(buf)?)
+}
+
+/// Parses a message the framer has already normalized (a stream frame).
+pub fn parse_normalized(buf: &[u8]) -> Result<SipMessage, ParseError> {
+    let msg = SipMessage::try_from(buf).map_err(|e| ParseError::Syntax(e.to_string()))?;
+    check_mandatory(&msg)?;
+    Ok(msg)
+}
+
+fn check_mandatory(msg: &SipMessage) -> Result<(), ParseError> {
+    if msg.header("Via").is_none_or(str::is_empty) {
+        return Err(ParseError::Missing("Via"));
+    }
+    for h in ["From", "To", "Call-ID"] {
+        if msg.header(h).is_none_or(str::is_empty) {
+            return Err(ParseError::Missing(match h {
+                "From" => "From",
+                "To" => "To",
+                _ => "Call-ID",
+            }));
+        }
+    }
+    let (_, method) = msg.cseq().ok_or(ParseError::Missing("CSeq"))?;
+    if let SipMessage::Request(r) = msg {
+        if r.method != method {
+            return Err(ParseError::CSeqMismatch);
+        }
+    }
+    Ok(())
+}
+
+macro_rules! header_names {
+    ($($variant:ident => $name:literal),* $(,)?) => {
+        /// The canonical name and the value of a parsed header.
+        pub fn name_value(h: &Header) -> (&str, &str) {
+            use rsip::headers::UntypedHeader;
+            match h {
+                Header::Other(n, v) => (n.as_str(), v.as_str()),
+                $(Header::$variant(x) => ($name, x.value()),)*
+            }
+        }
+    };
+}
+
+header_names! {
+    Accept => "Accept", AcceptEncoding => "Accept-Encoding", AcceptLanguage => "Accept-Language",
+    AlertInfo => "Alert-Info", Allow => "Allow", AuthenticationInfo => "Authentication-Info",
+    Authorization => "Authorization", CSeq => "CSeq", CallId => "Call-ID", CallInfo => "Call-Info",
+    Contact => "Contact", ContentDisposition => "Content-Disposition",
+    ContentEncoding => "Content-Encoding", ContentLanguage => "Content-Language",
+    ContentLength => "Content-Length", ContentType => "Content-Type", Date => "Date",
+    ErrorInfo => "Error-Info", Event => "Event", Expires => "Expires", From => "From",
+    InReplyTo => "In-Reply-To", MaxForwards => "Max-Forwards", MimeVersion => "MIME-Version",
+    MinExpires => "Min-Expires", Organization => "Organization", Priority => "Priority",
+    ProxyAuthenticate => "Proxy-Authenticate", ProxyAuthorization => "Proxy-Authorization",
+    ProxyRequire => "Proxy-Require", RecordRoute => "Record-Route", ReplyTo => "Reply-To",
+    Require => "Require", RetryAfter => "Retry-After", Route => "Route", Server => "Server",
+    Subject => "Subject", SubscriptionState => "Subscription-State", Supported => "Supported",
+    Timestamp => "Timestamp", To => "To", Unsupported => "Unsupported", UserAgent => "User-Agent",
+    Via => "Via", Warning => "Warning", WwwAuthenticate => "WWW-Authenticate",
+}
+
+/// Splits a header value on the commas between list elements, leaving commas inside quotes and
+/// angle brackets alone (RFC 3261 §7.3.1).
+pub fn split_list(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut quoted, mut angle, mut start) = (false, false, 0);
+    for (i, c) in value.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '<' if !quoted => angle = true,
+            '>' if !quoted => angle = false,
+            ',' if !quoted && !angle => {
+                out.push(value[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(value[start..].trim());
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+fn top_value(value: &str) -> &str {
+    split_list(value).first().copied().unwrap_or("")
+}
+
+/// A header parameter (`;tag=…`, `;branch=…`): looked up after the URI's closing `>` when there
+/// is one, so URI parameters are not mistaken for header parameters.
+pub fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
+    let params = match value.rfind('>') {
+        Some(i) => &value[i + 1..],
+        None => value.find(';').map(|i| &value[i..]).unwrap_or(""),
+    };
+    params.split(';').find_map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The URI inside a name-addr (`"Bob" <sip:bob@h>;tag=1`) or an addr-spec (`sip:bob@h;tag=1`).
+pub fn addr_uri(value: &str) -> &str {
+    if let (Some(a), Some(b)) = (value.find('<'), value.rfind('>')) {
+        if a < b {
+            return value[a + 1..b].trim();
+        }
+    }
+    value.split(';').next().unwrap_or("").trim()
+}
+
+/// The user part of a SIP URI, without parameters (`sip:4085551234;npdi@h` → `4085551234`).
+pub fn uri_user(uri: &str) -> Option<&str> {
+    let rest = uri.split_once(':').map(|(_, r)| r)?;
+    let (user, _) = rest.split_once('@')?;
+    let user = user.split([';', ':']).next().unwrap_or(user);
+    (!user.is_empty()).then_some(user)
+}
+
+/// Read access to the headers every layer needs, on requests, responses and messages alike.
+pub trait SipExt {
+    /// All headers, in order.
+    fn header_list(&self) -> &Headers;
+
+    /// The first header with this name (case-insensitive).
+    fn header(&self, name: &str) -> Option<&str> {
+        self.header_list()
+            .iter()
+            .map(name_value)
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Every value of a header, list elements split (`Via: a, b` and two Via lines alike).
+    fn header_values(&self, name: &str) -> Vec<&str> {
+        self.header_list()
+            .iter()
+            .map(name_value)
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| split_list(v))
+            .collect()
+    }
+
+    /// The Call-ID.
+    fn call_id(&self) -> &str {
+        self.header("Call-ID").unwrap_or("")
+    }
+
+    /// CSeq number and method.
+    fn cseq(&self) -> Option<(u32, Method)> {
+        let v = self.header("CSeq")?;
+        let mut it = v.split_whitespace();
+        let n = it.next()?.parse().ok()?;
+        let m = it.next()?.parse().ok()?;
+        Some((n, m))
+    }
+
+    /// The From tag.
+    fn from_tag(&self) -> Option<&str> {
+        self.header("From").and_then(|v| param(v, "tag"))
+    }
+
+    /// The To tag.
+    fn to_tag(&self) -> Option<&str> {
+        self.header("To").and_then(|v| param(v, "tag"))
+    }
+
+    /// The branch of the top Via: the transaction key (RFC 3261 §17.2.3).
+    fn branch(&self) -> Option<&str> {
+        self.header("Via")
+            .and_then(|v| param(top_value(v), "branch"))
+    }
+
+    /// The user part of the From URI: the caller's number.
+    fn from_user(&self) -> Option<&str> {
+        self.header("From").map(addr_uri).and_then(uri_user)
+    }
+
+    /// The message body.
+    fn body_bytes(&self) -> &[u8];
+}
+
+impl SipExt for Request {
+    fn header_list(&self) -> &Headers {
+        &self.headers
+    }
+    fn body_bytes(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+impl SipExt for Response {
+    fn header_list(&self) -> &Headers {
+        &self.headers
+    }
+    fn body_bytes(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+impl SipExt for SipMessage {
+    fn header_list(&self) -> &Headers {
+        match self {
+            SipMessage::Request(r) => &r.headers,
+            SipMessage::Response(r) => &r.headers,
+        }
+    }
+    fn body_bytes(&self) -> &[u8] {
+        match self {
+            SipMessage::Request(r) => &r.body,
+            SipMessage::Response(r) => &r.body,
+        }
+    }
+}
+
+/// An untyped header by name; rsip files it by name when the bytes are parsed again.
+pub fn hdr(name: &str, value: impl Into<String>) -> Header {
+    Header::Other(name.to_string(), value.into())
+}
+
+/// The standard reason phrase of a status code (rsip prints its enum names instead).
+pub fn reason(code: u16) -> &'static str {
+    match code {
+        100 => "Trying",
+        180 => "Ringing",
+        181 => "Call Is Being Forwarded",
+        182 => "Queued",
+        183 => "Session Progress",
+        200 => "OK",
+        400 => "Bad Request",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        410 => "Gone",
+        413 => "Request Entity Too Large",
+        415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        484 => "Address Incomplete",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        491 => "Request Pending",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        604 => "Does Not Exist Anywhere",
+        606 => "Not Acceptable",
+        _ => "Unknown",
+    }
+}
+
+fn write_headers(out: &mut String, headers: &Headers, body: &[u8]) {
+    for h in headers.iter() {
+        let (n, v) = name_value(h);
+        if n.eq_ignore_ascii_case("Content-Length") {
+            continue;
+        }
+        let _ = write!(out, "{n}: {v}\r\n");
+    }
+    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
+}
+
+/// A request on the wire.
+pub fn request_bytes(r: &Request) -> Vec<u8> {
+    let mut s = String::with_capacity(512);
+    let _ = write!(s, "{} {} SIP/2.0\r\n", r.method, r.uri);
+    write_headers(&mut s, &r.headers, &r.body);
+    let mut out = s.into_bytes();
+    out.extend_from_slice(&r.body);
+    out
+}
+
+/// A response on the wire.
+pub fn response_bytes(r: &Response) -> Vec<u8> {
+    let code = r.status_code.code();
+    let mut s = String::with_capacity(512);
+    let _ = write!(s, "SIP/2.0 {code} {}\r\n", reason(code));
+    write_headers(&mut s, &r.headers, &r.body);
+    let mut out = s.into_bytes();
+    out.extend_from_slice(&r.body);
+    out
+}
+
+/// A message on the wire.
+pub fn to_bytes(m: &SipMessage) -> Vec<u8> {
+    match m {
+        SipMessage::Request(r) => request_bytes(r),
+        SipMessage::Response(r) => response_bytes(r),
+    }
+}
+
+/// A response to `req` (RFC 3261 §8.2.6): its Via, From, Call-ID and CSeq copied; its To with
+/// our tag added unless it has one (or this is a 100, which creates no dialog).
+pub fn response_to(req: &Request, code: u16, to_tag: Option<&str>) -> Response {
+    let mut headers = Headers::default();
+    for h in req.headers.iter() {
+        let (n, v) = name_value(h);
+        match n {
+            "Via" | "From" | "Call-ID" | "CSeq" => headers.push(h.clone()),
+            "To" => {
+                let add_tag = code > 100 && param(v, "tag").is_none();
+                match (add_tag, to_tag) {
+                    (true, Some(tag)) => headers.push(hdr("To", format!("{v};tag={tag}"))),
+                    _ => headers.push(h.clone()),
+                }
+            }
+            _ => {}
+        }
+    }
+    Response {
+        status_code: StatusCode::from(code),
+        version: rsip::Version::V2,
+        headers,
+        body: Vec::new(),
+    }
+}
+
+/// A fresh RFC 3261 branch (with the magic cookie).
+pub fn new_branch() -> String {
+    format!("z9hG4bK{:016x}", rand::rng().random::<u64>())
+}
+
+/// A fresh tag for From or To.
+pub fn new_tag() -> String {
+    format!("{:012x}", rand::rng().random::<u64>() & 0xffff_ffff_ffff)
+}
+
+/// A fresh Call-ID.
+pub fn new_call_id(host: &str) -> String {
+    format!("{:032x}@{host}", rand::rng().random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:5551200@127.0.0.1 SIP/2.0\r\n\
+v: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKabc;rport, SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKdef\r\n\
+f: \"Alice\" <sip:4085551234@10.0.0.1;user=phone>;tag=a1\r\n\
+t: <sip:5551200@127.0.0.1>\r\n\
+i: call-1@10.0.0.1\r\n\
+CSeq: 7 INVITE\r\n\
+m: <sip:alice@10.0.0.1:5060>\r\n\
+c: application/sdp\r\n\
+l: 4\r\n\
+\r\n\
+v=0\r\n";
+
+    #[test]
+    fn reads_what_the_b2bua_needs() {
+        let m = parse_datagram(INVITE).unwrap();
+        assert_eq!(m.call_id(), "call-1@10.0.0.1");
+        assert_eq!(m.cseq(), Some((7, Method::Invite)));
+        assert_eq!(m.from_tag(), Some("a1"));
+        assert_eq!(m.to_tag(), None);
+        assert_eq!(m.branch(), Some("z9hG4bKabc"));
+        assert_eq!(m.from_user(), Some("4085551234"));
+        assert_eq!(m.header("content-type"), Some("application/sdp"));
+        assert_eq!(m.header_values("Via").len(), 2);
+        assert_eq!(m.body_bytes(), b"v=0\r");
+        let SipMessage::Request(r) = m else { panic!() };
+        assert_eq!(r.uri.user(), Some("5551200"));
+    }
+
+    #[test]
+    fn responses_copy_the_dialog_headers_and_add_our_tag() {
+        let SipMessage::Request(r) = parse_datagram(INVITE).unwrap() else {
+            panic!()
+        };
+        let resp = response_to(&r, 486, Some("b2"));
+        let bytes = response_bytes(&resp);
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.starts_with("SIP/2.0 486 Busy Here\r\n"), "{text}");
+        let back = parse_datagram(&bytes).unwrap();
+        assert_eq!(back.to_tag(), Some("b2"));
+        assert_eq!(back.header_values("Via").len(), 2);
+        assert_eq!(back.cseq(), Some((7, Method::Invite)));
+        assert!(response_bytes(&response_to(&r, 100, Some("b2")))
+            .windows(6)
+            .all(|w| w != b";tag=b"));
+    }
+
+    #[test]
+    fn params_ignore_uri_parameters() {
+        assert_eq!(param("<sip:a@b;tag=uri>;tag=hdr", "tag"), Some("hdr"));
+        assert_eq!(param("sip:a@b;tag=x", "tag"), Some("x"));
+        assert_eq!(param("<sip:a@b;tag=uri>", "tag"), None);
+        assert_eq!(uri_user("sip:123;npdi@h:5060"), Some("123"));
+        assert_eq!(uri_user("sip:h"), None);
+        assert_eq!(
+            split_list("\"a, b\" <sip:x>, <sip:y,z>"),
+            vec!["\"a, b\" <sip:x>", "<sip:y,z>"]
+        );
+    }
+
+    #[test]
+    fn missing_mandatory_headers_are_rejected() {
+        let no_cseq = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: 1\r\n\r\n";
+        assert_eq!(parse_datagram(no_cseq), Err(ParseError::Missing("CSeq")));
+        let mismatch = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: 1\r\nCSeq: 1 INVITE\r\n\r\n";
+        assert_eq!(parse_datagram(mismatch), Err(ParseError::CSeqMismatch));
+        assert!(matches!(
+            parse_datagram(b"HELLO\r\n\r\n"),
+            Err(ParseError::Syntax(_))
+        ));
+    }
+}
