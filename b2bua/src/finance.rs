@@ -12,7 +12,6 @@ use rating::{rules, Money, Store, StoreConfig};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 async fn open(db: &str) -> Result<Store> {
     Store::open(db, StoreConfig::default())
@@ -46,70 +45,6 @@ fn last_day(expires_at: Option<DateTime<Utc>>) -> String {
                 .to_string()
         })
         .unwrap_or_default()
-}
-
-/// Options for `serve`.
-#[derive(Args)]
-pub struct ServeArgs {
-    /// This node's name in reservations (default: random per start).
-    #[arg(long)]
-    node_id: Option<String>,
-}
-
-/// Runs the service. Today that is the balance store with its demo data, the node heartbeat and
-/// the reservation sweeper; SIP signalling, media and RADIUS arrive with their own issues.
-pub async fn serve(db: &str, args: ServeArgs) -> Result<ExitCode> {
-    let mut cfg = StoreConfig::default();
-    if let Some(id) = args.node_id {
-        cfg.node_id = id;
-    }
-    let store = Store::open(db, cfg)
-        .await
-        .with_context(|| format!("opening {db}"))?;
-    let now = Utc::now();
-    if rating::demo::seed(&store, now).await? {
-        println!("created the demo data in {db}");
-    }
-    let card = store.account(rating::demo::CARD).await.ok();
-    println!("b2bua serving on {db} as {}", store.config().node_id);
-    if let Some(c) = card {
-        println!(
-            "demo card {} (PIN {}): {} {} available",
-            c.account,
-            rating::demo::PIN,
-            c.available(),
-            c.currency
-        );
-        let q = store.quote(&c.account, "5555233", now).await?;
-        println!(
-            "  to 5555233 it buys {} s; try: b2bua rate {} 5555233",
-            q.credit_time, c.account
-        );
-    }
-    println!(
-        "SIP signalling is not built yet: this process runs the store's heartbeat and sweeper."
-    );
-    println!("press Ctrl-C to stop");
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let now = Utc::now();
-                if let Err(e) = store.heartbeat(now).await {
-                    tracing::warn!(error = %e, "heartbeat failed");
-                }
-                match store.sweep(now).await {
-                    Ok(r) if r.settled + r.released > 0 => tracing::info!(settled = r.settled, released = r.released, "swept abandoned reservations"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "sweep failed"),
-                }
-            }
-            _ = tokio::signal::ctrl_c() => break,
-        }
-    }
-    store.close().await;
-    println!("stopped");
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `card …`

@@ -3,5 +3,7 @@
 //! The `b2bua` binary and the fuzz targets are thin layers over it.
 
 pub mod config;
+pub mod engine;
 pub mod routing;
 pub mod sip;
+pub mod transport;

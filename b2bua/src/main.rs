@@ -1,6 +1,7 @@
 //! `b2bua`: the calling-card B2BUA daemon (`serve`) and the command line finance staff and
 //! operators use against the same database (cards, top-ups, ledgers, rate decks).
 
+mod daemon;
 mod finance;
 
 use clap::{Parser, Subcommand};
@@ -25,7 +26,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the service (with no configuration: the embedded demo on SQLite).
-    Serve(finance::ServeArgs),
+    Serve(daemon::ServeArgs),
+    /// Check a configuration file.
+    Config {
+        #[command(subcommand)]
+        command: daemon::ConfigCommand,
+    },
     /// Create, inspect, block and unblock cards.
     Card {
         #[command(subcommand)]
@@ -52,7 +58,15 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let db_from_cli = matches!(
+        matches.value_source("db"),
+        Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+    );
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -60,7 +74,8 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Serve(a) => finance::serve(&cli.db, a).await,
+        Command::Serve(a) => daemon::serve(&cli.db, db_from_cli, a).await,
+        Command::Config { command } => daemon::config(command),
         Command::Card { command } => finance::card(&cli.db, command).await,
         Command::Topup(a) => finance::topup(&cli.db, a, rating::store::LedgerKind::TopUp).await,
         Command::Refund(a) => finance::topup(&cli.db, a, rating::store::LedgerKind::Refund).await,

@@ -88,6 +88,32 @@ impl Dialog {
         }
     }
 
+    /// The dialog a 2xx to one of our INVITEs establishes, read from the response alone: for
+    /// acknowledging and hanging up an answer that arrives after we stopped waiting for it.
+    pub fn from_response(resp: &Response) -> Dialog {
+        let mut route_set: Vec<String> = resp
+            .header_values("Record-Route")
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        route_set.reverse();
+        Dialog {
+            call_id: resp.call_id().to_string(),
+            local_tag: resp.from_tag().unwrap_or("").to_string(),
+            remote_tag: resp.to_tag().unwrap_or("").to_string(),
+            local_uri: strip_tag(resp.header("From").unwrap_or("")),
+            remote_uri: strip_tag(resp.header("To").unwrap_or("")),
+            local_seq: resp.cseq().map(|c| c.0).unwrap_or(1),
+            remote_seq: None,
+            remote_target: resp
+                .header("Contact")
+                .map(addr_uri)
+                .unwrap_or("")
+                .to_string(),
+            route_set,
+        }
+    }
+
     /// Accepts the CSeq of a request from the peer; false means it is out of order and gets 500.
     pub fn accept_remote_cseq(&mut self, seq: u32) -> bool {
         match self.remote_seq {

@@ -1,0 +1,147 @@
+//! `b2bua serve` and `b2bua config check`: loading the configuration, opening the store,
+//! starting the engine, and the housekeeping (heartbeat, sweeper) around it.
+
+use anyhow::{Context, Result};
+use b2bua::config::Config;
+use b2bua::routing::Proto;
+use chrono::Utc;
+use clap::{Args, Subcommand};
+use rating::{Store, StoreConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Options for `serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// YAML configuration (see b2bua.example.yaml). Without it: the embedded demo.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// This node's name in reservations (default: the configuration's, else random per start).
+    #[arg(long)]
+    node_id: Option<String>,
+}
+
+/// `config …`
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file; every error names its line and key.
+    Check {
+        /// The YAML file.
+        file: PathBuf,
+    },
+}
+
+/// `config check FILE`.
+pub fn config(cmd: ConfigCommand) -> Result<ExitCode> {
+    match cmd {
+        ConfigCommand::Check { file } => match Config::load(&file) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} listen addresses, {} access numbers, {} gateways, {} routes)",
+                    file.display(),
+                    c.listen.len(),
+                    c.access_numbers.len(),
+                    c.router.gateways.len(),
+                    c.router.routes.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+    }
+}
+
+/// Runs the service until Ctrl-C.
+pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitCode> {
+    let demo = args.config.is_none();
+    let cfg = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Config::demo(),
+    };
+    let db = match (&cfg.database, db_from_cli) {
+        (Some(d), false) => d.clone(),
+        _ => db.to_string(),
+    };
+    let mut store_cfg = StoreConfig::default();
+    if let Some(id) = args.node_id.clone().or(cfg.node_id.clone()) {
+        store_cfg.node_id = id;
+    }
+    let store = Arc::new(
+        Store::open(&db, store_cfg)
+            .await
+            .with_context(|| format!("opening {db}"))?,
+    );
+    let now = Utc::now();
+    if demo && rating::demo::seed(&store, now).await? {
+        println!("created the demo data in {db}");
+    }
+    let running = b2bua::engine::start(cfg.clone(), store.clone())
+        .await
+        .context("binding the SIP sockets")?;
+    println!("b2bua serving on {db} as {}", store.config().node_id);
+    for (proto, addr) in &running.bound {
+        println!("  SIP {proto} on {addr}");
+    }
+    if demo {
+        if let Ok(c) = store.account(rating::demo::CARD).await {
+            println!(
+                "demo card {} (PIN {}): {} {} available",
+                c.account,
+                rating::demo::PIN,
+                c.available(),
+                c.currency
+            );
+            let q = store.quote(&c.account, "5555233", now).await?;
+            println!(
+                "  to 5555233 it buys {} s; try: b2bua rate {} 5555233",
+                q.credit_time, c.account
+            );
+        }
+        if let Ok(c) = store.account(rating::demo::PINLESS).await {
+            println!(
+                "pinless account {} (its caller number): {} {} available",
+                c.account,
+                c.available(),
+                c.currency
+            );
+        }
+        let sip = running
+            .addr(Proto::Udp)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        println!("place a test call (pinless: access number 5551201, then the destination):");
+        println!("  sipp -sn uas -i 127.0.0.1 -p 5062 &                     # the demo gateway");
+        println!("  sipp -sf tests/sipp/uac_pinless.xml -key ani 4085551234 -s 55512015555233 -m 1 {sip}");
+        println!("access numbers 5551200 and 5551202 run the debit-card IVR, which is not built yet (503)");
+    }
+    println!("press Ctrl-C to stop");
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let now = Utc::now();
+                if let Err(e) = store.heartbeat(now).await {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+                match store.sweep(now).await {
+                    Ok(r) if r.settled + r.released > 0 => tracing::info!(settled = r.settled, released = r.released, "swept abandoned reservations"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    let stats = running.stop().await;
+    println!(
+        "stopped after {} calls ({} answered, {} cut off by credit)",
+        stats.calls, stats.answered, stats.cutoffs
+    );
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}

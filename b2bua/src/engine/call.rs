@@ -1,0 +1,991 @@
+//! One prepaid call through the B2BUA: the caller's leg (A), the gateway leg (B), and the
+//! money between them.
+//!
+//! A call is created by an INVITE to an access number, authorized against the store (phase 2,
+//! which holds the first chunk of money), dialled out over the route's gateways with fail-over,
+//! bridged when a gateway answers, kept alive by extending the hold, and ended by either side,
+//! by CANCEL, or by the cutoff when the money runs out; every ending settles the hold exactly
+//! once. Each leg is its own dialog: nothing of the caller's Via, Record-Route or Contact
+//! reaches the gateway, and nothing of the gateway's reaches the caller.
+
+use super::{Engine, Event, Purpose, Side, Wake};
+use crate::routing::{CallerId, Candidate, Proto};
+use crate::sip::dialog::Dialog;
+use crate::sip::message::{
+    hdr, new_branch, new_call_id, new_tag, response_to, Headers, Method, Request, Response, SipExt,
+    Uri,
+};
+use crate::transport::Peer;
+use chrono::{DateTime, Utc};
+use rating::codes::ReturnCode;
+use rating::store::{AuthRequest, CallAnswer, CallEnd, CallRequest, Extension, Reservation};
+use std::time::{Duration, Instant};
+
+/// Where a call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Waiting for the store's phase 2 answer.
+    Authorizing,
+    /// Trying gateways.
+    Dialing,
+    /// Both legs are up; the money runs.
+    Answered,
+    /// Ended; waiting for the settlement to be written.
+    Ended,
+}
+
+/// The gateway leg of a call: one attempt at one gateway.
+pub(crate) struct BLeg {
+    gateway: usize,
+    peer: Peer,
+    /// The client INVITE transaction's key.
+    tx: String,
+    invite: Request,
+    dialog: Option<Dialog>,
+    /// Whether the gateway has said anything (a gateway that says nothing is dead).
+    heard: bool,
+    /// Whether this attempt still counts against the gateway's channel limit.
+    counted: bool,
+}
+
+/// One call; see the module documentation.
+pub(crate) struct Call {
+    session_id: String,
+    conf_id: String,
+    ani: String,
+    destination: String,
+    a_peer: Peer,
+    a_invite: Request,
+    a_tx: String,
+    a_tag: String,
+    a_dialog: Option<Dialog>,
+    b: Option<BLeg>,
+    candidates: Vec<Candidate>,
+    next_candidate: usize,
+    last_code: u16,
+    phase: Phase,
+    reservation: Option<Reservation>,
+    credit_time: u64,
+    granted: u64,
+    connected: Option<(Instant, DateTime<Utc>)>,
+    cutoff_at: Option<Instant>,
+    extend_at: Option<Instant>,
+    setup_deadline: Option<Instant>,
+    ring_deadline: Option<Instant>,
+    /// Server INVITE transactions whose 2xx awaits its ACK, per side.
+    awaiting_ack: [Option<String>; 2],
+}
+
+/// The SIP answer a refused authorization gives a pinless caller (there is no IVR to explain).
+fn sip_code_for(code: ReturnCode) -> u16 {
+    match code {
+        ReturnCode::AccountInUse => 486,
+        ReturnCode::ZeroBalance | ReturnCode::InsufficientFunds | ReturnCode::CreditLimit => 402,
+        ReturnCode::ServiceNotAvailable => 503,
+        ReturnCode::InvalidArgument => 484,
+        _ => 403,
+    }
+}
+
+fn idx(side: Side) -> usize {
+    match side {
+        Side::A => 0,
+        Side::B => 1,
+    }
+}
+
+fn other(side: Side) -> Side {
+    match side {
+        Side::A => Side::B,
+        Side::B => Side::A,
+    }
+}
+
+/// Copies a body and its Content-Type from one message to another.
+fn copy_body(from: &impl SipExt, headers: &mut Headers, body: &mut Vec<u8>) {
+    if !from.body_bytes().is_empty() {
+        if let Some(ct) = from.header("Content-Type") {
+            headers.push(hdr("Content-Type", ct));
+        }
+        *body = from.body_bytes().to_vec();
+    }
+}
+
+impl Engine {
+    pub(super) fn dispatch_request(&mut self, req: Request, from: Peer, key: String, now: Instant) {
+        let in_dialog = req.to_tag().is_some();
+        match req.method {
+            Method::Invite if !in_dialog => self.new_call(req, from, key, now),
+            Method::Cancel => self.on_cancel(&req, &key, now),
+            Method::Options if !in_dialog => self.reply(&key, 200, None, now),
+            _ if in_dialog => self.in_dialog(req, key, now),
+            Method::Bye | Method::Info | Method::Update | Method::PRack => {
+                self.reply(&key, 481, None, now)
+            }
+            Method::Register
+            | Method::Subscribe
+            | Method::Notify
+            | Method::Publish
+            | Method::Message
+            | Method::Refer => self.reply(&key, 405, None, now),
+            _ => self.reply(&key, 501, None, now),
+        }
+    }
+
+    fn new_call(&mut self, req: Request, from: Peer, key: String, now: Instant) {
+        if self.stopping {
+            return self.reply(&key, 503, Some("shutting down"), now);
+        }
+        let user = req.uri.user().unwrap_or("").to_string();
+        let cfg = self.cfg.clone();
+        let Some((access, rest)) = cfg.access(&user) else {
+            return self.reply(&key, 404, Some("unknown access number"), now);
+        };
+        if access.trusted_only && !cfg.trusted(from.addr.ip()) {
+            return self.reply(&key, 403, Some("source is not a trusted peer"), now);
+        }
+        if !access.pinless {
+            return self.reply(
+                &key,
+                503,
+                Some("IVR flows are not built yet; use a pinless access number"),
+                now,
+            );
+        }
+        if rest.is_empty() {
+            return self.reply(
+                &key,
+                484,
+                Some("no destination after the access number"),
+                now,
+            );
+        }
+        if req
+            .header("Max-Forwards")
+            .and_then(|m| m.trim().parse::<u32>().ok())
+            == Some(0)
+        {
+            return self.reply(&key, 483, None, now);
+        }
+        let ani = if access.trust_ani {
+            req.header("P-Asserted-Identity")
+                .map(crate::sip::message::addr_uri)
+                .and_then(crate::sip::message::uri_user)
+                .or_else(|| req.from_user())
+                .unwrap_or("")
+                .to_string()
+        } else {
+            String::new()
+        };
+        if ani.is_empty() {
+            return self.reply(
+                &key,
+                403,
+                Some("a pinless call needs a trusted caller number"),
+                now,
+            );
+        }
+        if self.dialogs.contains_key(req.call_id()) {
+            // A second INVITE with a Call-ID we already carry, but a new branch: a loop or a fork.
+            return self.reply(&key, 482, None, now);
+        }
+        let id = self.next_call;
+        self.next_call += 1;
+        self.stats.calls += 1;
+        let call = Call {
+            session_id: uuid::Uuid::new_v4().to_string(),
+            conf_id: uuid::Uuid::new_v4().to_string(),
+            ani: ani.clone(),
+            destination: rest.to_string(),
+            a_peer: from,
+            a_tx: key,
+            a_tag: new_tag(),
+            a_dialog: None,
+            b: None,
+            candidates: Vec::new(),
+            next_candidate: 0,
+            last_code: 0,
+            phase: Phase::Authorizing,
+            reservation: None,
+            credit_time: 0,
+            granted: 0,
+            connected: None,
+            cutoff_at: None,
+            extend_at: None,
+            setup_deadline: None,
+            ring_deadline: None,
+            awaiting_ack: [None, None],
+            a_invite: req,
+        };
+        let request = CallRequest {
+            auth: AuthRequest {
+                account: ani.clone(),
+                pin: None,
+                ani: Some(ani),
+                access_number: access.number.clone(),
+                session_id: call.session_id.clone(),
+            },
+            destination: call.destination.clone(),
+            conf_id: call.conf_id.clone(),
+        };
+        self.dialogs
+            .insert(call.a_invite.call_id().to_string(), (id, Side::A));
+        self.calls.insert(id, call);
+        self.spawn_store(move |store| async move {
+            let answer = store.authorize_call(&request, Utc::now()).await;
+            Event::Authorized {
+                call: id,
+                answer: Box::new(answer),
+            }
+        });
+    }
+
+    pub(super) fn authorized(&mut self, id: u64, answer: CallAnswer, now: Instant) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return self.release_orphan(answer.reservation);
+        };
+        if call.phase != Phase::Authorizing {
+            // Cancelled while the store was thinking.
+            return self.release_orphan(answer.reservation);
+        }
+        if !answer.code.is_success() {
+            let code = answer.code;
+            let warning = format!("return code {}: {}", code.code(), code.meaning());
+            return self.fail(
+                id,
+                sip_code_for(code),
+                Some(&warning),
+                &format!("refused {}", code.code()),
+                now,
+            );
+        }
+        call.reservation = answer.reservation;
+        call.credit_time = answer.credit_time;
+        call.granted = call
+            .reservation
+            .as_ref()
+            .map(|r| r.granted_seconds)
+            .unwrap_or(answer.credit_time);
+        call.candidates = self.cfg.router.candidates(&call.destination);
+        if call.candidates.is_empty() {
+            return self.fail(
+                id,
+                404,
+                Some("no route to the destination"),
+                "no route",
+                now,
+            );
+        }
+        call.phase = Phase::Dialing;
+        self.dial_next(id, now);
+    }
+
+    /// Settles a hold whose call is already gone (cancelled during authorization).
+    fn release_orphan(&mut self, reservation: Option<Reservation>) {
+        if let Some(r) = reservation {
+            self.spawn_store(move |store| async move {
+                let end = CallEnd {
+                    connect_at: None,
+                    disconnect_at: Utc::now(),
+                    cause: "cancelled".into(),
+                };
+                let result = store
+                    .settle(&r.conf_id, &end, Utc::now())
+                    .await
+                    .map_err(|e| e.to_string());
+                Event::Settled { call: 0, result }
+            });
+        }
+    }
+
+    /// Tries the next gateway with a free channel, or gives up.
+    fn dial_next(&mut self, id: u64, now: Instant) {
+        loop {
+            let Some(call) = self.calls.get_mut(&id) else {
+                return;
+            };
+            let Some(cand) = call.candidates.get(call.next_candidate).cloned() else {
+                let code = match call.last_code {
+                    0 => 503,
+                    408 => 408,
+                    c if c >= 500 => 503,
+                    c => c,
+                };
+                return self.fail(
+                    id,
+                    code,
+                    Some("no gateway took the call"),
+                    "gateways failed",
+                    now,
+                );
+            };
+            call.next_candidate += 1;
+            let gw = &self.cfg.router.gateways[cand.gateway];
+            if self.gateway_load[cand.gateway] >= gw.channels {
+                call.last_code = 503;
+                continue;
+            }
+            let invite = self.b_invite(id, &cand);
+            let peer = Peer {
+                proto: gw.proto,
+                addr: gw.addr,
+                conn: None,
+            };
+            let Some(tx) = self.send_request(invite.clone(), peer, Purpose::BInvite(id), now)
+            else {
+                return;
+            };
+            self.gateway_load[cand.gateway] += 1;
+            let setup = self.cfg.calls.setup_timeout;
+            let call = self.calls.get_mut(&id).expect("still here");
+            call.b = Some(BLeg {
+                gateway: cand.gateway,
+                peer,
+                tx,
+                invite,
+                dialog: None,
+                heard: false,
+                counted: true,
+            });
+            call.setup_deadline = Some(now + setup);
+            self.schedule(Some(now + setup), Wake::Call(id));
+            return;
+        }
+    }
+
+    /// The B-leg INVITE: a new dialog of ours, carrying the caller's offer and the caller's
+    /// number as the route says, and nothing else of the A-leg.
+    fn b_invite(&self, id: u64, cand: &Candidate) -> Request {
+        let call = &self.calls[&id];
+        let gw = &self.cfg.router.gateways[cand.gateway];
+        let host = self.local.hostport(gw.proto).to_string();
+        let tag = new_tag();
+        let mut headers = Headers::default();
+        headers.push(hdr(
+            "Via",
+            format!("{};branch={};rport", self.local.via(gw.proto), new_branch()),
+        ));
+        let hops = call
+            .a_invite
+            .header("Max-Forwards")
+            .and_then(|m| m.trim().parse::<u32>().ok())
+            .unwrap_or(70);
+        headers.push(hdr(
+            "Max-Forwards",
+            hops.saturating_sub(1).min(70).to_string(),
+        ));
+        match cand.caller_id {
+            CallerId::From => {
+                headers.push(hdr("From", format!("<sip:{}@{host}>;tag={tag}", call.ani)))
+            }
+            CallerId::Pai => {
+                headers.push(hdr(
+                    "From",
+                    format!("\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={tag}"),
+                ));
+                headers.push(hdr(
+                    "P-Asserted-Identity",
+                    format!("<sip:{}@{host}>", call.ani),
+                ));
+            }
+        }
+        headers.push(hdr("To", format!("<sip:{}@{}>", cand.number, gw.addr)));
+        headers.push(hdr("Call-ID", new_call_id(&host)));
+        headers.push(hdr("CSeq", "1 INVITE"));
+        headers.push(hdr("Contact", self.local.contact(gw.proto)));
+        headers.push(hdr(
+            "Allow",
+            "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE",
+        ));
+        let mut body = Vec::new();
+        copy_body(&call.a_invite, &mut headers, &mut body);
+        let transport = if gw.proto == Proto::Tcp {
+            ";transport=tcp"
+        } else {
+            ""
+        };
+        let uri = Uri::try_from(format!("sip:{}@{}{transport}", cand.number, gw.addr).as_str())
+            .unwrap_or_default();
+        Request {
+            method: Method::Invite,
+            uri,
+            version: rsip::Version::V2,
+            headers,
+            body,
+        }
+    }
+
+    pub(super) fn client_response(
+        &mut self,
+        purpose: &Purpose,
+        key: &str,
+        resp: Response,
+        now: Instant,
+    ) {
+        match purpose {
+            Purpose::BInvite(id) => self.b_response(*id, key, resp, now),
+            Purpose::Relay { call, origin, to } => {
+                self.relay_response(*call, origin, *to, resp, now)
+            }
+            Purpose::Fire => {}
+        }
+    }
+
+    pub(super) fn client_timeout(&mut self, purpose: &Purpose, key: &str, now: Instant) {
+        match purpose {
+            Purpose::BInvite(id) => {
+                let current = self
+                    .calls
+                    .get(id)
+                    .and_then(|c| c.b.as_ref())
+                    .is_some_and(|b| b.tx == key);
+                if current {
+                    self.b_failed(*id, 408, now);
+                }
+            }
+            Purpose::Relay { origin, .. } => self.reply(&origin.clone(), 408, None, now),
+            Purpose::Fire => {}
+        }
+    }
+
+    /// A response to a B-leg INVITE.
+    fn b_response(&mut self, id: u64, key: &str, resp: Response, now: Instant) {
+        let code = resp.status_code.code();
+        let Some(call) = self.calls.get_mut(&id) else {
+            if (200..300).contains(&code) {
+                let peer = self.client.get(key).map(|c| c.peer);
+                if let Some(peer) = peer {
+                    self.hang_up_stray(&resp, peer, now);
+                }
+            }
+            return;
+        };
+        let current = call.b.as_ref().is_some_and(|b| b.tx == key);
+        if !current || call.phase == Phase::Ended {
+            if (200..300).contains(&code) {
+                let peer = self.client.get(key).map(|c| c.peer);
+                if call.phase == Phase::Answered && current {
+                    self.reack(id, Side::B, &resp);
+                } else if let Some(peer) = peer {
+                    self.hang_up_stray(&resp, peer, now);
+                }
+            }
+            return;
+        }
+        if let Some(b) = call.b.as_mut() {
+            b.heard = true;
+        }
+        call.setup_deadline = None;
+        if code < 200 {
+            if code == 100 {
+                return;
+            }
+            let mut ring = None;
+            if call.ring_deadline.is_none() {
+                ring = Some(now + self.cfg.calls.ring_timeout);
+                call.ring_deadline = ring;
+            }
+            let mut out = response_to(&call.a_invite, code, Some(&call.a_tag));
+            out.headers
+                .push(hdr("Contact", self.local.contact(call.a_peer.proto)));
+            copy_body(&resp, &mut out.headers, &mut out.body);
+            let a_tx = call.a_tx.clone();
+            self.schedule(ring, Wake::Call(id));
+            return self.respond(&a_tx, out, now);
+        }
+        if code < 300 {
+            if call.phase == Phase::Answered {
+                return self.reack(id, Side::B, &resp);
+            }
+            return self.answered(id, resp, now);
+        }
+        self.b_failed(id, code, now);
+    }
+
+    /// The gateway answered: ACK it, answer the caller, start the clock.
+    fn answered(&mut self, id: u64, resp: Response, now: Instant) {
+        let call = self.calls.get_mut(&id).expect("caller checked");
+        let b = call.b.as_mut().expect("answered attempt");
+        let mut dialog = Dialog::uac(&b.invite, &resp);
+        let ack = dialog.request(
+            Method::Ack,
+            &self.local.via(b.peer.proto),
+            &self.local.contact(b.peer.proto),
+            Some(dialog.local_seq),
+        );
+        let b_peer = b.peer;
+        let b_call_id = dialog.call_id.clone();
+        b.dialog = Some(dialog);
+        let mut ok = response_to(&call.a_invite, 200, Some(&call.a_tag));
+        ok.headers
+            .push(hdr("Contact", self.local.contact(call.a_peer.proto)));
+        ok.headers.push(hdr(
+            "Allow",
+            "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE",
+        ));
+        copy_body(&resp, &mut ok.headers, &mut ok.body);
+        call.a_dialog = Some(Dialog::uas(&call.a_invite, &call.a_tag));
+        call.phase = Phase::Answered;
+        call.connected = Some((now, Utc::now()));
+        call.setup_deadline = None;
+        call.ring_deadline = None;
+        let max = self.cfg.calls.max_duration;
+        let granted = Duration::from_secs(call.granted);
+        call.cutoff_at = Some(now + granted.min(max));
+        if call.credit_time > call.granted && granted < max {
+            let margin = Duration::from_secs((call.granted / 2).min(30));
+            call.extend_at = Some(now + granted - margin);
+        }
+        call.awaiting_ack[0] = Some(call.a_tx.clone());
+        let a_tx = call.a_tx.clone();
+        let conf = call.conf_id.clone();
+        let wake = [call.cutoff_at, call.extend_at];
+        self.stats.answered += 1;
+        self.send_stateless(&ack, &b_peer);
+        self.dialogs.insert(b_call_id, (id, Side::B));
+        self.respond(&a_tx, ok, now);
+        for w in wake {
+            self.schedule(w, Wake::Call(id));
+        }
+        self.spawn_store(move |store| async move {
+            if let Err(e) = store.mark_connected(&conf, Utc::now()).await {
+                tracing::warn!(error = %e, "could not mark the call connected");
+            }
+            Event::Extended {
+                call: id,
+                result: Err("connected".into()),
+            }
+        });
+    }
+
+    /// This attempt failed with `code`: fail over on 408 and 5xx, otherwise tell the caller.
+    fn b_failed(&mut self, id: u64, code: u16, now: Instant) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if let Some(b) = call.b.take() {
+            if b.counted {
+                self.gateway_load[b.gateway] -= 1;
+            }
+        }
+        call.setup_deadline = None;
+        call.ring_deadline = None;
+        call.last_code = code;
+        if code == 408 || (500..600).contains(&code) {
+            self.dial_next(id, now);
+        } else {
+            self.fail(id, code, None, &format!("gateway {code}"), now);
+        }
+    }
+
+    /// Ends a call that never answered, telling the caller `code`.
+    fn fail(&mut self, id: u64, code: u16, warning: Option<&str>, cause: &str, now: Instant) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        let answered = self.server.get(&call.a_tx).is_some_and(|s| s.tx.answered());
+        if !answered {
+            let mut resp = response_to(&call.a_invite, code, Some(&call.a_tag));
+            if let Some(w) = warning {
+                resp.headers.push(hdr(
+                    "Warning",
+                    format!("399 b2bua \"{}\"", w.replace('"', "'")),
+                ));
+            }
+            let a_tx = call.a_tx.clone();
+            self.respond(&a_tx, resp, now);
+        }
+        self.end(id, cause, Utc::now());
+    }
+
+    /// Marks a call ended, frees its gateway channel and settles its hold.
+    fn end(&mut self, id: u64, cause: &str, disconnect_at: DateTime<Utc>) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.phase == Phase::Ended {
+            return;
+        }
+        call.phase = Phase::Ended;
+        call.cutoff_at = None;
+        call.extend_at = None;
+        call.setup_deadline = None;
+        call.ring_deadline = None;
+        if let Some(b) = call.b.as_mut() {
+            if b.counted {
+                b.counted = false;
+                self.gateway_load[b.gateway] -= 1;
+            }
+        }
+        let connect_at = call.connected.map(|c| c.1);
+        tracing::info!(call = id, session = %call.session_id, conf = %call.conf_id, destination = %call.destination, cause, "call ended");
+        match call.reservation.take() {
+            Some(r) => {
+                let end = CallEnd {
+                    connect_at,
+                    disconnect_at,
+                    cause: cause.to_string(),
+                };
+                self.spawn_store(move |store| async move {
+                    let result = store
+                        .settle(&r.conf_id, &end, Utc::now())
+                        .await
+                        .map_err(|e| e.to_string());
+                    Event::Settled { call: id, result }
+                });
+            }
+            None => self.forget(id),
+        }
+    }
+
+    /// Drops a finished call; its transactions finish on their own.
+    pub(super) fn forget(&mut self, id: u64) {
+        if let Some(call) = self.calls.remove(&id) {
+            self.dialogs.remove(call.a_invite.call_id());
+            if let Some(d) = call.b.as_ref().and_then(|b| b.dialog.as_ref()) {
+                self.dialogs.remove(&d.call_id);
+            }
+        }
+    }
+
+    /// Sends BYE on one leg of an answered call.
+    fn bye(&mut self, id: u64, side: Side, now: Instant) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let (dialog, peer) = match side {
+            Side::A => (call.a_dialog.as_mut(), call.a_peer),
+            Side::B => match call.b.as_mut() {
+                Some(b) => (b.dialog.as_mut(), b.peer),
+                None => (None, call.a_peer),
+            },
+        };
+        let Some(dialog) = dialog else { return };
+        let req = dialog.request(
+            Method::Bye,
+            &self.local.via(peer.proto),
+            &self.local.contact(peer.proto),
+            None,
+        );
+        self.send_request(req, peer, Purpose::Fire, now);
+    }
+
+    /// Stops a B-leg INVITE that has not been answered.
+    fn cancel_b(&mut self, id: u64, now: Instant) {
+        let Some(b) = self.calls.get(&id).and_then(|c| c.b.as_ref()) else {
+            return;
+        };
+        if b.dialog.is_some() {
+            return;
+        }
+        let (key, peer, heard) = (b.tx.clone(), b.peer, b.heard);
+        let Some(c) = self.client.get(&key) else {
+            return;
+        };
+        if !heard {
+            // Nothing heard: a CANCEL could overtake the INVITE (RFC 3261 §9.1). Stop
+            // retransmitting; a late answer is hung up as a stray.
+            return self.abandon(&key);
+        }
+        let cancel = c.tx.cancel_request();
+        self.send_request(cancel, peer, Purpose::Fire, now);
+    }
+
+    pub(super) fn call_timers(&mut self, id: u64, now: Instant) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        if due(call.setup_deadline) {
+            call.setup_deadline = None;
+            if let Some(key) = call.b.as_ref().filter(|b| !b.heard).map(|b| b.tx.clone()) {
+                tracing::info!(
+                    call = id,
+                    "gateway silent past the setup timeout; failing over"
+                );
+                self.abandon(&key);
+                return self.b_failed(id, 408, now);
+            }
+        }
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if due(call.ring_deadline) && call.phase == Phase::Dialing {
+            call.ring_deadline = None;
+            self.cancel_b(id, now);
+            return self.fail(id, 480, Some("no answer"), "no answer", now);
+        }
+        if due(call.cutoff_at) && call.phase == Phase::Answered {
+            let at = call.cutoff_at.take().expect("due");
+            let (c0, t0) = call.connected.expect("answered");
+            let talk = chrono::Duration::from_std(at - c0).unwrap_or_default();
+            let cause = if at - c0 >= self.cfg.calls.max_duration {
+                "max duration"
+            } else {
+                "cutoff"
+            };
+            tracing::info!(
+                call = id,
+                seconds = (at - c0).as_secs(),
+                "cutting the call off: {cause}"
+            );
+            self.stats.cutoffs += 1;
+            self.bye(id, Side::A, now);
+            self.bye(id, Side::B, now);
+            return self.end(id, cause, t0 + talk);
+        }
+        if due(call.extend_at) {
+            call.extend_at = None;
+            let conf = call.conf_id.clone();
+            self.spawn_store(move |store| async move {
+                let result = store
+                    .extend(&conf, Utc::now())
+                    .await
+                    .map_err(|e| e.to_string());
+                Event::Extended { call: id, result }
+            });
+        }
+    }
+
+    pub(super) fn extended(&mut self, id: u64, result: Result<Extension, String>, now: Instant) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Ok(ext) = result else { return };
+        let Some((c0, _)) = call.connected else {
+            return;
+        };
+        if call.phase != Phase::Answered || ext.granted_seconds <= call.granted {
+            return;
+        }
+        call.granted = ext.granted_seconds;
+        let max = self.cfg.calls.max_duration;
+        let granted = Duration::from_secs(call.granted);
+        call.cutoff_at = Some(c0 + granted.min(max));
+        if ext.extended && call.credit_time > call.granted && granted < max {
+            let margin = Duration::from_secs((call.granted / 2).min(30));
+            call.extend_at = Some((c0 + granted - margin).max(now));
+        }
+        let wake = [call.cutoff_at, call.extend_at];
+        for w in wake {
+            self.schedule(w, Wake::Call(id));
+        }
+    }
+
+    pub(super) fn on_cancel(&mut self, req: &Request, key: &str, now: Instant) {
+        let invite_key = match key.rsplit_once('|') {
+            Some((branch, _)) => format!("{branch}|INVITE"),
+            None => return self.reply(key, 481, None, now),
+        };
+        if !self.server.contains_key(&invite_key) {
+            return self.reply(key, 481, None, now);
+        }
+        self.reply(key, 200, None, now);
+        let Some((id, Side::A)) = self.dialogs.get(req.call_id()).copied() else {
+            return;
+        };
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        if call.a_tx != invite_key || matches!(call.phase, Phase::Answered | Phase::Ended) {
+            return;
+        }
+        self.cancel_b(id, now);
+        self.fail(id, 487, None, "caller cancelled", now);
+    }
+
+    /// A request inside one of our dialogs.
+    fn in_dialog(&mut self, req: Request, key: String, now: Instant) {
+        let Some((id, side)) = self.dialogs.get(req.call_id()).copied() else {
+            return self.reply(&key, 481, None, now);
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return self.reply(&key, 481, None, now);
+        };
+        let dialog = match side {
+            Side::A => call.a_dialog.as_mut(),
+            Side::B => call.b.as_mut().and_then(|b| b.dialog.as_mut()),
+        };
+        let Some(dialog) = dialog else {
+            // An early dialog (we sent 180): only BYE (as a cancel) makes sense here.
+            if side == Side::A
+                && req.method == Method::Bye
+                && req.to_tag() == Some(call.a_tag.as_str())
+            {
+                self.reply(&key, 200, None, now);
+                self.cancel_b(id, now);
+                return self.fail(id, 487, None, "caller hung up while ringing", now);
+            }
+            return self.reply(&key, 481, None, now);
+        };
+        if req.to_tag() != Some(dialog.local_tag.as_str())
+            || req.from_tag() != Some(dialog.remote_tag.as_str())
+        {
+            return self.reply(&key, 481, None, now);
+        }
+        if !dialog.accept_remote_cseq(req.cseq().map(|c| c.0).unwrap_or(0)) {
+            return self.reply(&key, 500, Some("CSeq out of order"), now);
+        }
+        let answered = call.phase == Phase::Answered;
+        match req.method {
+            Method::Bye => {
+                self.reply(&key, 200, None, now);
+                if answered {
+                    self.bye(id, other(side), now);
+                    let cause = if side == Side::A {
+                        "caller hung up"
+                    } else {
+                        "called party hung up"
+                    };
+                    self.end(id, cause, Utc::now());
+                }
+            }
+            Method::Options => self.reply(&key, 200, None, now),
+            _ if !answered => self.reply(&key, 491, None, now),
+            _ => self.relay(id, side, req, key, now),
+        }
+    }
+
+    /// Passes an in-dialog request (re-INVITE and UPDATE for hold and unhold, INFO for DTMF)
+    /// to the other leg as that leg's own request; the answer comes back the same way.
+    fn relay(&mut self, id: u64, from: Side, req: Request, key: String, now: Instant) {
+        let to = other(from);
+        let call = self.calls.get_mut(&id).expect("checked");
+        let (dialog, peer) = match to {
+            Side::A => (call.a_dialog.as_mut(), call.a_peer),
+            Side::B => match call.b.as_mut() {
+                Some(b) => (b.dialog.as_mut(), b.peer),
+                None => (None, call.a_peer),
+            },
+        };
+        let Some(dialog) = dialog else {
+            return self.reply(&key, 481, None, now);
+        };
+        let mut out = dialog.request(
+            req.method.clone(),
+            &self.local.via(peer.proto),
+            &self.local.contact(peer.proto),
+            None,
+        );
+        copy_body(&req, &mut out.headers, &mut out.body);
+        self.send_request(
+            out,
+            peer,
+            Purpose::Relay {
+                call: id,
+                origin: key,
+                to,
+            },
+            now,
+        );
+    }
+
+    fn relay_response(&mut self, id: u64, origin: &str, to: Side, resp: Response, now: Instant) {
+        let code = resp.status_code.code();
+        if code == 100 {
+            return;
+        }
+        let Some(s) = self.server.get(origin) else {
+            return;
+        };
+        let is_invite = s.tx.request().method == Method::Invite;
+        let mut out = response_to(s.tx.request(), code, None);
+        if is_invite || s.tx.request().method == Method::Update {
+            let proto = s.peer.proto;
+            out.headers.push(hdr("Contact", self.local.contact(proto)));
+        }
+        copy_body(&resp, &mut out.headers, &mut out.body);
+        if is_invite && (200..300).contains(&code) {
+            self.reack(id, to, &resp);
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.awaiting_ack[idx(other(to))] = Some(origin.to_string());
+            }
+        }
+        self.respond(origin, out, now);
+    }
+
+    /// ACKs a 2xx from `side` (the first answer was ACKed in `answered`; this covers
+    /// retransmissions and relayed re-INVITEs).
+    pub(super) fn reack(&mut self, id: u64, side: Side, resp: &Response) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let seq = resp.cseq().map(|c| c.0).unwrap_or(1);
+        let (dialog, peer) = match side {
+            Side::A => (call.a_dialog.as_mut(), call.a_peer),
+            Side::B => match call.b.as_mut() {
+                Some(b) => (b.dialog.as_mut(), b.peer),
+                None => (None, call.a_peer),
+            },
+        };
+        let Some(dialog) = dialog else { return };
+        let ack = dialog.request(
+            Method::Ack,
+            &self.local.via(peer.proto),
+            &self.local.contact(peer.proto),
+            Some(seq),
+        );
+        self.send_stateless(&ack, &peer);
+    }
+
+    /// ACKs and hangs up a 2xx that belongs to no call of ours.
+    pub(super) fn hang_up_stray(&mut self, resp: &Response, peer: Peer, now: Instant) {
+        let mut d = Dialog::from_response(resp);
+        let seq = d.local_seq;
+        let via = self.local.via(peer.proto);
+        let contact = self.local.contact(peer.proto);
+        let ack = d.request(Method::Ack, &via, &contact, Some(seq));
+        self.send_stateless(&ack, &peer);
+        let bye = d.request(Method::Bye, &via, &contact, None);
+        self.send_request(bye, peer, Purpose::Fire, now);
+    }
+
+    /// The ACK of a 2xx we sent (it has no transaction of its own).
+    pub(super) fn on_ack(&mut self, req: &Request) {
+        let Some((id, side)) = self.dialogs.get(req.call_id()).copied() else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if let Some(key) = call.awaiting_ack[idx(side)].take() {
+            if let Some(s) = self.server.get_mut(&key) {
+                s.tx.acked_2xx();
+            }
+        }
+    }
+
+    /// Our 2xx was never acknowledged: the caller is gone, so end the call.
+    pub(super) fn no_ack(&mut self, key: &str, now: Instant) {
+        let found = self
+            .calls
+            .iter()
+            .find(|(_, c)| c.awaiting_ack.iter().any(|k| k.as_deref() == Some(key)))
+            .map(|(id, c)| (*id, c.phase));
+        if let Some((id, Phase::Answered)) = found {
+            tracing::warn!(call = id, "2xx never acknowledged; hanging up");
+            self.bye(id, Side::A, now);
+            self.bye(id, Side::B, now);
+            self.end(id, "no ACK", Utc::now());
+        }
+    }
+
+    /// Ends every call, for shutdown.
+    pub(super) fn end_all(&mut self, now: Instant) {
+        let ids: Vec<u64> = self.calls.keys().copied().collect();
+        for id in ids {
+            match self.calls.get(&id).map(|c| c.phase) {
+                Some(Phase::Answered) => {
+                    self.bye(id, Side::A, now);
+                    self.bye(id, Side::B, now);
+                    self.end(id, "shutdown", Utc::now());
+                }
+                Some(Phase::Authorizing | Phase::Dialing) => {
+                    self.cancel_b(id, now);
+                    self.fail(id, 503, Some("shutting down"), "shutdown", now);
+                }
+                _ => {}
+            }
+        }
+    }
+}

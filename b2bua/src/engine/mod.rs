@@ -1,0 +1,468 @@
+//! The engine: one task that owns every transaction and every call, fed by the transports and
+//! by the store tasks it spawns, and woken by one timer queue.
+//!
+//! Nothing in here blocks: parsing happened in the transports, sending is non-blocking, and
+//! every database call runs in its own task that posts its answer back as an [`Event`]. The
+//! transactions ([`crate::sip::transaction`]) are pure state machines; this module routes their
+//! outputs to sockets and to the call logic in [`call`].
+
+mod call;
+
+use crate::config::Config;
+use crate::routing::Proto;
+use crate::sip::message::{response_to, Request, Response, SipExt, SipMessage};
+use crate::sip::transaction::{self, Output, Transaction};
+use crate::transport::{Inbound, Peer, Transports};
+use call::Call;
+use rating::store::{CallAnswer, Extension, Settlement, Store};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// Answers from the store tasks.
+#[derive(Debug)]
+pub enum Event {
+    /// Phase 2 authorization of a call finished.
+    Authorized { call: u64, answer: Box<CallAnswer> },
+    /// More talk time was (or was not) held for a running call.
+    Extended {
+        call: u64,
+        result: Result<Extension, String>,
+    },
+    /// A call's money was settled.
+    Settled {
+        call: u64,
+        result: Result<Settlement, String>,
+    },
+}
+
+/// What a timer in the queue belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Wake {
+    Server(String),
+    Client(String),
+    Call(u64),
+}
+
+/// Which side of a call a message belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The caller's leg.
+    A,
+    /// The gateway's leg.
+    B,
+}
+
+/// What a client transaction was started for, so its responses reach the right handler.
+#[derive(Debug, Clone)]
+enum Purpose {
+    /// The B-leg INVITE of a call.
+    BInvite(u64),
+    /// A BYE or CANCEL we send; its answer changes nothing.
+    Fire,
+    /// A request relayed from one leg to the other; the answer goes back on `origin`.
+    Relay { call: u64, origin: String, to: Side },
+}
+
+struct ServerTx {
+    tx: Transaction,
+    peer: Peer,
+}
+
+struct ClientTx {
+    tx: Transaction,
+    peer: Peer,
+    purpose: Purpose,
+}
+
+/// Counters for logs and the benchmark.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    /// Calls started (INVITEs accepted for processing).
+    pub calls: u64,
+    /// Calls answered end to end.
+    pub answered: u64,
+    /// Calls cut off because the money ran out.
+    pub cutoffs: u64,
+}
+
+/// Our own addresses as they appear in Via and Contact.
+struct Local {
+    udp: Option<String>,
+    tcp: Option<String>,
+}
+
+impl Local {
+    fn hostport(&self, proto: Proto) -> &str {
+        match proto {
+            Proto::Udp => self
+                .udp
+                .as_deref()
+                .or(self.tcp.as_deref())
+                .unwrap_or("127.0.0.1"),
+            Proto::Tcp => self
+                .tcp
+                .as_deref()
+                .or(self.udp.as_deref())
+                .unwrap_or("127.0.0.1"),
+        }
+    }
+
+    fn via(&self, proto: Proto) -> String {
+        format!("SIP/2.0/{proto} {}", self.hostport(proto))
+    }
+
+    fn contact(&self, proto: Proto) -> String {
+        match proto {
+            Proto::Udp => format!("<sip:b2bua@{}>", self.hostport(proto)),
+            Proto::Tcp => format!("<sip:b2bua@{};transport=tcp>", self.hostport(proto)),
+        }
+    }
+}
+
+/// The engine's state; see the module documentation.
+pub struct Engine {
+    cfg: Arc<Config>,
+    store: Arc<Store>,
+    transports: Transports,
+    events: mpsc::Sender<Event>,
+    local: Local,
+    server: HashMap<String, ServerTx>,
+    client: HashMap<String, ClientTx>,
+    calls: HashMap<u64, Call>,
+    /// Call-ID → call and side, for in-dialog requests and the 2xx ACK.
+    dialogs: HashMap<String, (u64, Side)>,
+    wakeups: BinaryHeap<Reverse<(Instant, Wake)>>,
+    gateway_load: Vec<u32>,
+    next_call: u64,
+    stats: Stats,
+    stopping: bool,
+}
+
+/// A running engine: its bound addresses and the handle that stops it.
+pub struct Running {
+    /// Every bound socket.
+    pub bound: Vec<(Proto, SocketAddr)>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Stats>,
+}
+
+impl Running {
+    /// The first bound address of a transport.
+    pub fn addr(&self, proto: Proto) -> Option<SocketAddr> {
+        self.bound
+            .iter()
+            .find(|(p, _)| *p == proto)
+            .map(|(_, a)| *a)
+    }
+
+    /// Ends every call (BYE to both legs, settled), then stops.
+    pub async fn stop(mut self) -> Stats {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// Binds the configured sockets and starts the engine.
+pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
+    let (in_tx, in_rx) = mpsc::channel::<Inbound>(16_384);
+    let (ev_tx, ev_rx) = mpsc::channel::<Event>(16_384);
+    let (transports, addrs) = Transports::bind(&cfg.listen, in_tx).await?;
+    let bound: Vec<(Proto, SocketAddr)> = cfg.listen.iter().map(|l| l.proto).zip(addrs).collect();
+    let host_of = |p: Proto| {
+        cfg.advertise.clone().or_else(|| {
+            bound
+                .iter()
+                .find(|(q, _)| *q == p)
+                .map(|(_, a)| a.to_string())
+        })
+    };
+    let local = Local {
+        udp: host_of(Proto::Udp),
+        tcp: host_of(Proto::Tcp),
+    };
+    let gateways = cfg.router.gateways.len();
+    let engine = Engine {
+        cfg: Arc::new(cfg),
+        store,
+        transports,
+        events: ev_tx,
+        local,
+        server: HashMap::new(),
+        client: HashMap::new(),
+        calls: HashMap::new(),
+        dialogs: HashMap::new(),
+        wakeups: BinaryHeap::new(),
+        gateway_load: vec![0; gateways],
+        next_call: 1,
+        stats: Stats::default(),
+        stopping: false,
+    };
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let task = tokio::spawn(engine.run(in_rx, ev_rx, stop_rx));
+    Ok(Running {
+        bound,
+        stop: Some(stop_tx),
+        task,
+    })
+}
+
+impl Engine {
+    async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut events: mpsc::Receiver<Event>,
+        mut stop: oneshot::Receiver<()>,
+    ) -> Stats {
+        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+        let mut stop_deadline: Option<Instant> = None;
+        loop {
+            let wake = self
+                .wakeups
+                .peek()
+                .map(|Reverse((at, _))| tokio::time::Instant::from_std(*at))
+                .unwrap_or(far);
+            tokio::select! {
+                biased;
+                _ = &mut stop, if !self.stopping => {
+                    self.stopping = true;
+                    self.end_all(Instant::now());
+                    stop_deadline = Some(Instant::now() + std::time::Duration::from_secs(3));
+                }
+                Some(ev) = events.recv() => self.on_event(ev, Instant::now()),
+                Some(m) = inbound.recv() => self.on_sip(m.msg, m.from, Instant::now()),
+                _ = tokio::time::sleep_until(wake) => self.on_timers(Instant::now()),
+            }
+            if self.stopping
+                && (self.calls.is_empty() || stop_deadline.is_some_and(|d| Instant::now() >= d))
+            {
+                return self.stats;
+            }
+        }
+    }
+
+    fn schedule(&mut self, at: Option<Instant>, what: Wake) {
+        if let Some(at) = at {
+            self.wakeups.push(Reverse((at, what)));
+        }
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.wakeups.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((_, what)) = self.wakeups.pop().expect("peeked");
+            match what {
+                Wake::Server(k) => {
+                    let Some(s) = self.server.get_mut(&k) else {
+                        continue;
+                    };
+                    if s.tx.next_wake().is_some_and(|w| w <= now) {
+                        let out = s.tx.on_timer(now);
+                        self.server_outputs(&k, out, now);
+                    }
+                }
+                Wake::Client(k) => {
+                    let Some(c) = self.client.get_mut(&k) else {
+                        continue;
+                    };
+                    if c.tx.next_wake().is_some_and(|w| w <= now) {
+                        let out = c.tx.on_timer(now);
+                        self.client_outputs(&k, out, now);
+                    }
+                }
+                Wake::Call(id) => self.call_timers(id, now),
+            }
+        }
+    }
+
+    fn on_sip(&mut self, msg: SipMessage, from: Peer, now: Instant) {
+        let Some(key) = transaction::key(&msg) else {
+            // The parser insists on Via and CSeq, so only a Via without a branch lands here.
+            tracing::debug!("message without branch or CSeq dropped");
+            return;
+        };
+        match msg {
+            SipMessage::Response(resp) => {
+                let Some(c) = self.client.get_mut(&key) else {
+                    // A 2xx retransmitted after its transaction ended: ACK it again if we know
+                    // the dialog; anything else is stray.
+                    self.stray_response(resp, from, now);
+                    return;
+                };
+                let out = c.tx.on_response(resp, now);
+                self.client_outputs(&key, out, now);
+            }
+            SipMessage::Request(req) => {
+                if let Some(s) = self.server.get_mut(&key) {
+                    let out = s.tx.on_request(&req, now);
+                    self.server_outputs(&key, out, now);
+                    return;
+                }
+                self.new_request(req, from, key, now);
+            }
+        }
+    }
+
+    /// Starts a server transaction (except for ACK, which has none) and hands the request to
+    /// the call logic.
+    fn new_request(&mut self, req: Request, from: Peer, key: String, now: Instant) {
+        if req.method == rsip::Method::Ack {
+            self.on_ack(&req);
+            return;
+        }
+        let reliable = from.proto == Proto::Tcp;
+        let (tx, out) = Transaction::server(req.clone(), reliable, self.cfg.timers, now);
+        self.server.insert(key.clone(), ServerTx { tx, peer: from });
+        self.server_outputs(&key, out, now);
+        self.dispatch_request(req, from, key, now);
+    }
+
+    /// Answers a server transaction.
+    fn respond(&mut self, key: &str, resp: Response, now: Instant) {
+        let Some(s) = self.server.get_mut(key) else {
+            return;
+        };
+        let out = s.tx.respond(&resp, now);
+        self.server_outputs(key, out, now);
+    }
+
+    /// Answers a server transaction with a bare status, optionally explaining it in Warning.
+    fn reply(&mut self, key: &str, code: u16, warning: Option<&str>, now: Instant) {
+        let Some(s) = self.server.get(key) else {
+            return;
+        };
+        let mut resp = response_to(s.tx.request(), code, Some(&crate::sip::message::new_tag()));
+        if let Some(w) = warning {
+            resp.headers.push(crate::sip::message::hdr(
+                "Warning",
+                format!("399 b2bua \"{}\"", w.replace('"', "'")),
+            ));
+        }
+        if code == 405 || (code == 200 && s.tx.request().method == rsip::Method::Options) {
+            resp.headers.push(crate::sip::message::hdr(
+                "Allow",
+                "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE",
+            ));
+        }
+        self.respond(key, resp, now);
+    }
+
+    fn server_outputs(&mut self, key: &str, out: Vec<Output>, now: Instant) {
+        let Some(peer) = self.server.get(key).map(|s| s.peer) else {
+            return;
+        };
+        for o in out {
+            match o {
+                Output::Send(b) => self.transports.send(&peer, b),
+                Output::No2xxAck => self.no_ack(key, now),
+                Output::NoAck | Output::Timeout | Output::Response(_) => {}
+                Output::Terminated => {
+                    self.server.remove(key);
+                    return;
+                }
+            }
+        }
+        let wake = self.server.get(key).and_then(|s| s.tx.next_wake());
+        self.schedule(wake, Wake::Server(key.to_string()));
+    }
+
+    /// Starts a client transaction to `peer`.
+    fn send_request(
+        &mut self,
+        req: Request,
+        peer: Peer,
+        purpose: Purpose,
+        now: Instant,
+    ) -> Option<String> {
+        let key = transaction::key(&SipMessage::Request(req.clone()))?;
+        let (tx, out) = Transaction::client(req, peer.proto == Proto::Tcp, self.cfg.timers, now);
+        self.client
+            .insert(key.clone(), ClientTx { tx, peer, purpose });
+        self.client_outputs(&key, out, now);
+        Some(key)
+    }
+
+    /// Sends a request that has no transaction (the ACK of a 2xx).
+    fn send_stateless(&self, req: &Request, peer: &Peer) {
+        self.transports
+            .send(peer, crate::sip::message::request_bytes(req));
+    }
+
+    fn client_outputs(&mut self, key: &str, out: Vec<Output>, now: Instant) {
+        let Some((peer, purpose)) = self.client.get(key).map(|c| (c.peer, c.purpose.clone()))
+        else {
+            return;
+        };
+        let mut terminated = false;
+        for o in out {
+            match o {
+                Output::Send(b) => self.transports.send(&peer, b),
+                Output::Response(r) => self.client_response(&purpose, key, r, now),
+                Output::Timeout => self.client_timeout(&purpose, key, now),
+                Output::NoAck | Output::No2xxAck => {}
+                Output::Terminated => terminated = true,
+            }
+        }
+        if terminated {
+            self.client.remove(key);
+            return;
+        }
+        let wake = self.client.get(key).and_then(|c| c.tx.next_wake());
+        self.schedule(wake, Wake::Client(key.to_string()));
+    }
+
+    /// Forgets a client transaction without waiting for it (a gateway that never answered).
+    fn abandon(&mut self, key: &str) {
+        self.client.remove(key);
+    }
+
+    /// A response no transaction wants. A 2xx to an INVITE is acknowledged again if its dialog
+    /// is one of our calls (a retransmission), and otherwise acknowledged and hung up, so a
+    /// gateway that answers after we gave up on it is not left holding a call.
+    fn stray_response(&mut self, resp: Response, from: Peer, now: Instant) {
+        let code = resp.status_code.code();
+        if !(200..300).contains(&code) || resp.cseq().is_none_or(|(_, m)| m != rsip::Method::Invite)
+        {
+            return;
+        }
+        if let Some((id, side)) = self.dialogs.get(resp.call_id()).copied() {
+            self.reack(id, side, &resp);
+            return;
+        }
+        self.hang_up_stray(&resp, from, now);
+    }
+
+    fn on_event(&mut self, ev: Event, now: Instant) {
+        match ev {
+            Event::Authorized { call, answer } => self.authorized(call, *answer, now),
+            Event::Extended { call, result } => self.extended(call, result, now),
+            Event::Settled { call, result } => {
+                if let Err(e) = result {
+                    tracing::error!(call, error = %e, "settlement failed; the sweeper will settle it");
+                }
+                self.forget(call);
+            }
+        }
+    }
+
+    /// Spawns a store operation whose answer comes back as an event.
+    fn spawn_store<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(Arc<Store>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Event> + Send + 'static,
+    {
+        let store = self.store.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let ev = f(store).await;
+            let _ = events.send(ev).await;
+        });
+    }
+}
