@@ -58,6 +58,8 @@ struct Rig {
     running: Option<Running>,
     udp: SocketAddr,
     tcp: SocketAddr,
+    /// The address SIPp binds: 127.0.0.1, or ::1 for the IPv6 test.
+    ip: &'static str,
 }
 
 /// A configuration around the demo's access numbers with the given gateways (name, port) and
@@ -90,12 +92,14 @@ impl Rig {
         let running = engine::start(cfg, store.clone()).await.unwrap();
         let udp = running.addr(b2bua::routing::Proto::Udp).unwrap();
         let tcp = running.addr(b2bua::routing::Proto::Tcp).unwrap();
+        let ip = if udp.is_ipv6() { "::1" } else { "127.0.0.1" };
         Rig {
             dir,
             store,
             running: Some(running),
             udp,
             tcp,
+            ip,
         }
     }
 
@@ -107,7 +111,7 @@ impl Rig {
         cmd.arg("-sf").arg(scenario);
         cmd.args([
             "-i",
-            "127.0.0.1",
+            self.ip,
             "-m",
             "1",
             "-nostdin",
@@ -178,6 +182,17 @@ impl Rig {
         };
         if code != 0 {
             eprintln!("{name} exited {code}\n{}", self.log(name));
+            // The other side's view usually says why.
+            for entry in std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let other = entry.file_name().to_string_lossy().into_owned();
+                if let Some(n) = other.strip_suffix(".msg").filter(|n| *n != name) {
+                    eprintln!("{}", self.log(n));
+                }
+            }
         }
         code
     }
@@ -571,5 +586,34 @@ async fn unknown_access_numbers_untrusted_sources_and_refused_cards_are_answered
     }
     let recs = rig.records("4085550002").await;
     assert_eq!(recs[0].return_code, 4, "the refused attempt is recorded");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_over_ipv6() {
+    require_sipp!();
+    let gw = free_port();
+    let v6 = yaml(&[("gw", gw)], &one_route("gw"), "\"::1\"")
+        .replace("udp:127.0.0.1:0", "udp:[::1]:0")
+        .replace("tcp:127.0.0.1:0", "tcp:[::1]:0")
+        .replace(&format!("127.0.0.1:{gw}"), &format!("[::1]:{gw}"));
+    let rig = Rig::start(&v6).await;
+    assert!(rig.udp.is_ipv6());
+    let mut uas = rig.gateway("uas", "uas_answer.xml", gw, &[]).await;
+    let mut uac = rig.caller(
+        "uac",
+        &scenarios().join("uac_pinless.xml"),
+        "4085551234",
+        "55512015555233",
+        false,
+        &["-d", "200"],
+    );
+    assert_eq!(rig.wait("uac", &mut uac).await, 0);
+    assert_eq!(rig.wait("uas", &mut uas).await, 0);
+    let invite = first_invite(&rig.log("uas"));
+    assert!(
+        invite.starts_with(&format!("INVITE sip:5555233@[::1]:{gw} SIP/2.0")),
+        "{invite}"
+    );
     rig.stop().await;
 }

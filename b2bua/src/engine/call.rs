@@ -12,8 +12,8 @@ use super::{Engine, Event, Purpose, Side, Wake};
 use crate::routing::{CallerId, Candidate, Proto};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{
-    hdr, new_branch, new_call_id, new_tag, response_to, Headers, Method, Request, Response, SipExt,
-    Uri,
+    hdr, new_branch, new_call_id, new_tag, parse_uri, response_to, Headers, Method, Request,
+    Response, SipExt,
 };
 use crate::transport::Peer;
 use chrono::{DateTime, Utc};
@@ -404,8 +404,8 @@ impl Engine {
         } else {
             ""
         };
-        let uri = Uri::try_from(format!("sip:{}@{}{transport}", cand.number, gw.addr).as_str())
-            .unwrap_or_default();
+        let uri =
+            parse_uri(&format!("sip:{}@{}{transport}", cand.number, gw.addr)).unwrap_or_default();
         Request {
             method: Method::Invite,
             uri,

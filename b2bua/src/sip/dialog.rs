@@ -2,7 +2,9 @@
 //! the right tags, CSeq, route set and target, and so that requests for a dialog we do not know
 //! are answered 481.
 
-use super::message::{addr_uri, hdr, new_branch, Headers, Method, Request, Response, SipExt, Uri};
+use super::message::{
+    addr_uri, hdr, new_branch, parse_uri, Headers, Method, Request, Response, SipExt,
+};
 
 /// One side of one dialog, from our point of view.
 #[derive(Debug, Clone)]
@@ -160,7 +162,7 @@ impl Dialog {
         if matches!(method, Method::Invite | Method::Update) {
             headers.push(hdr("Contact", contact.to_string()));
         }
-        let uri = Uri::try_from(self.remote_target.as_str()).unwrap_or_default();
+        let uri = parse_uri(&self.remote_target).unwrap_or_default();
         Request {
             method,
             uri,

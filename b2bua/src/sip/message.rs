@@ -23,6 +23,10 @@ pub enum ParseError {
     Missing(&'static str),
     /// CSeq's method is not the request's method.
     CSeqMismatch,
+    /// The top Via is not `SIP/2.0/<transport> <host>` with an RFC 3261 branch.
+    BadVia,
+    /// The Request-URI is not a sip: or sips: URI we can read.
+    BadRequestUri,
 }
 
 impl fmt::Display for ParseError {
@@ -32,6 +36,10 @@ impl fmt::Display for ParseError {
             ParseError::Syntax(e) => write!(f, "syntax error: {e}"),
             ParseError::Missing(h) => write!(f, "missing or malformed {h} header"),
             ParseError::CSeqMismatch => write!(f, "CSeq method does not match the request method"),
+            ParseError::BadVia => write!(f, "the top Via has no SIP/2.0 transport or no branch"),
+            ParseError::BadRequestUri => {
+                write!(f, "the Request-URI is not a readable sip: or sips: URI")
+            }
         }
     }
 }
@@ -50,10 +58,124 @@ pub fn parse_datagram(buf: &[u8]) -> Result<SipMessage, ParseError> {
 }
 
 /// Parses a message the framer has already normalized (a stream frame).
+///
+/// rsip reads the start line and the headers; the Request-URI is read by [`parse_uri`], because
+/// rsip cannot read IPv6 references in URIs and accepts almost anything as a URI. rsip is shown
+/// a placeholder URI instead of the real one.
 pub fn parse_normalized(buf: &[u8]) -> Result<SipMessage, ParseError> {
-    let msg = SipMessage::try_from(buf).map_err(|e| ParseError::Syntax(e.to_string()))?;
+    let line_end = buf
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(buf.len());
+    let first = std::str::from_utf8(&buf[..line_end])
+        .map_err(|_| ParseError::Frame(FrameError::NotUtf8))?;
+    let mut parts = first.splitn(3, ' ');
+    let (a, b, c) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    let is_request = !a.starts_with("SIP/");
+    let msg = if is_request {
+        if c != "SIP/2.0" {
+            return Err(ParseError::Syntax(format!(
+                "bad request line: {:?}",
+                first.chars().take(80).collect::<String>()
+            )));
+        }
+        let uri = parse_uri(b).ok_or(ParseError::BadRequestUri)?;
+        let mut patched = format!("{a} sip:placeholder@invalid {c}").into_bytes();
+        patched.extend_from_slice(&buf[line_end..]);
+        let mut msg = SipMessage::try_from(patched.as_slice())
+            .map_err(|e| ParseError::Syntax(e.to_string()))?;
+        if let SipMessage::Request(r) = &mut msg {
+            r.uri = uri;
+        }
+        msg
+    } else {
+        SipMessage::try_from(buf).map_err(|e| ParseError::Syntax(e.to_string()))?
+    };
     check_mandatory(&msg)?;
     Ok(msg)
+}
+
+/// Reads a sip: or sips: URI. rsip splits host and port at the first colon, so it cannot read
+/// IPv6 references (`sip:u@[::1]:5060`) and prints IPv6 hosts without brackets; here a
+/// bracketed host is kept as text, which rsip prints back verbatim.
+pub fn parse_uri(text: &str) -> Option<Uri> {
+    use rsip::common::uri::{
+        param::OtherParam, param::OtherParamValue, Auth, Host, HostWithPort, Param, Port, Scheme,
+    };
+    let (scheme, rest) = text.trim().split_once(':')?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "sip" => Scheme::Sip,
+        "sips" => Scheme::Sips,
+        _ => return None,
+    };
+    let (user, hostpart) = match rest.rfind('@') {
+        Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+        None => (None, rest),
+    };
+    let (hostport, params) = match hostpart.find(';') {
+        Some(i) => (&hostpart[..i], &hostpart[i + 1..]),
+        None => (hostpart, ""),
+    };
+    let hostport = hostport.split('?').next().unwrap_or("");
+    let (host, port) = if let Some(r) = hostport.strip_prefix('[') {
+        let end = r.find(']')?;
+        r[..end].parse::<std::net::Ipv6Addr>().ok()?;
+        let after = &r[end + 1..];
+        if !after.is_empty() && !after.starts_with(':') {
+            return None;
+        }
+        (
+            Host::Domain(format!("[{}]", &r[..end]).into()),
+            after.strip_prefix(':'),
+        )
+    } else {
+        let (h, p) = match hostport.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        };
+        if h.is_empty()
+            || !h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+        {
+            return None;
+        }
+        (Host::from(h.to_string()), p)
+    };
+    let port = match port {
+        Some(p) => Some(Port::from(p.parse::<u16>().ok()?)),
+        None => None,
+    };
+    if user.is_some_and(|u| u.is_empty() || u.contains([' ', '<', '>', '"']))
+        || params.contains([' ', '<', '>'])
+    {
+        return None;
+    }
+    let params = params
+        .split(';')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = match p.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (p, None),
+            };
+            Param::Other(OtherParam::new(k), v.map(OtherParamValue::new))
+        })
+        .collect();
+    Some(Uri {
+        scheme: Some(scheme),
+        auth: user.map(|u| Auth {
+            user: u.to_string(),
+            password: None,
+        }),
+        host_with_port: HostWithPort { host, port },
+        params,
+        headers: Vec::new(),
+    })
 }
 
 fn check_mandatory(msg: &SipMessage) -> Result<(), ParseError> {
@@ -68,6 +190,14 @@ fn check_mandatory(msg: &SipMessage) -> Result<(), ParseError> {
                 _ => "Call-ID",
             }));
         }
+    }
+    let top_via = msg.header("Via").map(top_value).unwrap_or("");
+    if !top_via
+        .get(..8)
+        .is_some_and(|p| p.eq_ignore_ascii_case("SIP/2.0/"))
+        || msg.branch().is_none_or(str::is_empty)
+    {
+        return Err(ParseError::BadVia);
     }
     let (_, method) = msg.cseq().ok_or(ParseError::Missing("CSeq"))?;
     if let SipMessage::Request(r) = msg {
@@ -451,6 +581,37 @@ v=0\r\n";
             split_list("\"a, b\" <sip:x>, <sip:y,z>"),
             vec!["\"a, b\" <sip:x>", "<sip:y,z>"]
         );
+    }
+
+    #[test]
+    fn uris_with_ipv6_hosts_round_trip() {
+        for u in [
+            "sip:5551201@[::1]:5060",
+            "sip:a@[2001:db8::1];transport=tcp",
+            "sip:b@example.com",
+            "sip:4085551234;npdi@10.0.0.1:5070;user=phone",
+        ] {
+            assert_eq!(parse_uri(u).unwrap().to_string(), u);
+        }
+        assert_eq!(
+            parse_uri("sip:5551201@[::1]:5060").unwrap().user(),
+            Some("5551201")
+        );
+        for bad in [
+            "<<<>>>",
+            "http://x",
+            "sip:",
+            "sip:a@[::1",
+            "sip:a@[nope]",
+            "sip:a@h:port",
+            "sip:@h",
+            "sip:a b@h",
+        ] {
+            assert!(parse_uri(bad).is_none(), "{bad}");
+        }
+        let m = parse_datagram(b"OPTIONS sip:5551201@[::1] SIP/2.0\r\nVia: SIP/2.0/UDP [::1]:5999;branch=z9hG4bKa\r\nFrom: <sip:x@[::1]>;tag=1\r\nTo: <sip:5551201@[::1]>\r\nCall-ID: a\r\nCSeq: 1 OPTIONS\r\n\r\n").unwrap();
+        let SipMessage::Request(r) = m else { panic!() };
+        assert_eq!(r.uri.to_string(), "sip:5551201@[::1]");
     }
 
     #[test]
