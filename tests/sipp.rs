@@ -84,9 +84,13 @@ fn one_route(gw: &str) -> String {
 
 impl Rig {
     async fn start(yaml: &str) -> Rig {
+        Rig::start_with(yaml, StoreConfig::default()).await
+    }
+
+    async fn start_with(yaml: &str, store_cfg: StoreConfig) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
-        let store = Arc::new(Store::open(&url, StoreConfig::default()).await.unwrap());
+        let store = Arc::new(Store::open(&url, store_cfg).await.unwrap());
         rating::demo::seed(&store, Utc::now()).await.unwrap();
         let cfg = Config::parse(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
         let running = engine::start(cfg, store.clone()).await.unwrap();
@@ -615,5 +619,114 @@ async fn a_call_over_ipv6() {
         invite.starts_with(&format!("INVITE sip:5555233@[::1]:{gw} SIP/2.0")),
         "{invite}"
     );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_gateway_is_skipped_for_the_next_one() {
+    require_sipp!();
+    let (small, big) = (free_port(), free_port());
+    let routes = "  - {name: all, patterns: [T], gateways: [{gateway: small}, {gateway: big}]}\n";
+    let cfg = yaml(&[("small", small), ("big", big)], routes, "127.0.0.1").replace(
+        &format!("127.0.0.1:{small}\", channels: 10"),
+        &format!("127.0.0.1:{small}\", channels: 1"),
+    );
+    let rig = Rig::start(&cfg).await;
+    rig.pinless("4085550003", "5").await;
+    let mut gw_small = rig.gateway("small", "uas_answer.xml", small, &[]).await;
+    let mut gw_big = rig.gateway("big", "uas_answer.xml", big, &[]).await;
+    let scenario = scenarios().join("uac_pinless.xml");
+    let mut one = rig.caller(
+        "one",
+        &scenario,
+        "4085551234",
+        "55512015555233",
+        false,
+        &["-d", "1500"],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut two = rig.caller(
+        "two",
+        &scenario,
+        "4085550003",
+        "55512015555233",
+        false,
+        &["-d", "200"],
+    );
+    assert_eq!(rig.wait("one", &mut one).await, 0);
+    assert_eq!(rig.wait("two", &mut two).await, 0);
+    assert_eq!(rig.wait("small", &mut gw_small).await, 0);
+    assert_eq!(rig.wait("big", &mut gw_big).await, 0);
+    assert!(
+        first_invite(&rig.log("big")).contains("From: <sip:4085550003@"),
+        "the second call went to the second gateway"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_rings_too_long_is_cancelled_and_the_caller_gets_480() {
+    require_sipp!();
+    let gw = free_port();
+    let cfg = yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")
+        .replace("ring_timeout_s: 20", "ring_timeout_s: 1");
+    let rig = Rig::start(&cfg).await;
+    let mut uas = rig.gateway("uas", "uas_ring.xml", gw, &[]).await;
+    let mut uac = rig.caller(
+        "uac",
+        &refused(rig.dir.path(), 480),
+        "4085551234",
+        "55512015555233",
+        false,
+        &[],
+    );
+    assert_eq!(rig.wait("uac", &mut uac).await, 0);
+    assert_eq!(rig.wait("uas", &mut uas).await, 0, "the gateway got CANCEL");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_longer_than_one_chunk_is_extended_until_the_money_ends() {
+    require_sipp!();
+    let gw = free_port();
+    // Holds of 3 s at a time: the 8 s this card buys take two extensions.
+    let store_cfg = StoreConfig {
+        chunk_seconds: 3,
+        ..StoreConfig::default()
+    };
+    let rig = Rig::start_with(
+        &yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1"),
+        store_cfg,
+    )
+    .await;
+    rig.pinless("4085550004", "0.0126").await;
+    assert_eq!(
+        rig.store
+            .quote("4085550004", "5555233", Utc::now())
+            .await
+            .unwrap()
+            .credit_time,
+        8
+    );
+    let mut uas = rig.gateway("uas", "uas_answer.xml", gw, &[]).await;
+    let mut uac = rig.caller(
+        "uac",
+        &scenarios().join("uac_wait_bye.xml"),
+        "4085550004",
+        "55512015555233",
+        false,
+        &[],
+    );
+    assert_eq!(rig.wait("uac", &mut uac).await, 0);
+    assert_eq!(rig.wait("uas", &mut uas).await, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rec = &rig.records("4085550004").await[0];
+    assert_eq!(
+        rec.billed_seconds, 8,
+        "cut at the end of the money, not of the first hold"
+    );
+    assert_eq!(rec.disconnect_cause, "cutoff");
+    let card = rig.store.account("4085550004").await.unwrap();
+    assert_eq!(card.balance, Money::parse("0.000002", true).unwrap());
     rig.stop().await;
 }

@@ -33,7 +33,7 @@ pub enum ConfigCommand {
     },
 }
 
-/// `config check FILE`.
+/// `config check FILE`: prints a summary, or fails with one line per mistake.
 pub fn config(cmd: ConfigCommand) -> Result<ExitCode> {
     match cmd {
         ConfigCommand::Check { file } => match Config::load(&file) {
@@ -48,10 +48,7 @@ pub fn config(cmd: ConfigCommand) -> Result<ExitCode> {
                 );
                 Ok(ExitCode::SUCCESS)
             }
-            Err(e) => {
-                eprintln!("{e}");
-                Ok(ExitCode::FAILURE)
-            }
+            Err(e) => Err(anyhow::anyhow!("{e}")),
         },
     }
 }

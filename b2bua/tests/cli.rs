@@ -324,6 +324,8 @@ fn serve_creates_the_demo_once_and_keeps_it() {
         "{seen}"
     );
     assert!(seen.contains("to 5555233 it buys 20900 s"), "{seen}");
+    assert!(seen.contains("SIP UDP on 127.0.0.1:5060"), "{seen}");
+    assert!(seen.contains("SIP TCP on 127.0.0.1:5060"), "{seen}");
     cli.ok(&["topup", "000070", "1", "--reference", "demo-1"]);
     let out = cli.ok(&["serve", "--help"]);
     assert!(out.contains("node-id"));
@@ -332,4 +334,37 @@ fn serve_creates_the_demo_once_and_keeps_it() {
     assert!(cli
         .ok(&["card", "show", "4085551234"])
         .contains("pin-less      yes"));
+}
+
+#[test]
+fn config_check_names_the_line_and_key_of_each_mistake() {
+    let cli = Cli::new();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../b2bua.example.yaml");
+    assert!(cli
+        .ok(&["config", "check", example])
+        .contains(": ok (2 listen addresses, 3 access numbers"));
+    let bad = cli.file(
+        "bad.yaml",
+        "sip:\n  listen: [udp:127.0.0.1:5060]\ngateways:\n  - name: gw\n    address: nowhere\nroutes:\n  - name: r\n    patterns: [\"1x\"]\n    gateways: [{gateway: gw9}]\n",
+    );
+    let err = cli.fails(&["config", "check", &bad]);
+    assert!(
+        err.contains("bad.yaml:5: gateways[0].address: `nowhere` is not ADDR:PORT"),
+        "{err}"
+    );
+    assert!(err.contains("bad.yaml:8: routes[0].patterns[0]"), "{err}");
+    assert!(
+        err.contains("bad.yaml:9: routes[0].gateways[0].gateway: no gateway named `gw9`"),
+        "{err}"
+    );
+    let broken = cli.file("broken.yaml", "sip: [\n");
+    assert!(cli
+        .fails(&["config", "check", &broken])
+        .contains("broken.yaml:"));
+    assert!(cli
+        .fails(&["config", "check", "/nonexistent.yaml"])
+        .contains("cannot read"));
+    assert!(cli
+        .fails(&["serve", "--config", &bad])
+        .contains("no gateway named `gw9`"));
 }

@@ -233,10 +233,10 @@ impl Engine {
         self.calls.insert(id, call);
         self.spawn_store(move |store| async move {
             let answer = store.authorize_call(&request, Utc::now()).await;
-            Event::Authorized {
+            Some(Event::Authorized {
                 call: id,
                 answer: Box::new(answer),
-            }
+            })
         });
     }
 
@@ -293,7 +293,10 @@ impl Engine {
                     .settle(&r.conf_id, &end, Utc::now())
                     .await
                     .map_err(|e| e.to_string());
-                Event::Settled { call: 0, result }
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "releasing a cancelled call's hold failed; the sweeper will");
+                }
+                None
             });
         }
     }
@@ -551,10 +554,7 @@ impl Engine {
             if let Err(e) = store.mark_connected(&conf, Utc::now()).await {
                 tracing::warn!(error = %e, "could not mark the call connected");
             }
-            Event::Extended {
-                call: id,
-                result: Err("connected".into()),
-            }
+            None
         });
     }
 
@@ -631,7 +631,7 @@ impl Engine {
                         .settle(&r.conf_id, &end, Utc::now())
                         .await
                         .map_err(|e| e.to_string());
-                    Event::Settled { call: id, result }
+                    Some(Event::Settled { call: id, result })
                 });
             }
             None => self.forget(id),
@@ -742,7 +742,7 @@ impl Engine {
                     .extend(&conf, Utc::now())
                     .await
                     .map_err(|e| e.to_string());
-                Event::Extended { call: id, result }
+                Some(Event::Extended { call: id, result })
             });
         }
     }
@@ -862,7 +862,7 @@ impl Engine {
             return self.reply(&key, 481, None, now);
         };
         let mut out = dialog.request(
-            req.method.clone(),
+            req.method,
             &self.local.via(peer.proto),
             &self.local.contact(peer.proto),
             None,

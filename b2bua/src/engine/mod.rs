@@ -452,17 +452,18 @@ impl Engine {
         }
     }
 
-    /// Spawns a store operation whose answer comes back as an event.
+    /// Spawns a store operation; its answer, if the engine needs one, comes back as an event.
     fn spawn_store<F, Fut>(&self, f: F)
     where
         F: FnOnce(Arc<Store>) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Event> + Send + 'static,
+        Fut: std::future::Future<Output = Option<Event>> + Send + 'static,
     {
         let store = self.store.clone();
         let events = self.events.clone();
         tokio::spawn(async move {
-            let ev = f(store).await;
-            let _ = events.send(ev).await;
+            if let Some(ev) = f(store).await {
+                let _ = events.send(ev).await;
+            }
         });
     }
 }

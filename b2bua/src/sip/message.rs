@@ -297,6 +297,8 @@ pub fn uri_user(uri: &str) -> Option<&str> {
 }
 
 /// Read access to the headers every layer needs, on requests, responses and messages alike.
+// `from_*` names the From header here, not a conversion.
+#[allow(clippy::wrong_self_convention)]
 pub trait SipExt {
     /// All headers, in order.
     fn header_list(&self) -> &Headers;

@@ -1,0 +1,256 @@
+//! SIPp rate ramp: short pinless calls through the whole B2BUA (authorization, the gateway leg,
+//! settlement and call records included), at rising call rates.
+//!
+//! `cargo bench -p b2bua --bench sip_rate` (SIPp must be installed). For each rate it runs
+//! SIPp as the caller for `B2BUA_BENCH_SECONDS` (default 10) and reports calls attempted,
+//! failed, and the 50th and 99th percentile of INVITE → 100 Trying and INVITE → 200 OK, read
+//! from SIPp's per-call response-time trace. Rates come from `B2BUA_BENCH_RATES` (default
+//! `250,500,1000,1500,2000`); the database from `B2BUA_BENCH_DB` (default a temporary SQLite
+//! file). The gateway is SIPp's built-in UAS.
+
+use b2bua::config::Config;
+use b2bua::routing::Proto;
+use chrono::Utc;
+use rating::store::{NewAccount, Store, StoreConfig};
+use rating::Money;
+use std::io::Write;
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+const ACCOUNTS: usize = 20_000;
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Response times (ms) per rtd name from SIPp's `-trace_rtt` file.
+fn rtts(path: &Path) -> (Vec<f64>, Vec<f64>) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let (mut one, mut two) = (Vec::new(), Vec::new());
+    for line in text.lines().skip(1) {
+        let cols: Vec<&str> = line.split(';').collect();
+        // date_ms;response_time_ms;rtd_no
+        if cols.len() >= 3 {
+            let Ok(ms) = cols[1].trim().parse::<f64>() else {
+                continue;
+            };
+            match cols[2].trim() {
+                "1" => one.push(ms),
+                "2" => two.push(ms),
+                _ => {}
+            }
+        }
+    }
+    (one, two)
+}
+
+/// Successful and failed call counts from SIPp's final statistics line.
+fn counts(path: &Path) -> (u64, u64) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut lines = text.lines();
+    let Some(header) = lines.next() else {
+        return (0, 0);
+    };
+    let Some(last) = text.lines().last() else {
+        return (0, 0);
+    };
+    let names: Vec<&str> = header.split(';').collect();
+    let vals: Vec<&str> = last.split(';').collect();
+    let get = |n: &str| {
+        names
+            .iter()
+            .position(|h| *h == n)
+            .and_then(|i| vals.get(i))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (get("SuccessfulCall(C)"), get("FailedCall(C)"))
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    if Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!("sip_rate: SIPp is not installed (apt-get install sip-tester); nothing measured");
+        return;
+    }
+    let rates: Vec<u32> = std::env::var("B2BUA_BENCH_RATES")
+        .unwrap_or_else(|_| "250,500,1000,1500,2000".into())
+        .split(',')
+        .filter_map(|r| r.trim().parse().ok())
+        .collect();
+    let seconds: u32 = std::env::var("B2BUA_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let dir = tempfile::tempdir().unwrap();
+    let db = std::env::var("B2BUA_BENCH_DB")
+        .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    let scfg = StoreConfig {
+        max_connections: 16,
+        ..StoreConfig::default()
+    };
+    let store = Arc::new(Store::open(&db, scfg).await.expect("store opens"));
+    rating::demo::seed(&store, Utc::now()).await.unwrap();
+    let cards: Vec<NewAccount> = (0..ACCOUNTS)
+        .map(|i| {
+            let mut n = NewAccount::new(
+                &format!("40{:08}", i),
+                None,
+                Money::parse("1000", false).unwrap(),
+            );
+            n.pinless = true;
+            n
+        })
+        .collect();
+    if store.account("4000000000").await.is_err() {
+        store.create_accounts(&cards, Utc::now()).await.unwrap();
+    }
+    let inf = dir.path().join("accounts.csv");
+    let mut f = std::fs::File::create(&inf).unwrap();
+    writeln!(f, "SEQUENTIAL").unwrap();
+    for c in &cards {
+        writeln!(f, "{};", c.account).unwrap();
+    }
+    drop(f);
+
+    let gw = free_port();
+    let yaml = format!(
+        "sip:\n  listen: [\"udp:127.0.0.1:0\"]\ntrusted_peers: [127.0.0.1]\n\
+access_numbers:\n  - {{number: \"5551201\", pinless: true}}\n\
+gateways:\n  - {{name: gw, address: \"127.0.0.1:{gw}\", channels: 100000}}\n\
+routes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n"
+    );
+    let running = b2bua::engine::start(Config::parse(&yaml, "bench").unwrap(), store.clone())
+        .await
+        .unwrap();
+    let sip = running.addr(Proto::Udp).unwrap();
+    let mut uas = Command::new("sipp")
+        .args([
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &gw.to_string(),
+            "-nostdin",
+            "-mp",
+            &free_port().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sipp/bench_uac.xml");
+    println!(
+        "short pinless calls through the B2BUA ({} s per step, SQLite unless B2BUA_BENCH_DB)",
+        seconds
+    );
+    println!(
+        "{:>6} {:>8} {:>7} {:>8} {:>12} {:>12} {:>12} {:>12}",
+        "rate", "calls", "failed", "fail %", "100 p50 ms", "100 p99 ms", "200 p50 ms", "200 p99 ms"
+    );
+    for rate in rates {
+        let total = rate * seconds;
+        let tag = format!("r{rate}");
+        let stat = dir.path().join(format!("{tag}_stat.csv"));
+        let mut child = Command::new("sipp")
+            .arg("-sf")
+            .arg(&scenario)
+            .arg("-inf")
+            .arg(&inf)
+            .args([
+                "-s",
+                "55512015555233",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &free_port().to_string(),
+                "-mp",
+                &free_port().to_string(),
+            ])
+            .args([
+                "-r",
+                &rate.to_string(),
+                "-m",
+                &total.to_string(),
+                "-l",
+                &(rate * 4).to_string(),
+                "-d",
+                "0",
+            ])
+            .args([
+                "-nostdin",
+                "-timeout",
+                &format!("{}s", seconds * 3 + 30),
+                "-timeout_error",
+            ])
+            .args(["-trace_stat", "-stf"])
+            .arg(&stat)
+            .args(["-trace_rtt", "-rtt_freq", "1"])
+            .arg(sip.to_string())
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // SIPp names the response-time trace after the scenario and its process id.
+        let rtt = dir.path().join(format!("bench_uac_{}_rtt.csv", child.id()));
+        let status = child.wait().unwrap();
+        let (ok, failed) = counts(&stat);
+        let (mut t100, mut t200) = rtts(&rtt);
+        let attempted = ok + failed;
+        println!(
+            "{:>6} {:>8} {:>7} {:>7.3}% {:>12.2} {:>12.2} {:>12.2} {:>12.2}{}",
+            rate,
+            attempted,
+            failed,
+            if attempted > 0 {
+                failed as f64 * 100.0 / attempted as f64
+            } else {
+                0.0
+            },
+            percentile(&mut t100, 0.50),
+            percentile(&mut t100, 0.99),
+            percentile(&mut t200, 0.50),
+            percentile(&mut t200, 0.99),
+            if status.success() {
+                ""
+            } else {
+                "  (SIPp reported failures)"
+            }
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let _ = uas.kill();
+    let _ = uas.wait();
+    let stats = running.stop().await;
+    let report = store.ledger_check().await.unwrap();
+    println!(
+        "engine: {} calls, {} answered; ledger check: {} problems",
+        stats.calls,
+        stats.answered,
+        report.problems.len()
+    );
+    store.close().await;
+}
