@@ -231,6 +231,32 @@ impl Rig {
     }
 }
 
+/// One caller against one gateway, each a SIPp scenario that must run to its end.
+struct Scene<'a> {
+    uas: &'a str,
+    uas_args: &'a [&'a str],
+    uac: &'a Path,
+    ani: &'a str,
+    user: &'a str,
+    tcp: bool,
+    uac_args: &'a [&'a str],
+    gateway: u16,
+}
+
+impl Rig {
+    /// Plays a scene: the gateway first, then the caller; both must exit 0.
+    async fn play(&self, s: Scene<'_>) {
+        let mut uas = self.gateway("uas", s.uas, s.gateway, s.uas_args).await;
+        let mut uac = self.caller("uac", s.uac, s.ani, s.user, s.tcp, s.uac_args);
+        assert_eq!(self.wait("uac", &mut uac).await, 0, "the caller's scenario");
+        assert_eq!(
+            self.wait("uas", &mut uas).await,
+            0,
+            "the gateway's scenario"
+        );
+    }
+}
+
 /// A caller scenario expecting the final response `code`.
 fn refused(dir: &Path, code: u16) -> PathBuf {
     let text = std::fs::read_to_string(scenarios().join("uac_refused.xml")).unwrap();
@@ -261,17 +287,17 @@ async fn a_basic_call_is_bridged_billed_and_its_legs_kept_apart() {
     let gw = free_port();
     let rig = Rig::start(&yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")).await;
     let before = rig.store.account("4085551234").await.unwrap().balance;
-    let mut uas = rig.gateway("uas", "uas_answer.xml", gw, &[]).await;
-    let mut uac = rig.caller(
-        "uac",
-        &scenarios().join("uac_pinless.xml"),
-        "4085551234",
-        "55512015555233",
-        false,
-        &["-d", "1500"],
-    );
-    assert_eq!(rig.wait("uac", &mut uac).await, 0);
-    assert_eq!(rig.wait("uas", &mut uas).await, 0);
+    rig.play(Scene {
+        uas: "uas_answer.xml",
+        uas_args: &[],
+        uac: &scenarios().join("uac_pinless.xml"),
+        ani: "4085551234",
+        user: "55512015555233",
+        tcp: false,
+        uac_args: &["-d", "1500"],
+        gateway: gw,
+    })
+    .await;
 
     let invite = first_invite(&rig.log("uas"));
     let uac_log = rig.log("uac");
@@ -340,17 +366,17 @@ async fn a_call_over_tcp_presents_the_caller_in_p_asserted_identity() {
     let gw = free_port();
     let routes = "  - {name: all, patterns: [T], caller_id: pai, gateways: [{gateway: gw, strip: 3, prefix: \"0044\"}]}\n";
     let rig = Rig::start(&yaml(&[("gw", gw)], routes, "127.0.0.1")).await;
-    let mut uas = rig.gateway("uas", "uas_answer.xml", gw, &[]).await;
-    let mut uac = rig.caller(
-        "uac",
-        &scenarios().join("uac_pinless.xml"),
-        "4085551234",
-        "55512015555233",
-        true,
-        &["-d", "200"],
-    );
-    assert_eq!(rig.wait("uac", &mut uac).await, 0);
-    assert_eq!(rig.wait("uas", &mut uas).await, 0);
+    rig.play(Scene {
+        uas: "uas_answer.xml",
+        uas_args: &[],
+        uac: &scenarios().join("uac_pinless.xml"),
+        ani: "4085551234",
+        user: "55512015555233",
+        tcp: true,
+        uac_args: &["-d", "200"],
+        gateway: gw,
+    })
+    .await;
     let invite = first_invite(&rig.log("uas"));
     assert!(
         invite.starts_with(&format!("INVITE sip:00445233@127.0.0.1:{gw} SIP/2.0")),
@@ -370,17 +396,17 @@ async fn a_caller_cancelling_while_it_rings_cancels_the_gateway_and_pays_nothing
     let gw = free_port();
     let rig = Rig::start(&yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")).await;
     let before = rig.store.account("4085551234").await.unwrap();
-    let mut uas = rig.gateway("uas", "uas_ring.xml", gw, &[]).await;
-    let mut uac = rig.caller(
-        "uac",
-        &scenarios().join("uac_cancel.xml"),
-        "4085551234",
-        "55512015555233",
-        false,
-        &[],
-    );
-    assert_eq!(rig.wait("uac", &mut uac).await, 0);
-    assert_eq!(rig.wait("uas", &mut uas).await, 0);
+    rig.play(Scene {
+        uas: "uas_ring.xml",
+        uas_args: &[],
+        uac: &scenarios().join("uac_cancel.xml"),
+        ani: "4085551234",
+        user: "55512015555233",
+        tcp: false,
+        uac_args: &[],
+        gateway: gw,
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rig.store.account("4085551234").await.unwrap();
     assert_eq!(after.balance, before.balance);
@@ -393,17 +419,17 @@ async fn a_busy_destination_gives_the_caller_486() {
     require_sipp!();
     let gw = free_port();
     let rig = Rig::start(&yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")).await;
-    let mut uas = rig.gateway("uas", "uas_busy.xml", gw, &[]).await;
-    let mut uac = rig.caller(
-        "uac",
-        &refused(rig.dir.path(), 486),
-        "4085551234",
-        "55512015555233",
-        false,
-        &[],
-    );
-    assert_eq!(rig.wait("uac", &mut uac).await, 0);
-    assert_eq!(rig.wait("uas", &mut uas).await, 0);
+    rig.play(Scene {
+        uas: "uas_busy.xml",
+        uas_args: &[],
+        uac: &refused(rig.dir.path(), 486),
+        ani: "4085551234",
+        user: "55512015555233",
+        tcp: false,
+        uac_args: &[],
+        gateway: gw,
+    })
+    .await;
     rig.stop().await;
 }
 
@@ -452,18 +478,18 @@ async fn the_money_running_out_cuts_both_legs_off_and_bills_the_granted_time() {
         .await
         .unwrap();
     assert_eq!(quote.credit_time, 6);
-    let mut uas = rig.gateway("uas", "uas_answer.xml", gw, &[]).await;
     let t0 = Instant::now();
-    let mut uac = rig.caller(
-        "uac",
-        &scenarios().join("uac_wait_bye.xml"),
-        "4085550001",
-        "55512015555233",
-        false,
-        &[],
-    );
-    assert_eq!(rig.wait("uac", &mut uac).await, 0, "the caller got BYE");
-    assert_eq!(rig.wait("uas", &mut uas).await, 0, "the gateway got BYE");
+    rig.play(Scene {
+        uas: "uas_answer.xml",
+        uas_args: &[],
+        uac: &scenarios().join("uac_wait_bye.xml"),
+        ani: "4085550001",
+        user: "55512015555233",
+        tcp: false,
+        uac_args: &[],
+        gateway: gw,
+    })
+    .await;
     let took = t0.elapsed();
     assert!(
         took >= Duration::from_secs(6) && took < Duration::from_secs(10),
@@ -492,17 +518,17 @@ async fn a_bye_from_the_gateway_reaches_the_caller() {
     require_sipp!();
     let gw = free_port();
     let rig = Rig::start(&yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")).await;
-    let mut uas = rig.gateway("uas", "uas_bye.xml", gw, &["-d", "500"]).await;
-    let mut uac = rig.caller(
-        "uac",
-        &scenarios().join("uac_wait_bye.xml"),
-        "4085551234",
-        "55512015555233",
-        false,
-        &[],
-    );
-    assert_eq!(rig.wait("uac", &mut uac).await, 0);
-    assert_eq!(rig.wait("uas", &mut uas).await, 0);
+    rig.play(Scene {
+        uas: "uas_bye.xml",
+        uas_args: &["-d", "500"],
+        uac: &scenarios().join("uac_wait_bye.xml"),
+        ani: "4085551234",
+        user: "55512015555233",
+        tcp: false,
+        uac_args: &[],
+        gateway: gw,
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         rig.records("4085551234").await[0].disconnect_cause,
@@ -516,17 +542,17 @@ async fn hold_and_unhold_are_relayed_to_the_gateway() {
     require_sipp!();
     let gw = free_port();
     let rig = Rig::start(&yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")).await;
-    let mut uas = rig.gateway("uas", "uas_hold.xml", gw, &[]).await;
-    let mut uac = rig.caller(
-        "uac",
-        &scenarios().join("uac_hold.xml"),
-        "4085551234",
-        "55512015555233",
-        false,
-        &[],
-    );
-    assert_eq!(rig.wait("uac", &mut uac).await, 0);
-    assert_eq!(rig.wait("uas", &mut uas).await, 0);
+    rig.play(Scene {
+        uas: "uas_hold.xml",
+        uas_args: &[],
+        uac: &scenarios().join("uac_hold.xml"),
+        ani: "4085551234",
+        user: "55512015555233",
+        tcp: false,
+        uac_args: &[],
+        gateway: gw,
+    })
+    .await;
     rig.stop().await;
 }
 
@@ -603,17 +629,17 @@ async fn a_call_over_ipv6() {
         .replace(&format!("127.0.0.1:{gw}"), &format!("[::1]:{gw}"));
     let rig = Rig::start(&v6).await;
     assert!(rig.udp.is_ipv6());
-    let mut uas = rig.gateway("uas", "uas_answer.xml", gw, &[]).await;
-    let mut uac = rig.caller(
-        "uac",
-        &scenarios().join("uac_pinless.xml"),
-        "4085551234",
-        "55512015555233",
-        false,
-        &["-d", "200"],
-    );
-    assert_eq!(rig.wait("uac", &mut uac).await, 0);
-    assert_eq!(rig.wait("uas", &mut uas).await, 0);
+    rig.play(Scene {
+        uas: "uas_answer.xml",
+        uas_args: &[],
+        uac: &scenarios().join("uac_pinless.xml"),
+        ani: "4085551234",
+        user: "55512015555233",
+        tcp: false,
+        uac_args: &["-d", "200"],
+        gateway: gw,
+    })
+    .await;
     let invite = first_invite(&rig.log("uas"));
     assert!(
         invite.starts_with(&format!("INVITE sip:5555233@[::1]:{gw} SIP/2.0")),
@@ -671,17 +697,17 @@ async fn a_destination_that_rings_too_long_is_cancelled_and_the_caller_gets_480(
     let cfg = yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")
         .replace("ring_timeout_s: 20", "ring_timeout_s: 1");
     let rig = Rig::start(&cfg).await;
-    let mut uas = rig.gateway("uas", "uas_ring.xml", gw, &[]).await;
-    let mut uac = rig.caller(
-        "uac",
-        &refused(rig.dir.path(), 480),
-        "4085551234",
-        "55512015555233",
-        false,
-        &[],
-    );
-    assert_eq!(rig.wait("uac", &mut uac).await, 0);
-    assert_eq!(rig.wait("uas", &mut uas).await, 0, "the gateway got CANCEL");
+    rig.play(Scene {
+        uas: "uas_ring.xml",
+        uas_args: &[],
+        uac: &refused(rig.dir.path(), 480),
+        ani: "4085551234",
+        user: "55512015555233",
+        tcp: false,
+        uac_args: &[],
+        gateway: gw,
+    })
+    .await;
     rig.stop().await;
 }
 
@@ -708,17 +734,17 @@ async fn a_call_longer_than_one_chunk_is_extended_until_the_money_ends() {
             .credit_time,
         8
     );
-    let mut uas = rig.gateway("uas", "uas_answer.xml", gw, &[]).await;
-    let mut uac = rig.caller(
-        "uac",
-        &scenarios().join("uac_wait_bye.xml"),
-        "4085550004",
-        "55512015555233",
-        false,
-        &[],
-    );
-    assert_eq!(rig.wait("uac", &mut uac).await, 0);
-    assert_eq!(rig.wait("uas", &mut uas).await, 0);
+    rig.play(Scene {
+        uas: "uas_answer.xml",
+        uas_args: &[],
+        uac: &scenarios().join("uac_wait_bye.xml"),
+        ani: "4085550004",
+        user: "55512015555233",
+        tcp: false,
+        uac_args: &[],
+        gateway: gw,
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rec = &rig.records("4085550004").await[0];
     assert_eq!(

@@ -76,6 +76,19 @@ pub(crate) struct Call {
     awaiting_ack: [Option<String>; 2],
 }
 
+impl Call {
+    /// One leg's dialog (once established) and where its requests go.
+    fn leg(&mut self, side: Side) -> (Option<&mut Dialog>, Peer) {
+        match side {
+            Side::A => (self.a_dialog.as_mut(), self.a_peer),
+            Side::B => match self.b.as_mut() {
+                Some(b) => (b.dialog.as_mut(), b.peer),
+                None => (None, self.a_peer),
+            },
+        }
+    }
+}
+
 /// The SIP answer a refused authorization gives a pinless caller (there is no IVR to explain).
 fn sip_code_for(code: ReturnCode) -> u16 {
     match code {
@@ -653,13 +666,7 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let (dialog, peer) = match side {
-            Side::A => (call.a_dialog.as_mut(), call.a_peer),
-            Side::B => match call.b.as_mut() {
-                Some(b) => (b.dialog.as_mut(), b.peer),
-                None => (None, call.a_peer),
-            },
-        };
+        let (dialog, peer) = call.leg(side);
         let Some(dialog) = dialog else { return };
         let req = dialog.request(
             Method::Bye,
@@ -851,13 +858,7 @@ impl Engine {
     fn relay(&mut self, id: u64, from: Side, req: Request, key: String, now: Instant) {
         let to = other(from);
         let call = self.calls.get_mut(&id).expect("checked");
-        let (dialog, peer) = match to {
-            Side::A => (call.a_dialog.as_mut(), call.a_peer),
-            Side::B => match call.b.as_mut() {
-                Some(b) => (b.dialog.as_mut(), b.peer),
-                None => (None, call.a_peer),
-            },
-        };
+        let (dialog, peer) = call.leg(to);
         let Some(dialog) = dialog else {
             return self.reply(&key, 481, None, now);
         };
@@ -911,13 +912,7 @@ impl Engine {
             return;
         };
         let seq = resp.cseq().map(|c| c.0).unwrap_or(1);
-        let (dialog, peer) = match side {
-            Side::A => (call.a_dialog.as_mut(), call.a_peer),
-            Side::B => match call.b.as_mut() {
-                Some(b) => (b.dialog.as_mut(), b.peer),
-                None => (None, call.a_peer),
-            },
-        };
+        let (dialog, peer) = call.leg(side);
         let Some(dialog) = dialog else { return };
         let ack = dialog.request(
             Method::Ack,

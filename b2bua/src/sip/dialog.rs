@@ -64,30 +64,14 @@ impl Dialog {
         }
     }
 
-    /// The dialog we hold as UAC, created by the peer's 2xx to our `invite`.
+    /// The dialog we hold as UAC, created by the peer's 2xx to our `invite`; without a Contact
+    /// in the answer, requests go to the INVITE's Request-URI.
     pub fn uac(invite: &Request, resp: &Response) -> Dialog {
-        let mut route_set: Vec<String> = resp
-            .header_values("Record-Route")
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        route_set.reverse();
-        Dialog {
-            call_id: invite.call_id().to_string(),
-            local_tag: invite.from_tag().unwrap_or("").to_string(),
-            remote_tag: resp.to_tag().unwrap_or("").to_string(),
-            local_uri: strip_tag(invite.header("From").unwrap_or("")),
-            remote_uri: strip_tag(resp.header("To").unwrap_or("")),
-            local_seq: invite.cseq().map(|c| c.0).unwrap_or(1),
-            remote_seq: None,
-            remote_target: resp
-                .header("Contact")
-                .map(addr_uri)
-                .filter(|c| !c.is_empty())
-                .map(str::to_string)
-                .unwrap_or_else(|| invite.uri.to_string()),
-            route_set,
+        let mut d = Dialog::from_response(resp);
+        if d.remote_target.is_empty() {
+            d.remote_target = invite.uri.to_string();
         }
+        d
     }
 
     /// The dialog a 2xx to one of our INVITEs establishes, read from the response alone: for
