@@ -1,2 +1,9 @@
-//! Audio prompts: reading `.au`/`.wav`, prompt sets per language and "say" composition of
-//! amounts and durations. Filled in by the media and prompts issue.
+//! Audio prompts: reading `.au` and `.wav` ([`audio`]), G.711 ([`g711`]), prompt sets per
+//! language checked against the catalogue the flows use ([`set`], [`catalogue`]), and the "say"
+//! grammar that turns amounts and times into prompt sequences ([`say`]).
+
+pub mod audio;
+pub mod catalogue;
+pub mod g711;
+pub mod say;
+pub mod set;
