@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod media;
 pub mod routing;
 pub mod sip;
 pub mod transport;
