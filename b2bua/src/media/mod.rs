@@ -3,3 +3,4 @@
 //! the rest of the media issue.
 
 pub mod dtmf;
+pub mod sdp;

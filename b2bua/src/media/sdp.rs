@@ -1,0 +1,413 @@
+//! SDP offer/answer (RFC 3264) for one audio stream: which codec, which telephone-event payload
+//! number, where to send, which direction. Parsing and writing go through webrtc-rs `sdp`; the
+//! choices are ours and I/O-free.
+
+use sdp::description::common::{Address, Attribute, ConnectionInformation};
+use sdp::description::media::{MediaDescription, MediaName, RangedPort};
+use sdp::description::session::{Origin, SessionDescription, TimeDescription, Timing};
+use std::fmt;
+use std::io::Cursor;
+use std::net::{IpAddr, SocketAddr};
+
+/// An audio codec we can send and receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// G.711 µ-law.
+    Pcmu,
+    /// G.711 A-law.
+    Pcma,
+}
+
+impl Codec {
+    fn rtpmap(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU/8000",
+            Codec::Pcma => "PCMA/8000",
+        }
+    }
+
+    /// Codecs we support, in our preference order. (Opus, as an optional feature, is not
+    /// built yet.)
+    pub fn supported() -> &'static [Codec] {
+        &[Codec::Pcmu, Codec::Pcma]
+    }
+}
+
+/// Media direction (RFC 3264 §6.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Both ways.
+    SendRecv,
+    /// The offerer only sends (it put us on hold).
+    SendOnly,
+    /// The offerer only receives.
+    RecvOnly,
+    /// Neither.
+    Inactive,
+}
+
+impl Direction {
+    fn key(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    /// The direction an answer gives to an offer of this direction.
+    pub fn answer(self) -> Direction {
+        match self {
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            d => d,
+        }
+    }
+}
+
+/// The audio stream a session description offers or answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audio {
+    /// Where its RTP goes.
+    pub rtp: SocketAddr,
+    /// Payload types in the sender's order with the codec each means (ours only).
+    pub codecs: Vec<(u8, Codec)>,
+    /// Every payload type listed, known or not (to tell "nothing fits" apart).
+    pub formats: Vec<u8>,
+    /// The telephone-event payload type, if offered.
+    pub telephone_event: Option<u8>,
+    /// Direction.
+    pub direction: Direction,
+    /// RTCP multiplexed on the RTP port (RFC 5761).
+    pub rtcp_mux: bool,
+}
+
+/// Why a body is not a usable audio offer or answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SdpError {
+    /// The SDP parser refused it.
+    Syntax(String),
+    /// No `m=audio` line with a port.
+    NoAudio,
+    /// No connection address for the audio stream.
+    NoAddress,
+    /// None of the offered codecs is one we have: answer 488.
+    NoCommonCodec,
+}
+
+impl fmt::Display for SdpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SdpError::Syntax(e) => write!(f, "bad SDP: {e}"),
+            SdpError::NoAudio => write!(f, "no audio stream in the SDP"),
+            SdpError::NoAddress => write!(f, "no connection address for the audio stream"),
+            SdpError::NoCommonCodec => write!(f, "no codec in common (we have PCMU and PCMA)"),
+        }
+    }
+}
+
+impl std::error::Error for SdpError {}
+
+fn static_codec(pt: u8) -> Option<Codec> {
+    match pt {
+        0 => Some(Codec::Pcmu),
+        8 => Some(Codec::Pcma),
+        _ => None,
+    }
+}
+
+/// Reads the first audio stream of a session description.
+pub fn parse(body: &[u8]) -> Result<Audio, SdpError> {
+    let sd = SessionDescription::unmarshal(&mut Cursor::new(body))
+        .map_err(|e| SdpError::Syntax(e.to_string()))?;
+    let m = sd
+        .media_descriptions
+        .iter()
+        .find(|m| m.media_name.media == "audio" && m.media_name.port.value > 0)
+        .ok_or(SdpError::NoAudio)?;
+    let conn = m
+        .connection_information
+        .as_ref()
+        .or(sd.connection_information.as_ref());
+    let ip: IpAddr = conn
+        .and_then(|c| c.address.as_ref())
+        .and_then(|a| a.address.split('/').next().and_then(|a| a.parse().ok()))
+        .ok_or(SdpError::NoAddress)?;
+    let port = u16::try_from(m.media_name.port.value).map_err(|_| SdpError::NoAudio)?;
+    let formats: Vec<u8> = m
+        .media_name
+        .formats
+        .iter()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let rtpmap = |pt: u8| -> Option<String> {
+        m.attributes
+            .iter()
+            .filter(|a| a.key == "rtpmap")
+            .filter_map(|a| a.value.as_deref())
+            .find_map(|v| {
+                let (p, name) = v.split_once(' ')?;
+                (p.trim().parse::<u8>().ok()? == pt).then(|| name.trim().to_ascii_lowercase())
+            })
+    };
+    let mut codecs = Vec::new();
+    let mut telephone_event = None;
+    for pt in &formats {
+        let name = rtpmap(*pt);
+        let codec = match name.as_deref() {
+            Some(n) if n.starts_with("pcmu/8000") => Some(Codec::Pcmu),
+            Some(n) if n.starts_with("pcma/8000") => Some(Codec::Pcma),
+            Some(n) if n.starts_with("telephone-event/8000") => {
+                telephone_event.get_or_insert(*pt);
+                None
+            }
+            Some(_) => None,
+            None => static_codec(*pt),
+        };
+        if let Some(c) = codec {
+            codecs.push((*pt, c));
+        }
+    }
+    let direction = ["sendrecv", "sendonly", "recvonly", "inactive"]
+        .iter()
+        .zip([
+            Direction::SendRecv,
+            Direction::SendOnly,
+            Direction::RecvOnly,
+            Direction::Inactive,
+        ])
+        .find(|(k, _)| m.has_attribute(k) || sd.has_attribute(k))
+        .map(|(_, d)| d)
+        .unwrap_or(Direction::SendRecv);
+    Ok(Audio {
+        rtp: SocketAddr::new(ip, port),
+        codecs,
+        formats,
+        telephone_event,
+        direction,
+        rtcp_mux: m.has_attribute("rtcp-mux"),
+    })
+}
+
+/// What an answer settled: the codec and payload numbers both sides use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The codec and its payload type (the offerer's number).
+    pub codec: (u8, Codec),
+    /// The telephone-event payload type, when both sides have it.
+    pub telephone_event: Option<u8>,
+    /// Where to send RTP.
+    pub remote: SocketAddr,
+    /// Our direction.
+    pub direction: Direction,
+    /// RTCP on the RTP port.
+    pub rtcp_mux: bool,
+}
+
+/// Answers an offer from our socket `local`: the offerer's first codec we support (its order
+/// wins), its telephone-event number, the mirrored direction, rtcp-mux if offered.
+pub fn answer(
+    offer: &Audio,
+    local: SocketAddr,
+    session_id: u64,
+) -> Result<(String, Negotiated), SdpError> {
+    let codec = *offer.codecs.first().ok_or(SdpError::NoCommonCodec)?;
+    let neg = Negotiated {
+        codec,
+        telephone_event: offer.telephone_event,
+        remote: offer.rtp,
+        direction: offer.direction.answer(),
+        rtcp_mux: offer.rtcp_mux,
+    };
+    let body = write(
+        local,
+        &[codec],
+        neg.telephone_event,
+        neg.direction,
+        neg.rtcp_mux,
+        session_id,
+    );
+    Ok((body, neg))
+}
+
+/// An offer from our socket `local` with every codec we support and telephone-event 101.
+pub fn offer(local: SocketAddr, direction: Direction, session_id: u64) -> String {
+    let codecs: Vec<(u8, Codec)> = Codec::supported()
+        .iter()
+        .map(|c| match c {
+            Codec::Pcmu => (0, *c),
+            Codec::Pcma => (8, *c),
+        })
+        .collect();
+    write(local, &codecs, Some(101), direction, false, session_id)
+}
+
+fn write(
+    local: SocketAddr,
+    codecs: &[(u8, Codec)],
+    te: Option<u8>,
+    direction: Direction,
+    rtcp_mux: bool,
+    session_id: u64,
+) -> String {
+    let addr_type = if local.is_ipv4() { "IP4" } else { "IP6" };
+    let conn = ConnectionInformation {
+        network_type: "IN".into(),
+        address_type: addr_type.into(),
+        address: Some(Address {
+            address: local.ip().to_string(),
+            ttl: None,
+            range: None,
+        }),
+    };
+    let mut formats: Vec<String> = codecs.iter().map(|(pt, _)| pt.to_string()).collect();
+    let mut attributes: Vec<Attribute> = codecs
+        .iter()
+        .map(|(pt, c)| Attribute {
+            key: "rtpmap".into(),
+            value: Some(format!("{pt} {}", c.rtpmap())),
+        })
+        .collect();
+    if let Some(pt) = te {
+        formats.push(pt.to_string());
+        attributes.push(Attribute {
+            key: "rtpmap".into(),
+            value: Some(format!("{pt} telephone-event/8000")),
+        });
+        attributes.push(Attribute {
+            key: "fmtp".into(),
+            value: Some(format!("{pt} 0-16")),
+        });
+    }
+    attributes.push(Attribute {
+        key: "ptime".into(),
+        value: Some("20".into()),
+    });
+    if rtcp_mux {
+        attributes.push(Attribute {
+            key: "rtcp-mux".into(),
+            value: None,
+        });
+    }
+    attributes.push(Attribute {
+        key: direction.key().into(),
+        value: None,
+    });
+    let media = MediaDescription {
+        media_name: MediaName {
+            media: "audio".into(),
+            port: RangedPort {
+                value: local.port() as isize,
+                range: None,
+            },
+            protos: vec!["RTP".into(), "AVP".into()],
+            formats,
+        },
+        media_title: None,
+        connection_information: Some(conn.clone()),
+        bandwidth: Vec::new(),
+        encryption_key: None,
+        attributes,
+    };
+    let sd = SessionDescription {
+        version: 0,
+        origin: Origin {
+            username: "b2bua".into(),
+            session_id,
+            session_version: session_id,
+            network_type: "IN".into(),
+            address_type: addr_type.into(),
+            unicast_address: local.ip().to_string(),
+        },
+        session_name: "b2bua".into(),
+        session_information: None,
+        uri: None,
+        email_address: None,
+        phone_number: None,
+        connection_information: Some(conn),
+        bandwidth: Vec::new(),
+        time_descriptions: vec![TimeDescription {
+            timing: Timing {
+                start_time: 0,
+                stop_time: 0,
+            },
+            repeat_times: Vec::new(),
+        }],
+        time_zones: Vec::new(),
+        encryption_key: None,
+        attributes: Vec::new(),
+        media_descriptions: vec![media],
+    };
+    sd.marshal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIPP_OFFER: &str = "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 6000 RTP/AVP 8 0 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:96 telephone-event/8000\r\na=sendonly\r\n";
+
+    #[test]
+    fn answers_in_the_offerers_order_with_its_event_number() {
+        let offer = parse(SIPP_OFFER.as_bytes()).unwrap();
+        assert_eq!(offer.codecs, vec![(8, Codec::Pcma), (0, Codec::Pcmu)]);
+        assert_eq!(offer.telephone_event, Some(96));
+        assert_eq!(offer.direction, Direction::SendOnly);
+        let local: SocketAddr = "127.0.0.1:30000".parse().unwrap();
+        let (body, neg) = answer(&offer, local, 7).unwrap();
+        assert_eq!(neg.codec, (8, Codec::Pcma));
+        assert_eq!(neg.remote, "127.0.0.1:6000".parse().unwrap());
+        assert_eq!(neg.direction, Direction::RecvOnly, "held: we only receive");
+        let back = parse(body.as_bytes()).unwrap();
+        assert_eq!(back.rtp, local);
+        assert_eq!(back.codecs, vec![(8, Codec::Pcma)]);
+        assert_eq!(back.telephone_event, Some(96));
+        assert_eq!(back.direction, Direction::RecvOnly);
+        assert!(
+            body.contains("a=rtpmap:96 telephone-event/8000\r\n"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn static_payloads_inactive_ipv6_and_rtcp_mux() {
+        let o = "v=0\r\no=- 1 1 IN IP6 ::1\r\ns=-\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\nc=IN IP6 ::1\r\na=inactive\r\na=rtcp-mux\r\n";
+        let a = parse(o.as_bytes()).unwrap();
+        assert_eq!(a.codecs, vec![(0, Codec::Pcmu)]);
+        assert_eq!(a.direction, Direction::Inactive);
+        assert!(a.rtcp_mux);
+        assert_eq!(a.rtp, "[::1]:7000".parse().unwrap());
+        let (body, _) = answer(&a, "[::1]:30002".parse().unwrap(), 1).unwrap();
+        assert!(
+            body.contains("c=IN IP6 ::1\r\n")
+                && body.contains("a=inactive\r\n")
+                && body.contains("a=rtcp-mux\r\n"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn nothing_in_common_no_audio_and_garbage() {
+        let g729 = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 7000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
+        let a = parse(g729.as_bytes()).unwrap();
+        assert_eq!(
+            answer(&a, "127.0.0.1:1".parse().unwrap(), 1).unwrap_err(),
+            SdpError::NoCommonCodec
+        );
+        let video = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=video 7000 RTP/AVP 96\r\n";
+        assert_eq!(parse(video.as_bytes()).unwrap_err(), SdpError::NoAudio);
+        let no_c = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
+        assert_eq!(parse(no_c.as_bytes()).unwrap_err(), SdpError::NoAddress);
+        assert!(matches!(parse(b"hello"), Err(SdpError::Syntax(_))));
+    }
+
+    #[test]
+    fn our_offer_lists_what_we_support() {
+        let body = offer("127.0.0.1:30004".parse().unwrap(), Direction::SendRecv, 9);
+        let a = parse(body.as_bytes()).unwrap();
+        assert_eq!(a.codecs[..2], [(0, Codec::Pcmu), (8, Codec::Pcma)]);
+        assert_eq!(a.telephone_event, Some(101));
+    }
+}
