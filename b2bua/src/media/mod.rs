@@ -1,6 +1,10 @@
-//! Media: what the B2BUA does with a call's audio. So far the I/O-free parts: digit detection
-//! from every source with long pound ([`dtmf`]). RTP sockets, prompt playback and the relay are
-//! the rest of the media issue.
+//! Media: what the B2BUA does with a call's audio. The I/O-free parts are here: digit detection
+//! from every source with long pound ([`dtmf`]), SDP offer/answer ([`sdp`]), RTP sequence and
+//! timestamp continuity, reception statistics and voice quality ([`rtp`]), and prompt playback
+//! timing from one timer service ([`pacer`]). The sockets that carry them are the rest of the
+//! media issue.
 
 pub mod dtmf;
+pub mod pacer;
+pub mod rtp;
 pub mod sdp;
