@@ -228,8 +228,8 @@ mod tests {
     const MS: fn(u64) -> Duration = Duration::from_millis;
 
     fn hdr(p: &[u8]) -> (u8, bool, u16, u32, u32) {
-        let (pt, m, seq, ts, ssrc, _) = read(p).unwrap();
-        (pt, m, seq, ts, ssrc)
+        let p = read(p).unwrap();
+        (p.pt, p.marker, p.seq, p.ts, p.ssrc)
     }
 
     #[test]
