@@ -114,20 +114,37 @@ impl Sender {
     }
 }
 
-/// A received packet's header fields, or `None` for something that is not RTP version 2.
-pub fn read(buf: &[u8]) -> Option<(u8, bool, u16, u32, u32, &[u8])> {
+/// The fields of a received packet the media engine uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet<'a> {
+    /// Payload type.
+    pub pt: u8,
+    /// Marker bit.
+    pub marker: bool,
+    /// Sequence number.
+    pub seq: u16,
+    /// Timestamp.
+    pub ts: u32,
+    /// Sender's SSRC.
+    pub ssrc: u32,
+    /// Payload.
+    pub payload: &'a [u8],
+}
+
+/// A received packet, or `None` for something that is not RTP version 2.
+pub fn read(buf: &[u8]) -> Option<Packet<'_>> {
     let r = RtpReader::new(buf).ok()?;
     if r.version() != 2 {
         return None;
     }
-    Some((
-        r.payload_type(),
-        r.mark(),
-        u16::from(r.sequence_number()),
-        r.timestamp(),
-        r.ssrc(),
-        r.payload(),
-    ))
+    Some(Packet {
+        pt: r.payload_type(),
+        marker: r.mark(),
+        seq: u16::from(r.sequence_number()),
+        ts: r.timestamp(),
+        ssrc: r.ssrc(),
+        payload: r.payload(),
+    })
 }
 
 /// Reception counters of one leg (RFC 3550 §6.4.1 and appendix A.3, A.8).
