@@ -30,6 +30,8 @@ struct File {
     #[serde(default)]
     calls: CallsFile,
     #[serde(default)]
+    media: MediaFile,
+    #[serde(default)]
     gateways: Vec<GatewayFile>,
     #[serde(default)]
     routes: Vec<RouteFile>,
@@ -116,6 +118,50 @@ fn d_ring() -> u64 {
 }
 fn d_max() -> u64 {
     4 * 3600
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MediaFile {
+    #[serde(default = "d_media_bind")]
+    bind: Spanned<String>,
+    #[serde(default = "d_media_ports")]
+    ports: Spanned<String>,
+    #[serde(default = "d_inactivity")]
+    inactivity_s: u64,
+    #[serde(default = "d_long_pound")]
+    long_pound_ms: u64,
+}
+
+impl Default for MediaFile {
+    fn default() -> Self {
+        MediaFile {
+            bind: d_media_bind(),
+            ports: d_media_ports(),
+            inactivity_s: d_inactivity(),
+            long_pound_ms: d_long_pound(),
+        }
+    }
+}
+
+fn spanned(s: &str) -> Spanned<String> {
+    Spanned {
+        value: s.to_string(),
+        referenced: serde_saphyr::Location::UNKNOWN,
+        defined: serde_saphyr::Location::UNKNOWN,
+    }
+}
+fn d_media_bind() -> Spanned<String> {
+    spanned("127.0.0.1")
+}
+fn d_media_ports() -> Spanned<String> {
+    spanned("30000-39999")
+}
+fn d_inactivity() -> u64 {
+    60
+}
+fn d_long_pound() -> u64 {
+    2000
 }
 
 #[derive(Deserialize)]
@@ -278,6 +324,8 @@ pub struct Config {
     pub access_numbers: Vec<AccessNumber>,
     /// Call timers.
     pub calls: CallLimits,
+    /// RTP sockets and media timers.
+    pub media: crate::media::engine::MediaConfig,
     /// Routes and gateways.
     pub router: Router,
 }
@@ -537,6 +585,44 @@ impl Config {
                 );
             }
         }
+        let media_bind = match raw.media.bind.value.parse::<IpAddr>() {
+            Ok(ip) if !ip.is_unspecified() => ip,
+            _ => {
+                err(
+                    raw.media.bind.referenced.line(),
+                    "media.bind".into(),
+                    format!(
+                        "`{}` must be one IP address the callers can reach",
+                        raw.media.bind.value
+                    ),
+                );
+                IpAddr::from([127, 0, 0, 1])
+            }
+        };
+        let ports = raw.media.ports.value.split_once('-').and_then(|(a, b)| {
+            Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+        });
+        let ports = match ports {
+            Some((a, b)) if a >= 1024 && b > a + 4 => (a, b),
+            _ => {
+                err(
+                    raw.media.ports.referenced.line(),
+                    "media.ports".into(),
+                    format!(
+                        "`{}` must be MIN-MAX above 1023 with room for two calls",
+                        raw.media.ports.value
+                    ),
+                );
+                (30000, 39999)
+            }
+        };
+        if raw.media.inactivity_s == 0 || raw.media.long_pound_ms == 0 {
+            err(
+                0,
+                "media".into(),
+                "inactivity_s and long_pound_ms must be above zero".into(),
+            );
+        }
         if !errors.is_empty() {
             return Err(fail(errors));
         }
@@ -558,6 +644,12 @@ impl Config {
                 max_duration: Duration::from_secs(raw.calls.max_duration_s),
             },
             router: Router { gateways, routes },
+            media: crate::media::engine::MediaConfig {
+                bind: media_bind,
+                ports,
+                inactivity: Duration::from_secs(raw.media.inactivity_s),
+                long_pound: Duration::from_millis(raw.media.long_pound_ms),
+            },
         })
     }
 

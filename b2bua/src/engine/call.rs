@@ -9,6 +9,8 @@
 //! reaches the gateway, and nothing of the gateway's reaches the caller.
 
 use super::{Engine, Event, Purpose, Side, Wake};
+use crate::media::engine::{self as media, MediaEvent, Session};
+use crate::media::sdp;
 use crate::routing::{CallerId, Candidate, Proto};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{
@@ -74,6 +76,12 @@ pub(crate) struct Call {
     ring_deadline: Option<Instant>,
     /// Server INVITE transactions whose 2xx awaits its ACK, per side.
     awaiting_ack: [Option<String>; 2],
+    /// The call's RTP: the caller's leg and the gateway's leg.
+    media: Option<Session>,
+    /// The caller's SDP offer.
+    a_offer: Option<sdp::Audio>,
+    /// Our SDP answer to the caller, made once and sent in the 18x and the 200.
+    a_answer: Option<String>,
 }
 
 impl Call {
@@ -124,7 +132,58 @@ fn copy_body(from: &impl SipExt, headers: &mut Headers, body: &mut Vec<u8>) {
     }
 }
 
+fn is_sdp(m: &impl SipExt) -> bool {
+    !m.body_bytes().is_empty()
+        && m.header("Content-Type")
+            .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
+}
+
+fn attach_sdp(resp: &mut Response, body: String) {
+    resp.headers.push(hdr("Content-Type", "application/sdp"));
+    resp.body = body.into_bytes();
+}
+
 impl Engine {
+    /// Takes the gateway's SDP: where and how to send to it, relayed from now on; returns our
+    /// answer for the caller (made once, the same in the 18x and the 200).
+    fn b_media(&mut self, id: u64, resp: &Response) -> Result<String, String> {
+        let call = self.calls.get_mut(&id).ok_or("call gone")?;
+        let theirs = sdp::parse(&resp.body).map_err(|e| e.to_string())?;
+        let codec = *theirs
+            .codecs
+            .first()
+            .ok_or_else(|| sdp::SdpError::NoCommonCodec.to_string())?;
+        let (Some(m), Some(offer)) = (&call.media, &call.a_offer) else {
+            return Err("no media session".into());
+        };
+        m.set_remote(media::B, theirs.rtp, codec, theirs.telephone_event);
+        if call.a_answer.is_none() {
+            let (body, _) = sdp::answer(offer, m.local(media::A), id).map_err(|e| e.to_string())?;
+            call.a_answer = Some(body);
+        }
+        m.bridge(true);
+        Ok(call.a_answer.clone().expect("just set"))
+    }
+
+    /// Events from the call's media.
+    pub(super) fn on_media(&mut self, id: u64, ev: MediaEvent, now: Instant) {
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        match ev {
+            MediaEvent::Inactive if call.phase == Phase::Answered => {
+                tracing::info!(call = id, "no RTP from the caller; ending the call");
+                self.bye(id, Side::A, now);
+                self.bye(id, Side::B, now);
+                self.end(id, "RTP inactivity", Utc::now());
+            }
+            // Pinless calls have no IVR to hear digits; the IVR issue gives them meaning.
+            MediaEvent::Digit(d) => tracing::debug!(call = id, digit = %d, "digit"),
+            MediaEvent::LongPound => tracing::debug!(call = id, "long pound"),
+            MediaEvent::Inactive | MediaEvent::PromptDone => {}
+        }
+    }
+
     pub(super) fn dispatch_request(&mut self, req: Request, from: Peer, key: String, now: Instant) {
         let in_dialog = req.to_tag().is_some();
         match req.method {
@@ -198,11 +257,41 @@ impl Engine {
                 now,
             );
         }
+        let offer = match req.header("Content-Type").map(|c| c.to_ascii_lowercase()) {
+            Some(ct) if ct.starts_with("application/sdp") => match sdp::parse(&req.body) {
+                Ok(o) if !o.codecs.is_empty() => o,
+                Ok(_) => {
+                    return self.reply(
+                        &key,
+                        488,
+                        Some(&sdp::SdpError::NoCommonCodec.to_string()),
+                        now,
+                    )
+                }
+                Err(e) => return self.reply(&key, 488, Some(&e.to_string()), now),
+            },
+            _ => {
+                return self.reply(
+                    &key,
+                    488,
+                    Some("an SDP offer is required (delayed offer is not supported)"),
+                    now,
+                )
+            }
+        };
         if self.dialogs.contains_key(req.call_id()) {
             // A second INVITE with a Call-ID we already carry, but a new branch: a loop or a fork.
             return self.reply(&key, 482, None, now);
         }
         let id = self.next_call;
+        let session = match self.media.session(id) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "no RTP ports for a new call");
+                return self.reply(&key, 503, Some("no media ports free"), now);
+            }
+        };
+        session.set_remote(media::A, offer.rtp, offer.codecs[0], offer.telephone_event);
         self.next_call += 1;
         self.stats.calls += 1;
         let call = Call {
@@ -228,6 +317,9 @@ impl Engine {
             setup_deadline: None,
             ring_deadline: None,
             awaiting_ack: [None, None],
+            media: Some(session),
+            a_offer: Some(offer),
+            a_answer: None,
             a_invite: req,
         };
         let request = CallRequest {
@@ -414,7 +506,16 @@ impl Engine {
             "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE",
         ));
         let mut body = Vec::new();
-        copy_body(&call.a_invite, &mut headers, &mut body);
+        if let (Some(m), Some(offer)) = (&call.media, &call.a_offer) {
+            headers.push(hdr("Content-Type", "application/sdp"));
+            body = sdp::offer(
+                m.local(media::B),
+                offer.codecs[0].1,
+                sdp::Direction::SendRecv,
+                id,
+            )
+            .into_bytes();
+        }
         let transport = if gw.proto == Proto::Tcp {
             ";transport=tcp"
         } else {
@@ -440,9 +541,12 @@ impl Engine {
     ) {
         match purpose {
             Purpose::BInvite(id) => self.b_response(*id, key, resp, now),
-            Purpose::Relay { call, origin, to } => {
-                self.relay_response(*call, origin, *to, resp, now)
-            }
+            Purpose::Relay {
+                call,
+                origin,
+                to,
+                offer,
+            } => self.relay_response(*call, origin, *to, offer.as_ref(), resp, now),
             Purpose::Fire => {}
         }
     }
@@ -504,9 +608,17 @@ impl Engine {
             let mut out = response_to(&call.a_invite, code, Some(&call.a_tag));
             out.headers
                 .push(hdr("Contact", self.local.contact(call.a_peer.proto)));
-            copy_body(&resp, &mut out.headers, &mut out.body);
             let a_tx = call.a_tx.clone();
             self.schedule(ring, Wake::Call(id));
+            // Early media: the gateway's ringback or announcements reach the caller through us.
+            if is_sdp(&resp) {
+                match self.b_media(id, &resp) {
+                    Ok(body) => attach_sdp(&mut out, body),
+                    Err(e) => {
+                        tracing::info!(call = id, error = %e, "unusable early-media SDP; relaying without media")
+                    }
+                }
+            }
             return self.respond(&a_tx, out, now);
         }
         if code < 300 {
@@ -520,6 +632,15 @@ impl Engine {
 
     /// The gateway answered: ACK it, answer the caller, start the clock.
     fn answered(&mut self, id: u64, resp: Response, now: Instant) {
+        // The gateway's answer (or, without SDP in the 2xx, what its 18x said).
+        let answer = if is_sdp(&resp) {
+            self.b_media(id, &resp)
+        } else {
+            self.calls[&id]
+                .a_answer
+                .clone()
+                .ok_or_else(|| "the answer has no SDP".to_string())
+        };
         let call = self.calls.get_mut(&id).expect("caller checked");
         let b = call.b.as_mut().expect("answered attempt");
         let mut dialog = Dialog::uac(&b.invite, &resp);
@@ -539,7 +660,6 @@ impl Engine {
             "Allow",
             "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE",
         ));
-        copy_body(&resp, &mut ok.headers, &mut ok.body);
         call.a_dialog = Some(Dialog::uas(&call.a_invite, &call.a_tag));
         call.phase = Phase::Answered;
         call.connected = Some((now, Utc::now()));
@@ -554,6 +674,27 @@ impl Engine {
         }
         call.awaiting_ack[0] = Some(call.a_tx.clone());
         let a_tx = call.a_tx.clone();
+        let answer = match answer {
+            Ok(body) => body,
+            Err(e) => {
+                // The gateway answered with media we cannot use: hang it up, tell the caller.
+                tracing::warn!(call = id, error = %e, "gateway answer unusable");
+                self.send_stateless(&ack, &b_peer);
+                self.dialogs.insert(b_call_id, (id, Side::B));
+                self.bye(id, Side::B, now);
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.phase = Phase::Dialing;
+                    c.connected = None;
+                    c.cutoff_at = None;
+                    c.extend_at = None;
+                }
+                return self.fail(id, 488, Some(&e), "gateway media unusable", now);
+            }
+        };
+        attach_sdp(&mut ok, answer);
+        if let Some(m) = &call.media {
+            m.bridge(true);
+        }
         let conf = call.conf_id.clone();
         let wake = [call.cutoff_at, call.extend_at];
         self.stats.answered += 1;
@@ -631,7 +772,8 @@ impl Engine {
             }
         }
         let connect_at = call.connected.map(|c| c.1);
-        tracing::info!(call = id, session = %call.session_id, conf = %call.conf_id, destination = %call.destination, cause, "call ended");
+        let quality = call.media.take().map(|m| m.quality());
+        tracing::info!(call = id, session = %call.session_id, conf = %call.conf_id, destination = %call.destination, cause, ?quality, "call ended");
         match call.reservation.take() {
             Some(r) => {
                 let end = CallEnd {
@@ -848,6 +990,25 @@ impl Engine {
                 }
             }
             Method::Options => self.reply(&key, 200, None, now),
+            Method::Info
+                if side == Side::A
+                    && req
+                        .header("Content-Type")
+                        .is_some_and(|c| c.eq_ignore_ascii_case("application/dtmf-relay")) =>
+            {
+                // The caller's digits are ours (the IVR listens to them), not the gateway's.
+                self.reply(&key, 200, None, now);
+                let body = String::from_utf8_lossy(&req.body).into_owned();
+                let events = self
+                    .calls
+                    .get(&id)
+                    .and_then(|c| c.media.as_ref())
+                    .map(|m| media::info_digits(m, &body))
+                    .unwrap_or_default();
+                for ev in events {
+                    self.on_media(id, ev, now);
+                }
+            }
             _ if !answered => self.reply(&key, 491, None, now),
             _ => self.relay(id, side, req, key, now),
         }
@@ -868,7 +1029,41 @@ impl Engine {
             &self.local.contact(peer.proto),
             None,
         );
-        copy_body(&req, &mut out.headers, &mut out.body);
+        // The media stays anchored: an SDP offer (hold, unhold) reaches the other leg as our
+        // own offer from our socket, with the offerer's direction.
+        let mut offer = None;
+        if is_sdp(&req) {
+            let parsed = match sdp::parse(&req.body) {
+                Ok(o) if !o.codecs.is_empty() => o,
+                Ok(_) => {
+                    return self.reply(
+                        &key,
+                        488,
+                        Some(&sdp::SdpError::NoCommonCodec.to_string()),
+                        now,
+                    )
+                }
+                Err(e) => return self.reply(&key, 488, Some(&e.to_string()), now),
+            };
+            let call = &self.calls[&id];
+            let Some(m) = &call.media else {
+                return self.reply(&key, 500, Some("no media session"), now);
+            };
+            let leg = if to == Side::A { media::A } else { media::B };
+            let from_leg = 1 - leg;
+            m.set_remote(
+                from_leg,
+                parsed.rtp,
+                parsed.codecs[0],
+                parsed.telephone_event,
+            );
+            out.headers.push(hdr("Content-Type", "application/sdp"));
+            out.body =
+                sdp::offer(m.local(leg), parsed.codecs[0].1, parsed.direction, id).into_bytes();
+            offer = Some(parsed);
+        } else {
+            copy_body(&req, &mut out.headers, &mut out.body);
+        }
         self.send_request(
             out,
             peer,
@@ -876,12 +1071,21 @@ impl Engine {
                 call: id,
                 origin: key,
                 to,
+                offer,
             },
             now,
         );
     }
 
-    fn relay_response(&mut self, id: u64, origin: &str, to: Side, resp: Response, now: Instant) {
+    fn relay_response(
+        &mut self,
+        id: u64,
+        origin: &str,
+        to: Side,
+        offer: Option<&sdp::Audio>,
+        resp: Response,
+        now: Instant,
+    ) {
         let code = resp.status_code.code();
         if code == 100 {
             return;
@@ -895,7 +1099,23 @@ impl Engine {
             let proto = s.peer.proto;
             out.headers.push(hdr("Contact", self.local.contact(proto)));
         }
-        copy_body(&resp, &mut out.headers, &mut out.body);
+        match (offer, is_sdp(&resp)) {
+            // Our answer to the originator's offer, from our socket on its leg; the other
+            // leg's answer tells us where and how to send there.
+            (Some(offer), true) if (200..300).contains(&code) => {
+                if let (Some(call), Ok(theirs)) = (self.calls.get(&id), sdp::parse(&resp.body)) {
+                    if let (Some(m), Some(codec)) = (&call.media, theirs.codecs.first()) {
+                        let leg = if to == Side::A { media::A } else { media::B };
+                        m.set_remote(leg, theirs.rtp, *codec, theirs.telephone_event);
+                        if let Ok((body, _)) = sdp::answer(offer, m.local(1 - leg), id) {
+                            attach_sdp(&mut out, body);
+                        }
+                    }
+                }
+            }
+            (Some(_), _) => {}
+            (None, _) => copy_body(&resp, &mut out.headers, &mut out.body),
+        }
         if is_invite && (200..300).contains(&code) {
             self.reack(id, to, &resp);
             if let Some(call) = self.calls.get_mut(&id) {

@@ -9,6 +9,7 @@
 mod call;
 
 use crate::config::Config;
+use crate::media::engine::{Media, MediaEvent};
 use crate::routing::Proto;
 use crate::sip::message::{response_to, Request, Response, SipExt, SipMessage};
 use crate::sip::transaction::{self, Output, Transaction};
@@ -63,8 +64,14 @@ enum Purpose {
     BInvite(u64),
     /// A BYE or CANCEL we send; its answer changes nothing.
     Fire,
-    /// A request relayed from one leg to the other; the answer goes back on `origin`.
-    Relay { call: u64, origin: String, to: Side },
+    /// A request relayed from one leg to the other; the answer goes back on `origin`, with
+    /// our answer to the originator's SDP offer when it carried one.
+    Relay {
+        call: u64,
+        origin: String,
+        to: Side,
+        offer: Option<crate::media::sdp::Audio>,
+    },
 }
 
 struct ServerTx {
@@ -128,6 +135,7 @@ pub struct Engine {
     cfg: Arc<Config>,
     store: Arc<Store>,
     transports: Transports,
+    media: Media,
     events: mpsc::Sender<Event>,
     local: Local,
     server: HashMap<String, ServerTx>,
@@ -173,6 +181,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
     let (in_tx, in_rx) = mpsc::channel::<Inbound>(16_384);
     let (ev_tx, ev_rx) = mpsc::channel::<Event>(16_384);
     let (transports, addrs) = Transports::bind(&cfg.listen, in_tx).await?;
+    let (media, media_rx) = Media::start(cfg.media.clone());
     let bound: Vec<(Proto, SocketAddr)> = cfg.listen.iter().map(|l| l.proto).zip(addrs).collect();
     let host_of = |p: Proto| {
         cfg.advertise.clone().or_else(|| {
@@ -191,6 +200,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         cfg: Arc::new(cfg),
         store,
         transports,
+        media,
         events: ev_tx,
         local,
         server: HashMap::new(),
@@ -204,7 +214,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         stopping: false,
     };
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(engine.run(in_rx, ev_rx, stop_rx));
+    let task = tokio::spawn(engine.run(in_rx, ev_rx, media_rx, stop_rx));
     Ok(Running {
         bound,
         stop: Some(stop_tx),
@@ -217,6 +227,7 @@ impl Engine {
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
         mut events: mpsc::Receiver<Event>,
+        mut media: mpsc::UnboundedReceiver<(u64, MediaEvent)>,
         mut stop: oneshot::Receiver<()>,
     ) -> Stats {
         let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
@@ -235,6 +246,7 @@ impl Engine {
                     stop_deadline = Some(Instant::now() + std::time::Duration::from_secs(3));
                 }
                 Some(ev) = events.recv() => self.on_event(ev, Instant::now()),
+                Some((call, ev)) = media.recv() => self.on_media(call, ev, Instant::now()),
                 Some(m) = inbound.recv() => self.on_sip(m.msg, m.from, Instant::now()),
                 _ = tokio::time::sleep_until(wake) => self.on_timers(Instant::now()),
             }

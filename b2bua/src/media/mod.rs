@@ -5,6 +5,7 @@
 //! media issue.
 
 pub mod dtmf;
+pub mod engine;
 pub mod pacer;
 pub mod rtp;
 pub mod sdp;

@@ -231,15 +231,18 @@ pub fn answer(
     Ok((body, neg))
 }
 
-/// An offer from our socket `local` with every codec we support and telephone-event 101.
-pub fn offer(local: SocketAddr, direction: Direction, session_id: u64) -> String {
-    let codecs: Vec<(u8, Codec)> = Codec::supported()
+/// An offer from our socket `local` with every codec we support and telephone-event 101,
+/// `prefer` first (the codec the other leg already uses, so that no transcoding is needed when
+/// the answerer can take it).
+pub fn offer(local: SocketAddr, prefer: Codec, direction: Direction, session_id: u64) -> String {
+    let mut codecs: Vec<(u8, Codec)> = Codec::supported()
         .iter()
         .map(|c| match c {
             Codec::Pcmu => (0, *c),
             Codec::Pcma => (8, *c),
         })
         .collect();
+    codecs.sort_by_key(|(_, c)| *c != prefer);
     write(local, &codecs, Some(101), direction, false, session_id)
 }
 
@@ -405,9 +408,23 @@ m=audio 6000 RTP/AVP 8 0 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na
 
     #[test]
     fn our_offer_lists_what_we_support() {
-        let body = offer("127.0.0.1:30004".parse().unwrap(), Direction::SendRecv, 9);
+        let body = offer(
+            "127.0.0.1:30004".parse().unwrap(),
+            Codec::Pcmu,
+            Direction::SendRecv,
+            9,
+        );
         let a = parse(body.as_bytes()).unwrap();
         assert_eq!(a.codecs[..2], [(0, Codec::Pcmu), (8, Codec::Pcma)]);
         assert_eq!(a.telephone_event, Some(101));
+        let body = offer(
+            "127.0.0.1:30004".parse().unwrap(),
+            Codec::Pcma,
+            Direction::SendOnly,
+            9,
+        );
+        let a = parse(body.as_bytes()).unwrap();
+        assert_eq!(a.codecs[..2], [(8, Codec::Pcma), (0, Codec::Pcmu)]);
+        assert_eq!(a.direction, Direction::SendOnly);
     }
 }

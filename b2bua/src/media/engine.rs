@@ -1,0 +1,545 @@
+//! The media sockets: two RTP legs per call (caller side and gateway side), each with its RTCP
+//! port, from a configured port range. A receiving task per leg latches the peer's address
+//! (symmetric RTP, for callers behind NAT), counts packets, loss and jitter, turns the caller's
+//! digits into events, and, once the call is bridged, relays to the other leg through that
+//! leg's own sequence and timestamp space (transcoding between µ-law and A-law only when the
+//! legs differ). Prompt playback for every call runs from one pacing task.
+
+use super::dtmf::{self, DigitEvent, DigitMerger, InBandDetector, Rfc4733Receiver, Source};
+use super::pacer::{Pacer, Playback};
+use super::rtp::{self, ReceiverStats, Sender};
+use super::sdp::Codec;
+use prompts::g711;
+use prompts::set::Prompt;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// Media settings.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Address the RTP sockets bind to and the SDP announces.
+    pub bind: IpAddr,
+    /// RTP port range (even ports for RTP, the next odd one for RTCP), `min..max`.
+    pub ports: (u16, u16),
+    /// A bridged call whose caller sends nothing for this long is reported inactive.
+    pub inactivity: Duration,
+    /// How long `#` must be held for a long pound.
+    pub long_pound: Duration,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            ports: (30000, 40000),
+            inactivity: Duration::from_secs(60),
+            long_pound: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What the media layer tells the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// The caller pressed a key.
+    Digit(char),
+    /// The caller held `#`.
+    LongPound,
+    /// A prompt sequence finished playing.
+    PromptDone,
+    /// No RTP from the caller for the inactivity time.
+    Inactive,
+}
+
+/// Which leg: 0 the caller's, 1 the gateway's.
+pub type Leg = usize;
+/// The caller's leg.
+pub const A: Leg = 0;
+/// The gateway's leg.
+pub const B: Leg = 1;
+
+struct LegState {
+    remote: Option<SocketAddr>,
+    latched_ssrc: Option<u32>,
+    codec: Option<(u8, Codec)>,
+    telephone_event: Option<u8>,
+    sender: Sender,
+    stats: ReceiverStats,
+}
+
+struct State {
+    legs: [LegState; 2],
+    bridged: bool,
+    merger: DigitMerger,
+    events4733: Rfc4733Receiver,
+    inband: InBandDetector,
+    seen_4733: bool,
+    playback: Option<(Leg, Playback)>,
+}
+
+/// A call's media.
+pub struct Session {
+    call: u64,
+    state: Arc<Mutex<State>>,
+    sockets: [Arc<UdpSocket>; 2],
+    local: [SocketAddr; 2],
+    ports: [u16; 2],
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    media: Media,
+}
+
+struct Inner {
+    cfg: MediaConfig,
+    free: Mutex<Vec<u16>>,
+    events: mpsc::UnboundedSender<(u64, MediaEvent)>,
+    play: mpsc::UnboundedSender<(u64, Arc<Mutex<State>>, Arc<UdpSocket>)>,
+}
+
+/// The media layer; cheap to clone.
+#[derive(Clone)]
+pub struct Media {
+    inner: Arc<Inner>,
+}
+
+/// Quality figures of a finished call, for its record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quality {
+    /// Packets received per leg.
+    pub packets: [u64; 2],
+    /// Packets lost per leg.
+    pub lost: [u64; 2],
+    /// Jitter per leg.
+    pub jitter: [Duration; 2],
+    /// The ICPIF-style figure of the caller's leg (lower is better).
+    pub icpif: u32,
+}
+
+impl Media {
+    /// Starts the media layer; events for calls arrive on the returned receiver.
+    pub fn start(cfg: MediaConfig) -> (Media, mpsc::UnboundedReceiver<(u64, MediaEvent)>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let (play, play_rx) = mpsc::unbounded_channel();
+        let start = cfg.ports.0 + cfg.ports.0 % 2;
+        let free: Vec<u16> = (start..cfg.ports.1.saturating_sub(1))
+            .step_by(2)
+            .rev()
+            .collect();
+        let media = Media {
+            inner: Arc::new(Inner {
+                cfg,
+                free: Mutex::new(free),
+                events: events.clone(),
+                play,
+            }),
+        };
+        tokio::spawn(playback_service(play_rx, events));
+        (media, rx)
+    }
+
+    /// Port pairs still free.
+    pub fn free_ports(&self) -> usize {
+        self.inner.free.lock().unwrap().len()
+    }
+
+    fn bind_pair(&self) -> std::io::Result<(u16, std::net::UdpSocket, std::net::UdpSocket)> {
+        loop {
+            let port = self
+                .inner
+                .free
+                .lock()
+                .unwrap()
+                .pop()
+                .ok_or_else(|| std::io::Error::other("no free RTP ports"))?;
+            let ip = self.inner.cfg.bind;
+            match (
+                std::net::UdpSocket::bind((ip, port)),
+                std::net::UdpSocket::bind((ip, port + 1)),
+            ) {
+                (Ok(rtp), Ok(rtcp)) => return Ok((port, rtp, rtcp)),
+                // Taken by someone else: leave it out of the pool and try the next.
+                _ => continue,
+            }
+        }
+    }
+
+    /// Opens the two legs of a call's media.
+    pub fn session(&self, call: u64) -> std::io::Result<Session> {
+        let (pa, ra, ca) = self.bind_pair()?;
+        let (pb, rb, cb) = match self.bind_pair() {
+            Ok(x) => x,
+            Err(e) => {
+                self.inner.free.lock().unwrap().push(pa);
+                return Err(e);
+            }
+        };
+        let mut sockets = Vec::new();
+        let mut rtcp = Vec::new();
+        for (r, c) in [(ra, ca), (rb, cb)] {
+            r.set_nonblocking(true)?;
+            c.set_nonblocking(true)?;
+            sockets.push(Arc::new(UdpSocket::from_std(r)?));
+            rtcp.push(UdpSocket::from_std(c)?);
+        }
+        let local = [sockets[0].local_addr()?, sockets[1].local_addr()?];
+        let ssrc = || rand::random::<u32>();
+        let leg = || LegState {
+            remote: None,
+            latched_ssrc: None,
+            codec: None,
+            telephone_event: None,
+            sender: Sender::new(ssrc(), rand::random(), rand::random()),
+            stats: ReceiverStats::default(),
+        };
+        let state = Arc::new(Mutex::new(State {
+            legs: [leg(), leg()],
+            bridged: false,
+            merger: DigitMerger::new(self.inner.cfg.long_pound),
+            events4733: Rfc4733Receiver::default(),
+            inband: InBandDetector::default(),
+            seen_4733: false,
+            playback: None,
+        }));
+        let sockets: [Arc<UdpSocket>; 2] = [sockets[0].clone(), sockets[1].clone()];
+        let mut tasks = Vec::new();
+        for leg in [A, B] {
+            tasks.push(tokio::spawn(receive(
+                call,
+                leg,
+                sockets.clone(),
+                state.clone(),
+                self.inner.events.clone(),
+                self.inner.cfg.inactivity,
+            )));
+        }
+        for c in rtcp {
+            // RTCP is received and dropped: the port is held so nothing else takes it.
+            tasks.push(tokio::spawn(async move {
+                let mut buf = [0u8; 1500];
+                while c.recv_from(&mut buf).await.is_ok() {}
+            }));
+        }
+        Ok(Session {
+            call,
+            state,
+            sockets,
+            local,
+            ports: [pa, pb],
+            tasks,
+            media: self.clone(),
+        })
+    }
+}
+
+impl Session {
+    /// Our RTP address on a leg, for its SDP.
+    pub fn local(&self, leg: Leg) -> SocketAddr {
+        self.local[leg]
+    }
+
+    /// What a leg's SDP settled: where to send (until the peer's packets say otherwise) and the
+    /// codec and telephone-event numbers.
+    pub fn set_remote(
+        &self,
+        leg: Leg,
+        remote: SocketAddr,
+        codec: (u8, Codec),
+        telephone_event: Option<u8>,
+    ) {
+        let mut st = self.state.lock().unwrap();
+        let l = &mut st.legs[leg];
+        if l.latched_ssrc.is_none() {
+            l.remote = Some(remote);
+        }
+        l.codec = Some(codec);
+        l.telephone_event = telephone_event;
+    }
+
+    /// Starts or stops relaying between the legs.
+    pub fn bridge(&self, on: bool) {
+        let mut st = self.state.lock().unwrap();
+        st.bridged = on;
+        for l in &mut st.legs {
+            l.sender.pause();
+        }
+    }
+
+    /// Plays prompts to a leg; a [`MediaEvent::PromptDone`] follows when they end.
+    pub fn play(&self, leg: Leg, prompts: Vec<Arc<Prompt>>) {
+        self.state.lock().unwrap().playback = Some((leg, Playback::new(prompts)));
+        let _ =
+            self.media
+                .inner
+                .play
+                .send((self.call, self.state.clone(), self.sockets[leg].clone()));
+    }
+
+    /// Stops a playing prompt (barge-in).
+    pub fn stop_playback(&self) {
+        self.state.lock().unwrap().playback = None;
+    }
+
+    /// Counters and the quality figure so far.
+    pub fn quality(&self) -> Quality {
+        let st = self.state.lock().unwrap();
+        let a = &st.legs[A].stats;
+        Quality {
+            packets: [a.packets, st.legs[B].stats.packets],
+            lost: [a.lost(), st.legs[B].stats.lost()],
+            jitter: [a.jitter(), st.legs[B].stats.jitter()],
+            icpif: rtp::icpif(a.loss_fraction(), a.jitter()),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.state.lock().unwrap().playback = None;
+        self.media.inner.free.lock().unwrap().extend(self.ports);
+    }
+}
+
+/// Converts a G.711 payload between the laws.
+fn transcode(payload: &[u8], from: Codec, to: Codec) -> Vec<u8> {
+    match (from, to) {
+        (Codec::Pcmu, Codec::Pcma) => payload
+            .iter()
+            .map(|b| g711::linear_to_alaw(g711::ulaw_to_linear(*b)))
+            .collect(),
+        (Codec::Pcma, Codec::Pcmu) => payload
+            .iter()
+            .map(|b| g711::linear_to_ulaw(g711::alaw_to_linear(*b)))
+            .collect(),
+        _ => payload.to_vec(),
+    }
+}
+
+/// True for RTCP on a multiplexed port (RFC 5761 §4: payload types 64–95 after the marker bit).
+fn is_rtcp(buf: &[u8]) -> bool {
+    buf.len() >= 2 && (192..=223).contains(&buf[1])
+}
+
+async fn receive(
+    call: u64,
+    leg: Leg,
+    sockets: [Arc<UdpSocket>; 2],
+    state: Arc<Mutex<State>>,
+    events: mpsc::UnboundedSender<(u64, MediaEvent)>,
+    inactivity: Duration,
+) {
+    let mut buf = vec![0u8; 2048];
+    let mut inactive_told = false;
+    loop {
+        let (n, from) =
+            match tokio::time::timeout(inactivity, sockets[leg].recv_from(&mut buf)).await {
+                Ok(Ok(x)) => x,
+                Ok(Err(_)) => continue,
+                Err(_) => {
+                    let bridged = state.lock().unwrap().bridged;
+                    if leg == A && bridged && !inactive_told {
+                        inactive_told = true;
+                        let _ = events.send((call, MediaEvent::Inactive));
+                    }
+                    continue;
+                }
+            };
+        inactive_told = false;
+        let now = Instant::now();
+        if is_rtcp(&buf[..n]) {
+            continue;
+        }
+        let Some(p) = rtp::read(&buf[..n]) else {
+            state.lock().unwrap().legs[leg].stats.malformed += 1;
+            continue;
+        };
+        let mut out: Option<(Vec<u8>, SocketAddr)> = None;
+        let mut digits = Vec::new();
+        {
+            let mut st = state.lock().unwrap();
+            let st = &mut *st;
+            let me = &mut st.legs[leg];
+            // Symmetric RTP: send to where the packets come from. Latch on the first packet;
+            // follow a new address only for the same SSRC (a NAT rebinding).
+            match me.latched_ssrc {
+                None => {
+                    me.latched_ssrc = Some(p.ssrc);
+                    me.remote = Some(from);
+                }
+                Some(s) if s == p.ssrc => me.remote = Some(from),
+                Some(_) => {}
+            }
+            me.stats.on_packet(p.seq, p.ts, now);
+            let codec = me.codec;
+            let te = me.telephone_event;
+            if leg == A {
+                let keys = if te == Some(p.pt) {
+                    st.seen_4733 = true;
+                    st.events4733
+                        .on_packet(p.ts, p.payload, now)
+                        .into_iter()
+                        .map(|k| (Source::Rfc4733, k))
+                        .collect()
+                } else if !st.seen_4733 {
+                    match codec {
+                        Some((pt, c)) if pt == p.pt => {
+                            let linear: Vec<i16> = match c {
+                                Codec::Pcmu => {
+                                    p.payload.iter().map(|b| g711::ulaw_to_linear(*b)).collect()
+                                }
+                                Codec::Pcma => {
+                                    p.payload.iter().map(|b| g711::alaw_to_linear(*b)).collect()
+                                }
+                            };
+                            st.inband
+                                .push(&linear, now)
+                                .into_iter()
+                                .map(|k| (Source::InBand, k))
+                                .collect()
+                        }
+                        _ => Vec::new(),
+                    }
+                } else {
+                    Vec::new()
+                };
+                for (src, k) in keys {
+                    digits.extend(st.merger.key(src, k));
+                }
+                digits.extend(st.merger.tick(now));
+            }
+            if st.bridged {
+                let other = 1 - leg;
+                let (to_codec, to_te, to_remote) = (
+                    st.legs[other].codec,
+                    st.legs[other].telephone_event,
+                    st.legs[other].remote,
+                );
+                if let Some(remote) = to_remote {
+                    let packet = if te.is_some() && te == Some(p.pt) {
+                        to_te.map(|pt| {
+                            st.legs[other]
+                                .sender
+                                .relay(pt, p.marker, p.ts, p.payload, now)
+                        })
+                    } else {
+                        match (codec, to_codec) {
+                            (Some((pt, from_c)), Some((to_pt, to_c))) if pt == p.pt => {
+                                let payload = transcode(p.payload, from_c, to_c);
+                                Some(
+                                    st.legs[other]
+                                        .sender
+                                        .relay(to_pt, p.marker, p.ts, &payload, now),
+                                )
+                            }
+                            _ => None,
+                        }
+                    };
+                    out = packet.map(|b| (b, remote));
+                }
+            }
+        }
+        if let Some((bytes, to)) = out {
+            let _ = sockets[1 - leg].try_send_to(&bytes, to);
+        }
+        for d in digits {
+            let ev = match d {
+                DigitEvent::Digit(c) => MediaEvent::Digit(c),
+                DigitEvent::LongPound => MediaEvent::LongPound,
+            };
+            let _ = events.send((call, ev));
+        }
+    }
+}
+
+/// Digits from SIP INFO for a session (`application/dtmf-relay` bodies).
+pub fn info_digits(session: &Session, body: &str) -> Vec<MediaEvent> {
+    let Some((digit, duration)) = dtmf::parse_dtmf_relay(body) else {
+        return Vec::new();
+    };
+    let mut st = session.state.lock().unwrap();
+    st.merger
+        .key(
+            Source::Info,
+            dtmf::KeyEvent::Press {
+                digit,
+                at: Instant::now(),
+                duration,
+            },
+        )
+        .into_iter()
+        .map(|d| match d {
+            DigitEvent::Digit(c) => MediaEvent::Digit(c),
+            DigitEvent::LongPound => MediaEvent::LongPound,
+        })
+        .collect()
+}
+
+/// The one pacing task: every playing stream's frames, on its own 20 ms grid.
+async fn playback_service(
+    mut starts: mpsc::UnboundedReceiver<(u64, Arc<Mutex<State>>, Arc<UdpSocket>)>,
+    events: mpsc::UnboundedSender<(u64, MediaEvent)>,
+) {
+    let mut pacer = Pacer::default();
+    let mut streams: HashMap<u64, (Arc<Mutex<State>>, Arc<UdpSocket>)> = HashMap::new();
+    let mut scheduled: HashSet<u64> = HashSet::new();
+    loop {
+        let wake = pacer.next_wake().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            cmd = starts.recv() => {
+                let Some((id, state, sock)) = cmd else { return };
+                streams.insert(id, (state, sock));
+                if scheduled.insert(id) {
+                    pacer.start(id, Instant::now());
+                }
+            }
+            _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {
+                let now = Instant::now();
+                for (id, due) in pacer.due(now) {
+                    let Some((state, sock)) = streams.get(&id) else {
+                        scheduled.remove(&id);
+                        continue;
+                    };
+                    let sent = {
+                        let mut st = state.lock().unwrap();
+                        let st = &mut *st;
+                        match st.playback.as_mut() {
+                            Some((leg, pb)) => {
+                                let leg = *leg;
+                                let codec = st.legs[leg].codec;
+                                let remote = st.legs[leg].remote;
+                                match (codec, pb.next_frame(codec.map(|c| c.1).unwrap_or(Codec::Pcmu))) {
+                                    (Some((pt, _)), Some(frame)) => {
+                                        let pkt = st.legs[leg].sender.prompt_frame(pt, &frame, now);
+                                        if let Some(r) = remote {
+                                            let _ = sock.try_send_to(&pkt, r);
+                                        }
+                                        true
+                                    }
+                                    (None, Some(_)) => true,
+                                    (_, None) => {
+                                        st.playback = None;
+                                        st.legs[leg].sender.pause();
+                                        let _ = events.send((id, MediaEvent::PromptDone));
+                                        false
+                                    }
+                                }
+                            }
+                            None => false,
+                        }
+                    };
+                    if sent {
+                        pacer.again(id, due, now);
+                    } else {
+                        scheduled.remove(&id);
+                        streams.remove(&id);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The call's audio through the B2BUA: RTP anchored on our sockets, relayed both ways with our
+//! own SSRC and sequence numbers, transcoded between µ-law and A-law when the legs differ,
+//! latched to where the caller's packets really come from, and a silent caller hung up.
+//! The caller and the gateway are the test user agent in `tests/ua`.
+
+mod ua;
+
+use b2bua::config::Config;
+use b2bua::media::{rtp, sdp};
+use b2bua::routing::Proto;
+use b2bua::sip::message::SipExt;
+use chrono::Utc;
+use prompts::g711;
+use rating::store::{RecordFilter, Store, StoreConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use ua::{sdp_addr, Ua};
+
+const S: Duration = Duration::from_secs(5);
+
+async fn start(
+    gw: SocketAddr,
+    inactivity_s: u64,
+) -> (tempfile::TempDir, Arc<Store>, b2bua::engine::Running) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
+    let store = Arc::new(Store::open(&url, StoreConfig::default()).await.unwrap());
+    rating::demo::seed(&store, Utc::now()).await.unwrap();
+    let yaml = format!(
+        "sip:\n  listen: [\"udp:127.0.0.1:0\"]\ntrusted_peers: [127.0.0.1]\naccess_numbers:\n  - {{number: \"5551201\", pinless: true}}\n\
+media: {{bind: 127.0.0.1, ports: 42000-42999, inactivity_s: {inactivity_s}}}\n\
+gateways:\n  - {{name: gw, address: \"{gw}\"}}\nroutes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n"
+    );
+    let running = b2bua::engine::start(Config::parse(&yaml, "t.yaml").unwrap(), store.clone())
+        .await
+        .unwrap();
+    (dir, store, running)
+}
+
+/// Places a call from `caller` (offering `offer`) answered by `gw` (answering `answer`);
+/// returns the caller's 200 and the B2BUA's RTP addresses on both legs.
+async fn connect(
+    caller: &mut Ua,
+    gw: &Ua,
+    b2b: SocketAddr,
+    call_id: &str,
+    offer: &str,
+    answer: &str,
+) -> (b2bua::sip::message::Response, SocketAddr, SocketAddr) {
+    let invite = caller.invite(b2b, "55512015555233", call_id, offer);
+    caller.send(b2b, &invite).await;
+    let (inv, from) = gw.expect_request("INVITE", S).await;
+    let b_leg = sdp_addr(&inv.body);
+    gw.send(from, &gw.response(&inv, 200, "gw1", Some(answer)))
+        .await;
+    gw.expect_request("ACK", S).await;
+    let ok = caller.expect_response(200, S).await;
+    let a_leg = sdp_addr(&ok.body);
+    let ack = caller.in_dialog("ACK", b2b, &ok, None);
+    caller.send(b2b, &ack).await;
+    (ok, a_leg, b_leg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_is_anchored_relayed_both_ways_transcoded_and_latched() {
+    let mut caller = Ua::new("4085551234").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) = start(gw.sip_addr(), 60).await;
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let offer = caller.sdp("8 101", &["8 PCMA/8000", "101 telephone-event/8000"]);
+    let answer = gw.sdp("0 101", &["0 PCMU/8000", "101 telephone-event/8000"]);
+    let (ok, a_leg, b_leg) = connect(&mut caller, &gw, b2b, "media1", &offer, &answer).await;
+    assert_ne!(a_leg, b_leg);
+    assert_ne!(
+        a_leg,
+        gw.rtp_addr(),
+        "the caller sends to us, not to the gateway"
+    );
+    let ours = sdp::parse(&ok.body).unwrap();
+    assert_eq!(
+        ours.codecs,
+        vec![(8, sdp::Codec::Pcma)],
+        "the caller keeps its codec"
+    );
+    assert_eq!(ours.telephone_event, Some(101));
+
+    // Caller → gateway: A-law in, µ-law out, our SSRC, contiguous sequence numbers.
+    let alaw: Vec<u8> = (0..160)
+        .map(|i| g711::linear_to_alaw((i as i16 - 80) * 200))
+        .collect();
+    let want: Vec<u8> = alaw
+        .iter()
+        .map(|b| g711::linear_to_ulaw(g711::alaw_to_linear(*b)))
+        .collect();
+    let (_, got) = tokio::join!(
+        caller.send_rtp(a_leg, 8, 0x1111, 25, &alaw),
+        gw.recv_rtp(Duration::from_millis(400))
+    );
+    assert!(got.len() >= 24, "{} packets relayed", got.len());
+    let mut seqs = Vec::new();
+    for (bytes, from) in &got {
+        assert_eq!(*from, b_leg, "sent from our gateway-side socket");
+        let p = rtp::read(bytes).unwrap();
+        assert_eq!(p.pt, 0);
+        assert_ne!(p.ssrc, 0x1111, "our own SSRC");
+        assert_eq!(p.payload, &want[..], "transcoded A-law → µ-law");
+        seqs.push(p.seq);
+    }
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "{seqs:?}"
+    );
+
+    // Gateway → caller, while the caller sends from another address than its SDP said
+    // (behind NAT): our packets follow its packets.
+    let nat = Ua::new("nat").await;
+    let ulaw = vec![g711::linear_to_ulaw(1000); 160];
+    nat.send_rtp(a_leg, 8, 0x1111, 2, &alaw).await;
+    let (_, back) = tokio::join!(
+        gw.send_rtp(b_leg, 0, 0x2222, 10, &ulaw),
+        nat.recv_rtp(Duration::from_millis(400))
+    );
+    assert!(
+        back.len() >= 9,
+        "{} packets reached the caller's real address",
+        back.len()
+    );
+    let p = rtp::read(&back[0].0).unwrap();
+    assert_eq!((p.pt, back[0].1), (8, a_leg));
+    assert_eq!(
+        p.payload[0],
+        g711::linear_to_alaw(g711::ulaw_to_linear(ulaw[0]))
+    );
+
+    // The caller hangs up: the gateway gets BYE, the call is billed.
+    let bye = caller.in_dialog("BYE", b2b, &ok, None);
+    caller.send(b2b, &bye).await;
+    caller.expect_response(200, S).await;
+    let (gw_bye, from) = gw.expect_request("BYE", S).await;
+    gw.send(from, &gw.response(&gw_bye, 200, "gw1", None)).await;
+    running.stop().await;
+    let recs = store
+        .call_records(&RecordFilter {
+            account: Some("4085551234".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(recs[0].disconnect_cause, "caller hung up");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_goes_silent_is_hung_up() {
+    let mut caller = Ua::new("4085551234").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) = start(gw.sip_addr(), 1).await;
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let offer = caller.sdp("0", &["0 PCMU/8000"]);
+    let answer = gw.sdp("0", &["0 PCMU/8000"]);
+    let (_ok, a_leg, _) = connect(&mut caller, &gw, b2b, "silent1", &offer, &answer).await;
+    caller.send_rtp(a_leg, 0, 7, 5, &[0xff; 160]).await;
+    // Then nothing: within the inactivity time (1 s) both legs get BYE.
+    let (bye_a, from) = caller.expect_request("BYE", S).await;
+    caller
+        .send(from, &caller.response(&bye_a, 200, "x", None))
+        .await;
+    let (bye_b, from) = gw.expect_request("BYE", S).await;
+    gw.send(from, &gw.response(&bye_b, 200, "gw1", None)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let recs = store
+        .call_records(&RecordFilter {
+            account: Some("4085551234".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(recs[0].disconnect_cause, "RTP inactivity");
+    running.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_we_cannot_answer_get_488() {
+    let mut caller = Ua::new("4085551234").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) = start(gw.sip_addr(), 60).await;
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let g729 = caller.sdp("18", &["18 G729/8000"]);
+    let invite = caller.invite(b2b, "55512015555233", "g729", &g729);
+    caller.send(b2b, &invite).await;
+    let r = caller.expect_response(488, S).await;
+    assert!(r.header("Warning").unwrap().contains("no codec in common"));
+    let invite = caller
+        .invite(b2b, "55512015555233", "nosdp", "")
+        .replace("Content-Type: application/sdp\r\n", "");
+    caller.send(b2b, &invite).await;
+    let r = caller.expect_response(488, S).await;
+    assert!(r
+        .header("Warning")
+        .unwrap()
+        .contains("SDP offer is required"));
+    running.stop().await;
+    store.close().await;
+}

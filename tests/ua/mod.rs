@@ -1,0 +1,187 @@
+//! A small SIP and RTP user agent for the end-to-end tests: enough of a caller and of a gateway
+//! to place, answer and end calls over UDP and to send and receive RTP, with every message
+//! checked by the daemon's own parser.
+#![allow(dead_code)]
+
+use b2bua::media::rtp;
+use b2bua::sip::message::{self, SipExt, SipMessage};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+
+/// One UDP SIP endpoint with one RTP socket.
+pub struct Ua {
+    pub sip: UdpSocket,
+    pub rtp: UdpSocket,
+    pub user: String,
+    seq: u16,
+}
+
+impl Ua {
+    pub async fn new(user: &str) -> Ua {
+        Ua {
+            sip: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            rtp: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            user: user.into(),
+            seq: 1,
+        }
+    }
+
+    pub fn sip_addr(&self) -> SocketAddr {
+        self.sip.local_addr().unwrap()
+    }
+
+    pub fn rtp_addr(&self) -> SocketAddr {
+        self.rtp.local_addr().unwrap()
+    }
+
+    /// An SDP body offering or answering the given `m=` formats and rtpmap lines.
+    pub fn sdp(&self, formats: &str, maps: &[&str]) -> String {
+        let a = self.rtp_addr();
+        let mut s = format!("v=0\r\no=ua 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP {formats}\r\n", a.port());
+        for m in maps {
+            s.push_str(&format!("a=rtpmap:{m}\r\n"));
+        }
+        s
+    }
+
+    pub async fn send(&self, to: SocketAddr, text: &str) {
+        self.sip.send_to(text.as_bytes(), to).await.unwrap();
+    }
+
+    /// The next SIP message (or `None` after `wait`).
+    pub async fn recv(&self, wait: Duration) -> Option<(SipMessage, SocketAddr)> {
+        let mut buf = vec![0u8; 65535];
+        let (n, from) = tokio::time::timeout(wait, self.sip.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        Some((
+            message::parse_datagram(&buf[..n]).expect("the B2BUA sends parseable SIP"),
+            from,
+        ))
+    }
+
+    /// Waits for a response with `code` to `method`, skipping others.
+    pub async fn expect_response(&self, code: u16, wait: Duration) -> message::Response {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv(left).await {
+                Some((SipMessage::Response(r), _)) if r.status_code.code() == code => return r,
+                Some(_) => continue,
+                None => panic!("no {code} within {wait:?}"),
+            }
+        }
+    }
+
+    /// Waits for a request with `method`, skipping others.
+    pub async fn expect_request(
+        &self,
+        method: &str,
+        wait: Duration,
+    ) -> (message::Request, SocketAddr) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv(left).await {
+                Some((SipMessage::Request(r), from)) if r.method.to_string() == method => {
+                    return (r, from)
+                }
+                Some(_) => continue,
+                None => panic!("no {method} within {wait:?}"),
+            }
+        }
+    }
+
+    /// A response to a request, echoing its dialog headers, with our tag and optional SDP.
+    pub fn response(
+        &self,
+        req: &message::Request,
+        code: u16,
+        tag: &str,
+        sdp: Option<&str>,
+    ) -> String {
+        let mut resp = message::response_to(req, code, Some(tag));
+        resp.headers.push(message::hdr(
+            "Contact",
+            format!("<sip:{}@{}>", self.user, self.sip_addr()),
+        ));
+        if let Some(body) = sdp {
+            resp.headers
+                .push(message::hdr("Content-Type", "application/sdp"));
+            resp.body = body.as_bytes().to_vec();
+        }
+        String::from_utf8(message::response_bytes(&resp)).unwrap()
+    }
+
+    /// An INVITE from this UA as `from_user` to `to_user` at `to`.
+    pub fn invite(&mut self, to: SocketAddr, to_user: &str, call_id: &str, sdp: &str) -> String {
+        let me = self.sip_addr();
+        format!(
+            "INVITE sip:{to_user}@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}i\r\nFrom: <sip:{u}@{me}>;tag=ua{call_id}\r\n\
+To: <sip:{to_user}@{to}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{u}@{me}>\r\nMax-Forwards: 70\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len(),
+            u = self.user
+        )
+    }
+
+    /// An in-dialog request (ACK with the INVITE's CSeq, or the next one) for the dialog a
+    /// response established.
+    pub fn in_dialog(
+        &mut self,
+        method: &str,
+        to: SocketAddr,
+        resp: &message::Response,
+        body: Option<(&str, &str)>,
+    ) -> String {
+        let me = self.sip_addr();
+        let seq = if method == "ACK" {
+            resp.cseq().unwrap().0
+        } else {
+            self.seq += 1;
+            self.seq as u32
+        };
+        let (ct, b) = match body {
+            Some((ct, b)) => (format!("Content-Type: {ct}\r\n"), b.to_string()),
+            None => (String::new(), String::new()),
+        };
+        format!(
+            "{method} sip:b2bua@{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{}{seq}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {seq} {method}\r\n\
+Max-Forwards: 70\r\n{ct}Content-Length: {}\r\n\r\n{b}",
+            method.to_lowercase(),
+            resp.header("From").unwrap(),
+            resp.header("To").unwrap(),
+            resp.call_id(),
+            b.len()
+        )
+    }
+
+    /// Sends RTP packets: `count` frames of `payload` every 20 ms.
+    pub async fn send_rtp(&self, to: SocketAddr, pt: u8, ssrc: u32, count: u16, payload: &[u8]) {
+        let mut s = rtp::Sender::new(ssrc, 100, 1000);
+        let t0 = std::time::Instant::now();
+        for i in 0..count {
+            let pkt = s.prompt_frame(pt, payload, t0 + Duration::from_millis(20 * i as u64));
+            self.rtp.send_to(&pkt, to).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every RTP packet that arrives within `wait` of the previous one.
+    pub async fn recv_rtp(&self, wait: Duration) -> Vec<(Vec<u8>, SocketAddr)> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 2048];
+        while let Ok(Ok((n, from))) = tokio::time::timeout(wait, self.rtp.recv_from(&mut buf)).await
+        {
+            out.push((buf[..n].to_vec(), from));
+        }
+        out
+    }
+}
+
+/// The RTP address in an SDP body.
+pub fn sdp_addr(body: &[u8]) -> SocketAddr {
+    b2bua::media::sdp::parse(body).expect("SDP").rtp
+}
