@@ -22,6 +22,7 @@ const S: Duration = Duration::from_secs(5);
 async fn start(
     gw: SocketAddr,
     inactivity_s: u64,
+    max_calls: usize,
 ) -> (tempfile::TempDir, Arc<Store>, b2bua::engine::Running) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
@@ -29,7 +30,7 @@ async fn start(
     rating::demo::seed(&store, Utc::now()).await.unwrap();
     let yaml = format!(
         "sip:\n  listen: [\"udp:127.0.0.1:0\"]\ntrusted_peers: [127.0.0.1]\naccess_numbers:\n  - {{number: \"5551201\", pinless: true}}\n\
-media: {{bind: 127.0.0.1, ports: 42000-42999, inactivity_s: {inactivity_s}}}\n\
+media: {{bind: 127.0.0.1, ports: 42000-42999, inactivity_s: {inactivity_s}, max_calls: {max_calls}}}\n\
 gateways:\n  - {{name: gw, address: \"{gw}\"}}\nroutes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n"
     );
     let running = b2bua::engine::start(Config::parse(&yaml, "t.yaml").unwrap(), store.clone())
@@ -66,7 +67,7 @@ async fn connect(
 async fn audio_is_anchored_relayed_both_ways_transcoded_and_latched() {
     let mut caller = Ua::new("4085551234").await;
     let gw = Ua::new("gw").await;
-    let (_dir, store, running) = start(gw.sip_addr(), 60).await;
+    let (_dir, store, running) = start(gw.sip_addr(), 60, 100).await;
     let b2b = running.addr(Proto::Udp).unwrap();
     let offer = caller.sdp("8 101", &["8 PCMA/8000", "101 telephone-event/8000"]);
     let answer = gw.sdp("0 101", &["0 PCMU/8000", "101 telephone-event/8000"]);
@@ -155,7 +156,7 @@ async fn audio_is_anchored_relayed_both_ways_transcoded_and_latched() {
 async fn a_caller_that_goes_silent_is_hung_up() {
     let mut caller = Ua::new("4085551234").await;
     let gw = Ua::new("gw").await;
-    let (_dir, store, running) = start(gw.sip_addr(), 1).await;
+    let (_dir, store, running) = start(gw.sip_addr(), 1, 100).await;
     let b2b = running.addr(Proto::Udp).unwrap();
     let offer = caller.sdp("0", &["0 PCMU/8000"]);
     let answer = gw.sdp("0", &["0 PCMU/8000"]);
@@ -185,7 +186,7 @@ async fn a_caller_that_goes_silent_is_hung_up() {
 async fn offers_we_cannot_answer_get_488() {
     let mut caller = Ua::new("4085551234").await;
     let gw = Ua::new("gw").await;
-    let (_dir, store, running) = start(gw.sip_addr(), 60).await;
+    let (_dir, store, running) = start(gw.sip_addr(), 60, 100).await;
     let b2b = running.addr(Proto::Udp).unwrap();
     let g729 = caller.sdp("18", &["18 G729/8000"]);
     let invite = caller.invite(b2b, "55512015555233", "g729", &g729);
@@ -201,6 +202,33 @@ async fn offers_we_cannot_answer_get_488() {
         .header("Warning")
         .unwrap()
         .contains("SDP offer is required"));
+    running.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_the_media_limit_are_refused_with_503() {
+    let mut caller = Ua::new("4085551234").await;
+    let mut other = Ua::new("4085550000").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) = start(gw.sip_addr(), 60, 1).await;
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let offer = caller.sdp("0", &["0 PCMU/8000"]);
+    let answer = gw.sdp("0", &["0 PCMU/8000"]);
+    let (ok, _, _) = connect(&mut caller, &gw, b2b, "first", &offer, &answer).await;
+    let invite = other.invite(
+        b2b,
+        "55512015555233",
+        "second",
+        &other.sdp("0", &["0 PCMU/8000"]),
+    );
+    other.send(b2b, &invite).await;
+    let r = other.expect_response(503, S).await;
+    assert!(r.header("Warning").unwrap().contains("no media ports free"));
+    // The first call is untouched and ends normally.
+    let bye = caller.in_dialog("BYE", b2b, &ok, None);
+    caller.send(b2b, &bye).await;
+    caller.expect_response(200, S).await;
     running.stop().await;
     store.close().await;
 }

@@ -131,6 +131,8 @@ struct MediaFile {
     inactivity_s: u64,
     #[serde(default = "d_long_pound")]
     long_pound_ms: u64,
+    #[serde(default = "d_media_calls")]
+    max_calls: usize,
 }
 
 impl Default for MediaFile {
@@ -140,6 +142,7 @@ impl Default for MediaFile {
             ports: d_media_ports(),
             inactivity_s: d_inactivity(),
             long_pound_ms: d_long_pound(),
+            max_calls: d_media_calls(),
         }
     }
 }
@@ -162,6 +165,9 @@ fn d_inactivity() -> u64 {
 }
 fn d_long_pound() -> u64 {
     2000
+}
+fn d_media_calls() -> usize {
+    1000
 }
 
 #[derive(Deserialize)]
@@ -649,6 +655,7 @@ impl Config {
                 ports,
                 inactivity: Duration::from_secs(raw.media.inactivity_s),
                 long_pound: Duration::from_millis(raw.media.long_pound_ms),
+                max_calls: raw.media.max_calls,
             },
         })
     }

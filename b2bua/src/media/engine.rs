@@ -3,7 +3,8 @@
 //! (symmetric RTP, for callers behind NAT), counts packets, loss and jitter, turns the caller's
 //! digits into events, and, once the call is bridged, relays to the other leg through that
 //! leg's own sequence and timestamp space (transcoding between µ-law and A-law only when the
-//! legs differ). Prompt playback for every call runs from one pacing task.
+//! legs differ). Prompt playback for every call runs from one pacing task per core (a timer
+//! service, not a sleeping task per call).
 
 use super::dtmf::{self, DigitEvent, DigitMerger, InBandDetector, Rfc4733Receiver, Source};
 use super::pacer::{Pacer, Playback};
@@ -29,6 +30,9 @@ pub struct MediaConfig {
     pub inactivity: Duration,
     /// How long `#` must be held for a long pound.
     pub long_pound: Duration,
+    /// Calls with media at once; beyond it new calls are refused (503) rather than every
+    /// call's audio degrading. Set it from the relay benchmark on the machine.
+    pub max_calls: usize,
 }
 
 impl Default for MediaConfig {
@@ -38,6 +42,7 @@ impl Default for MediaConfig {
             ports: (30000, 40000),
             inactivity: Duration::from_secs(60),
             long_pound: Duration::from_secs(2),
+            max_calls: 1000,
         }
     }
 }
@@ -79,6 +84,9 @@ struct State {
     inband: InBandDetector,
     seen_4733: bool,
     playback: Option<(Leg, Playback)>,
+    /// When the caller's leg last received RTP, and whether its silence was reported.
+    last_rx: Instant,
+    inactive_told: bool,
 }
 
 /// A call's media.
@@ -92,11 +100,20 @@ pub struct Session {
     media: Media,
 }
 
+/// A stream handed to a pacing task: the call, its state and the socket to send from.
+type PlayStart = (u64, Arc<Mutex<State>>, Arc<UdpSocket>);
+
 struct Inner {
     cfg: MediaConfig,
     free: Mutex<Vec<u16>>,
+    sessions: std::sync::atomic::AtomicUsize,
+    /// Every open session, for the inactivity check.
+    registry: Mutex<HashMap<u64, std::sync::Weak<Mutex<State>>>>,
+    /// Frame lateness (send time minus due time) in 100 µs buckets, the last one open-ended.
+    lateness: Arc<Mutex<Vec<u64>>>,
     events: mpsc::UnboundedSender<(u64, MediaEvent)>,
-    play: mpsc::UnboundedSender<(u64, Arc<Mutex<State>>, Arc<UdpSocket>)>,
+    /// One pacing task per core; a call's prompts always go to the same one.
+    play: Vec<mpsc::UnboundedSender<PlayStart>>,
 }
 
 /// The media layer; cheap to clone.
@@ -122,7 +139,17 @@ impl Media {
     /// Starts the media layer; events for calls arrive on the returned receiver.
     pub fn start(cfg: MediaConfig) -> (Media, mpsc::UnboundedReceiver<(u64, MediaEvent)>) {
         let (events, rx) = mpsc::unbounded_channel();
-        let (play, play_rx) = mpsc::unbounded_channel();
+        let shards = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 8);
+        let lateness = Arc::new(Mutex::new(vec![0; LATENESS_BUCKETS]));
+        let mut play = Vec::new();
+        for _ in 0..shards {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(playback_service(rx, events.clone(), lateness.clone()));
+            play.push(tx);
+        }
         let start = cfg.ports.0 + cfg.ports.0 % 2;
         let free: Vec<u16> = (start..cfg.ports.1.saturating_sub(1))
             .step_by(2)
@@ -132,11 +159,14 @@ impl Media {
             inner: Arc::new(Inner {
                 cfg,
                 free: Mutex::new(free),
+                sessions: Default::default(),
+                registry: Default::default(),
+                lateness,
                 events: events.clone(),
                 play,
             }),
         };
-        tokio::spawn(playback_service(play_rx, events));
+        tokio::spawn(inactivity_check(Arc::downgrade(&media.inner)));
         (media, rx)
     }
 
@@ -166,8 +196,44 @@ impl Media {
         }
     }
 
-    /// Opens the two legs of a call's media.
+    /// The given quantile (0–1) of how far from their due time prompt frames were sent (early
+    /// or late), over all frames so far.
+    pub fn pacing_lateness(&self, q: f64) -> Duration {
+        let h = self.inner.lateness.lock().unwrap();
+        let total: u64 = h.iter().sum();
+        let target = ((total as f64 * q).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in h.iter().enumerate() {
+            seen += n;
+            if seen >= target {
+                return Duration::from_micros(i as u64 * 100);
+            }
+        }
+        Duration::ZERO
+    }
+
+    /// Calls with media now.
+    pub fn sessions(&self) -> usize {
+        self.inner
+            .sessions
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Opens the two legs of a call's media, unless `max_calls` are already open.
     pub fn session(&self, call: u64) -> std::io::Result<Session> {
+        use std::sync::atomic::Ordering;
+        if self.inner.sessions.fetch_add(1, Ordering::AcqRel) >= self.inner.cfg.max_calls {
+            self.inner.sessions.fetch_sub(1, Ordering::AcqRel);
+            return Err(std::io::Error::other("media at its call limit"));
+        }
+        let opened = self.open(call);
+        if opened.is_err() {
+            self.inner.sessions.fetch_sub(1, Ordering::AcqRel);
+        }
+        opened
+    }
+
+    fn open(&self, call: u64) -> std::io::Result<Session> {
         let (pa, ra, ca) = self.bind_pair()?;
         let (pb, rb, cb) = match self.bind_pair() {
             Ok(x) => x,
@@ -202,7 +268,14 @@ impl Media {
             inband: InBandDetector::default(),
             seen_4733: false,
             playback: None,
+            last_rx: Instant::now(),
+            inactive_told: false,
         }));
+        self.inner
+            .registry
+            .lock()
+            .unwrap()
+            .insert(call, Arc::downgrade(&state));
         let sockets: [Arc<UdpSocket>; 2] = [sockets[0].clone(), sockets[1].clone()];
         let mut tasks = Vec::new();
         for leg in [A, B] {
@@ -212,7 +285,6 @@ impl Media {
                 sockets.clone(),
                 state.clone(),
                 self.inner.events.clone(),
-                self.inner.cfg.inactivity,
             )));
         }
         for c in rtcp {
@@ -261,6 +333,9 @@ impl Session {
     /// Starts or stops relaying between the legs.
     pub fn bridge(&self, on: bool) {
         let mut st = self.state.lock().unwrap();
+        if on && !st.bridged {
+            st.last_rx = Instant::now();
+        }
         st.bridged = on;
         for l in &mut st.legs {
             l.sender.pause();
@@ -270,11 +345,9 @@ impl Session {
     /// Plays prompts to a leg; a [`MediaEvent::PromptDone`] follows when they end.
     pub fn play(&self, leg: Leg, prompts: Vec<Arc<Prompt>>) {
         self.state.lock().unwrap().playback = Some((leg, Playback::new(prompts)));
-        let _ =
-            self.media
-                .inner
-                .play
-                .send((self.call, self.state.clone(), self.sockets[leg].clone()));
+        let shards = &self.media.inner.play;
+        let shard = &shards[self.call as usize % shards.len()];
+        let _ = shard.send((self.call, self.state.clone(), self.sockets[leg].clone()));
     }
 
     /// Stops a playing prompt (barge-in).
@@ -302,21 +375,28 @@ impl Drop for Session {
         }
         self.state.lock().unwrap().playback = None;
         self.media.inner.free.lock().unwrap().extend(self.ports);
+        self.media.inner.registry.lock().unwrap().remove(&self.call);
+        self.media
+            .inner
+            .sessions
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
 /// Converts a G.711 payload between the laws.
-fn transcode(payload: &[u8], from: Codec, to: Codec) -> Vec<u8> {
+fn transcode(payload: &[u8], from: Codec, to: Codec) -> std::borrow::Cow<'_, [u8]> {
     match (from, to) {
         (Codec::Pcmu, Codec::Pcma) => payload
             .iter()
             .map(|b| g711::linear_to_alaw(g711::ulaw_to_linear(*b)))
-            .collect(),
+            .collect::<Vec<u8>>()
+            .into(),
         (Codec::Pcma, Codec::Pcmu) => payload
             .iter()
             .map(|b| g711::linear_to_ulaw(g711::alaw_to_linear(*b)))
-            .collect(),
-        _ => payload.to_vec(),
+            .collect::<Vec<u8>>()
+            .into(),
+        _ => payload.into(),
     }
 }
 
@@ -331,25 +411,12 @@ async fn receive(
     sockets: [Arc<UdpSocket>; 2],
     state: Arc<Mutex<State>>,
     events: mpsc::UnboundedSender<(u64, MediaEvent)>,
-    inactivity: Duration,
 ) {
     let mut buf = vec![0u8; 2048];
-    let mut inactive_told = false;
     loop {
-        let (n, from) =
-            match tokio::time::timeout(inactivity, sockets[leg].recv_from(&mut buf)).await {
-                Ok(Ok(x)) => x,
-                Ok(Err(_)) => continue,
-                Err(_) => {
-                    let bridged = state.lock().unwrap().bridged;
-                    if leg == A && bridged && !inactive_told {
-                        inactive_told = true;
-                        let _ = events.send((call, MediaEvent::Inactive));
-                    }
-                    continue;
-                }
-            };
-        inactive_told = false;
+        let Ok((n, from)) = sockets[leg].recv_from(&mut buf).await else {
+            continue;
+        };
         let now = Instant::now();
         if is_rtcp(&buf[..n]) {
             continue;
@@ -375,6 +442,10 @@ async fn receive(
                 Some(_) => {}
             }
             me.stats.on_packet(p.seq, p.ts, now);
+            if leg == A {
+                st.last_rx = now;
+                st.inactive_told = false;
+            }
             let codec = me.codec;
             let te = me.telephone_event;
             if leg == A {
@@ -480,15 +551,55 @@ pub fn info_digits(session: &Session, body: &str) -> Vec<MediaEvent> {
 }
 
 /// The one pacing task: every playing stream's frames, on its own 20 ms grid.
+/// Reports bridged calls whose caller has sent nothing for the inactivity time: one scan a
+/// half second for all calls, rather than a timer on every packet.
+async fn inactivity_check(inner: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let now = Instant::now();
+        let sessions: Vec<(u64, std::sync::Weak<Mutex<State>>)> = inner
+            .registry
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        for (call, weak) in sessions {
+            let Some(state) = weak.upgrade() else {
+                continue;
+            };
+            let mut st = state.lock().unwrap();
+            if st.bridged
+                && !st.inactive_told
+                && now.saturating_duration_since(st.last_rx) >= inner.cfg.inactivity
+            {
+                st.inactive_told = true;
+                let _ = inner.events.send((call, MediaEvent::Inactive));
+            }
+        }
+    }
+}
+
+const LATENESS_BUCKETS: usize = 1000;
+const EARLY: Duration = Duration::from_millis(1);
+
 async fn playback_service(
-    mut starts: mpsc::UnboundedReceiver<(u64, Arc<Mutex<State>>, Arc<UdpSocket>)>,
+    mut starts: mpsc::UnboundedReceiver<PlayStart>,
     events: mpsc::UnboundedSender<(u64, MediaEvent)>,
+    lateness: Arc<Mutex<Vec<u64>>>,
 ) {
     let mut pacer = Pacer::default();
     let mut streams: HashMap<u64, (Arc<Mutex<State>>, Arc<UdpSocket>)> = HashMap::new();
     let mut scheduled: HashSet<u64> = HashSet::new();
     loop {
-        let wake = pacer.next_wake().map(tokio::time::Instant::from_std);
+        // The runtime's timers tick in whole milliseconds and round up, so wake a millisecond
+        // early and send what is due within it: frames leave within about a millisecond of
+        // their time, either side, instead of always one to two late.
+        let wake = pacer
+            .next_wake()
+            .map(|w| tokio::time::Instant::from_std(w.checked_sub(EARLY).unwrap_or(w)));
         tokio::select! {
             cmd = starts.recv() => {
                 let Some((id, state, sock)) = cmd else { return };
@@ -499,7 +610,9 @@ async fn playback_service(
             }
             _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {
                 let now = Instant::now();
-                for (id, due) in pacer.due(now) {
+                let due_now = pacer.due(now + EARLY);
+                let mut late = Vec::with_capacity(due_now.len());
+                for (id, due) in due_now {
                     let Some((state, sock)) = streams.get(&id) else {
                         scheduled.remove(&id);
                         continue;
@@ -517,6 +630,8 @@ async fn playback_service(
                                         let pkt = st.legs[leg].sender.prompt_frame(pt, &frame, now);
                                         if let Some(r) = remote {
                                             let _ = sock.try_send_to(&pkt, r);
+                                            let sent_at = Instant::now();
+                                            late.push(sent_at.saturating_duration_since(due).max(due.saturating_duration_since(sent_at)));
                                         }
                                         true
                                     }
@@ -538,6 +653,10 @@ async fn playback_service(
                         scheduled.remove(&id);
                         streams.remove(&id);
                     }
+                }
+                let mut h = lateness.lock().unwrap();
+                for l in late {
+                    h[((l.as_micros() / 100) as usize).min(LATENESS_BUCKETS - 1)] += 1;
                 }
             }
         }
