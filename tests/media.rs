@@ -232,3 +232,73 @@ async fn calls_beyond_the_media_limit_are_refused_with_503() {
     running.stop().await;
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_play_as_paced_rtp_then_say_done() {
+    use b2bua::media::engine::{Media, MediaConfig, MediaEvent, A};
+    let (media, mut events) = Media::start(MediaConfig { ports: (43000, 43100), ..MediaConfig::default() });
+    let caller = Ua::new("c").await;
+    let s = media.session(7).unwrap();
+    s.set_remote(A, caller.rtp_addr(), (8, sdp::Codec::Pcma), None);
+    let (set, _) = prompts::set::PromptSet::load(prompts::set::default_dir()).unwrap();
+    let names = prompts::say::say_money(prompts::say::Lang::En, 32, 91);
+    let seq = set.sequence("en", &names);
+    let samples: usize = seq.iter().map(|p| p.alaw.len()).sum();
+    let frames: usize = seq.iter().map(|p| p.alaw.len().div_ceil(160)).sum();
+    let t0 = std::time::Instant::now();
+    s.play(A, seq);
+    let got = caller.recv_rtp(Duration::from_millis(300)).await;
+    let took = t0.elapsed();
+    assert_eq!(got.len(), frames, "{samples} samples in 20 ms frames");
+    assert!(took >= Duration::from_millis(frames as u64 * 20 - 40), "paced, not bursted: {took:?} for {frames} frames");
+    let first = rtp::read(&got[0].0).unwrap();
+    assert!(first.marker && first.pt == 8);
+    assert_eq!(got[0].1, s.local(A), "sent from the leg's own socket");
+    for w in got.windows(2) {
+        let (a, b) = (rtp::read(&w[0].0).unwrap(), rtp::read(&w[1].0).unwrap());
+        assert_eq!(b.seq, a.seq.wrapping_add(1));
+        assert_eq!(b.ts, a.ts.wrapping_add(160));
+        assert_eq!(a.ssrc, b.ssrc);
+        assert!(!b.marker);
+    }
+    assert_eq!(events.recv().await, Some((7, MediaEvent::PromptDone)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_digits_and_long_pound_arrive_as_events() {
+    use b2bua::media::engine::{Media, MediaConfig, MediaEvent, A};
+    let (media, mut events) = Media::start(MediaConfig { ports: (43200, 43300), ..MediaConfig::default() });
+    let caller = Ua::new("c").await;
+    let s = media.session(9).unwrap();
+    s.set_remote(A, caller.rtp_addr(), (0, sdp::Codec::Pcmu), Some(101));
+    let to = s.local(A);
+    let mut tx = rtp::Sender::new(5, 0, 0);
+    // "5" as a short telephone-event, then "#" held for 2.3 s, start retransmitted, end sent three times.
+    let ev = |code: u8, end: bool, dur: u16| [code, if end { 0x80 } else { 0 }, (dur >> 8) as u8, dur as u8];
+    let t0 = std::time::Instant::now();
+    for (i, end) in [(0, false), (1, false), (2, true), (3, true), (4, true)] {
+        let p = tx.relay(101, i == 0, 8000, &ev(5, end, 160 * (i + 1)), t0);
+        caller.rtp.send_to(&p, to).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..48u16 {
+        let p = tx.relay(101, i == 0, 16000, &ev(11, false, 400 * (i + 1)), t0);
+        caller.rtp.send_to(&p, to).await.unwrap();
+        if i == 0 {
+            caller.rtp.send_to(&p, to).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..3 {
+        let p = tx.relay(101, false, 16000, &ev(11, true, 19200), t0);
+        caller.rtp.send_to(&p, to).await.unwrap();
+    }
+    let mut got = Vec::new();
+    while let Ok(Some((_, e))) = tokio::time::timeout(Duration::from_millis(300), events.recv()).await {
+        got.push(e);
+    }
+    assert_eq!(got, vec![MediaEvent::Digit('5'), MediaEvent::Digit('#'), MediaEvent::LongPound]);
+    // And by SIP INFO.
+    let info = b2bua::media::engine::info_digits(&s, "Signal=7\r\nDuration=120\r\n");
+    assert_eq!(info, vec![MediaEvent::Digit('7')]);
+}
