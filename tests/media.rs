@@ -149,6 +149,11 @@ async fn audio_is_anchored_relayed_both_ways_transcoded_and_latched() {
         .await
         .unwrap();
     assert_eq!(recs[0].disconnect_cause, "caller hung up");
+    assert_eq!(
+        recs[0].voice_quality,
+        Some(0),
+        "no loss, no jitter to speak of"
+    );
     store.close().await;
 }
 
@@ -236,7 +241,10 @@ async fn calls_beyond_the_media_limit_are_refused_with_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prompts_play_as_paced_rtp_then_say_done() {
     use b2bua::media::engine::{Media, MediaConfig, MediaEvent, A};
-    let (media, mut events) = Media::start(MediaConfig { ports: (43000, 43100), ..MediaConfig::default() });
+    let (media, mut events) = Media::start(MediaConfig {
+        ports: (43000, 43100),
+        ..MediaConfig::default()
+    });
     let caller = Ua::new("c").await;
     let s = media.session(7).unwrap();
     s.set_remote(A, caller.rtp_addr(), (8, sdp::Codec::Pcma), None);
@@ -250,7 +258,10 @@ async fn prompts_play_as_paced_rtp_then_say_done() {
     let got = caller.recv_rtp(Duration::from_millis(300)).await;
     let took = t0.elapsed();
     assert_eq!(got.len(), frames, "{samples} samples in 20 ms frames");
-    assert!(took >= Duration::from_millis(frames as u64 * 20 - 40), "paced, not bursted: {took:?} for {frames} frames");
+    assert!(
+        took >= Duration::from_millis(frames as u64 * 20 - 40),
+        "paced, not bursted: {took:?} for {frames} frames"
+    );
     let first = rtp::read(&got[0].0).unwrap();
     assert!(first.marker && first.pt == 8);
     assert_eq!(got[0].1, s.local(A), "sent from the leg's own socket");
@@ -267,14 +278,24 @@ async fn prompts_play_as_paced_rtp_then_say_done() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callers_digits_and_long_pound_arrive_as_events() {
     use b2bua::media::engine::{Media, MediaConfig, MediaEvent, A};
-    let (media, mut events) = Media::start(MediaConfig { ports: (43200, 43300), ..MediaConfig::default() });
+    let (media, mut events) = Media::start(MediaConfig {
+        ports: (43200, 43300),
+        ..MediaConfig::default()
+    });
     let caller = Ua::new("c").await;
     let s = media.session(9).unwrap();
     s.set_remote(A, caller.rtp_addr(), (0, sdp::Codec::Pcmu), Some(101));
     let to = s.local(A);
     let mut tx = rtp::Sender::new(5, 0, 0);
     // "5" as a short telephone-event, then "#" held for 2.3 s, start retransmitted, end sent three times.
-    let ev = |code: u8, end: bool, dur: u16| [code, if end { 0x80 } else { 0 }, (dur >> 8) as u8, dur as u8];
+    let ev = |code: u8, end: bool, dur: u16| {
+        [
+            code,
+            if end { 0x80 } else { 0 },
+            (dur >> 8) as u8,
+            dur as u8,
+        ]
+    };
     let t0 = std::time::Instant::now();
     for (i, end) in [(0, false), (1, false), (2, true), (3, true), (4, true)] {
         let p = tx.relay(101, i == 0, 8000, &ev(5, end, 160 * (i + 1)), t0);
@@ -294,10 +315,19 @@ async fn the_callers_digits_and_long_pound_arrive_as_events() {
         caller.rtp.send_to(&p, to).await.unwrap();
     }
     let mut got = Vec::new();
-    while let Ok(Some((_, e))) = tokio::time::timeout(Duration::from_millis(300), events.recv()).await {
+    while let Ok(Some((_, e))) =
+        tokio::time::timeout(Duration::from_millis(300), events.recv()).await
+    {
         got.push(e);
     }
-    assert_eq!(got, vec![MediaEvent::Digit('5'), MediaEvent::Digit('#'), MediaEvent::LongPound]);
+    assert_eq!(
+        got,
+        vec![
+            MediaEvent::Digit('5'),
+            MediaEvent::Digit('#'),
+            MediaEvent::LongPound
+        ]
+    );
     // And by SIP INFO.
     let info = b2bua::media::engine::info_digits(&s, "Signal=7\r\nDuration=120\r\n");
     assert_eq!(info, vec![MediaEvent::Digit('7')]);

@@ -100,6 +100,7 @@ async fn main() {
                     connect_at: Some(now),
                     disconnect_at: now + Duration::seconds(42),
                     cause: "normal".into(),
+                    voice_quality: None,
                 };
                 store.settle(&conf, &end, now).await.unwrap();
             }

@@ -94,6 +94,7 @@ async fn the_seeds_walk_through(db: &TestDb) {
         connect_at: None,
         disconnect_at: now() + Duration::milliseconds(61_200),
         cause: "normal".into(),
+        voice_quality: None,
     };
     let st = s.settle("conf-1", &end, now()).await.unwrap();
     assert_eq!(
@@ -237,6 +238,7 @@ async fn codes_for_destinations(db: &TestDb) {
                 connect_at: Some(now()),
                 disconnect_at: now() + Duration::seconds(600),
                 cause: "normal".into(),
+                voice_quality: None,
             },
             now(),
         )
@@ -419,6 +421,7 @@ async fn extension_cutoff_and_sweeper(db: &TestDb) {
         connect_at: None,
         disconnect_at: now() + Duration::seconds(637),
         cause: "cutoff".into(),
+        voice_quality: None,
     };
     let st = s.settle("ext-1", &end, now()).await.unwrap();
     assert_eq!(st.billed_seconds, 635);

@@ -69,6 +69,7 @@ async fn five_hundred_calls_never_overspend(db: &TestDb) {
                 connect_at: Some(now),
                 disconnect_at: now + Duration::seconds(talk),
                 cause: "normal".into(),
+                voice_quality: None,
             };
             let s = store.settle(&conf, &end, now).await.unwrap();
             // A retried settlement changes nothing.

@@ -393,6 +393,7 @@ impl Engine {
                     connect_at: None,
                     disconnect_at: Utc::now(),
                     cause: "cancelled".into(),
+                    voice_quality: None,
                 };
                 let result = store
                     .settle(&r.conf_id, &end, Utc::now())
@@ -780,6 +781,8 @@ impl Engine {
                     connect_at,
                     disconnect_at,
                     cause: cause.to_string(),
+                    // Only a call that carried media through us has a figure.
+                    voice_quality: quality.filter(|q| q.packets[0] > 0).map(|q| q.icpif),
                 };
                 self.spawn_store(move |store| async move {
                     let result = store

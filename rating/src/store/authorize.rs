@@ -95,6 +95,8 @@ pub struct CallEnd {
     pub disconnect_at: DateTime<Utc>,
     /// Why it ended (a Q.850 cause, "cutoff", "long pound" …), for the record.
     pub cause: String,
+    /// The ICPIF-style voice-quality figure of the caller's leg, when the media passed us.
+    pub voice_quality: Option<u32>,
 }
 
 /// What a settlement charged.
@@ -823,7 +825,7 @@ impl Store {
             let rec = sqlx::query(
                 "SELECT conf_id, session_id, account, ani, access_number, destination, setup_at, connect_at, \
                  disconnect_at, billed_seconds, cost, currency, deck, rate_prefix, rate_description, \
-                 disconnect_cause, return_code, node FROM call_records WHERE conf_id = $1",
+                 disconnect_cause, return_code, node, voice_quality FROM call_records WHERE conf_id = $1",
             )
             .bind(conf_id)
             .fetch_optional(&self.pool)
@@ -876,8 +878,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO call_records (conf_id, session_id, account, ani, access_number, destination, setup_at, \
              connect_at, disconnect_at, billed_seconds, cost, currency, deck, rate_prefix, rate_description, \
-             disconnect_cause, return_code, node, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, $18)",
+             disconnect_cause, return_code, node, created_at, voice_quality) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, $18, $19)",
         )
         .bind(conf_id)
         .bind(&held.session_id)
@@ -897,6 +899,7 @@ impl Store {
         .bind(end.cause.chars().filter(|c| !c.is_control()).take(200).collect::<String>())
         .bind(&self.cfg.node_id)
         .bind(now_ms)
+        .bind(end.voice_quality.map(i64::from))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -937,6 +940,7 @@ impl Store {
                 connect_at: connect_at.map(at_ms),
                 disconnect_at: at_ms(end_ms),
                 cause: format!("swept: owner {owner} stopped extending"),
+                voice_quality: None,
             };
             match self.settle(&id, &end, now).await {
                 Ok(s) if s.already_settled => {}

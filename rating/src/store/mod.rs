@@ -229,6 +229,8 @@ pub struct CallRecord {
     pub rate_prefix: String,
     pub rate_description: String,
     pub disconnect_cause: String,
+    /// ICPIF-style voice quality of the caller's leg (lower is better), when known.
+    pub voice_quality: Option<i64>,
     pub return_code: u8,
     pub node: String,
 }
@@ -842,7 +844,7 @@ impl Store {
         let mut sql = String::from(
             "SELECT conf_id, session_id, account, ani, access_number, destination, setup_at, connect_at, \
              disconnect_at, billed_seconds, cost, currency, deck, rate_prefix, rate_description, \
-             disconnect_cause, return_code, node FROM call_records WHERE 1 = 1",
+             disconnect_cause, return_code, node, voice_quality FROM call_records WHERE 1 = 1",
         );
         let mut n = 0;
         if f.account.is_some() {
@@ -914,6 +916,7 @@ pub(crate) fn call_record(r: &AnyRow) -> Result<CallRecord, sqlx::Error> {
         rate_prefix: r.try_get("rate_prefix")?,
         rate_description: r.try_get("rate_description")?,
         disconnect_cause: r.try_get("disconnect_cause")?,
+        voice_quality: r.try_get("voice_quality")?,
         return_code: u8::try_from(r.try_get::<i64, _>("return_code")?).unwrap_or(u8::MAX),
         node: r.try_get("node")?,
     })
