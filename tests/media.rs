@@ -298,12 +298,12 @@ async fn the_callers_digits_and_long_pound_arrive_as_events() {
     };
     let t0 = std::time::Instant::now();
     for (i, end) in [(0, false), (1, false), (2, true), (3, true), (4, true)] {
-        let p = tx.relay(101, i == 0, 8000, &ev(5, end, 160 * (i + 1)), t0);
+        let p = tx.relay(101, i == 0, 8000, 8000, &ev(5, end, 160 * (i + 1)), t0);
         caller.rtp.send_to(&p, to).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 0..48u16 {
-        let p = tx.relay(101, i == 0, 16000, &ev(11, false, 400 * (i + 1)), t0);
+        let p = tx.relay(101, i == 0, 16000, 8000, &ev(11, false, 400 * (i + 1)), t0);
         caller.rtp.send_to(&p, to).await.unwrap();
         if i == 0 {
             caller.rtp.send_to(&p, to).await.unwrap();
@@ -311,7 +311,7 @@ async fn the_callers_digits_and_long_pound_arrive_as_events() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for _ in 0..3 {
-        let p = tx.relay(101, false, 16000, &ev(11, true, 19200), t0);
+        let p = tx.relay(101, false, 16000, 8000, &ev(11, true, 19200), t0);
         caller.rtp.send_to(&p, to).await.unwrap();
     }
     let mut got = Vec::new();
@@ -331,4 +331,51 @@ async fn the_callers_digits_and_long_pound_arrive_as_events() {
     // And by SIP INFO.
     let info = b2bua::media::engine::info_digits(&s, "Signal=7\r\nDuration=120\r\n");
     assert_eq!(info, vec![MediaEvent::Digit('7')]);
+}
+
+#[cfg(feature = "opus")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_g711_caller_and_an_opus_gateway_are_transcoded() {
+    use b2bua::media::codec::LegCodec;
+    let mut caller = Ua::new("4085551234").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) = start(gw.sip_addr(), 60, 100).await;
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let offer = caller.sdp("0", &["0 PCMU/8000"]);
+    let answer = gw.sdp("111", &["111 opus/48000/2"]);
+    let (ok, a_leg, b_leg) = connect(&mut caller, &gw, b2b, "opus1", &offer, &answer).await;
+    assert_eq!(
+        sdp::parse(&ok.body).unwrap().codecs,
+        vec![(0, sdp::Codec::Pcmu)]
+    );
+    let tone: Vec<i16> = (0..160)
+        .map(|i| ((i as f64 * 0.35).sin() * 8000.0) as i16)
+        .collect();
+    let ulaw: Vec<u8> = tone.iter().map(|s| g711::linear_to_ulaw(*s)).collect();
+    let (_, got) = tokio::join!(
+        caller.send_rtp(a_leg, 0, 1, 20, &ulaw),
+        gw.recv_rtp(Duration::from_millis(400))
+    );
+    assert!(got.len() >= 19, "{}", got.len());
+    let mut dec = LegCodec::new(sdp::Codec::Opus);
+    let (p0, p1) = (rtp::read(&got[0].0).unwrap(), rtp::read(&got[1].0).unwrap());
+    assert_eq!(p0.pt, 111);
+    assert_eq!(
+        p1.ts.wrapping_sub(p0.ts),
+        960,
+        "Opus runs on a 48 kHz RTP clock"
+    );
+    assert_eq!(dec.decode(p1.payload).len(), 160);
+    // And back: Opus from the gateway reaches the caller as µ-law.
+    let mut enc = LegCodec::new(sdp::Codec::Opus);
+    let packet = enc.encode(&tone);
+    let (_, back) = tokio::join!(
+        gw.send_rtp(b_leg, 111, 2, 10, &packet),
+        caller.recv_rtp(Duration::from_millis(400))
+    );
+    assert!(back.len() >= 9);
+    let p = rtp::read(&back[0].0).unwrap();
+    assert_eq!((p.pt, p.payload.len()), (0, 160));
+    running.stop().await;
+    store.close().await;
 }

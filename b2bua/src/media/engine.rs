@@ -6,6 +6,7 @@
 //! legs differ). Prompt playback for every call runs from one pacing task per core (a timer
 //! service, not a sleeping task per call).
 
+use super::codec::{self, LegCodec};
 use super::dtmf::{self, DigitEvent, DigitMerger, InBandDetector, Rfc4733Receiver, Source};
 use super::pacer::{Pacer, Playback};
 use super::rtp::{self, ReceiverStats, Sender};
@@ -71,6 +72,7 @@ struct LegState {
     remote: Option<SocketAddr>,
     latched_ssrc: Option<u32>,
     codec: Option<(u8, Codec)>,
+    coder: Option<LegCodec>,
     telephone_event: Option<u8>,
     sender: Sender,
     stats: ReceiverStats,
@@ -256,6 +258,7 @@ impl Media {
             remote: None,
             latched_ssrc: None,
             codec: None,
+            coder: None,
             telephone_event: None,
             sender: Sender::new(ssrc(), rand::random(), rand::random()),
             stats: ReceiverStats::default(),
@@ -326,6 +329,10 @@ impl Session {
         if l.latched_ssrc.is_none() {
             l.remote = Some(remote);
         }
+        if l.codec.map(|c| c.1) != Some(codec.1) {
+            l.coder = Some(LegCodec::new(codec.1));
+            l.sender.set_clock_rate(codec.1.clock_rate());
+        }
         l.codec = Some(codec);
         l.telephone_event = telephone_event;
     }
@@ -380,23 +387,6 @@ impl Drop for Session {
             .inner
             .sessions
             .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
-
-/// Converts a G.711 payload between the laws.
-fn transcode(payload: &[u8], from: Codec, to: Codec) -> std::borrow::Cow<'_, [u8]> {
-    match (from, to) {
-        (Codec::Pcmu, Codec::Pcma) => payload
-            .iter()
-            .map(|b| g711::linear_to_alaw(g711::ulaw_to_linear(*b)))
-            .collect::<Vec<u8>>()
-            .into(),
-        (Codec::Pcma, Codec::Pcmu) => payload
-            .iter()
-            .map(|b| g711::linear_to_ulaw(g711::alaw_to_linear(*b)))
-            .collect::<Vec<u8>>()
-            .into(),
-        _ => payload.into(),
     }
 }
 
@@ -458,14 +448,14 @@ async fn receive(
                         .collect()
                 } else if !st.seen_4733 {
                     match codec {
-                        Some((pt, c)) if pt == p.pt => {
+                        // In-band tones are looked for in G.711 only (an Opus caller that sends
+                        // digits sends telephone-events).
+                        Some((pt, c @ (Codec::Pcmu | Codec::Pcma))) if pt == p.pt => {
                             let linear: Vec<i16> = match c {
                                 Codec::Pcmu => {
                                     p.payload.iter().map(|b| g711::ulaw_to_linear(*b)).collect()
                                 }
-                                Codec::Pcma => {
-                                    p.payload.iter().map(|b| g711::alaw_to_linear(*b)).collect()
-                                }
+                                _ => p.payload.iter().map(|b| g711::alaw_to_linear(*b)).collect(),
                             };
                             st.inband
                                 .push(&linear, now)
@@ -491,20 +481,24 @@ async fn receive(
                     st.legs[other].remote,
                 );
                 if let Some(remote) = to_remote {
+                    let src_rate = codec.map(|c| c.1.clock_rate()).unwrap_or(8000);
                     let packet = if te.is_some() && te == Some(p.pt) {
                         to_te.map(|pt| {
                             st.legs[other]
                                 .sender
-                                .relay(pt, p.marker, p.ts, p.payload, now)
+                                .relay(pt, p.marker, p.ts, src_rate, p.payload, now)
                         })
                     } else {
                         match (codec, to_codec) {
-                            (Some((pt, from_c)), Some((to_pt, to_c))) if pt == p.pt => {
-                                let payload = transcode(p.payload, from_c, to_c);
+                            (Some((pt, _)), Some((to_pt, _))) if pt == p.pt => {
+                                let (from, to) = pair(&mut st.legs, leg);
+                                let payload = match (from.coder.as_mut(), to.coder.as_mut()) {
+                                    (Some(f), Some(t)) => codec::transcode(p.payload, f, t),
+                                    _ => p.payload.to_vec(),
+                                };
                                 Some(
-                                    st.legs[other]
-                                        .sender
-                                        .relay(to_pt, p.marker, p.ts, &payload, now),
+                                    to.sender
+                                        .relay(to_pt, p.marker, p.ts, src_rate, &payload, now),
                                 )
                             }
                             _ => None,
@@ -524,6 +518,16 @@ async fn receive(
             };
             let _ = events.send((call, ev));
         }
+    }
+}
+
+/// The leg a packet came in on and the other one, both mutable.
+fn pair(legs: &mut [LegState; 2], from: Leg) -> (&mut LegState, &mut LegState) {
+    let (a, b) = legs.split_at_mut(1);
+    if from == A {
+        (&mut a[0], &mut b[0])
+    } else {
+        (&mut b[0], &mut a[0])
     }
 }
 
@@ -627,7 +631,12 @@ async fn playback_service(
                                 let remote = st.legs[leg].remote;
                                 match (codec, pb.next_frame(codec.map(|c| c.1).unwrap_or(Codec::Pcmu))) {
                                     (Some((pt, _)), Some(frame)) => {
-                                        let pkt = st.legs[leg].sender.prompt_frame(pt, &frame, now);
+                                        let l = &mut st.legs[leg];
+                                        let payload = match l.coder.as_mut() {
+                                            Some(coder) => coder.prompt_payload(&frame),
+                                            None => frame.to_vec(),
+                                        };
+                                        let pkt = l.sender.prompt_frame(pt, &payload, now);
                                         if let Some(r) = remote {
                                             let _ = sock.try_send_to(&pkt, r);
                                             let sent_at = Instant::now();

@@ -4,6 +4,7 @@
 //! timing from one timer service ([`pacer`]). The sockets that carry them are the rest of the
 //! media issue.
 
+pub mod codec;
 pub mod dtmf;
 pub mod engine;
 pub mod pacer;

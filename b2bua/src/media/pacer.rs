@@ -39,17 +39,14 @@ impl Playback {
         self.queue.is_empty()
     }
 
-    /// The next 20 ms of audio in `codec`, the last frame of a prompt padded with silence;
-    /// `None` when the sequence has ended.
+    /// The next 20 ms of audio in `codec` (µ-law for codecs other than G.711, to be re-encoded
+    /// by the leg), the last frame of a prompt padded with silence; `None` when the sequence
+    /// has ended.
     pub fn next_frame(&mut self, codec: Codec) -> Option<[u8; FRAME]> {
         let prompt = self.queue.front()?;
-        let data = match codec {
-            Codec::Pcmu => &prompt.ulaw,
-            Codec::Pcma => &prompt.alaw,
-        };
-        let silence = match codec {
-            Codec::Pcmu => 0xff,
-            Codec::Pcma => 0xd5,
+        let (data, silence) = match codec {
+            Codec::Pcma => (&prompt.alaw, 0xd5),
+            _ => (&prompt.ulaw, 0xff),
         };
         let mut frame = [silence; FRAME];
         let end = (self.pos + FRAME).min(data.len());

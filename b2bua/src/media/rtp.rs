@@ -7,7 +7,7 @@
 use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
 use std::time::{Duration, Instant};
 
-/// Samples per millisecond at 8 kHz: the RTP clock of G.711 and telephone-event.
+/// RTP clock ticks per millisecond at 8 kHz (G.711, telephone-event, the receive statistics).
 const CLOCK_PER_MS: u64 = 8;
 
 /// Where the audio we are sending comes from.
@@ -15,7 +15,13 @@ const CLOCK_PER_MS: u64 = 8;
 enum Feed {
     Idle,
     Prompt,
-    Relay { offset: u32 },
+    /// Relaying: the source's timestamp and ours at the switch, to map the source's spacing
+    /// (rescaled when the clocks differ) into ours.
+    Relay {
+        src_base: u32,
+        our_base: u32,
+        src_rate: u32,
+    },
 }
 
 /// The sending side of one leg.
@@ -26,6 +32,8 @@ pub struct Sender {
     ts: u32,
     last: Option<Instant>,
     feed: Feed,
+    /// Our RTP clock in ticks per millisecond (8 for G.711, 48 for Opus).
+    per_ms: u32,
 }
 
 impl Sender {
@@ -37,7 +45,13 @@ impl Sender {
             ts,
             last: None,
             feed: Feed::Idle,
+            per_ms: 8,
         }
+    }
+
+    /// Sets the leg's RTP clock rate (the codec's), 8 kHz unless told.
+    pub fn set_clock_rate(&mut self, hz: u32) {
+        self.per_ms = (hz / 1000).max(1);
     }
 
     /// The SSRC, stable for the whole call.
@@ -50,7 +64,8 @@ impl Sender {
     fn resume_ts(&self, now: Instant, frame: u32) -> u32 {
         match self.last {
             Some(last) => {
-                let gap = now.saturating_duration_since(last).as_millis() as u64 * CLOCK_PER_MS;
+                let gap =
+                    now.saturating_duration_since(last).as_millis() as u64 * self.per_ms as u64;
                 self.ts.wrapping_add((gap as u32).max(frame))
             }
             None => self.ts,
@@ -74,7 +89,7 @@ impl Sender {
 
     /// One 20 ms frame of prompt audio.
     pub fn prompt_frame(&mut self, pt: u8, payload: &[u8], now: Instant) -> Vec<u8> {
-        let frame = payload.len() as u32;
+        let frame = 20 * self.per_ms;
         let (ts, marker) = match self.feed {
             Feed::Prompt => (self.ts.wrapping_add(frame), false),
             _ => (self.resume_ts(now, frame), true),
@@ -90,22 +105,28 @@ impl Sender {
         pt: u8,
         marker: bool,
         src_ts: u32,
+        src_rate: u32,
         payload: &[u8],
         now: Instant,
     ) -> Vec<u8> {
-        let offset = match self.feed {
-            Feed::Relay { offset } => offset,
-            _ => self.resume_ts(now, 160).wrapping_sub(src_ts),
+        let (src_base, our_base, switched) = match self.feed {
+            Feed::Relay {
+                src_base,
+                our_base,
+                src_rate: r,
+            } if r == src_rate => (src_base, our_base, false),
+            _ => (src_ts, self.resume_ts(now, 20 * self.per_ms), true),
         };
-        let switched = !matches!(self.feed, Feed::Relay { .. });
-        self.feed = Feed::Relay { offset };
-        self.build(
-            pt,
-            marker || switched,
-            src_ts.wrapping_add(offset),
-            payload,
-            now,
-        )
+        self.feed = Feed::Relay {
+            src_base,
+            our_base,
+            src_rate,
+        };
+        // The source's distance from the switch (signed, for reordered packets), in our clock.
+        let delta = src_ts.wrapping_sub(src_base) as i32 as i64 * (self.per_ms as i64 * 1000)
+            / src_rate.max(1) as i64;
+        let ts = our_base.wrapping_add(delta as i32 as u32);
+        self.build(pt, marker || switched, ts, payload, now)
     }
 
     /// The source stopped (a prompt ended, the bridge paused): the next packet starts a talkspurt.
@@ -266,18 +287,43 @@ mod tests {
             "sequence wraps, timestamp +160"
         );
         // Relayed audio with the other leg's own timestamps: ours continue from the time passed.
-        let c = hdr(&s.relay(0, false, 555_000, &[1; 160], t0 + MS(40)));
+        let c = hdr(&s.relay(0, false, 555_000, 8000, &[1; 160], t0 + MS(40)));
         assert_eq!((c.1, c.2, c.3, c.4), (true, 1, 1320, 0xabc));
-        let d = hdr(&s.relay(0, false, 555_160, &[1; 160], t0 + MS(60)));
+        let d = hdr(&s.relay(0, false, 555_160, 8000, &[1; 160], t0 + MS(60)));
         assert_eq!((d.1, d.2, d.3), (false, 2, 1480));
         // A telephone-event keeps one timestamp for its packets.
-        let e1 = hdr(&s.relay(101, true, 555_320, &[11, 0, 0, 160], t0 + MS(80)));
-        let e2 = hdr(&s.relay(101, false, 555_320, &[11, 0, 1, 64], t0 + MS(100)));
+        let e1 = hdr(&s.relay(101, true, 555_320, 8000, &[11, 0, 0, 160], t0 + MS(80)));
+        let e2 = hdr(&s.relay(101, false, 555_320, 8000, &[11, 0, 1, 64], t0 + MS(100)));
         assert_eq!((e1.3, e2.3, e1.1), (1640, 1640, true));
         // Back to a prompt 200 ms later: the timestamp jumps by the time that passed.
         s.pause();
         let f = hdr(&s.prompt_frame(0, &[0xff; 160], t0 + MS(300)));
         assert_eq!((f.1, f.2, f.3), (true, 5, 1640 + 200 * 8));
+    }
+
+    #[test]
+    fn relaying_between_clocks_rescales_the_spacing() {
+        let t0 = Instant::now();
+        let mut s = Sender::new(1, 0, 0);
+        s.set_clock_rate(48000);
+        let a = read(&s.relay(111, false, 1000, 8000, &[0; 10], t0))
+            .unwrap()
+            .ts;
+        let b = read(&s.relay(111, false, 1160, 8000, &[0; 10], t0 + MS(20)))
+            .unwrap()
+            .ts;
+        assert_eq!(
+            b.wrapping_sub(a),
+            960,
+            "20 ms at 8 kHz is 960 ticks at 48 kHz"
+        );
+        let frame = s.prompt_frame(111, &[0; 10], t0 + MS(40));
+        let f = read(&frame).unwrap();
+        assert_eq!(
+            f.ts.wrapping_sub(b),
+            960,
+            "prompt frames are 20 ms of our clock"
+        );
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub enum Codec {
     Pcmu,
     /// G.711 A-law.
     Pcma,
+    /// Opus (the `opus` cargo feature), 20 ms frames, RTP clock 48 kHz.
+    #[cfg(feature = "opus")]
+    Opus,
 }
 
 impl Codec {
@@ -23,13 +26,41 @@ impl Codec {
         match self {
             Codec::Pcmu => "PCMU/8000",
             Codec::Pcma => "PCMA/8000",
+            #[cfg(feature = "opus")]
+            Codec::Opus => "opus/48000/2",
         }
     }
 
-    /// Codecs we support, in our preference order. (Opus, as an optional feature, is not
-    /// built yet.)
+    /// The RTP clock rate.
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            Codec::Pcmu | Codec::Pcma => 8000,
+            #[cfg(feature = "opus")]
+            Codec::Opus => 48000,
+        }
+    }
+
+    /// The payload type we offer it with.
+    fn our_pt(self) -> u8 {
+        match self {
+            Codec::Pcmu => 0,
+            Codec::Pcma => 8,
+            #[cfg(feature = "opus")]
+            Codec::Opus => 111,
+        }
+    }
+
+    /// Codecs we support, in our preference order (G.711 first: it needs no transcoding to
+    /// the gateways, which nearly all speak it).
     pub fn supported() -> &'static [Codec] {
-        &[Codec::Pcmu, Codec::Pcma]
+        #[cfg(feature = "opus")]
+        {
+            &[Codec::Pcmu, Codec::Pcma, Codec::Opus]
+        }
+        #[cfg(not(feature = "opus"))]
+        {
+            &[Codec::Pcmu, Codec::Pcma]
+        }
     }
 }
 
@@ -102,7 +133,13 @@ impl fmt::Display for SdpError {
             SdpError::Syntax(e) => write!(f, "bad SDP: {e}"),
             SdpError::NoAudio => write!(f, "no audio stream in the SDP"),
             SdpError::NoAddress => write!(f, "no connection address for the audio stream"),
-            SdpError::NoCommonCodec => write!(f, "no codec in common (we have PCMU and PCMA)"),
+            SdpError::NoCommonCodec => {
+                let names: Vec<&str> = Codec::supported()
+                    .iter()
+                    .map(|c| c.rtpmap().split('/').next().unwrap_or(""))
+                    .collect();
+                write!(f, "no codec in common (we have {})", names.join(", "))
+            }
         }
     }
 }
@@ -158,6 +195,8 @@ pub fn parse(body: &[u8]) -> Result<Audio, SdpError> {
         let codec = match name.as_deref() {
             Some(n) if n.starts_with("pcmu/8000") => Some(Codec::Pcmu),
             Some(n) if n.starts_with("pcma/8000") => Some(Codec::Pcma),
+            #[cfg(feature = "opus")]
+            Some(n) if n.starts_with("opus/48000") => Some(Codec::Opus),
             Some(n) if n.starts_with("telephone-event/8000") => {
                 telephone_event.get_or_insert(*pt);
                 None
@@ -237,10 +276,7 @@ pub fn answer(
 pub fn offer(local: SocketAddr, prefer: Codec, direction: Direction, session_id: u64) -> String {
     let mut codecs: Vec<(u8, Codec)> = Codec::supported()
         .iter()
-        .map(|c| match c {
-            Codec::Pcmu => (0, *c),
-            Codec::Pcma => (8, *c),
-        })
+        .map(|c| (c.our_pt(), *c))
         .collect();
     codecs.sort_by_key(|(_, c)| *c != prefer);
     write(local, &codecs, Some(101), direction, false, session_id)
@@ -404,6 +440,27 @@ m=audio 6000 RTP/AVP 8 0 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na
         let no_c = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
         assert_eq!(parse(no_c.as_bytes()).unwrap_err(), SdpError::NoAddress);
         assert!(matches!(parse(b"hello"), Err(SdpError::Syntax(_))));
+    }
+
+    #[cfg(feature = "opus")]
+    #[test]
+    fn opus_is_offered_and_answered_with_its_number() {
+        let o = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 7000 RTP/AVP 96 0\r\na=rtpmap:96 opus/48000/2\r\n";
+        let a = parse(o.as_bytes()).unwrap();
+        assert_eq!(a.codecs, vec![(96, Codec::Opus), (0, Codec::Pcmu)]);
+        let (body, neg) = answer(&a, "127.0.0.1:30000".parse().unwrap(), 1).unwrap();
+        assert_eq!(neg.codec, (96, Codec::Opus));
+        assert!(body.contains("a=rtpmap:96 opus/48000/2\r\n"), "{body}");
+        let ours = offer(
+            "127.0.0.1:30000".parse().unwrap(),
+            Codec::Opus,
+            Direction::SendRecv,
+            1,
+        );
+        assert!(
+            ours.contains("m=audio 30000 RTP/AVP 111 0 8 101\r\n"),
+            "{ours}"
+        );
     }
 
     #[test]
