@@ -33,6 +33,72 @@ pub enum ConfigCommand {
     },
 }
 
+/// `flows …`
+#[derive(Subcommand)]
+pub enum FlowsCommand {
+    /// Validate IVR flows; every error names its file, line and state.
+    Check {
+        /// A directory of `*.yaml` flows, or one flow file (default: `flows`).
+        #[arg(default_value = "flows")]
+        path: PathBuf,
+        /// A prompt-set directory (`<lang>/<lang>_<name>.au`) whose prompts the flows may
+        /// play (default: the shipped catalogue).
+        #[arg(long)]
+        prompts: Option<PathBuf>,
+    },
+}
+
+/// `flows check`: one line per flow, or every mistake and exit 1.
+pub fn flows(cmd: FlowsCommand) -> Result<ExitCode> {
+    let FlowsCommand::Check { path, prompts } = cmd;
+    let names = match prompts {
+        Some(dir) => {
+            let (set, report) =
+                prompts::set::PromptSet::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for e in &report.errors {
+                eprintln!("warning: {e}");
+            }
+            let mut names = std::collections::HashSet::new();
+            for lang in set.languages() {
+                let Some(l) = prompts::say::Lang::from_code(lang) else {
+                    continue;
+                };
+                for n in prompts::catalogue::names(l) {
+                    if set.get(lang, n).is_some() {
+                        names.insert(n.to_string());
+                    }
+                }
+            }
+            names
+        }
+        None => ivr::catalogue_prompts(),
+    };
+    let loaded = if path.is_dir() {
+        ivr::load_dir(&path, &names)
+    } else {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        ivr::Flow::parse(&text, &path.display().to_string(), &names)
+            .map(|f| vec![f])
+            .map_err(|e| vec![e])
+    };
+    match loaded {
+        Ok(flows) => {
+            for f in &flows {
+                println!("{}: ok ({} states)", f.name, f.states.len());
+            }
+            if flows.is_empty() {
+                anyhow::bail!("no flows (*.yaml) in {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            Err(anyhow::anyhow!("{}", all.join("\n")))
+        }
+    }
+}
+
 /// `config check FILE`: prints a summary, or fails with one line per mistake.
 pub fn config(cmd: ConfigCommand) -> Result<ExitCode> {
     match cmd {

@@ -32,6 +32,11 @@ enum Command {
         #[command(subcommand)]
         command: daemon::ConfigCommand,
     },
+    /// Check IVR flows.
+    Flows {
+        #[command(subcommand)]
+        command: daemon::FlowsCommand,
+    },
     /// Create, inspect, block and unblock cards.
     Card {
         #[command(subcommand)]
@@ -76,6 +81,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(a) => daemon::serve(&cli.db, db_from_cli, a).await,
         Command::Config { command } => daemon::config(command),
+        Command::Flows { command } => daemon::flows(command),
         Command::Card { command } => finance::card(&cli.db, command).await,
         Command::Topup(a) => finance::topup(&cli.db, a, rating::store::LedgerKind::TopUp).await,
         Command::Refund(a) => finance::topup(&cli.db, a, rating::store::LedgerKind::Refund).await,

@@ -368,3 +368,40 @@ fn config_check_names_the_line_and_key_of_each_mistake() {
         .fails(&["serve", "--config", &bad])
         .contains("no gateway named `gw9`"));
 }
+
+#[test]
+fn flows_check_names_file_line_and_state() {
+    let cli = Cli::new();
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../flows");
+    let out = cli.ok(&["flows", "check", shipped]);
+    for f in [
+        "debitcard",
+        "debitcard_acct_pin",
+        "clid_authen_collect",
+        "clid_col_npw_3",
+        "pinless",
+    ] {
+        assert!(out.contains(&format!("{f}: ok (")), "{out}");
+    }
+    let prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/../prompts/sets/default");
+    assert!(cli
+        .ok(&["flows", "check", shipped, "--prompts", prompts])
+        .contains("debitcard: ok"));
+    let bad = cli.file(
+        "bad.yaml",
+        "name: bad\nstart: a\nstates:\n  a:\n    play: {prompts: [no_such_prompt]}\n    next: b\n",
+    );
+    let err = cli.fails(&["flows", "check", &bad]);
+    assert!(
+        err.contains("bad.yaml:5: a: prompt `no_such_prompt` is not in the loaded prompt set"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.yaml:5: a: goes to `b`, which is not a state"),
+        "{err}"
+    );
+    let broken = cli.file("broken.yaml", "states: [\n");
+    assert!(cli
+        .fails(&["flows", "check", &broken])
+        .contains("broken.yaml:"));
+}
