@@ -22,6 +22,10 @@ struct File {
     database: Option<String>,
     #[serde(default)]
     node_id: Option<String>,
+    #[serde(default)]
+    prompts: Option<String>,
+    #[serde(default)]
+    flows: Option<String>,
     sip: SipFile,
     #[serde(default)]
     trusted_peers: Vec<Spanned<String>>,
@@ -318,6 +322,10 @@ pub struct Config {
     pub database: Option<String>,
     /// Node id for reservations and the sweeper.
     pub node_id: Option<String>,
+    /// The prompt-set directory (default: the shipped sets).
+    pub prompts: std::path::PathBuf,
+    /// The flow directory (default: the shipped flows).
+    pub flows: std::path::PathBuf,
     /// Listening sockets.
     pub listen: Vec<Listen>,
     /// Host and port put in our Via and Contact; by default the first listen address.
@@ -635,6 +643,14 @@ impl Config {
         Ok(Config {
             database: raw.database,
             node_id: raw.node_id,
+            prompts: raw
+                .prompts
+                .map(Into::into)
+                .unwrap_or_else(|| prompts::set::default_dir().to_path_buf()),
+            flows: raw
+                .flows
+                .map(Into::into)
+                .unwrap_or_else(|| ivr::shipped_dir().to_path_buf()),
             listen,
             advertise: raw.sip.advertise.map(|a| a.value),
             timers: Timers {

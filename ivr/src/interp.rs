@@ -144,6 +144,11 @@ impl Session {
         (s, out)
     }
 
+    /// The flow being run.
+    pub fn flow(&self) -> &Flow {
+        &self.flow
+    }
+
     /// The state the call is in.
     pub fn state(&self) -> &str {
         &self.state

@@ -169,6 +169,41 @@ Max-Forwards: 70\r\n{ct}Content-Length: {}\r\n\r\n{b}",
         }
     }
 
+    /// Keys as RFC 4733 telephone-events (payload type `pt`): per key a start, a
+    /// continuation and the end three times, 100 ms apart.
+    pub async fn send_digits(&self, to: SocketAddr, digits: &str, pt: u8) {
+        let mut s = rtp::Sender::new(0x7e7e, 1, 1);
+        let t0 = std::time::Instant::now();
+        for (i, d) in digits.chars().enumerate() {
+            let code = match d {
+                '*' => 10,
+                '#' => 11,
+                c => c.to_digit(10).expect("a key") as u8,
+            };
+            let ts = 100_000 + i as u32 * 8000;
+            for (n, (end, dur)) in [
+                (false, 160u16),
+                (false, 480),
+                (true, 800),
+                (true, 800),
+                (true, 800),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let payload = [
+                    code,
+                    if end { 0x80 } else { 0 },
+                    (dur >> 8) as u8,
+                    dur as u8,
+                ];
+                let pkt = s.relay(pt, n == 0, ts, 8000, &payload, t0);
+                self.rtp.send_to(&pkt, to).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Every RTP packet that arrives within `wait` of the previous one.
     pub async fn recv_rtp(&self, wait: Duration) -> Vec<(Vec<u8>, SocketAddr)> {
         let mut out = Vec::new();

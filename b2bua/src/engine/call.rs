@@ -34,54 +34,64 @@ pub(crate) enum Phase {
     Answered,
     /// Ended; waiting for the settlement to be written.
     Ended,
+    /// Answered by us; the IVR flow is talking to the caller (no gateway leg up).
+    Ivr,
 }
 
 /// The gateway leg of a call: one attempt at one gateway.
 pub(crate) struct BLeg {
-    gateway: usize,
-    peer: Peer,
+    pub(super) gateway: usize,
+    pub(super) peer: Peer,
     /// The client INVITE transaction's key.
-    tx: String,
-    invite: Request,
-    dialog: Option<Dialog>,
+    pub(super) tx: String,
+    pub(super) invite: Request,
+    pub(super) dialog: Option<Dialog>,
     /// Whether the gateway has said anything (a gateway that says nothing is dead).
-    heard: bool,
+    pub(super) heard: bool,
     /// Whether this attempt still counts against the gateway's channel limit.
-    counted: bool,
+    pub(super) counted: bool,
 }
 
 /// One call; see the module documentation.
 pub(crate) struct Call {
-    session_id: String,
-    conf_id: String,
-    ani: String,
-    destination: String,
-    a_peer: Peer,
-    a_invite: Request,
-    a_tx: String,
-    a_tag: String,
-    a_dialog: Option<Dialog>,
-    b: Option<BLeg>,
-    candidates: Vec<Candidate>,
-    next_candidate: usize,
-    last_code: u16,
-    phase: Phase,
-    reservation: Option<Reservation>,
-    credit_time: u64,
-    granted: u64,
-    connected: Option<(Instant, DateTime<Utc>)>,
-    cutoff_at: Option<Instant>,
-    extend_at: Option<Instant>,
-    setup_deadline: Option<Instant>,
-    ring_deadline: Option<Instant>,
+    pub(super) session_id: String,
+    pub(super) conf_id: String,
+    pub(super) ani: String,
+    pub(super) destination: String,
+    pub(super) a_peer: Peer,
+    pub(super) a_invite: Request,
+    pub(super) a_tx: String,
+    pub(super) a_tag: String,
+    pub(super) a_dialog: Option<Dialog>,
+    pub(super) b: Option<BLeg>,
+    pub(super) candidates: Vec<Candidate>,
+    pub(super) next_candidate: usize,
+    pub(super) last_code: u16,
+    pub(super) phase: Phase,
+    pub(super) reservation: Option<Reservation>,
+    pub(super) credit_time: u64,
+    pub(super) granted: u64,
+    pub(super) connected: Option<(Instant, DateTime<Utc>)>,
+    pub(super) cutoff_at: Option<Instant>,
+    pub(super) extend_at: Option<Instant>,
+    pub(super) setup_deadline: Option<Instant>,
+    pub(super) ring_deadline: Option<Instant>,
     /// Server INVITE transactions whose 2xx awaits its ACK, per side.
-    awaiting_ack: [Option<String>; 2],
+    pub(super) awaiting_ack: [Option<String>; 2],
     /// The call's RTP: the caller's leg and the gateway's leg.
-    media: Option<Session>,
+    pub(super) media: Option<Session>,
     /// The caller's SDP offer.
-    a_offer: Option<sdp::Audio>,
+    pub(super) a_offer: Option<sdp::Audio>,
     /// Our SDP answer to the caller, made once and sent in the 18x and the 200.
-    a_answer: Option<String>,
+    pub(super) a_answer: Option<String>,
+    /// The IVR flow run for this call (access numbers with a flow).
+    pub(super) ivr: Option<ivr::Session>,
+    /// The prompts' language.
+    pub(super) lang: String,
+    /// The access number dialled.
+    pub(super) access_number: String,
+    /// When the credit warning is due.
+    pub(super) warning_at: Option<Instant>,
 }
 
 impl Call {
@@ -132,13 +142,13 @@ fn copy_body(from: &impl SipExt, headers: &mut Headers, body: &mut Vec<u8>) {
     }
 }
 
-fn is_sdp(m: &impl SipExt) -> bool {
+pub(super) fn is_sdp(m: &impl SipExt) -> bool {
     !m.body_bytes().is_empty()
         && m.header("Content-Type")
             .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
 }
 
-fn attach_sdp(resp: &mut Response, body: String) {
+pub(super) fn attach_sdp(resp: &mut Response, body: String) {
     resp.headers.push(hdr("Content-Type", "application/sdp"));
     resp.body = body.into_bytes();
 }
@@ -146,7 +156,7 @@ fn attach_sdp(resp: &mut Response, body: String) {
 impl Engine {
     /// Takes the gateway's SDP: where and how to send to it, relayed from now on; returns our
     /// answer for the caller (made once, the same in the 18x and the 200).
-    fn b_media(&mut self, id: u64, resp: &Response) -> Result<String, String> {
+    pub(super) fn b_media(&mut self, id: u64, resp: &Response) -> Result<String, String> {
         let call = self.calls.get_mut(&id).ok_or("call gone")?;
         let theirs = sdp::parse(&resp.body).map_err(|e| e.to_string())?;
         let codec = *theirs
@@ -170,8 +180,16 @@ impl Engine {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
+        if call.ivr.is_some() && !matches!(ev, MediaEvent::Inactive) {
+            let ev = match ev {
+                MediaEvent::Digit(d) => ivr::Event::Digit(d),
+                MediaEvent::LongPound => ivr::Event::LongPound,
+                _ => ivr::Event::PromptDone,
+            };
+            return self.ivr_feed(id, ev, now);
+        }
         match ev {
-            MediaEvent::Inactive if call.phase == Phase::Answered => {
+            MediaEvent::Inactive if matches!(call.phase, Phase::Answered | Phase::Ivr) => {
                 tracing::info!(call = id, "no RTP from the caller; ending the call");
                 self.bye(id, Side::A, now);
                 self.bye(id, Side::B, now);
@@ -216,15 +234,21 @@ impl Engine {
         if access.trusted_only && !cfg.trusted(from.addr.ip()) {
             return self.reply(&key, 403, Some("source is not a trusted peer"), now);
         }
-        if !access.pinless {
-            return self.reply(
-                &key,
-                503,
-                Some("IVR flows are not built yet; use a pinless access number"),
-                now,
-            );
-        }
-        if rest.is_empty() {
+        let flow = match (&access.flow, access.pinless) {
+            (Some(name), false) => match self.flows.get(name) {
+                Some(f) => Some(f.clone()),
+                None => {
+                    return self.reply(
+                        &key,
+                        503,
+                        Some("the access number's flow is not loaded"),
+                        now,
+                    )
+                }
+            },
+            _ => None,
+        };
+        if flow.is_none() && rest.is_empty() {
             return self.reply(
                 &key,
                 484,
@@ -249,7 +273,7 @@ impl Engine {
         } else {
             String::new()
         };
-        if ani.is_empty() {
+        if ani.is_empty() && flow.is_none() {
             return self.reply(
                 &key,
                 403,
@@ -320,8 +344,28 @@ impl Engine {
             media: Some(session),
             a_offer: Some(offer),
             a_answer: None,
+            ivr: None,
+            lang: access
+                .languages
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "en".into()),
+            access_number: access.number.clone(),
+            warning_at: None,
             a_invite: req,
         };
+        if let Some(flow) = flow {
+            let ctx = ivr::Context {
+                ani: ani.clone(),
+                access_number: access.number.clone(),
+                languages: access.languages.clone(),
+                uri_destination: rest.to_string(),
+            };
+            self.dialogs
+                .insert(call.a_invite.call_id().to_string(), (id, Side::A));
+            self.calls.insert(id, call);
+            return self.start_ivr(id, flow, ctx, now);
+        }
         let request = CallRequest {
             auth: AuthRequest {
                 account: ani.clone(),
@@ -386,7 +430,7 @@ impl Engine {
     }
 
     /// Settles a hold whose call is already gone (cancelled during authorization).
-    fn release_orphan(&mut self, reservation: Option<Reservation>) {
+    pub(super) fn release_orphan(&mut self, reservation: Option<Reservation>) {
         if let Some(r) = reservation {
             self.spawn_store(move |store| async move {
                 let end = CallEnd {
@@ -408,7 +452,7 @@ impl Engine {
     }
 
     /// Tries the next gateway with a free channel, or gives up.
-    fn dial_next(&mut self, id: u64, now: Instant) {
+    pub(super) fn dial_next(&mut self, id: u64, now: Instant) {
         loop {
             let Some(call) = self.calls.get_mut(&id) else {
                 return;
@@ -469,6 +513,12 @@ impl Engine {
         let gw = &self.cfg.router.gateways[cand.gateway];
         let host = self.local.hostport(gw.proto).to_string();
         let tag = new_tag();
+        // An IVR caller may have no (trusted) number.
+        let caller = if call.ani.is_empty() {
+            "anonymous"
+        } else {
+            call.ani.as_str()
+        };
         let mut headers = Headers::default();
         headers.push(hdr(
             "Via",
@@ -485,7 +535,7 @@ impl Engine {
         ));
         match cand.caller_id {
             CallerId::From => {
-                headers.push(hdr("From", format!("<sip:{}@{host}>;tag={tag}", call.ani)))
+                headers.push(hdr("From", format!("<sip:{}@{host}>;tag={tag}", caller)))
             }
             CallerId::Pai => {
                 headers.push(hdr(
@@ -494,7 +544,7 @@ impl Engine {
                 ));
                 headers.push(hdr(
                     "P-Asserted-Identity",
-                    format!("<sip:{}@{host}>", call.ani),
+                    format!("<sip:{}@{host}>", caller),
                 ));
             }
         }
@@ -633,6 +683,9 @@ impl Engine {
 
     /// The gateway answered: ACK it, answer the caller, start the clock.
     fn answered(&mut self, id: u64, resp: Response, now: Instant) {
+        if self.calls[&id].ivr.is_some() {
+            return self.ivr_answered(id, resp, now);
+        }
         // The gateway's answer (or, without SDP in the 2xx, what its 18x said).
         let answer = if is_sdp(&resp) {
             self.b_media(id, &resp)
@@ -738,6 +791,10 @@ impl Engine {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
+        if call.ivr.is_some() && !self.stopping {
+            // The caller stays with the flow, which hears how the bridge attempt ended.
+            return self.ivr_bridge_ended(id, super::ivr_call::bridge_end_for(code), None, now);
+        }
         let answered = self.server.get(&call.a_tx).is_some_and(|s| s.tx.answered());
         if !answered {
             let mut resp = response_to(&call.a_invite, code, Some(&call.a_tag));
@@ -754,7 +811,7 @@ impl Engine {
     }
 
     /// Marks a call ended, frees its gateway channel and settles its hold.
-    fn end(&mut self, id: u64, cause: &str, disconnect_at: DateTime<Utc>) {
+    pub(super) fn end(&mut self, id: u64, cause: &str, disconnect_at: DateTime<Utc>) {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -807,7 +864,7 @@ impl Engine {
     }
 
     /// Sends BYE on one leg of an answered call.
-    fn bye(&mut self, id: u64, side: Side, now: Instant) {
+    pub(super) fn bye(&mut self, id: u64, side: Side, now: Instant) {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -823,7 +880,7 @@ impl Engine {
     }
 
     /// Stops a B-leg INVITE that has not been answered.
-    fn cancel_b(&mut self, id: u64, now: Instant) {
+    pub(super) fn cancel_b(&mut self, id: u64, now: Instant) {
         let Some(b) = self.calls.get(&id).and_then(|c| c.b.as_ref()) else {
             return;
         };
@@ -844,6 +901,7 @@ impl Engine {
     }
 
     pub(super) fn call_timers(&mut self, id: u64, now: Instant) {
+        self.ivr_timers(id, now);
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -882,6 +940,11 @@ impl Engine {
                 "cutting the call off: {cause}"
             );
             self.stats.cutoffs += 1;
+            if call.ivr.is_some() {
+                // The gateway leg ends; the flow tells the caller ("disconnected") and hangs up.
+                self.bye(id, Side::B, now);
+                return self.ivr_bridge_ended(id, "credit_exhausted", Some(t0 + talk), now);
+            }
             self.bye(id, Side::A, now);
             self.bye(id, Side::B, now);
             return self.end(id, cause, t0 + talk);
@@ -979,7 +1042,19 @@ impl Engine {
             return self.reply(&key, 500, Some("CSeq out of order"), now);
         }
         let answered = call.phase == Phase::Answered;
+        let ivr_call = call.ivr.is_some();
         match req.method {
+            Method::Bye if ivr_call && side == Side::B => {
+                // The called party hung up: the caller goes back to the flow.
+                self.reply(&key, 200, None, now);
+                self.ivr_bridge_ended(id, "called_hangup", None, now);
+            }
+            Method::Bye if ivr_call => {
+                self.reply(&key, 200, None, now);
+                self.bye(id, Side::B, now);
+                self.cancel_b(id, now);
+                self.end(id, "caller hung up", Utc::now());
+            }
             Method::Bye => {
                 self.reply(&key, 200, None, now);
                 if answered {
@@ -1192,7 +1267,14 @@ impl Engine {
     pub(super) fn end_all(&mut self, now: Instant) {
         let ids: Vec<u64> = self.calls.keys().copied().collect();
         for id in ids {
+            let ivr_call = self.calls.get(&id).is_some_and(|c| c.ivr.is_some());
             match self.calls.get(&id).map(|c| c.phase) {
+                Some(_) if ivr_call => {
+                    self.cancel_b(id, now);
+                    self.bye(id, Side::A, now);
+                    self.bye(id, Side::B, now);
+                    self.end(id, "shutdown", Utc::now());
+                }
                 Some(Phase::Answered) => {
                     self.bye(id, Side::A, now);
                     self.bye(id, Side::B, now);

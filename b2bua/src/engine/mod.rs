@@ -7,6 +7,7 @@
 //! outputs to sockets and to the call logic in [`call`].
 
 mod call;
+mod ivr_call;
 
 use crate::config::Config;
 use crate::media::engine::{Media, MediaEvent};
@@ -37,6 +38,13 @@ pub enum Event {
     Settled {
         call: u64,
         result: Result<Settlement, String>,
+    },
+    /// An IVR call's authorization finished; phase 2 brings its hold.
+    IvrAuth {
+        call: u64,
+        result: ivr::AuthResult,
+        reservation: Option<rating::store::Reservation>,
+        credit_time: u64,
     },
 }
 
@@ -136,6 +144,8 @@ pub struct Engine {
     store: Arc<Store>,
     transports: Transports,
     media: Media,
+    prompts: Arc<prompts::set::PromptSet>,
+    flows: HashMap<String, Arc<ivr::Flow>>,
     events: mpsc::Sender<Event>,
     local: Local,
     server: HashMap<String, ServerTx>,
@@ -180,6 +190,36 @@ impl Running {
 pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
     let (in_tx, in_rx) = mpsc::channel::<Inbound>(16_384);
     let (ev_tx, ev_rx) = mpsc::channel::<Event>(16_384);
+    // Prompts and flows first: a flow that does not load stops the start, with every error.
+    let (prompt_set, report) = prompts::set::PromptSet::load(&cfg.prompts)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    for e in &report.errors {
+        tracing::warn!("prompt set: {e}");
+    }
+    let names = ivr::catalogue_prompts();
+    let flows = ivr::load_dir(&cfg.flows, &names).map_err(|errs| {
+        std::io::Error::other(
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    let flows: HashMap<String, Arc<ivr::Flow>> = flows
+        .into_iter()
+        .map(|f| (f.name.clone(), Arc::new(f)))
+        .collect();
+    for a in &cfg.access_numbers {
+        if let Some(f) = &a.flow {
+            if !a.pinless && !flows.contains_key(f) {
+                return Err(std::io::Error::other(format!(
+                    "access number {} names flow `{f}`, which is not in {}",
+                    a.number,
+                    cfg.flows.display()
+                )));
+            }
+        }
+    }
     let (transports, addrs) = Transports::bind(&cfg.listen, in_tx).await?;
     let (media, media_rx) = Media::start(cfg.media.clone());
     let bound: Vec<(Proto, SocketAddr)> = cfg.listen.iter().map(|l| l.proto).zip(addrs).collect();
@@ -201,6 +241,8 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         store,
         transports,
         media,
+        prompts: Arc::new(prompt_set),
+        flows,
         events: ev_tx,
         local,
         server: HashMap::new(),
@@ -455,6 +497,12 @@ impl Engine {
         match ev {
             Event::Authorized { call, answer } => self.authorized(call, *answer, now),
             Event::Extended { call, result } => self.extended(call, result, now),
+            Event::IvrAuth {
+                call,
+                result,
+                reservation,
+                credit_time,
+            } => self.ivr_auth(call, result, reservation, credit_time, now),
             Event::Settled { call, result } => {
                 if let Err(e) = result {
                     tracing::error!(call, error = %e, "settlement failed; the sweeper will settle it");

@@ -280,7 +280,8 @@ struct Held {
 /// and leaving the tones in the audio, or INFO as well), and one long press can arrive as
 /// several events (RFC 4733 splits events past 8 s; some endpoints end and restart). A `Down`
 /// for the digit already held is the same press; a `Down` for the digit just released, within
-/// `rejoin`, continues that press. So each press gives one `Digit`, and one held `#` gives one
+/// 30 ms, continues that press. (Two real presses of one key are at least 40 ms apart, ITU-T
+/// Q.24, and auto-dialers send a key every 100 ms: "00" must stay two digits.) So each press gives one `Digit`, and one held `#` gives one
 /// `LongPound`.
 pub struct DigitMerger {
     long_after: Duration,
@@ -294,7 +295,7 @@ impl DigitMerger {
     pub fn new(long_after: Duration) -> DigitMerger {
         DigitMerger {
             long_after,
-            rejoin: Duration::from_millis(120),
+            rejoin: Duration::from_millis(30),
             held: None,
             released: None,
         }
@@ -652,6 +653,25 @@ mod tests {
             ),
             vec![DigitEvent::Digit('7')]
         );
+    }
+
+    #[test]
+    fn the_same_key_twice_is_two_digits() {
+        let t0 = Instant::now();
+        let mut m = DigitMerger::new(Duration::from_secs(2));
+        let mut got = Vec::new();
+        for i in 0..3u64 {
+            let at = t0 + MS(i * 100);
+            got.extend(m.key(Source::Rfc4733, KeyEvent::Down { digit: '0', at }));
+            got.extend(m.key(
+                Source::Rfc4733,
+                KeyEvent::Up {
+                    digit: '0',
+                    at: at + MS(50),
+                },
+            ));
+        }
+        assert_eq!(got, vec![DigitEvent::Digit('0'); 3]);
     }
 
     #[test]

@@ -473,7 +473,9 @@ async fn receive(
                 }
                 digits.extend(st.merger.tick(now));
             }
-            if st.bridged {
+            // While a prompt plays to a leg (the credit warning), the other leg's audio waits.
+            let prompting_other = st.playback.as_ref().is_some_and(|(l, _)| *l != leg);
+            if st.bridged && !prompting_other {
                 let other = 1 - leg;
                 let (to_codec, to_te, to_remote) = (
                     st.legs[other].codec,

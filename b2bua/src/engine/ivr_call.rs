@@ -1,0 +1,411 @@
+//! Calls that run an IVR flow: we answer the caller ourselves, play the flow's prompts through
+//! the media engine, feed it the caller's digits and the authorizer's answers, and bridge to the
+//! gateway when the flow says so. When the bridge ends (the called party hangs up, a long
+//! pound, the credit runs out, busy, no answer) the gateway leg is settled on its own and the
+//! caller goes back to the flow, with the same session and a new conference id for the next
+//! call.
+
+use super::call::{attach_sdp, is_sdp, Phase};
+use super::{Engine, Event, Side, Wake};
+use crate::media::engine as media;
+use crate::media::sdp;
+use crate::sip::dialog::Dialog;
+use crate::sip::message::{hdr, response_to, Method, Response};
+use chrono::{DateTime, Utc};
+use rating::store::{AuthRequest, CallEnd, CallRequest, Reservation};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How a failed gateway attempt ends for the flow.
+pub(super) fn bridge_end_for(code: u16) -> &'static str {
+    match code {
+        486 | 600 | 603 => "busy",
+        408 | 480 | 487 => "no_answer",
+        404 | 484 | 503 | 502 | 500 | 504 => "unreachable",
+        _ => "failed",
+    }
+}
+
+impl Engine {
+    /// Answers the caller with our SDP and starts its flow.
+    pub(super) fn start_ivr(
+        &mut self,
+        id: u64,
+        flow: Arc<ivr::Flow>,
+        ctx: ivr::Context,
+        now: Instant,
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let (Some(m), Some(offer)) = (&call.media, &call.a_offer) else {
+            return;
+        };
+        let body = match sdp::answer(offer, m.local(media::A), id) {
+            Ok((b, _)) => b,
+            Err(e) => {
+                let a_tx = call.a_tx.clone();
+                self.reply(&a_tx, 488, Some(&e.to_string()), now);
+                return self.forget(id);
+            }
+        };
+        call.a_answer = Some(body.clone());
+        let mut ok = response_to(&call.a_invite, 200, Some(&call.a_tag));
+        ok.headers
+            .push(hdr("Contact", self.local.contact(call.a_peer.proto)));
+        ok.headers.push(hdr(
+            "Allow",
+            "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE",
+        ));
+        attach_sdp(&mut ok, body);
+        call.a_dialog = Some(Dialog::uas(&call.a_invite, &call.a_tag));
+        call.awaiting_ack[0] = Some(call.a_tx.clone());
+        call.phase = Phase::Ivr;
+        let a_tx = call.a_tx.clone();
+        self.respond(&a_tx, ok, now);
+        let (session, actions) = ivr::Session::start(flow, &ctx, now);
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.ivr = Some(session);
+        }
+        self.ivr_actions(id, actions, now);
+    }
+
+    /// An event for the call's flow.
+    pub(super) fn ivr_feed(&mut self, id: u64, ev: ivr::Event, now: Instant) {
+        let actions = self
+            .calls
+            .get_mut(&id)
+            .and_then(|c| c.ivr.as_mut())
+            .map(|s| s.on_event(ev, now))
+            .unwrap_or_default();
+        self.ivr_actions(id, actions, now);
+    }
+
+    /// Carries out what the flow asks for.
+    fn ivr_actions(&mut self, id: u64, actions: Vec<ivr::Action>, now: Instant) {
+        let mut queue: VecDeque<ivr::Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            let Some(call) = self.calls.get_mut(&id) else {
+                return;
+            };
+            tracing::debug!(
+                call = id,
+                state = call.ivr.as_ref().map(|s| s.state()).unwrap_or(""),
+                ?action,
+                "flow"
+            );
+            match action {
+                ivr::Action::Play { prompts, .. } => {
+                    let names: Vec<&str> = prompts.iter().map(String::as_str).collect();
+                    let seq = self.prompts.sequence(&call.lang, &names);
+                    match (&call.media, seq.is_empty()) {
+                        (Some(m), false) => m.play(media::A, seq),
+                        // Nothing to play (all missing): the prompt is over at once.
+                        _ => {
+                            if let Some(s) = call.ivr.as_mut() {
+                                queue.extend(s.on_event(ivr::Event::PromptDone, now));
+                            }
+                        }
+                    }
+                }
+                ivr::Action::StopPlayback => {
+                    if let Some(m) = &call.media {
+                        m.stop_playback();
+                    }
+                }
+                ivr::Action::SetLanguage(l) => call.lang = l,
+                ivr::Action::Authorize {
+                    phase,
+                    account,
+                    pin,
+                    destination,
+                } => self.ivr_authorize(id, phase, account, pin, destination),
+                ivr::Action::Bridge { destination } => self.ivr_bridge(id, destination, now),
+                ivr::Action::EndBridge => {
+                    if call.phase == Phase::Answered {
+                        self.bye(id, Side::B, now);
+                    } else {
+                        self.cancel_b(id, now);
+                    }
+                    self.ivr_bridge_ended(id, "long_pound", None, now);
+                }
+                ivr::Action::Hangup { cause } => {
+                    self.cancel_b(id, now);
+                    self.bye(id, Side::A, now);
+                    self.bye(id, Side::B, now);
+                    self.end(id, &cause, Utc::now());
+                    return;
+                }
+            }
+        }
+        let wake = self
+            .calls
+            .get(&id)
+            .and_then(|c| c.ivr.as_ref())
+            .and_then(|s| s.next_wake());
+        self.schedule(wake, Wake::Call(id));
+    }
+
+    fn ivr_authorize(
+        &mut self,
+        id: u64,
+        phase: u8,
+        account: String,
+        pin: Option<String>,
+        destination: Option<String>,
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let auth = AuthRequest {
+            account,
+            pin: pin.filter(|p| !p.is_empty()),
+            ani: (!call.ani.is_empty()).then(|| call.ani.clone()),
+            access_number: call.access_number.clone(),
+            session_id: call.session_id.clone(),
+        };
+        let amount = |m: rating::Money| {
+            let (u, c) = m.units_and_cents();
+            format!("{u}.{c:02}")
+        };
+        if phase == 1 {
+            self.spawn_store(move |store| async move {
+                let a = store.authorize_account(&auth, Utc::now()).await;
+                let result = ivr::AuthResult {
+                    code: a.code.code(),
+                    amount: amount(a.available),
+                    credit_seconds: 0,
+                    language: a.language,
+                    redirect: String::new(),
+                };
+                Some(Event::IvrAuth {
+                    call: id,
+                    result,
+                    reservation: None,
+                    credit_time: 0,
+                })
+            });
+            return;
+        }
+        // Each phase-2 authorization is a new call leg with its own conference id.
+        let conf = uuid::Uuid::new_v4().to_string();
+        call.conf_id = conf.clone();
+        call.destination = destination.clone().unwrap_or_default();
+        let req = CallRequest {
+            auth,
+            destination: destination.unwrap_or_default(),
+            conf_id: conf,
+        };
+        self.spawn_store(move |store| async move {
+            let a = store.authorize_call(&req, Utc::now()).await;
+            let result = ivr::AuthResult {
+                code: a.code.code(),
+                amount: amount(a.available),
+                credit_seconds: a.credit_time,
+                language: a.language,
+                redirect: String::new(),
+            };
+            Some(Event::IvrAuth {
+                call: id,
+                result,
+                reservation: a.reservation,
+                credit_time: a.credit_time,
+            })
+        });
+    }
+
+    /// The authorizer answered an IVR call.
+    pub(super) fn ivr_auth(
+        &mut self,
+        id: u64,
+        result: ivr::AuthResult,
+        reservation: Option<Reservation>,
+        credit_time: u64,
+        now: Instant,
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return self.release_orphan(reservation);
+        };
+        if let Some(r) = reservation {
+            call.granted = r.granted_seconds;
+            call.credit_time = credit_time;
+            call.reservation = Some(r);
+        }
+        self.ivr_feed(id, ivr::Event::Auth(result), now);
+    }
+
+    fn ivr_bridge(&mut self, id: u64, destination: String, now: Instant) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        call.candidates = self.cfg.router.candidates(&destination);
+        call.destination = destination;
+        call.next_candidate = 0;
+        call.last_code = 0;
+        if call.candidates.is_empty() {
+            return self.ivr_bridge_ended(id, "unreachable", None, now);
+        }
+        call.phase = Phase::Dialing;
+        self.dial_next(id, now);
+    }
+
+    /// The gateway answered an IVR call's bridge: ACK it, join the media, start the clock.
+    pub(super) fn ivr_answered(&mut self, id: u64, resp: Response, now: Instant) {
+        let media_ok = if is_sdp(&resp) {
+            self.b_media(id, &resp).map(|_| ())
+        } else if self.calls[&id].b.is_some()
+            && self.calls[&id].connected.is_none()
+            && self.calls[&id].a_answer.is_some()
+        {
+            Ok(())
+        } else {
+            Err("the answer has no SDP".to_string())
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(b) = call.b.as_mut() else { return };
+        let mut dialog = Dialog::uac(&b.invite, &resp);
+        let ack = dialog.request(
+            Method::Ack,
+            &self.local.via(b.peer.proto),
+            &self.local.contact(b.peer.proto),
+            Some(dialog.local_seq),
+        );
+        let b_peer = b.peer;
+        let b_call_id = dialog.call_id.clone();
+        b.dialog = Some(dialog);
+        self.send_stateless(&ack, &b_peer);
+        self.dialogs.insert(b_call_id, (id, Side::B));
+        if let Err(e) = media_ok {
+            tracing::warn!(call = id, error = %e, "gateway answer unusable");
+            self.bye(id, Side::B, now);
+            return self.ivr_bridge_ended(id, "failed", None, now);
+        }
+        let call = self.calls.get_mut(&id).expect("checked");
+        if let Some(m) = &call.media {
+            m.bridge(true);
+        }
+        call.phase = Phase::Answered;
+        call.connected = Some((now, Utc::now()));
+        call.setup_deadline = None;
+        call.ring_deadline = None;
+        let max = self.cfg.calls.max_duration;
+        let paid = call.reservation.is_some();
+        let granted = if paid {
+            Duration::from_secs(call.granted)
+        } else {
+            max
+        };
+        call.cutoff_at = Some(now + granted.min(max));
+        if paid && call.credit_time > call.granted && granted < max {
+            let margin = Duration::from_secs((call.granted / 2).min(30));
+            call.extend_at = Some(now + granted - margin);
+        }
+        let warn = call
+            .ivr
+            .as_ref()
+            .map(|s| s.flow().param("warning_seconds", 60) as u64)
+            .unwrap_or(60);
+        call.warning_at = (paid && call.credit_time > warn)
+            .then(|| now + Duration::from_secs(call.credit_time - warn));
+        let wake = [call.cutoff_at, call.extend_at, call.warning_at];
+        let conf = call.conf_id.clone();
+        self.stats.answered += 1;
+        for w in wake {
+            self.schedule(w, Wake::Call(id));
+        }
+        if paid {
+            self.spawn_store(move |store| async move {
+                if let Err(e) = store.mark_connected(&conf, Utc::now()).await {
+                    tracing::warn!(error = %e, "could not mark the call connected");
+                }
+                None
+            });
+        }
+    }
+
+    /// The gateway leg is over: settle it, free its gateway, and let the flow go on.
+    pub(super) fn ivr_bridge_ended(
+        &mut self,
+        id: u64,
+        reason: &str,
+        disconnect_at: Option<DateTime<Utc>>,
+        now: Instant,
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let connected = call.connected.take();
+        let quality = call.media.as_ref().map(|m| m.quality());
+        let settle = call.reservation.take().map(|r| {
+            let end = CallEnd {
+                connect_at: connected.map(|c| c.1),
+                disconnect_at: disconnect_at.unwrap_or_else(Utc::now),
+                cause: reason.to_string(),
+                voice_quality: quality
+                    .filter(|q| q.packets[0] > 0 && connected.is_some())
+                    .map(|q| q.icpif),
+            };
+            (r, end)
+        });
+        if let Some(b) = call.b.take() {
+            if b.counted {
+                self.gateway_load[b.gateway] -= 1;
+            }
+            if let Some(d) = b.dialog {
+                self.dialogs.remove(&d.call_id);
+            }
+        }
+        call.cutoff_at = None;
+        call.extend_at = None;
+        call.warning_at = None;
+        call.setup_deadline = None;
+        call.ring_deadline = None;
+        call.phase = Phase::Ivr;
+        if let Some(m) = &call.media {
+            m.bridge(false);
+        }
+        if let Some((r, end)) = settle {
+            self.spawn_store(move |store| async move {
+                if let Err(e) = store.settle(&r.conf_id, &end, Utc::now()).await {
+                    tracing::error!(error = %e, "settling a bridge failed; the sweeper will settle it");
+                }
+                None
+            });
+        }
+        tracing::info!(call = id, reason, "bridge ended; back to the flow");
+        self.ivr_feed(id, ivr::Event::BridgeEnded(reason.to_string()), now);
+    }
+
+    /// The flow's timers and the credit warning.
+    pub(super) fn ivr_timers(&mut self, id: u64, now: Instant) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.ivr.is_none() {
+            return;
+        }
+        if call.warning_at.is_some_and(|w| w <= now) {
+            call.warning_at = None;
+            self.ivr_feed(id, ivr::Event::CreditWarning, now);
+        }
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call
+            .ivr
+            .as_ref()
+            .and_then(|s| s.next_wake())
+            .is_some_and(|w| w <= now)
+        {
+            let actions = call
+                .ivr
+                .as_mut()
+                .map(|s| s.on_timer(now))
+                .unwrap_or_default();
+            self.ivr_actions(id, actions, now);
+        }
+    }
+}
