@@ -7,7 +7,7 @@ mod ua;
 use b2bua::config::Config;
 use b2bua::routing::Proto;
 use chrono::Utc;
-use rating::store::{RecordFilter, Store, StoreConfig};
+use rating::store::{NewAccount, RecordFilter, Store, StoreConfig};
 use rating::Money;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -109,6 +109,145 @@ async fn the_seeds_debit_card_call_through_the_ivr() {
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_eq!(recs[0].destination, "5555233");
     assert!(recs[0].billed_seconds >= 1);
+    assert!(store.ledger_check().await.unwrap().problems.is_empty());
+    running.stop().await;
+    store.close().await;
+}
+
+/// Answers the next INVITE at the gateway; returns it, where it came from and our RTP address.
+async fn answer(gw: &Ua) -> (b2bua::sip::message::Request, SocketAddr, SocketAddr) {
+    let (inv, from) = gw.expect_request("INVITE", S).await;
+    let answer = gw.sdp("0", &["0 PCMU/8000"]);
+    gw.send(from, &gw.response(&inv, 200, "gw1", Some(&answer)))
+        .await;
+    gw.expect_request("ACK", S).await;
+    let b_leg = sdp_addr(&inv.body);
+    (inv, from, b_leg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_pound_ends_the_bridge_and_the_caller_dials_again_without_the_card() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("b2bua=debug")
+        .with_test_writer()
+        .try_init();
+    let mut caller = Ua::new("4085550000").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) = start(gw.sip_addr(), ivr::shipped_dir()).await;
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let (ok, a_leg) = dial(&mut caller, b2b, "ivr2").await;
+    caller.send_digits(a_leg, "0000701234", 101).await;
+    caller.send_digits(a_leg, "5555233#", 101).await;
+    let (inv, from, _) = answer(&gw).await;
+    assert!(inv.uri.to_string().starts_with("sip:5555233@"));
+    caller.hold_key(a_leg, '#', 2300, 101).await;
+    let (gw_bye, _) = gw.expect_request("BYE", S).await;
+    gw.send(from, &gw.response(&gw_bye, 200, "gw1", None)).await;
+    // Back at destination entry, after a fresh balance: no card this time.
+    caller.send_digits(a_leg, "5555234#", 101).await;
+    let (inv2, from2, _) = answer(&gw).await;
+    assert!(
+        inv2.uri.to_string().starts_with("sip:5555234@"),
+        "{}",
+        inv2.uri
+    );
+    let bye = caller.in_dialog("BYE", b2b, &ok, None);
+    caller.send(b2b, &bye).await;
+    let (gw_bye, _) = gw.expect_request("BYE", S).await;
+    gw.send(from2, &gw.response(&gw_bye, 200, "gw1", None))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let recs = store
+        .call_records(&RecordFilter {
+            account: Some("000070".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(recs[0].session_id, recs[1].session_id, "one session");
+    assert_ne!(recs[0].conf_id, recs[1].conf_id, "two conferences");
+    let causes: Vec<&str> = recs.iter().map(|r| r.disconnect_cause.as_str()).collect();
+    assert!(causes.contains(&"long_pound"), "{causes:?}");
+    assert!(store.ledger_check().await.unwrap().problems.is_empty());
+    running.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_money_running_out_plays_the_warning_then_cuts_the_gateway_and_the_caller_off() {
+    // The shipped debitcard flow with the warning 3 s before the end instead of 60.
+    let flows = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(ivr::shipped_dir()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            let text = std::fs::read_to_string(&p)
+                .unwrap()
+                .replace("warning_seconds: 60", "warning_seconds: 3");
+            std::fs::write(flows.path().join(p.file_name().unwrap()), text).unwrap();
+        }
+    }
+    let mut caller = Ua::new("4085550000").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) = start(gw.sip_addr(), flows.path()).await;
+    // 0.01 USD buys 6 s to 5555233.
+    store
+        .create_account(
+            &NewAccount::new("123456", Some("1111"), Money::parse("0.01", false).unwrap()),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let (_ok, a_leg) = dial(&mut caller, b2b, "ivr3").await;
+    caller.send_digits(a_leg, "1234561111", 101).await;
+    caller.send_digits(a_leg, "5555233#", 101).await;
+    let (_inv, from, b_leg) = answer(&gw).await;
+    // The gateway talks (µ-law silence); the caller hears it, then the warning prompt, then
+    // the gateway is cut off and the caller hears "disconnected" and gets BYE.
+    let t0 = std::time::Instant::now();
+    let talk = async {
+        gw.send_rtp(b_leg, 0, 9, 200, &[0xff; 160]).await;
+    };
+    let listen = caller.recv_rtp_for(Duration::from_secs(9));
+    let bye = async {
+        let (gw_bye, _) = gw.expect_request("BYE", S).await;
+        gw.send(from, &gw.response(&gw_bye, 200, "gw1", None)).await;
+        t0.elapsed()
+    };
+    let (_, heard, cut_after) = tokio::join!(talk, listen, bye);
+    assert!(
+        cut_after >= Duration::from_millis(5500) && cut_after < Duration::from_secs(8),
+        "gateway cut after {cut_after:?}"
+    );
+    let speech = heard
+        .iter()
+        .filter(|(p, _)| {
+            b2bua::media::rtp::read(p).is_some_and(|r| r.payload.iter().any(|b| *b != 0xff))
+        })
+        .count();
+    assert!(
+        speech > 25,
+        "the warning (and disconnected) prompts reached the caller: {speech} frames of speech"
+    );
+    let (caller_bye, from) = caller.expect_request("BYE", S).await;
+    caller
+        .send(from, &caller.response(&caller_bye, 200, "c", None))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rec = &store
+        .call_records(&RecordFilter {
+            account: Some("123456".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()[0];
+    assert_eq!(rec.billed_seconds, 6);
+    assert_eq!(rec.disconnect_cause, "credit_exhausted");
+    assert_eq!(
+        store.account("123456").await.unwrap().balance,
+        Money::parse("0.000552", false).unwrap()
+    );
     assert!(store.ledger_check().await.unwrap().problems.is_empty());
     running.stop().await;
     store.close().await;

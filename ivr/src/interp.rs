@@ -616,8 +616,11 @@ impl Session {
                     }
                 }
             }
-            // A key while waiting for the network is type-ahead for the next field.
-            (Event::Digit(d), Wait::Auth | Wait::Nothing) => self.typeahead.push_back(d),
+            // A key while waiting for the network (or for a bridge the caller ended to wind
+            // down) is type-ahead for the next field.
+            (Event::Digit(d), Wait::Auth | Wait::Nothing | Wait::Bridge { ending: true }) => {
+                self.typeahead.push_back(d)
+            }
             _ => {}
         }
         out

@@ -15,6 +15,8 @@ pub struct Ua {
     pub rtp: UdpSocket,
     pub user: String,
     seq: u16,
+    /// Telephone-event timestamps keep advancing across calls of `send_digits`, as a phone's do.
+    event_ts: std::sync::atomic::AtomicU32,
 }
 
 impl Ua {
@@ -24,6 +26,7 @@ impl Ua {
             rtp: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
             user: user.into(),
             seq: 1,
+            event_ts: std::sync::atomic::AtomicU32::new(100_000),
         }
     }
 
@@ -172,15 +175,16 @@ Max-Forwards: 70\r\n{ct}Content-Length: {}\r\n\r\n{b}",
     /// Keys as RFC 4733 telephone-events (payload type `pt`): per key a start, a
     /// continuation and the end three times, 100 ms apart.
     pub async fn send_digits(&self, to: SocketAddr, digits: &str, pt: u8) {
-        let mut s = rtp::Sender::new(0x7e7e, 1, 1);
-        let t0 = std::time::Instant::now();
-        for (i, d) in digits.chars().enumerate() {
+        let mut seq = (self.event_ts.load(std::sync::atomic::Ordering::Relaxed) / 1000) as u16;
+        for d in digits.chars() {
             let code = match d {
                 '*' => 10,
                 '#' => 11,
                 c => c.to_digit(10).expect("a key") as u8,
             };
-            let ts = 100_000 + i as u32 * 8000;
+            let ts = self
+                .event_ts
+                .fetch_add(8000, std::sync::atomic::Ordering::Relaxed);
             for (n, (end, dur)) in [
                 (false, 160u16),
                 (false, 480),
@@ -197,11 +201,65 @@ Max-Forwards: 70\r\n{ct}Content-Length: {}\r\n\r\n{b}",
                     (dur >> 8) as u8,
                     dur as u8,
                 ];
-                let pkt = s.relay(pt, n == 0, ts, 8000, &payload, t0);
+                seq = seq.wrapping_add(1);
+                let pkt = rtp_packet(pt, n == 0, seq, ts, 0x7e7e, &payload);
                 self.rtp.send_to(&pkt, to).await.unwrap();
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Holds a key for `ms` as one RFC 4733 event: updates every 50 ms, then the end three times.
+    pub async fn hold_key(&self, to: SocketAddr, key: char, ms: u64, pt: u8) {
+        let code = match key {
+            '*' => 10,
+            '#' => 11,
+            c => c.to_digit(10).expect("a key") as u8,
+        };
+        let ts = self
+            .event_ts
+            .fetch_add(8000 + ms as u32 * 8, std::sync::atomic::Ordering::Relaxed);
+        let mut seq = (ts / 1000) as u16;
+        for i in 0..=(ms / 50) {
+            let dur = ((i + 1) * 400).min(65_535) as u16;
+            seq = seq.wrapping_add(1);
+            let pkt = rtp_packet(
+                pt,
+                i == 0,
+                seq,
+                ts,
+                0x7e7e,
+                &[code, 0, (dur >> 8) as u8, dur as u8],
+            );
+            self.rtp.send_to(&pkt, to).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let dur = (ms * 8).min(65_535) as u16;
+        for _ in 0..3 {
+            seq = seq.wrapping_add(1);
+            let pkt = rtp_packet(
+                pt,
+                false,
+                seq,
+                ts,
+                0x7e7e,
+                &[code, 0x80, (dur >> 8) as u8, dur as u8],
+            );
+            self.rtp.send_to(&pkt, to).await.unwrap();
+        }
+    }
+
+    /// Every RTP packet that arrives in the next `span`.
+    pub async fn recv_rtp_for(&self, span: Duration) -> Vec<(Vec<u8>, SocketAddr)> {
+        let end = tokio::time::Instant::now() + span;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 2048];
+        while let Ok(Ok((n, from))) =
+            tokio::time::timeout_at(end, self.rtp.recv_from(&mut buf)).await
+        {
+            out.push((buf[..n].to_vec(), from));
+        }
+        out
     }
 
     /// Every RTP packet that arrives within `wait` of the previous one.
@@ -214,6 +272,17 @@ Max-Forwards: 70\r\n{ct}Content-Length: {}\r\n\r\n{b}",
         }
         out
     }
+}
+
+/// An RTP packet built by hand, with exactly the timestamp given (telephone-events are told
+/// apart by their timestamps).
+fn rtp_packet(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
 }
 
 /// The RTP address in an SDP body.

@@ -73,6 +73,7 @@ impl Engine {
 
     /// An event for the call's flow.
     pub(super) fn ivr_feed(&mut self, id: u64, ev: ivr::Event, now: Instant) {
+        tracing::debug!(call = id, ?ev, "flow event");
         let actions = self
             .calls
             .get_mut(&id)
@@ -367,16 +368,21 @@ impl Engine {
         if let Some(m) = &call.media {
             m.bridge(false);
         }
-        if let Some((r, end)) = settle {
-            self.spawn_store(move |store| async move {
-                if let Err(e) = store.settle(&r.conf_id, &end, Utc::now()).await {
-                    tracing::error!(error = %e, "settling a bridge failed; the sweeper will settle it");
-                }
-                None
-            });
-        }
         tracing::info!(call = id, reason, "bridge ended; back to the flow");
-        self.ivr_feed(id, ivr::Event::BridgeEnded(reason.to_string()), now);
+        match settle {
+            // The flow goes on once the money is settled, so that its next authorization sees
+            // the charge (and the card is no longer in use).
+            Some((r, end)) => {
+                let reason = reason.to_string();
+                self.spawn_store(move |store| async move {
+                    if let Err(e) = store.settle(&r.conf_id, &end, Utc::now()).await {
+                        tracing::error!(error = %e, "settling a bridge failed; the sweeper will settle it");
+                    }
+                    Some(Event::BridgeSettled { call: id, reason })
+                });
+            }
+            None => self.ivr_feed(id, ivr::Event::BridgeEnded(reason.to_string()), now),
+        }
     }
 
     /// The flow's timers and the credit warning.

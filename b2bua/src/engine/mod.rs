@@ -39,6 +39,8 @@ pub enum Event {
         call: u64,
         result: Result<Settlement, String>,
     },
+    /// An IVR call's bridge was settled; its flow goes on.
+    BridgeSettled { call: u64, reason: String },
     /// An IVR call's authorization finished; phase 2 brings its hold.
     IvrAuth {
         call: u64,
@@ -497,6 +499,9 @@ impl Engine {
         match ev {
             Event::Authorized { call, answer } => self.authorized(call, *answer, now),
             Event::Extended { call, result } => self.extended(call, result, now),
+            Event::BridgeSettled { call, reason } => {
+                self.ivr_feed(call, ivr::Event::BridgeEnded(reason), now)
+            }
             Event::IvrAuth {
                 call,
                 result,
