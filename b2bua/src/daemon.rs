@@ -180,8 +180,12 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
         println!("place a test call (pinless: access number 5551201, then the destination):");
         println!("  sipp -sn uas -i 127.0.0.1 -p 5062 &                     # the demo gateway");
         println!("  sipp -sf tests/sipp/uac_pinless.xml -key ani 4085551234 -s 55512015555233 -m 1 {sip}");
-        println!("access numbers 5551200 (English) and 5551202 (language menu) run the debit-card IVR:");
-        println!("  card 000070, PIN 1234 as RFC 4733 digits, then the destination (5555233) and #");
+        println!(
+            "access numbers 5551200 (English) and 5551202 (language menu) run the debit-card IVR:"
+        );
+        println!(
+            "  card 000070, PIN 1234 as RFC 4733 digits, then the destination (5555233) and #"
+        );
     }
     println!("press Ctrl-C to stop");
     let mut tick = tokio::time::interval(Duration::from_secs(5));

@@ -142,6 +142,15 @@ fn copy_body(from: &impl SipExt, headers: &mut Headers, body: &mut Vec<u8>) {
     }
 }
 
+/// An SDP offer with a codec we have, or why not (for a 488).
+fn usable_offer(body: &[u8]) -> Result<sdp::Audio, String> {
+    match sdp::parse(body) {
+        Ok(o) if !o.codecs.is_empty() => Ok(o),
+        Ok(_) => Err(sdp::SdpError::NoCommonCodec.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 pub(super) fn is_sdp(m: &impl SipExt) -> bool {
     !m.body_bytes().is_empty()
         && m.header("Content-Type")
@@ -282,17 +291,9 @@ impl Engine {
             );
         }
         let offer = match req.header("Content-Type").map(|c| c.to_ascii_lowercase()) {
-            Some(ct) if ct.starts_with("application/sdp") => match sdp::parse(&req.body) {
-                Ok(o) if !o.codecs.is_empty() => o,
-                Ok(_) => {
-                    return self.reply(
-                        &key,
-                        488,
-                        Some(&sdp::SdpError::NoCommonCodec.to_string()),
-                        now,
-                    )
-                }
-                Err(e) => return self.reply(&key, 488, Some(&e.to_string()), now),
+            Some(ct) if ct.starts_with("application/sdp") => match usable_offer(&req.body) {
+                Ok(o) => o,
+                Err(why) => return self.reply(&key, 488, Some(&why), now),
             },
             _ => {
                 return self.reply(
@@ -695,18 +696,8 @@ impl Engine {
                 .clone()
                 .ok_or_else(|| "the answer has no SDP".to_string())
         };
+        self.b_leg_up(id, &resp);
         let call = self.calls.get_mut(&id).expect("caller checked");
-        let b = call.b.as_mut().expect("answered attempt");
-        let mut dialog = Dialog::uac(&b.invite, &resp);
-        let ack = dialog.request(
-            Method::Ack,
-            &self.local.via(b.peer.proto),
-            &self.local.contact(b.peer.proto),
-            Some(dialog.local_seq),
-        );
-        let b_peer = b.peer;
-        let b_call_id = dialog.call_id.clone();
-        b.dialog = Some(dialog);
         let mut ok = response_to(&call.a_invite, 200, Some(&call.a_tag));
         ok.headers
             .push(hdr("Contact", self.local.contact(call.a_peer.proto)));
@@ -733,8 +724,6 @@ impl Engine {
             Err(e) => {
                 // The gateway answered with media we cannot use: hang it up, tell the caller.
                 tracing::warn!(call = id, error = %e, "gateway answer unusable");
-                self.send_stateless(&ack, &b_peer);
-                self.dialogs.insert(b_call_id, (id, Side::B));
                 self.bye(id, Side::B, now);
                 if let Some(c) = self.calls.get_mut(&id) {
                     c.phase = Phase::Dialing;
@@ -752,8 +741,6 @@ impl Engine {
         let conf = call.conf_id.clone();
         let wake = [call.cutoff_at, call.extend_at];
         self.stats.answered += 1;
-        self.send_stateless(&ack, &b_peer);
-        self.dialogs.insert(b_call_id, (id, Side::B));
         self.respond(&a_tx, ok, now);
         for w in wake {
             self.schedule(w, Wake::Call(id));
@@ -764,6 +751,25 @@ impl Engine {
             }
             None
         });
+    }
+
+    /// The gateway's 2xx established the B-leg dialog: keep it, ACK it (end to end, no
+    /// transaction), and route its in-dialog requests to this call.
+    pub(super) fn b_leg_up(&mut self, id: u64, resp: &Response) {
+        let Some(b) = self.calls.get_mut(&id).and_then(|c| c.b.as_mut()) else {
+            return;
+        };
+        let mut dialog = Dialog::uac(&b.invite, resp);
+        let ack = dialog.request(
+            Method::Ack,
+            &self.local.via(b.peer.proto),
+            &self.local.contact(b.peer.proto),
+            Some(dialog.local_seq),
+        );
+        let (peer, call_id) = (b.peer, dialog.call_id.clone());
+        b.dialog = Some(dialog);
+        self.send_stateless(&ack, &peer);
+        self.dialogs.insert(call_id, (id, Side::B));
     }
 
     /// This attempt failed with `code`: fail over on 408 and 5xx, otherwise tell the caller.
@@ -1111,17 +1117,9 @@ impl Engine {
         // own offer from our socket, with the offerer's direction.
         let mut offer = None;
         if is_sdp(&req) {
-            let parsed = match sdp::parse(&req.body) {
-                Ok(o) if !o.codecs.is_empty() => o,
-                Ok(_) => {
-                    return self.reply(
-                        &key,
-                        488,
-                        Some(&sdp::SdpError::NoCommonCodec.to_string()),
-                        now,
-                    )
-                }
-                Err(e) => return self.reply(&key, 488, Some(&e.to_string()), now),
+            let parsed = match usable_offer(&req.body) {
+                Ok(o) => o,
+                Err(why) => return self.reply(&key, 488, Some(&why), now),
             };
             let call = &self.calls[&id];
             let Some(m) = &call.media else {

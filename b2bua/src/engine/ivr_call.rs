@@ -10,7 +10,7 @@ use super::{Engine, Event, Side, Wake};
 use crate::media::engine as media;
 use crate::media::sdp;
 use crate::sip::dialog::Dialog;
-use crate::sip::message::{hdr, response_to, Method, Response};
+use crate::sip::message::{hdr, response_to, Response};
 use chrono::{DateTime, Utc};
 use rating::store::{AuthRequest, CallEnd, CallRequest, Reservation};
 use std::collections::VecDeque;
@@ -253,32 +253,19 @@ impl Engine {
 
     /// The gateway answered an IVR call's bridge: ACK it, join the media, start the clock.
     pub(super) fn ivr_answered(&mut self, id: u64, resp: Response, now: Instant) {
+        // The gateway's SDP is in the 2xx, or came earlier in an 18x (early media).
         let media_ok = if is_sdp(&resp) {
             self.b_media(id, &resp).map(|_| ())
-        } else if self.calls[&id].b.is_some()
-            && self.calls[&id].connected.is_none()
-            && self.calls[&id].a_answer.is_some()
+        } else if self.calls[&id]
+            .media
+            .as_ref()
+            .is_some_and(|m| m.has_codec(media::B))
         {
             Ok(())
         } else {
             Err("the answer has no SDP".to_string())
         };
-        let Some(call) = self.calls.get_mut(&id) else {
-            return;
-        };
-        let Some(b) = call.b.as_mut() else { return };
-        let mut dialog = Dialog::uac(&b.invite, &resp);
-        let ack = dialog.request(
-            Method::Ack,
-            &self.local.via(b.peer.proto),
-            &self.local.contact(b.peer.proto),
-            Some(dialog.local_seq),
-        );
-        let b_peer = b.peer;
-        let b_call_id = dialog.call_id.clone();
-        b.dialog = Some(dialog);
-        self.send_stateless(&ack, &b_peer);
-        self.dialogs.insert(b_call_id, (id, Side::B));
+        self.b_leg_up(id, &resp);
         if let Err(e) = media_ok {
             tracing::warn!(call = id, error = %e, "gateway answer unusable");
             self.bye(id, Side::B, now);

@@ -337,6 +337,11 @@ impl Session {
         l.telephone_event = telephone_event;
     }
 
+    /// Whether a leg's SDP has been taken (its codec is known).
+    pub fn has_codec(&self, leg: Leg) -> bool {
+        self.state.lock().unwrap().legs[leg].codec.is_some()
+    }
+
     /// Starts or stops relaying between the legs.
     pub fn bridge(&self, on: bool) {
         let mut st = self.state.lock().unwrap();
