@@ -252,3 +252,187 @@ async fn the_money_running_out_plays_the_warning_then_cuts_the_gateway_and_the_c
     running.stop().await;
     store.close().await;
 }
+
+/// Whether the caller heard a prompt: three consecutive frames of it (µ-law) among what arrived.
+fn heard(packets: &[(Vec<u8>, SocketAddr)], name: &str) -> bool {
+    let (set, _) = prompts::set::PromptSet::load(prompts::set::default_dir()).unwrap();
+    let p = set.get("en", name).unwrap();
+    let frames: Vec<&[u8]> = p.ulaw.chunks(160).take(3).collect();
+    let got: Vec<&[u8]> = packets
+        .iter()
+        .filter_map(|(b, _)| b2bua::media::rtp::read(b).map(|r| r.payload))
+        .collect();
+    got.windows(frames.len()).any(|w| w == frames.as_slice())
+}
+
+/// One caller refused somewhere in the flow: dials, enters the card and (if given) a
+/// destination, and must hear `prompt`; `then_bye` says whether the call then ends.
+async fn refused(
+    card: NewAccount,
+    keys: &str,
+    destination: Option<&str>,
+    prompt: &str,
+    then_bye: bool,
+) {
+    refused_while(card, false, keys, destination, prompt, then_bye).await
+}
+
+/// As [`refused`]; with `busy_card` another call already holds the card.
+async fn refused_while(
+    card: NewAccount,
+    busy_card: bool,
+    keys: &str,
+    destination: Option<&str>,
+    prompt: &str,
+    then_bye: bool,
+) {
+    let mut caller = Ua::new("4085550000").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) = start(gw.sip_addr(), ivr::shipped_dir()).await;
+    store.create_account(&card, Utc::now()).await.unwrap();
+    if busy_card {
+        let auth = rating::store::AuthRequest {
+            account: card.account.clone(),
+            pin: Some("1111".into()),
+            ani: None,
+            access_number: "5551200".into(),
+            session_id: "other-call".into(),
+        };
+        let req = rating::store::CallRequest {
+            auth,
+            destination: "5555233".into(),
+            conf_id: "other-conf".into(),
+        };
+        assert!(store
+            .authorize_call(&req, Utc::now())
+            .await
+            .code
+            .is_success());
+    }
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let (ok, a_leg) = dial(&mut caller, b2b, &format!("refused-{prompt}")).await;
+    caller.send_digits(a_leg, keys, 101).await;
+    if let Some(d) = destination {
+        // After the balance: type the destination, then listen.
+        caller.recv_rtp_for(Duration::from_secs(4)).await;
+        caller.send_digits(a_leg, d, 101).await;
+    }
+    let packets = caller.recv_rtp_for(Duration::from_secs(7)).await;
+    assert!(heard(&packets, prompt), "the caller heard `{prompt}`");
+    if then_bye {
+        let (bye, from) = caller.expect_request("BYE", S).await;
+        caller
+            .send(from, &caller.response(&bye, 200, "c", None))
+            .await;
+    } else {
+        let bye = caller.in_dialog("BYE", b2b, &ok, None);
+        caller.send(b2b, &bye).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let recs = store
+        .call_records(&RecordFilter {
+            account: Some(card.account.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!recs.is_empty(), "the refused attempt is recorded");
+    assert!(store.ledger_check().await.unwrap().problems.is_empty());
+    running.stop().await;
+    store.close().await;
+}
+
+fn card(account: &str, balance: &str) -> NewAccount {
+    NewAccount::new(account, Some("1111"), Money::parse(balance, false).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_2_a_wrong_pin_is_asked_again() {
+    refused(card("200001", "5"), "2000019999", None, "auth_fail", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_4_zero_balance_is_told_and_hung_up() {
+    refused(card("200002", "0"), "2000021111", None, "zero_bal", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_5_an_expired_card_is_told_and_hung_up() {
+    let mut c = card("200003", "5");
+    c.expires_at = Some(Utc::now() - chrono::Duration::days(2));
+    refused(c, "2000031111", None, "card_expired", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_3_a_card_in_use_is_told_and_hung_up() {
+    refused_while(
+        card("200004", "5"),
+        true,
+        "2000041111",
+        None,
+        "account_in_use",
+        true,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_9_a_blocked_destination_returns_to_destination_entry() {
+    refused(
+        card("200005", "5"),
+        "2000051111",
+        Some("1900555#"),
+        "dest_collect_fail",
+        false,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_12_too_little_for_the_destination_returns_to_destination_entry() {
+    // The premium line costs 0.10 to connect plus a 60 s first increment.
+    refused(
+        card("200006", "0.05"),
+        "2000061111",
+        Some("5555234#"),
+        "insufficient_funds",
+        false,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_13_a_toll_free_only_card_is_told() {
+    let mut c = card("200007", "5");
+    c.tollfree_only = true;
+    refused(c, "2000071111", Some("5555233#"), "toll_free", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_destination_is_told_and_the_caller_dials_again() {
+    let mut caller = Ua::new("4085550000").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) = start(gw.sip_addr(), ivr::shipped_dir()).await;
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let (ok, a_leg) = dial(&mut caller, b2b, "busy1").await;
+    caller.send_digits(a_leg, "0000701234", 101).await;
+    caller.send_digits(a_leg, "5555233#", 101).await;
+    let (inv, from) = gw.expect_request("INVITE", S).await;
+    gw.send(from, &gw.response(&inv, 486, "gw1", None)).await;
+    gw.expect_request("ACK", S).await;
+    let packets = caller.recv_rtp_for(Duration::from_secs(7)).await;
+    assert!(heard(&packets, "dest_busy"));
+    assert!(heard(&packets, "enter_dest"), "back at destination entry");
+    let bye = caller.in_dialog("BYE", b2b, &ok, None);
+    caller.send(b2b, &bye).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let card = store.account("000070").await.unwrap();
+    assert_eq!(
+        card.balance,
+        Money::parse("32.91", false).unwrap(),
+        "a busy call costs nothing"
+    );
+    assert_eq!(card.reserved, Money::ZERO);
+    running.stop().await;
+    store.close().await;
+}
