@@ -436,3 +436,81 @@ async fn a_busy_destination_is_told_and_the_caller_dials_again() {
     running.stop().await;
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_1_an_unknown_card_is_asked_again() {
+    // No card 999999 exists: the caller hears the authentication-failed prompt and may retry.
+    let mut caller = Ua::new("4085550000").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) = start(gw.sip_addr(), ivr::shipped_dir()).await;
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let (ok, a_leg) = dial(&mut caller, b2b, "unknown1").await;
+    caller.send_digits(a_leg, "9999991111", 101).await;
+    let packets = caller.recv_rtp_for(Duration::from_secs(7)).await;
+    assert!(heard(&packets, "auth_fail"));
+    let bye = caller.in_dialog("BYE", b2b, &ok, None);
+    caller.send(b2b, &bye).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let recs = store
+        .call_records(&RecordFilter {
+            account: Some("999999".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(recs[0].return_code, 1, "{recs:?}");
+    running.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_10_a_locked_card_gets_the_final_prompt_and_is_hung_up() {
+    let mut caller = Ua::new("4085550000").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) = start(gw.sip_addr(), ivr::shipped_dir()).await;
+    store
+        .create_account(&card("200010", "5"), Utc::now())
+        .await
+        .unwrap();
+    // Five wrong PINs earlier lock the card.
+    for i in 0..5 {
+        let auth = rating::store::AuthRequest {
+            account: "200010".into(),
+            pin: Some("0000".into()),
+            ani: Some(format!("40855500{i:02}")),
+            access_number: "5551200".into(),
+            session_id: format!("earlier-{i}"),
+        };
+        store.authorize_account(&auth, Utc::now()).await;
+    }
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let (_ok, a_leg) = dial(&mut caller, b2b, "locked1").await;
+    caller.send_digits(a_leg, "2000101111", 101).await;
+    let packets = caller.recv_rtp_for(Duration::from_secs(6)).await;
+    assert!(heard(&packets, "final"));
+    let (bye, from) = caller.expect_request("BYE", S).await;
+    caller
+        .send(from, &caller.response(&bye, 200, "c", None))
+        .await;
+    running.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_8_an_unreachable_store_gets_the_technical_problem_prompt() {
+    let mut caller = Ua::new("4085550000").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) = start(gw.sip_addr(), ivr::shipped_dir()).await;
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let (_ok, a_leg) = dial(&mut caller, b2b, "nostore1").await;
+    // The database goes away while the caller is in the flow: authorization fails closed.
+    store.close().await;
+    caller.send_digits(a_leg, "0000701234", 101).await;
+    let packets = caller.recv_rtp_for(Duration::from_secs(7)).await;
+    assert!(heard(&packets, "technical_problem"));
+    let (bye, from) = caller.expect_request("BYE", S).await;
+    caller
+        .send(from, &caller.response(&bye, 200, "c", None))
+        .await;
+    running.stop().await;
+}
