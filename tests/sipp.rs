@@ -756,3 +756,309 @@ async fn a_call_longer_than_one_chunk_is_extended_until_the_money_ends() {
     assert_eq!(card.balance, Money::parse("0.000002", true).unwrap());
     rig.stop().await;
 }
+
+/// Writes a pcap of RFC 4733 telephone-events (payload type 101) for SIPp's play_pcap_audio:
+/// each key a start, a continuation and the end three times, keys `gap_ms` apart; an `L`
+/// stands for `#` held 2.5 s (updates every 50 ms). Ethernet/IPv4/UDP framing, as SIPp needs;
+/// SIPp rewrites the addresses.
+fn dtmf_pcap(path: &Path, keys: &str, gap_ms: u32) {
+    let mut out: Vec<u8> = Vec::new();
+    for v in [0xa1b2c3d4u32] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    for v in [0u32, 0, 65535, 1] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    // Every pcap its own timestamps and sequence numbers: a phone's keep advancing, and the
+    // B2BUA tells a new key press from a repeated end packet by the timestamp.
+    static BASE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let base = BASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut t_us: u64 = 0;
+    let mut seq: u16 = (base * 500) as u16;
+    let mut ts: u32 = base * 10_000_000;
+    let packet =
+        |out: &mut Vec<u8>, t_us: u64, marker: bool, seq: u16, ts: u32, payload: [u8; 4]| {
+            let mut rtp = vec![0x80, 101 | if marker { 0x80 } else { 0 }];
+            rtp.extend_from_slice(&seq.to_be_bytes());
+            rtp.extend_from_slice(&ts.to_be_bytes());
+            rtp.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+            rtp.extend_from_slice(&payload);
+            let udp_len = 8 + rtp.len();
+            let ip_len = 20 + udp_len;
+            let mut frame = vec![0u8; 12];
+            frame.extend_from_slice(&[0x08, 0x00]);
+            let mut ip = vec![
+                0x45,
+                0,
+                (ip_len >> 8) as u8,
+                ip_len as u8,
+                0,
+                0,
+                0x40,
+                0,
+                64,
+                17,
+                0,
+                0,
+                127,
+                0,
+                0,
+                1,
+                127,
+                0,
+                0,
+                1,
+            ];
+            let sum: u32 = ip
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+                .sum();
+            let sum = (sum & 0xffff) + (sum >> 16);
+            let check = !(sum as u16);
+            ip[10] = (check >> 8) as u8;
+            ip[11] = check as u8;
+            frame.extend_from_slice(&ip);
+            frame.extend_from_slice(&6000u16.to_be_bytes());
+            frame.extend_from_slice(&6000u16.to_be_bytes());
+            frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
+            frame.extend_from_slice(&[0, 0]);
+            frame.extend_from_slice(&rtp);
+            for v in [
+                (t_us / 1_000_000) as u32,
+                (t_us % 1_000_000) as u32,
+                frame.len() as u32,
+                frame.len() as u32,
+            ] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&frame);
+        };
+    for key in keys.chars() {
+        let code = match key {
+            '*' => 10,
+            '#' | 'L' => 11,
+            c => c.to_digit(10).expect("a key") as u8,
+        };
+        let steps: Vec<(bool, u16, u64)> = if key == 'L' {
+            // Held: an update every 50 ms for 2.5 s, then the end three times.
+            (0..50u16)
+                .map(|i| (false, (i + 1) * 400, 50_000))
+                .chain([(true, 20_000, 20_000); 3])
+                .collect()
+        } else {
+            vec![
+                (false, 160, 20_000),
+                (false, 480, 20_000),
+                (true, 800, 20_000),
+                (true, 800, 20_000),
+                (true, 800, 20_000),
+            ]
+        };
+        for (i, (end, dur, step_us)) in steps.into_iter().enumerate() {
+            packet(
+                &mut out,
+                t_us,
+                i == 0,
+                seq,
+                ts,
+                [
+                    code,
+                    if end { 0x80 } else { 0 },
+                    (dur >> 8) as u8,
+                    dur as u8,
+                ],
+            );
+            seq = seq.wrapping_add(1);
+            t_us += step_us;
+        }
+        ts = ts.wrapping_add(8_000);
+        t_us += gap_ms as u64 * 1000;
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_a_debit_card_call_on_the_demo_card_keyed_from_pcaps() {
+    require_sipp!();
+    if !is_root() {
+        eprintln!("skipped: SIPp plays pcap audio only as root");
+        return;
+    }
+    let gw = free_port();
+    let rig = Rig::start(&yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")).await;
+    let card = rig.dir.path().join("card.pcap");
+    let dest = rig.dir.path().join("dest.pcap");
+    dtmf_pcap(&card, "0000701234", 100);
+    dtmf_pcap(&dest, "5555233#", 100);
+    let mut uas = rig.gateway("uas", "uas_answer.xml", gw, &[]).await;
+    let (c, d) = (card.display().to_string(), dest.display().to_string());
+    let mut uac = rig.caller(
+        "uac",
+        &scenarios().join("uac_ivr_call.xml"),
+        "4085550000",
+        "5551200",
+        false,
+        &["-key", "card", &c, "-key", "dest", &d, "-d", "2000"],
+    );
+    assert_eq!(rig.wait("uac", &mut uac).await, 0);
+    assert_eq!(rig.wait("uas", &mut uas).await, 0);
+    assert!(first_invite(&rig.log("uas")).starts_with("INVITE sip:5555233@"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rec = &rig.records("000070").await[0];
+    assert_eq!(rec.destination, "5555233");
+    assert!(rec.billed_seconds >= 1);
+    let card_now = rig.store.account("000070").await.unwrap();
+    assert_eq!(
+        card_now.balance.checked_add(rec.cost),
+        Money::parse("32.91", false).ok()
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_wrong_pins_end_with_the_final_prompt_and_bye() {
+    require_sipp!();
+    if !is_root() {
+        eprintln!("skipped: SIPp plays pcap audio only as root");
+        return;
+    }
+    let gw = free_port();
+    let rig = Rig::start(&yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")).await;
+    let cards = rig.dir.path().join("cards.pcap");
+    // Four wrong PINs, 5 s apart (each is answered by the auth-failed prompt, which the next
+    // one interrupts): the first try and the three retries of the shipped flow.
+    dtmf_pcap_groups(
+        &cards,
+        &["0000709999", "0000708888", "0000707777", "0000706666"],
+        100,
+        5000,
+    );
+    let c = cards.display().to_string();
+    let mut uac = rig.caller(
+        "uac",
+        &scenarios().join("uac_ivr_refused.xml"),
+        "4085550000",
+        "5551200",
+        false,
+        &["-key", "card", &c],
+    );
+    assert_eq!(rig.wait("uac", &mut uac).await, 0, "the caller got BYE");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let recs = rig.records("000070").await;
+    assert_eq!(
+        recs.iter().filter(|r| r.return_code == 2).count(),
+        4,
+        "{recs:?}"
+    );
+    rig.stop().await;
+}
+
+/// Several key groups in one pcap, `group_gap_ms` between groups.
+fn dtmf_pcap_groups(path: &Path, groups: &[&str], gap_ms: u32, group_gap_ms: u32) {
+    // Expressed as one key string with long gaps: keys in a group `gap_ms` apart.
+    let tmp = path.with_extension("parts");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut all = Vec::new();
+    let mut header = Vec::new();
+    let mut offset_us: u64 = 0;
+    for (n, g) in groups.iter().enumerate() {
+        let p = tmp.join(format!("{n}.pcap"));
+        dtmf_pcap(&p, g, gap_ms);
+        let bytes = std::fs::read(&p).unwrap();
+        if header.is_empty() {
+            header = bytes[..24].to_vec();
+        }
+        // Shift each record's time by the group's offset.
+        let mut i = 24;
+        let mut last_us = 0;
+        while i + 16 <= bytes.len() {
+            let sec = u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap()) as u64;
+            let usec = u32::from_le_bytes(bytes[i + 4..i + 8].try_into().unwrap()) as u64;
+            let len = u32::from_le_bytes(bytes[i + 8..i + 12].try_into().unwrap()) as usize;
+            let t = sec * 1_000_000 + usec + offset_us;
+            last_us = t;
+            all.extend_from_slice(&((t / 1_000_000) as u32).to_le_bytes());
+            all.extend_from_slice(&((t % 1_000_000) as u32).to_le_bytes());
+            all.extend_from_slice(&bytes[i + 8..i + 16]);
+            // Each group its own timestamps and sequence numbers, so they are new events.
+            let mut frame = bytes[i + 16..i + 16 + len].to_vec();
+            let rtp = 14 + 20 + 8;
+            let seq =
+                u16::from_be_bytes([frame[rtp + 2], frame[rtp + 3]]).wrapping_add(n as u16 * 100);
+            frame[rtp + 2..rtp + 4].copy_from_slice(&seq.to_be_bytes());
+            let ts = u32::from_be_bytes(frame[rtp + 4..rtp + 8].try_into().unwrap())
+                .wrapping_add(n as u32 * 1_000_000);
+            frame[rtp + 4..rtp + 8].copy_from_slice(&ts.to_be_bytes());
+            all.extend_from_slice(&frame);
+            i += 16 + len;
+        }
+        offset_us = last_us + group_gap_ms as u64 * 1000;
+    }
+    header.extend_from_slice(&all);
+    std::fs::write(path, header).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_a_long_pound_redial_keyed_from_pcaps() {
+    require_sipp!();
+    if !is_root() {
+        eprintln!("skipped: SIPp plays pcap audio only as root");
+        return;
+    }
+    let gw = free_port();
+    let rig = Rig::start(&yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")).await;
+    let pcaps: Vec<(String, String)> = [
+        ("card", "0000701234"),
+        ("dest", "5555233#"),
+        ("pound", "L"),
+        ("dest2", "5555234#"),
+    ]
+    .iter()
+    .map(|(k, keys)| {
+        let p = rig.dir.path().join(format!("{k}.pcap"));
+        dtmf_pcap(&p, keys, 100);
+        (k.to_string(), p.display().to_string())
+    })
+    .collect();
+    let mut args: Vec<&str> = Vec::new();
+    for (k, p) in &pcaps {
+        args.extend(["-key", k.as_str(), p.as_str()]);
+    }
+    args.extend(["-d", "1000"]);
+    let mut uas = rig.gateway("uas", "uas_answer.xml", gw, &["-m", "2"]).await;
+    let mut uac = rig.caller(
+        "uac",
+        &scenarios().join("uac_ivr_redial.xml"),
+        "4085550000",
+        "5551200",
+        false,
+        &args,
+    );
+    assert_eq!(rig.wait("uac", &mut uac).await, 0);
+    assert_eq!(
+        rig.wait("uas", &mut uas).await,
+        0,
+        "the gateway took two calls, each ended by BYE"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let recs = rig.records("000070").await;
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(recs[0].session_id, recs[1].session_id);
+    assert!(
+        recs.iter()
+            .any(|r| r.disconnect_cause == "long_pound" && r.destination == "5555233"),
+        "{recs:?}"
+    );
+    assert!(recs.iter().any(|r| r.destination == "5555234"));
+    assert!(rig.store.ledger_check().await.unwrap().problems.is_empty());
+    rig.stop().await;
+}
