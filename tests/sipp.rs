@@ -763,9 +763,7 @@ async fn a_call_longer_than_one_chunk_is_extended_until_the_money_ends() {
 /// SIPp rewrites the addresses.
 fn dtmf_pcap(path: &Path, keys: &str, gap_ms: u32) {
     let mut out: Vec<u8> = Vec::new();
-    for v in [0xa1b2c3d4u32] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     out.extend_from_slice(&2u16.to_le_bytes());
     out.extend_from_slice(&4u16.to_le_bytes());
     for v in [0u32, 0, 65535, 1] {
