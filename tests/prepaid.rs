@@ -6,6 +6,7 @@ mod ua;
 
 use b2bua::config::Config;
 use b2bua::routing::Proto;
+use b2bua::sip::message::SipExt;
 use chrono::Utc;
 use rating::store::{NewAccount, RecordFilter, Store, StoreConfig};
 use rating::Money;
@@ -21,12 +22,21 @@ async fn start(
     gw: SocketAddr,
     flows: &Path,
 ) -> (tempfile::TempDir, Arc<Store>, b2bua::engine::Running) {
+    start_t1(gw, flows, 500).await
+}
+
+/// As [`start`], with the SIP timer T1 (every transaction timer scales with it).
+async fn start_t1(
+    gw: SocketAddr,
+    flows: &Path,
+    t1_ms: u64,
+) -> (tempfile::TempDir, Arc<Store>, b2bua::engine::Running) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
     let store = Arc::new(Store::open(&url, StoreConfig::default()).await.unwrap());
     rating::demo::seed(&store, Utc::now()).await.unwrap();
     let yaml = format!(
-        "flows: {}\nsip:\n  listen: [\"udp:127.0.0.1:0\"]\ntrusted_peers: [127.0.0.1]\naccess_numbers:\n  - {{number: \"5551200\", flow: debitcard}}\n\
+        "flows: {}\nsip:\n  listen: [\"udp:127.0.0.1:0\"]\n  t1_ms: {t1_ms}\ntrusted_peers: [127.0.0.1]\naccess_numbers:\n  - {{number: \"5551200\", flow: debitcard}}\n\
 media: {{bind: 127.0.0.1, ports: 44000-44999}}\n\
 gateways:\n  - {{name: gw, address: \"{gw}\"}}\nroutes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n",
         flows.display()
@@ -513,4 +523,26 @@ async fn code_8_an_unreachable_store_gets_the_technical_problem_prompt() {
         .send(from, &caller.response(&bye, 200, "c", None))
         .await;
     running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_whose_ack_never_comes_is_hung_up_and_nothing_is_held() {
+    // T1 of 50 ms: the 200 is retransmitted and given up on after 64 × T1 = 3.2 s.
+    let mut caller = Ua::new("4085550000").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) = start_t1(gw.sip_addr(), ivr::shipped_dir(), 50).await;
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let offer = caller.sdp("0 101", &["0 PCMU/8000", "101 telephone-event/8000"]);
+    let invite = caller.invite(b2b, "5551200", "noack1", &offer);
+    caller.send(b2b, &invite).await;
+    caller.expect_response(200, S).await;
+    // No ACK: the signalling path is gone. The B2BUA gives up and hangs up.
+    let t0 = std::time::Instant::now();
+    let (bye, _) = caller.expect_request("BYE", S).await;
+    assert!(t0.elapsed() < Duration::from_secs(6), "{:?}", t0.elapsed());
+    assert_eq!(bye.call_id(), "noack1");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.account("000070").await.unwrap().reserved, Money::ZERO);
+    running.stop().await;
+    store.close().await;
 }

@@ -1253,8 +1253,10 @@ impl Engine {
             .iter()
             .find(|(_, c)| c.awaiting_ack.iter().any(|k| k.as_deref() == Some(key)))
             .map(|(id, c)| (*id, c.phase));
-        if let Some((id, Phase::Answered)) = found {
-            tracing::warn!(call = id, "2xx never acknowledged; hanging up");
+        // Whatever the call was doing (talking, or in its IVR flow), the caller is gone.
+        if let Some((id, phase)) = found.filter(|(_, p)| *p != Phase::Ended) {
+            tracing::warn!(call = id, ?phase, "2xx never acknowledged; hanging up");
+            self.cancel_b(id, now);
             self.bye(id, Side::A, now);
             self.bye(id, Side::B, now);
             self.end(id, "no ACK", Utc::now());
