@@ -389,24 +389,8 @@ impl Config {
             file: file.to_string(),
             errors,
         };
-        let raw: File = serde_saphyr::from_str(text).map_err(|e| {
-            let line = e.location().map(|l| l.line()).unwrap_or(0);
-            let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or("");
-            // The parser words it "error: line L column C: what at line L, column C".
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            let first = first
-                .split_once(": ")
-                .filter(|(p, _)| p.starts_with("line "))
-                .map(|(_, m)| m)
-                .unwrap_or(first);
-            let first = first
-                .rsplit_once(" at line ")
-                .map(|(m, _)| m)
-                .unwrap_or(first)
-                .to_string();
-            fail(vec![format!("{line}: {first}")])
-        })?;
+        let raw: File =
+            serde_saphyr::from_str(text).map_err(|e| fail(vec![ivr::flow::yaml_error(&e)]))?;
         let mut errors = Vec::new();
         let mut err =
             |line: u64, key: String, msg: String| errors.push(format!("{line}: {key}: {msg}"));

@@ -367,6 +367,26 @@ impl fmt::Display for FlowError {
 
 impl std::error::Error for FlowError {}
 
+/// A YAML parse error as `line: what`, without the parser's own repetition of the position
+/// (it words it "error: line L column C: what at line L, column C"). Flow files and the
+/// daemon's configuration report their syntax errors this way.
+pub fn yaml_error(e: &serde_saphyr::Error) -> String {
+    let line = e.location().map(|l| l.line()).unwrap_or(0);
+    let msg = e.to_string();
+    let first = msg.lines().next().unwrap_or("");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let first = first
+        .split_once(": ")
+        .filter(|(p, _)| p.starts_with("line "))
+        .map(|(_, m)| m)
+        .unwrap_or(first);
+    let first = first
+        .rsplit_once(" at line ")
+        .map(|(m, _)| m)
+        .unwrap_or(first);
+    format!("{line}: {first}")
+}
+
 /// Return codes each phase can answer (the store's rules; the redirects 50–53 come from
 /// RADIUS billing servers). A branch on any other code could never be taken.
 pub fn possible_codes(phase: u8) -> BTreeSet<u8> {
@@ -385,22 +405,7 @@ impl Flow {
             file: file.to_string(),
             errors,
         };
-        let raw: FlowFile = serde_saphyr::from_str(text).map_err(|e| {
-            let line = e.location().map(|l| l.line()).unwrap_or(0);
-            let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or("");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            let first = first
-                .split_once(": ")
-                .filter(|(p, _)| p.starts_with("line "))
-                .map(|(_, m)| m)
-                .unwrap_or(first);
-            let first = first
-                .rsplit_once(" at line ")
-                .map(|(m, _)| m)
-                .unwrap_or(first);
-            fail(vec![format!("{line}: {first}")])
-        })?;
+        let raw: FlowFile = serde_saphyr::from_str(text).map_err(|e| fail(vec![yaml_error(&e)]))?;
         let mut errors = Vec::new();
         let mut states = BTreeMap::new();
         let mut limits = BTreeMap::new();

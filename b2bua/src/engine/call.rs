@@ -95,6 +95,18 @@ pub(crate) struct Call {
 }
 
 impl Call {
+    /// Where the money ends for the time held so far, counted from the answer at `c0`: the
+    /// cutoff, and (while the card has more and `max` allows) when to hold the next chunk.
+    pub(super) fn clock(&mut self, c0: Instant, max: Duration, extendable: bool, now: Instant) {
+        let granted = Duration::from_secs(self.granted);
+        self.cutoff_at = Some(c0 + granted.min(max));
+        self.extend_at =
+            (extendable && self.credit_time > self.granted && granted < max).then(|| {
+                let margin = Duration::from_secs((self.granted / 2).min(30));
+                (c0 + granted - margin).max(now)
+            });
+    }
+
     /// One leg's dialog (once established) and where its requests go.
     fn leg(&mut self, side: Side) -> (Option<&mut Dialog>, Peer) {
         match side {
@@ -710,13 +722,7 @@ impl Engine {
         call.connected = Some((now, Utc::now()));
         call.setup_deadline = None;
         call.ring_deadline = None;
-        let max = self.cfg.calls.max_duration;
-        let granted = Duration::from_secs(call.granted);
-        call.cutoff_at = Some(now + granted.min(max));
-        if call.credit_time > call.granted && granted < max {
-            let margin = Duration::from_secs((call.granted / 2).min(30));
-            call.extend_at = Some(now + granted - margin);
-        }
+        call.clock(now, self.cfg.calls.max_duration, true, now);
         call.awaiting_ack[0] = Some(call.a_tx.clone());
         let a_tx = call.a_tx.clone();
         let answer = match answer {
@@ -745,6 +751,11 @@ impl Engine {
         for w in wake {
             self.schedule(w, Wake::Call(id));
         }
+        self.spawn_mark_connected(conf);
+    }
+
+    /// Records the answer in the store, so that the sweeper charges this call if its node dies.
+    pub(super) fn spawn_mark_connected(&self, conf: String) {
         self.spawn_store(move |store| async move {
             if let Err(e) = store.mark_connected(&conf, Utc::now()).await {
                 tracing::warn!(error = %e, "could not mark the call connected");
@@ -980,13 +991,7 @@ impl Engine {
             return;
         }
         call.granted = ext.granted_seconds;
-        let max = self.cfg.calls.max_duration;
-        let granted = Duration::from_secs(call.granted);
-        call.cutoff_at = Some(c0 + granted.min(max));
-        if ext.extended && call.credit_time > call.granted && granted < max {
-            let margin = Duration::from_secs((call.granted / 2).min(30));
-            call.extend_at = Some((c0 + granted - margin).max(now));
-        }
+        call.clock(c0, self.cfg.calls.max_duration, ext.extended, now);
         let wake = [call.cutoff_at, call.extend_at];
         for w in wake {
             self.schedule(w, Wake::Call(id));

@@ -281,15 +281,12 @@ impl Engine {
         call.ring_deadline = None;
         let max = self.cfg.calls.max_duration;
         let paid = call.reservation.is_some();
-        let granted = if paid {
-            Duration::from_secs(call.granted)
+        if paid {
+            call.clock(now, max, true, now);
         } else {
-            max
-        };
-        call.cutoff_at = Some(now + granted.min(max));
-        if paid && call.credit_time > call.granted && granted < max {
-            let margin = Duration::from_secs((call.granted / 2).min(30));
-            call.extend_at = Some(now + granted - margin);
+            // A free call (the customer-service redirect) ends only at the maximum duration.
+            call.cutoff_at = Some(now + max);
+            call.extend_at = None;
         }
         let warn = call
             .ivr
@@ -305,12 +302,7 @@ impl Engine {
             self.schedule(w, Wake::Call(id));
         }
         if paid {
-            self.spawn_store(move |store| async move {
-                if let Err(e) = store.mark_connected(&conf, Utc::now()).await {
-                    tracing::warn!(error = %e, "could not mark the call connected");
-                }
-                None
-            });
+            self.spawn_mark_connected(conf);
         }
     }
 
