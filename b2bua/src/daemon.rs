@@ -145,7 +145,7 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
     }
     let running = b2bua::engine::start(cfg.clone(), store.clone())
         .await
-        .context("binding the SIP sockets")?;
+        .context("starting the engine (prompt sets, flows, sockets)")?;
     println!("b2bua serving on {db} as {}", store.config().node_id);
     for (proto, addr) in &running.bound {
         println!("  SIP {proto} on {addr}");

@@ -367,6 +367,23 @@ fn config_check_names_the_line_and_key_of_each_mistake() {
     assert!(cli
         .fails(&["serve", "--config", &bad])
         .contains("no gateway named `gw9`"));
+    // A flow that does not load stops the start, naming its file, line and state.
+    let flows = cli.dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    std::fs::write(
+        flows.join("debitcard.yaml"),
+        "name: debitcard\nstart: a\nstates:\n  a:\n    goto: b\n",
+    )
+    .unwrap();
+    let cfg = cli.file(
+        "flows.yaml",
+        &format!("flows: {}\nsip:\n  listen: [udp:127.0.0.1:0]\naccess_numbers:\n  - {{number: \"5551200\", flow: debitcard}}\n", flows.display()),
+    );
+    let err = cli.fails(&["serve", "--config", &cfg]);
+    assert!(
+        err.contains("starting the engine") && err.contains("debitcard.yaml:5: a: goes to `b`"),
+        "{err}"
+    );
 }
 
 #[test]
