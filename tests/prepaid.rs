@@ -31,10 +31,28 @@ async fn start_t1(
     flows: &Path,
     t1_ms: u64,
 ) -> (tempfile::TempDir, Arc<Store>, b2bua::engine::Running) {
+    start_with(gw, flows, t1_ms, None).await
+}
+
+/// As [`start_t1`]; with a store configuration the demo data is not loaded (its cards may not
+/// fit that configuration's card policy).
+async fn start_with(
+    gw: SocketAddr,
+    flows: &Path,
+    t1_ms: u64,
+    store_cfg: Option<StoreConfig>,
+) -> (tempfile::TempDir, Arc<Store>, b2bua::engine::Running) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
-    let store = Arc::new(Store::open(&url, StoreConfig::default()).await.unwrap());
-    rating::demo::seed(&store, Utc::now()).await.unwrap();
+    let demo = store_cfg.is_none();
+    let store = Arc::new(
+        Store::open(&url, store_cfg.unwrap_or_default())
+            .await
+            .unwrap(),
+    );
+    if demo {
+        rating::demo::seed(&store, Utc::now()).await.unwrap();
+    }
     let yaml = format!(
         "flows: {}\nsip:\n  listen: [\"udp:127.0.0.1:0\"]\n  t1_ms: {t1_ms}\ntrusted_peers: [127.0.0.1]\naccess_numbers:\n  - {{number: \"5551200\", flow: debitcard}}\n\
 media: {{bind: 127.0.0.1, ports: 44000-44999}}\n\
@@ -523,6 +541,133 @@ async fn code_8_an_unreachable_store_gets_the_technical_problem_prompt() {
         .send(from, &caller.response(&bye, 200, "c", None))
         .await;
     running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_14_a_mistyped_card_number_is_asked_again_then_works() {
+    // Cards carry a Luhn check digit: a mistyped number is refused by its form (14), before
+    // any database lookup, and the caller types it again.
+    let policy = rating::rules::CardPolicy {
+        min_len: 6,
+        max_len: 6,
+        luhn: true,
+    };
+    let cfg = StoreConfig {
+        card_policy: policy,
+        ..Default::default()
+    };
+    let mut caller = Ua::new("4085550000").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) =
+        start_with(gw.sip_addr(), ivr::shipped_dir(), 500, Some(cfg)).await;
+    let good = format!("12345{}", rating::rules::luhn_check_digit("12345"));
+    let typo = format!("12354{}", rating::rules::luhn_check_digit("12345"));
+    store
+        .create_account(&card(&good, "5"), Utc::now())
+        .await
+        .unwrap();
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let (ok, a_leg) = dial(&mut caller, b2b, "typo1").await;
+    caller.send_digits(a_leg, &format!("{typo}1111"), 101).await;
+    let packets = caller.recv_rtp_for(Duration::from_secs(6)).await;
+    assert!(heard(&packets, "auth_fail"), "asked again");
+    caller.send_digits(a_leg, &format!("{good}1111"), 101).await;
+    let packets = caller.recv_rtp_for(Duration::from_secs(5)).await;
+    assert!(heard(&packets, "you_have"), "the balance is announced");
+    let bye = caller.in_dialog("BYE", b2b, &ok, None);
+    caller.send(b2b, &bye).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let recs = store
+        .call_records(&RecordFilter {
+            account: Some(typo.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0].return_code, 14);
+    running.stop().await;
+    store.close().await;
+}
+
+/// A redirected card: the caller is connected, free of charge, to the card's redirect number
+/// (after the "connecting you to customer service" prompt for 52).
+async fn redirected(code: rating::ReturnCode, account: &str, prompt: Option<&str>) {
+    let mut caller = Ua::new("4085550000").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) = start(gw.sip_addr(), ivr::shipped_dir()).await;
+    store
+        .create_account(&card(account, "0"), Utc::now())
+        .await
+        .unwrap();
+    let to = rating::store::Redirect {
+        code,
+        number: "18005550100".into(),
+    };
+    store.set_redirect(account, Some(to)).await.unwrap();
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let (ok, a_leg) = dial(&mut caller, b2b, &format!("redirect-{account}")).await;
+    caller
+        .send_digits(a_leg, &format!("{account}1111"), 101)
+        .await;
+    if prompt.is_none() {
+        // A hotline card asks for a destination like any other, then ignores it.
+        caller.recv_rtp_for(Duration::from_secs(3)).await;
+        caller.send_digits(a_leg, "4420123#", 101).await;
+    }
+    if let Some(name) = prompt {
+        // The gateway's INVITE waits in its socket while the caller listens.
+        let packets = caller.recv_rtp_for(Duration::from_secs(5)).await;
+        assert!(heard(&packets, name), "the caller heard `{name}`");
+    }
+    let (inv, from) = gw.expect_request("INVITE", S).await;
+    assert!(
+        inv.uri.to_string().starts_with("sip:18005550100@"),
+        "{}",
+        inv.uri
+    );
+    let answer = gw.sdp("0", &["0 PCMU/8000"]);
+    gw.send(from, &gw.response(&inv, 200, "gw1", Some(&answer)))
+        .await;
+    gw.expect_request("ACK", S).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let bye = caller.in_dialog("BYE", b2b, &ok, None);
+    caller.send(b2b, &bye).await;
+    let (gw_bye, from) = gw.expect_request("BYE", S).await;
+    gw.send(from, &gw.response(&gw_bye, 200, "gw1", None)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = store.account(account).await.unwrap();
+    assert_eq!(a.balance, Money::ZERO, "a redirected call is free");
+    assert_eq!(a.reserved, Money::ZERO);
+    let recs = store
+        .call_records(&RecordFilter {
+            account: Some(account.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        recs.iter().any(|r| r.return_code == code.code()),
+        "{recs:?}"
+    );
+    assert!(store.ledger_check().await.unwrap().problems.is_empty());
+    running.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_52_a_card_for_customer_service_is_connected_there() {
+    redirected(
+        rating::ReturnCode::RedirectCustomerService,
+        "200052",
+        Some("connect_cust_ser"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_51_a_hotline_card_is_connected_to_its_number() {
+    redirected(rating::ReturnCode::RedirectCalledParty, "200051", None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,8 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
 use rating::deck::{parse_prefix_csv, parse_rates_csv};
-use rating::store::{Account, LedgerKind, NewAccount, Posting, RecordFilter};
-use rating::{rules, Money, Store, StoreConfig};
+use rating::store::{Account, LedgerKind, NewAccount, Posting, RecordFilter, Redirect};
+use rating::{rules, Money, ReturnCode, Store, StoreConfig};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,6 +82,26 @@ pub enum CardCommand {
     Block { account: String },
     /// Allow calls again (also clears a wrong-PIN lock).
     Unblock { account: String },
+    /// Send the card's callers to customer service (52) or every call to one number (51),
+    /// free of charge; `--clear` returns the card to normal.
+    Redirect {
+        account: String,
+        /// `customer-service` (return code 52) or `called-party` (51, a hotline card).
+        #[arg(long, value_enum, required_unless_present = "clear")]
+        to: Option<RedirectKind>,
+        /// The number the calls are connected to.
+        #[arg(long, required_unless_present = "clear")]
+        number: Option<String>,
+        #[arg(long, conflicts_with_all = ["to", "number"])]
+        clear: bool,
+    },
+}
+
+/// Where `card redirect` sends a card's calls.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RedirectKind {
+    CustomerService,
+    CalledParty,
 }
 
 fn print_account(a: &Account) {
@@ -104,6 +124,14 @@ fn print_account(a: &Account) {
     println!("tenant        {}", a.tenant);
     println!("rate deck     {}", a.rate_deck);
     println!("pin-less      {}", if a.pinless { "yes" } else { "no" });
+    if let Some(r) = &a.redirect {
+        println!(
+            "redirect      {} ({}) to {}",
+            r.code.code(),
+            r.code.meaning(),
+            r.number
+        );
+    }
     println!(
         "created       {}",
         a.created_at.format("%Y-%m-%d %H:%M:%S UTC")
@@ -152,6 +180,32 @@ pub async fn card(db: &str, cmd: CardCommand) -> Result<ExitCode> {
         CardCommand::Unblock { account } => {
             store.set_blocked(&account, false).await?;
             println!("card {account} unblocked");
+        }
+        CardCommand::Redirect {
+            account,
+            to,
+            number,
+            clear,
+        } => {
+            let redirect = match (clear, to, number) {
+                (false, Some(kind), Some(number)) => Some(Redirect {
+                    code: match kind {
+                        RedirectKind::CustomerService => ReturnCode::RedirectCustomerService,
+                        RedirectKind::CalledParty => ReturnCode::RedirectCalledParty,
+                    },
+                    number,
+                }),
+                _ => None,
+            };
+            let a = store.set_redirect(&account, redirect).await?;
+            match &a.redirect {
+                Some(r) => println!(
+                    "card {account} redirected to {} ({})",
+                    r.number,
+                    r.code.meaning()
+                ),
+                None => println!("card {account} no longer redirected"),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -367,6 +367,12 @@ fn debitcard_every_phase_two_answer_and_bridge_end() {
         });
         assert_eq!(run("debitcard", &en(), &script), want, "code {code}");
     }
+    // 51 (a hotline card): the call goes to the redirect number instead, with no prompt.
+    let mut script = to_destination.to_vec();
+    script.extend([Auth(51, "", 0), Ended("called_hangup")]);
+    let mut want: Vec<String> = head.iter().map(|s| s.to_string()).collect();
+    want.extend(["bridge 18005550100".into(), "hangup normal".into()]);
+    assert_eq!(run("debitcard", &en(), &script), want, "code 51");
     // Busy, unreachable and no answer go back to destination entry with their prompts.
     for (end, prompt) in [
         ("busy", "dest_busy"),

@@ -6,7 +6,7 @@ mod common;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::{card, money, TestDb};
 use rating::deck::parse_rates_csv;
-use rating::store::{AuthRequest, CallEnd, CallRequest, NewAccount, Store};
+use rating::store::{AuthRequest, CallEnd, CallRequest, NewAccount, Redirect, Store};
 use rating::{Money, ReturnCode};
 
 const DECK: &str =
@@ -248,6 +248,74 @@ async fn codes_for_destinations(db: &TestDb) {
     assert!(s.ledger_check().await.unwrap().problems.is_empty());
 }
 on_both!(codes_for_destinations);
+
+async fn redirected_cards(db: &TestDb) {
+    let s = setup(db).await;
+    // 52: right after the PIN, to customer service, whatever the balance.
+    s.create_account(&card("100007", "7777", "0"), now())
+        .await
+        .unwrap();
+    let to_service = Redirect {
+        code: ReturnCode::RedirectCustomerService,
+        number: "18005550100".into(),
+    };
+    let a = s
+        .set_redirect("100007", Some(to_service.clone()))
+        .await
+        .unwrap();
+    assert_eq!(a.redirect, Some(to_service));
+    let p1 = s.authorize_account(&auth("100007", "7777"), now()).await;
+    assert_eq!(p1.code, ReturnCode::RedirectCustomerService);
+    assert_eq!(p1.redirect_number, "18005550100");
+    // A wrong PIN is still a wrong PIN: the redirect is not a way around it.
+    assert_eq!(phase1(&s, "100007", "0000").await, ReturnCode::InvalidPin);
+    // 51: a hotline card needs no balance and every call goes to its number, unreserved.
+    s.set_redirect(
+        "100007",
+        Some(Redirect {
+            code: ReturnCode::RedirectCalledParty,
+            number: "14085550199".into(),
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(phase1(&s, "100007", "7777").await, ReturnCode::Success);
+    let p2 = s
+        .authorize_call(&call("100007", "7777", "4420123", "hot-1"), now())
+        .await;
+    assert_eq!(p2.code, ReturnCode::RedirectCalledParty);
+    assert_eq!(p2.redirect_number, "14085550199");
+    assert!(p2.reservation.is_none());
+    // Only 51 and 52 are redirects, to a digit string; a missing card is named.
+    for bad in [
+        Redirect {
+            code: ReturnCode::RedirectIp,
+            number: "1".into(),
+        },
+        Redirect {
+            code: ReturnCode::RedirectCalledParty,
+            number: "1800\r\n".into(),
+        },
+    ] {
+        assert!(s.set_redirect("100007", Some(bad)).await.is_err());
+    }
+    assert!(s.set_redirect("999999", None).await.is_err());
+    // Cleared: the card is an ordinary one with no money again.
+    let a = s.set_redirect("100007", None).await.unwrap();
+    assert_eq!(a.redirect, None);
+    assert_eq!(phase1(&s, "100007", "7777").await, ReturnCode::ZeroBalance);
+    // The redirected attempts are on record with their codes.
+    let codes: Vec<u8> = s
+        .call_records(&Default::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.return_code)
+        .collect();
+    assert!(codes.contains(&51) && codes.contains(&52), "{codes:?}");
+    assert!(s.ledger_check().await.unwrap().problems.is_empty());
+}
+on_both!(redirected_cards);
 
 async fn account_in_use_and_retransmissions(db: &TestDb) {
     let s = setup(db).await;

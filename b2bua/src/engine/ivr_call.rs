@@ -178,7 +178,7 @@ impl Engine {
                     amount: amount(a.available),
                     credit_seconds: 0,
                     language: a.language,
-                    redirect: String::new(),
+                    redirect: a.redirect_number,
                 };
                 Some(Event::IvrAuth {
                     call: id,
@@ -205,7 +205,7 @@ impl Engine {
                 amount: amount(a.available),
                 credit_seconds: a.credit_time,
                 language: a.language,
-                redirect: String::new(),
+                redirect: a.redirect_number,
             };
             Some(Event::IvrAuth {
                 call: id,

@@ -44,6 +44,8 @@ pub struct AccountAnswer {
     pub available: Money,
     pub currency: String,
     pub language: String,
+    /// With codes 51 and 52: the number to connect the caller to instead.
+    pub redirect_number: String,
 }
 
 /// The rate row a call is priced with, as it was when the call was authorized.
@@ -76,6 +78,8 @@ pub struct CallAnswer {
     pub language: String,
     pub rate: Option<RateInfo>,
     pub reservation: Option<Reservation>,
+    /// With codes 51 and 52: the number to connect the caller to instead (a free call).
+    pub redirect_number: String,
 }
 
 /// The result of extending a running call.
@@ -212,10 +216,12 @@ impl Store {
         let outcome = match self.verify(req, now_ms).await {
             Ok(row) => {
                 let a = &row.account;
-                let funds = if a.tollfree_only {
-                    Ok(())
-                } else {
-                    rules::check_funds(&a.state())
+                let funds = match &a.redirect {
+                    Some(r) if r.code == ReturnCode::RedirectCustomerService => Err(r.code),
+                    // A hotline card's calls are free: it needs no balance.
+                    Some(_) => Ok(()),
+                    None if a.tollfree_only => Ok(()),
+                    None => rules::check_funds(&a.state()),
                 };
                 (funds.err().unwrap_or(ReturnCode::Success), Some(row))
             }
@@ -231,6 +237,12 @@ impl Store {
             self.record_attempt(req, "", &conf_id, code, now_ms, row.as_ref())
                 .await;
         }
+        let redirect_number = row
+            .as_ref()
+            .and_then(|r| r.account.redirect.as_ref())
+            .filter(|r| r.code == code)
+            .map(|r| r.number.clone())
+            .unwrap_or_default();
         let (available, currency, language) = match &row {
             Some(r) => (
                 r.account.available(),
@@ -244,6 +256,7 @@ impl Store {
             available,
             currency,
             language,
+            redirect_number,
         }
     }
 
@@ -259,6 +272,7 @@ impl Store {
             language: String::new(),
             rate: None,
             reservation: None,
+            redirect_number: String::new(),
         };
         let mut row = None;
         let result = self
@@ -319,6 +333,10 @@ impl Store {
         *row_out = Some(row);
         let dest = req.destination.as_str();
         rules::check_digits(dest)?;
+        if let Some(r) = &account.redirect {
+            answer.redirect_number = r.number.clone();
+            return Err(r.code.into());
+        }
         let lists = self.lists(now_ms).await?;
         if lists.blocked.matching(dest).is_some() {
             return Err(ReturnCode::CalledNumberBlocked.into());

@@ -13,6 +13,7 @@ pub use authorize::{
 };
 pub use decks::ImportSummary;
 
+use crate::codes::ReturnCode;
 use crate::deck::{Deck, PrefixSet};
 use crate::money::Money;
 use crate::pin;
@@ -108,6 +109,16 @@ pub struct Account {
     pub tenant: String,
     pub rate_deck: String,
     pub created_at: DateTime<Utc>,
+    /// Where this card's calls go instead (51: every call to this number; 52: customer service).
+    pub redirect: Option<Redirect>,
+}
+
+/// A card sent elsewhere instead of being authorized normally (return codes 51 and 52).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// `RedirectCalledParty` (51) or `RedirectCustomerService` (52).
+    pub code: ReturnCode,
+    pub number: String,
 }
 
 impl Account {
@@ -285,7 +296,7 @@ pub(crate) fn at_ms(v: i64) -> DateTime<Utc> {
 const ACCOUNT_COLUMNS: &str =
     "id, account, pin_salt, pin_hash, pinless, status, expires_at, currency, \
      balance, reserved, credit_limit, active_calls, max_calls, language, tenant, rate_deck, \
-     tollfree_only, created_at";
+     tollfree_only, created_at, redirect_code, redirect_number";
 
 /// An account row with its internals (id, PIN material), for the store's own use.
 pub(crate) struct AccountRow {
@@ -317,6 +328,16 @@ impl AccountRow {
                 tenant: r.try_get("tenant")?,
                 rate_deck: r.try_get("rate_deck")?,
                 created_at: at_ms(r.try_get("created_at")?),
+                redirect: match (
+                    r.try_get::<Option<i64>, _>("redirect_code")?,
+                    r.try_get::<Option<String>, _>("redirect_number")?,
+                ) {
+                    (Some(c), Some(number)) => u8::try_from(c)
+                        .ok()
+                        .and_then(ReturnCode::from_code)
+                        .map(|code| Redirect { code, number }),
+                    _ => None,
+                },
             },
         })
     }
@@ -620,6 +641,44 @@ impl Store {
                 .bind(account)
                 .execute(&self.pool)
                 .await?;
+        }
+        self.account(account).await
+    }
+
+    /// Sends a card's calls elsewhere (51: every call to `number`, 52: to customer service at
+    /// `number`), or back to normal with `None`.
+    pub async fn set_redirect(
+        &self,
+        account: &str,
+        redirect: Option<Redirect>,
+    ) -> Result<Account, StoreError> {
+        if let Some(r) = &redirect {
+            if !matches!(
+                r.code,
+                ReturnCode::RedirectCalledParty | ReturnCode::RedirectCustomerService
+            ) {
+                return Err(StoreError::Invalid(
+                    "a card redirect is code 51 (called party) or 52 (customer service)".into(),
+                ));
+            }
+            rules::check_digits(&r.number).map_err(|_| {
+                StoreError::Invalid(format!(
+                    "redirect number '{}' must be 1 to {} digits",
+                    r.number,
+                    rules::MAX_INPUT_DIGITS
+                ))
+            })?;
+        }
+        let done = sqlx::query(
+            "UPDATE accounts SET redirect_code = $1, redirect_number = $2 WHERE account = $3",
+        )
+        .bind(redirect.as_ref().map(|r| i64::from(r.code.code())))
+        .bind(redirect.as_ref().map(|r| r.number.clone()))
+        .bind(account)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NoAccount(account.to_string()));
         }
         self.account(account).await
     }
