@@ -1060,3 +1060,133 @@ async fn sipp_a_long_pound_redial_keyed_from_pcaps() {
     assert!(rig.store.ledger_check().await.unwrap().problems.is_empty());
     rig.stop().await;
 }
+
+/// A copy of every UDP datagram arriving for one local port, taken with a raw socket (root
+/// only) so that the test can see the audio SIPp receives without taking SIPp's port.
+struct Tap {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Vec<u8>>>,
+}
+
+impl Tap {
+    fn start(port: u16) -> Tap {
+        use socket2::{Domain, Protocol, Socket, Type};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP)).expect("raw socket");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut sock: std::net::UdpSocket = sock.into();
+            let _ = &mut sock;
+            let mut got = Vec::new();
+            let mut buf = [0u8; 2048];
+            while !flag.load(Ordering::Relaxed) {
+                let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                // An IPv4 header, then UDP: keep the payloads addressed to `port`.
+                let ihl = usize::from(buf[0] & 0x0f) * 4;
+                if n >= ihl + 8 && u16::from_be_bytes([buf[ihl + 2], buf[ihl + 3]]) == port {
+                    got.push(buf[ihl + 8..n].to_vec());
+                }
+            }
+            got
+        });
+        Tap { stop, thread }
+    }
+
+    fn finish(self) -> Vec<Vec<u8>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// Whether RTP packets carry a prompt of the default English set (its first three frames).
+fn carries_prompt(packets: &[Vec<u8>], name: &str) -> bool {
+    let (set, _) = prompts::set::PromptSet::load(prompts::set::default_dir()).unwrap();
+    let p = set.get("en", name).unwrap();
+    let frames: Vec<&[u8]> = p.ulaw.chunks(160).take(3).collect();
+    let got: Vec<&[u8]> = packets
+        .iter()
+        .filter_map(|b| b2bua::media::rtp::read(b).map(|r| r.payload))
+        .collect();
+    got.windows(frames.len()).any(|w| w == frames.as_slice())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_a_cutoff_by_credit_after_the_warning_keyed_from_pcaps() {
+    require_sipp!();
+    if !is_root() {
+        eprintln!("skipped: SIPp plays pcap audio only as root");
+        return;
+    }
+    // The shipped flows with the warning 3 s before the end instead of 60.
+    let gw = free_port();
+    let flows = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(ivr::shipped_dir()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            let text = std::fs::read_to_string(&p)
+                .unwrap()
+                .replace("warning_seconds: 60", "warning_seconds: 3");
+            std::fs::write(flows.path().join(p.file_name().unwrap()), text).unwrap();
+        }
+    }
+    let yaml = format!(
+        "flows: {}\n{}",
+        flows.path().display(),
+        yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")
+    );
+    let rig = Rig::start(&yaml).await;
+    // 0.01 USD buys 6 s to 5555233.
+    rig.store
+        .create_account(
+            &NewAccount::new("123456", Some("1111"), Money::parse("0.01", false).unwrap()),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let card = rig.dir.path().join("card.pcap");
+    let dest = rig.dir.path().join("dest.pcap");
+    dtmf_pcap(&card, "1234561111", 100);
+    dtmf_pcap(&dest, "5555233#", 100);
+    let mut uas = rig.gateway("uas", "uas_answer.xml", gw, &[]).await;
+    let media_port = free_port();
+    let tap = Tap::start(media_port);
+    let (c, d, mp) = (
+        card.display().to_string(),
+        dest.display().to_string(),
+        media_port.to_string(),
+    );
+    let mut uac = rig.caller(
+        "uac",
+        &scenarios().join("uac_ivr_cutoff.xml"),
+        "4085550000",
+        "5551200",
+        false,
+        &["-key", "card", &c, "-key", "dest", &d, "-mp", &mp],
+    );
+    assert_eq!(rig.wait("uac", &mut uac).await, 0, "the caller got BYE");
+    assert_eq!(rig.wait("uas", &mut uas).await, 0, "the gateway got BYE");
+    let heard = tap.finish();
+    assert!(
+        carries_prompt(&heard, "disconnect"),
+        "the warning reached the caller ({} packets)",
+        heard.len()
+    );
+    assert!(
+        carries_prompt(&heard, "disconnected"),
+        "then the disconnected prompt"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rec = &rig.records("123456").await[0];
+    assert_eq!(rec.billed_seconds, 6);
+    assert_eq!(rec.disconnect_cause, "credit_exhausted");
+    assert_eq!(
+        rig.store.account("123456").await.unwrap().balance,
+        Money::parse("0.000552", false).unwrap()
+    );
+    rig.stop().await;
+}
