@@ -109,6 +109,21 @@ fn a_clerks_day() {
         .ok(&["card", "show", "000070"])
         .contains("status        blocked"));
     cli.ok(&["card", "unblock", "000070"]);
+    let out = cli.ok(&[
+        "card",
+        "redirect",
+        "000070",
+        "--to",
+        "customer-service",
+        "--number",
+        "18005550100",
+    ]);
+    assert!(out.contains("redirected to 18005550100"), "{out}");
+    assert!(cli
+        .ok(&["card", "show", "000070"])
+        .contains("redirect      52 (redirect to customer service) to 18005550100"));
+    cli.ok(&["card", "redirect", "000070", "--clear"]);
+    assert!(!cli.ok(&["card", "show", "000070"]).contains("redirect"));
 
     let deck = cli.file(
         "rates.csv",
@@ -198,6 +213,18 @@ fn bad_input_gets_one_clear_line_and_changes_nothing() {
         (vec!["card", "show", "424242"], "no account 424242"),
         (vec!["rate", "000070", "12x"], "must be 1 to 32 digits"),
         (
+            vec![
+                "card",
+                "redirect",
+                "000070",
+                "--to",
+                "called-party",
+                "--number",
+                "1-800",
+            ],
+            "redirect number '1-800' must be 1 to 32 digits",
+        ),
+        (
             vec!["--db", "mysql://x", "card", "show", "000070"],
             "unsupported database URL",
         ),
@@ -210,8 +237,15 @@ fn bad_input_gets_one_clear_line_and_changes_nothing() {
             "{args:?}: more than one line: {err}"
         );
     }
+    // Usage mistakes get clap's message, which names the argument.
     let err = cli.fails(&["topup", "000070", "5"]);
     assert!(err.contains("--reference"), "{err}");
+    let err = cli.fails(&[
+        "card", "redirect", "000070", "--to", "nowhere", "--number", "1",
+    ]);
+    assert!(err.contains("invalid value 'nowhere'"), "{err}");
+    let err = cli.fails(&["card", "redirect", "000070"]);
+    assert!(err.contains("--to"), "{err}");
     // A deck with bad rows names each line and imports nothing.
     let bad = cli.file(
         "bad.csv",
