@@ -330,6 +330,7 @@ async fn refused_while(
             auth,
             destination: "5555233".into(),
             conf_id: "other-conf".into(),
+            whole_credit: false,
         };
         assert!(store
             .authorize_call(&req, Utc::now())

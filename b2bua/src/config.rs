@@ -39,6 +39,41 @@ struct File {
     gateways: Vec<GatewayFile>,
     #[serde(default)]
     routes: Vec<RouteFile>,
+    #[serde(default)]
+    radius: Option<RadiusFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RadiusFile {
+    #[serde(default)]
+    server: Option<RadiusServerFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RadiusServerFile {
+    #[serde(default = "d_radius_auth")]
+    auth: Spanned<String>,
+    #[serde(default = "d_radius_acct")]
+    acct: Spanned<String>,
+    #[serde(default)]
+    require_message_authenticator: bool,
+    clients: Vec<RadiusClientFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RadiusClientFile {
+    address: Spanned<String>,
+    secret: Spanned<String>,
+}
+
+fn d_radius_auth() -> Spanned<String> {
+    spanned("0.0.0.0:1812")
+}
+fn d_radius_acct() -> Spanned<String> {
+    spanned("0.0.0.0:1813")
 }
 
 #[derive(Deserialize)]
@@ -304,6 +339,17 @@ impl Net {
     }
 }
 
+/// The store as a RADIUS AAA server for gateways (see `crate::radius`).
+#[derive(Debug, Clone)]
+pub struct RadiusServer {
+    pub auth: SocketAddr,
+    pub acct: SocketAddr,
+    /// Drop Access-Requests without Message-Authenticator (BlastRADIUS, CVE-2024-3596).
+    pub require_message_authenticator: bool,
+    /// Clients by source address, each with its shared secret; anyone else is ignored.
+    pub clients: Vec<(IpAddr, String)>,
+}
+
 /// Call-level timers.
 #[derive(Debug, Clone, Copy)]
 pub struct CallLimits {
@@ -342,6 +388,8 @@ pub struct Config {
     pub media: crate::media::engine::MediaConfig,
     /// Routes and gateways.
     pub router: Router,
+    /// The RADIUS AAA server, when configured.
+    pub radius_server: Option<RadiusServer>,
 }
 
 /// Every mistake found in a configuration file.
@@ -621,10 +669,49 @@ impl Config {
                 "inactivity_s and long_pound_ms must be above zero".into(),
             );
         }
+        let radius_server = raw.radius.and_then(|r| r.server).map(|srv| {
+            let mut addr = |s: &Spanned<String>, key: &str| {
+                s.value.parse::<SocketAddr>().unwrap_or_else(|_| {
+                    err(
+                        s.referenced.line(),
+                        format!("radius.server.{key}"),
+                        format!("`{}` is not IP:PORT", s.value),
+                    );
+                    SocketAddr::from(([127, 0, 0, 1], 0))
+                })
+            };
+            let auth = addr(&srv.auth, "auth");
+            let acct = addr(&srv.acct, "acct");
+            let mut clients = Vec::new();
+            for (i, c) in srv.clients.iter().enumerate() {
+                match c.address.value.parse::<IpAddr>() {
+                    Ok(ip) => clients.push((ip, c.secret.value.clone())),
+                    Err(_) => err(
+                        c.address.referenced.line(),
+                        format!("radius.server.clients[{i}].address"),
+                        format!("`{}` is not an IP address", c.address.value),
+                    ),
+                }
+                if c.secret.value.is_empty() || c.secret.value.len() > 128 {
+                    err(
+                        c.secret.referenced.line(),
+                        format!("radius.server.clients[{i}].secret"),
+                        "must be 1 to 128 characters".into(),
+                    );
+                }
+            }
+            RadiusServer {
+                auth,
+                acct,
+                require_message_authenticator: srv.require_message_authenticator,
+                clients,
+            }
+        });
         if !errors.is_empty() {
             return Err(fail(errors));
         }
         Ok(Config {
+            radius_server,
             database: raw.database,
             node_id: raw.node_id,
             prompts: raw

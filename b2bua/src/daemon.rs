@@ -150,6 +150,16 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
     for (proto, addr) in &running.bound {
         println!("  SIP {proto} on {addr}");
     }
+    let aaa = match &cfg.radius_server {
+        Some(r) => {
+            let aaa = b2bua::radius::start(r, store.clone())
+                .await
+                .with_context(|| format!("binding the RADIUS sockets {} and {}", r.auth, r.acct))?;
+            println!("  RADIUS AAA server: auth {}, accounting {}", aaa.auth, aaa.acct);
+            Some(aaa)
+        }
+        None => None,
+    };
     if demo {
         if let Ok(c) = store.account(rating::demo::CARD).await {
             println!(
@@ -206,6 +216,9 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
         }
     }
     let stats = running.stop().await;
+    if let Some(aaa) = aaa {
+        aaa.stop().await;
+    }
     println!(
         "stopped after {} calls ({} answered, {} cut off by credit)",
         stats.calls, stats.answered, stats.cutoffs

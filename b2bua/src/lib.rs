@@ -5,6 +5,7 @@
 pub mod config;
 pub mod engine;
 pub mod media;
+pub mod radius;
 pub mod routing;
 pub mod sip;
 pub mod transport;

@@ -10,6 +10,7 @@ pub mod deck;
 pub mod demo;
 pub mod money;
 pub mod pin;
+pub mod radius;
 pub mod rules;
 pub mod store;
 pub mod tariff;

@@ -57,6 +57,7 @@ fn call(account: &str, pin: &str, dest: &str, conf: &str) -> CallRequest {
         auth: auth(account, pin),
         destination: dest.into(),
         conf_id: conf.into(),
+        whole_credit: false,
     }
 }
 

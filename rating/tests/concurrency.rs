@@ -50,6 +50,7 @@ async fn five_hundred_calls_never_overspend(db: &TestDb) {
                 },
                 destination: "5555233".into(),
                 conf_id: conf.clone(),
+                whole_credit: false,
             };
             let answer = store.authorize_call(&req, now).await;
             let Some(res) = answer.reservation else {

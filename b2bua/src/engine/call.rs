@@ -389,6 +389,7 @@ impl Engine {
             },
             destination: call.destination.clone(),
             conf_id: call.conf_id.clone(),
+            whole_credit: false,
         };
         self.dialogs
             .insert(call.a_invite.call_id().to_string(), (id, Side::A));

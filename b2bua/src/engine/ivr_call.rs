@@ -197,6 +197,7 @@ impl Engine {
             auth,
             destination: destination.unwrap_or_default(),
             conf_id: conf,
+            whole_credit: false,
         };
         self.spawn_store(move |store| async move {
             let a = store.authorize_call(&req, Utc::now()).await;

@@ -34,7 +34,13 @@ pub struct CallRequest {
     /// New for every call; it names the reservation and the call record, and makes a repeated
     /// request (a retransmission) return the same reservation instead of a second one.
     pub conf_id: String,
+    /// Hold all the talk time the credit buys at once, not a chunk: for a gateway that is told
+    /// the credit time and enforces it itself (RADIUS), so it never asks to extend.
+    pub whole_credit: bool,
 }
+
+/// The "chunk" of a whole-credit reservation: longer than any card's money lasts.
+const WHOLE_CREDIT_SECONDS: u64 = 7 * 86_400;
 
 /// The phase-1 answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -316,7 +322,8 @@ impl Store {
     ) -> Result<(), Deny> {
         let conf_ok = !req.conf_id.is_empty()
             && req.conf_id.len() <= 128
-            && req.conf_id.chars().all(|c| c.is_ascii_graphic());
+            // Cisco's conference ids are hex words separated by spaces.
+            && req.conf_id.chars().all(|c| c.is_ascii_graphic() || c == ' ');
         if !conf_ok {
             return Err(ReturnCode::InvalidArgument.into());
         }
@@ -433,7 +440,12 @@ impl Store {
             locked.try_get::<i64, _>(0)? + locked.try_get::<i64, _>(2)?
                 - locked.try_get::<i64, _>(1)?,
         );
-        let grant = match rules::plan_grant(available, &rate.tariff, self.cfg.chunk_seconds) {
+        let chunk = if req.whole_credit {
+            WHOLE_CREDIT_SECONDS
+        } else {
+            self.cfg.chunk_seconds
+        };
+        let grant = match rules::plan_grant(available, &rate.tariff, chunk) {
             Ok(g) => g,
             Err(code) => {
                 tx.rollback().await?;

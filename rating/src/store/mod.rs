@@ -113,6 +113,21 @@ pub struct Account {
     pub redirect: Option<Redirect>,
 }
 
+/// One RADIUS accounting record as received from a client, with what the store did about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountingRecord {
+    pub conf_id: String,
+    /// `h323-call-origin`: `answer` (the caller's leg) or `originate` (the billed leg).
+    pub leg: String,
+    /// `start`, `stop` or `interim:<session seconds>`.
+    pub status: String,
+    pub client: String,
+    pub account: String,
+    pub received_at: DateTime<Utc>,
+    pub attributes: String,
+    pub outcome: String,
+}
+
 /// A card sent elsewhere instead of being authorized normally (return codes 51 and 52).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redirect {
@@ -643,6 +658,56 @@ impl Store {
                 .await?;
         }
         self.account(account).await
+    }
+
+    /// Keeps one RADIUS accounting record, once per (conference id, leg, status): true when it
+    /// is new, false when the same record was already kept (a client's retransmission).
+    pub async fn record_accounting(&self, r: &AccountingRecord) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO radius_accounting (conf_id, leg, status, client, account, received_at, \
+             attributes, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (conf_id, leg, status) DO NOTHING",
+        )
+        .bind(&r.conf_id)
+        .bind(&r.leg)
+        .bind(&r.status)
+        .bind(&r.client)
+        .bind(&r.account)
+        .bind(ms(r.received_at))
+        .bind(&r.attributes)
+        .bind(&r.outcome)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The RADIUS accounting records kept for a conference id.
+    pub async fn accounting_records(
+        &self,
+        conf_id: &str,
+    ) -> Result<Vec<AccountingRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT conf_id, leg, status, client, account, received_at, attributes, outcome \
+             FROM radius_accounting WHERE conf_id = $1 ORDER BY received_at, status",
+        )
+        .bind(conf_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AccountingRecord {
+                    conf_id: r.try_get("conf_id")?,
+                    leg: r.try_get("leg")?,
+                    status: r.try_get("status")?,
+                    client: r.try_get("client")?,
+                    account: r.try_get("account")?,
+                    received_at: at_ms(r.try_get("received_at")?),
+                    attributes: r.try_get("attributes")?,
+                    outcome: r.try_get("outcome")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
     }
 
     /// Sends a card's calls elsewhere (51: every call to `number`, 52: to customer service at
