@@ -119,7 +119,16 @@ impl Reply {
 
 async fn radclient(dict: &Path, to: SocketAddr, kind: &str, secret: &str, attrs: &str) -> Reply {
     let mut child = Command::new("radclient")
-        .args(["-x", "-t", "1", "-r", "1", "-D", "/usr/share/freeradius", "-d"])
+        .args([
+            "-x",
+            "-t",
+            "1",
+            "-r",
+            "1",
+            "-D",
+            "/usr/share/freeradius",
+            "-d",
+        ])
         .arg(dict)
         .arg(to.to_string())
         .arg(kind)
@@ -186,7 +195,12 @@ async fn the_seeds_two_phases_through_radclient() {
     // Phase 2: the whole credit time is held, since the gateway enforces it itself.
     let conf = "3C5AEAB9 95C80008 00000000 586D5528";
     let r = aaa
-        .radclient(aaa.auth(), "auth", SECRET, &phase2("000070", "1234", "5555233", conf))
+        .radclient(
+            aaa.auth(),
+            "auth",
+            SECRET,
+            &phase2("000070", "1234", "5555233", conf),
+        )
         .await;
     assert_eq!(r.code(), Some(0), "{}", r.text);
     assert_eq!(r.pair("h323-credit-time").as_deref(), Some("20900"));
@@ -243,8 +257,14 @@ h323-disconnect-cause = \"h323-disconnect-cause=10\", h323-voice-quality = \"h32
         .map(|k| (k.leg.as_str(), k.status.as_str(), k.outcome.as_str()))
         .collect();
     assert_eq!(kept.len(), 4, "{outcomes:?}");
-    assert!(outcomes.contains(&("originate", "stop", "settled 61 s, 0.096053")), "{outcomes:?}");
-    assert!(outcomes.contains(&("originate", "start", "connected")), "{outcomes:?}");
+    assert!(
+        outcomes.contains(&("originate", "stop", "settled 61 s, 0.096053")),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&("originate", "start", "connected")),
+        "{outcomes:?}"
+    );
     aaa.stop().await;
 }
 
@@ -260,7 +280,9 @@ async fn every_return_code_through_radclient() {
     s.create_account(&expired, now).await.unwrap();
     s.create_account(&card("300007", "5"), now).await.unwrap();
     s.set_blocked("300007", true).await.unwrap();
-    s.create_account(&card("300012", "0.05"), now).await.unwrap();
+    s.create_account(&card("300012", "0.05"), now)
+        .await
+        .unwrap();
     let mut tollfree = card("300013", "5");
     tollfree.tollfree_only = true;
     s.create_account(&tollfree, now).await.unwrap();
@@ -278,7 +300,12 @@ async fn every_return_code_through_radclient() {
     .unwrap();
     // 3: the card's one call is already running.
     let r = aaa
-        .radclient(aaa.auth(), "auth", SECRET, &phase2("300003", "1111", "5555233", "busy-1"))
+        .radclient(
+            aaa.auth(),
+            "auth",
+            SECRET,
+            &phase2("300003", "1111", "5555233", "busy-1"),
+        )
         .await;
     assert_eq!(r.code(), Some(0), "{}", r.text);
     // 10: five wrong PINs lock the card.
@@ -289,15 +316,31 @@ async fn every_return_code_through_radclient() {
     let cases: Vec<(String, &str, u8)> = vec![
         (phase1("999999", "1111"), "Access-Reject", 1),
         (phase1("000070", "9999"), "Access-Reject", 2),
-        (phase2("300003", "1111", "5555233", "busy-2"), "Access-Reject", 3),
+        (
+            phase2("300003", "1111", "5555233", "busy-2"),
+            "Access-Reject",
+            3,
+        ),
         (phase1("300004", "1111"), "Access-Reject", 4),
         (phase1("300005", "1111"), "Access-Reject", 5),
         (phase1("300007", "1111"), "Access-Reject", 7),
-        (phase2("000070", "1234", "19005551234", "c-9"), "Access-Reject", 9),
+        (
+            phase2("000070", "1234", "19005551234", "c-9"),
+            "Access-Reject",
+            9,
+        ),
         (phase1("300010", "1111"), "Access-Reject", 10),
         (phase1("0000x7", "1234"), "Access-Reject", 11),
-        (phase2("300012", "1111", "5555234", "c-12"), "Access-Reject", 12),
-        (phase2("300013", "1111", "5555233", "c-13"), "Access-Reject", 13),
+        (
+            phase2("300012", "1111", "5555234", "c-12"),
+            "Access-Reject",
+            12,
+        ),
+        (
+            phase2("300013", "1111", "5555233", "c-13"),
+            "Access-Reject",
+            13,
+        ),
         (phase1("12", "1234"), "Access-Reject", 14),
         (phase1("300052", "1111"), "Access-Accept", 52),
     ];
@@ -306,7 +349,10 @@ async fn every_return_code_through_radclient() {
         assert_eq!(r.kind.as_deref(), Some(*kind), "code {code}: {}", r.text);
         assert_eq!(r.code(), Some(*code), "{}", r.text);
         if *code == 52 {
-            assert_eq!(r.pair("h323-redirect-number").as_deref(), Some("18005550100"));
+            assert_eq!(
+                r.pair("h323-redirect-number").as_deref(),
+                Some("18005550100")
+            );
         }
     }
     // 8: the store is gone; the server still answers, failing closed.
@@ -342,6 +388,17 @@ async fn message_authenticator_unknown_clients_and_wrong_secrets() {
     if !bare.text.contains("Message-Authenticator") {
         assert_eq!(bare.kind, None, "{}", bare.text);
     }
+    // By hand, certainly without one: dropped.
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut p = Packet::new_with_identifier(Code::AccessRequest, SECRET.as_bytes(), 1);
+    p.add(AVP::from_string(1, "000070"));
+    let auth = p.get_authenticator().clone();
+    p.add(AVP::from_user_password(2, b"1234", SECRET.as_bytes(), &auth).unwrap());
+    assert_eq!(
+        exchange(&sock, aaa.auth(), &p.encode().unwrap()).await,
+        None,
+        "no Message-Authenticator, no answer"
+    );
     let wrong = aaa
         .radclient(
             aaa.auth(),
@@ -350,9 +407,18 @@ async fn message_authenticator_unknown_clients_and_wrong_secrets() {
             &format!("{}, Message-Authenticator = 0x00", phase1("000070", "1234")),
         )
         .await;
-    assert_eq!(wrong.kind, None, "a wrong secret gets no answer: {}", wrong.text);
+    assert_eq!(
+        wrong.kind, None,
+        "a wrong secret gets no answer: {}",
+        wrong.text
+    );
     let acct = aaa
-        .radclient(aaa.acct(), "acct", "not-the-secret", "Acct-Status-Type = Start, User-Name = \"000070\"")
+        .radclient(
+            aaa.acct(),
+            "acct",
+            "not-the-secret",
+            "Acct-Status-Type = Start, User-Name = \"000070\"",
+        )
         .await;
     assert_eq!(acct.kind, None, "{}", acct.text);
     aaa.stop().await;
@@ -411,7 +477,9 @@ async fn a_retransmission_is_answered_once_and_junk_is_dropped() {
     };
     let req = access_request(7, attrs(), Some("1234"));
     let first = exchange(&sock, aaa.auth(), &req).await.expect("answered");
-    let again = exchange(&sock, aaa.auth(), &req).await.expect("answered again");
+    let again = exchange(&sock, aaa.auth(), &req)
+        .await
+        .expect("answered again");
     assert_eq!(first, again, "the same answer, from the cache");
     assert!(is_authentic_response(&first, &req, SECRET.as_bytes()));
     assert_eq!(first[0], 2, "Access-Accept");
@@ -446,7 +514,9 @@ async fn a_retransmission_is_answered_once_and_junk_is_dropped() {
         assert_eq!(exchange(&sock, aaa.auth(), &junk).await, None, "{what}");
     }
     let fresh = access_request(8, attrs(), Some("1234"));
-    let r = exchange(&sock, aaa.auth(), &fresh).await.expect("still serving");
+    let r = exchange(&sock, aaa.auth(), &fresh)
+        .await
+        .expect("still serving");
     assert_eq!(r[0], 2);
     // The same conference id again (a new request, same call): the same reservation.
     assert_eq!(aaa.store.account("000070").await.unwrap().active_calls, 1);

@@ -155,7 +155,10 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
             let aaa = b2bua::radius::start(r, store.clone())
                 .await
                 .with_context(|| format!("binding the RADIUS sockets {} and {}", r.auth, r.acct))?;
-            println!("  RADIUS AAA server: auth {}, accounting {}", aaa.auth, aaa.acct);
+            println!(
+                "  RADIUS AAA server: auth {}, accounting {}",
+                aaa.auth, aaa.acct
+            );
             Some(aaa)
         }
         None => None,

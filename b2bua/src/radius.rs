@@ -143,7 +143,12 @@ async fn serve(sock: Arc<UdpSocket>, shared: Arc<Shared>, expect: Code) {
 
 /// The reply's bytes, or `None` when the request must go unanswered (the store failed to keep
 /// an accounting record: the client resends).
-async fn answer(shared: &Shared, req: &Request, from: SocketAddr, secret: &[u8]) -> Option<Vec<u8>> {
+async fn answer(
+    shared: &Shared,
+    req: &Request,
+    from: SocketAddr,
+    secret: &[u8],
+) -> Option<Vec<u8>> {
     let now = Utc::now();
     let client = from.ip().to_string();
     let (code, attrs) = match req.code {

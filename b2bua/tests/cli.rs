@@ -350,9 +350,49 @@ fn serve_creates_the_demo_once_and_keeps_it() {
         assert!(n > 0, "serve exited early: {seen}");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
+    // The demo answers RADIUS with the seed's secret: radclient works against a fresh install.
+    let radclient = std::process::Command::new("radclient")
+        .arg("-v")
+        .output()
+        .is_ok();
+    if radclient {
+        std::fs::write(cli.dir.path().join("dictionary"), "").unwrap();
+        let mut rc = Command::new("radclient")
+            .args([
+                "-x",
+                "-t",
+                "2",
+                "-r",
+                "1",
+                "-D",
+                "/usr/share/freeradius",
+                "-d",
+            ])
+            .arg(cli.dir.path())
+            .args(["127.0.0.1", "auth", "testing123"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(
+            rc.stdin.as_mut().unwrap(),
+            b"User-Name = \"000070\", User-Password = \"1234\", Called-Station-Id = \"\"",
+        )
+        .unwrap();
+        drop(rc.stdin.take());
+        let out = String::from_utf8_lossy(&rc.wait_with_output().unwrap().stdout).into_owned();
+        assert!(out.contains("Received Access-Accept"), "{out}");
+        assert!(out.contains("h323-credit-amount=32.91"), "{out}");
+    } else if std::env::var_os("B2BUA_REQUIRE_PEERS").is_some() {
+        panic!("radclient is not installed (freeradius-utils) and B2BUA_REQUIRE_PEERS is set");
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(seen.contains("created the demo data"), "{seen}");
+    assert!(
+        seen.contains("RADIUS AAA server: auth 127.0.0.1:1812, accounting 127.0.0.1:1813"),
+        "{seen}"
+    );
     assert!(
         seen.contains("demo card 000070 (PIN 1234): 32.91 USD available"),
         "{seen}"

@@ -87,7 +87,12 @@ fn session_id(req: &Request) -> String {
 
 /// Answers an Access-Request from `client` (its address, written to records as the access
 /// number so that staff can tell which gateway a call came through).
-pub async fn access(store: &Store, req: &Request, client: &str, now: DateTime<Utc>) -> AccessAnswer {
+pub async fn access(
+    store: &Store,
+    req: &Request,
+    client: &str,
+    now: DateTime<Utc>,
+) -> AccessAnswer {
     let refuse = |code| AccessAnswer {
         code,
         available: Money::ZERO,
@@ -174,7 +179,10 @@ pub async fn accounting(
         .map(str::to_string)
         // No conference id at all: keep it under its own authenticator (unique per record).
         .unwrap_or_else(|| hex::encode(req.authenticator));
-    let leg = req.cisco("h323-call-origin").unwrap_or("unknown").to_string();
+    let leg = req
+        .cisco("h323-call-origin")
+        .unwrap_or("unknown")
+        .to_string();
     let time = |name: &str| req.cisco(name).and_then(h323::parse_time);
     // The money first (each step is idempotent), then the record: a failure in between leaves
     // the client to resend, and the resend finds the money already done.
@@ -217,7 +225,11 @@ pub async fn accounting(
         .map(|p| format!("{}={}", p.name, p.value))
         .chain(req.user_name.iter().map(|u| format!("User-Name={u}")))
         .chain(req.called.iter().map(|c| format!("Called-Station-Id={c}")))
-        .chain(req.calling.iter().map(|c| format!("Calling-Station-Id={c}")))
+        .chain(
+            req.calling
+                .iter()
+                .map(|c| format!("Calling-Station-Id={c}")),
+        )
         .chain(
             req.acct_session_time
                 .iter()

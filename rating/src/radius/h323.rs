@@ -66,7 +66,12 @@ mod tests {
         assert_eq!(parse_time(&format_time(t)), Some(t));
         assert_eq!(parse_time("*18:27:28.032 UTC Wed Dec 9 1998"), Some(t));
         assert_eq!(parse_time(".13:27:28.032 EST Wed Dec 9 1998"), Some(t));
-        for bad in ["", "18:27:28 UTC", "18:27:28.032 XYZ Wed Dec 9 1998", "junk junk a b c d"] {
+        for bad in [
+            "",
+            "18:27:28 UTC",
+            "18:27:28.032 XYZ Wed Dec 9 1998",
+            "junk junk a b c d",
+        ] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
     }

@@ -159,7 +159,8 @@ pub fn decode_request(
     secret: &[u8],
     require_ma: bool,
 ) -> Result<Request, RadiusError> {
-    let packet = Packet::decode(bytes, secret).map_err(|e| RadiusError::Malformed(e.to_string()))?;
+    let packet =
+        Packet::decode(bytes, secret).map_err(|e| RadiusError::Malformed(e.to_string()))?;
     let len = u16::from_be_bytes([bytes[2], bytes[3]]) as usize;
     let bytes = &bytes[..len];
     let code = packet.get_code();
@@ -267,10 +268,11 @@ pub fn decode_request(
     })
 }
 
-/// The vendor attributes of a packet: per Vendor-Specific attribute, its vendor and the
-/// (type, value) pairs inside, or an error when the inner lengths lie.
-#[allow(clippy::type_complexity)]
-fn packet_vsas(packet: &Packet) -> Vec<Result<(u32, Vec<(u8, Vec<u8>)>), RadiusError>> {
+/// One Vendor-Specific attribute: the vendor and its (type, value) sub-attributes.
+pub type Vsa = (u32, Vec<(u8, Vec<u8>)>);
+
+/// The vendor attributes of a packet, or an error for each whose inner lengths lie.
+fn packet_vsas(packet: &Packet) -> Vec<Result<Vsa, RadiusError>> {
     packet
         .lookup_all(attr::VENDOR_SPECIFIC)
         .into_iter()
@@ -279,9 +281,11 @@ fn packet_vsas(packet: &Packet) -> Vec<Result<(u32, Vec<(u8, Vec<u8>)>), RadiusE
 }
 
 /// One Vendor-Specific value (RFC 2865 §5.26): vendor id, then type-length-value sub-attributes.
-pub fn decode_vsa(v: &[u8]) -> Result<(u32, Vec<(u8, Vec<u8>)>), RadiusError> {
+pub fn decode_vsa(v: &[u8]) -> Result<Vsa, RadiusError> {
     if v.len() < 4 {
-        return Err(RadiusError::Malformed("Vendor-Specific shorter than 4".into()));
+        return Err(RadiusError::Malformed(
+            "Vendor-Specific shorter than 4".into(),
+        ));
     }
     let vendor = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
     let mut out = Vec::new();
@@ -362,7 +366,8 @@ pub fn encode_accounting_request(
 ) -> Result<Vec<u8>, RadiusError> {
     let mut p = Packet::new_with_identifier(Code::AccountingRequest, secret, identifier);
     p.extend(attributes);
-    p.encode().map_err(|e| RadiusError::Malformed(e.to_string()))
+    p.encode()
+        .map_err(|e| RadiusError::Malformed(e.to_string()))
 }
 
 /// Whether `response` is the authentic answer to `request` under `secret` (RFC 2865 §3).
