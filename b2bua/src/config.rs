@@ -403,13 +403,7 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.errors.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{}:{e}", self.file)?;
-        }
-        Ok(())
+        ivr::flow::write_file_errors(f, &self.file, &self.errors)
     }
 }
 

@@ -355,14 +355,20 @@ pub struct FlowError {
 
 impl fmt::Display for FlowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.errors.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{}:{e}", self.file)?;
-        }
-        Ok(())
+        write_file_errors(f, &self.file, &self.errors)
     }
+}
+
+/// Every mistake in a YAML file, one per line as `file:line: where: what` (flows and the
+/// daemon's configuration report the same way).
+pub fn write_file_errors(f: &mut fmt::Formatter<'_>, file: &str, errors: &[String]) -> fmt::Result {
+    for (i, e) in errors.iter().enumerate() {
+        if i > 0 {
+            writeln!(f)?;
+        }
+        write!(f, "{file}:{e}")?;
+    }
+    Ok(())
 }
 
 impl std::error::Error for FlowError {}
