@@ -205,16 +205,7 @@ async fn a_long_pound_ends_the_bridge_and_the_caller_dials_again_without_the_car
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_money_running_out_plays_the_warning_then_cuts_the_gateway_and_the_caller_off() {
     // The shipped debitcard flow with the warning 3 s before the end instead of 60.
-    let flows = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(ivr::shipped_dir()).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "yaml") {
-            let text = std::fs::read_to_string(&p)
-                .unwrap()
-                .replace("warning_seconds: 60", "warning_seconds: 3");
-            std::fs::write(flows.path().join(p.file_name().unwrap()), text).unwrap();
-        }
-    }
+    let flows = ua::flows_warning_at(3);
     let mut caller = Ua::new("4085550000").await;
     let gw = Ua::new("gw").await;
     let (_dir, store, running) = start(gw.sip_addr(), flows.path()).await;
@@ -281,16 +272,9 @@ async fn the_money_running_out_plays_the_warning_then_cuts_the_gateway_and_the_c
     store.close().await;
 }
 
-/// Whether the caller heard a prompt: three consecutive frames of it (µ-law) among what arrived.
+/// Whether the caller heard a prompt (see [`ua::carries_prompt`]).
 fn heard(packets: &[(Vec<u8>, SocketAddr)], name: &str) -> bool {
-    let (set, _) = prompts::set::PromptSet::load(prompts::set::default_dir()).unwrap();
-    let p = set.get("en", name).unwrap();
-    let frames: Vec<&[u8]> = p.ulaw.chunks(160).take(3).collect();
-    let got: Vec<&[u8]> = packets
-        .iter()
-        .filter_map(|(b, _)| b2bua::media::rtp::read(b).map(|r| r.payload))
-        .collect();
-    got.windows(frames.len()).any(|w| w == frames.as_slice())
+    ua::carries_prompt(packets.iter().map(|(b, _)| b.as_slice()), name)
 }
 
 /// One caller refused somewhere in the flow: dials, enters the card and (if given) a

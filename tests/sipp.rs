@@ -6,6 +6,8 @@
 //! money in the store. Without SIPp installed the tests say so and pass, unless
 //! `B2BUA_REQUIRE_PEERS=1` (set by `.ci/run`), where a missing SIPp fails them.
 
+mod ua;
+
 use b2bua::config::Config;
 use b2bua::engine::{self, Running};
 use chrono::Utc;
@@ -1078,8 +1080,7 @@ impl Tap {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut sock: std::net::UdpSocket = sock.into();
-            let _ = &mut sock;
+            let sock: std::net::UdpSocket = sock.into();
             let mut got = Vec::new();
             let mut buf = [0u8; 2048];
             while !flag.load(Ordering::Relaxed) {
@@ -1103,18 +1104,6 @@ impl Tap {
     }
 }
 
-/// Whether RTP packets carry a prompt of the default English set (its first three frames).
-fn carries_prompt(packets: &[Vec<u8>], name: &str) -> bool {
-    let (set, _) = prompts::set::PromptSet::load(prompts::set::default_dir()).unwrap();
-    let p = set.get("en", name).unwrap();
-    let frames: Vec<&[u8]> = p.ulaw.chunks(160).take(3).collect();
-    let got: Vec<&[u8]> = packets
-        .iter()
-        .filter_map(|b| b2bua::media::rtp::read(b).map(|r| r.payload))
-        .collect();
-    got.windows(frames.len()).any(|w| w == frames.as_slice())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_a_cutoff_by_credit_after_the_warning_keyed_from_pcaps() {
     require_sipp!();
@@ -1124,16 +1113,7 @@ async fn sipp_a_cutoff_by_credit_after_the_warning_keyed_from_pcaps() {
     }
     // The shipped flows with the warning 3 s before the end instead of 60.
     let gw = free_port();
-    let flows = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(ivr::shipped_dir()).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "yaml") {
-            let text = std::fs::read_to_string(&p)
-                .unwrap()
-                .replace("warning_seconds: 60", "warning_seconds: 3");
-            std::fs::write(flows.path().join(p.file_name().unwrap()), text).unwrap();
-        }
-    }
+    let flows = ua::flows_warning_at(3);
     let yaml = format!(
         "flows: {}\n{}",
         flows.path().display(),
@@ -1172,12 +1152,12 @@ async fn sipp_a_cutoff_by_credit_after_the_warning_keyed_from_pcaps() {
     assert_eq!(rig.wait("uas", &mut uas).await, 0, "the gateway got BYE");
     let heard = tap.finish();
     assert!(
-        carries_prompt(&heard, "disconnect"),
+        ua::carries_prompt(heard.iter().map(Vec::as_slice), "disconnect"),
         "the warning reached the caller ({} packets)",
         heard.len()
     );
     assert!(
-        carries_prompt(&heard, "disconnected"),
+        ua::carries_prompt(heard.iter().map(Vec::as_slice), "disconnected"),
         "then the disconnected prompt"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;

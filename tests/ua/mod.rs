@@ -285,6 +285,36 @@ fn rtp_packet(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]
     p
 }
 
+/// Whether RTP packets carry a prompt of the default English set: its first three µ-law
+/// frames, in a row.
+pub fn carries_prompt<'a>(packets: impl IntoIterator<Item = &'a [u8]>, name: &str) -> bool {
+    let (set, _) = prompts::set::PromptSet::load(prompts::set::default_dir()).unwrap();
+    let p = set.get("en", name).unwrap();
+    let frames: Vec<&[u8]> = p.ulaw.chunks(160).take(3).collect();
+    let got: Vec<&[u8]> = packets
+        .into_iter()
+        .filter_map(|b| rtp::read(b).map(|r| r.payload))
+        .collect();
+    got.windows(frames.len()).any(|w| w == frames.as_slice())
+}
+
+/// The shipped flows with the credit warning `seconds` before the end instead of 60, so that
+/// a test of a few seconds' credit hears it.
+pub fn flows_warning_at(seconds: u32) -> tempfile::TempDir {
+    let flows = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(ivr::shipped_dir()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            let text = std::fs::read_to_string(&p).unwrap().replace(
+                "warning_seconds: 60",
+                &format!("warning_seconds: {seconds}"),
+            );
+            std::fs::write(flows.path().join(p.file_name().unwrap()), text).unwrap();
+        }
+    }
+    flows
+}
+
 /// The RTP address in an SDP body.
 pub fn sdp_addr(body: &[u8]) -> SocketAddr {
     b2bua::media::sdp::parse(body).expect("SDP").rtp
