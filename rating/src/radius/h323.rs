@@ -1,6 +1,6 @@
-//! Cisco's H.323 accounting formats: conference ids (four 32-bit hex words) and times
-//! (`hh:mm:ss.mmm ZON DDD MMM ## YYYY`, with a leading `*` or `.` when the gateway's clock is
-//! not synchronized). Pure functions; the wire and the store use them.
+//! Cisco's H.323 accounting times (`hh:mm:ss.mmm ZON DDD MMM ## YYYY`, with a leading `*` or
+//! `.` when the gateway's clock is not synchronized). Pure functions; the AAA server reads
+//! them from Start and Stop records.
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 
@@ -39,21 +39,6 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     Some(Utc.from_utc_datetime(&naive) - chrono::Duration::hours(offset_h))
 }
 
-/// A conference id in Cisco's form from 16 bytes: `3C5AEAB9 95C80008 0 586D5528`-like words,
-/// each written in full (`00000000`), which every parser accepts.
-pub fn conf_id(bytes: [u8; 16]) -> String {
-    bytes
-        .chunks(4)
-        .map(|w| format!("{:08X}", u32::from_be_bytes([w[0], w[1], w[2], w[3]])))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// A Q.850 cause as Cisco's `h323-disconnect-cause`: two hex digits (16 → `10`).
-pub fn disconnect_cause(q850: u8) -> String {
-    format!("{q850:02X}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,15 +59,5 @@ mod tests {
         ] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn conf_ids_and_causes() {
-        let mut b = [0u8; 16];
-        b[3] = 1;
-        b[15] = 0xff;
-        assert_eq!(conf_id(b), "00000001 00000000 00000000 000000FF");
-        assert_eq!(disconnect_cause(16), "10");
-        assert_eq!(disconnect_cause(127), "7F");
     }
 }

@@ -18,11 +18,9 @@ pub const CISCO: u32 = 9;
 pub mod attr {
     pub const USER_NAME: u8 = 1;
     pub const USER_PASSWORD: u8 = 2;
-    pub const NAS_IP_ADDRESS: u8 = 4;
     pub const CALLED_STATION_ID: u8 = 30;
     pub const CALLING_STATION_ID: u8 = 31;
     pub const ACCT_STATUS_TYPE: u8 = 40;
-    pub const ACCT_DELAY_TIME: u8 = 41;
     pub const ACCT_SESSION_ID: u8 = 44;
     pub const ACCT_SESSION_TIME: u8 = 46;
     pub const VENDOR_SPECIFIC: u8 = 26;
@@ -112,11 +110,6 @@ pub fn cisco_name(number: u8) -> Option<&'static str> {
         110 => "h323-currency",
         _ => return None,
     })
-}
-
-/// The attribute number of a Cisco pair name (the inverse of [`cisco_name`]).
-pub fn cisco_number(name: &str) -> Option<u8> {
-    (1..=255u8).find(|n| cisco_name(*n) == Some(name))
 }
 
 /// Text from the wire: UTF-8 with no control characters (CR, LF, NUL …), which would let a
