@@ -30,7 +30,8 @@ pub enum Seen {
 pub struct ReplyCache {
     ttl: Duration,
     max: usize,
-    entries: HashMap<Key, Option<Vec<u8>>>,
+    /// Each request's arrival (which names its place in `order`) and its answer, once sent.
+    entries: HashMap<Key, (Instant, Option<Vec<u8>>)>,
     order: VecDeque<(Instant, Key)>,
 }
 
@@ -50,8 +51,12 @@ impl ReplyCache {
             if now.duration_since(*at) < self.ttl && self.order.len() <= self.max {
                 break;
             }
-            let (_, k) = self.order.pop_front().expect("checked");
-            self.entries.remove(&k);
+            let (at, k) = self.order.pop_front().expect("checked");
+            // An abandoned request that came again has a newer place in the queue; only
+            // that one forgets it.
+            if self.entries.get(&k).is_some_and(|(since, _)| *since == at) {
+                self.entries.remove(&k);
+            }
         }
     }
 
@@ -59,10 +64,10 @@ impl ReplyCache {
     pub fn arrive(&mut self, key: Key, now: Instant) -> Seen {
         self.expire(now);
         match self.entries.get(&key) {
-            Some(Some(bytes)) => Seen::Answered(bytes.clone()),
-            Some(None) => Seen::InProgress,
+            Some((_, Some(bytes))) => Seen::Answered(bytes.clone()),
+            Some((_, None)) => Seen::InProgress,
             None => {
-                self.entries.insert(key.clone(), None);
+                self.entries.insert(key.clone(), (now, None));
                 self.order.push_back((now, key));
                 Seen::New
             }
@@ -71,14 +76,14 @@ impl ReplyCache {
 
     /// Keeps the answer to a request that [`arrive`](Self::arrive) called new.
     pub fn answered(&mut self, key: &Key, bytes: Vec<u8>) {
-        if let Some(slot) = self.entries.get_mut(key) {
+        if let Some((_, slot)) = self.entries.get_mut(key) {
             *slot = Some(bytes);
         }
     }
 
     /// Forgets a request that got no answer (the store failed): its resend is then new.
     pub fn abandon(&mut self, key: &Key) {
-        if matches!(self.entries.get(key), Some(None)) {
+        if matches!(self.entries.get(key), Some((_, None))) {
             self.entries.remove(key);
         }
     }
@@ -123,6 +128,16 @@ mod tests {
         assert_eq!(c.arrive(key(2), t0), Seen::New);
         // After the time to live, forgotten.
         assert_eq!(c.arrive(key(1), t0 + Duration::from_secs(31)), Seen::New);
+        // A request abandoned early and answered on its resend keeps that answer for the full
+        // time to live from the resend, not from its first arrival.
+        let t1 = t0 + Duration::from_secs(100);
+        assert_eq!(c.arrive(key(3), t1), Seen::New);
+        c.abandon(&key(3));
+        let t2 = t1 + Duration::from_secs(20);
+        assert_eq!(c.arrive(key(3), t2), Seen::New);
+        c.answered(&key(3), vec![3]);
+        let t3 = t1 + Duration::from_secs(40);
+        assert_eq!(c.arrive(key(3), t3), Seen::Answered(vec![3]));
     }
 
     #[test]
