@@ -831,6 +831,26 @@ mod tests {
         assert!(e.starts_with("u.yaml:2: unknown field `colour`"), "{e}");
         let e = Config::parse("sip: [\n", "v.yaml").unwrap_err().to_string();
         assert!(e.starts_with("v.yaml:"), "{e}");
+        // The RADIUS server: addresses and secrets, each named.
+        let text = "sip:\n  listen: [\"udp:127.0.0.1:0\"]\nradius:\n  server:\n    auth: localhost:1812\n    clients:\n      - address: 10.0.0.300\n        secret: \"\"\n";
+        let e = Config::parse(text, "r.yaml").unwrap_err().to_string();
+        assert!(
+            e.contains("r.yaml:5: radius.server.auth: `localhost:1812` is not IP:PORT"),
+            "{e}"
+        );
+        assert!(
+            e.contains("r.yaml:7: radius.server.clients[0].address: `10.0.0.300`"),
+            "{e}"
+        );
+        assert!(
+            e.contains("r.yaml:8: radius.server.clients[0].secret: must be 1 to 128"),
+            "{e}"
+        );
+        let demo = Config::demo()
+            .radius_server
+            .expect("the demo answers RADIUS");
+        assert_eq!(demo.auth.to_string(), "127.0.0.1:1812");
+        assert_eq!(demo.clients[0].1, "testing123");
     }
 
     #[test]
