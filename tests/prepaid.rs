@@ -56,7 +56,8 @@ async fn start_with(
     let yaml = format!(
         "flows: {}\nsip:\n  listen: [\"udp:127.0.0.1:0\"]\n  t1_ms: {t1_ms}\ntrusted_peers: [127.0.0.1]\naccess_numbers:\n  - {{number: \"5551200\", flow: debitcard}}\n\
 media: {{bind: 127.0.0.1, ports: 44000-44999}}\n\
-gateways:\n  - {{name: gw, address: \"{gw}\"}}\nroutes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n",
+gateways:\n  - {{name: gw, address: \"{gw}\"}}\nroutes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n\
+radius:\n  accounting: {{server: \"127.0.0.1:9\", secret: s, gw_id: ivr-test}}\n",
         flows.display()
     );
     let running = b2bua::engine::start(Config::parse(&yaml, "t.yaml").unwrap(), store.clone())
@@ -199,6 +200,83 @@ async fn a_long_pound_ends_the_bridge_and_the_caller_dials_again_without_the_car
     assert!(causes.contains(&"long_pound"), "{causes:?}");
     assert!(store.ledger_check().await.unwrap().problems.is_empty());
     running.stop().await;
+    // Accounting (queued: no sender runs here): the caller's leg once for the session, and a
+    // Start and Stop per gateway call, all under the session's incoming conference id.
+    let queued: Vec<_> = store
+        .pending_accounting(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.record.unwrap())
+        .collect();
+    let get = |r: &rating::radius::acct::Record, k: &str| {
+        r.attributes
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let keys: Vec<(String, &str, &str)> = queued
+        .iter()
+        .map(|r| {
+            (
+                get(r, "Called-Station-Id"),
+                r.leg.as_str(),
+                r.status.as_str(),
+            )
+        })
+        .collect();
+    let want = |d: &str, l, s| (d.to_string(), l, s);
+    for k in [
+        want("5551200", "answer", "start"),
+        want("5555233", "originate", "start"),
+        want("5555233", "originate", "stop"),
+        want("5555234", "originate", "start"),
+        want("5555234", "originate", "stop"),
+        want("5551200", "answer", "stop"),
+    ] {
+        assert_eq!(
+            keys.iter().filter(|x| **x == k).count(),
+            1,
+            "{k:?} in {keys:?}"
+        );
+    }
+    assert_eq!(keys.len(), 6, "{keys:?}");
+    let incoming: std::collections::HashSet<String> = queued
+        .iter()
+        .map(|r| get(r, "h323-incoming-conf-id"))
+        .collect();
+    assert_eq!(
+        incoming.len(),
+        1,
+        "one incoming conference id: {incoming:?}"
+    );
+    for r in &queued {
+        // The caller's leg starts before the card is known: it is named by the caller's number.
+        let user = if (r.leg.as_str(), r.status.as_str()) == ("answer", "start") {
+            "4085550000"
+        } else {
+            "000070"
+        };
+        assert_eq!(get(r, "User-Name"), user);
+        assert_eq!(get(r, "h323-gw-id"), "ivr-test");
+    }
+    let first_stop = queued
+        .iter()
+        .find(|r| get(r, "Called-Station-Id") == "5555233" && r.status.as_str() == "stop")
+        .unwrap();
+    assert_eq!(
+        get(first_stop, "h323-disconnect-cause"),
+        "10",
+        "long pound: normal clearing"
+    );
+    assert_eq!(
+        get(first_stop, "Acct-Session-Id"),
+        recs.iter()
+            .find(|c| c.destination == "5555233")
+            .unwrap()
+            .conf_id
+    );
     store.close().await;
 }
 

@@ -58,6 +58,8 @@ struct Rig {
     dir: tempfile::TempDir,
     store: Arc<Store>,
     running: Option<Running>,
+    /// The RADIUS accounting client, when the configuration has one.
+    acct: Option<b2bua::radius_acct::Running>,
     udp: SocketAddr,
     tcp: SocketAddr,
     /// The address SIPp binds: 127.0.0.1, or ::1 for the IPv6 test.
@@ -95,6 +97,10 @@ impl Rig {
         let store = Arc::new(Store::open(&url, store_cfg).await.unwrap());
         rating::demo::seed(&store, Utc::now()).await.unwrap();
         let cfg = Config::parse(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let acct = match &cfg.radius_accounting {
+            Some(a) => Some(b2bua::radius_acct::start(a, store.clone()).await.unwrap()),
+            None => None,
+        };
         let running = engine::start(cfg, store.clone()).await.unwrap();
         let udp = running.addr(b2bua::routing::Proto::Udp).unwrap();
         let tcp = running.addr(b2bua::routing::Proto::Tcp).unwrap();
@@ -103,6 +109,7 @@ impl Rig {
             dir,
             store,
             running: Some(running),
+            acct,
             udp,
             tcp,
             ip,
@@ -207,6 +214,9 @@ impl Rig {
         if let Some(r) = self.running.take() {
             r.stop().await;
         }
+        if let Some(a) = self.acct.take() {
+            a.stop().await;
+        }
         let report = self.store.ledger_check().await.unwrap();
         assert!(
             report.problems.is_empty(),
@@ -289,17 +299,7 @@ async fn a_basic_call_is_bridged_billed_and_its_legs_kept_apart() {
     let gw = free_port();
     let rig = Rig::start(&yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")).await;
     let before = rig.store.account("4085551234").await.unwrap().balance;
-    rig.play(Scene {
-        uas: "uas_answer.xml",
-        uas_args: &[],
-        uac: &scenarios().join("uac_pinless.xml"),
-        ani: "4085551234",
-        user: "55512015555233",
-        tcp: false,
-        uac_args: &["-d", "1500"],
-        gateway: gw,
-    })
-    .await;
+    pinless_call(&rig, gw, "1500").await;
 
     let invite = first_invite(&rig.log("uas"));
     let uac_log = rig.log("uac");
@@ -1168,5 +1168,294 @@ async fn sipp_a_cutoff_by_credit_after_the_warning_keyed_from_pcaps() {
         rig.store.account("123456").await.unwrap().balance,
         Money::parse("0.000552", false).unwrap()
     );
+    rig.stop().await;
+}
+
+/// A FreeRADIUS server (Debian `freeradius`) on 127.0.0.1:`port` that writes every
+/// accounting record it acknowledges to `<dir>/acct/detail`.
+struct FreeRadius {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl FreeRadius {
+    fn configure(dir: &Path, port: u16, secret: &str) -> FreeRadius {
+        for d in ["acct", "run", "log"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let d = dir.display();
+        std::fs::write(dir.join("dictionary"), "").unwrap();
+        std::fs::write(
+            dir.join("radiusd.conf"),
+            format!(
+                "prefix = /usr\nexec_prefix = /usr\nsysconfdir = /etc\nlocalstatedir = /var\n\
+sbindir = /usr/sbin\nlogdir = {d}/log\nraddbdir = {d}\nradacctdir = {d}/acct\nname = freeradius\n\
+confdir = {d}\nrun_dir = {d}/run\ndb_dir = {d}\nlibdir = /usr/lib/freeradius\n\
+pidfile = {d}/run/radiusd.pid\nmax_request_time = 30\ncleanup_delay = 5\nmax_requests = 16384\n\
+hostname_lookups = no\nlog {{\n destination = stdout\n}}\nsecurity {{\n allow_core_dumps = no\n}}\n\
+thread pool {{\n start_servers = 1\n max_servers = 2\n min_spare_servers = 1\n max_spare_servers = 2\n max_requests_per_server = 0\n}}\n\
+client local {{\n ipaddr = 127.0.0.1\n secret = {secret}\n}}\n\
+modules {{\n detail {{\n  filename = {d}/acct/detail\n  permissions = 0600\n  header = \"%t\"\n }}\n}}\n\
+server default {{\n listen {{\n  type = acct\n  ipaddr = 127.0.0.1\n  port = {port}\n }}\n accounting {{\n  detail\n }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        FreeRadius {
+            dir: dir.to_path_buf(),
+            port,
+            child: None,
+        }
+    }
+
+    /// Starts the server and waits until its port is taken.
+    async fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("log/stdout"))
+            .unwrap();
+        let child = Command::new("freeradius")
+            .args(["-f", "-l", "stdout", "-d"])
+            .arg(&self.dir)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("freeradius starts");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if UdpSocket::bind(("127.0.0.1", self.port)).is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "freeradius did not bind 127.0.0.1:{}:\n{}",
+            self.port,
+            std::fs::read_to_string(self.dir.join("log/stdout")).unwrap_or_default()
+        );
+    }
+
+    async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await.unwrap();
+        }
+    }
+
+    /// Waits (10 s at most) for `n` records in the detail file; returns how many there are.
+    async fn wait_records(&self, n: usize) -> usize {
+        for _ in 0..100 {
+            if self.records().len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.records().len()
+    }
+
+    /// The records in the detail file, each as its attributes (Cisco's `name=` prefix and
+    /// the quotes taken off the values).
+    fn records(&self) -> Vec<Vec<(String, String)>> {
+        let text = std::fs::read_to_string(self.dir.join("acct/detail")).unwrap_or_default();
+        text.split("\n\n")
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| {
+                r.lines()
+                    .filter_map(|l| l.trim().split_once(" = "))
+                    .map(|(k, v)| {
+                        let v = v.trim_matches('"');
+                        let v = v.strip_prefix(&format!("{k}=")).unwrap_or(v);
+                        (k.to_string(), v.to_string())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// A pinless call lasting `ms` on the demo's pinless account, through gateway port `gw`.
+async fn pinless_call(rig: &Rig, gw: u16, ms: &str) {
+    rig.play(Scene {
+        uas: "uas_answer.xml",
+        uas_args: &[],
+        uac: &scenarios().join("uac_pinless.xml"),
+        ani: "4085551234",
+        user: "55512015555233",
+        tcp: false,
+        uac_args: &["-d", ms],
+        gateway: gw,
+    })
+    .await;
+}
+
+fn attr<'a>(rec: &'a [(String, String)], name: &str) -> &'a str {
+    rec.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {name} in {rec:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounting_reaches_freeradius_exactly_once_through_an_outage_and_a_restart() {
+    require_sipp!();
+    if std::process::Command::new("freeradius")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        if std::env::var_os("B2BUA_REQUIRE_PEERS").is_some() {
+            panic!("freeradius is not installed (Debian package freeradius) and B2BUA_REQUIRE_PEERS is set");
+        }
+        eprintln!("skipped: freeradius is not installed");
+        return;
+    }
+    let (gw, rad_port) = (free_port(), free_port());
+    let yaml = format!(
+        "{}radius:\n  accounting: {{server: \"127.0.0.1:{rad_port}\", secret: acct-s3cret, gw_id: b2bua-test, retry_first_ms: 200, retry_max_ms: 800}}\n",
+        yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")
+    );
+    let store_cfg = StoreConfig {
+        node_id: "acct-node".into(),
+        ..StoreConfig::default()
+    };
+    let mut rig = Rig::start_with(&yaml, store_cfg.clone()).await;
+    let raddb = rig.dir.path().join("raddb");
+    let mut radius = FreeRadius::configure(&raddb, rad_port, "acct-s3cret");
+    radius.start().await;
+    let drained = |store: Arc<Store>| async move {
+        for _ in 0..100 {
+            if store.accounting_queue_depth().await.unwrap() == 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+
+    // A call while the server is up: four records (each leg's Start and Stop) arrive.
+    pinless_call(&rig, gw, "1200").await;
+    assert_eq!(radius.wait_records(4).await, 4);
+    assert!(drained(rig.store.clone()).await, "the outbox drains");
+
+    // The server goes away; a call's records wait in the outbox through retries …
+    radius.kill().await;
+    pinless_call(&rig, gw, "1200").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rig.store.accounting_queue_depth().await.unwrap(), 4);
+    // … and through a restart of the B2BUA on the same database.
+    let dir = rig.dir;
+    if let Some(r) = rig.running.take() {
+        r.stop().await;
+    }
+    if let Some(a) = rig.acct.take() {
+        a.stop().await;
+    }
+    rig.store.close().await;
+    let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
+    let store = Arc::new(Store::open(&url, store_cfg).await.unwrap());
+    assert_eq!(store.accounting_queue_depth().await.unwrap(), 4);
+    let cfg = Config::parse(&yaml, "test.yaml").unwrap();
+    let acct = b2bua::radius_acct::start(cfg.radius_accounting.as_ref().unwrap(), store.clone())
+        .await
+        .unwrap();
+    let running = engine::start(cfg, store.clone()).await.unwrap();
+    let rig = Rig {
+        udp: running.addr(b2bua::routing::Proto::Udp).unwrap(),
+        tcp: running.addr(b2bua::routing::Proto::Tcp).unwrap(),
+        dir,
+        store,
+        running: Some(running),
+        acct: Some(acct),
+        ip: "127.0.0.1",
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rig.store.accounting_queue_depth().await.unwrap(), 4);
+    // The server comes back, a third call is made, and everything arrives, once.
+    radius.start().await;
+    pinless_call(&rig, gw, "1200").await;
+    assert_eq!(radius.wait_records(12).await, 12);
+    assert!(drained(rig.store.clone()).await, "the outbox drains");
+    // Time for a late duplicate to show.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let recs = radius.records();
+    let mut keys: Vec<(String, String, String)> = recs
+        .iter()
+        .map(|r| {
+            (
+                attr(r, "Acct-Session-Id").to_string(),
+                attr(r, "h323-call-origin").to_string(),
+                attr(r, "Acct-Status-Type").to_string(),
+            )
+        })
+        .collect();
+    keys.sort();
+    let n = keys.len();
+    keys.dedup();
+    assert_eq!(n, keys.len(), "a record arrived twice: {recs:#?}");
+    assert_eq!(n, 12, "three calls, two legs, Start and Stop: {keys:#?}");
+
+    // Each originate Stop matches its call record, in Cisco's words.
+    let mut calls = rig.records("4085551234").await;
+    calls.sort_by_key(|c| c.setup_at);
+    assert_eq!(calls.len(), 3);
+    for c in &calls {
+        let stop = recs
+            .iter()
+            .find(|r| {
+                attr(r, "Acct-Session-Id") == c.conf_id && attr(r, "Acct-Status-Type") == "Stop"
+            })
+            .expect("an originate Stop per call");
+        assert_eq!(attr(stop, "h323-call-origin"), "originate");
+        assert_eq!(attr(stop, "User-Name"), "4085551234");
+        assert_eq!(attr(stop, "Called-Station-Id"), "5555233");
+        assert_eq!(attr(stop, "h323-call-type"), "VoIP");
+        assert_eq!(attr(stop, "h323-gw-id"), "b2bua-test");
+        assert_eq!(attr(stop, "h323-remote-address"), "127.0.0.1");
+        assert_eq!(attr(stop, "h323-disconnect-cause"), "10");
+        let conf = attr(stop, "h323-conf-id");
+        assert_eq!(
+            conf,
+            c.conf_id
+                .replace('-', "")
+                .to_ascii_uppercase()
+                .as_bytes()
+                .chunks(8)
+                .map(|w| std::str::from_utf8(w).unwrap())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let pair = attr(stop, "Cisco-AVPair");
+        assert!(pair.starts_with("h323-incoming-conf-id="), "{pair}");
+        let session = recs
+            .iter()
+            .find(|r| {
+                attr(r, "h323-call-origin") == "answer"
+                    && format!("h323-incoming-conf-id={}", attr(r, "h323-conf-id")) == pair
+            })
+            .expect("the caller's leg shares the incoming conference id");
+        assert_eq!(attr(session, "Called-Station-Id"), "5551201");
+        let t = |name: &str| {
+            rating::radius::h323::parse_time(attr(stop, name))
+                .unwrap_or_else(|| panic!("{name} in Cisco's format: {}", attr(stop, name)))
+        };
+        assert_eq!(
+            Some(t("h323-connect-time")),
+            c.connect_at.map(|x| {
+                chrono::DateTime::from_timestamp_millis(x.timestamp_millis()).unwrap()
+            })
+        );
+        assert!(t("h323-setup-time") <= t("h323-connect-time"));
+        let talk: u64 = attr(stop, "Acct-Session-Time").parse().unwrap();
+        assert!((1..=3).contains(&talk), "talked {talk} s");
+    }
+    // The call made during the outage says how late its records are.
+    let late = &calls[1];
+    let delayed = recs
+        .iter()
+        .find(|r| attr(r, "Acct-Session-Id") == late.conf_id)
+        .unwrap();
+    assert!(attr(delayed, "Acct-Delay-Time").parse::<u32>().unwrap() >= 1);
+    radius.kill().await;
     rig.stop().await;
 }

@@ -48,6 +48,33 @@ struct File {
 struct RadiusFile {
     #[serde(default)]
     server: Option<RadiusServerFile>,
+    #[serde(default)]
+    accounting: Option<RadiusAccountingFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RadiusAccountingFile {
+    server: Spanned<String>,
+    secret: Spanned<String>,
+    #[serde(default)]
+    gw_id: Option<String>,
+    #[serde(default = "d_acct_retry_first_ms")]
+    retry_first_ms: u64,
+    #[serde(default = "d_acct_retry_max_ms")]
+    retry_max_ms: u64,
+    #[serde(default = "d_acct_window")]
+    window: usize,
+}
+
+fn d_acct_retry_first_ms() -> u64 {
+    2000
+}
+fn d_acct_retry_max_ms() -> u64 {
+    30_000
+}
+fn d_acct_window() -> usize {
+    64
 }
 
 #[derive(Deserialize)]
@@ -350,6 +377,20 @@ pub struct RadiusServer {
     pub clients: Vec<(IpAddr, String)>,
 }
 
+/// Our calls reported to an operator's RADIUS accounting server (see `crate::radius_acct`).
+#[derive(Debug, Clone)]
+pub struct RadiusAccounting {
+    pub server: SocketAddr,
+    pub secret: String,
+    /// `h323-gw-id` and NAS-Identifier in every record (default: the node id).
+    pub gw_id: Option<String>,
+    /// The first resend after this, doubling up to `retry_max`; records are never given up.
+    pub retry_first: Duration,
+    pub retry_max: Duration,
+    /// Records in flight at once (1 to 256: one RADIUS identifier each).
+    pub window: usize,
+}
+
 /// Call-level timers.
 #[derive(Debug, Clone, Copy)]
 pub struct CallLimits {
@@ -390,6 +431,8 @@ pub struct Config {
     pub router: Router,
     /// The RADIUS AAA server, when configured.
     pub radius_server: Option<RadiusServer>,
+    /// The RADIUS accounting client, when configured.
+    pub radius_accounting: Option<RadiusAccounting>,
 }
 
 /// Every mistake found in a configuration file.
@@ -663,7 +706,47 @@ impl Config {
                 "inactivity_s and long_pound_ms must be above zero".into(),
             );
         }
-        let radius_server = raw.radius.and_then(|r| r.server).map(|srv| {
+        let (radius_server, radius_accounting) = match raw.radius {
+            Some(r) => (r.server, r.accounting),
+            None => (None, None),
+        };
+        let radius_accounting = radius_accounting.map(|a| {
+            let server = a.server.value.parse::<SocketAddr>().unwrap_or_else(|_| {
+                err(
+                    a.server.referenced.line(),
+                    "radius.accounting.server".into(),
+                    format!("`{}` is not IP:PORT", a.server.value),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            });
+            if a.secret.value.is_empty() || a.secret.value.len() > 128 {
+                err(
+                    a.secret.referenced.line(),
+                    "radius.accounting.secret".into(),
+                    "must be 1 to 128 characters".into(),
+                );
+            }
+            if a.retry_first_ms == 0
+                || a.retry_max_ms < a.retry_first_ms
+                || !(1..=256).contains(&a.window)
+            {
+                err(
+                    a.server.referenced.line(),
+                    "radius.accounting".into(),
+                    "retry_first_ms must be above zero and at most retry_max_ms; window 1 to 256"
+                        .into(),
+                );
+            }
+            RadiusAccounting {
+                server,
+                secret: a.secret.value,
+                gw_id: a.gw_id,
+                retry_first: Duration::from_millis(a.retry_first_ms),
+                retry_max: Duration::from_millis(a.retry_max_ms),
+                window: a.window,
+            }
+        });
+        let radius_server = radius_server.map(|srv| {
             let mut addr = |s: &Spanned<String>, key: &str| {
                 s.value.parse::<SocketAddr>().unwrap_or_else(|_| {
                     err(
@@ -706,6 +789,7 @@ impl Config {
         }
         Ok(Config {
             radius_server,
+            radius_accounting,
             database: raw.database,
             node_id: raw.node_id,
             prompts: raw
@@ -846,6 +930,34 @@ mod tests {
             e.contains("r.yaml:8: radius.server.clients[0].secret: must be 1 to 128"),
             "{e}"
         );
+        // The accounting client: its server, secret and retry settings.
+        let text = "sip:\n  listen: [\"udp:127.0.0.1:0\"]\nradius:\n  accounting:\n    server: radius.example:1813\n    secret: \"\"\n    window: 0\n";
+        let e = Config::parse(text, "a.yaml").unwrap_err().to_string();
+        assert!(
+            e.contains("a.yaml:5: radius.accounting.server: `radius.example:1813` is not IP:PORT"),
+            "{e}"
+        );
+        assert!(
+            e.contains("a.yaml:6: radius.accounting.secret: must be 1 to 128"),
+            "{e}"
+        );
+        assert!(
+            e.contains("a.yaml:5: radius.accounting: retry_first_ms"),
+            "{e}"
+        );
+        let text = "sip:\n  listen: [\"udp:127.0.0.1:0\"]\nradius:\n  accounting: {server: \"127.0.0.1:1813\", secret: s, retries: 3}\n";
+        let e = Config::parse(text, "a.yaml").unwrap_err().to_string();
+        assert!(e.contains("retries"), "an unknown key is named: {e}");
+        let text = "sip:\n  listen: [\"udp:127.0.0.1:0\"]\nradius:\n  accounting: {server: \"127.0.0.1:1813\", secret: s}\n";
+        let a = Config::parse(text, "a.yaml")
+            .unwrap()
+            .radius_accounting
+            .unwrap();
+        assert_eq!(
+            (a.retry_first.as_secs(), a.retry_max.as_secs(), a.window),
+            (2, 30, 64)
+        );
+        assert!(Config::demo().radius_accounting.is_none());
         let demo = Config::demo()
             .radius_server
             .expect("the demo answers RADIUS");

@@ -163,6 +163,18 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
         }
         None => None,
     };
+    let acct = match &cfg.radius_accounting {
+        Some(a) => {
+            let client = b2bua::radius_acct::start(a, store.clone())
+                .await
+                .with_context(|| {
+                    format!("opening the RADIUS accounting socket toward {}", a.server)
+                })?;
+            println!("  RADIUS accounting to {} from {}", a.server, client.local);
+            Some(client)
+        }
+        None => None,
+    };
     if demo {
         if let Ok(c) = store.account(rating::demo::CARD).await {
             println!(
@@ -201,6 +213,9 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
         );
     }
     println!("press Ctrl-C to stop");
+    // systemd and kill stop us with SIGTERM: end calls and settle them as for Ctrl-C.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
@@ -216,11 +231,15 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
                 }
             }
             _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
         }
     }
     let stats = running.stop().await;
     if let Some(aaa) = aaa {
         aaa.stop().await;
+    }
+    if let Some(acct) = acct {
+        acct.stop().await;
     }
     println!(
         "stopped after {} calls ({} answered, {} cut off by credit)",

@@ -6,6 +6,7 @@ pub mod config;
 pub mod engine;
 pub mod media;
 pub mod radius;
+pub mod radius_acct;
 pub mod routing;
 pub mod sip;
 pub mod transport;

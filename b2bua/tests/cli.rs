@@ -386,8 +386,17 @@ fn serve_creates_the_demo_once_and_keeps_it() {
     } else if std::env::var_os("B2BUA_REQUIRE_PEERS").is_some() {
         panic!("radclient is not installed (freeradius-utils) and B2BUA_REQUIRE_PEERS is set");
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // SIGTERM (systemd's stop) is a clean stop, as Ctrl-C is.
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {rest}");
+    assert!(rest.contains("stopped after 0 calls"), "{rest}");
     assert!(seen.contains("created the demo data"), "{seen}");
     assert!(
         seen.contains("RADIUS AAA server: auth 127.0.0.1:1812, accounting 127.0.0.1:1813"),

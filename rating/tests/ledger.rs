@@ -223,3 +223,52 @@ async fn deck_imports_replace_atomically_and_reach_other_nodes(db: &TestDb) {
     );
 }
 on_both!(deck_imports_replace_atomically_and_reach_other_nodes);
+
+/// The accounting client's queue: a record written twice is queued once, a node reads its
+/// own records in order, and a silent node's records are taken over by a live one.
+async fn the_accounting_outbox_keeps_records_until_acknowledged(db: &TestDb) {
+    use rating::radius::acct::{Leg, Record, Status};
+    let a = db.store_with(common::config("node-a")).await;
+    let b = db.store_with(common::config("node-b")).await;
+    let rec = |conf: &str, status| Record {
+        conf_id: conf.into(),
+        leg: Leg::Originate,
+        status,
+        attributes: vec![
+            ("User-Name".into(), "000070".into()),
+            ("h323-conf-id".into(), conf.into()),
+        ],
+    };
+    a.enqueue_accounting(&[rec("c1", Status::Start)], now())
+        .await
+        .unwrap();
+    a.enqueue_accounting(&[rec("c1", Status::Start), rec("c1", Status::Stop)], now())
+        .await
+        .unwrap();
+    assert_eq!(a.accounting_queue_depth().await.unwrap(), 2);
+    let q = a.pending_accounting(0, 10).await.unwrap();
+    assert_eq!(q.len(), 2);
+    assert_eq!(q[0].record.as_ref().unwrap(), &rec("c1", Status::Start));
+    assert_eq!(q[1].record.as_ref().unwrap(), &rec("c1", Status::Stop));
+    assert_eq!(q[0].event_at, now());
+    // Paging by queue order.
+    let rest = a.pending_accounting(q[0].id, 10).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    // Node b does not take a live node's records …
+    a.heartbeat(now()).await.unwrap();
+    b.heartbeat(now()).await.unwrap();
+    assert_eq!(b.claim_orphaned_accounting(now()).await.unwrap(), 0);
+    assert!(b.pending_accounting(0, 10).await.unwrap().is_empty());
+    a.ack_accounting(q[0].id).await.unwrap();
+    assert_eq!(a.accounting_queue_depth().await.unwrap(), 1);
+    // … but takes a silent node's, once the grace has passed.
+    let later = now() + chrono::Duration::minutes(10);
+    b.heartbeat(later).await.unwrap();
+    assert_eq!(b.claim_orphaned_accounting(later).await.unwrap(), 1);
+    let taken = b.pending_accounting(0, 10).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].record.as_ref().unwrap(), &rec("c1", Status::Stop));
+    assert_eq!(a.claim_orphaned_accounting(later).await.unwrap(), 0);
+    assert!(a.pending_accounting(0, 10).await.unwrap().is_empty());
+}
+on_both!(the_accounting_outbox_keeps_records_until_acknowledged);

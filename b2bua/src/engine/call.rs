@@ -8,6 +8,7 @@
 //! once. Each leg is its own dialog: nothing of the caller's Via, Record-Route or Contact
 //! reaches the gateway, and nothing of the gateway's reaches the caller.
 
+use super::accounting::LegEnd;
 use super::{Engine, Event, Purpose, Side, Wake};
 use crate::media::engine::{self as media, MediaEvent, Session};
 use crate::media::sdp;
@@ -20,6 +21,7 @@ use crate::sip::message::{
 use crate::transport::Peer;
 use chrono::{DateTime, Utc};
 use rating::codes::ReturnCode;
+use rating::radius::acct::Leg;
 use rating::store::{AuthRequest, CallAnswer, CallEnd, CallRequest, Extension, Reservation};
 use std::time::{Duration, Instant};
 
@@ -92,6 +94,14 @@ pub(crate) struct Call {
     pub(super) access_number: String,
     /// When the credit warning is due.
     pub(super) warning_at: Option<Instant>,
+    /// The card, once the flow (or a pinless caller's number) named it; for accounting.
+    pub(super) account: String,
+    /// When the caller's INVITE arrived, and when we (or the gateway, through us) answered it.
+    pub(super) a_setup: DateTime<Utc>,
+    pub(super) a_connect: Option<DateTime<Utc>>,
+    /// When the current gateway leg was first dialled, and the gateway last tried.
+    pub(super) b_setup: Option<DateTime<Utc>>,
+    pub(super) b_remote: Option<std::net::SocketAddr>,
 }
 
 impl Call {
@@ -365,6 +375,15 @@ impl Engine {
                 .unwrap_or_else(|| "en".into()),
             access_number: access.number.clone(),
             warning_at: None,
+            account: if flow.is_some() {
+                String::new()
+            } else {
+                ani.clone()
+            },
+            a_setup: Utc::now(),
+            a_connect: None,
+            b_setup: None,
+            b_remote: None,
             a_invite: req,
         };
         if let Some(flow) = flow {
@@ -505,6 +524,8 @@ impl Engine {
             self.gateway_load[cand.gateway] += 1;
             let setup = self.cfg.calls.setup_timeout;
             let call = self.calls.get_mut(&id).expect("still here");
+            call.b_setup.get_or_insert_with(Utc::now);
+            call.b_remote = Some(peer.addr);
             call.b = Some(BLeg {
                 gateway: cand.gateway,
                 peer,
@@ -721,6 +742,7 @@ impl Engine {
         call.a_dialog = Some(Dialog::uas(&call.a_invite, &call.a_tag));
         call.phase = Phase::Answered;
         call.connected = Some((now, Utc::now()));
+        call.a_connect = call.connected.map(|c| c.1);
         call.setup_deadline = None;
         call.ring_deadline = None;
         call.clock(now, self.cfg.calls.max_duration, true, now);
@@ -752,6 +774,7 @@ impl Engine {
         for w in wake {
             self.schedule(w, Wake::Call(id));
         }
+        self.account(id, &[Leg::Answer, Leg::Originate], None);
         self.spawn_mark_connected(conf);
     }
 
@@ -830,12 +853,30 @@ impl Engine {
 
     /// Marks a call ended, frees its gateway channel and settles its hold.
     pub(super) fn end(&mut self, id: u64, cause: &str, disconnect_at: DateTime<Utc>) {
-        let Some(call) = self.calls.get_mut(&id) else {
+        let Some(call) = self.calls.get(&id) else {
             return;
         };
         if call.phase == Phase::Ended {
             return;
         }
+        let legs: &[Leg] = if call.b_setup.is_some() {
+            &[Leg::Originate, Leg::Answer]
+        } else {
+            &[Leg::Answer]
+        };
+        let voice_quality = call
+            .media
+            .as_ref()
+            .map(|m| m.quality())
+            .filter(|q| q.packets[0] > 0)
+            .map(|q| q.icpif);
+        let leg_end = LegEnd {
+            cause,
+            disconnect_at,
+            voice_quality,
+        };
+        self.account(id, legs, Some(&leg_end));
+        let call = self.calls.get_mut(&id).expect("just found");
         call.phase = Phase::Ended;
         call.cutoff_at = None;
         call.extend_at = None;

@@ -5,6 +5,7 @@
 //! caller goes back to the flow, with the same session and a new conference id for the next
 //! call.
 
+use super::accounting::LegEnd;
 use super::call::{attach_sdp, is_sdp, Phase};
 use super::{Engine, Event, Side, Wake};
 use crate::media::engine as media;
@@ -12,6 +13,7 @@ use crate::media::sdp;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{hdr, response_to, Response};
 use chrono::{DateTime, Utc};
+use rating::radius::acct::Leg;
 use rating::store::{AuthRequest, CallEnd, CallRequest, Reservation};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -62,8 +64,10 @@ impl Engine {
         call.a_dialog = Some(Dialog::uas(&call.a_invite, &call.a_tag));
         call.awaiting_ack[0] = Some(call.a_tx.clone());
         call.phase = Phase::Ivr;
+        call.a_connect = Some(Utc::now());
         let a_tx = call.a_tx.clone();
         self.respond(&a_tx, ok, now);
+        self.account(id, &[Leg::Answer], None);
         let (session, actions) = ivr::Session::start(flow, &ctx, now);
         if let Some(call) = self.calls.get_mut(&id) {
             call.ivr = Some(session);
@@ -159,6 +163,7 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        call.account = account.clone();
         let auth = AuthRequest {
             account,
             pin: pin.filter(|p| !p.is_empty()),
@@ -302,6 +307,7 @@ impl Engine {
         for w in wake {
             self.schedule(w, Wake::Call(id));
         }
+        self.account(id, &[Leg::Originate], None);
         if paid {
             self.spawn_mark_connected(conf);
         }
@@ -315,11 +321,24 @@ impl Engine {
         disconnect_at: Option<DateTime<Utc>>,
         now: Instant,
     ) {
-        let Some(call) = self.calls.get_mut(&id) else {
+        let Some(call) = self.calls.get(&id) else {
             return;
         };
-        let connected = call.connected.take();
         let quality = call.media.as_ref().map(|m| m.quality());
+        if call.b_setup.is_some() {
+            let leg_end = LegEnd {
+                cause: reason,
+                disconnect_at: disconnect_at.unwrap_or_else(Utc::now),
+                voice_quality: quality
+                    .filter(|q| q.packets[0] > 0 && call.connected.is_some())
+                    .map(|q| q.icpif),
+            };
+            self.account(id, &[Leg::Originate], Some(&leg_end));
+        }
+        let call = self.calls.get_mut(&id).expect("just found");
+        call.b_setup = None;
+        call.b_remote = None;
+        let connected = call.connected.take();
         let settle = call.reservation.take().map(|r| {
             let end = CallEnd {
                 connect_at: connected.map(|c| c.1),

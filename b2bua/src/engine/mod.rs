@@ -6,6 +6,7 @@
 //! transactions ([`crate::sip::transaction`]) are pure state machines; this module routes their
 //! outputs to sockets and to the call logic in [`call`].
 
+mod accounting;
 mod call;
 mod ivr_call;
 
@@ -160,6 +161,8 @@ pub struct Engine {
     next_call: u64,
     stats: Stats,
     stopping: bool,
+    /// Accounting records being written to the outbox; a stop waits for them.
+    accounting_writes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A running engine: its bound addresses and the handle that stops it.
@@ -256,6 +259,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         next_call: 1,
         stats: Stats::default(),
         stopping: false,
+        accounting_writes: Arc::default(),
     };
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(engine.run(in_rx, ev_rx, media_rx, stop_rx));
@@ -294,9 +298,12 @@ impl Engine {
                 Some(m) = inbound.recv() => self.on_sip(m.msg, m.from, Instant::now()),
                 _ = tokio::time::sleep_until(wake) => self.on_timers(Instant::now()),
             }
-            if self.stopping
-                && (self.calls.is_empty() || stop_deadline.is_some_and(|d| Instant::now() >= d))
-            {
+            let idle = self.calls.is_empty()
+                && self
+                    .accounting_writes
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    == 0;
+            if self.stopping && (idle || stop_deadline.is_some_and(|d| Instant::now() >= d)) {
                 return self.stats;
             }
         }

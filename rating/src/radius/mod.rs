@@ -4,6 +4,7 @@
 //! sockets are the daemon's.
 
 pub mod aaa;
+pub mod acct;
 pub mod cache;
 pub mod h323;
 pub mod packet;

@@ -6,12 +6,14 @@
 
 mod authorize;
 mod decks;
+mod outbox;
 
 pub use authorize::{
     AccountAnswer, AuthRequest, CallAnswer, CallEnd, CallRequest, Extension, Quote, RateInfo,
     Reservation, Settlement, SweepReport,
 };
 pub use decks::ImportSummary;
+pub use outbox::Queued;
 
 use crate::codes::ReturnCode;
 use crate::deck::{Deck, PrefixSet};

@@ -1,0 +1,111 @@
+//! The accounting client's durable queue: records this node owes an operator's RADIUS server.
+//! A call event writes its record here; the sender deletes it once the server acknowledged it.
+//! A record left by a node that stopped (its heartbeat older than the reservation grace) is
+//! taken over by a live node, so a crash delays records but never loses them.
+
+use super::{at_ms, ms, Store, StoreError};
+use crate::radius::acct::Record;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+/// A queued record as the sender reads it. `record` is an error when the stored text cannot
+/// be read back (edited by hand); the sender logs it and leaves the row for staff.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub id: i64,
+    pub event_at: DateTime<Utc>,
+    pub record: Result<Record, String>,
+}
+
+impl Store {
+    /// Queues records for the RADIUS server. A record already queued (same conference id,
+    /// leg and status) is left as it is, so writing an event twice sends it once.
+    pub async fn enqueue_accounting(
+        &self,
+        records: &[Record],
+        event_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for r in records {
+            sqlx::query(
+                "INSERT INTO radius_outbox (node, conf_id, leg, status, event_at, attributes) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (conf_id, leg, status) DO NOTHING",
+            )
+            .bind(&self.cfg.node_id)
+            .bind(&r.conf_id)
+            .bind(r.leg.as_str())
+            .bind(r.status.as_str())
+            .bind(ms(event_at))
+            .bind(r.attributes_text())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes over the queued records of nodes silent for longer than the reservation grace
+    /// (a node that died with records unsent); returns how many.
+    pub async fn claim_orphaned_accounting(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let silent_since = ms(now) - self.cfg.reservation_grace.as_millis() as i64;
+        let done = sqlx::query(
+            "UPDATE radius_outbox SET node = $1 WHERE node <> $1 AND event_at < $2 \
+             AND node NOT IN (SELECT id FROM nodes WHERE heartbeat_at >= $2)",
+        )
+        .bind(&self.cfg.node_id)
+        .bind(silent_since)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Up to `limit` of this node's queued records after `after`, in queue order.
+    pub async fn pending_accounting(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, conf_id, leg, status, event_at, attributes FROM radius_outbox \
+             WHERE node = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(&self.cfg.node_id)
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let (conf, leg, status, text): (String, String, String, String) = (
+                    r.try_get("conf_id")?,
+                    r.try_get("leg")?,
+                    r.try_get("status")?,
+                    r.try_get("attributes")?,
+                );
+                Ok(Queued {
+                    id: r.try_get("id")?,
+                    event_at: at_ms(r.try_get("event_at")?),
+                    record: Record::from_text(&conf, &leg, &status, &text),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// The server acknowledged the record queued as `id`.
+    pub async fn ack_accounting(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM radius_outbox WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// How many records wait for the RADIUS server, all nodes together.
+    pub async fn accounting_queue_depth(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM radius_outbox")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+}
