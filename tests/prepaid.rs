@@ -199,6 +199,14 @@ async fn a_long_pound_ends_the_bridge_and_the_caller_dials_again_without_the_car
     let causes: Vec<&str> = recs.iter().map(|r| r.disconnect_cause.as_str()).collect();
     assert!(causes.contains(&"long_pound"), "{causes:?}");
     assert!(store.ledger_check().await.unwrap().problems.is_empty());
+    // The metrics saw the authorizations (phase 1 and two phase 2s, all code 0).
+    let metrics = b2bua::metrics::get().render();
+    let ok = metrics
+        .lines()
+        .find(|l| l.starts_with("b2bua_authorizations_total{source=\"sip\",code=\"0\"}"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    let n: u64 = ok.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 3, "{ok}");
     running.stop().await;
     // Accounting (queued: no sender runs here): the caller's leg once for the session, and a
     // Start and Stop per gateway call, all under the session's incoming conference id.

@@ -41,6 +41,24 @@ struct File {
     routes: Vec<RouteFile>,
     #[serde(default)]
     radius: Option<RadiusFile>,
+    #[serde(default)]
+    admin: Option<AdminFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminFile {
+    listen: Spanned<String>,
+    #[serde(default)]
+    tokens: Vec<TokenFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    name: Spanned<String>,
+    role: Spanned<String>,
+    token: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -391,6 +409,51 @@ pub struct RadiusAccounting {
     pub window: usize,
 }
 
+/// What an admin API token may do (see `crate::admin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Finance,
+    /// A retail ITSP: its own tenant's cards only.
+    Itsp(String),
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "finance" => Ok(Role::Finance),
+            _ => match s.strip_prefix("itsp:") {
+                Some(t) if !t.is_empty() && t.len() <= 64 && !t.chars().any(char::is_control) => {
+                    Ok(Role::Itsp(t.to_string()))
+                }
+                _ => Err(format!(
+                    "`{s}` is not a role (admin, finance or itsp:<tenant>)"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Role::Admin => f.write_str("admin"),
+            Role::Finance => f.write_str("finance"),
+            Role::Itsp(t) => write!(f, "itsp:{t}"),
+        }
+    }
+}
+
+/// The admin HTTP API: where it listens and who may use it.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// (name, role, bearer token). None configured: `serve` makes one admin token and prints it.
+    pub tokens: Vec<(String, Role, String)>,
+}
+
 /// Call-level timers.
 #[derive(Debug, Clone, Copy)]
 pub struct CallLimits {
@@ -433,6 +496,8 @@ pub struct Config {
     pub radius_server: Option<RadiusServer>,
     /// The RADIUS accounting client, when configured.
     pub radius_accounting: Option<RadiusAccounting>,
+    /// The admin HTTP API, when configured.
+    pub admin: Option<AdminConfig>,
 }
 
 /// Every mistake found in a configuration file.
@@ -706,6 +771,55 @@ impl Config {
                 "inactivity_s and long_pound_ms must be above zero".into(),
             );
         }
+        let admin = raw.admin.map(|a| {
+            let listen = a.listen.value.parse::<SocketAddr>().unwrap_or_else(|_| {
+                err(
+                    a.listen.referenced.line(),
+                    "admin.listen".into(),
+                    format!("`{}` is not IP:PORT", a.listen.value),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            });
+            let mut tokens = Vec::new();
+            for (i, t) in a.tokens.into_iter().enumerate() {
+                let role = t.role.value.parse::<Role>().unwrap_or_else(|e| {
+                    err(
+                        t.role.referenced.line(),
+                        format!("admin.tokens[{i}].role"),
+                        e,
+                    );
+                    Role::Finance
+                });
+                if t.token.value.len() < 16
+                    || t.token
+                        .value
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control())
+                {
+                    err(
+                        t.token.referenced.line(),
+                        format!("admin.tokens[{i}].token"),
+                        "must be at least 16 characters, without spaces".into(),
+                    );
+                }
+                if tokens.iter().any(|(_, _, x)| *x == t.token.value) {
+                    err(
+                        t.token.referenced.line(),
+                        format!("admin.tokens[{i}].token"),
+                        "is the same as an earlier token".into(),
+                    );
+                }
+                if t.name.value.is_empty() {
+                    err(
+                        t.name.referenced.line(),
+                        format!("admin.tokens[{i}].name"),
+                        "must not be empty (it names the actor in the audit log)".into(),
+                    );
+                }
+                tokens.push((t.name.value, role, t.token.value));
+            }
+            AdminConfig { listen, tokens }
+        });
         let (radius_server, radius_accounting) = match raw.radius {
             Some(r) => (r.server, r.accounting),
             None => (None, None),
@@ -790,6 +904,7 @@ impl Config {
         Ok(Config {
             radius_server,
             radius_accounting,
+            admin,
             database: raw.database,
             node_id: raw.node_id,
             prompts: raw
@@ -963,6 +1078,27 @@ mod tests {
             .expect("the demo answers RADIUS");
         assert_eq!(demo.auth.to_string(), "127.0.0.1:1812");
         assert_eq!(demo.clients[0].1, "testing123");
+    }
+
+    #[test]
+    fn the_sample_production_configuration_is_valid() {
+        let c = Config::parse(include_str!("../dist/production.yaml"), "production.yaml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.radius_accounting.is_some() && c.radius_server.is_some());
+        let admin = c.admin.expect("an admin API");
+        assert_eq!(admin.tokens.len(), 3);
+        assert_eq!(admin.tokens[1].1, Role::Itsp("acme".into()));
+        // Admin tokens: roles, lengths and duplicates are named.
+        let text = "sip:\n  listen: [\"udp:127.0.0.1:0\"]\nadmin:\n  listen: 127.0.0.1:0\n  tokens:\n    - {name: a, role: boss, token: short}\n    - {name: b, role: \"itsp:\", token: 0123456789abcdef}\n    - {name: c, role: admin, token: 0123456789abcdef}\n";
+        let e = Config::parse(text, "t.yaml").unwrap_err().to_string();
+        for want in [
+            "t.yaml:6: admin.tokens[0].role: `boss` is not a role",
+            "t.yaml:6: admin.tokens[0].token: must be at least 16",
+            "t.yaml:7: admin.tokens[1].role: `itsp:` is not a role",
+            "t.yaml:8: admin.tokens[2].token: is the same as an earlier token",
+        ] {
+            assert!(e.contains(want), "{want} in {e}");
+        }
     }
 
     #[test]

@@ -175,6 +175,28 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
         }
         None => None,
     };
+    let admin = match &cfg.admin {
+        Some(a) => {
+            let mut tokens = a.tokens.clone();
+            if tokens.is_empty() {
+                // No tokens configured (the demo): one admin token for this run, printed once.
+                let token: String = (0..32)
+                    .map(|_| char::from(b"0123456789abcdef"[rand::random_range(0..16usize)]))
+                    .collect();
+                println!("  admin token for this run (role admin): {token}");
+                tokens.push(("startup-admin".into(), b2bua::config::Role::Admin, token));
+            }
+            let server = b2bua::admin::start(a, tokens, store.clone())
+                .await
+                .with_context(|| format!("binding the admin API on {}", a.listen))?;
+            println!(
+                "  admin API on http://{}/api/v1/ (metrics on /metrics)",
+                server.addr
+            );
+            Some(server)
+        }
+        None => None,
+    };
     if demo {
         if let Ok(c) = store.account(rating::demo::CARD).await {
             println!(
@@ -240,6 +262,9 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
     }
     if let Some(acct) = acct {
         acct.stop().await;
+    }
+    if let Some(admin) = admin {
+        admin.stop().await;
     }
     println!(
         "stopped after {} calls ({} answered, {} cut off by credit)",

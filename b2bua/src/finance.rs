@@ -5,10 +5,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::Rng;
+use rating::batch::{draw_cards, last_day, write_batch_csv};
 use rating::deck::{parse_prefix_csv, parse_rates_csv};
 use rating::store::{Account, LedgerKind, NewAccount, Posting, RecordFilter, Redirect};
-use rating::{rules, Money, ReturnCode, Store, StoreConfig};
+use rating::{Money, ReturnCode, Store, StoreConfig};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,17 +34,6 @@ fn expiry(text: &str) -> Result<DateTime<Utc>> {
         .and_hms_opt(0, 0, 0)
         .expect("midnight exists")
         .and_utc())
-}
-
-/// The last day a card works, as typed with `--expires` (empty when it never expires).
-fn last_day(expires_at: Option<DateTime<Utc>>) -> String {
-    expires_at
-        .map(|e| {
-            (e - chrono::Duration::milliseconds(1))
-                .format("%Y-%m-%d")
-                .to_string()
-        })
-        .unwrap_or_default()
 }
 
 /// `card …`
@@ -258,48 +247,18 @@ async fn batch(store: &Store, spec: BatchSpec) -> Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let mut rng = rand::rng();
-    let digits = |rng: &mut rand::rngs::ThreadRng, n: usize| -> String {
-        (0..n)
-            .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
-            .collect()
-    };
+    let mut template = NewAccount::new("", None, balance);
+    template.currency = spec.currency.clone();
+    template.language = spec.language.clone();
+    template.expires_at = expires_at;
+    template.tenant = spec.tenant.clone();
     for attempt in 1..=3 {
-        let mut seen = std::collections::HashSet::new();
-        let mut cards = Vec::with_capacity(spec.count as usize);
-        while cards.len() < spec.count as usize {
-            let body = digits(&mut rng, spec.digits - 1);
-            let number = format!("{body}{}", rules::luhn_check_digit(&body));
-            if !seen.insert(number.clone()) {
-                continue;
-            }
-            let pin = digits(&mut rng, spec.pin_digits);
-            let mut n = NewAccount::new(&number, Some(&pin), balance);
-            n.currency = spec.currency.clone();
-            n.language = spec.language.clone();
-            n.expires_at = expires_at;
-            n.tenant = spec.tenant.clone();
-            cards.push(n);
-        }
+        let cards = draw_cards(spec.count as usize, spec.digits, spec.pin_digits, &template);
         let mut tmp = tempfile::Builder::new()
             .prefix(".batch-")
             .tempfile_in(dir)
             .context("creating the CSV")?;
-        {
-            let mut w = csv::Writer::from_writer(tmp.as_file_mut());
-            w.write_record(["account", "pin", "balance", "currency", "expires"])?;
-            for c in &cards {
-                let exp = last_day(c.expires_at);
-                w.write_record([
-                    c.account.as_str(),
-                    c.pin.as_deref().unwrap_or(""),
-                    &balance.to_string(),
-                    &c.currency,
-                    &exp,
-                ])?;
-            }
-            w.flush()?;
-        }
+        write_batch_csv(tmp.as_file_mut(), &cards)?;
         tmp.as_file().sync_all()?;
         let bar = ProgressBar::new(u64::from(spec.count));
         bar.set_style(

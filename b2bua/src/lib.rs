@@ -2,9 +2,11 @@
 //! dial-peer routing ([`routing`]), and the daemon that runs calls ([`engine`], [`transport`]).
 //! The `b2bua` binary and the fuzz targets are thin layers over it.
 
+pub mod admin;
 pub mod config;
 pub mod engine;
 pub mod media;
+pub mod metrics;
 pub mod radius;
 pub mod radius_acct;
 pub mod routing;

@@ -161,6 +161,7 @@ async fn answer(
                 code = a.code.code(),
                 "RADIUS authorization"
             );
+            crate::metrics::get().authorized("radius", a.code.code());
             aaa::access_reply(&a)
         }
         _ => match aaa::accounting(&shared.store, req, &client, now).await {

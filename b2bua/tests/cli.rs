@@ -386,6 +386,31 @@ fn serve_creates_the_demo_once_and_keeps_it() {
     } else if std::env::var_os("B2BUA_REQUIRE_PEERS").is_some() {
         panic!("radclient is not installed (freeradius-utils) and B2BUA_REQUIRE_PEERS is set");
     }
+    // The admin API answers with the token printed at start.
+    let token = seen
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("admin token for this run (role admin): ")
+        })
+        .expect("serve prints an admin token")
+        .to_string();
+    assert!(
+        seen.contains("admin API on http://127.0.0.1:8080/api/v1/"),
+        "{seen}"
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .get("http://127.0.0.1:8080/api/v1/accounts/000070")
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body = r.body_mut().read_to_string().unwrap();
+    assert!(body.contains("\"balance\":\"32.91\""), "{body}");
     // SIGTERM (systemd's stop) is a clean stop, as Ctrl-C is.
     let term = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

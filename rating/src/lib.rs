@@ -5,6 +5,7 @@
 //! `store` runs them against SQLite or PostgreSQL. A newcomer should read `tariff` (what a call
 //! costs), then `rules` (who may call), then `store::authorize` (how money is held and settled).
 
+pub mod batch;
 pub mod codes;
 pub mod deck;
 pub mod demo;

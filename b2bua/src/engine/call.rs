@@ -341,6 +341,7 @@ impl Engine {
         session.set_remote(media::A, offer.rtp, offer.codecs[0], offer.telephone_event);
         self.next_call += 1;
         self.stats.calls += 1;
+        crate::metrics::get().calls.inc();
         let call = Call {
             session_id: uuid::Uuid::new_v4().to_string(),
             conf_id: uuid::Uuid::new_v4().to_string(),
@@ -890,6 +891,14 @@ impl Engine {
         }
         let connect_at = call.connected.map(|c| c.1);
         let quality = call.media.take().map(|m| m.quality());
+        if let Some(q) = &quality {
+            let m = crate::metrics::get();
+            for (i, leg) in ["caller", "gateway"].into_iter().enumerate() {
+                let l = crate::metrics::LegLabels { leg };
+                m.rtp_packets.get_or_create(&l).inc_by(q.packets[i]);
+                m.rtp_lost.get_or_create(&l).inc_by(q.lost[i]);
+            }
+        }
         tracing::info!(call = id, session = %call.session_id, conf = %call.conf_id, destination = %call.destination, cause, ?quality, "call ended");
         match call.reservation.take() {
             Some(r) => {
@@ -915,6 +924,9 @@ impl Engine {
     /// Drops a finished call; its transactions finish on their own.
     pub(super) fn forget(&mut self, id: u64) {
         if let Some(call) = self.calls.remove(&id) {
+            if call.ivr.is_some() {
+                crate::metrics::get().ivr_sessions.dec();
+            }
             self.dialogs.remove(call.a_invite.call_id());
             if let Some(d) = call.b.as_ref().and_then(|b| b.dialog.as_ref()) {
                 self.dialogs.remove(&d.call_id);
@@ -999,6 +1011,7 @@ impl Engine {
                 "cutting the call off: {cause}"
             );
             self.stats.cutoffs += 1;
+            crate::metrics::get().cutoffs.inc();
             if call.ivr.is_some() {
                 // The gateway leg ends; the flow tells the caller ("disconnected") and hangs up.
                 self.bye(id, Side::B, now);

@@ -71,6 +71,7 @@ impl Engine {
         let (session, actions) = ivr::Session::start(flow, &ctx, now);
         if let Some(call) = self.calls.get_mut(&id) {
             call.ivr = Some(session);
+            crate::metrics::get().ivr_sessions.inc();
         }
         self.ivr_actions(id, actions, now);
     }

@@ -298,6 +298,9 @@ impl Engine {
                 Some(m) = inbound.recv() => self.on_sip(m.msg, m.from, Instant::now()),
                 _ = tokio::time::sleep_until(wake) => self.on_timers(Instant::now()),
             }
+            crate::metrics::get()
+                .calls_active
+                .set(self.calls.len() as i64);
             let idle = self.calls.is_empty()
                 && self
                     .accounting_writes
@@ -504,7 +507,10 @@ impl Engine {
 
     fn on_event(&mut self, ev: Event, now: Instant) {
         match ev {
-            Event::Authorized { call, answer } => self.authorized(call, *answer, now),
+            Event::Authorized { call, answer } => {
+                crate::metrics::get().authorized("sip", answer.code.code());
+                self.authorized(call, *answer, now)
+            }
             Event::Extended { call, result } => self.extended(call, result, now),
             Event::BridgeSettled { call, reason } => {
                 self.ivr_feed(call, ivr::Event::BridgeEnded(reason), now)
@@ -514,7 +520,10 @@ impl Engine {
                 result,
                 reservation,
                 credit_time,
-            } => self.ivr_auth(call, result, reservation, credit_time, now),
+            } => {
+                crate::metrics::get().authorized("sip", result.code);
+                self.ivr_auth(call, result, reservation, credit_time, now)
+            }
             Event::Settled { call, result } => {
                 if let Err(e) = result {
                     tracing::error!(call, error = %e, "settlement failed; the sweeper will settle it");
@@ -533,7 +542,12 @@ impl Engine {
         let store = self.store.clone();
         let events = self.events.clone();
         tokio::spawn(async move {
-            if let Some(ev) = f(store).await {
+            let started = Instant::now();
+            let ev = f(store).await;
+            crate::metrics::get()
+                .store_seconds
+                .observe(started.elapsed().as_secs_f64());
+            if let Some(ev) = ev {
                 let _ = events.send(ev).await;
             }
         });

@@ -4,10 +4,12 @@
 //! money movement is a conditional `UPDATE` inside a transaction whose first statement writes,
 //! so SQLite serializes it and PostgreSQL row-locks it, whichever process runs it.
 
+mod audit;
 mod authorize;
 mod decks;
 mod outbox;
 
+pub use audit::AuditEntry;
 pub use authorize::{
     AccountAnswer, AuthRequest, CallAnswer, CallEnd, CallRequest, Extension, Quote, RateInfo,
     Reservation, Settlement, SweepReport,

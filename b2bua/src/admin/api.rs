@@ -1,0 +1,636 @@
+//! The routes of `/api/v1` and what each does: read or change the store on behalf of a
+//! [`Caller`], check the caller's role and tenant first, and write the audit log after.
+
+use super::{ApiError, Caller, Shared};
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::{NaiveDate, Utc};
+use rating::batch::{draw_cards, last_day, write_batch_csv};
+use rating::deck::parse_rates_csv;
+use rating::store::{Account, AuditEntry, LedgerKind, NewAccount, Posting, RecordFilter};
+use rating::Money;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Every route, as the OpenAPI description lists them (a test holds the two together).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/api/v1/openapi.yaml"),
+    ("get", "/metrics"),
+    ("post", "/api/v1/accounts"),
+    ("post", "/api/v1/accounts/batch"),
+    ("get", "/api/v1/accounts/{account}"),
+    ("post", "/api/v1/accounts/{account}/block"),
+    ("post", "/api/v1/accounts/{account}/unblock"),
+    ("post", "/api/v1/accounts/{account}/topups"),
+    ("get", "/api/v1/accounts/{account}/ledger"),
+    ("get", "/api/v1/calls"),
+    ("put", "/api/v1/rate-decks/{name}"),
+    ("get", "/api/v1/audit"),
+];
+
+pub(super) fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/api/v1/openapi.yaml", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/accounts", post(create))
+        .route("/api/v1/accounts/batch", post(batch))
+        .route("/api/v1/accounts/{account}", get(show))
+        .route("/api/v1/accounts/{account}/block", post(block))
+        .route("/api/v1/accounts/{account}/unblock", post(unblock))
+        .route("/api/v1/accounts/{account}/topups", post(topup))
+        .route("/api/v1/accounts/{account}/ledger", get(ledger))
+        .route("/api/v1/calls", get(calls))
+        .route("/api/v1/rate-decks/{name}", put(rate_deck))
+        .route("/api/v1/audit", get(audit))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .with_state(state)
+}
+
+/// A JSON body, or a 4xx that says what is wrong with it.
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(v)| v)
+        .map_err(|e| ApiError::new(e.status(), e.body_text()))
+}
+
+fn money(field: &str, text: &str, negative: bool) -> Result<Money, ApiError> {
+    Money::parse(text, negative).map_err(|e| ApiError::bad(format!("{field}: {e}")))
+}
+
+/// Records a change; a change whose record cannot be written is reported as failed.
+async fn record(
+    s: &Shared,
+    who: &Caller,
+    action: &str,
+    target: &str,
+    detail: String,
+) -> Result<(), ApiError> {
+    s.store
+        .audit(&AuditEntry {
+            at: Utc::now(),
+            actor: who.name.clone(),
+            role: who.role.to_string(),
+            action: action.into(),
+            target: target.into(),
+            detail,
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, action, target, "the audit log could not be written");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the change was made but the audit log could not be written: {e}"),
+            )
+        })
+}
+
+/// The card, if the caller may see it (an ITSP's view of another tenant's card is a 404).
+async fn visible(s: &Shared, who: &Caller, account: &str) -> Result<Account, ApiError> {
+    let a = s.store.account(account).await?;
+    match who.tenant() {
+        Some(t) if t != a.tenant => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no account {account}"),
+        )),
+        _ => Ok(a),
+    }
+}
+
+fn account_json(a: &Account) -> Value {
+    json!({
+        "account": a.account,
+        "status": a.status.as_str(),
+        "balance": a.balance.to_string(),
+        "reserved": a.reserved.to_string(),
+        "available": a.available().to_string(),
+        "credit_limit": a.credit_limit.to_string(),
+        "currency": a.currency,
+        "active_calls": a.active_calls,
+        "max_calls": a.max_calls,
+        "expires": (!last_day(a.expires_at).is_empty()).then(|| last_day(a.expires_at)),
+        "language": a.language,
+        "tenant": a.tenant,
+        "rate_deck": a.rate_deck,
+        "pinless": a.pinless,
+        "redirect": a.redirect.as_ref().map(|r| json!({"code": r.code.code(), "number": r.number})),
+        "created_at": a.created_at.to_rfc3339(),
+    })
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/yaml")], super::OPENAPI).into_response()
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    let m = crate::metrics::get();
+    if let Ok(n) = s.store.accounting_queue_depth().await {
+        m.radius_queue.set(n);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.render(),
+    )
+        .into_response()
+}
+
+/// A card to create, as JSON; amounts are decimal strings.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCard {
+    account: String,
+    pin: Option<String>,
+    #[serde(default = "zero")]
+    balance: String,
+    #[serde(default = "usd")]
+    currency: String,
+    #[serde(default = "en")]
+    language: String,
+    /// Last day the card works (UTC), YYYY-MM-DD.
+    expires: Option<String>,
+    #[serde(default = "one")]
+    max_calls: i64,
+    tenant: Option<String>,
+    #[serde(default = "zero")]
+    credit_limit: String,
+    #[serde(default)]
+    pinless: bool,
+}
+
+fn zero() -> String {
+    "0".into()
+}
+fn usd() -> String {
+    "USD".into()
+}
+fn en() -> String {
+    "en".into()
+}
+fn one() -> i64 {
+    1
+}
+
+/// The first moment after the last day a card works.
+fn expiry(text: &str) -> Result<chrono::DateTime<Utc>, ApiError> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.succ_opt())
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| ApiError::bad(format!("expires: `{text}` is not a date (YYYY-MM-DD)")))
+}
+
+/// The tenant a new card goes to: an ITSP's own, whatever it asked.
+fn tenant_for(who: &Caller, asked: Option<String>) -> Result<String, ApiError> {
+    match (who.tenant(), asked) {
+        (Some(own), Some(t)) if t != own => Err(ApiError::forbidden(format!(
+            "an itsp:{own} token creates cards for tenant {own} only"
+        ))),
+        (Some(own), _) => Ok(own.to_string()),
+        (None, t) => Ok(t.unwrap_or_else(|| "default".into())),
+    }
+}
+
+async fn create(
+    State(s): State<Shared>,
+    who: Caller,
+    b: Result<Json<NewCard>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let c = body(b)?;
+    let mut n = NewAccount::new(
+        &c.account,
+        c.pin.as_deref(),
+        money("balance", &c.balance, false)?,
+    );
+    n.currency = c.currency;
+    n.language = c.language;
+    n.expires_at = c.expires.as_deref().map(expiry).transpose()?;
+    n.max_calls = c.max_calls;
+    n.tenant = tenant_for(&who, c.tenant)?;
+    n.credit_limit = money("credit_limit", &c.credit_limit, false)?;
+    n.pinless = c.pinless;
+    let a = s.store.create_account(&n, Utc::now()).await?;
+    let detail = format!(
+        "balance={} {} tenant={} pinless={}",
+        a.balance, a.currency, a.tenant, a.pinless
+    );
+    record(&s, &who, "create", &a.account, detail).await?;
+    Ok((StatusCode::CREATED, Json(account_json(&a))).into_response())
+}
+
+/// A batch of cards to create; the answer is their CSV, the only copy of the PINs.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    count: usize,
+    balance: String,
+    #[serde(default = "twelve")]
+    digits: usize,
+    #[serde(default = "four")]
+    pin_digits: usize,
+    #[serde(default = "usd")]
+    currency: String,
+    #[serde(default = "en")]
+    language: String,
+    expires: Option<String>,
+    tenant: Option<String>,
+}
+
+fn twelve() -> usize {
+    12
+}
+fn four() -> usize {
+    4
+}
+
+/// Cards per API batch: the answer carries them all.
+const MAX_BATCH: usize = 10_000;
+
+async fn batch(
+    State(s): State<Shared>,
+    who: Caller,
+    b: Result<Json<Batch>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(b)?;
+    if !(1..=MAX_BATCH).contains(&b.count) {
+        return Err(ApiError::bad(format!("count must be 1 to {MAX_BATCH}")));
+    }
+    if !(6..=20).contains(&b.digits) || !(4..=12).contains(&b.pin_digits) {
+        return Err(ApiError::bad(
+            "digits must be 6 to 20 and pin_digits 4 to 12",
+        ));
+    }
+    let mut t = NewAccount::new("", None, money("balance", &b.balance, false)?);
+    t.currency = b.currency;
+    t.language = b.language;
+    t.expires_at = b.expires.as_deref().map(expiry).transpose()?;
+    t.tenant = tenant_for(&who, b.tenant)?;
+    let mut last = None;
+    for _ in 0..3 {
+        let cards = draw_cards(b.count, b.digits, b.pin_digits, &t);
+        match s.store.create_accounts(&cards, Utc::now()).await {
+            Ok(()) => {
+                let mut csv = Vec::new();
+                write_batch_csv(&mut csv, &cards)
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                let first = &cards[0].account;
+                let detail = format!(
+                    "count={} balance={} {} tenant={} first={first}",
+                    b.count, t.balance, t.currency, t.tenant
+                );
+                record(&s, &who, "batch", first, detail).await?;
+                return Ok((
+                    StatusCode::CREATED,
+                    [
+                        (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                        (
+                            header::CONTENT_DISPOSITION,
+                            "attachment; filename=\"cards.csv\"",
+                        ),
+                        (header::CACHE_CONTROL, "no-store"),
+                    ],
+                    csv,
+                )
+                    .into_response());
+            }
+            // A number already taken: draw again.
+            Err(rating::StoreError::Conflict(m)) => last = Some(m),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "could not draw unused card numbers ({}); use more digits",
+            last.unwrap_or_default()
+        ),
+    ))
+}
+
+async fn show(
+    State(s): State<Shared>,
+    who: Caller,
+    Path(account): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(account_json(&visible(&s, &who, &account).await?)))
+}
+
+async fn set_blocked(
+    s: Shared,
+    who: Caller,
+    account: String,
+    blocked: bool,
+) -> Result<Json<Value>, ApiError> {
+    visible(&s, &who, &account).await?;
+    let a = s.store.set_blocked(&account, blocked).await?;
+    let action = if blocked { "block" } else { "unblock" };
+    record(&s, &who, action, &account, String::new()).await?;
+    Ok(Json(account_json(&a)))
+}
+
+async fn block(
+    State(s): State<Shared>,
+    who: Caller,
+    Path(account): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_blocked(s, who, account, true).await
+}
+
+async fn unblock(
+    State(s): State<Shared>,
+    who: Caller,
+    Path(account): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    set_blocked(s, who, account, false).await
+}
+
+/// A top-up: `reference` is the receipt or transfer id; repeating it never moves money twice.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopUp {
+    amount: String,
+    reference: String,
+    #[serde(default)]
+    note: String,
+}
+
+async fn topup(
+    State(s): State<Shared>,
+    who: Caller,
+    Path(account): Path<String>,
+    b: Result<Json<TopUp>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let t = body(b)?;
+    let amount =
+        Money::parse_positive(&t.amount).map_err(|e| ApiError::bad(format!("amount: {e}")))?;
+    let a = visible(&s, &who, &account).await?;
+    let posting = s
+        .store
+        .post(
+            &account,
+            LedgerKind::TopUp,
+            amount,
+            &t.reference,
+            &t.note,
+            Utc::now(),
+        )
+        .await?;
+    let (status, applied, e) = match posting {
+        Posting::Applied(e) => (StatusCode::CREATED, true, e),
+        Posting::AlreadyApplied(e) => (StatusCode::OK, false, e),
+    };
+    if applied {
+        let detail = format!("amount={} {} reference={}", amount, a.currency, t.reference);
+        record(&s, &who, "topup", &account, detail).await?;
+    }
+    let balance = s.store.account(&account).await?.balance;
+    Ok((
+        status,
+        Json(json!({
+            "applied": applied,
+            "already_applied": !applied,
+            "amount": e.amount.to_string(),
+            "reference": e.reference,
+            "posted_at": e.created_at.to_rfc3339(),
+            "balance": balance.to_string(),
+            "currency": a.currency,
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<i64>,
+}
+
+async fn ledger(
+    State(s): State<Shared>,
+    who: Caller,
+    Path(account): Path<String>,
+    q: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q
+        .map_err(|e| ApiError::bad(e.body_text()))?
+        .limit
+        .unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad("limit must be 1 to 10000"));
+    }
+    visible(&s, &who, &account).await?;
+    let rows = s.store.ledger(&account, limit).await?;
+    Ok(Json(Value::Array(
+        rows.iter()
+            .map(|e| {
+                json!({
+                    "id": e.id,
+                    "kind": e.kind,
+                    "amount": e.amount.to_string(),
+                    "balance_after": e.balance_after.to_string(),
+                    "reference": e.reference,
+                    "note": e.note,
+                    "created_at": e.created_at.to_rfc3339(),
+                })
+            })
+            .collect(),
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallSearch {
+    account: Option<String>,
+    session: Option<String>,
+    limit: Option<i64>,
+    format: Option<String>,
+}
+
+async fn calls(
+    State(s): State<Shared>,
+    who: Caller,
+    q: Result<Query<CallSearch>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=100_000).contains(&limit) {
+        return Err(ApiError::bad("limit must be 1 to 100000"));
+    }
+    match (&q.account, who.tenant()) {
+        (Some(a), _) => {
+            visible(&s, &who, a).await?;
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::forbidden(
+                "an itsp token searches call records by account",
+            ))
+        }
+        (None, None) => {}
+    }
+    let recs = s
+        .store
+        .call_records(&RecordFilter {
+            account: q.account.clone(),
+            session_id: q.session.clone(),
+            limit: Some(limit),
+        })
+        .await?;
+    let time = |t: Option<chrono::DateTime<Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
+    match q.format.as_deref().unwrap_or("json") {
+        "csv" => {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            let io =
+                |e: csv::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+            w.write_record([
+                "conf_id",
+                "session_id",
+                "account",
+                "ani",
+                "access_number",
+                "destination",
+                "setup_at",
+                "connect_at",
+                "disconnect_at",
+                "billed_seconds",
+                "cost",
+                "currency",
+                "rate_prefix",
+                "disconnect_cause",
+                "return_code",
+            ])
+            .map_err(io)?;
+            for r in &recs {
+                w.write_record([
+                    r.conf_id.as_str(),
+                    &r.session_id,
+                    &r.account,
+                    &r.ani,
+                    &r.access_number,
+                    &r.destination,
+                    &r.setup_at.to_rfc3339(),
+                    &time(r.connect_at),
+                    &time(r.disconnect_at),
+                    &r.billed_seconds.to_string(),
+                    &r.cost.to_string(),
+                    &r.currency,
+                    &r.rate_prefix,
+                    &r.disconnect_cause,
+                    &r.return_code.to_string(),
+                ])
+                .map_err(io)?;
+            }
+            let bytes = w
+                .into_inner()
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"calls.csv\"",
+                    ),
+                ],
+                bytes,
+            )
+                .into_response())
+        }
+        "json" => Ok(Json(Value::Array(
+            recs.iter()
+                .map(|r| {
+                    json!({
+                        "conf_id": r.conf_id,
+                        "session_id": r.session_id,
+                        "account": r.account,
+                        "ani": r.ani,
+                        "access_number": r.access_number,
+                        "destination": r.destination,
+                        "setup_at": r.setup_at.to_rfc3339(),
+                        "connect_at": r.connect_at.map(|t| t.to_rfc3339()),
+                        "disconnect_at": r.disconnect_at.map(|t| t.to_rfc3339()),
+                        "billed_seconds": r.billed_seconds,
+                        "cost": r.cost.to_string(),
+                        "currency": r.currency,
+                        "rate_prefix": r.rate_prefix,
+                        "disconnect_cause": r.disconnect_cause,
+                        "return_code": r.return_code,
+                    })
+                })
+                .collect(),
+        ))
+        .into_response()),
+        other => Err(ApiError::bad(format!("format `{other}`: use json or csv"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct DeckQuery {
+    currency: Option<String>,
+}
+
+/// Replaces a rate deck with the CSV in the body, atomically (admin only).
+async fn rate_deck(
+    State(s): State<Shared>,
+    who: Caller,
+    Path(name): Path<String>,
+    q: Result<Query<DeckQuery>, axum::extract::rejection::QueryRejection>,
+    csv: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    who.require_admin()?;
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let currency = q.currency.unwrap_or_else(|| "USD".into());
+    let rows = parse_rates_csv(&csv[..], &currency)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let summary = s
+        .store
+        .import_rates(
+            &name,
+            &rows,
+            &format!("admin API ({})", who.name),
+            Utc::now(),
+        )
+        .await?;
+    let detail = format!("rows={} version={}", summary.rows, summary.version);
+    record(&s, &who, "rate-deck", &name, detail).await?;
+    Ok(Json(json!({
+        "name": summary.name,
+        "rows": summary.rows,
+        "version": summary.version,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    target: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn audit(
+    State(s): State<Shared>,
+    who: Caller,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    who.require_staff()?;
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let rows = s.store.audit_log(q.target.as_deref(), limit).await?;
+    Ok(Json(Value::Array(
+        rows.iter()
+            .map(|e| {
+                json!({
+                    "at": e.at.to_rfc3339(),
+                    "actor": e.actor,
+                    "role": e.role,
+                    "action": e.action,
+                    "target": e.target,
+                    "detail": e.detail,
+                })
+            })
+            .collect(),
+    )))
+}

@@ -1,0 +1,193 @@
+//! The admin HTTP API (`/api/v1/…`) and `/metrics`, on their own listen address. Finance staff
+//! create cards and top them up, retail ITSPs manage their own tenant's cards, operators load
+//! rate decks; each through a bearer token whose role says what it may do, and every change
+//! lands in the audit log. The store does the work, exactly as the command line does.
+//!
+//! Roles: `admin` may do everything; `finance` everything about cards, money and records but
+//! not rate decks or flows; `itsp:<tenant>` only its own tenant's cards (others look absent).
+
+mod api;
+
+pub use api::ROUTES;
+
+use crate::config::{AdminConfig, Role};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rating::{Store, StoreError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The OpenAPI description, checked in beside the code and served as is.
+pub const OPENAPI: &str = include_str!("../../openapi.yaml");
+
+/// Who is calling: the token's name and role.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+}
+
+/// What every handler shares.
+pub struct State {
+    store: Arc<Store>,
+    tokens: Vec<(String, Role, Vec<u8>)>,
+}
+
+type Shared = Arc<State>;
+
+/// An answer that is not a success: a status and a reason, as `{"error": "…"}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn new(status: StatusCode, why: impl Into<String>) -> ApiError {
+        ApiError(status, why.into())
+    }
+    fn bad(why: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, why)
+    }
+    fn forbidden(why: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, why)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        let status = match &e {
+            StoreError::NoAccount(_) | StoreError::NoReservation(_) => StatusCode::NOT_FOUND,
+            StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            StoreError::Conflict(_) => StatusCode::CONFLICT,
+            StoreError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "admin API: store failed");
+        }
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl FromRequestParts<Shared> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Caller, ApiError> {
+        let unauthorized = |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, why);
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("an Authorization: Bearer token is required"))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| unauthorized("the Authorization header is not `Bearer <token>`"))?
+            .trim()
+            .as_bytes();
+        // Every token is compared, so the time taken says nothing about which one nearly matched.
+        let mut found = None;
+        for (name, role, t) in &state.tokens {
+            if bool::from(t.as_slice().ct_eq(token)) {
+                found = Some(Caller {
+                    name: name.clone(),
+                    role: role.clone(),
+                });
+            }
+        }
+        found.ok_or_else(|| unauthorized("unknown token"))
+    }
+}
+
+impl Caller {
+    fn require_admin(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Admin => Ok(()),
+            _ => Err(ApiError::forbidden("only an admin token may do this")),
+        }
+    }
+
+    fn require_staff(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Admin | Role::Finance => Ok(()),
+            Role::Itsp(_) => Err(ApiError::forbidden(
+                "only finance or admin tokens may do this",
+            )),
+        }
+    }
+
+    /// The tenant this caller is confined to, if any.
+    fn tenant(&self) -> Option<&str> {
+        match &self.role {
+            Role::Itsp(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// The running admin server.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting; requests in progress finish.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `cfg.listen` and serves the API with `tokens` (name, role, secret).
+pub async fn start(
+    cfg: &AdminConfig,
+    tokens: Vec<(String, Role, String)>,
+    store: Arc<Store>,
+) -> std::io::Result<Running> {
+    let state = Arc::new(State {
+        store,
+        tokens: tokens
+            .into_iter()
+            .map(|(n, r, t)| (n, r, t.into_bytes()))
+            .collect(),
+    });
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = api::router(state);
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+    tracing::info!(%addr, "admin API listening");
+    Ok(Running {
+        addr,
+        stop: Some(stop),
+        task,
+    })
+}

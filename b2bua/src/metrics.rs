@@ -1,0 +1,118 @@
+//! What an operator's Prometheus scrapes from `/metrics`: calls, IVR sessions, authorizations
+//! by return code, cutoffs, RTP packets and loss, store latency and the RADIUS accounting
+//! queue. One set per process (as Prometheus' own clients keep it), updated where the event
+//! happens, so that counting never needs a lock or a round trip to the engine.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::LazyLock;
+
+/// An authorization's return code and who asked (`sip`: our own calls; `radius`: a gateway).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    pub source: &'static str,
+    pub code: u8,
+}
+
+/// RTP counted per leg (`caller`, `gateway`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LegLabels {
+    pub leg: &'static str,
+}
+
+/// The process's metrics.
+pub struct Metrics {
+    registry: Registry,
+    pub calls: Counter,
+    pub calls_active: Gauge,
+    pub ivr_sessions: Gauge,
+    pub authorizations: Family<AuthLabels, Counter>,
+    pub cutoffs: Counter,
+    pub rtp_packets: Family<LegLabels, Counter>,
+    pub rtp_lost: Family<LegLabels, Counter>,
+    pub store_seconds: Histogram,
+    pub radius_queue: Gauge,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::with_prefix("b2bua");
+    let m = Metrics {
+        calls: Counter::default(),
+        calls_active: Gauge::default(),
+        ivr_sessions: Gauge::default(),
+        authorizations: Family::default(),
+        cutoffs: Counter::default(),
+        rtp_packets: Family::default(),
+        rtp_lost: Family::default(),
+        // 0.5 ms to about 8 s.
+        store_seconds: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+            0.0005, 2.0, 15,
+        )),
+        radius_queue: Gauge::default(),
+        registry: Registry::default(),
+    };
+    registry.register("calls", "Calls accepted for processing", m.calls.clone());
+    registry.register("calls_active", "Calls in progress", m.calls_active.clone());
+    registry.register(
+        "ivr_sessions",
+        "Calls talking to an IVR flow",
+        m.ivr_sessions.clone(),
+    );
+    registry.register(
+        "authorizations",
+        "Authorizations by return code",
+        m.authorizations.clone(),
+    );
+    registry.register(
+        "cutoffs",
+        "Calls cut off because the money ran out",
+        m.cutoffs.clone(),
+    );
+    registry.register(
+        "rtp_packets",
+        "RTP packets received, per leg, of calls that ended",
+        m.rtp_packets.clone(),
+    );
+    registry.register(
+        "rtp_lost",
+        "RTP packets lost, per leg, of calls that ended",
+        m.rtp_lost.clone(),
+    );
+    registry.register(
+        "store_seconds",
+        "Time taken by each store operation of a call",
+        m.store_seconds.clone(),
+    );
+    registry.register(
+        "radius_accounting_queue",
+        "Accounting records waiting for the RADIUS server",
+        m.radius_queue.clone(),
+    );
+    Metrics { registry, ..m }
+});
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    /// Counts an authorization answered with `code`.
+    pub fn authorized(&self, source: &'static str, code: u8) {
+        self.authorizations
+            .get_or_create(&AuthLabels { source, code })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,70 @@
+//! The audit log: who changed what through the admin API, and when. Finance and ITSP staff
+//! share one database; when a balance or a card's status is questioned, this is the answer.
+
+use super::{at_ms, ms, Store, StoreError};
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+/// One change, as the admin API records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    /// The token's name.
+    pub actor: String,
+    /// `admin`, `finance` or `itsp:<tenant>`.
+    pub role: String,
+    /// What was done (`topup`, `block`, `create` …).
+    pub action: String,
+    /// What it was done to (a card number, a deck name …).
+    pub target: String,
+    /// The request's particulars (amount, reference …), as text.
+    pub detail: String,
+}
+
+impl Store {
+    /// Appends one entry to the audit log.
+    pub async fn audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, role, action, target, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(ms(e.at))
+        .bind(&e.actor)
+        .bind(&e.role)
+        .bind(&e.action)
+        .bind(&e.target)
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The latest `limit` entries, newest first, for one target or all.
+    pub async fn audit_log(
+        &self,
+        target: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, actor, role, action, target, detail FROM audit_log \
+             WHERE ($1 = '' OR target = $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(target.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    at: at_ms(r.try_get("at")?),
+                    actor: r.try_get("actor")?,
+                    role: r.try_get("role")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+}

@@ -1,0 +1,571 @@
+//! The admin HTTP API over a real socket, on a real SQLite store with the demo data: tokens and
+//! roles (an ITSP sees only its own tenant), idempotent top-ups, batches, rate decks, the
+//! audit log, malformed requests answered 4xx with a reason, the checked-in OpenAPI
+//! description matching the routes, and `/metrics`.
+
+use b2bua::config::{AdminConfig, Role};
+use chrono::Utc;
+use rating::store::{Store, StoreConfig};
+use serde_json::Value;
+use std::sync::Arc;
+
+const ADMIN: &str = "admin-token-0123456789";
+const FINANCE: &str = "finance-token-0123456789";
+const ACME: &str = "acme-token-0123456789";
+
+struct Api {
+    base: String,
+    agent: ureq::Agent,
+}
+
+/// One answer: status, content type and body.
+struct Answer {
+    status: u16,
+    kind: String,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+    /// The `error` of a refusal, checking it is one.
+    fn error(&self, status: u16) -> String {
+        assert_eq!(self.status, status, "{}", self.body);
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error field: {}", self.body))
+            .to_string()
+    }
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Answer {
+        let (agent, url) = (self.agent.clone(), format!("{}{path}", self.base));
+        let (method, token, body) = (
+            method.to_string(),
+            token.map(str::to_string),
+            body.map(str::to_string),
+        );
+        tokio::task::spawn_blocking(move || {
+            let auth = token.map(|t| format!("Bearer {t}"));
+            let mut r = match (method.as_str(), body) {
+                ("GET", _) => {
+                    let mut b = agent.get(&url);
+                    if let Some(a) = &auth {
+                        b = b.header("Authorization", a);
+                    }
+                    b.call()
+                }
+                (m, body) => {
+                    let mut b = match m {
+                        "POST" => agent.post(&url),
+                        _ => agent.put(&url),
+                    };
+                    if let Some(a) = &auth {
+                        b = b.header("Authorization", a);
+                    }
+                    match body {
+                        Some(text) => {
+                            let kind = if text.starts_with('{') || text.starts_with('[') {
+                                "application/json"
+                            } else {
+                                "text/csv"
+                            };
+                            b.header("Content-Type", kind).send(text.as_str())
+                        }
+                        None => b.send_empty(),
+                    }
+                }
+            }
+            .expect("the API answers");
+            Answer {
+                status: r.status().as_u16(),
+                kind: r
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string(),
+                body: r.body_mut().read_to_string().unwrap(),
+            }
+        })
+        .await
+        .unwrap()
+    }
+}
+
+async fn start() -> (tempfile::TempDir, Arc<Store>, b2bua::admin::Running, Api) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("admin.db").display());
+    let store = Arc::new(Store::open(&url, StoreConfig::default()).await.unwrap());
+    rating::demo::seed(&store, Utc::now()).await.unwrap();
+    let cfg = AdminConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tokens: vec![],
+    };
+    let tokens = vec![
+        ("root".to_string(), Role::Admin, ADMIN.to_string()),
+        ("desk".to_string(), Role::Finance, FINANCE.to_string()),
+        (
+            "acme".to_string(),
+            Role::Itsp("acme".into()),
+            ACME.to_string(),
+        ),
+    ];
+    let running = b2bua::admin::start(&cfg, tokens, store.clone())
+        .await
+        .unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let api = Api {
+        base: format!("http://{}", running.addr),
+        agent,
+    };
+    (dir, store, running, api)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finance_creates_and_tops_up_cards_once_per_reference_and_every_change_is_audited() {
+    let (_dir, store, running, api) = start().await;
+    // No token, a wrong one, a malformed header.
+    let a = api.call("GET", "/api/v1/accounts/000070", None, None).await;
+    assert!(a.error(401).contains("Bearer"));
+    let a = api
+        .call(
+            "GET",
+            "/api/v1/accounts/000070",
+            Some("nope-nope-nope-nope"),
+            None,
+        )
+        .await;
+    assert_eq!(a.error(401), "unknown token");
+
+    let a = api
+        .call(
+            "POST",
+            "/api/v1/accounts",
+            Some(FINANCE),
+            Some(r#"{"account": "700001", "pin": "4321", "balance": "5.00"}"#),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(a.json()["balance"], "5.00");
+    assert_eq!(a.json()["tenant"], "default");
+    let top = |amount: &str, reference: &str| {
+        format!(r#"{{"amount": "{amount}", "reference": "{reference}", "note": "counter 3"}}"#)
+    };
+    let a = api
+        .call(
+            "POST",
+            "/api/v1/accounts/700001/topups",
+            Some(FINANCE),
+            Some(&top("10.00", "RCPT-1")),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(a.json()["balance"], "15.00");
+    assert_eq!(a.json()["applied"], true);
+    // The same reference again moves nothing; for another amount it is a conflict.
+    let a = api
+        .call(
+            "POST",
+            "/api/v1/accounts/700001/topups",
+            Some(FINANCE),
+            Some(&top("10.00", "RCPT-1")),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["already_applied"], true);
+    assert_eq!(a.json()["balance"], "15.00");
+    let a = api
+        .call(
+            "POST",
+            "/api/v1/accounts/700001/topups",
+            Some(FINANCE),
+            Some(&top("20.00", "RCPT-1")),
+        )
+        .await;
+    assert!(a.error(409).contains("already used"), "{}", a.body);
+    assert_eq!(
+        store.account("700001").await.unwrap().balance.to_string(),
+        "15.00"
+    );
+    let a = api
+        .call(
+            "GET",
+            "/api/v1/accounts/700001/ledger?limit=10",
+            Some(FINANCE),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    // Oldest first: the opening balance, then the top-up, once.
+    let ledger = a.json();
+    let refs: Vec<&str> = ledger
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        refs.iter().filter(|r| **r == "RCPT-1").count(),
+        1,
+        "{refs:?}"
+    );
+    assert_eq!(ledger[refs.len() - 1]["amount"], "10.00");
+
+    // Block and unblock.
+    let a = api
+        .call("POST", "/api/v1/accounts/700001/block", Some(FINANCE), None)
+        .await;
+    assert_eq!(a.json()["status"], "blocked");
+    let a = api
+        .call(
+            "POST",
+            "/api/v1/accounts/700001/unblock",
+            Some(FINANCE),
+            None,
+        )
+        .await;
+    assert_eq!(a.json()["status"], "active");
+
+    // A batch: the CSV comes back once, and the cards exist.
+    let a = api
+        .call(
+            "POST",
+            "/api/v1/accounts/batch",
+            Some(FINANCE),
+            Some(r#"{"count": 3, "balance": "2.50", "digits": 10}"#),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert!(a.kind.starts_with("text/csv"), "{}", a.kind);
+    let lines: Vec<&str> = a.body.lines().collect();
+    assert_eq!(lines[0], "account,pin,balance,currency,expires");
+    assert_eq!(lines.len(), 4);
+    for l in &lines[1..] {
+        let account = l.split(',').next().unwrap();
+        assert_eq!(account.len(), 10);
+        assert_eq!(
+            store.account(account).await.unwrap().balance.to_string(),
+            "2.50"
+        );
+    }
+
+    // The audit log: who did what, and the repeated top-up is not a second change.
+    let a = api
+        .call("GET", "/api/v1/audit?limit=50", Some(ADMIN), None)
+        .await;
+    assert_eq!(a.status, 200);
+    let log = a.json();
+    let actions: Vec<(String, String, String)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_string(),
+                e["action"].as_str().unwrap().to_string(),
+                e["target"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let first_card = lines[1].split(',').next().unwrap().to_string();
+    let want = [
+        ("desk", "batch", first_card.as_str()),
+        ("desk", "unblock", "700001"),
+        ("desk", "block", "700001"),
+        ("desk", "topup", "700001"),
+        ("desk", "create", "700001"),
+    ];
+    let got: Vec<(&str, &str, &str)> = actions
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(log[3]["role"], "finance");
+    assert!(log[3]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("reference=RCPT-1"));
+    running.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_itsp_sees_and_changes_only_its_own_tenant_and_roles_are_enforced() {
+    let (_dir, store, running, api) = start().await;
+    // The demo card belongs to the default tenant: invisible to acme.
+    let a = api
+        .call("GET", "/api/v1/accounts/000070", Some(ACME), None)
+        .await;
+    assert_eq!(a.error(404), "no account 000070");
+    let a = api
+        .call(
+            "POST",
+            "/api/v1/accounts/000070/topups",
+            Some(ACME),
+            Some(r#"{"amount": "1", "reference": "X"}"#),
+        )
+        .await;
+    assert_eq!(a.status, 404);
+    let a = api
+        .call("POST", "/api/v1/accounts/000070/block", Some(ACME), None)
+        .await;
+    assert_eq!(a.status, 404);
+    assert_eq!(
+        store.account("000070").await.unwrap().status.as_str(),
+        "active"
+    );
+    // It creates cards in its own tenant only.
+    let a = api
+        .call(
+            "POST",
+            "/api/v1/accounts",
+            Some(ACME),
+            Some(r#"{"account": "800001", "pin": "1111", "tenant": "other"}"#),
+        )
+        .await;
+    assert!(a.error(403).contains("tenant acme only"));
+    let a = api
+        .call(
+            "POST",
+            "/api/v1/accounts",
+            Some(ACME),
+            Some(r#"{"account": "800001", "pin": "1111", "balance": "3"}"#),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(a.json()["tenant"], "acme");
+    let a = api
+        .call(
+            "POST",
+            "/api/v1/accounts/800001/topups",
+            Some(ACME),
+            Some(r#"{"amount": "1.25", "reference": "A-1"}"#),
+        )
+        .await;
+    assert_eq!(a.json()["balance"], "4.25");
+    // Call records by account only; none of rate decks or the audit log.
+    let a = api.call("GET", "/api/v1/calls", Some(ACME), None).await;
+    assert!(a.error(403).contains("by account"));
+    let a = api
+        .call(
+            "GET",
+            "/api/v1/calls?account=800001&format=csv",
+            Some(ACME),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    assert!(
+        a.body.starts_with("conf_id,session_id,account"),
+        "{}",
+        a.body
+    );
+    let a = api
+        .call("GET", "/api/v1/calls?account=000070", Some(ACME), None)
+        .await;
+    assert_eq!(a.status, 404);
+    let deck = "prefix,description,rate_per_minute,connect_fee,initial_increment,increment,minimum_seconds\n44,UK,0.05,0,60,60,0\n";
+    for token in [ACME, FINANCE] {
+        let a = api
+            .call("PUT", "/api/v1/rate-decks/uk", Some(token), Some(deck))
+            .await;
+        assert!(a.error(403).contains("admin"));
+    }
+    let a = api.call("GET", "/api/v1/audit", Some(ACME), None).await;
+    assert_eq!(a.status, 403);
+    // The admin loads a deck; a broken one names its line and changes nothing.
+    let a = api
+        .call("PUT", "/api/v1/rate-decks/uk", Some(ADMIN), Some(deck))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["rows"], 1);
+    let broken = "prefix,description,rate_per_minute,connect_fee,initial_increment,increment,minimum_seconds\n44,UK,lots,0,60,60,0\n";
+    let a = api
+        .call("PUT", "/api/v1/rate-decks/uk", Some(ADMIN), Some(broken))
+        .await;
+    assert!(a.error(422).contains("line 2"), "{}", a.body);
+    running.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_a_4xx_with_a_reason_and_change_nothing() {
+    let (_dir, store, running, api) = start().await;
+    let post = |path: &'static str, body: &'static str| {
+        let api = &api;
+        async move { api.call("POST", path, Some(FINANCE), Some(body)).await }
+    };
+    let cases: &[(&str, &str, u16, &str)] = &[
+        (
+            "/api/v1/accounts/000070/topups",
+            "{\"amount\": ",
+            400,
+            "JSON",
+        ),
+        (
+            "/api/v1/accounts/000070/topups",
+            r#"{"amount": "10"}"#,
+            422,
+            "reference",
+        ),
+        (
+            "/api/v1/accounts/000070/topups",
+            r#"{"amount": "10", "reference": "R", "colour": "red"}"#,
+            422,
+            "colour",
+        ),
+        (
+            "/api/v1/accounts/000070/topups",
+            r#"{"amount": "ten", "reference": "R"}"#,
+            400,
+            "amount",
+        ),
+        (
+            "/api/v1/accounts/000070/topups",
+            r#"{"amount": "-5", "reference": "R"}"#,
+            400,
+            "amount",
+        ),
+        (
+            "/api/v1/accounts/000070/topups",
+            r#"{"amount": "5", "reference": ""}"#,
+            422,
+            "reference",
+        ),
+        (
+            "/api/v1/accounts/999999/topups",
+            r#"{"amount": "5", "reference": "R"}"#,
+            404,
+            "no account",
+        ),
+        (
+            "/api/v1/accounts",
+            r#"{"account": "700009", "pin": "12", "balance": "1"}"#,
+            422,
+            "PIN",
+        ),
+        (
+            "/api/v1/accounts",
+            r#"{"account": "700009", "pin": "1234", "expires": "31/12/2027"}"#,
+            400,
+            "expires",
+        ),
+        (
+            "/api/v1/accounts",
+            r#"{"account": "000070", "pin": "1234"}"#,
+            409,
+            "exists",
+        ),
+        (
+            "/api/v1/accounts/batch",
+            r#"{"count": 0, "balance": "1"}"#,
+            400,
+            "count",
+        ),
+        (
+            "/api/v1/accounts/batch",
+            r#"{"count": 5, "balance": "1", "digits": 3}"#,
+            400,
+            "digits",
+        ),
+    ];
+    for (path, body, status, says) in cases {
+        let a = post(path, body).await;
+        let why = a.error(*status);
+        assert!(
+            why.to_lowercase().contains(&says.to_lowercase()),
+            "{path} {body}: {status} {why}"
+        );
+    }
+    // A body that is not JSON at all.
+    let a = api
+        .call(
+            "POST",
+            "/api/v1/accounts/000070/topups",
+            Some(FINANCE),
+            Some("amount=5"),
+        )
+        .await;
+    assert_eq!(a.status, 415, "{}", a.body);
+    for (path, status) in [
+        ("/api/v1/accounts/000070/ledger?limit=0", 400),
+        ("/api/v1/accounts/000070/ledger?limit=many", 400),
+        ("/api/v1/calls?format=xml", 400),
+        ("/api/v1/calls?colour=red", 400),
+        ("/api/v1/nothing-here", 404),
+    ] {
+        let a = api.call("GET", path, Some(FINANCE), None).await;
+        a.error(status);
+    }
+    // Nothing moved, nothing was recorded.
+    assert_eq!(
+        store.account("000070").await.unwrap().balance.to_string(),
+        "32.91"
+    );
+    assert!(store.audit_log(None, 10).await.unwrap().is_empty());
+    running.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_description_lists_every_route_and_metrics_are_served() {
+    let (_dir, store, running, api) = start().await;
+    let a = api.call("GET", "/api/v1/openapi.yaml", None, None).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, b2bua::admin::OPENAPI);
+    let doc: Value = serde_saphyr::from_str(&a.body).expect("the OpenAPI file is YAML");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented: Vec<(String, String)> = paths
+        .iter()
+        .flat_map(|(p, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.clone(), p.clone()))
+        })
+        .collect();
+    let mut routed: Vec<(String, String)> = b2bua::admin::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    documented.sort();
+    routed.sort();
+    assert_eq!(documented, routed);
+    // Every documented operation answers something other than "no such route".
+    for (m, p) in &routed {
+        let path = p.replace("{account}", "000070").replace("{name}", "x");
+        let a = api.call(&m.to_uppercase(), &path, Some(ADMIN), None).await;
+        assert!(
+            !(a.status == 404 && a.body.contains("no such route")),
+            "{m} {path}: {}",
+            a.body
+        );
+    }
+    let a = api.call("GET", "/metrics", None, None).await;
+    assert_eq!(a.status, 200);
+    for name in [
+        "b2bua_calls_total",
+        "b2bua_calls_active",
+        "b2bua_ivr_sessions",
+        "b2bua_cutoffs_total",
+        "b2bua_store_seconds",
+        "b2bua_radius_accounting_queue 0",
+    ] {
+        assert!(a.body.contains(name), "{name} in\n{}", a.body);
+    }
+    running.stop().await;
+    store.close().await;
+}
