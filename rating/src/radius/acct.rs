@@ -23,6 +23,7 @@ pub enum Leg {
 }
 
 impl Leg {
+    /// The stored and sent spelling (`h323-call-origin`).
     pub fn as_str(self) -> &'static str {
         match self {
             Leg::Answer => "answer",
@@ -39,6 +40,7 @@ pub enum Status {
 }
 
 impl Status {
+    /// The stored spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Start => "start",
@@ -228,6 +230,7 @@ impl Sender {
         self.window.saturating_sub(self.inflight.len())
     }
 
+    /// How many records await their answer.
     pub fn in_flight(&self) -> usize {
         self.inflight.len()
     }
