@@ -173,6 +173,18 @@ fn usable_offer(body: &[u8]) -> Result<sdp::Audio, String> {
     }
 }
 
+/// Our 200 to the caller's INVITE (without its SDP), and the dialog and the wait for the ACK
+/// that it starts.
+pub(super) fn ok_to_caller(local: &super::Local, call: &mut Call) -> Response {
+    let mut ok = response_to(&call.a_invite, 200, Some(&call.a_tag));
+    ok.headers
+        .push(hdr("Contact", local.contact(call.a_peer.proto)));
+    ok.headers.push(hdr("Allow", super::ALLOW));
+    call.a_dialog = Some(Dialog::uas(&call.a_invite, &call.a_tag));
+    call.awaiting_ack[0] = Some(call.a_tx.clone());
+    ok
+}
+
 pub(super) fn is_sdp(m: &impl SipExt) -> bool {
     !m.body_bytes().is_empty()
         && m.header("Content-Type")
@@ -588,10 +600,7 @@ impl Engine {
         headers.push(hdr("Call-ID", new_call_id(&host)));
         headers.push(hdr("CSeq", "1 INVITE"));
         headers.push(hdr("Contact", self.local.contact(gw.proto)));
-        headers.push(hdr(
-            "Allow",
-            "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE",
-        ));
+        headers.push(hdr("Allow", super::ALLOW));
         let mut body = Vec::new();
         if let (Some(m), Some(offer)) = (&call.media, &call.a_offer) {
             headers.push(hdr("Content-Type", "application/sdp"));
@@ -733,21 +742,12 @@ impl Engine {
         };
         self.b_leg_up(id, &resp);
         let call = self.calls.get_mut(&id).expect("caller checked");
-        let mut ok = response_to(&call.a_invite, 200, Some(&call.a_tag));
-        ok.headers
-            .push(hdr("Contact", self.local.contact(call.a_peer.proto)));
-        ok.headers.push(hdr(
-            "Allow",
-            "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE",
-        ));
-        call.a_dialog = Some(Dialog::uas(&call.a_invite, &call.a_tag));
+        let mut ok = ok_to_caller(&self.local, call);
         call.phase = Phase::Answered;
         call.connected = Some((now, Utc::now()));
-        call.a_connect = call.connected.map(|c| c.1);
         call.setup_deadline = None;
         call.ring_deadline = None;
         call.clock(now, self.cfg.calls.max_duration, true, now);
-        call.awaiting_ack[0] = Some(call.a_tx.clone());
         let a_tx = call.a_tx.clone();
         let answer = match answer {
             Ok(body) => body,
@@ -768,6 +768,8 @@ impl Engine {
         if let Some(m) = &call.media {
             m.bridge(true);
         }
+        // The caller's leg is answered only now that it gets its 200.
+        call.a_connect = call.connected.map(|c| c.1);
         let conf = call.conf_id.clone();
         let wake = [call.cutoff_at, call.extend_at];
         self.stats.answered += 1;
@@ -865,12 +867,9 @@ impl Engine {
         } else {
             &[Leg::Answer]
         };
-        let voice_quality = call
-            .media
-            .as_ref()
-            .map(|m| m.quality())
-            .filter(|q| q.packets[0] > 0)
-            .map(|q| q.icpif);
+        let quality = call.media.as_ref().map(|m| m.quality());
+        // Only a call that carried media through us has a figure.
+        let voice_quality = quality.filter(|q| q.packets[0] > 0).map(|q| q.icpif);
         let leg_end = LegEnd {
             cause,
             disconnect_at,
@@ -890,7 +889,8 @@ impl Engine {
             }
         }
         let connect_at = call.connected.map(|c| c.1);
-        let quality = call.media.take().map(|m| m.quality());
+        // Its RTP sockets close now.
+        call.media = None;
         if let Some(q) = &quality {
             let m = crate::metrics::get();
             for (i, leg) in ["caller", "gateway"].into_iter().enumerate() {
@@ -906,8 +906,7 @@ impl Engine {
                     connect_at,
                     disconnect_at,
                     cause: cause.to_string(),
-                    // Only a call that carried media through us has a figure.
-                    voice_quality: quality.filter(|q| q.packets[0] > 0).map(|q| q.icpif),
+                    voice_quality,
                 };
                 self.spawn_store(move |store| async move {
                     let result = store

@@ -6,12 +6,11 @@
 //! call.
 
 use super::accounting::LegEnd;
-use super::call::{attach_sdp, is_sdp, Phase};
+use super::call::{attach_sdp, is_sdp, ok_to_caller, Phase};
 use super::{Engine, Event, Side, Wake};
 use crate::media::engine as media;
 use crate::media::sdp;
-use crate::sip::dialog::Dialog;
-use crate::sip::message::{hdr, response_to, Response};
+use crate::sip::message::Response;
 use chrono::{DateTime, Utc};
 use rating::radius::acct::Leg;
 use rating::store::{AuthRequest, CallEnd, CallRequest, Reservation};
@@ -53,16 +52,8 @@ impl Engine {
             }
         };
         call.a_answer = Some(body.clone());
-        let mut ok = response_to(&call.a_invite, 200, Some(&call.a_tag));
-        ok.headers
-            .push(hdr("Contact", self.local.contact(call.a_peer.proto)));
-        ok.headers.push(hdr(
-            "Allow",
-            "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE",
-        ));
+        let mut ok = ok_to_caller(&self.local, call);
         attach_sdp(&mut ok, body);
-        call.a_dialog = Some(Dialog::uas(&call.a_invite, &call.a_tag));
-        call.awaiting_ack[0] = Some(call.a_tx.clone());
         call.phase = Phase::Ivr;
         call.a_connect = Some(Utc::now());
         let a_tx = call.a_tx.clone();

@@ -25,6 +25,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
+/// The methods we take, in every Allow we send.
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+
 /// Answers from the store tasks.
 #[derive(Debug)]
 pub enum Event {
@@ -412,10 +415,7 @@ impl Engine {
             ));
         }
         if code == 405 || (code == 200 && s.tx.request().method == rsip::Method::Options) {
-            resp.headers.push(crate::sip::message::hdr(
-                "Allow",
-                "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE",
-            ));
+            resp.headers.push(crate::sip::message::hdr("Allow", ALLOW));
         }
         self.respond(key, resp, now);
     }
