@@ -114,6 +114,21 @@ struct RadiusClientFile {
     secret: Spanned<String>,
 }
 
+/// An `IP:PORT` from the file (RADIUS and admin sockets take no host names).
+fn socket_addr(s: &Spanned<String>) -> Result<SocketAddr, String> {
+    s.value
+        .parse()
+        .map_err(|_| format!("`{}` is not IP:PORT", s.value))
+}
+
+/// A RADIUS shared secret: RFC 2865 wants one; longer than 128 characters is a paste error.
+fn radius_secret(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 128 {
+        return Err("must be 1 to 128 characters".into());
+    }
+    Ok(())
+}
+
 fn d_radius_auth() -> Spanned<String> {
     spanned("0.0.0.0:1812")
 }
@@ -772,12 +787,8 @@ impl Config {
             );
         }
         let admin = raw.admin.map(|a| {
-            let listen = a.listen.value.parse::<SocketAddr>().unwrap_or_else(|_| {
-                err(
-                    a.listen.referenced.line(),
-                    "admin.listen".into(),
-                    format!("`{}` is not IP:PORT", a.listen.value),
-                );
+            let listen = socket_addr(&a.listen).unwrap_or_else(|e| {
+                err(a.listen.referenced.line(), "admin.listen".into(), e);
                 SocketAddr::from(([127, 0, 0, 1], 0))
             });
             let mut tokens = Vec::new();
@@ -825,19 +836,19 @@ impl Config {
             None => (None, None),
         };
         let radius_accounting = radius_accounting.map(|a| {
-            let server = a.server.value.parse::<SocketAddr>().unwrap_or_else(|_| {
+            let server = socket_addr(&a.server).unwrap_or_else(|e| {
                 err(
                     a.server.referenced.line(),
                     "radius.accounting.server".into(),
-                    format!("`{}` is not IP:PORT", a.server.value),
+                    e,
                 );
                 SocketAddr::from(([127, 0, 0, 1], 0))
             });
-            if a.secret.value.is_empty() || a.secret.value.len() > 128 {
+            if let Err(e) = radius_secret(&a.secret.value) {
                 err(
                     a.secret.referenced.line(),
                     "radius.accounting.secret".into(),
-                    "must be 1 to 128 characters".into(),
+                    e,
                 );
             }
             if a.retry_first_ms == 0
@@ -862,12 +873,8 @@ impl Config {
         });
         let radius_server = radius_server.map(|srv| {
             let mut addr = |s: &Spanned<String>, key: &str| {
-                s.value.parse::<SocketAddr>().unwrap_or_else(|_| {
-                    err(
-                        s.referenced.line(),
-                        format!("radius.server.{key}"),
-                        format!("`{}` is not IP:PORT", s.value),
-                    );
+                socket_addr(s).unwrap_or_else(|e| {
+                    err(s.referenced.line(), format!("radius.server.{key}"), e);
                     SocketAddr::from(([127, 0, 0, 1], 0))
                 })
             };
@@ -883,11 +890,11 @@ impl Config {
                         format!("`{}` is not an IP address", c.address.value),
                     ),
                 }
-                if c.secret.value.is_empty() || c.secret.value.len() > 128 {
+                if let Err(e) = radius_secret(&c.secret.value) {
                     err(
                         c.secret.referenced.line(),
                         format!("radius.server.clients[{i}].secret"),
-                        "must be 1 to 128 characters".into(),
+                        e,
                     );
                 }
             }

@@ -2,10 +2,10 @@
 //! result a clerk can read. Errors come back to `main`, which prints them as one line.
 
 use anyhow::{anyhow, bail, Context, Result};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use rating::batch::{draw_cards, last_day, write_batch_csv};
+use rating::batch::{draw_cards, expires_after, last_day, write_batch_csv};
 use rating::deck::{parse_prefix_csv, parse_rates_csv};
 use rating::store::{Account, LedgerKind, NewAccount, Posting, RecordFilter, Redirect};
 use rating::{Money, ReturnCode, Store, StoreConfig};
@@ -23,17 +23,9 @@ fn amount(text: &str) -> Result<Money> {
     Money::parse_positive(text).map_err(|e| anyhow!("amount {e}"))
 }
 
-/// `YYYY-MM-DD`: the card works through the end of that day (UTC).
+/// `--expires YYYY-MM-DD`: the card works through the end of that day (UTC).
 fn expiry(text: &str) -> Result<DateTime<Utc>> {
-    let day = NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| anyhow!("--expires '{text}' is not a date (YYYY-MM-DD)"))?;
-    let next = day
-        .succ_opt()
-        .ok_or_else(|| anyhow!("--expires '{text}' is out of range"))?;
-    Ok(next
-        .and_hms_opt(0, 0, 0)
-        .expect("midnight exists")
-        .and_utc())
+    expires_after(text).map_err(|e| anyhow!("--expires '{text}' {e}"))
 }
 
 /// `card …`

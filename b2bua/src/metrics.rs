@@ -39,8 +39,8 @@ pub struct Metrics {
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
-    let mut registry = Registry::with_prefix("b2bua");
-    let m = Metrics {
+    let mut m = Metrics {
+        registry: Registry::with_prefix("b2bua"),
         calls: Counter::default(),
         calls_active: Gauge::default(),
         ivr_sessions: Gauge::default(),
@@ -53,46 +53,47 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             0.0005, 2.0, 15,
         )),
         radius_queue: Gauge::default(),
-        registry: Registry::default(),
     };
-    registry.register("calls", "Calls accepted for processing", m.calls.clone());
-    registry.register("calls_active", "Calls in progress", m.calls_active.clone());
-    registry.register(
+    m.registry
+        .register("calls", "Calls accepted for processing", m.calls.clone());
+    m.registry
+        .register("calls_active", "Calls in progress", m.calls_active.clone());
+    m.registry.register(
         "ivr_sessions",
         "Calls talking to an IVR flow",
         m.ivr_sessions.clone(),
     );
-    registry.register(
+    m.registry.register(
         "authorizations",
         "Authorizations by return code",
         m.authorizations.clone(),
     );
-    registry.register(
+    m.registry.register(
         "cutoffs",
         "Calls cut off because the money ran out",
         m.cutoffs.clone(),
     );
-    registry.register(
+    m.registry.register(
         "rtp_packets",
         "RTP packets received, per leg, of calls that ended",
         m.rtp_packets.clone(),
     );
-    registry.register(
+    m.registry.register(
         "rtp_lost",
         "RTP packets lost, per leg, of calls that ended",
         m.rtp_lost.clone(),
     );
-    registry.register(
+    m.registry.register(
         "store_seconds",
         "Time taken by each store operation of a call",
         m.store_seconds.clone(),
     );
-    registry.register(
+    m.registry.register(
         "radius_accounting_queue",
         "Accounting records waiting for the RADIUS server",
         m.radius_queue.clone(),
     );
-    Metrics { registry, ..m }
+    m
 });
 
 /// The process's metrics.

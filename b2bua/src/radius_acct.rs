@@ -9,7 +9,7 @@ use crate::config::RadiusAccounting;
 use chrono::Utc;
 use rating::radius::acct::{Backoff, Sender};
 use rating::Store;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
@@ -39,17 +39,13 @@ impl Running {
 
 /// Starts sending the outbox to `cfg.server`.
 pub async fn start(cfg: &RadiusAccounting, store: Arc<Store>) -> std::io::Result<Running> {
-    let bind: SocketAddr = if cfg.server.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    // A server on loopback is reached from loopback; otherwise the kernel picks the source.
+    let ip = match cfg.server.ip() {
+        ip if ip.is_loopback() => ip,
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
     };
-    let bind = if cfg.server.ip().is_loopback() {
-        SocketAddr::new(cfg.server.ip(), 0)
-    } else {
-        bind
-    };
-    let sock = UdpSocket::bind(bind).await?;
+    let sock = UdpSocket::bind((ip, 0)).await?;
     let local = sock.local_addr()?;
     let (stop, stopped) = watch::channel(false);
     let sender = Sender::new(

@@ -18,6 +18,19 @@ pub fn last_day(expires_at: Option<DateTime<Utc>>) -> String {
         .unwrap_or_default()
 }
 
+/// The inverse of [`last_day`]: a card whose last day is `YYYY-MM-DD` works through the end of
+/// that day (UTC), so it expires at the next midnight. The error says what is wrong with the
+/// text, for the caller to name its field.
+pub fn expires_after(last_day: &str) -> Result<DateTime<Utc>, &'static str> {
+    let day = chrono::NaiveDate::parse_from_str(last_day, "%Y-%m-%d")
+        .map_err(|_| "is not a date (YYYY-MM-DD)")?;
+    let next = day.succ_opt().ok_or("is out of range")?;
+    Ok(next
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc())
+}
+
 /// `count` new cards like `template`, with distinct random numbers of `digits` digits (the
 /// last a Luhn check digit) and random PINs of `pin_digits` digits.
 pub fn draw_cards(
@@ -82,6 +95,11 @@ mod tests {
             assert_eq!(crate::rules::luhn_check_digit(body).to_string(), check);
             assert_eq!(c.pin.as_ref().unwrap().len(), 4);
         }
+        let end = expires_after("2027-12-31").unwrap();
+        assert_eq!(end.to_rfc3339(), "2028-01-01T00:00:00+00:00");
+        assert_eq!(last_day(Some(end)), "2027-12-31");
+        assert!(expires_after("31/12/2027").is_err());
+        assert_eq!(expires_after("+262142-12-31"), Err("is out of range"));
         let mut out = Vec::new();
         write_batch_csv(&mut out, &cards[..1]).unwrap();
         let text = String::from_utf8(out).unwrap();

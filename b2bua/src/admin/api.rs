@@ -3,14 +3,14 @@
 
 use super::{ApiError, Caller, Shared};
 use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use chrono::{NaiveDate, Utc};
-use rating::batch::{draw_cards, last_day, write_batch_csv};
+use chrono::Utc;
+use rating::batch::{draw_cards, expires_after, last_day, write_batch_csv};
 use rating::deck::parse_rates_csv;
 use rating::store::{Account, AuditEntry, LedgerKind, NewAccount, Posting, RecordFilter};
 use rating::Money;
@@ -55,6 +55,12 @@ pub(super) fn router(state: Shared) -> Router {
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     b.map(|Json(v)| v)
         .map_err(|e| ApiError::new(e.status(), e.body_text()))
+}
+
+/// A query string, or a 400 that says what is wrong with it.
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v)
+        .map_err(|e| ApiError::bad(e.body_text()))
 }
 
 fn money(field: &str, text: &str, negative: bool) -> Result<Money, ApiError> {
@@ -178,12 +184,7 @@ fn one() -> i64 {
 
 /// The first moment after the last day a card works.
 fn expiry(text: &str) -> Result<chrono::DateTime<Utc>, ApiError> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.succ_opt())
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
-        .ok_or_else(|| ApiError::bad(format!("expires: `{text}` is not a date (YYYY-MM-DD)")))
+    expires_after(text).map_err(|e| ApiError::bad(format!("expires: `{text}` {e}")))
 }
 
 /// The tenant a new card goes to: an ITSP's own, whatever it asked.
@@ -414,12 +415,9 @@ async fn ledger(
     State(s): State<Shared>,
     who: Caller,
     Path(account): Path<String>,
-    q: Result<Query<Limit>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<Limit>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = q
-        .map_err(|e| ApiError::bad(e.body_text()))?
-        .limit
-        .unwrap_or(100);
+    let limit = query(q)?.limit.unwrap_or(100);
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::bad("limit must be 1 to 10000"));
     }
@@ -454,9 +452,9 @@ struct CallSearch {
 async fn calls(
     State(s): State<Shared>,
     who: Caller,
-    q: Result<Query<CallSearch>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<CallSearch>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let q = query(q)?;
     let limit = q.limit.unwrap_or(1000);
     if !(1..=100_000).contains(&limit) {
         return Err(ApiError::bad("limit must be 1 to 100000"));
@@ -577,11 +575,11 @@ async fn rate_deck(
     State(s): State<Shared>,
     who: Caller,
     Path(name): Path<String>,
-    q: Result<Query<DeckQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<DeckQuery>, QueryRejection>,
     csv: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     who.require_admin()?;
-    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let q = query(q)?;
     let currency = q.currency.unwrap_or_else(|| "USD".into());
     let rows = parse_rates_csv(&csv[..], &currency)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
@@ -613,10 +611,10 @@ struct AuditQuery {
 async fn audit(
     State(s): State<Shared>,
     who: Caller,
-    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     who.require_staff()?;
-    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let q = query(q)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let rows = s.store.audit_log(q.target.as_deref(), limit).await?;
     Ok(Json(Value::Array(
