@@ -3,7 +3,8 @@
 //! audit log, malformed requests answered 4xx with a reason, the checked-in OpenAPI
 //! description matching the routes, and `/metrics`.
 
-use b2bua::config::{AdminConfig, Role};
+use b2bua::assets::Assets;
+use b2bua::config::{AdminConfig, Config, Role};
 use chrono::Utc;
 use rating::store::{Store, StoreConfig};
 use serde_json::Value;
@@ -101,8 +102,56 @@ impl Api {
     }
 }
 
+impl Api {
+    /// PUT of raw bytes (an archive, a YAML flow).
+    async fn put_bytes(&self, path: &str, token: &str, kind: &str, bytes: Vec<u8>) -> Answer {
+        let (agent, url) = (self.agent.clone(), format!("{}{path}", self.base));
+        let (auth, kind) = (format!("Bearer {token}"), kind.to_string());
+        tokio::task::spawn_blocking(move || {
+            let mut r = agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .header("Content-Type", &kind)
+                .send(&bytes[..])
+                .expect("the API answers");
+            Answer {
+                status: r.status().as_u16(),
+                kind: String::new(),
+                body: r.body_mut().read_to_string().unwrap(),
+            }
+        })
+        .await
+        .unwrap()
+    }
+}
+
 async fn start() -> (tempfile::TempDir, Arc<Store>, b2bua::admin::Running, Api) {
+    let (dir, store, running, api, _) = start_with_assets().await;
+    (dir, store, running, api)
+}
+
+/// The API with the engine's prompt sets and flows: the shipped flows copied to a scratch
+/// directory (uploads write there) and an empty tenant prompt directory.
+async fn start_with_assets() -> (
+    tempfile::TempDir,
+    Arc<Store>,
+    b2bua::admin::Running,
+    Api,
+    Arc<Assets>,
+) {
     let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    for f in std::fs::read_dir(ivr::shipped_dir()).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "yaml") {
+            std::fs::copy(&f, flows.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut engine_cfg = Config::demo();
+    engine_cfg.flows = flows;
+    engine_cfg.tenant_prompts = Some(dir.path().join("tenant-prompts"));
+    let assets = Arc::new(Assets::load(&engine_cfg).unwrap());
     let url = format!("sqlite://{}", dir.path().join("admin.db").display());
     let store = Arc::new(Store::open(&url, StoreConfig::default()).await.unwrap());
     rating::demo::seed(&store, Utc::now()).await.unwrap();
@@ -119,7 +168,7 @@ async fn start() -> (tempfile::TempDir, Arc<Store>, b2bua::admin::Running, Api) 
             ACME.to_string(),
         ),
     ];
-    let running = b2bua::admin::start(&cfg, tokens, store.clone())
+    let running = b2bua::admin::start(&cfg, tokens, store.clone(), assets.clone())
         .await
         .unwrap();
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -130,7 +179,7 @@ async fn start() -> (tempfile::TempDir, Arc<Store>, b2bua::admin::Running, Api) 
         base: format!("http://{}", running.addr),
         agent,
     };
-    (dir, store, running, api)
+    (dir, store, running, api, assets)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -568,4 +617,394 @@ async fn the_openapi_description_lists_every_route_and_metrics_are_served() {
     }
     running.stop().await;
     store.close().await;
+}
+
+fn zip_of(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in files {
+        z.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        z.write_all(data).unwrap();
+    }
+    z.finish().unwrap().into_inner()
+}
+
+/// A 16 kHz mono WAV of `ms` milliseconds of a square-ish tone.
+fn wav(ms: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let samples: Vec<i16> = (0..ms * 16)
+        .map(|i| if i % 20 < 10 { 6000 } else { -6000 })
+        .collect();
+    let data_len = (samples.len() * 2) as u32;
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&16000u32.to_le_bytes());
+    out.extend_from_slice(&32000u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
+}
+
+fn au(ms: usize) -> Vec<u8> {
+    prompts::audio::write_au(&prompts::audio::Audio {
+        samples: vec![3000; ms * 8],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_itsp_uploads_its_prompt_set_and_calls_in_progress_keep_theirs() {
+    let (dir, store, running, api, assets) = start_with_assets().await;
+    let default_welcome = assets.live().prompts("acme").get("en", "welcome").unwrap();
+    // A call that started before the upload holds this snapshot.
+    let in_progress = assets.live().prompts("acme");
+
+    let good = zip_of(&[
+        ("acme/en/en_welcome.wav", wav(700)),
+        ("acme/en/en_enter_pin.au", au(400)),
+        ("acme/es/es_welcome.au", au(500)),
+        ("acme/en/en_summer_promo.au", au(300)),
+        (
+            "__MACOSX/acme/en/._en_welcome.wav",
+            b"resource fork".to_vec(),
+        ),
+    ]);
+    // Finance and other tenants may not touch acme's prompts.
+    let a = api
+        .put_bytes(
+            "/api/v1/prompt-sets/acme",
+            FINANCE,
+            "application/zip",
+            good.clone(),
+        )
+        .await;
+    assert!(a.error(403).contains("admin"));
+    let a = api
+        .put_bytes(
+            "/api/v1/prompt-sets/globex",
+            ACME,
+            "application/zip",
+            good.clone(),
+        )
+        .await;
+    assert!(a.error(403).contains("itsp:acme"));
+
+    let a = api
+        .put_bytes("/api/v1/prompt-sets/acme", ACME, "application/zip", good)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let r = &a.json()["report"];
+    assert_eq!(r["files"], 4);
+    assert_eq!(r["languages"], serde_json::json!(["en", "es"]));
+    assert_eq!(
+        r["converted"],
+        serde_json::json!(["acme/en/en_welcome.wav"])
+    );
+    assert_eq!(r["unknown"], serde_json::json!(["en_summer_promo"]));
+    assert_eq!(r["ignored"].as_array().unwrap().len(), 1);
+    let fallback: Vec<&str> = r["fallback"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(fallback.contains(&"en_enter_card_num"), "{fallback:?}");
+    assert!(fallback.contains(&"es_enter_pin"));
+    assert!(!fallback.contains(&"en_welcome") && !fallback.contains(&"en_enter_pin"));
+    assert_eq!(r["missing"], serde_json::json!([]));
+
+    // New calls hear acme's welcome (the 16 kHz WAV, converted: 700 ms = 5600 samples), the
+    // default set where acme has no file; the call already in progress keeps the old set.
+    let now = assets.live().prompts("acme");
+    assert_eq!(now.get("en", "welcome").unwrap().ulaw.len(), 5600);
+    assert_eq!(
+        now.get("en", "enter_card_num"),
+        assets.live().default.get("en", "enter_card_num")
+    );
+    assert!(
+        now.get("zh", "welcome").is_some(),
+        "zh comes wholly from the default"
+    );
+    assert_eq!(in_progress.get("en", "welcome").unwrap(), default_welcome);
+    assert_eq!(
+        assets
+            .live()
+            .prompts("default")
+            .get("en", "welcome")
+            .unwrap(),
+        default_welcome,
+        "other tenants are untouched"
+    );
+    // Stored converted, behind an atomically swapped `current` link, and read back at start.
+    let current = dir.path().join("tenant-prompts/acme/current");
+    assert!(current.join("en/en_welcome.au").is_file());
+    assert!(!current.join("en/en_welcome.wav").exists());
+    let a = api
+        .call("GET", "/api/v1/prompt-sets/acme", Some(ACME), None)
+        .await;
+    assert_eq!(a.json()["own_set"], true, "{}", a.body);
+    assert_eq!(a.json()["report"]["files"], 4);
+
+    // One bad file refuses the whole upload, names the file, and changes nothing.
+    let bad = zip_of(&[
+        ("en/en_welcome.au", au(100)),
+        ("en/en_final.au", b"this is not audio".to_vec()),
+        ("en/Final.mp3", vec![1, 2, 3]),
+    ]);
+    let a = api
+        .put_bytes("/api/v1/prompt-sets/acme", ACME, "application/zip", bad)
+        .await;
+    assert!(a.error(422).contains("nothing changed"));
+    let errors = a.json()["report"]["errors"].to_string();
+    assert!(
+        errors.contains("en/en_final.au: not a Sun .au file"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("en/Final.mp3: not a .au or .wav file"),
+        "{errors}"
+    );
+    assert_eq!(
+        assets
+            .live()
+            .prompts("acme")
+            .get("en", "welcome")
+            .unwrap()
+            .ulaw
+            .len(),
+        5600
+    );
+    for (body, why) in [
+        (b"just some text".to_vec(), "neither a zip nor a tar"),
+        (b"PK\x03\x04garbage".to_vec(), "damaged"),
+    ] {
+        let a = api
+            .put_bytes("/api/v1/prompt-sets/acme", ACME, "application/zip", body)
+            .await;
+        assert!(a.error(422).contains(why), "{}", a.body);
+    }
+    let a = api
+        .put_bytes("/api/v1/prompt-sets/..", ADMIN, "application/zip", vec![])
+        .await;
+    assert_eq!(a.status, 422, "{}", a.body);
+
+    // A restart reads acme's set back.
+    let mut cfg = Config::demo();
+    cfg.tenant_prompts = Some(dir.path().join("tenant-prompts"));
+    let reloaded = Assets::load(&cfg).unwrap();
+    assert_eq!(
+        reloaded
+            .live()
+            .prompts("acme")
+            .get("en", "welcome")
+            .unwrap()
+            .ulaw
+            .len(),
+        5600
+    );
+    let log = store.audit_log(Some("acme"), 10).await.unwrap();
+    assert_eq!(log.len(), 1, "one upload succeeded");
+    assert_eq!(log[0].action, "prompt-set");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_are_uploaded_and_reloaded_whole_by_admins_only() {
+    let (dir, store, running, api, assets) = start_with_assets().await;
+    let debitcard = std::fs::read_to_string(ivr::shipped_dir().join("debitcard.yaml")).unwrap();
+    let promo = debitcard.replacen("name: debitcard", "name: promo", 1);
+    let a = api
+        .put_bytes(
+            "/api/v1/flows/promo",
+            FINANCE,
+            "application/yaml",
+            promo.clone().into(),
+        )
+        .await;
+    assert!(a.error(403).contains("admin"));
+    let a = api
+        .put_bytes(
+            "/api/v1/flows/promo",
+            ACME,
+            "application/yaml",
+            promo.clone().into(),
+        )
+        .await;
+    assert_eq!(a.status, 403);
+
+    let a = api
+        .put_bytes(
+            "/api/v1/flows/promo",
+            ADMIN,
+            "application/yaml",
+            promo.clone().into(),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.json()["flows"].to_string().contains("\"promo\""));
+    assert!(assets.live().flows.contains_key("promo"));
+    let a = api.call("GET", "/api/v1/flows", Some(FINANCE), None).await;
+    assert!(a.body.contains("\"promo\""), "{}", a.body);
+
+    // Mistakes: each named, nothing written, nothing swapped.
+    let broken = promo.replacen("start:", "start_typo:", 1);
+    let a = api
+        .put_bytes(
+            "/api/v1/flows/promo",
+            ADMIN,
+            "application/yaml",
+            broken.into(),
+        )
+        .await;
+    assert!(a.error(422).contains("flows do not load"), "{}", a.body);
+    assert!(
+        a.json()["errors"].to_string().contains("promo.yaml"),
+        "{}",
+        a.body
+    );
+    let a = api
+        .put_bytes(
+            "/api/v1/flows/other",
+            ADMIN,
+            "application/yaml",
+            promo.clone().into(),
+        )
+        .await;
+    assert!(a.error(422).contains("not `other`"));
+    let a = api
+        .put_bytes(
+            "/api/v1/flows/a.b",
+            ADMIN,
+            "application/yaml",
+            promo.clone().into(),
+        )
+        .await;
+    assert_eq!(a.status, 400);
+    let a = api
+        .put_bytes(
+            "/api/v1/flows/promo",
+            ADMIN,
+            "application/yaml",
+            vec![0xff, 0xfe],
+        )
+        .await;
+    assert!(a.error(400).contains("UTF-8"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("flows/promo.yaml")).unwrap(),
+        promo
+    );
+
+    // A broken file on disk: the reload refuses everything, the live flows stay.
+    let before = assets.live();
+    std::fs::write(dir.path().join("flows/zzz.yaml"), "name: zzz\nstates: [").unwrap();
+    let a = api
+        .call("POST", "/api/v1/flows/reload", Some(ADMIN), None)
+        .await;
+    assert!(a.error(422).contains("nothing changed"));
+    assert!(a.json()["errors"].to_string().contains("zzz.yaml"));
+    assert!(Arc::ptr_eq(&before, &assets.live()));
+    std::fs::remove_file(dir.path().join("flows/zzz.yaml")).unwrap();
+    // An access number's flow removed from disk: refused too.
+    std::fs::rename(
+        dir.path().join("flows/debitcard.yaml"),
+        dir.path().join("flows/debitcard.off"),
+    )
+    .unwrap();
+    let a = api
+        .call("POST", "/api/v1/flows/reload", Some(ADMIN), None)
+        .await;
+    assert!(
+        a.json()["errors"]
+            .to_string()
+            .contains("access number 5551200"),
+        "{}",
+        a.body
+    );
+    std::fs::rename(
+        dir.path().join("flows/debitcard.off"),
+        dir.path().join("flows/debitcard.yaml"),
+    )
+    .unwrap();
+    let a = api
+        .call("POST", "/api/v1/flows/reload", Some(ADMIN), None)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(!Arc::ptr_eq(&before, &assets.live()));
+    let actions: Vec<String> = store
+        .audit_log(None, 20)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions,
+        vec!["flows-reload", "flow"],
+        "successes only, newest first"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cards_reservations_are_listed() {
+    let (_dir, store, running, api) = start().await;
+    let a = api
+        .call(
+            "GET",
+            "/api/v1/accounts/000070/reservations",
+            Some(FINANCE),
+            None,
+        )
+        .await;
+    assert_eq!(a.json(), serde_json::json!([]));
+    let req = rating::store::CallRequest {
+        auth: rating::store::AuthRequest {
+            account: "000070".into(),
+            pin: Some("1234".into()),
+            ani: Some("4085550100".into()),
+            access_number: "5551200".into(),
+            session_id: "sess-1".into(),
+        },
+        destination: "5555233".into(),
+        conf_id: "conf-held-1".into(),
+        whole_credit: false,
+    };
+    let answer = store.authorize_call(&req, Utc::now()).await;
+    assert!(answer.code.is_success(), "{answer:?}");
+    let held = answer.reservation.unwrap();
+    let a = api
+        .call(
+            "GET",
+            "/api/v1/accounts/000070/reservations",
+            Some(FINANCE),
+            None,
+        )
+        .await;
+    let rows = a.json();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{}", a.body);
+    assert_eq!(rows[0]["conf_id"], "conf-held-1");
+    assert_eq!(rows[0]["session_id"], "sess-1");
+    assert_eq!(rows[0]["destination"], "5555233");
+    assert_eq!(rows[0]["amount"], held.amount.to_string());
+    assert_eq!(rows[0]["node"], store.config().node_id);
+    assert_eq!(rows[0]["connect_at"], Value::Null);
+    let a = api
+        .call(
+            "GET",
+            "/api/v1/accounts/000070/reservations",
+            Some(ACME),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 404, "another tenant's card looks absent");
+    running.stop().await;
 }

@@ -26,6 +26,8 @@ struct File {
     prompts: Option<String>,
     #[serde(default)]
     flows: Option<String>,
+    #[serde(default)]
+    tenant_prompts: Option<String>,
     sip: SipFile,
     #[serde(default)]
     trusted_peers: Vec<Spanned<String>>,
@@ -491,6 +493,8 @@ pub struct Config {
     pub prompts: std::path::PathBuf,
     /// The flow directory (default: the shipped flows).
     pub flows: std::path::PathBuf,
+    /// Where ITSPs' uploaded prompt sets are kept (none: uploads are refused).
+    pub tenant_prompts: Option<std::path::PathBuf>,
     /// Listening sockets.
     pub listen: Vec<Listen>,
     /// Host and port put in our Via and Contact; by default the first listen address.
@@ -922,6 +926,7 @@ impl Config {
                 .flows
                 .map(Into::into)
                 .unwrap_or_else(|| ivr::shipped_dir().to_path_buf()),
+            tenant_prompts: raw.tenant_prompts.map(Into::into),
             listen,
             advertise: raw.sip.advertise.map(|a| a.value),
             timers: Timers {

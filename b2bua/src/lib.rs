@@ -1,8 +1,10 @@
 //! The calling-card B2BUA as a library: SIP signalling ([`sip`]), configuration ([`config`]),
-//! dial-peer routing ([`routing`]), and the daemon that runs calls ([`engine`], [`transport`]).
+//! dial-peer routing ([`routing`]), the prompt sets and flows calls use ([`assets`]), and the daemon
+//! that runs calls ([`engine`], [`transport`]).
 //! The `b2bua` binary and the fuzz targets are thin layers over it.
 
 pub mod admin;
+pub mod assets;
 pub mod config;
 pub mod engine;
 pub mod media;

@@ -55,6 +55,15 @@ pub fn names(lang: Lang) -> Vec<&'static str> {
     v
 }
 
+/// Every prompt name a language directory `code` needs; a language without a "say" grammar
+/// still needs the service prompts.
+pub fn for_code(code: &str) -> Vec<&'static str> {
+    match Lang::from_code(code) {
+        Some(l) => names(l),
+        None => SERVICE.to_vec(),
+    }
+}
+
 /// The texts the default prompt sets are spoken from (`prompts/sets/texts/<lang>.tsv`): name,
 /// tab, text. The generator script reads the same files.
 pub fn texts(lang: Lang) -> &'static str {

@@ -6,7 +6,6 @@
 use crate::audio::{self, Audio, AudioError};
 use crate::catalogue;
 use crate::g711;
-use crate::say::Lang;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -112,11 +111,7 @@ impl PromptSet {
                     Err(e) => report.errors.push(e.to_string()),
                 }
             }
-            let expected: Vec<&str> = match Lang::from_code(&lang) {
-                Some(l) => catalogue::names(l),
-                // A language without a "say" grammar still needs the service prompts.
-                None => catalogue::SERVICE.to_vec(),
-            };
+            let expected = catalogue::for_code(&lang);
             for name in &expected {
                 if !prompts.contains_key(*name) {
                     report.missing.push((lang.clone(), name.to_string()));
@@ -132,6 +127,34 @@ impl PromptSet {
             set.languages.insert(lang, prompts);
         }
         Ok((set, report))
+    }
+
+    /// Adds (or replaces) one prompt.
+    pub fn insert(&mut self, lang: &str, prompt: Prompt) {
+        self.languages
+            .entry(lang.to_string())
+            .or_default()
+            .insert(prompt.name.clone(), Arc::new(prompt));
+    }
+
+    /// Whether the set has a prompt, without the missing-prompt log line of [`PromptSet::get`].
+    pub fn has(&self, lang: &str, name: &str) -> bool {
+        self.languages
+            .get(lang)
+            .is_some_and(|l| l.contains_key(name))
+    }
+
+    /// This set with `default` standing in for every prompt (and language) it lacks: what a
+    /// tenant's callers hear, so one missing file never silences a call.
+    pub fn over(&self, default: &PromptSet) -> PromptSet {
+        let mut merged = default.clone();
+        for (lang, prompts) in &self.languages {
+            let l = merged.languages.entry(lang.clone()).or_default();
+            for (name, p) in prompts {
+                l.insert(name.clone(), p.clone());
+            }
+        }
+        merged
     }
 
     /// The languages in the set.
@@ -162,7 +185,7 @@ pub fn default_dir() -> &'static Path {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::say::{say_duration, say_money};
+    use crate::say::{say_duration, say_money, Lang};
 
     #[test]
     fn the_default_sets_are_complete() {

@@ -2,6 +2,7 @@
 //! [`Caller`], check the caller's role and tenant first, and write the audit log after.
 
 use super::{ApiError, Caller, Shared};
+use crate::assets::AssetError;
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -10,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::Utc;
+use prompts::upload::UploadReport;
 use rating::batch::{draw_cards, expires_after, last_day, write_batch_csv};
 use rating::deck::parse_rates_csv;
 use rating::store::{Account, AuditEntry, LedgerKind, NewAccount, Posting, RecordFilter};
@@ -29,9 +31,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/accounts/{account}/topups"),
     ("get", "/api/v1/accounts/{account}/ledger"),
     ("get", "/api/v1/calls"),
+    ("get", "/api/v1/accounts/{account}/reservations"),
     ("put", "/api/v1/rate-decks/{name}"),
+    ("get", "/api/v1/prompt-sets/{tenant}"),
+    ("put", "/api/v1/prompt-sets/{tenant}"),
+    ("get", "/api/v1/flows"),
+    ("put", "/api/v1/flows/{name}"),
+    ("post", "/api/v1/flows/reload"),
     ("get", "/api/v1/audit"),
 ];
+
+/// The largest prompt-set archive accepted (the unpacked limits are in `prompts::upload`).
+const MAX_ARCHIVE: usize = 256 << 20;
 
 pub(super) fn router(state: Shared) -> Router {
     Router::new()
@@ -45,7 +56,17 @@ pub(super) fn router(state: Shared) -> Router {
         .route("/api/v1/accounts/{account}/topups", post(topup))
         .route("/api/v1/accounts/{account}/ledger", get(ledger))
         .route("/api/v1/calls", get(calls))
+        .route("/api/v1/accounts/{account}/reservations", get(reservations))
         .route("/api/v1/rate-decks/{name}", put(rate_deck))
+        .route(
+            "/api/v1/prompt-sets/{tenant}",
+            get(prompt_set)
+                .put(upload_prompt_set)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_ARCHIVE)),
+        )
+        .route("/api/v1/flows", get(flows))
+        .route("/api/v1/flows/{name}", put(put_flow))
+        .route("/api/v1/flows/reload", post(reload_flows))
         .route("/api/v1/audit", get(audit))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .with_state(state)
@@ -95,7 +116,7 @@ async fn record(
 }
 
 /// The card, if the caller may see it (an ITSP's view of another tenant's card is a 404).
-async fn visible(s: &Shared, who: &Caller, account: &str) -> Result<Account, ApiError> {
+pub(super) async fn visible(s: &Shared, who: &Caller, account: &str) -> Result<Account, ApiError> {
     let a = s.store.account(account).await?;
     match who.tenant() {
         Some(t) if t != a.tenant => Err(ApiError::new(
@@ -228,19 +249,19 @@ async fn create(
 /// A batch of cards to create; the answer is their CSV, the only copy of the PINs.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Batch {
-    count: usize,
-    balance: String,
+pub(super) struct Batch {
+    pub(super) count: usize,
+    pub(super) balance: String,
     #[serde(default = "twelve")]
-    digits: usize,
+    pub(super) digits: usize,
     #[serde(default = "four")]
-    pin_digits: usize,
+    pub(super) pin_digits: usize,
     #[serde(default = "usd")]
-    currency: String,
+    pub(super) currency: String,
     #[serde(default = "en")]
-    language: String,
-    expires: Option<String>,
-    tenant: Option<String>,
+    pub(super) language: String,
+    pub(super) expires: Option<String>,
+    pub(super) tenant: Option<String>,
 }
 
 fn twelve() -> usize {
@@ -258,7 +279,29 @@ async fn batch(
     who: Caller,
     b: Result<Json<Batch>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let b = body(b)?;
+    let (csv, _) = create_batch(&s, &who, body(b)?).await?;
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"cards.csv\"",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        csv,
+    )
+        .into_response())
+}
+
+/// Draws and creates a batch of cards: their CSV (the only copy of the PINs) and the first
+/// card number. Shared by the API and the console.
+pub(super) async fn create_batch(
+    s: &Shared,
+    who: &Caller,
+    b: Batch,
+) -> Result<(Vec<u8>, String), ApiError> {
     if !(1..=MAX_BATCH).contains(&b.count) {
         return Err(ApiError::bad(format!("count must be 1 to {MAX_BATCH}")));
     }
@@ -271,7 +314,7 @@ async fn batch(
     t.currency = b.currency;
     t.language = b.language;
     t.expires_at = b.expires.as_deref().map(expiry).transpose()?;
-    t.tenant = tenant_for(&who, b.tenant)?;
+    t.tenant = tenant_for(who, b.tenant)?;
     let mut last = None;
     for _ in 0..3 {
         let cards = draw_cards(b.count, b.digits, b.pin_digits, &t);
@@ -280,25 +323,13 @@ async fn batch(
                 let mut csv = Vec::new();
                 write_batch_csv(&mut csv, &cards)
                     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-                let first = &cards[0].account;
+                let first = cards[0].account.clone();
                 let detail = format!(
                     "count={} balance={} {} tenant={} first={first}",
                     b.count, t.balance, t.currency, t.tenant
                 );
-                record(&s, &who, "batch", first, detail).await?;
-                return Ok((
-                    StatusCode::CREATED,
-                    [
-                        (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                        (
-                            header::CONTENT_DISPOSITION,
-                            "attachment; filename=\"cards.csv\"",
-                        ),
-                        (header::CACHE_CONTROL, "no-store"),
-                    ],
-                    csv,
-                )
-                    .into_response());
+                record(s, who, "batch", &first, detail).await?;
+                return Ok((csv, first));
             }
             // A number already taken: draw again.
             Err(rating::StoreError::Conflict(m)) => last = Some(m),
@@ -322,17 +353,18 @@ async fn show(
     Ok(Json(account_json(&visible(&s, &who, &account).await?)))
 }
 
-async fn set_blocked(
-    s: Shared,
-    who: Caller,
-    account: String,
+/// Blocks or unblocks a card the caller may see. Shared by the API and the console.
+pub(super) async fn set_blocked(
+    s: &Shared,
+    who: &Caller,
+    account: &str,
     blocked: bool,
-) -> Result<Json<Value>, ApiError> {
-    visible(&s, &who, &account).await?;
-    let a = s.store.set_blocked(&account, blocked).await?;
+) -> Result<Account, ApiError> {
+    visible(s, who, account).await?;
+    let a = s.store.set_blocked(account, blocked).await?;
     let action = if blocked { "block" } else { "unblock" };
-    record(&s, &who, action, &account, String::new()).await?;
-    Ok(Json(account_json(&a)))
+    record(s, who, action, account, String::new()).await?;
+    Ok(a)
 }
 
 async fn block(
@@ -340,7 +372,9 @@ async fn block(
     who: Caller,
     Path(account): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    set_blocked(s, who, account, true).await
+    Ok(Json(account_json(
+        &set_blocked(&s, &who, &account, true).await?,
+    )))
 }
 
 async fn unblock(
@@ -348,17 +382,19 @@ async fn unblock(
     who: Caller,
     Path(account): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    set_blocked(s, who, account, false).await
+    Ok(Json(account_json(
+        &set_blocked(&s, &who, &account, false).await?,
+    )))
 }
 
 /// A top-up: `reference` is the receipt or transfer id; repeating it never moves money twice.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TopUp {
-    amount: String,
-    reference: String,
+pub(super) struct TopUp {
+    pub(super) amount: String,
+    pub(super) reference: String,
     #[serde(default)]
-    note: String,
+    pub(super) note: String,
 }
 
 async fn topup(
@@ -367,14 +403,51 @@ async fn topup(
     Path(account): Path<String>,
     b: Result<Json<TopUp>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let t = body(b)?;
+    let t = top_up(&s, &who, &account, body(b)?).await?;
+    let status = if t.applied {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({
+            "applied": t.applied,
+            "already_applied": !t.applied,
+            "amount": t.entry.amount.to_string(),
+            "reference": t.entry.reference,
+            "posted_at": t.entry.created_at.to_rfc3339(),
+            "balance": t.balance.to_string(),
+            "currency": t.currency,
+        })),
+    )
+        .into_response())
+}
+
+/// What a top-up did: `applied` is false when the reference had already been applied, in
+/// which case `entry` is the earlier posting and no money moved.
+pub(super) struct ToppedUp {
+    pub(super) applied: bool,
+    pub(super) entry: rating::store::LedgerEntry,
+    pub(super) balance: Money,
+    pub(super) currency: String,
+}
+
+/// Tops up a card the caller may see, idempotently by reference, exactly as the command line
+/// does. Shared by the API and the console.
+pub(super) async fn top_up(
+    s: &Shared,
+    who: &Caller,
+    account: &str,
+    t: TopUp,
+) -> Result<ToppedUp, ApiError> {
     let amount =
         Money::parse_positive(&t.amount).map_err(|e| ApiError::bad(format!("amount: {e}")))?;
-    let a = visible(&s, &who, &account).await?;
+    let a = visible(s, who, account).await?;
     let posting = s
         .store
         .post(
-            &account,
+            account,
             LedgerKind::TopUp,
             amount,
             &t.reference,
@@ -382,28 +455,21 @@ async fn topup(
             Utc::now(),
         )
         .await?;
-    let (status, applied, e) = match posting {
-        Posting::Applied(e) => (StatusCode::CREATED, true, e),
-        Posting::AlreadyApplied(e) => (StatusCode::OK, false, e),
+    let (applied, entry) = match posting {
+        Posting::Applied(e) => (true, e),
+        Posting::AlreadyApplied(e) => (false, e),
     };
     if applied {
         let detail = format!("amount={} {} reference={}", amount, a.currency, t.reference);
-        record(&s, &who, "topup", &account, detail).await?;
+        record(s, who, "topup", account, detail).await?;
     }
-    let balance = s.store.account(&account).await?.balance;
-    Ok((
-        status,
-        Json(json!({
-            "applied": applied,
-            "already_applied": !applied,
-            "amount": e.amount.to_string(),
-            "reference": e.reference,
-            "posted_at": e.created_at.to_rfc3339(),
-            "balance": balance.to_string(),
-            "currency": a.currency,
-        })),
-    )
-        .into_response())
+    let balance = s.store.account(account).await?.balance;
+    Ok(ToppedUp {
+        applied,
+        entry,
+        balance,
+        currency: a.currency,
+    })
 }
 
 #[derive(Deserialize)]
@@ -599,6 +665,180 @@ async fn rate_deck(
         "rows": summary.rows,
         "version": summary.version,
     })))
+}
+
+async fn reservations(
+    State(s): State<Shared>,
+    who: Caller,
+    Path(account): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    visible(&s, &who, &account).await?;
+    let rows = s.store.reservations(&account).await?;
+    Ok(Json(Value::Array(
+        rows.iter()
+            .map(|r| {
+                json!({
+                    "conf_id": r.conf_id,
+                    "session_id": r.session_id,
+                    "node": r.node,
+                    "amount": r.amount.to_string(),
+                    "granted_seconds": r.granted_seconds,
+                    "destination": r.destination,
+                    "ani": r.ani,
+                    "access_number": r.access_number,
+                    "rate": r.rate,
+                    "setup_at": r.setup_at.to_rfc3339(),
+                    "connect_at": r.connect_at.map(|t| t.to_rfc3339()),
+                    "expires_at": r.expires_at.to_rfc3339(),
+                })
+            })
+            .collect(),
+    )))
+}
+
+/// Prompt sets are an ITSP's own (or an admin's to manage); finance has no business there.
+fn may_manage_prompts(who: &Caller, tenant: &str) -> Result<(), ApiError> {
+    match who.tenant() {
+        Some(own) if own == tenant => Ok(()),
+        Some(own) => Err(ApiError::forbidden(format!(
+            "an itsp:{own} token manages tenant {own}'s prompt set only"
+        ))),
+        None => who.require_admin(),
+    }
+}
+
+fn asset_error(e: AssetError) -> ApiError {
+    match e {
+        AssetError::Refused(report) => ApiError::with(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the prompt set was refused; nothing changed",
+            json!({ "report": upload_report_json(&report) }),
+        ),
+        AssetError::Flows(errors) => ApiError::with(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the flows do not load; nothing changed",
+            json!({ "errors": errors }),
+        ),
+        AssetError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m),
+        AssetError::Archive(a) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, a.to_string()),
+        AssetError::NoStore => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        AssetError::Io(m) => {
+            tracing::error!(error = %m, "admin API: storing an upload failed");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)
+        }
+    }
+}
+
+fn upload_report_json(r: &UploadReport) -> Value {
+    let pairs = |v: &[(String, String)]| {
+        v.iter()
+            .map(|(l, n)| format!("{l}_{n}"))
+            .collect::<Vec<_>>()
+    };
+    json!({
+        "files": r.files,
+        "languages": r.languages,
+        "converted": r.converted,
+        "errors": r.errors,
+        "ignored": r.ignored,
+        "unknown": r.unknown,
+        "fallback": pairs(&r.fallback),
+        "missing": pairs(&r.missing),
+    })
+}
+
+/// The tenant's own set as last uploaded (its report), or that it plays the default set.
+async fn prompt_set(
+    State(s): State<Shared>,
+    who: Caller,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    may_manage_prompts(&who, &tenant)?;
+    let report = s.assets.prompt_report(&tenant).map_err(asset_error)?;
+    let report: Option<Value> = report.and_then(|r| serde_json::from_str(&r).ok());
+    Ok(Json(json!({
+        "tenant": tenant,
+        "own_set": report.is_some(),
+        "report": report,
+    })))
+}
+
+/// Replaces a tenant's prompt set with a zip or tar of `.au`/`.wav` files.
+async fn upload_prompt_set(
+    State(s): State<Shared>,
+    who: Caller,
+    Path(tenant): Path<String>,
+    archive: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    may_manage_prompts(&who, &tenant)?;
+    let report = s
+        .assets
+        .upload_prompts(&tenant, archive.to_vec(), |r| {
+            upload_report_json(r).to_string()
+        })
+        .await
+        .map_err(asset_error)?;
+    let detail = format!(
+        "files={} languages={} fallback={}",
+        report.files,
+        report.languages.join(","),
+        report.fallback.len()
+    );
+    record(&s, &who, "prompt-set", &tenant, detail).await?;
+    Ok(Json(json!({
+        "tenant": tenant,
+        "report": upload_report_json(&report),
+    })))
+}
+
+async fn flows(State(s): State<Shared>, who: Caller) -> Result<Json<Value>, ApiError> {
+    who.require_staff()?;
+    let live = s.assets.live();
+    let mut names: Vec<&String> = live.flows.keys().collect();
+    names.sort();
+    Ok(Json(Value::Array(
+        names
+            .into_iter()
+            .map(|n| json!({"name": n, "description": live.flows[n].description}))
+            .collect(),
+    )))
+}
+
+/// Adds or replaces one flow (YAML body), then reloads them all; admin only.
+async fn put_flow(
+    State(s): State<Shared>,
+    who: Caller,
+    Path(name): Path<String>,
+    yaml: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    who.require_admin()?;
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(ApiError::bad("a flow name is letters, digits, '_' and '-'"));
+    }
+    let yaml =
+        std::str::from_utf8(&yaml).map_err(|_| ApiError::bad("the flow is not UTF-8 text"))?;
+    let names = s.assets.put_flow(&name, yaml).await.map_err(asset_error)?;
+    record(&s, &who, "flow", &name, format!("bytes={}", yaml.len())).await?;
+    Ok(Json(json!({ "flows": names })))
+}
+
+/// Reads the flow directory again: all of it goes live, or (on any error) none of it.
+async fn reload_flows(State(s): State<Shared>, who: Caller) -> Result<Json<Value>, ApiError> {
+    who.require_admin()?;
+    let names = s.assets.reload_flows().await.map_err(asset_error)?;
+    record(
+        &s,
+        &who,
+        "flows-reload",
+        "flows",
+        format!("flows={}", names.len()),
+    )
+    .await?;
+    Ok(Json(json!({ "flows": names })))
 }
 
 #[derive(Deserialize)]

@@ -1,15 +1,19 @@
-//! The admin HTTP API (`/api/v1/…`) and `/metrics`, on their own listen address. Finance staff
+//! The admin HTTP API (`/api/v1/…`), the finance web console (`/console`) and `/metrics`, on
+//! their own listen address. Finance staff
 //! create cards and top them up, retail ITSPs manage their own tenant's cards, operators load
 //! rate decks; each through a bearer token whose role says what it may do, and every change
 //! lands in the audit log. The store does the work, exactly as the command line does.
 //!
 //! Roles: `admin` may do everything; `finance` everything about cards, money and records but
-//! not rate decks or flows; `itsp:<tenant>` only its own tenant's cards (others look absent).
+//! not rate decks, flows or prompt sets; `itsp:<tenant>` only its own tenant's cards (others
+//! look absent) and its own prompt set.
 
 mod api;
+mod console;
 
 pub use api::ROUTES;
 
+use crate::assets::Assets;
 use crate::config::{AdminConfig, Role};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -36,18 +40,25 @@ pub struct Caller {
 /// What every handler shares.
 pub struct State {
     store: Arc<Store>,
+    assets: Arc<Assets>,
     tokens: Vec<(String, Role, Vec<u8>)>,
+    /// Batch CSVs the console made, each waiting for its one download.
+    downloads: console::Downloads,
 }
 
 type Shared = Arc<State>;
 
-/// An answer that is not a success: a status and a reason, as `{"error": "…"}`.
+/// An answer that is not a success: a status and a reason, as `{"error": "…"}`, with any
+/// particulars (an upload's report, a flow's errors) beside the reason.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(StatusCode, String, Option<serde_json::Value>);
 
 impl ApiError {
     fn new(status: StatusCode, why: impl Into<String>) -> ApiError {
-        ApiError(status, why.into())
+        ApiError(status, why.into(), None)
+    }
+    fn with(status: StatusCode, why: impl Into<String>, more: serde_json::Value) -> ApiError {
+        ApiError(status, why.into(), Some(more))
     }
     fn bad(why: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, why)
@@ -59,7 +70,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response();
+        let mut body = serde_json::json!({ "error": self.1 });
+        if let (Some(serde_json::Value::Object(more)), Some(b)) = (self.2, body.as_object_mut()) {
+            b.extend(more);
+        }
+        let mut r = (self.0, Json(body)).into_response();
         if self.0 == StatusCode::UNAUTHORIZED {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -100,9 +115,18 @@ impl FromRequestParts<Shared> for Caller {
             .ok_or_else(|| unauthorized("the Authorization header is not `Bearer <token>`"))?
             .trim()
             .as_bytes();
-        // Every token is compared, so the time taken says nothing about which one nearly matched.
+        state
+            .caller(token)
+            .ok_or_else(|| unauthorized("unknown token"))
+    }
+}
+
+impl State {
+    /// Whose token this is. Every token is compared, so the time taken says nothing about
+    /// which one nearly matched.
+    fn caller(&self, token: &[u8]) -> Option<Caller> {
         let mut found = None;
-        for (name, role, t) in &state.tokens {
+        for (name, role, t) in &self.tokens {
             if bool::from(t.as_slice().ct_eq(token)) {
                 found = Some(Caller {
                     name: name.clone(),
@@ -110,7 +134,7 @@ impl FromRequestParts<Shared> for Caller {
                 });
             }
         }
-        found.ok_or_else(|| unauthorized("unknown token"))
+        found
     }
 }
 
@@ -157,23 +181,27 @@ impl Running {
     }
 }
 
-/// Binds `cfg.listen` and serves the API with `tokens` (name, role, secret).
+/// Binds `cfg.listen` and serves the API with `tokens` (name, role, secret), changing the
+/// engine's prompt sets and flows through `assets`.
 pub async fn start(
     cfg: &AdminConfig,
     tokens: Vec<(String, Role, String)>,
     store: Arc<Store>,
+    assets: Arc<Assets>,
 ) -> std::io::Result<Running> {
     let state = Arc::new(State {
         store,
+        assets,
         tokens: tokens
             .into_iter()
             .map(|(n, r, t)| (n, r, t.into_bytes()))
             .collect(),
+        downloads: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let app = api::router(state);
+    let app = console::router(state.clone()).merge(api::router(state));
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async {

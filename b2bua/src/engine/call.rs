@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use rating::codes::ReturnCode;
 use rating::radius::acct::Leg;
 use rating::store::{AuthRequest, CallAnswer, CallEnd, CallRequest, Extension, Reservation};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where a call stands.
@@ -90,6 +91,8 @@ pub(crate) struct Call {
     pub(super) ivr: Option<ivr::Session>,
     /// The prompts' language.
     pub(super) lang: String,
+    /// The access number's tenant's prompt set, as it was when the call came in.
+    pub(super) prompts: Arc<prompts::set::PromptSet>,
     /// The access number dialled.
     pub(super) access_number: String,
     /// When the credit warning is due.
@@ -277,8 +280,10 @@ impl Engine {
         if access.trusted_only && !cfg.trusted(from.addr.ip()) {
             return self.reply(&key, 403, Some("source is not a trusted peer"), now);
         }
+        // The prompts and flow current now are this call's until it ends, whatever is uploaded.
+        let live = self.assets.live();
         let flow = match (&access.flow, access.pinless) {
-            (Some(name), false) => match self.flows.get(name) {
+            (Some(name), false) => match live.flows.get(name) {
                 Some(f) => Some(f.clone()),
                 None => {
                     return self.reply(
@@ -381,6 +386,7 @@ impl Engine {
             a_offer: Some(offer),
             a_answer: None,
             ivr: None,
+            prompts: live.prompts(&access.tenant),
             lang: access
                 .languages
                 .first()

@@ -95,7 +95,7 @@ impl Engine {
             match action {
                 ivr::Action::Play { prompts, .. } => {
                     let names: Vec<&str> = prompts.iter().map(String::as_str).collect();
-                    let seq = self.prompts.sequence(&call.lang, &names);
+                    let seq = call.prompts.sequence(&call.lang, &names);
                     match (&call.media, seq.is_empty()) {
                         (Some(m), false) => m.play(media::A, seq),
                         // Nothing to play (all missing): the prompt is over at once.

@@ -10,6 +10,7 @@ mod accounting;
 mod call;
 mod ivr_call;
 
+use crate::assets::Assets;
 use crate::config::Config;
 use crate::media::engine::{Media, MediaEvent};
 use crate::routing::Proto;
@@ -150,8 +151,8 @@ pub struct Engine {
     store: Arc<Store>,
     transports: Transports,
     media: Media,
-    prompts: Arc<prompts::set::PromptSet>,
-    flows: HashMap<String, Arc<ivr::Flow>>,
+    /// Prompt sets and flows; each call takes its own from the snapshot current at its start.
+    assets: Arc<Assets>,
     events: mpsc::Sender<Event>,
     local: Local,
     server: HashMap<String, ServerTx>,
@@ -170,6 +171,8 @@ pub struct Engine {
 
 /// A running engine: its bound addresses and the handle that stops it.
 pub struct Running {
+    /// The prompt sets and flows calls use, for the admin API to swap.
+    pub assets: Arc<Assets>,
     /// Every bound socket.
     pub bound: Vec<(Proto, SocketAddr)>,
     stop: Option<oneshot::Sender<()>>,
@@ -199,35 +202,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
     let (in_tx, in_rx) = mpsc::channel::<Inbound>(16_384);
     let (ev_tx, ev_rx) = mpsc::channel::<Event>(16_384);
     // Prompts and flows first: a flow that does not load stops the start, with every error.
-    let (prompt_set, report) = prompts::set::PromptSet::load(&cfg.prompts)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    for e in &report.errors {
-        tracing::warn!("prompt set: {e}");
-    }
-    let names = ivr::catalogue_prompts();
-    let flows = ivr::load_dir(&cfg.flows, &names).map_err(|errs| {
-        std::io::Error::other(
-            errs.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
-    })?;
-    let flows: HashMap<String, Arc<ivr::Flow>> = flows
-        .into_iter()
-        .map(|f| (f.name.clone(), Arc::new(f)))
-        .collect();
-    for a in &cfg.access_numbers {
-        if let Some(f) = &a.flow {
-            if !a.pinless && !flows.contains_key(f) {
-                return Err(std::io::Error::other(format!(
-                    "access number {} names flow `{f}`, which is not in {}",
-                    a.number,
-                    cfg.flows.display()
-                )));
-            }
-        }
-    }
+    let assets = Arc::new(Assets::load(&cfg).map_err(|e| std::io::Error::other(e.to_string()))?);
     let (transports, addrs) = Transports::bind(&cfg.listen, in_tx).await?;
     let (media, media_rx) = Media::start(cfg.media.clone());
     let bound: Vec<(Proto, SocketAddr)> = cfg.listen.iter().map(|l| l.proto).zip(addrs).collect();
@@ -249,8 +224,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         store,
         transports,
         media,
-        prompts: Arc::new(prompt_set),
-        flows,
+        assets: assets.clone(),
         events: ev_tx,
         local,
         server: HashMap::new(),
@@ -267,6 +241,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = tokio::spawn(engine.run(in_rx, ev_rx, media_rx, stop_rx));
     Ok(Running {
+        assets,
         bound,
         stop: Some(stop_tx),
         task,

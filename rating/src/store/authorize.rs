@@ -73,6 +73,27 @@ pub struct Reservation {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A reservation as staff see it: whose call, to where, how much is held and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReservation {
+    pub conf_id: String,
+    pub session_id: String,
+    /// The node running the call.
+    pub node: String,
+    pub amount: Money,
+    pub granted_seconds: u64,
+    pub destination: String,
+    pub ani: String,
+    pub access_number: String,
+    /// The rate row's description.
+    pub rate: String,
+    pub setup_at: DateTime<Utc>,
+    /// When the called party answered; `None` while it rings.
+    pub connect_at: Option<DateTime<Utc>>,
+    /// When the sweeper may settle it if its node stops renewing.
+    pub expires_at: DateTime<Utc>,
+}
+
 /// The phase-2 answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallAnswer {
@@ -543,6 +564,39 @@ impl Store {
             granted_seconds: h.granted_seconds as u64,
             expires_at: at_ms(h.expires_at),
         }))
+    }
+
+    /// A card's open reservations, oldest first: what finance sees as "held" on the card, and
+    /// which node holds each (a dead node's are the sweeper's to settle).
+    pub async fn reservations(&self, account: &str) -> Result<Vec<OpenReservation>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.session_id, r.owner, r.amount, r.granted_seconds, r.destination, \
+             r.ani, r.access_number, r.rate_description, r.setup_at, r.connect_at, r.expires_at \
+             FROM reservations r JOIN accounts a ON a.id = r.account_id \
+             WHERE a.account = $1 ORDER BY r.setup_at, r.id",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OpenReservation {
+                    conf_id: r.try_get("id")?,
+                    session_id: r.try_get("session_id")?,
+                    node: r.try_get("owner")?,
+                    amount: Money::from_micros(r.try_get("amount")?),
+                    granted_seconds: r.try_get::<i64, _>("granted_seconds")? as u64,
+                    destination: r.try_get("destination")?,
+                    ani: r.try_get("ani")?,
+                    access_number: r.try_get("access_number")?,
+                    rate: r.try_get("rate_description")?,
+                    setup_at: at_ms(r.try_get("setup_at")?),
+                    connect_at: r.try_get::<Option<i64>, _>("connect_at")?.map(at_ms),
+                    expires_at: at_ms(r.try_get("expires_at")?),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
     }
 
     /// Checks the credentials and the card's state (everything but money), counting failures

@@ -11,8 +11,8 @@ mod outbox;
 
 pub use audit::AuditEntry;
 pub use authorize::{
-    AccountAnswer, AuthRequest, CallAnswer, CallEnd, CallRequest, Extension, Quote, RateInfo,
-    Reservation, Settlement, SweepReport,
+    AccountAnswer, AuthRequest, CallAnswer, CallEnd, CallRequest, Extension, OpenReservation,
+    Quote, RateInfo, Reservation, Settlement, SweepReport,
 };
 pub use decks::ImportSummary;
 pub use outbox::Queued;

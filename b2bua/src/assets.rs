@@ -1,0 +1,308 @@
+//! What calls play and run — prompt sets (the default one and each ITSP's) and IVR flows —
+//! held as one immutable snapshot that is swapped whole. A call takes the snapshot's pieces it
+//! needs when it starts and keeps them, so an upload or a reload never changes a call in
+//! progress, and a failed one changes nothing at all.
+//!
+//! On disk a tenant's set lives in `<tenant_prompts>/<tenant>/v<ms>/<lang>/<lang>_<name>.au`
+//! beside a `current` symlink; a new version is written beside the old and `current` is
+//! renamed over, so a crash leaves either the old set or the new one.
+
+use crate::config::{AccessNumber, Config};
+use prompts::set::PromptSet;
+use prompts::upload::{self, UploadReport};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// One consistent view of prompts and flows.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// The default prompt set.
+    pub default: Arc<PromptSet>,
+    /// Each tenant's set with the default standing in for what it lacks.
+    pub tenants: HashMap<String, Arc<PromptSet>>,
+    /// Flows by name.
+    pub flows: HashMap<String, Arc<ivr::Flow>>,
+}
+
+impl Live {
+    /// The prompts a tenant's callers hear.
+    pub fn prompts(&self, tenant: &str) -> Arc<PromptSet> {
+        self.tenants.get(tenant).unwrap_or(&self.default).clone()
+    }
+}
+
+/// Why an upload or reload was refused; nothing live changed.
+#[derive(Debug, thiserror::Error)]
+pub enum AssetError {
+    /// The request itself is wrong (a tenant or flow name we cannot use).
+    #[error("{0}")]
+    Invalid(String),
+    /// The upload's files are wrong; the report says which.
+    #[error("the prompt set was refused: {}", .0.errors.join("; "))]
+    Refused(Box<UploadReport>),
+    /// The archive could not be unpacked.
+    #[error(transparent)]
+    Archive(#[from] upload::ArchiveError),
+    /// Flows that do not load, each with its mistakes.
+    #[error("{}", .0.join("\n"))]
+    Flows(Vec<String>),
+    /// Nowhere to keep uploads.
+    #[error("no tenant_prompts directory is configured, so prompt sets cannot be uploaded")]
+    NoStore,
+    /// The disk failed us.
+    #[error("{0}")]
+    Io(String),
+}
+
+fn io(what: &str) -> impl Fn(std::io::Error) -> AssetError + '_ {
+    move |e| AssetError::Io(format!("{what}: {e}"))
+}
+
+/// The live snapshot, and where uploads go.
+pub struct Assets {
+    default_dir: PathBuf,
+    tenant_dir: Option<PathBuf>,
+    flows_dir: PathBuf,
+    access: Vec<AccessNumber>,
+    live: RwLock<Arc<Live>>,
+    /// One change at a time, so two uploads cannot interleave their swaps.
+    change: tokio::sync::Mutex<()>,
+}
+
+/// A tenant name we can use as a directory: letters, digits, `.`, `_`, `-`, not leading `.`.
+fn tenant_ok(t: &str) -> Result<(), AssetError> {
+    let ok = !t.is_empty()
+        && t.len() <= 64
+        && !t.starts_with('.')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    ok.then_some(()).ok_or_else(|| {
+        AssetError::Invalid(format!(
+            "`{t}` cannot name a prompt set: use letters, digits, '.', '_' or '-'"
+        ))
+    })
+}
+
+impl Assets {
+    /// Loads the default set, every tenant's current set and the flows. Flows that do not
+    /// load, or an access number naming a missing flow, stop the start with every error.
+    pub fn load(cfg: &Config) -> Result<Assets, AssetError> {
+        let (default, report) =
+            PromptSet::load(&cfg.prompts).map_err(|e| AssetError::Io(e.to_string()))?;
+        for e in &report.errors {
+            tracing::warn!("prompt set: {e}");
+        }
+        let default = Arc::new(default);
+        let mut tenants = HashMap::new();
+        if let Some(dir) = &cfg.tenant_prompts {
+            if let Ok(rd) = std::fs::read_dir(dir) {
+                for e in rd.filter_map(Result::ok) {
+                    let tenant = e.file_name().to_string_lossy().into_owned();
+                    let current = e.path().join("current");
+                    if tenant_ok(&tenant).is_err() || !current.exists() {
+                        continue;
+                    }
+                    let (set, report) =
+                        PromptSet::load(&current).map_err(|e| AssetError::Io(e.to_string()))?;
+                    for e in &report.errors {
+                        tracing::warn!(tenant, "prompt set: {e}");
+                    }
+                    tenants.insert(tenant, Arc::new(set.over(&default)));
+                }
+            }
+        }
+        let flows = Self::read_flows(&cfg.flows, &cfg.access_numbers)?;
+        Ok(Assets {
+            default_dir: cfg.prompts.clone(),
+            tenant_dir: cfg.tenant_prompts.clone(),
+            flows_dir: cfg.flows.clone(),
+            access: cfg.access_numbers.clone(),
+            live: RwLock::new(Arc::new(Live {
+                default,
+                tenants,
+                flows,
+            })),
+            change: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The current snapshot.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn swap(&self, f: impl FnOnce(&Live) -> Live) {
+        let mut guard = self.live.write().unwrap_or_else(|e| e.into_inner());
+        let next = f(&guard);
+        *guard = Arc::new(next);
+    }
+
+    /// Where the default set is read from.
+    pub fn default_dir(&self) -> &Path {
+        &self.default_dir
+    }
+
+    fn read_flows(
+        dir: &Path,
+        access: &[AccessNumber],
+    ) -> Result<HashMap<String, Arc<ivr::Flow>>, AssetError> {
+        let flows = ivr::load_dir(dir, &ivr::catalogue_prompts())
+            .map_err(|errs| AssetError::Flows(errs.iter().map(|e| e.to_string()).collect()))?;
+        let mut by_name = HashMap::new();
+        let mut errors = Vec::new();
+        for f in flows {
+            if by_name.contains_key(&f.name) {
+                errors.push(format!(
+                    "two flows are named `{}` in {}",
+                    f.name,
+                    dir.display()
+                ));
+            }
+            by_name.insert(f.name.clone(), Arc::new(f));
+        }
+        for a in access {
+            if let Some(f) = &a.flow {
+                if !a.pinless && !by_name.contains_key(f) {
+                    errors.push(format!(
+                        "access number {} names flow `{f}`, which is not in {}",
+                        a.number,
+                        dir.display()
+                    ));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(by_name)
+        } else {
+            Err(AssetError::Flows(errors))
+        }
+    }
+
+    /// Reads the flow directory again and swaps in all of it, or (on any error) none of it.
+    pub async fn reload_flows(&self) -> Result<Vec<String>, AssetError> {
+        let _one = self.change.lock().await;
+        self.reload_flows_locked().await
+    }
+
+    async fn reload_flows_locked(&self) -> Result<Vec<String>, AssetError> {
+        let dir = self.flows_dir.clone();
+        let access = self.access.clone();
+        let flows = tokio::task::spawn_blocking(move || Self::read_flows(&dir, &access))
+            .await
+            .map_err(|e| AssetError::Io(e.to_string()))??;
+        let mut names: Vec<String> = flows.keys().cloned().collect();
+        names.sort();
+        self.swap(|l| Live {
+            default: l.default.clone(),
+            tenants: l.tenants.clone(),
+            flows,
+        });
+        tracing::info!(flows = names.len(), "flows reloaded");
+        Ok(names)
+    }
+
+    /// Checks one flow's YAML, writes it as `<name>.yaml` and reloads every flow. A flow that
+    /// does not check, or whose `name:` is not `name`, changes nothing on disk or live.
+    pub async fn put_flow(&self, name: &str, yaml: &str) -> Result<Vec<String>, AssetError> {
+        let file = format!("{name}.yaml");
+        let flow = ivr::Flow::parse(yaml, &file, &ivr::catalogue_prompts())
+            .map_err(|e| AssetError::Flows(vec![e.to_string()]))?;
+        if flow.name != name {
+            return Err(AssetError::Invalid(format!(
+                "the flow's name is `{}`, not `{name}` as in the path",
+                flow.name
+            )));
+        }
+        let _one = self.change.lock().await;
+        let path = self.flows_dir.join(&file);
+        let old = std::fs::read(&path).ok();
+        let tmp = self.flows_dir.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, yaml).map_err(io("writing the flow"))?;
+        std::fs::rename(&tmp, &path).map_err(io("writing the flow"))?;
+        match self.reload_flows_locked().await {
+            Ok(names) => Ok(names),
+            Err(e) => {
+                // The directory as a whole would not load (another file is broken): put the
+                // old file back so disk and live agree.
+                match old {
+                    Some(old) => std::fs::write(&path, old).map_err(io("restoring the flow"))?,
+                    None => std::fs::remove_file(&path).map_err(io("removing the flow"))?,
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The tenant's current upload report, if it has a set of its own.
+    pub fn prompt_report(&self, tenant: &str) -> Result<Option<String>, AssetError> {
+        tenant_ok(tenant)?;
+        let Some(dir) = &self.tenant_dir else {
+            return Ok(None);
+        };
+        Ok(std::fs::read_to_string(dir.join(tenant).join("current/report.json")).ok())
+    }
+
+    /// Checks an archive and, if every file is good, stores it as the tenant's set and swaps
+    /// it in. `report_json` turns the report into what is kept beside the files.
+    pub async fn upload_prompts(
+        &self,
+        tenant: &str,
+        archive: Vec<u8>,
+        report_json: impl Fn(&UploadReport) -> String,
+    ) -> Result<UploadReport, AssetError> {
+        tenant_ok(tenant)?;
+        let root = self.tenant_dir.clone().ok_or(AssetError::NoStore)?;
+        let default = self.live().default.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            upload::unpack(&archive).map(|entries| upload::check(entries, &default))
+        })
+        .await
+        .map_err(|e| AssetError::Io(e.to_string()))??;
+        if !checked.report.errors.is_empty() {
+            return Err(AssetError::Refused(Box::new(checked.report)));
+        }
+        let _one = self.change.lock().await;
+        let dir = root.join(tenant);
+        std::fs::create_dir_all(&dir).map_err(io("creating the tenant's directory"))?;
+        let version = format!("v{}", chrono::Utc::now().timestamp_micros());
+        let vdir = dir.join(&version);
+        for (lang, name, au) in &checked.files {
+            let ldir = vdir.join(lang);
+            std::fs::create_dir_all(&ldir).map_err(io("writing the prompt set"))?;
+            std::fs::write(ldir.join(format!("{lang}_{name}.au")), au)
+                .map_err(io("writing the prompt set"))?;
+        }
+        std::fs::write(vdir.join("report.json"), report_json(&checked.report))
+            .map_err(io("writing the prompt set"))?;
+        let link = dir.join(".current.new");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&version, &link).map_err(io("linking the prompt set"))?;
+        std::fs::rename(&link, dir.join("current")).map_err(io("linking the prompt set"))?;
+        // Older versions are no longer read: calls hold their prompts in memory.
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.filter_map(Result::ok) {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with('v') && n != version {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let tenant = tenant.to_string();
+        self.swap(|l| {
+            let mut tenants = l.tenants.clone();
+            tenants.insert(tenant.clone(), Arc::new(checked.set.over(&l.default)));
+            Live {
+                default: l.default.clone(),
+                tenants,
+                flows: l.flows.clone(),
+            }
+        });
+        tracing::info!(
+            tenant,
+            files = checked.report.files,
+            "prompt set swapped in"
+        );
+        Ok(checked.report)
+    }
+}
