@@ -90,7 +90,9 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
         if std::env::var_os("B2BUA_REQUIRE_PEERS").is_some() {
             panic!("chromedriver is not installed (Debian chromium-driver) and B2BUA_REQUIRE_PEERS is set");
         }
-        eprintln!("skipped: chromedriver is not installed (apt-get install chromium chromium-driver)");
+        eprintln!(
+            "skipped: chromedriver is not installed (apt-get install chromium chromium-driver)"
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -111,7 +113,12 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
 
     // Signing in: a wrong token is refused and said so; the right one lands on the search.
     c.goto(&format!("{base}/console")).await.unwrap();
-    assert!(c.current_url().await.unwrap().path().ends_with("/console/login"));
+    assert!(c
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .ends_with("/console/login"));
     c.active_element()
         .await
         .unwrap()
@@ -155,7 +162,10 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
         .send_keys(&format!("000070{ENTER}"))
         .await
         .unwrap();
-    assert_eq!(c.current_url().await.unwrap().path(), "/console/cards/000070");
+    assert_eq!(
+        c.current_url().await.unwrap().path(),
+        "/console/cards/000070"
+    );
     assert_eq!(text(&c, "#balance").await, "32.91 USD");
     assert_eq!(text(&c, "#reserved").await, held.to_string());
     let reservations = text(&c, "#reservations").await;
@@ -277,8 +287,15 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
         .click()
         .await
         .unwrap();
-    c.goto(&format!("{base}/console/cards/000070")).await.unwrap();
-    assert!(c.current_url().await.unwrap().path().ends_with("/console/login"));
+    c.goto(&format!("{base}/console/cards/000070"))
+        .await
+        .unwrap();
+    assert!(c
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .ends_with("/console/login"));
     c.close().await.unwrap();
 
     // Outside the browser: a form from another site is refused, nothing moves.
@@ -300,7 +317,11 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
     };
     let cookie = format!("b2bua_console={FINANCE}");
     assert_eq!(post("http://evil.example", &cookie), 403);
-    assert_eq!(post(&base, "b2bua_console=wrong"), 303, "to the sign-in page");
+    assert_eq!(
+        post(&base, "b2bua_console=wrong"),
+        303,
+        "to the sign-in page"
+    );
     assert_eq!(
         store.account("000070").await.unwrap().status.as_str(),
         "blocked"

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod assets;
 pub mod config;
 pub mod engine;
+pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod radius;

@@ -72,12 +72,7 @@ async fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    b2bua::logging::init();
     let result = match cli.command {
         Command::Serve(a) => daemon::serve(&cli.db, db_from_cli, a).await,
         Command::Config { command } => daemon::config(command),

@@ -333,15 +333,29 @@ fn batch_cards_csv_is_the_only_copy_of_the_pins() {
 #[test]
 fn serve_creates_the_demo_once_and_keeps_it() {
     let cli = Cli::new();
+    let log_path = cli.dir.path().join("serve.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_b2bua"))
         .arg("serve")
+        .current_dir(cli.dir.path())
         .env(
             "B2BUA_DB",
             format!("sqlite://{}", cli.dir.path().join("b2bua.db").display()),
         )
+        .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
+    // A failed assertion must not leave the service holding the demo's ports.
+    struct Reap(u32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _reap = Reap(child.id());
     let mut stdout = child.stdout.take().unwrap();
     let mut seen = String::new();
     let mut buf = [0u8; 4096];
@@ -411,6 +425,85 @@ fn serve_creates_the_demo_once_and_keeps_it() {
     assert_eq!(r.status().as_u16(), 200);
     let body = r.body_mut().read_to_string().unwrap();
     assert!(body.contains("\"balance\":\"32.91\""), "{body}");
+    // The log level changes at run time: a garbage datagram is logged only once at debug.
+    let log = || std::fs::read_to_string(&log_path).unwrap();
+    let sip = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sip.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let garbage = |n: u8| {
+        sip.send_to(&[b'#', n, b'\r', b'\n'], "127.0.0.1:5060")
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    let level = |body: &str| {
+        let mut r = agent
+            .put("http://127.0.0.1:8080/api/v1/log-level")
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Content-Type", "application/json")
+            .send(body)
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    };
+    garbage(1);
+    assert!(!log().contains("unparseable SIP datagram"), "{}", log());
+    assert_eq!(
+        level(r#"{"level": "info,b2bua::transport=debug"}"#),
+        (
+            200,
+            r#"{"level":"info,b2bua::transport=debug"}"#.to_string()
+        )
+    );
+    garbage(2);
+    assert!(log().contains("unparseable SIP datagram"), "{}", log());
+    let (status, body) = level(r#"{"level": "degub"}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("`degub` is not a level"), "{body}");
+    // Every line about a call carries its session, conference id and account: a pinless call
+    // to the demo gateway, which is not running, so it fails over and ends.
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+               m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let port = sip.local_addr().unwrap().port();
+    let invite = format!(
+        "INVITE sip:55512015555233@127.0.0.1:5060 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-span-1\r\n\
+         From: <sip:4085551234@127.0.0.1>;tag=span1\r\nTo: <sip:55512015555233@127.0.0.1>\r\n\
+         Call-ID: span-test-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n\
+         Contact: <sip:4085551234@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    sip.send_to(invite.as_bytes(), "127.0.0.1:5060").unwrap();
+    let mut buf = [0u8; 4096];
+    let final_code = loop {
+        let (n, _) = sip
+            .recv_from(&mut buf)
+            .expect("the B2BUA answers the INVITE");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let code: u16 = text[8..11].parse().unwrap();
+        if code >= 200 {
+            break code;
+        }
+    };
+    assert!(final_code >= 400, "{final_code}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ended = log()
+        .lines()
+        .find(|l| l.contains("call ended"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no call ended line: {}", log()));
+    assert!(ended.contains("call{id=1 session="), "{ended}");
+    assert!(
+        ended.contains("account=4085551234 access=5551201"),
+        "{ended}"
+    );
+    let conf = ended
+        .split("conf=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    assert_eq!(conf.len(), 36, "the conference id: {ended}");
     // SIGTERM (systemd's stop) is a clean stop, as Ctrl-C is.
     let term = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -421,7 +514,7 @@ fn serve_creates_the_demo_once_and_keeps_it() {
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}: {rest}");
-    assert!(rest.contains("stopped after 0 calls"), "{rest}");
+    assert!(rest.contains("stopped after 1 calls (0 answered"), "{rest}");
     assert!(seen.contains("created the demo data"), "{seen}");
     assert!(
         seen.contains("RADIUS AAA server: auth 127.0.0.1:1812, accounting 127.0.0.1:1813"),

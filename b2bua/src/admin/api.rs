@@ -39,6 +39,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/flows/{name}"),
     ("post", "/api/v1/flows/reload"),
     ("get", "/api/v1/audit"),
+    ("get", "/api/v1/log-level"),
+    ("put", "/api/v1/log-level"),
 ];
 
 /// The largest prompt-set archive accepted (the unpacked limits are in `prompts::upload`).
@@ -68,6 +70,7 @@ pub(super) fn router(state: Shared) -> Router {
         .route("/api/v1/flows/{name}", put(put_flow))
         .route("/api/v1/flows/reload", post(reload_flows))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/log-level", get(log_level).put(set_log_level))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .with_state(state)
 }
@@ -839,6 +842,41 @@ async fn reload_flows(State(s): State<Shared>, who: Caller) -> Result<Json<Value
     )
     .await?;
     Ok(Json(json!({ "flows": names })))
+}
+
+async fn log_level(who: Caller) -> Result<Json<Value>, ApiError> {
+    who.require_staff()?;
+    let level = crate::logging::level().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::logging::LevelError::Unavailable.to_string(),
+        )
+    })?;
+    Ok(Json(json!({ "level": level })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogLevel {
+    level: String,
+}
+
+/// Changes what is logged from now on (`RUST_LOG` syntax); admin only.
+async fn set_log_level(
+    State(s): State<Shared>,
+    who: Caller,
+    b: Result<Json<LogLevel>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    who.require_admin()?;
+    let asked = body(b)?.level;
+    let level = crate::logging::set_level(&asked).map_err(|e| match e {
+        crate::logging::LevelError::Invalid(..) => ApiError::bad(e.to_string()),
+        crate::logging::LevelError::Unavailable => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    })?;
+    record(&s, &who, "log-level", "logging", level.clone()).await?;
+    Ok(Json(json!({ "level": level })))
 }
 
 #[derive(Deserialize)]

@@ -105,6 +105,9 @@ pub(crate) struct Call {
     /// When the current gateway leg was first dialled, and the gateway last tried.
     pub(super) b_setup: Option<DateTime<Utc>>,
     pub(super) b_remote: Option<std::net::SocketAddr>,
+    /// Every log line about this call is inside this span: session id, conference id (one
+    /// per gateway call) and account, filled in as they become known.
+    pub(super) span: tracing::Span,
 }
 
 impl Call {
@@ -359,9 +362,26 @@ impl Engine {
         self.next_call += 1;
         self.stats.calls += 1;
         crate::metrics::get().calls.inc();
+        let session_id = uuid::Uuid::new_v4().to_string();
+        let conf_id = uuid::Uuid::new_v4().to_string();
+        let account = if flow.is_some() {
+            String::new()
+        } else {
+            ani.clone()
+        };
+        let span = tracing::info_span!(
+            "call",
+            id = self.next_call - 1,
+            session = %session_id,
+            conf = %if flow.is_some() { "" } else { conf_id.as_str() },
+            account = %account,
+            access = %access.number,
+        );
+        let _in_call = span.clone().entered();
         let call = Call {
-            session_id: uuid::Uuid::new_v4().to_string(),
-            conf_id: uuid::Uuid::new_v4().to_string(),
+            span,
+            session_id,
+            conf_id,
             ani: ani.clone(),
             destination: rest.to_string(),
             a_peer: from,
@@ -394,11 +414,7 @@ impl Engine {
                 .unwrap_or_else(|| "en".into()),
             access_number: access.number.clone(),
             warning_at: None,
-            account: if flow.is_some() {
-                String::new()
-            } else {
-                ani.clone()
-            },
+            account,
             a_setup: Utc::now(),
             a_connect: None,
             b_setup: None,
@@ -905,7 +921,7 @@ impl Engine {
                 m.rtp_lost.get_or_create(&l).inc_by(q.lost[i]);
             }
         }
-        tracing::info!(call = id, session = %call.session_id, conf = %call.conf_id, destination = %call.destination, cause, ?quality, "call ended");
+        tracing::info!(destination = %call.destination, cause, ?quality, "call ended");
         match call.reservation.take() {
             Some(r) => {
                 let end = CallEnd {
@@ -1085,6 +1101,7 @@ impl Engine {
         let Some((id, side)) = self.dialogs.get(req.call_id()).copied() else {
             return self.reply(&key, 481, None, now);
         };
+        let _in_call = self.span(id).entered();
         let Some(call) = self.calls.get_mut(&id) else {
             return self.reply(&key, 481, None, now);
         };

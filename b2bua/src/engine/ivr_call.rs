@@ -156,6 +156,7 @@ impl Engine {
             return;
         };
         call.account = account.clone();
+        call.span.record("account", account.as_str());
         let auth = AuthRequest {
             account,
             pin: pin.filter(|p| !p.is_empty()),
@@ -189,6 +190,7 @@ impl Engine {
         // Each phase-2 authorization is a new call leg with its own conference id.
         let conf = uuid::Uuid::new_v4().to_string();
         call.conf_id = conf.clone();
+        call.span.record("conf", conf.as_str());
         call.destination = destination.clone().unwrap_or_default();
         let req = CallRequest {
             auth,

@@ -272,7 +272,10 @@ impl Engine {
                     stop_deadline = Some(Instant::now() + std::time::Duration::from_secs(3));
                 }
                 Some(ev) = events.recv() => self.on_event(ev, Instant::now()),
-                Some((call, ev)) = media.recv() => self.on_media(call, ev, Instant::now()),
+                Some((call, ev)) = media.recv() => {
+                    let _in_call = self.span(call).entered();
+                    self.on_media(call, ev, Instant::now())
+                }
                 Some(m) = inbound.recv() => self.on_sip(m.msg, m.from, Instant::now()),
                 _ = tokio::time::sleep_until(wake) => self.on_timers(Instant::now()),
             }
@@ -321,7 +324,10 @@ impl Engine {
                         self.client_outputs(&k, out, now);
                     }
                 }
-                Wake::Call(id) => self.call_timers(id, now),
+                Wake::Call(id) => {
+                    let _in_call = self.span(id).entered();
+                    self.call_timers(id, now)
+                }
             }
         }
     }
@@ -441,6 +447,10 @@ impl Engine {
         else {
             return;
         };
+        let _in_call = match &purpose {
+            Purpose::BInvite(id) | Purpose::Relay { call: id, .. } => self.span(*id).entered(),
+            Purpose::Fire => tracing::Span::none().entered(),
+        };
         let mut terminated = false;
         for o in out {
             match o {
@@ -480,7 +490,23 @@ impl Engine {
         self.hang_up_stray(&resp, from, now);
     }
 
+    /// The span of a call's log lines (none once the call is gone).
+    fn span(&self, id: u64) -> tracing::Span {
+        self.calls
+            .get(&id)
+            .map(|c| c.span.clone())
+            .unwrap_or_else(tracing::Span::none)
+    }
+
     fn on_event(&mut self, ev: Event, now: Instant) {
+        let id = match &ev {
+            Event::Authorized { call, .. }
+            | Event::Extended { call, .. }
+            | Event::BridgeSettled { call, .. }
+            | Event::IvrAuth { call, .. }
+            | Event::Settled { call, .. } => *call,
+        };
+        let _in_call = self.span(id).entered();
         match ev {
             Event::Authorized { call, answer } => {
                 crate::metrics::get().authorized("sip", answer.code.code());
@@ -516,7 +542,7 @@ impl Engine {
     {
         let store = self.store.clone();
         let events = self.events.clone();
-        tokio::spawn(async move {
+        let work = async move {
             let started = Instant::now();
             let ev = f(store).await;
             crate::metrics::get()
@@ -525,6 +551,11 @@ impl Engine {
             if let Some(ev) = ev {
                 let _ = events.send(ev).await;
             }
-        });
+        };
+        // The store's log lines belong to the call that asked.
+        tokio::spawn(tracing::Instrument::instrument(
+            work,
+            tracing::Span::current(),
+        ));
     }
 }
