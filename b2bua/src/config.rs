@@ -199,6 +199,17 @@ struct CallsFile {
     ring_timeout_s: u64,
     #[serde(default = "d_max")]
     max_duration_s: u64,
+    #[serde(default = "d_chunk")]
+    hold_chunk_s: u64,
+    #[serde(default = "d_grace")]
+    hold_grace_s: u64,
+}
+
+fn d_chunk() -> u64 {
+    300
+}
+fn d_grace() -> u64 {
+    120
 }
 
 impl Default for CallsFile {
@@ -207,6 +218,8 @@ impl Default for CallsFile {
             setup_timeout_ms: d_setup(),
             ring_timeout_s: d_ring(),
             max_duration_s: d_max(),
+            hold_chunk_s: d_chunk(),
+            hold_grace_s: d_grace(),
         }
     }
 }
@@ -480,6 +493,12 @@ pub struct CallLimits {
     pub ring_timeout: Duration,
     /// No call lasts longer, whatever the credit.
     pub max_duration: Duration,
+    /// Talk time held on the card at a time; a running call holds the next chunk before this
+    /// one runs out.
+    pub hold_chunk: Duration,
+    /// How long a hold outlives its chunk when its node stops extending it (a crash): then any
+    /// node's sweeper settles it. Nodes beat their heart more often than this.
+    pub hold_grace: Duration,
 }
 
 /// The whole, validated configuration.
@@ -564,6 +583,13 @@ impl Config {
         let mut err =
             |line: u64, key: String, msg: String| errors.push(format!("{line}: {key}: {msg}"));
 
+        if raw.calls.hold_chunk_s < 2 || raw.calls.hold_grace_s < 2 {
+            err(
+                0,
+                "calls.hold_chunk_s / calls.hold_grace_s".into(),
+                "each must be at least 2 seconds".into(),
+            );
+        }
         let mut listen = Vec::new();
         for (i, l) in raw.sip.listen.iter().enumerate() {
             match parse_listen(&l.value) {
@@ -940,6 +966,8 @@ impl Config {
                 setup_timeout: Duration::from_millis(raw.calls.setup_timeout_ms),
                 ring_timeout: Duration::from_secs(raw.calls.ring_timeout_s),
                 max_duration: Duration::from_secs(raw.calls.max_duration_s),
+                hold_chunk: Duration::from_secs(raw.calls.hold_chunk_s),
+                hold_grace: Duration::from_secs(raw.calls.hold_grace_s),
             },
             router: Router { gateways, routes },
             media: crate::media::engine::MediaConfig {

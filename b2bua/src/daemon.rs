@@ -134,6 +134,8 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
     if let Some(id) = args.node_id.clone().or(cfg.node_id.clone()) {
         store_cfg.node_id = id;
     }
+    store_cfg.chunk_seconds = cfg.calls.hold_chunk.as_secs();
+    store_cfg.reservation_grace = cfg.calls.hold_grace;
     let store = Arc::new(
         Store::open(&db, store_cfg)
             .await
@@ -238,7 +240,9 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
     // systemd and kill stop us with SIGTERM: end calls and settle them as for Ctrl-C.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    // The heartbeat must come well within the grace, or live nodes would look dead.
+    let beat = Duration::from_secs(5).min(cfg.calls.hold_grace / 3);
+    let mut tick = tokio::time::interval(beat);
     loop {
         tokio::select! {
             _ = tick.tick() => {

@@ -489,6 +489,9 @@ pub fn response_to(req: &Request, code: u16, to_tag: Option<&str>) -> Response {
         let (n, v) = name_value(h);
         match n {
             "Via" | "From" | "Call-ID" | "CSeq" => headers.push(h.clone()),
+            // A proxy in the path (Kamailio in front of several nodes) stays in the dialog
+            // only if the dialog-making answers carry its Record-Route back (RFC 3261 12.1.1).
+            "Record-Route" if (101..300).contains(&code) => headers.push(h.clone()),
             "To" => {
                 let add_tag = code > 100 && param(v, "tag").is_none();
                 match (add_tag, to_tag) {
@@ -570,6 +573,31 @@ v=0\r\n";
         assert!(response_bytes(&response_to(&r, 100, Some("b2")))
             .windows(6)
             .all(|w| w != b";tag=b"));
+    }
+
+    #[test]
+    fn dialog_making_answers_carry_the_record_route_back() {
+        let text = String::from_utf8_lossy(INVITE).replacen(
+            "CSeq:",
+            "Record-Route: <sip:10.0.0.1;lr;ftag=x>\r\nRecord-Route: <sip:10.0.0.2;lr>\r\nCSeq:",
+            1,
+        );
+        let SipMessage::Request(r) = parse_datagram(text.as_bytes()).unwrap() else {
+            panic!()
+        };
+        for (code, copied) in [(100, false), (180, true), (200, true), (486, false)] {
+            let back = parse_datagram(&response_bytes(&response_to(&r, code, Some("b2")))).unwrap();
+            let rr = back.header_values("Record-Route");
+            if copied {
+                assert_eq!(
+                    rr,
+                    vec!["<sip:10.0.0.1;lr;ftag=x>", "<sip:10.0.0.2;lr>"],
+                    "{code}"
+                );
+            } else {
+                assert!(rr.is_empty(), "{code}");
+            }
+        }
     }
 
     #[test]
