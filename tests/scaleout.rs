@@ -185,6 +185,40 @@ fn sipp(dir: &Path, name: &str, scenario: &str, args: &[&str]) -> Command {
     cmd
 }
 
+/// SIPp placing `calls` pinless calls on the card through the proxy, `limit` at once, `rate`
+/// new ones a second, each lasting `ms`.
+fn callers(
+    d: &Path,
+    name: &'static str,
+    proxy: &str,
+    calls: u32,
+    limit: u32,
+    rate: u32,
+    ms: u32,
+) -> Proc {
+    let numbers = [calls, limit, rate, ms].map(|n| n.to_string());
+    let port = free_port().to_string();
+    let args = [
+        "-p",
+        &port,
+        "-key",
+        "ani",
+        CARD,
+        "-s",
+        "55512015555233",
+        "-m",
+        &numbers[0],
+        "-l",
+        &numbers[1],
+        "-r",
+        &numbers[2],
+        "-d",
+        &numbers[3],
+        proxy,
+    ];
+    Proc::spawn(name, &mut sipp(d, name, "uac_proxied.xml", &args), d)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_behind_kamailio_survive_one_crashing_mid_call_without_overspend() {
     let required = std::env::var_os("B2BUA_REQUIRE_PEERS").is_some();
@@ -271,33 +305,7 @@ async fn two_nodes_behind_kamailio_survive_one_crashing_mid_call_without_overspe
     let proxy = format!("127.0.0.1:{kport}");
 
     // Four 8-second calls, round robin over the two nodes; node A is killed two seconds in.
-    let mut first = Proc::spawn(
-        "batch1",
-        &mut sipp(
-            d,
-            "batch1",
-            "uac_proxied.xml",
-            &[
-                "-p",
-                &free_port().to_string(),
-                "-key",
-                "ani",
-                CARD,
-                "-s",
-                "55512015555233",
-                "-m",
-                "4",
-                "-l",
-                "4",
-                "-r",
-                "20",
-                "-d",
-                "8000",
-                &proxy,
-            ],
-        ),
-        d,
-    );
+    let mut first = callers(d, "batch1", &proxy, 4, 4, 20, 8000);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let held_before = store.reservations(CARD).await.unwrap();
     assert_eq!(
@@ -318,33 +326,7 @@ async fn two_nodes_behind_kamailio_survive_one_crashing_mid_call_without_overspe
     assert_ne!(code, 0, "node A's calls failed");
 
     // New calls are all served, by node B.
-    let mut second = Proc::spawn(
-        "batch2",
-        &mut sipp(
-            d,
-            "batch2",
-            "uac_proxied.xml",
-            &[
-                "-p",
-                &free_port().to_string(),
-                "-key",
-                "ani",
-                CARD,
-                "-s",
-                "55512015555233",
-                "-m",
-                "4",
-                "-l",
-                "2",
-                "-r",
-                "5",
-                "-d",
-                "1000",
-                &proxy,
-            ],
-        ),
-        d,
-    );
+    let mut second = callers(d, "batch2", &proxy, 4, 2, 5, 1000);
     let code = second.wait(Duration::from_secs(60)).await;
     assert_eq!(
         code,
