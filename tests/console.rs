@@ -75,6 +75,22 @@ async fn browser(port: u16, profile: &std::path::Path) -> Client {
     unreachable!()
 }
 
+/// The current page's root, to tell when a form submission has replaced it.
+async fn page(c: &Client) -> fantoccini::elements::Element {
+    c.find(Locator::Css("html")).await.unwrap()
+}
+
+/// Waits until `old` is gone (a new page has loaded in its place).
+async fn replaced(old: fantoccini::elements::Element) {
+    for _ in 0..100 {
+        if old.tag_name().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the form did not lead to a new page");
+}
+
 async fn text(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css))
         .await
@@ -119,19 +135,23 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
         .unwrap()
         .path()
         .ends_with("/console/login"));
+    let before = page(&c).await;
     c.active_element()
         .await
         .unwrap()
         .send_keys(&format!("not-the-token{ENTER}"))
         .await
         .unwrap();
+    replaced(before).await;
     assert_eq!(text(&c, "#error").await, "unknown token");
+    let before = page(&c).await;
     c.find(Locator::Id("token"))
         .await
         .unwrap()
         .send_keys(&format!("{FINANCE}{ENTER}"))
         .await
         .unwrap();
+    replaced(before).await;
     assert_eq!(c.current_url().await.unwrap().path(), "/console");
 
     // A call in progress holds money on the demo card.
@@ -156,12 +176,14 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
     let held = held.reservation.unwrap().amount;
 
     // Keyboard only: the search field has the focus; type the card and Enter.
+    let before = page(&c).await;
     c.active_element()
         .await
         .unwrap()
         .send_keys(&format!("000070{ENTER}"))
         .await
         .unwrap();
+    replaced(before).await;
     assert_eq!(
         c.current_url().await.unwrap().path(),
         "/console/cards/000070"
@@ -173,12 +195,14 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
     assert!(reservations.contains(&held.to_string()), "{reservations}");
 
     // Top up, moving between fields with Tab and submitting with Enter.
+    let before = page(&c).await;
     c.find(Locator::Id("amount"))
         .await
         .unwrap()
         .send_keys(&format!("10.00{TAB}RCPT-7{TAB}counter sale{ENTER}"))
         .await
         .unwrap();
+    replaced(before).await;
     assert_eq!(
         text(&c, "#msg").await,
         "Topped up 10.00 USD: the balance is 42.91 USD."
@@ -186,21 +210,25 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
     assert_eq!(text(&c, "#balance").await, "42.91 USD");
     assert!(text(&c, "#ledger").await.contains("RCPT-7"));
     // The same receipt again moves nothing.
+    let before = page(&c).await;
     c.find(Locator::Id("amount"))
         .await
         .unwrap()
         .send_keys(&format!("10.00{TAB}RCPT-7{ENTER}"))
         .await
         .unwrap();
+    replaced(before).await;
     assert!(text(&c, "#msg").await.contains("already applied"));
     assert_eq!(text(&c, "#balance").await, "42.91 USD");
     // A refused amount is explained, and nothing moves.
+    let before = page(&c).await;
     c.find(Locator::Id("amount"))
         .await
         .unwrap()
         .send_keys(&format!("0{TAB}RCPT-8{ENTER}"))
         .await
         .unwrap();
+    replaced(before).await;
     assert!(text(&c, "#error").await.starts_with("amount:"));
     assert_eq!(
         store.account("000070").await.unwrap().balance.to_string(),
@@ -208,6 +236,7 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
     );
 
     // Block: Enter on the button asks for confirmation first.
+    let before = page(&c).await;
     c.find(Locator::Id("block"))
         .await
         .unwrap()
@@ -216,19 +245,21 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
         .unwrap();
     assert_eq!(c.get_alert_text().await.unwrap(), "Block this card?");
     c.accept_alert().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    replaced(before).await;
     assert_eq!(text(&c, "#status").await, "blocked");
     assert_eq!(text(&c, "#msg").await, "Card 000070 is now blocked.");
     assert!(c.find(Locator::Id("unblock")).await.is_ok());
 
     // A batch of three cards; its CSV comes down once.
     c.goto(&format!("{base}/console/batch")).await.unwrap();
+    let before = page(&c).await;
     c.active_element()
         .await
         .unwrap()
         .send_keys(&format!("3{TAB}5.00{ENTER}"))
         .await
         .unwrap();
+    replaced(before).await;
     assert!(text(&c, "#msg").await.starts_with("Created 3 cards"));
     let href = c
         .find(Locator::Id("download"))
