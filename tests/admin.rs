@@ -632,27 +632,20 @@ fn zip_of(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
 
 /// A 16 kHz mono WAV of `ms` milliseconds of a square-ish tone.
 fn wav(ms: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    let samples: Vec<i16> = (0..ms * 16)
-        .map(|i| if i % 20 < 10 { 6000 } else { -6000 })
-        .collect();
-    let data_len = (samples.len() * 2) as u32;
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&16000u32.to_le_bytes());
-    out.extend_from_slice(&32000u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for s in samples {
-        out.extend_from_slice(&s.to_le_bytes());
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut w = hound::WavWriter::new(&mut out, spec).unwrap();
+    for i in 0..ms * 16 {
+        w.write_sample(if i % 20 < 10 { 6000i16 } else { -6000 })
+            .unwrap();
     }
-    out
+    w.finalize().unwrap();
+    out.into_inner()
 }
 
 fn au(ms: usize) -> Vec<u8> {

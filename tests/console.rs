@@ -348,6 +348,43 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
     };
     let cookie = format!("b2bua_console={FINANCE}");
     assert_eq!(post("http://evil.example", &cookie), 403);
+    // A batch form the browser would not send (a count that is not a number) is explained on
+    // the form's page, and an unknown card says so; nothing is created.
+    let mut r = agent
+        .post(&format!("{base}/console/batch"))
+        .header("Cookie", &cookie)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send("count=many&balance=5&currency=USD&language=en&digits=12&pin_digits=4")
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let to = r
+        .headers()
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        to.starts_with("/console/batch?error=cards%3A%20%60many%60%20is%20not"),
+        "{to}"
+    );
+    let _ = r.body_mut().read_to_string();
+    let mut r = agent
+        .get(&format!("{base}/console/cards/999999"))
+        .header("Cookie", &cookie)
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(r
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+        .contains("no account 999999"));
+    assert_eq!(
+        store.audit_log(None, 10).await.unwrap().len(),
+        log.len(),
+        "nothing more was done"
+    );
     assert_eq!(
         post(&base, "b2bua_console=wrong"),
         303,

@@ -61,7 +61,6 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> AssetError + '_ {
 
 /// The live snapshot, and where uploads go.
 pub struct Assets {
-    default_dir: PathBuf,
     tenant_dir: Option<PathBuf>,
     flows_dir: PathBuf,
     access: Vec<AccessNumber>,
@@ -114,7 +113,6 @@ impl Assets {
         }
         let flows = Self::read_flows(&cfg.flows, &cfg.access_numbers)?;
         Ok(Assets {
-            default_dir: cfg.prompts.clone(),
             tenant_dir: cfg.tenant_prompts.clone(),
             flows_dir: cfg.flows.clone(),
             access: cfg.access_numbers.clone(),
@@ -136,11 +134,6 @@ impl Assets {
         let mut guard = self.live.write().unwrap_or_else(|e| e.into_inner());
         let next = f(&guard);
         *guard = Arc::new(next);
-    }
-
-    /// Where the default set is read from.
-    pub fn default_dir(&self) -> &Path {
-        &self.default_dir
     }
 
     fn read_flows(

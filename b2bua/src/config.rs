@@ -583,12 +583,17 @@ impl Config {
         let mut err =
             |line: u64, key: String, msg: String| errors.push(format!("{line}: {key}: {msg}"));
 
-        if raw.calls.hold_chunk_s < 2 || raw.calls.hold_grace_s < 2 {
-            err(
-                0,
-                "calls.hold_chunk_s / calls.hold_grace_s".into(),
-                "each must be at least 2 seconds".into(),
-            );
+        for (key, secs) in [
+            ("calls.hold_chunk_s", raw.calls.hold_chunk_s),
+            ("calls.hold_grace_s", raw.calls.hold_grace_s),
+        ] {
+            if secs < 2 {
+                err(
+                    0,
+                    key.into(),
+                    format!("{secs} is too short: at least 2 seconds"),
+                );
+            }
         }
         let mut listen = Vec::new();
         for (i, l) in raw.sip.listen.iter().enumerate() {
@@ -1064,6 +1069,17 @@ mod tests {
             s.contains("t.yaml:10: routes[0].gateways[0].gateway: no gateway named `gw9`"),
             "{s}"
         );
+        let e = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:5060]\ncalls: {hold_chunk_s: 1, hold_grace_s: 0}\n",
+            "h.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("calls.hold_chunk_s: 1 is too short: at least 2 seconds"),
+            "{e}"
+        );
+        assert!(e.contains("calls.hold_grace_s: 0 is too short"), "{e}");
         let e = Config::parse("sip:\n  listen: []\n  colour: blue\n", "u.yaml")
             .unwrap_err()
             .to_string();
