@@ -195,6 +195,10 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
                 "  admin API on http://{}/api/v1/ (metrics on /metrics)",
                 server.addr
             );
+            println!(
+                "  finance console on http://{}/console (sign in with a token)",
+                server.addr
+            );
             Some(server)
         }
         None => None,

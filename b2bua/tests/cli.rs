@@ -413,6 +413,10 @@ fn serve_creates_the_demo_once_and_keeps_it() {
         seen.contains("admin API on http://127.0.0.1:8080/api/v1/"),
         "{seen}"
     );
+    assert!(
+        seen.contains("finance console on http://127.0.0.1:8080/console"),
+        "{seen}"
+    );
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
