@@ -1,6 +1,6 @@
 //! The admin HTTP API over a real socket, on a real SQLite store with the demo data: tokens and
-//! roles (an ITSP sees only its own tenant), idempotent top-ups, batches, rate decks, the
-//! audit log, malformed requests answered 4xx with a reason, the checked-in OpenAPI
+//! roles (an ITSP sees only its own tenant), idempotent top-ups, batches, rate decks, prompt
+//! sets, flows, access numbers, the audit log, malformed requests answered 4xx with a reason, the checked-in OpenAPI
 //! description matching the routes, and `/metrics`.
 
 use b2bua::assets::Assets;
@@ -57,8 +57,12 @@ impl Api {
         tokio::task::spawn_blocking(move || {
             let auth = token.map(|t| format!("Bearer {t}"));
             let mut r = match (method.as_str(), body) {
-                ("GET", _) => {
-                    let mut b = agent.get(&url);
+                (m @ ("GET" | "DELETE"), _) => {
+                    let mut b = if m == "GET" {
+                        agent.get(&url)
+                    } else {
+                        agent.delete(&url)
+                    };
                     if let Some(a) = &auth {
                         b = b.header("Authorization", a);
                     }
@@ -595,7 +599,10 @@ async fn the_openapi_description_lists_every_route_and_metrics_are_served() {
     assert_eq!(documented, routed);
     // Every documented operation answers something other than "no such route".
     for (m, p) in &routed {
-        let path = p.replace("{account}", "000070").replace("{name}", "x");
+        let path = p
+            .replace("{account}", "000070")
+            .replace("{name}", "x")
+            .replace("{number}", "5551200");
         let a = api.call(&m.to_uppercase(), &path, Some(ADMIN), None).await;
         assert!(
             !(a.status == 404 && a.body.contains("no such route")),
@@ -1000,4 +1007,354 @@ async fn a_cards_reservations_are_listed() {
         .await;
     assert_eq!(a.status, 404, "another tenant's card looks absent");
     running.stop().await;
+}
+
+/// The scratch flow directory `start_with_assets` made, as a second node's configuration.
+fn node_config(dir: &std::path::Path) -> Config {
+    let mut cfg = Config::demo();
+    cfg.flows = dir.join("flows");
+    cfg.tenant_prompts = Some(dir.join("tenant-prompts"));
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_numbers_are_assigned_by_admins_configured_by_their_itsp_and_seen_by_every_node() {
+    let (dir, store, running, api, assets) = start_with_assets().await;
+    let body = |b: &str| Some(b.to_string());
+    let put = |number: &str, token: &'static str, json: &str| {
+        let (api, path, json) = (
+            &api,
+            format!("/api/v1/access-numbers/{number}"),
+            json.to_string(),
+        );
+        async move { api.call("PUT", &path, Some(token), Some(&json)).await }
+    };
+    // The demo's numbers are the configuration file's, of tenant `default`: acme has none.
+    let a = api
+        .call("GET", "/api/v1/access-numbers", Some(ACME), None)
+        .await;
+    assert_eq!(a.json(), serde_json::json!([]));
+    let a = api
+        .call("GET", "/api/v1/access-numbers", Some(FINANCE), None)
+        .await;
+    let all = a.json();
+    let numbers: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["number"].as_str().unwrap())
+        .collect();
+    assert_eq!(numbers, ["5551200", "5551201", "5551202"]);
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["source"] == "config"),
+        "{all}"
+    );
+
+    // An admin assigns a number to acme; this node serves it at once.
+    let a = put(
+        "5551299",
+        ADMIN,
+        r#"{"tenant": "acme", "flow": "debitcard", "languages": ["en"]}"#,
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let n = a.json();
+    assert_eq!(
+        (
+            n["tenant"].as_str(),
+            n["source"].as_str(),
+            n["updated_by"].as_str()
+        ),
+        (Some("acme"), Some("api"), Some("root"))
+    );
+    assert_eq!(
+        (n["trust_ani"].as_bool(), n["pinless"].as_bool()),
+        (Some(false), Some(false))
+    );
+    let (found, rest) = assets
+        .live()
+        .access
+        .lookup("5551299")
+        .map(|(a, r)| (a.clone(), r.to_string()))
+        .unwrap();
+    assert_eq!(
+        (found.tenant.as_str(), found.flow.as_deref(), rest.as_str()),
+        ("acme", Some("debitcard"), "")
+    );
+
+    // Another node on the same database picks it up at its next refresh.
+    let other = Assets::load(&node_config(dir.path())).unwrap();
+    assert!(other.live().access.lookup("5551299").is_none());
+    other.refresh_access(&store).await.unwrap();
+    assert_eq!(
+        other.live().access.lookup("5551299").unwrap().0.tenant,
+        "acme"
+    );
+
+    // acme sees it and changes its languages; a call taken before keeps what it had.
+    let before = assets.live();
+    let a = api
+        .call("GET", "/api/v1/access-numbers", Some(ACME), None)
+        .await;
+    assert_eq!(a.json().as_array().unwrap().len(), 1, "{}", a.body);
+    let a = put("5551299", ACME, r#"{"languages": ["es", "en"]}"#).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["languages"], serde_json::json!(["es", "en"]));
+    assert_eq!(a.json()["updated_by"], "acme");
+    assert_eq!(
+        assets.live().access.lookup("5551299").unwrap().0.languages,
+        ["es", "en"]
+    );
+    assert_eq!(before.access.lookup("5551299").unwrap().0.languages, ["en"]);
+    let a = api
+        .call("GET", "/api/v1/access-numbers/5551299", Some(ACME), None)
+        .await;
+    assert_eq!(a.json()["languages"], serde_json::json!(["es", "en"]));
+    let audited = store.audit_log(Some("5551299"), 10).await.unwrap();
+    assert_eq!(audited.len(), 2);
+    assert_eq!(
+        (
+            audited[0].actor.as_str(),
+            audited[0].role.as_str(),
+            audited[0].action.as_str()
+        ),
+        ("acme", "itsp:acme", "access-number")
+    );
+    assert!(
+        audited[0].detail.contains("languages=es,en"),
+        "{}",
+        audited[0].detail
+    );
+    // The same settings again (a retried request) change and audit nothing.
+    let a = put(
+        "5551299",
+        ACME,
+        r#"{"languages": ["es", "en"], "flow": "debitcard", "trust_ani": false}"#,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(store.audit_log(Some("5551299"), 10).await.unwrap().len(), 2);
+
+    // What an ITSP may not do: trust, ownership, new numbers, others' numbers, removal.
+    let e = put("5551299", ACME, r#"{"trust_ani": true}"#)
+        .await
+        .error(403);
+    assert!(e.contains("only an admin may change trust_ani"), "{e}");
+    let e = put("5551299", ACME, r#"{"pinless": true}"#)
+        .await
+        .error(403);
+    assert!(e.contains("pinless"), "{e}");
+    let e = put("5551299", ACME, r#"{"tenant": "globex"}"#)
+        .await
+        .error(403);
+    assert!(e.contains("another tenant"), "{e}");
+    let e = put(
+        "5551300",
+        ACME,
+        r#"{"flow": "debitcard", "languages": ["en"]}"#,
+    )
+    .await
+    .error(404);
+    assert!(
+        e.contains("no access number 5551300; new numbers are assigned by the operator"),
+        "{e}"
+    );
+    let e = put("5551200", ACME, r#"{"languages": ["en"]}"#)
+        .await
+        .error(404);
+    assert!(e.contains("no access number 5551200"), "{e}");
+    let a = api
+        .call("DELETE", "/api/v1/access-numbers/5551299", Some(ACME), None)
+        .await;
+    a.error(403);
+    // Finance reads access numbers but changes none.
+    let e = put("5551299", FINANCE, r#"{"languages": ["en"]}"#)
+        .await
+        .error(403);
+    assert!(e.contains("finance"), "{e}");
+    api.call(
+        "DELETE",
+        "/api/v1/access-numbers/5551299",
+        Some(FINANCE),
+        None,
+    )
+    .await
+    .error(403);
+    // The configuration file's numbers are changed there, not here.
+    let e = put("5551200", ADMIN, r#"{"languages": ["en"]}"#)
+        .await
+        .error(409);
+    assert!(e.contains("fixed in the configuration file"), "{e}");
+    api.call(
+        "DELETE",
+        "/api/v1/access-numbers/5551200",
+        Some(ADMIN),
+        None,
+    )
+    .await
+    .error(409);
+
+    // Another tenant's number is invisible to acme.
+    let a = put(
+        "5551300",
+        ADMIN,
+        r#"{"tenant": "globex", "flow": "debitcard", "languages": ["en"]}"#,
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    api.call("GET", "/api/v1/access-numbers/5551300", Some(ACME), None)
+        .await
+        .error(404);
+    let a = api
+        .call("GET", "/api/v1/access-numbers", Some(ACME), None)
+        .await;
+    assert_eq!(a.json().as_array().unwrap().len(), 1, "{}", a.body);
+
+    // Bad settings are refused with the reason, and change nothing.
+    let audit_before = store.audit_log(None, 100).await.unwrap().len();
+    for (number, json, status, reason) in [
+        ("5551301", "{}", 422, "say which tenant"),
+        (
+            "5551301",
+            r#"{"tenant": "acme", "languages": ["en"]}"#,
+            422,
+            "needs a flow unless it is pinless",
+        ),
+        (
+            "5551301",
+            r#"{"tenant": "acme", "flow": "debitcard", "languages": []}"#,
+            422,
+            "at least one language",
+        ),
+        (
+            "5551301",
+            r#"{"tenant": "acme", "flow": "debitcard", "languages": ["de"]}"#,
+            422,
+            "tenant acme's prompts have no de",
+        ),
+        (
+            "5551301",
+            r#"{"tenant": "acme", "flow": "debitcard", "languages": ["en", "en"]}"#,
+            422,
+            "listed twice",
+        ),
+        (
+            "5551301",
+            r#"{"tenant": "acme", "flow": "debitcard", "languages": ["e n"]}"#,
+            422,
+            "not a language code",
+        ),
+        (
+            "5551301",
+            r#"{"tenant": "acme", "flow": "nosuch", "languages": ["en"]}"#,
+            422,
+            "no flow `nosuch` is loaded",
+        ),
+        (
+            "5551301",
+            r#"{"tenant": "", "flow": "debitcard", "languages": ["en"]}"#,
+            422,
+            "tenant must not be empty",
+        ),
+        (
+            "5551301",
+            r#"{"tenant": "a/b", "flow": "debitcard", "languages": ["en"]}"#,
+            422,
+            "`a/b` cannot name a tenant",
+        ),
+        (
+            "5551301",
+            r#"{"tenant": "acme", "colour": "red"}"#,
+            422,
+            "unknown field `colour`",
+        ),
+        (
+            "5551301",
+            r#"{"tenant": "acme", "pinless": "yes"}"#,
+            422,
+            "pinless",
+        ),
+        (
+            "55x",
+            r#"{"tenant": "acme", "flow": "debitcard", "languages": ["en"]}"#,
+            400,
+            "1 to 32 digits",
+        ),
+        ("5551299", "languages=en", 415, "Content-Type"),
+        ("5551299", r#"{"languages": ["en"]"#, 400, "JSON"),
+    ] {
+        let path = format!("/api/v1/access-numbers/{number}");
+        let e = api
+            .call("PUT", &path, Some(ADMIN), body(json).as_deref())
+            .await
+            .error(status);
+        assert!(e.contains(reason), "{number} {json}: {e}");
+    }
+    api.call("GET", "/api/v1/access-numbers/55x", Some(ADMIN), None)
+        .await
+        .error(400);
+    assert_eq!(
+        store.audit_log(None, 100).await.unwrap().len(),
+        audit_before
+    );
+    assert!(store.access_number("5551301").await.unwrap().is_none());
+    assert_eq!(
+        store
+            .access_number("5551299")
+            .await
+            .unwrap()
+            .unwrap()
+            .languages,
+        ["es", "en"]
+    );
+
+    // A pinless number needs no flow; an admin may make one.
+    let a = put("5551302", ADMIN, r#"{"tenant": "acme", "pinless": true, "trust_ani": true, "trusted_only": true, "languages": ["en"]}"#).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let live = assets.live();
+    let (p, rest) = live.access.lookup("55513025555233").unwrap();
+    assert_eq!(
+        (p.number.as_str(), rest, p.pinless),
+        ("5551302", "5555233", true)
+    );
+
+    // Flows a managed number uses cannot be reloaded away.
+    std::fs::remove_file(dir.path().join("flows/debitcard.yaml")).unwrap();
+    api.call("POST", "/api/v1/flows/reload", Some(ADMIN), None)
+        .await
+        .error(422);
+    assert!(assets.live().flows.contains_key("debitcard"));
+
+    // Removing a number: it stops being served; a second removal finds nothing.
+    let a = api
+        .call(
+            "DELETE",
+            "/api/v1/access-numbers/5551300",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["tenant"], "globex");
+    assert!(assets.live().access.lookup("5551300").is_none());
+    let e = api
+        .call(
+            "DELETE",
+            "/api/v1/access-numbers/5551300",
+            Some(ADMIN),
+            None,
+        )
+        .await
+        .error(404);
+    assert!(e.contains("no access number 5551300"), "{e}");
+    let deleted = store.audit_log(Some("5551300"), 10).await.unwrap();
+    assert_eq!(
+        (deleted[0].action.as_str(), deleted[0].actor.as_str()),
+        ("access-number-delete", "root")
+    );
+    running.stop().await;
+    store.close().await;
 }

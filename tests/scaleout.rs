@@ -1,6 +1,7 @@
 //! Scale-out: two `b2bua serve` processes on one PostgreSQL behind a real Kamailio running the
 //! dispatcher configuration shipped in `b2bua/dist/kamailio/`, with SIPp as callers and
-//! gateway. One node is killed (SIGKILL, as a crash) in the middle of its calls; then new calls
+//! gateway. An access number written to the database after the nodes started is served by
+//! both. One node is killed (SIGKILL, as a crash) in the middle of its calls; then new calls
 //! must still be served (by the other node), the dead node's holds must be settled by the
 //! survivor's sweeper, and the card must not be overspent.
 //!
@@ -8,7 +9,7 @@
 //! unless `B2BUA_REQUIRE_PEERS=1` (set by `.ci/run`).
 
 use chrono::Utc;
-use rating::store::{NewAccount, RecordFilter, Store, StoreConfig};
+use rating::store::{AccessRow, NewAccount, RecordFilter, Store, StoreConfig};
 use rating::Money;
 use sqlx::Connection;
 use std::os::unix::process::CommandExt;
@@ -185,12 +186,14 @@ fn sipp(dir: &Path, name: &str, scenario: &str, args: &[&str]) -> Command {
     cmd
 }
 
-/// SIPp placing `calls` pinless calls on the card through the proxy, `limit` at once, `rate`
-/// new ones a second, each lasting `ms`.
+/// SIPp placing `calls` pinless calls on the card to `dial` through the proxy, `limit` at
+/// once, `rate` new ones a second, each lasting `ms`.
+#[allow(clippy::too_many_arguments)]
 fn callers(
     d: &Path,
     name: &'static str,
     proxy: &str,
+    dial: &str,
     calls: u32,
     limit: u32,
     rate: u32,
@@ -205,7 +208,7 @@ fn callers(
         "ani",
         CARD,
         "-s",
-        "55512015555233",
+        dial,
         "-m",
         &numbers[0],
         "-l",
@@ -291,6 +294,25 @@ async fn two_nodes_behind_kamailio_survive_one_crashing_mid_call_without_overspe
     let mut node_b = node("node-b", pb, 43000);
     started(d, "node-a").await;
     started(d, "node-b").await;
+    // An access number assigned after both nodes started (as an admin would through either
+    // node's API): both must pick it up from the database, since the first batch lands on both.
+    store
+        .put_access_number(
+            &AccessRow {
+                number: "5551301".into(),
+                tenant: "default".into(),
+                flow: None,
+                languages: vec!["en".into()],
+                trust_ani: true,
+                trusted_only: true,
+                pinless: true,
+                updated_at: Utc::now(),
+                updated_by: "scaleout-test".into(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
     let kcfg = kamailio_cfg(d, kport, &[pa, pb]);
     let _kamailio = Proc::spawn(
         "kamailio",
@@ -305,7 +327,11 @@ async fn two_nodes_behind_kamailio_survive_one_crashing_mid_call_without_overspe
     let proxy = format!("127.0.0.1:{kport}");
 
     // Four 8-second calls, round robin over the two nodes; node A is killed two seconds in.
-    let mut first = callers(d, "batch1", &proxy, 4, 4, 20, 8000);
+    for name in ["node-a", "node-b"] {
+        let err = std::fs::read_to_string(d.join(format!("{name}.err"))).unwrap();
+        assert!(err.contains("access numbers changed"), "{name}: {err}");
+    }
+    let mut first = callers(d, "batch1", &proxy, "55513015555233", 4, 4, 20, 8000);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let held_before = store.reservations(CARD).await.unwrap();
     assert_eq!(
@@ -326,7 +352,7 @@ async fn two_nodes_behind_kamailio_survive_one_crashing_mid_call_without_overspe
     assert_ne!(code, 0, "node A's calls failed");
 
     // New calls are all served, by node B.
-    let mut second = callers(d, "batch2", &proxy, 4, 2, 5, 1000);
+    let mut second = callers(d, "batch2", &proxy, "55512015555233", 4, 2, 5, 1000);
     let code = second.wait(Duration::from_secs(60)).await;
     assert_eq!(
         code,

@@ -1,20 +1,22 @@
-//! What calls play and run — prompt sets (the default one and each ITSP's) and IVR flows —
-//! held as one immutable snapshot that is swapped whole. A call takes the snapshot's pieces it
-//! needs when it starts and keeps them, so an upload or a reload never changes a call in
-//! progress, and a failed one changes nothing at all.
+//! What calls play and run — prompt sets (the default one and each ITSP's), IVR flows and the
+//! access numbers that select them — held as one immutable snapshot that is swapped whole. A
+//! call takes the snapshot's pieces it needs when it starts and keeps them, so an upload, a
+//! reload or a changed number never changes a call in progress, and a failed one changes
+//! nothing at all.
 //!
 //! On disk a tenant's set lives in `<tenant_prompts>/<tenant>/v<ms>/<lang>/<lang>_<name>.au`
 //! beside a `current` symlink; a new version is written beside the old and `current` is
 //! renamed over, so a crash leaves either the old set or the new one.
 
-use crate::config::{AccessNumber, Config};
+use crate::access::{AccessNumber, AccessTable, Source};
+use crate::config::Config;
 use prompts::set::PromptSet;
 use prompts::upload::{self, UploadReport};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-/// One consistent view of prompts and flows.
+/// One consistent view of prompts, flows and access numbers.
 #[derive(Debug, Default)]
 pub struct Live {
     /// The default prompt set.
@@ -23,6 +25,8 @@ pub struct Live {
     pub tenants: HashMap<String, Arc<PromptSet>>,
     /// Flows by name.
     pub flows: HashMap<String, Arc<ivr::Flow>>,
+    /// The numbers callers dial: the configuration file's and the database's.
+    pub access: Arc<AccessTable>,
 }
 
 impl Live {
@@ -63,14 +67,15 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> AssetError + '_ {
 pub struct Assets {
     tenant_dir: Option<PathBuf>,
     flows_dir: PathBuf,
-    access: Vec<AccessNumber>,
+    /// The configuration file's access numbers, which the database's are merged with.
+    fixed: Vec<AccessNumber>,
     live: RwLock<Arc<Live>>,
     /// One change at a time, so two uploads cannot interleave their swaps.
     change: tokio::sync::Mutex<()>,
 }
 
 /// A tenant name we can use as a directory: letters, digits, `.`, `_`, `-`, not leading `.`.
-fn tenant_ok(t: &str) -> Result<(), AssetError> {
+pub(crate) fn tenant_ok(t: &str) -> Result<(), AssetError> {
     let ok = !t.is_empty()
         && t.len() <= 64
         && !t.starts_with('.')
@@ -78,7 +83,7 @@ fn tenant_ok(t: &str) -> Result<(), AssetError> {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     ok.then_some(()).ok_or_else(|| {
         AssetError::Invalid(format!(
-            "`{t}` cannot name a prompt set: use letters, digits, '.', '_' or '-'"
+            "`{t}` cannot name a tenant: use letters, digits, '.', '_' or '-'"
         ))
     })
 }
@@ -111,18 +116,26 @@ impl Assets {
                 }
             }
         }
-        let flows = Self::read_flows(&cfg.flows, &cfg.access_numbers)?;
+        let access = AccessTable::new(&cfg.access_numbers, &[]);
+        let flows = Self::read_flows(&cfg.flows)?;
+        Self::flows_in_use(&cfg.flows, &flows, &access, None)?;
         Ok(Assets {
             tenant_dir: cfg.tenant_prompts.clone(),
             flows_dir: cfg.flows.clone(),
-            access: cfg.access_numbers.clone(),
+            fixed: cfg.access_numbers.clone(),
             live: RwLock::new(Arc::new(Live {
                 default,
                 tenants,
                 flows,
+                access: Arc::new(access),
             })),
             change: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The configuration file's access numbers.
+    pub fn fixed_access(&self) -> &[AccessNumber] {
+        &self.fixed
     }
 
     /// The current snapshot.
@@ -136,10 +149,7 @@ impl Assets {
         *guard = Arc::new(next);
     }
 
-    fn read_flows(
-        dir: &Path,
-        access: &[AccessNumber],
-    ) -> Result<HashMap<String, Arc<ivr::Flow>>, AssetError> {
+    fn read_flows(dir: &Path) -> Result<HashMap<String, Arc<ivr::Flow>>, AssetError> {
         let flows = ivr::load_dir(dir, &ivr::catalogue_prompts())
             .map_err(|errs| AssetError::Flows(errs.iter().map(|e| e.to_string()).collect()))?;
         let mut by_name = HashMap::new();
@@ -154,22 +164,76 @@ impl Assets {
             }
             by_name.insert(f.name.clone(), Arc::new(f));
         }
-        for a in access {
-            if let Some(f) = &a.flow {
-                if !a.pinless && !by_name.contains_key(f) {
-                    errors.push(format!(
-                        "access number {} names flow `{f}`, which is not in {}",
-                        a.number,
-                        dir.display()
-                    ));
-                }
-            }
-        }
         if errors.is_empty() {
             Ok(by_name)
         } else {
             Err(AssetError::Flows(errors))
         }
+    }
+
+    /// Refuses flows that leave an access number without its flow: a configuration file's
+    /// number always needs its flow; a database number needs one it had (`before`), so a node
+    /// that never had an ITSP's flow can still reload its own.
+    fn flows_in_use(
+        dir: &Path,
+        flows: &HashMap<String, Arc<ivr::Flow>>,
+        access: &AccessTable,
+        before: Option<&HashMap<String, Arc<ivr::Flow>>>,
+    ) -> Result<(), AssetError> {
+        let errors: Vec<String> = access
+            .iter()
+            .filter_map(|(a, source)| {
+                let f = a.flow.as_ref().filter(|_| !a.pinless)?;
+                let needed = match source {
+                    Source::Config => true,
+                    Source::Managed => before.is_some_and(|b| b.contains_key(f)),
+                };
+                (needed && !flows.contains_key(f)).then(|| {
+                    format!(
+                        "access number {} names flow `{f}`, which is not in {}",
+                        a.number,
+                        dir.display()
+                    )
+                })
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(AssetError::Flows(errors))
+        }
+    }
+
+    /// Reads the database's access numbers again and swaps them in with the configuration
+    /// file's. A number whose flow this node lacks is kept (its calls are refused with 503)
+    /// and logged: another node may have the flow, and refusing would hide every other change.
+    pub async fn refresh_access(&self, store: &rating::Store) -> Result<usize, rating::StoreError> {
+        // Read under the lock, so an older read can never be swapped in after a newer one.
+        let _one = self.change.lock().await;
+        let rows = store.access_numbers().await?;
+        let table = AccessTable::new(&self.fixed, &rows);
+        let live = self.live();
+        if *live.access != table {
+            for n in table.shadowed() {
+                tracing::warn!(number = %n, "access number is in the configuration file and in the database; the configuration file's settings apply");
+            }
+            for (a, _) in table.iter() {
+                if let Some(f) = a.flow.as_ref().filter(|_| !a.pinless) {
+                    if !live.flows.contains_key(f) {
+                        tracing::warn!(number = %a.number, flow = %f, "access number's flow is not loaded on this node; its calls get 503");
+                    }
+                }
+            }
+            let n = table.iter().count();
+            self.swap(|l| Live {
+                default: l.default.clone(),
+                tenants: l.tenants.clone(),
+                flows: l.flows.clone(),
+                access: Arc::new(table),
+            });
+            tracing::info!(numbers = n, "access numbers changed");
+        }
+        Ok(rows.len())
     }
 
     /// Reads the flow directory again and swaps in all of it, or (on any error) none of it.
@@ -180,16 +244,18 @@ impl Assets {
 
     async fn reload_flows_locked(&self) -> Result<Vec<String>, AssetError> {
         let dir = self.flows_dir.clone();
-        let access = self.access.clone();
-        let flows = tokio::task::spawn_blocking(move || Self::read_flows(&dir, &access))
+        let flows = tokio::task::spawn_blocking(move || Self::read_flows(&dir))
             .await
             .map_err(|e| AssetError::Io(e.to_string()))??;
+        let live = self.live();
+        Self::flows_in_use(&self.flows_dir, &flows, &live.access, Some(&live.flows))?;
         let mut names: Vec<String> = flows.keys().cloned().collect();
         names.sort();
         self.swap(|l| Live {
             default: l.default.clone(),
             tenants: l.tenants.clone(),
             flows,
+            access: l.access.clone(),
         });
         tracing::info!(flows = names.len(), "flows reloaded");
         Ok(names)
@@ -289,6 +355,7 @@ impl Assets {
                 default: l.default.clone(),
                 tenants,
                 flows: l.flows.clone(),
+                access: l.access.clone(),
             }
         });
         tracing::info!(

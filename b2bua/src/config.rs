@@ -4,6 +4,7 @@
 //! `b2bua.example.yaml` at the repository root documents every key and is also the embedded
 //! demo configuration, so the documented file is the one the tests run.
 
+pub use crate::access::AccessNumber;
 use crate::routing::{CallerId, Gateway, Pattern, Proto, Route, Router, Target};
 use crate::sip::transaction::Timers;
 use serde::Deserialize;
@@ -335,26 +336,6 @@ pub struct Listen {
     pub proto: Proto,
     /// Address and port.
     pub addr: SocketAddr,
-}
-
-/// An access number: what the number the caller dialled selects (seed 002).
-#[derive(Debug, Clone)]
-pub struct AccessNumber {
-    /// The Request-URI user that selects it (for pinless ones, its prefix).
-    pub number: String,
-    /// The IVR flow it runs (not used by pinless numbers).
-    pub flow: Option<String>,
-    /// The ITSP it belongs to.
-    pub tenant: String,
-    /// Languages offered, first is the default.
-    pub languages: Vec<String>,
-    /// Whether the caller's number (From or P-Asserted-Identity) is believed.
-    pub trust_ani: bool,
-    /// Whether only trusted peers may call it.
-    pub trusted_only: bool,
-    /// The caller's number is the account; the digits after the access number are the
-    /// destination.
-    pub pinless: bool,
 }
 
 /// An IP network (`10.0.0.0/8`, or one address).
@@ -1001,23 +982,6 @@ impl Config {
             .expect("the shipped example configuration is valid")
     }
 
-    /// The access number a Request-URI user selects, and for pinless numbers the rest of the
-    /// user (the destination). Exact numbers win over pinless prefixes; the longest prefix wins.
-    pub fn access<'a>(&'a self, user: &'a str) -> Option<(&'a AccessNumber, &'a str)> {
-        if let Some(a) = self
-            .access_numbers
-            .iter()
-            .find(|a| !a.pinless && a.number == user)
-        {
-            return Some((a, ""));
-        }
-        self.access_numbers
-            .iter()
-            .filter(|a| a.pinless && user.starts_with(&a.number))
-            .max_by_key(|a| a.number.len())
-            .map(|a| (a, &user[a.number.len()..]))
-    }
-
     /// Whether a source address is a trusted peer.
     pub fn trusted(&self, ip: IpAddr) -> bool {
         self.trusted_peers.iter().any(|n| n.contains(ip))
@@ -1039,12 +1003,13 @@ mod tests {
             proto: Proto::Tcp,
             addr: "127.0.0.1:5060".parse().unwrap()
         }));
-        let (a, rest) = c.access("55512015555233").unwrap();
+        let access = crate::access::AccessTable::new(&c.access_numbers, &[]);
+        let (a, rest) = access.lookup("55512015555233").unwrap();
         assert!(a.pinless);
         assert_eq!(rest, "5555233");
-        assert_eq!(c.access("5551202").unwrap().0.languages.len(), 3);
-        assert!(c.access("5551200").is_some_and(|(a, _)| !a.pinless));
-        assert!(c.access("999").is_none());
+        assert_eq!(access.lookup("5551202").unwrap().0.languages.len(), 3);
+        assert!(access.lookup("5551200").is_some_and(|(a, _)| !a.pinless));
+        assert!(access.lookup("999").is_none());
         assert_eq!(c.router.candidates("5555233")[0].number, "5555233");
         assert!(c.trusted("127.0.0.1".parse().unwrap()));
         assert!(c.trusted("::1".parse().unwrap()));

@@ -244,7 +244,8 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
     // systemd and kill stop us with SIGTERM: end calls and settle them as for Ctrl-C.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;
-    // The heartbeat must come well within the grace, or live nodes would look dead.
+    // The heartbeat must come well within the grace, or live nodes would look dead; the same
+    // tick picks up access numbers changed on other nodes.
     let beat = Duration::from_secs(5).min(cfg.calls.hold_grace / 3);
     let mut tick = tokio::time::interval(beat);
     loop {
@@ -253,6 +254,10 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
                 let now = Utc::now();
                 if let Err(e) = store.heartbeat(now).await {
                     tracing::warn!(error = %e, "heartbeat failed");
+                }
+                // Access numbers another node's API changed (this node's own apply at once).
+                if let Err(e) = running.assets.refresh_access(&store).await {
+                    tracing::warn!(error = %e, "reading the access numbers failed; keeping the last ones");
                 }
                 match store.sweep(now).await {
                     Ok(r) if r.settled + r.released > 0 => tracing::info!(settled = r.settled, released = r.released, "swept abandoned reservations"),

@@ -3,6 +3,7 @@
 //! that runs calls ([`engine`], [`transport`]).
 //! The `b2bua` binary and the fuzz targets are thin layers over it.
 
+pub mod access;
 pub mod admin;
 pub mod assets;
 pub mod config;

@@ -462,33 +462,63 @@ fn serve_creates_the_demo_once_and_keeps_it() {
     let (status, body) = level(r#"{"level": "degub"}"#);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("`degub` is not a level"), "{body}");
-    // Every line about a call carries its session, conference id and account: a pinless call
-    // to the demo gateway, which is not running, so it fails over and ends.
+    // A pinless call to an access number an admin adds through the API, which this node
+    // serves at once (before, the number is unknown). Every line about the call carries its
+    // session, conference id and account; the demo gateway is not running, so the call fails
+    // over and ends.
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
                m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     let port = sip.local_addr().unwrap().port();
-    let invite = format!(
-        "INVITE sip:55512015555233@127.0.0.1:5060 SIP/2.0\r\n\
-         Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-span-1\r\n\
-         From: <sip:4085551234@127.0.0.1>;tag=span1\r\nTo: <sip:55512015555233@127.0.0.1>\r\n\
-         Call-ID: span-test-1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n\
-         Contact: <sip:4085551234@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\n\
-         Content-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    );
-    sip.send_to(invite.as_bytes(), "127.0.0.1:5060").unwrap();
-    let mut buf = [0u8; 4096];
-    let final_code = loop {
-        let (n, _) = sip
-            .recv_from(&mut buf)
-            .expect("the B2BUA answers the INVITE");
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        let code: u16 = text[8..11].parse().unwrap();
-        if code >= 200 {
-            break code;
+    let call = |n: u32| {
+        let invite = format!(
+            "INVITE sip:55512995555233@127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-span-{n}\r\n\
+             From: <sip:4085551234@127.0.0.1>;tag=span{n}\r\nTo: <sip:55512995555233@127.0.0.1>\r\n\
+             Call-ID: span-test-{n}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n\
+             Contact: <sip:4085551234@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\n\
+             Content-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        sip.send_to(invite.as_bytes(), "127.0.0.1:5060").unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            let (len, _) = sip
+                .recv_from(&mut buf)
+                .expect("the B2BUA answers the INVITE");
+            let text = String::from_utf8_lossy(&buf[..len]).into_owned();
+            let code: u16 = text[8..11].parse().unwrap();
+            if code >= 200 && text.contains(&format!("Call-ID: span-test-{n}\r\n")) {
+                // The ACK that ends the INVITE transaction of a refused call (RFC 3261 17.1.1.3).
+                let to = text.lines().find(|l| l.starts_with("To:")).unwrap();
+                let ack = format!(
+                    "ACK sip:55512995555233@127.0.0.1:5060 SIP/2.0\r\n\
+                     Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-span-{n}\r\n\
+                     From: <sip:4085551234@127.0.0.1>;tag=span{n}\r\n{to}\r\n\
+                     Call-ID: span-test-{n}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\n\
+                     Content-Length: 0\r\n\r\n"
+                );
+                sip.send_to(ack.as_bytes(), "127.0.0.1:5060").unwrap();
+                break (code, text);
+            }
         }
     };
-    assert!(final_code >= 400, "{final_code}");
+    let (code, text) = call(1);
+    assert_eq!(code, 404, "{text}");
+    assert!(text.contains("unknown access number"), "{text}");
+    let mut r = agent
+        .put("http://127.0.0.1:8080/api/v1/access-numbers/5551299")
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .send(r#"{"tenant": "default", "pinless": true, "trust_ani": true, "trusted_only": true, "languages": ["en"]}"#)
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        201,
+        "{}",
+        r.body_mut().read_to_string().unwrap()
+    );
+    let (final_code, text) = call(2);
+    assert!(final_code >= 400 && final_code != 404, "{text}");
     std::thread::sleep(std::time::Duration::from_millis(300));
     let ended = log()
         .lines()
@@ -497,7 +527,7 @@ fn serve_creates_the_demo_once_and_keeps_it() {
         .unwrap_or_else(|| panic!("no call ended line: {}", log()));
     assert!(ended.contains("call{id=1 session="), "{ended}");
     assert!(
-        ended.contains("account=4085551234 access=5551201"),
+        ended.contains("account=4085551234 access=5551299"),
         "{ended}"
     );
     let conf = ended

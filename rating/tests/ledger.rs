@@ -272,3 +272,95 @@ async fn the_accounting_outbox_keeps_records_until_acknowledged(db: &TestDb) {
     assert!(a.pending_accounting(0, 10).await.unwrap().is_empty());
 }
 on_both!(the_accounting_outbox_keeps_records_until_acknowledged);
+
+/// Managed access numbers: written and read back whole on either database, an owner's write
+/// lands only on a number that is still its own, and a removal says what it removed.
+async fn access_numbers_are_kept_and_an_owners_write_is_guarded(db: &TestDb) {
+    use rating::store::AccessRow;
+    let a = db.store().await;
+    let b = db.store_with(common::config("node-b")).await;
+    let row = AccessRow {
+        number: "5551299".into(),
+        tenant: "acme".into(),
+        flow: Some("debitcard".into()),
+        languages: vec!["es".into(), "en".into()],
+        trust_ani: false,
+        trusted_only: true,
+        pinless: false,
+        updated_at: now(),
+        updated_by: "root".into(),
+    };
+    a.put_access_number(&row, None).await.unwrap();
+    // Written twice (a retry) is the same one row; another node reads it.
+    a.put_access_number(&row, None).await.unwrap();
+    assert_eq!(b.access_numbers().await.unwrap(), vec![row.clone()]);
+    // The owner changes its own number …
+    let mut mine = row.clone();
+    mine.languages = vec!["en".into()];
+    mine.updated_by = "acme".into();
+    b.put_access_number(&mine, Some("acme")).await.unwrap();
+    assert_eq!(
+        a.access_number("5551299").await.unwrap(),
+        Some(mine.clone())
+    );
+    // … but not once an admin has moved it, nor a number that does not exist.
+    let mut moved = mine.clone();
+    moved.tenant = "globex".into();
+    a.put_access_number(&moved, None).await.unwrap();
+    let late = b.put_access_number(&mine, Some("acme")).await.unwrap_err();
+    assert!(matches!(late, StoreError::Conflict(_)), "{late}");
+    let mut absent = mine.clone();
+    absent.number = "5551300".into();
+    let e = b
+        .put_access_number(&absent, Some("acme"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+    assert_eq!(
+        a.access_number("5551299").await.unwrap().unwrap().tenant,
+        "globex"
+    );
+    assert!(a.access_number("5551300").await.unwrap().is_none());
+    // Rows no node could use are refused before the database sees them.
+    for bad in [
+        AccessRow {
+            number: "55x".into(),
+            ..row.clone()
+        },
+        AccessRow {
+            tenant: " ".into(),
+            ..row.clone()
+        },
+        AccessRow {
+            languages: vec![],
+            ..row.clone()
+        },
+        AccessRow {
+            languages: vec!["en,es".into()],
+            ..row.clone()
+        },
+        AccessRow {
+            flow: None,
+            ..row.clone()
+        },
+    ] {
+        let e = a.put_access_number(&bad, None).await.unwrap_err();
+        assert!(matches!(e, StoreError::Invalid(_)), "{e}");
+    }
+    let pinless = AccessRow {
+        number: "5551201".into(),
+        flow: None,
+        pinless: true,
+        ..row.clone()
+    };
+    a.put_access_number(&pinless, None).await.unwrap();
+    assert_eq!(a.access_numbers().await.unwrap().len(), 2);
+    // Removal answers what was there, once.
+    assert_eq!(
+        a.delete_access_number("5551299").await.unwrap(),
+        Some(moved)
+    );
+    assert_eq!(b.delete_access_number("5551299").await.unwrap(), None);
+    assert_eq!(b.access_numbers().await.unwrap(), vec![pinless]);
+}
+on_both!(access_numbers_are_kept_and_an_owners_write_is_guarded);

@@ -2,7 +2,9 @@
 //! [`Caller`], check the caller's role and tenant first, and write the audit log after.
 
 use super::{ApiError, Caller, Shared};
+use crate::access::{AccessNumber, AccessTable, Source};
 use crate::assets::AssetError;
+use crate::config::Role;
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -14,7 +16,9 @@ use chrono::Utc;
 use prompts::upload::UploadReport;
 use rating::batch::{draw_cards, expires_after, last_day, write_batch_csv};
 use rating::deck::parse_rates_csv;
-use rating::store::{Account, AuditEntry, LedgerKind, NewAccount, Posting, RecordFilter};
+use rating::store::{
+    AccessRow, Account, AuditEntry, LedgerKind, NewAccount, Posting, RecordFilter,
+};
 use rating::Money;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -38,6 +42,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/flows"),
     ("put", "/api/v1/flows/{name}"),
     ("post", "/api/v1/flows/reload"),
+    ("get", "/api/v1/access-numbers"),
+    ("get", "/api/v1/access-numbers/{number}"),
+    ("put", "/api/v1/access-numbers/{number}"),
+    ("delete", "/api/v1/access-numbers/{number}"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/log-level"),
     ("put", "/api/v1/log-level"),
@@ -69,6 +77,13 @@ pub(super) fn router(state: Shared) -> Router {
         .route("/api/v1/flows", get(flows))
         .route("/api/v1/flows/{name}", put(put_flow))
         .route("/api/v1/flows/reload", post(reload_flows))
+        .route("/api/v1/access-numbers", get(access_numbers))
+        .route(
+            "/api/v1/access-numbers/{number}",
+            get(access_number)
+                .put(put_access_number)
+                .delete(delete_access_number),
+        )
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/log-level", get(log_level).put(set_log_level))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
@@ -842,6 +857,279 @@ async fn reload_flows(State(s): State<Shared>, who: Caller) -> Result<Json<Value
     )
     .await?;
     Ok(Json(json!({ "flows": names })))
+}
+
+fn access_json(a: &AccessNumber, source: Source, row: Option<&AccessRow>) -> Value {
+    json!({
+        "number": a.number,
+        "tenant": a.tenant,
+        "flow": a.flow,
+        "languages": a.languages,
+        "trust_ani": a.trust_ani,
+        "trusted_only": a.trusted_only,
+        "pinless": a.pinless,
+        "source": source.as_str(),
+        "updated_at": row.map(|r| r.updated_at.to_rfc3339()),
+        "updated_by": row.map(|r| r.updated_by.clone()),
+    })
+}
+
+/// Every number as the database has it now (the live snapshot of another node's change may be
+/// a few seconds behind), with the database rows behind the managed ones.
+async fn access_now(s: &Shared) -> Result<(AccessTable, Vec<AccessRow>), ApiError> {
+    let rows = s.store.access_numbers().await?;
+    Ok((AccessTable::new(s.assets.fixed_access(), &rows), rows))
+}
+
+/// The number if the caller may see it: an ITSP sees its own tenant's, and another tenant's
+/// number looks absent, as its cards do.
+fn visible_number<'a>(
+    table: &'a AccessTable,
+    who: &Caller,
+    number: &str,
+) -> Result<(&'a AccessNumber, Source), ApiError> {
+    rating::store::check_access_number(number).map_err(|e| ApiError::bad(e.to_string()))?;
+    table
+        .get(number)
+        .filter(|(a, _)| who.tenant().is_none_or(|t| t == a.tenant))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no access number {number}")))
+}
+
+fn row_of<'a>(rows: &'a [AccessRow], a: &AccessNumber, source: Source) -> Option<&'a AccessRow> {
+    rows.iter()
+        .find(|r| r.number == a.number)
+        .filter(|_| source == Source::Managed)
+}
+
+/// Every number the caller may see, in number order, with where it is configured.
+async fn access_numbers(State(s): State<Shared>, who: Caller) -> Result<Json<Value>, ApiError> {
+    let (table, rows) = access_now(&s).await?;
+    Ok(Json(Value::Array(
+        table
+            .iter()
+            .filter(|(a, _)| who.tenant().is_none_or(|t| t == a.tenant))
+            .map(|(a, source)| access_json(a, source, row_of(&rows, a, source)))
+            .collect(),
+    )))
+}
+
+async fn access_number(
+    State(s): State<Shared>,
+    who: Caller,
+    Path(number): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (table, rows) = access_now(&s).await?;
+    let (a, source) = visible_number(&table, &who, &number)?;
+    Ok(Json(access_json(a, source, row_of(&rows, a, source))))
+}
+
+/// A number's settings; what is left out keeps its value (or, for a new number, its default).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessBody {
+    tenant: Option<String>,
+    flow: Option<String>,
+    languages: Option<Vec<String>>,
+    trust_ani: Option<bool>,
+    trusted_only: Option<bool>,
+    pinless: Option<bool>,
+}
+
+/// Assigns or changes a number. Admins assign numbers to tenants and set how far callers are
+/// trusted; an ITSP changes the flow and languages of the numbers it was assigned.
+async fn put_access_number(
+    State(s): State<Shared>,
+    who: Caller,
+    Path(number): Path<String>,
+    b: Result<Json<AccessBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if let Role::Finance = who.role {
+        return Err(ApiError::forbidden(
+            "finance tokens may read access numbers, not change them",
+        ));
+    }
+    rating::store::check_access_number(&number).map_err(|e| ApiError::bad(e.to_string()))?;
+    let body = body(b)?;
+    let (table, _) = access_now(&s).await?;
+    let current = match who.tenant() {
+        Some(_) => Some(visible_number(&table, &who, &number).map_err(|e| {
+            ApiError::new(
+                e.0,
+                format!("{}; new numbers are assigned by the operator", e.1),
+            )
+        })?),
+        None => table.get(&number),
+    };
+    if let Some((_, Source::Config)) = current {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("access number {number} is fixed in the configuration file; change it there"),
+        ));
+    }
+    let current = current.map(|(a, _)| a);
+    if let (Some(_), Some(cur)) = (who.tenant(), current) {
+        for (field, asked, now) in [
+            ("trust_ani", body.trust_ani, cur.trust_ani),
+            ("trusted_only", body.trusted_only, cur.trusted_only),
+            ("pinless", body.pinless, cur.pinless),
+        ] {
+            if asked.is_some_and(|v| v != now) {
+                return Err(ApiError::forbidden(format!(
+                    "only an admin may change {field}: it decides whose calls are believed"
+                )));
+            }
+        }
+        if body.tenant.as_ref().is_some_and(|t| *t != cur.tenant) {
+            return Err(ApiError::forbidden(
+                "only an admin may move a number to another tenant",
+            ));
+        }
+    }
+    let tenant = match (body.tenant, current) {
+        (Some(t), _) => t,
+        (None, Some(c)) => c.tenant.clone(),
+        (None, None) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("access number {number} is new: say which tenant it belongs to"),
+            ))
+        }
+    };
+    let row = AccessRow {
+        number: number.clone(),
+        flow: body.flow.or_else(|| current.and_then(|c| c.flow.clone())),
+        languages: body
+            .languages
+            .or_else(|| current.map(|c| c.languages.clone()))
+            .unwrap_or_default(),
+        trust_ani: body
+            .trust_ani
+            .or(current.map(|c| c.trust_ani))
+            .unwrap_or(false),
+        trusted_only: body
+            .trusted_only
+            .or(current.map(|c| c.trusted_only))
+            .unwrap_or(false),
+        pinless: body.pinless.or(current.map(|c| c.pinless)).unwrap_or(false),
+        tenant,
+        // Kept to the millisecond, as the database keeps it.
+        updated_at: chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
+            .unwrap_or_default(),
+        updated_by: who.name.clone(),
+    };
+    row.check()?;
+    // A tenant that could never have prompts of its own is a typo.
+    crate::assets::tenant_ok(&row.tenant).map_err(asset_error)?;
+    // What a node can play: the flow loaded here, the languages in the tenant's prompts.
+    let live = s.assets.live();
+    if let Some(f) = row.flow.as_ref().filter(|_| !row.pinless) {
+        if !live.flows.contains_key(f) {
+            let mut loaded: Vec<&str> = live.flows.keys().map(String::as_str).collect();
+            loaded.sort_unstable();
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("no flow `{f}` is loaded (loaded: {})", loaded.join(", ")),
+            ));
+        }
+    }
+    let prompts = live.prompts(&row.tenant);
+    let have = prompts.languages();
+    let missing: Vec<&str> = row
+        .languages
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !have.contains(l))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "tenant {}'s prompts have no {} (they have: {}); upload the prompt set first",
+                row.tenant,
+                missing.join(", "),
+                have.join(", ")
+            ),
+        ));
+    }
+    if let Some(l) = row
+        .languages
+        .iter()
+        .enumerate()
+        .find(|(i, l)| row.languages[..*i].contains(l))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("language {} is listed twice", l.1),
+        ));
+    }
+    let new = AccessNumber::from(&row);
+    if current == Some(&new) {
+        // The same settings again (a retried request): nothing to write or audit.
+        let row = s.store.access_number(&number).await?;
+        return Ok((
+            StatusCode::OK,
+            Json(access_json(&new, Source::Managed, row.as_ref())),
+        ));
+    }
+    s.store.put_access_number(&row, who.tenant()).await?;
+    if let Err(e) = s.assets.refresh_access(&s.store).await {
+        tracing::warn!(error = %e, "access number written; this node picks it up at its next refresh");
+    }
+    let detail = format!(
+        "tenant={} flow={} languages={} trust_ani={} trusted_only={} pinless={}",
+        row.tenant,
+        row.flow.as_deref().unwrap_or("-"),
+        row.languages.join(","),
+        row.trust_ani,
+        row.trusted_only,
+        row.pinless
+    );
+    record(&s, &who, "access-number", &number, detail).await?;
+    let status = if current.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(access_json(&new, Source::Managed, Some(&row)))))
+}
+
+/// Takes a number out of service; admin only, as assigning one is.
+async fn delete_access_number(
+    State(s): State<Shared>,
+    who: Caller,
+    Path(number): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    who.require_admin()?;
+    let (table, _) = access_now(&s).await?;
+    let (_, source) = visible_number(&table, &who, &number)?;
+    if source == Source::Config {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("access number {number} is fixed in the configuration file; change it there"),
+        ));
+    }
+    let Some(was) = s.store.delete_access_number(&number).await? else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no access number {number}"),
+        ));
+    };
+    if let Err(e) = s.assets.refresh_access(&s.store).await {
+        tracing::warn!(error = %e, "access number removed; this node drops it at its next refresh");
+    }
+    record(
+        &s,
+        &who,
+        "access-number-delete",
+        &number,
+        format!("tenant={}", was.tenant),
+    )
+    .await?;
+    Ok(Json(access_json(
+        &AccessNumber::from(&was),
+        Source::Managed,
+        Some(&was),
+    )))
 }
 
 async fn log_level(who: Caller) -> Result<Json<Value>, ApiError> {

@@ -5,8 +5,8 @@
 //! lands in the audit log. The store does the work, exactly as the command line does.
 //!
 //! Roles: `admin` may do everything; `finance` everything about cards, money and records but
-//! not rate decks, flows or prompt sets; `itsp:<tenant>` only its own tenant's cards (others
-//! look absent) and its own prompt set.
+//! not rate decks, flows or prompt sets (it may read access numbers); `itsp:<tenant>` only its
+//! own tenant's cards and access numbers (others look absent) and its own prompt set.
 
 mod api;
 mod console;

@@ -276,15 +276,15 @@ impl Engine {
             return self.reply(&key, 503, Some("shutting down"), now);
         }
         let user = req.uri.user().unwrap_or("").to_string();
-        let cfg = self.cfg.clone();
-        let Some((access, rest)) = cfg.access(&user) else {
+        // The access number, prompts and flow current now are this call's until it ends,
+        // whatever is uploaded or changed meanwhile.
+        let live = self.assets.live();
+        let Some((access, rest)) = live.access.lookup(&user) else {
             return self.reply(&key, 404, Some("unknown access number"), now);
         };
-        if access.trusted_only && !cfg.trusted(from.addr.ip()) {
+        if access.trusted_only && !self.cfg.trusted(from.addr.ip()) {
             return self.reply(&key, 403, Some("source is not a trusted peer"), now);
         }
-        // The prompts and flow current now are this call's until it ends, whatever is uploaded.
-        let live = self.assets.live();
         let flow = match (&access.flow, access.pinless) {
             (Some(name), false) => match live.flows.get(name) {
                 Some(f) => Some(f.clone()),

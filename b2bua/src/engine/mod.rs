@@ -203,6 +203,11 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
     let (ev_tx, ev_rx) = mpsc::channel::<Event>(16_384);
     // Prompts and flows first: a flow that does not load stops the start, with every error.
     let assets = Arc::new(Assets::load(&cfg).map_err(|e| std::io::Error::other(e.to_string()))?);
+    // The database's access numbers too, so none is answered 404 before the first refresh.
+    assets
+        .refresh_access(&store)
+        .await
+        .map_err(|e| std::io::Error::other(format!("reading the access numbers: {e}")))?;
     let (transports, addrs) = Transports::bind(&cfg.listen, in_tx).await?;
     let (media, media_rx) = Media::start(cfg.media.clone());
     let bound: Vec<(Proto, SocketAddr)> = cfg.listen.iter().map(|l| l.proto).zip(addrs).collect();

@@ -4,11 +4,13 @@
 //! money movement is a conditional `UPDATE` inside a transaction whose first statement writes,
 //! so SQLite serializes it and PostgreSQL row-locks it, whichever process runs it.
 
+mod access;
 mod audit;
 mod authorize;
 mod decks;
 mod outbox;
 
+pub use access::{check_number as check_access_number, AccessRow};
 pub use audit::AuditEntry;
 pub use authorize::{
     AccountAnswer, AuthRequest, CallAnswer, CallEnd, CallRequest, Extension, OpenReservation,

@@ -1,0 +1,204 @@
+//! Access numbers that admins assign and ITSPs configure through the admin API. They live in
+//! the shared database rather than a node's configuration file so that every node behind the
+//! dispatcher answers the same numbers the same way; each node reads them again every few
+//! seconds. What a number does with a call is the B2BUA's business: here they are only rows,
+//! checked for shape.
+
+use super::{at_ms, check_text, ms, Store, StoreError};
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+/// One managed access number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRow {
+    /// The dialled number (for pinless numbers, the prefix before the destination).
+    pub number: String,
+    /// The ITSP it belongs to.
+    pub tenant: String,
+    /// The IVR flow it runs; pinless numbers run none.
+    pub flow: Option<String>,
+    /// Languages offered, the first being the default.
+    pub languages: Vec<String>,
+    /// Whether the caller's number is believed.
+    pub trust_ani: bool,
+    /// Whether only trusted peers may call it.
+    pub trusted_only: bool,
+    /// The caller's number is the account and the digits after the number the destination.
+    pub pinless: bool,
+    pub updated_at: DateTime<Utc>,
+    /// The token name that last changed it.
+    pub updated_by: String,
+}
+
+impl AccessRow {
+    /// Whether two rows configure the number the same way (who changed it and when aside).
+    pub fn same_settings(&self, other: &AccessRow) -> bool {
+        (
+            &self.number,
+            &self.tenant,
+            &self.flow,
+            &self.languages,
+            self.trust_ani,
+            self.trusted_only,
+            self.pinless,
+        ) == (
+            &other.number,
+            &other.tenant,
+            &other.flow,
+            &other.languages,
+            other.trust_ani,
+            other.trusted_only,
+            other.pinless,
+        )
+    }
+
+    /// Refuses a row no node could use: a number that is not digits, no tenant, no
+    /// languages, or a flow missing on a number that needs one.
+    pub fn check(&self) -> Result<(), StoreError> {
+        check_number(&self.number)?;
+        check_text("tenant", &self.tenant, true, 64)?;
+        if self.languages.is_empty() {
+            return Err(StoreError::Invalid(
+                "at least one language is needed".into(),
+            ));
+        }
+        for l in &self.languages {
+            if l.is_empty() || l.len() > 8 || !l.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(StoreError::Invalid(format!(
+                    "`{l}` is not a language code (letters and digits, as in the prompt files' \
+                     `<lang>_` prefix)"
+                )));
+            }
+        }
+        match &self.flow {
+            None if !self.pinless => Err(StoreError::Invalid(
+                "an access number needs a flow unless it is pinless".into(),
+            )),
+            Some(f) => check_text("flow", f, true, 64),
+            None => Ok(()),
+        }
+    }
+}
+
+/// An access number is 1 to 32 digits.
+pub fn check_number(n: &str) -> Result<(), StoreError> {
+    if n.is_empty() || n.len() > 32 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(StoreError::Invalid(format!(
+            "`{n}` is not an access number: 1 to 32 digits"
+        )));
+    }
+    Ok(())
+}
+
+const COLUMNS: &str = "number, tenant, flow, languages, trust_ani, trusted_only, pinless, \
+                       updated_at, updated_by";
+
+fn row(r: &AnyRow) -> Result<AccessRow, sqlx::Error> {
+    let languages: String = r.try_get("languages")?;
+    Ok(AccessRow {
+        number: r.try_get("number")?,
+        tenant: r.try_get("tenant")?,
+        flow: r.try_get("flow")?,
+        languages: languages
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect(),
+        trust_ani: r.try_get::<i64, _>("trust_ani")? != 0,
+        trusted_only: r.try_get::<i64, _>("trusted_only")? != 0,
+        pinless: r.try_get::<i64, _>("pinless")? != 0,
+        updated_at: at_ms(r.try_get("updated_at")?),
+        updated_by: r.try_get("updated_by")?,
+    })
+}
+
+impl Store {
+    /// Every managed access number, in number order.
+    pub async fn access_numbers(&self) -> Result<Vec<AccessRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM access_numbers ORDER BY number"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(row).collect::<Result<_, _>>()?)
+    }
+
+    /// One managed access number.
+    pub async fn access_number(&self, number: &str) -> Result<Option<AccessRow>, StoreError> {
+        let r = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM access_numbers WHERE number = $1"
+        ))
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(r.as_ref().map(row).transpose()?)
+    }
+
+    /// Writes a number's settings, creating it if it is new. With `owner`, only a number that
+    /// exists and belongs to that tenant is written (an ITSP changing its own): if another
+    /// change moved it meanwhile, nothing is written and the answer is a conflict.
+    pub async fn put_access_number(
+        &self,
+        a: &AccessRow,
+        owner: Option<&str>,
+    ) -> Result<(), StoreError> {
+        a.check()?;
+        let languages = a.languages.join(",");
+        // $1..$9 are the row's columns in table order in both statements.
+        let sql = match owner {
+            Some(_) => {
+                "UPDATE access_numbers SET tenant = $2, flow = $3, languages = $4, \
+                 trust_ani = $5, trusted_only = $6, pinless = $7, updated_at = $8, \
+                 updated_by = $9 WHERE number = $1 AND tenant = $10"
+            }
+            None => {
+                "INSERT INTO access_numbers (number, tenant, flow, languages, trust_ani, \
+                 trusted_only, pinless, updated_at, updated_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (number) DO UPDATE SET tenant = excluded.tenant, \
+                 flow = excluded.flow, languages = excluded.languages, \
+                 trust_ani = excluded.trust_ani, trusted_only = excluded.trusted_only, \
+                 pinless = excluded.pinless, updated_at = excluded.updated_at, \
+                 updated_by = excluded.updated_by"
+            }
+        };
+        let mut q = sqlx::query(sql)
+            .bind(&a.number)
+            .bind(&a.tenant)
+            .bind(&a.flow)
+            .bind(&languages)
+            .bind(i64::from(a.trust_ani))
+            .bind(i64::from(a.trusted_only))
+            .bind(i64::from(a.pinless))
+            .bind(ms(a.updated_at))
+            .bind(&a.updated_by);
+        if let Some(tenant) = owner {
+            q = q.bind(tenant);
+        }
+        let written = q.execute(&self.pool).await?.rows_affected();
+        if written == 0 {
+            return Err(StoreError::Conflict(format!(
+                "access number {} changed owner meanwhile; nothing was written",
+                a.number
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes a managed number; the answer is what it was, or `None` if there was none.
+    pub async fn delete_access_number(
+        &self,
+        number: &str,
+    ) -> Result<Option<AccessRow>, StoreError> {
+        let Some(was) = self.access_number(number).await? else {
+            return Ok(None);
+        };
+        let gone = sqlx::query("DELETE FROM access_numbers WHERE number = $1")
+            .bind(number)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok((gone > 0).then_some(was))
+    }
+}
