@@ -1196,6 +1196,38 @@ async fn access_numbers_are_assigned_by_admins_configured_by_their_itsp_and_seen
     )
     .await
     .error(409);
+    // A database copy of a configuration file's number (written before the file listed it)
+    // is ignored by every node, and an admin may clear it away; the file's number stays.
+    let mut copy = store.access_number("5551299").await.unwrap().unwrap();
+    copy.number = "5551200".into();
+    store.put_access_number(&copy, None).await.unwrap();
+    assets.refresh_access(&store).await.unwrap();
+    let live = assets.live();
+    let (a, _) = live.access.lookup("5551200").unwrap();
+    assert_eq!(a.tenant, "default");
+    assert_eq!(live.access.shadowed(), ["5551200"]);
+    let a = api
+        .call(
+            "DELETE",
+            "/api/v1/access-numbers/5551200",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!((a.status, a.json()["tenant"].as_str()), (200, Some("acme")));
+    assert!(assets.live().access.shadowed().is_empty());
+    assert_eq!(
+        assets.live().access.lookup("5551200").unwrap().0.tenant,
+        "default"
+    );
+    api.call(
+        "DELETE",
+        "/api/v1/access-numbers/5551200",
+        Some(ADMIN),
+        None,
+    )
+    .await
+    .error(409);
 
     // Another tenant's number is invisible to acme.
     let a = put(

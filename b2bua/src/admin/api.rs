@@ -1093,7 +1093,8 @@ async fn put_access_number(
     Ok((status, Json(access_json(&new, Source::Managed, Some(&row)))))
 }
 
-/// Takes a number out of service; admin only, as assigning one is.
+/// Takes a number out of service; admin only, as assigning one is. A configuration file's
+/// number cannot be removed here, but a database copy it overrides can.
 async fn delete_access_number(
     State(s): State<Shared>,
     who: Caller,
@@ -1102,7 +1103,8 @@ async fn delete_access_number(
     who.require_admin()?;
     let (table, _) = access_now(&s).await?;
     let (_, source) = visible_number(&table, &who, &number)?;
-    if source == Source::Config {
+    // A database copy the configuration file overrides may go; the file's number stays.
+    if source == Source::Config && !table.shadowed().contains(&number) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("access number {number} is fixed in the configuration file; change it there"),
