@@ -5,8 +5,13 @@
 //! must still be served (by the other node), the dead node's holds must be settled by the
 //! survivor's sweeper, and the card must not be overspent.
 //!
-//! Needs `kamailio`, `sipp` and `B2BUA_TEST_PG`; without them the test says so and passes,
+//! RADIUS accounting goes to a real FreeRADIUS, whose detail file must hold a Stop for every
+//! answered call, the crashed node's included (the sweeper writes those).
+//!
+//! Needs `kamailio`, `sipp`, `freeradius` and `B2BUA_TEST_PG`; without them the test says so and passes,
 //! unless `B2BUA_REQUIRE_PEERS=1` (set by `.ci/run`).
+
+mod freeradius;
 
 use chrono::Utc;
 use rating::store::{AccessRow, NewAccount, RecordFilter, Store, StoreConfig};
@@ -112,7 +117,7 @@ fn kamailio_cfg(dir: &Path, port: u16, nodes: &[u16]) -> PathBuf {
     cfg
 }
 
-fn node_yaml(db: &str, node: &str, port: u16, gw: u16, rtp: u16) -> String {
+fn node_yaml(db: &str, node: &str, port: u16, gw: u16, rtp: u16, radius: u16) -> String {
     format!(
         "database: \"{db}\"\nnode_id: {node}\n\
 sip:\n  listen: [\"udp:127.0.0.1:{port}\"]\n  t1_ms: 200\n\
@@ -121,7 +126,8 @@ access_numbers:\n  - {{number: \"5551201\", pinless: true}}\n\
 calls: {{setup_timeout_ms: 700, ring_timeout_s: 20, hold_chunk_s: 4, hold_grace_s: 3}}\n\
 media: {{bind: 127.0.0.1, ports: {rtp}-{}}}\n\
 gateways:\n  - {{name: gw, address: \"127.0.0.1:{gw}\", channels: 50}}\n\
-routes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n",
+routes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n\
+radius:\n  accounting: {{server: \"127.0.0.1:{radius}\", secret: acct-s3cret, retry_first_ms: 200, retry_max_ms: 800}}\n",
         rtp + 999
     )
 }
@@ -228,6 +234,7 @@ async fn two_nodes_behind_kamailio_survive_one_crashing_mid_call_without_overspe
     let missing: Vec<&str> = [
         ("kamailio", have("kamailio", "-v")),
         ("sipp", have("sipp", "-v")),
+        ("freeradius", have("freeradius", "-v")),
         ("B2BUA_TEST_PG", std::env::var("B2BUA_TEST_PG").is_ok()),
     ]
     .into_iter()
@@ -271,6 +278,10 @@ async fn two_nodes_behind_kamailio_survive_one_crashing_mid_call_without_overspe
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (gw, pa, pb, kport) = (free_port(), free_port(), free_port(), free_port());
+    // The operator's RADIUS billing, which must hear of every call's end, crash or not.
+    let rad_port = free_port();
+    let mut radius = freeradius::FreeRadius::configure(&d.join("raddb"), rad_port, "acct-s3cret");
+    radius.start().await;
     let mut _gateway = Proc::spawn(
         "gateway",
         &mut sipp(d, "gateway", "uas_answer.xml", &["-p", &gw.to_string()]),
@@ -278,7 +289,7 @@ async fn two_nodes_behind_kamailio_survive_one_crashing_mid_call_without_overspe
     );
     let node = |name: &'static str, port: u16, rtp: u16| {
         let cfg = d.join(format!("{name}.yaml"));
-        std::fs::write(&cfg, node_yaml(&db, name, port, gw, rtp)).unwrap();
+        std::fs::write(&cfg, node_yaml(&db, name, port, gw, rtp, rad_port)).unwrap();
         Proc::spawn(
             name,
             Command::new(env!("CARGO_BIN_EXE_b2bua"))
@@ -423,6 +434,35 @@ async fn two_nodes_behind_kamailio_survive_one_crashing_mid_call_without_overspe
     assert_eq!(a.active_calls, 0);
     let check = store.ledger_check().await.unwrap();
     assert!(check.problems.is_empty(), "{:?}", check.problems);
+
+    // RADIUS billing heard every answered call end, node A's too: node B's sweeper wrote the
+    // Stop records node A never did, for the seconds the card was charged.
+    let stop_of = |conf: &str| {
+        radius.records().into_iter().find(|r| {
+            freeradius::attr_or(r, "Acct-Status-Type") == Some("Stop")
+                && freeradius::attr_or(r, "h323-call-origin") == Some("originate")
+                && freeradius::attr_or(r, "Acct-Session-Id") == Some(conf)
+        })
+    };
+    for _ in 0..150 {
+        if answered.iter().all(|r| stop_of(&r.conf_id).is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for r in &answered {
+        let stop = stop_of(&r.conf_id)
+            .unwrap_or_else(|| panic!("no Stop for {r:?}\n{:?}\n{}", radius.records(), logs(d)));
+        assert_eq!(
+            freeradius::attr(&stop, "Acct-Session-Time"),
+            r.billed_seconds.to_string(),
+            "{stop:?} {r:?}"
+        );
+        let swept = r.disconnect_cause.contains("swept");
+        let node = if swept { "node-a" } else { "node-b" };
+        assert_eq!(freeradius::attr(&stop, "h323-gw-id"), node, "{stop:?}");
+    }
+    radius.kill().await;
 
     node_b.signal("-TERM");
     assert_eq!(node_b.wait(Duration::from_secs(20)).await, 0);

@@ -136,6 +136,8 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
     }
     store_cfg.chunk_seconds = cfg.calls.hold_chunk.as_secs();
     store_cfg.reservation_grace = cfg.calls.hold_grace;
+    // Calls this node sweeps for a dead one get the Stop records the dead node never wrote.
+    store_cfg.account_swept_calls = cfg.radius_accounting.is_some();
     let store = Arc::new(
         Store::open(&db, store_cfg)
             .await

@@ -532,8 +532,76 @@ async fn extension_cutoff_and_sweeper(db: &TestDb) {
     let report = other.ledger_check().await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(report.reservations, 0);
+    // A node that sends no accounting queues no records for what it sweeps.
+    assert_eq!(other.accounting_queue_depth().await.unwrap(), 0);
 }
 on_both!(extension_cutoff_and_sweeper);
+
+/// A node that dies mid-call never writes its Stop records; the node that sweeps the call
+/// writes them, saying what the call record says, so the operator's RADIUS billing learns that
+/// the call ended and for how long.
+async fn the_sweeper_writes_the_stop_records_a_dead_node_never_did(db: &TestDb) {
+    use rating::radius::acct::{Leg, Status};
+    let s = setup(db).await;
+    let sweeper = db
+        .store_with(rating::store::StoreConfig {
+            account_swept_calls: true,
+            ..common::config("node-b")
+        })
+        .await;
+    s.create_account(&card("100009", "9999", "5.00"), now())
+        .await
+        .unwrap();
+    let c = s
+        .authorize_call(&call("100009", "9999", "5555233", "dead-1"), now())
+        .await;
+    assert_eq!(c.code, ReturnCode::Success);
+    s.mark_connected("dead-1", now() + Duration::seconds(5))
+        .await
+        .unwrap();
+    s.heartbeat(now() + Duration::seconds(65)).await.unwrap();
+    let r = sweeper.sweep(now() + Duration::seconds(500)).await.unwrap();
+    assert_eq!((r.settled, r.released), (1, 0));
+    let queued = sweeper.pending_accounting(0, 10).await.unwrap();
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    let attr = |i: usize, name: &str| -> String {
+        let rec = queued[i].record.as_ref().unwrap();
+        rec.attributes
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{name} in {rec:?}"))
+    };
+    let (orig, answer) = (
+        queued[0].record.as_ref().unwrap(),
+        queued[1].record.as_ref().unwrap(),
+    );
+    assert_eq!((orig.leg, orig.status), (Leg::Originate, Status::Stop));
+    assert_eq!((answer.leg, answer.status), (Leg::Answer, Status::Stop));
+    assert_eq!(orig.conf_id, "dead-1");
+    assert_eq!(answer.conf_id, "session-1");
+    // Billed from the connect to the dead node's last heartbeat: 60 s, as the call record.
+    assert_eq!(attr(0, "Acct-Session-Time"), "60");
+    assert_eq!(attr(0, "User-Name"), "100009");
+    assert_eq!(attr(0, "Called-Station-Id"), "5555233");
+    assert_eq!(attr(0, "h323-gw-id"), "node-a");
+    assert_eq!(attr(0, "h323-disconnect-cause"), "29");
+    assert_eq!(attr(1, "Called-Station-Id"), "5551200");
+    assert_eq!(attr(1, "Acct-Session-Time"), "60");
+    assert_eq!(queued[0].event_at, now() + Duration::seconds(65));
+    let rec = sweeper
+        .call_records(&rating::store::RecordFilter {
+            account: Some("100009".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rec[0].billed_seconds, 60);
+    // A second sweep finds nothing, and queues nothing more.
+    sweeper.sweep(now() + Duration::seconds(600)).await.unwrap();
+    assert_eq!(sweeper.accounting_queue_depth().await.unwrap(), 2);
+}
+on_both!(the_sweeper_writes_the_stop_records_a_dead_node_never_did);
 
 async fn store_down_fails_closed(db: &TestDb) {
     let s = setup(db).await;

@@ -7,6 +7,7 @@ pub mod aaa;
 pub mod acct;
 pub mod cache;
 pub mod h323;
+pub mod legs;
 pub mod packet;
 
 pub use packet::{decode_request, encode_reply, RadiusError, Request};

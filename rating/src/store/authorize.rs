@@ -1027,11 +1027,14 @@ impl Store {
                 voice_quality: None,
             };
             match self.settle(&id, &end, now).await {
-                Ok(s) if s.already_settled => {}
+                Ok(s) if s.already_settled => continue,
                 Ok(s) if s.cost.is_positive() => report.settled += 1,
                 Ok(_) => report.released += 1,
-                Err(StoreError::NoReservation(_)) => {}
+                Err(StoreError::NoReservation(_)) => continue,
                 Err(e) => return Err(e),
+            }
+            if self.cfg.account_swept_calls {
+                self.account_swept(&id, &end, &owner).await?;
             }
         }
         let since = now_ms - self.cfg.failure_window.as_millis() as i64;

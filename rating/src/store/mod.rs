@@ -49,6 +49,9 @@ pub struct StoreConfig {
     /// How often a node looks for a re-imported rate deck.
     pub deck_refresh: Duration,
     pub max_connections: u32,
+    /// Whether the sweeper queues the RADIUS Stop records of the calls it settles (a node
+    /// that died wrote none). On when this node sends accounting.
+    pub account_swept_calls: bool,
     /// Give up on the database after this long: authorization then fails closed (8).
     pub acquire_timeout: Duration,
 }
@@ -65,6 +68,7 @@ impl Default for StoreConfig {
             card_policy: CardPolicy::default(),
             deck_refresh: Duration::from_secs(1),
             max_connections: 8,
+            account_swept_calls: false,
             acquire_timeout: Duration::from_secs(5),
         }
     }

@@ -3,8 +3,9 @@
 //! A record left by a node that stopped (its heartbeat older than the reservation grace) is
 //! taken over by a live node, so a crash delays records but never loses them.
 
-use super::{at_ms, ms, Store, StoreError};
-use crate::radius::acct::Record;
+use super::{at_ms, ms, CallEnd, RecordFilter, Store, StoreError};
+use crate::radius::acct::{Leg, Record};
+use crate::radius::legs::{LegEnd, LegFacts};
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
@@ -42,6 +43,79 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Queues the Stop records of a call the sweeper settled: the node that carried it died
+    /// before writing them, so without these the operator's billing would never hear that the
+    /// call ended. They say what the call record says; the caller's leg, which the sweeper
+    /// never saw answered, counts from the session's first bridged call, so it is never
+    /// longer than it was. `owner` (the dead node) is the gateway id, as its own records had.
+    pub(super) async fn account_swept(
+        &self,
+        conf_id: &str,
+        end: &CallEnd,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let session: Option<String> =
+            sqlx::query_scalar("SELECT session_id FROM call_records WHERE conf_id = $1")
+                .bind(conf_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(session) = session else {
+            return Ok(());
+        };
+        let calls = self
+            .call_records(&RecordFilter {
+                account: None,
+                session_id: Some(session),
+                limit: Some(10_000),
+            })
+            .await?;
+        let Some(call) = calls.iter().find(|c| c.conf_id == conf_id) else {
+            return Ok(());
+        };
+        let leg_end = LegEnd {
+            cause: &end.cause,
+            disconnect_at: end.disconnect_at,
+            voice_quality: end.voice_quality,
+        };
+        let facts = |leg, id, called, setup, connect| LegFacts {
+            leg,
+            id,
+            session_id: &call.session_id,
+            account: &call.account,
+            ani: &call.ani,
+            called,
+            setup,
+            connect,
+            remote: None,
+            gw_id: owner,
+        };
+        let first_setup = calls
+            .iter()
+            .map(|c| c.setup_at)
+            .min()
+            .unwrap_or(call.setup_at);
+        let first_connect = calls.iter().filter_map(|c| c.connect_at).min();
+        let records = [
+            facts(
+                Leg::Originate,
+                &call.conf_id,
+                &call.destination,
+                call.setup_at,
+                call.connect_at,
+            )
+            .record(Some(&leg_end)),
+            facts(
+                Leg::Answer,
+                &call.session_id,
+                &call.access_number,
+                first_setup,
+                first_connect,
+            )
+            .record(Some(&leg_end)),
+        ];
+        self.enqueue_accounting(&records, end.disconnect_at).await
     }
 
     /// Takes over the queued records of nodes silent for longer than the reservation grace
