@@ -36,7 +36,9 @@ impl fmt::Display for ParseError {
             ParseError::Syntax(e) => write!(f, "syntax error: {e}"),
             ParseError::Missing(h) => write!(f, "missing or malformed {h} header"),
             ParseError::CSeqMismatch => write!(f, "CSeq method does not match the request method"),
-            ParseError::BadVia => write!(f, "the top Via has no SIP/2.0 transport or no branch"),
+            ParseError::BadVia => {
+                write!(f, "the top Via has no SIP/2.0 transport, sent-by or branch")
+            }
             ParseError::BadRequestUri => {
                 write!(f, "the Request-URI is not a readable sip: or sips: URI")
             }
@@ -196,6 +198,7 @@ fn check_mandatory(msg: &SipMessage) -> Result<(), ParseError> {
         .get(..8)
         .is_some_and(|p| p.eq_ignore_ascii_case("SIP/2.0/"))
         || msg.branch().is_none_or(str::is_empty)
+        || msg.sent_by().is_none()
     {
         return Err(ParseError::BadVia);
     }
@@ -350,6 +353,22 @@ pub trait SipExt {
     fn branch(&self) -> Option<&str> {
         self.header("Via")
             .and_then(|v| param(top_value(v), "branch"))
+    }
+
+    /// The sent-by of the top Via (`host[:port]`, spaces taken out, lower case): with the
+    /// branch, what tells one client's transaction from another's (RFC 3261 §17.2.3).
+    fn sent_by(&self) -> Option<String> {
+        let via = top_value(self.header("Via")?);
+        let before_params = via.split(';').next()?;
+        // `SIP/2.0/UDP host:port`, where LWS may surround the colon.
+        let after_version = before_params.get(8..)?;
+        let host = after_version.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
+        let sent_by: String = host
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        (!sent_by.is_empty()).then_some(sent_by)
     }
 
     /// The user part of the From URI: the caller's number.
@@ -650,6 +669,8 @@ v=0\r\n";
         assert_eq!(parse_datagram(no_cseq), Err(ParseError::Missing("CSeq")));
         let mismatch = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: 1\r\nCSeq: 1 INVITE\r\n\r\n";
         assert_eq!(parse_datagram(mismatch), Err(ParseError::CSeqMismatch));
+        let no_sent_by = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP ;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: 1\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        assert_eq!(parse_datagram(no_sent_by), Err(ParseError::BadVia));
         assert!(matches!(
             parse_datagram(b"HELLO\r\n\r\n"),
             Err(ParseError::Syntax(_))

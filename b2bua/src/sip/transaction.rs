@@ -464,16 +464,20 @@ impl Transaction {
 }
 
 /// The key a message is matched to its transaction by (RFC 3261 §17.1.3 and §17.2.3): the top
-/// Via branch and the method, with ACK matching its INVITE and CANCEL kept apart.
+/// Via's branch and sent-by and the method, with ACK matching its INVITE and CANCEL kept
+/// apart. The sent-by keeps two clients that chose the same branch from sharing a transaction
+/// (one would be answered with the other's response); a response's top Via is the one we
+/// sent, so our client transactions match as before.
 pub fn key(msg: &SipMessage) -> Option<String> {
     let branch = msg.branch()?;
+    let sent_by = msg.sent_by()?;
     let (_, method) = msg.cseq()?;
     let method = if method == Method::Ack {
         Method::Invite
     } else {
         method
     };
-    Some(format!("{branch}|{method}"))
+    Some(format!("{branch}|{sent_by}|{method}"))
 }
 
 /// A status code as rsip carries it.
@@ -727,5 +731,31 @@ mod tests {
         let mut ack = req("ACK");
         ack.method = Method::Ack;
         assert_eq!(key(&SipMessage::Request(ack)), key(&invite));
+    }
+
+    #[test]
+    fn the_same_branch_from_two_clients_is_two_transactions() {
+        let bye = |via: &str| {
+            crate::sip::message::parse_datagram(
+                format!(
+                    "BYE sip:b2bua@127.0.0.1 SIP/2.0\r\nVia: {via};branch=z9hG4bKbye2\r\n\
+                     From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\n\
+                     CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        let a = bye("SIP/2.0/UDP 127.0.0.1:40001");
+        let b = bye("SIP/2.0/UDP 127.0.0.1:40002");
+        assert_eq!(a.sent_by().as_deref(), Some("127.0.0.1:40001"));
+        assert_ne!(key(&a), key(&b));
+        // LWS where the grammar allows it, and case, do not make another transaction.
+        let spaced = bye("SIP/2.0/UDP  127.0.0.1 : 40001");
+        assert_eq!(key(&spaced), key(&a));
+        let v6 = bye("SIP/2.0/TCP [::1]:5060");
+        assert_eq!(v6.sent_by().as_deref(), Some("[::1]:5060"));
+        let host = bye("SIP/2.0/UDP PBX.Example.com");
+        assert_eq!(host.sent_by().as_deref(), Some("pbx.example.com"));
     }
 }
