@@ -762,3 +762,117 @@ async fn a_caller_whose_ack_never_comes_is_hung_up_and_nothing_is_held() {
     running.stop().await;
     store.close().await;
 }
+
+/// A zip of an ITSP's prompt set: `en_welcome.au` and `en_enter_card_num.au`, each a steady
+/// level (one µ-law byte repeated), so which set a caller hears shows in every packet.
+fn prompt_zip(welcome: i16, enter_card: i16) -> Vec<u8> {
+    use std::io::Write;
+    let au = |level: i16, ms: usize| {
+        prompts::audio::write_au(&prompts::audio::Audio {
+            samples: vec![level; ms * 8],
+        })
+    };
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in [
+        ("en_welcome.au", au(welcome, 1200)),
+        ("en_enter_card_num.au", au(enter_card, 1500)),
+    ] {
+        z.start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        z.write_all(&data).unwrap();
+    }
+    z.finish().unwrap().into_inner()
+}
+
+/// How many packets from `heard` carry nothing but `byte`.
+fn packets_of(heard: &[(Vec<u8>, SocketAddr)], byte: u8) -> usize {
+    heard
+        .iter()
+        .filter_map(|(p, _)| b2bua::media::rtp::read(p))
+        .filter(|r| !r.payload.is_empty() && r.payload.iter().all(|b| *b == byte))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_keeps_the_prompt_set_it_started_with_while_its_itsp_uploads_another() {
+    let gw = Ua::new("gw").await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
+    let store = Arc::new(Store::open(&url, StoreConfig::default()).await.unwrap());
+    rating::demo::seed(&store, Utc::now()).await.unwrap();
+    let yaml = format!(
+        "flows: {}\ntenant_prompts: {}\nsip:\n  listen: [\"udp:127.0.0.1:0\"]\n  t1_ms: 500\n\
+trusted_peers: [127.0.0.1]\n\
+access_numbers:\n  - {{number: \"5551300\", flow: debitcard, tenant: acme}}\n\
+media: {{bind: 127.0.0.1, ports: 45000-45999}}\n\
+gateways:\n  - {{name: gw, address: \"{}\"}}\nroutes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n",
+        ivr::shipped_dir().display(),
+        dir.path().join("tenant-prompts").display(),
+        gw.sip_addr()
+    );
+    let running = b2bua::engine::start(Config::parse(&yaml, "t.yaml").unwrap(), store.clone())
+        .await
+        .unwrap();
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let upload = |zip: Vec<u8>| {
+        let assets = running.assets.clone();
+        async move {
+            assets
+                .upload_prompts("acme", zip, |_| String::new())
+                .await
+                .unwrap();
+            let set = assets.live().prompts("acme");
+            let level = |name: &str| set.get("en", name).unwrap().ulaw[0];
+            (level("welcome"), level("enter_card_num"))
+        }
+    };
+    let (welcome1, card1) = upload(prompt_zip(1000, 2000)).await;
+    // The first caller is welcomed by version 1; version 2 arrives while it plays.
+    let mut first = Ua::new("4085550001").await;
+    let offer = first.sdp("0 101", &["0 PCMU/8000", "101 telephone-event/8000"]);
+    let invite = first.invite(b2b, "5551300", "swap-1", &offer);
+    first.send(b2b, &invite).await;
+    let ok1 = first.expect_response(200, S).await;
+    let ack = first.in_dialog("ACK", b2b, &ok1, None);
+    first.send(b2b, &ack).await;
+    let (welcome2, card2) = upload(prompt_zip(-1000, -2000)).await;
+    assert!(
+        [welcome1, card1, welcome2, card2]
+            .iter()
+            .all(|b| *b != 0xff && *b != 0x7f),
+        "levels distinct from silence"
+    );
+    let heard1 = first.recv_rtp_for(Duration::from_millis(3200)).await;
+    let bye = first.in_dialog("BYE", b2b, &ok1, None);
+    first.send(b2b, &bye).await;
+    first.expect_response(200, S).await;
+    // A caller arriving after the upload hears version 2.
+    let mut second = Ua::new("4085550002").await;
+    let offer = second.sdp("0 101", &["0 PCMU/8000", "101 telephone-event/8000"]);
+    let invite = second.invite(b2b, "5551300", "swap-2", &offer);
+    second.send(b2b, &invite).await;
+    let ok2 = second.expect_response(200, S).await;
+    let ack = second.in_dialog("ACK", b2b, &ok2, None);
+    second.send(b2b, &ack).await;
+    let heard2 = second.recv_rtp_for(Duration::from_millis(3200)).await;
+    let bye = second.in_dialog("BYE", b2b, &ok2, None);
+    second.send(b2b, &bye).await;
+    second.expect_response(200, S).await;
+    let counts =
+        |h: &[(Vec<u8>, SocketAddr)]| [welcome1, card1, welcome2, card2].map(|b| packets_of(h, b));
+    let (c1, c2) = (counts(&heard1), counts(&heard2));
+    // Version 1's card prompt follows its welcome on the first call, though version 2 was
+    // live by then; the second call hears only version 2.
+    assert!(
+        c1[1] > 20,
+        "first call heard version 1's card prompt: {c1:?}"
+    );
+    assert_eq!((c1[2], c1[3]), (0, 0), "nothing of version 2: {c1:?}");
+    assert!(
+        c2[2] > 20 && c2[3] > 20,
+        "second call heard version 2: {c2:?}"
+    );
+    assert_eq!((c2[0], c2[1]), (0, 0), "nothing of version 1: {c2:?}");
+    running.stop().await;
+    store.close().await;
+}
