@@ -364,3 +364,86 @@ async fn access_numbers_are_kept_and_an_owners_write_is_guarded(db: &TestDb) {
     assert_eq!(b.access_numbers().await.unwrap(), vec![pinless]);
 }
 on_both!(access_numbers_are_kept_and_an_owners_write_is_guarded);
+
+/// A card change made through the admin API and its audit-log entry commit together: with the
+/// audit log unwritable, the top-up, the block and the new card are all refused and nothing
+/// moves, and the top-up's reference is still free afterwards.
+async fn a_change_and_its_audit_entry_commit_together(db: &TestDb) {
+    use rating::store::AuditEntry;
+    use sqlx::Connection;
+    let s = db.store().await;
+    s.create_account(&card("000070", "1234", "10.00"), now())
+        .await
+        .unwrap();
+    let entry = |action: &str, target: &str| AuditEntry {
+        at: now(),
+        actor: "desk".into(),
+        role: "finance".into(),
+        action: action.into(),
+        target: target.into(),
+        detail: String::new(),
+    };
+    let top_up = |reference: &'static str| {
+        let (s, e) = (&s, entry("topup", "000070"));
+        async move {
+            s.post_audited(
+                "000070",
+                LedgerKind::TopUp,
+                money("5.00"),
+                reference,
+                "",
+                now(),
+                &e,
+            )
+            .await
+        }
+    };
+    assert!(matches!(top_up("R1").await.unwrap(), Posting::Applied(_)));
+    assert!(matches!(
+        top_up("R1").await.unwrap(),
+        Posting::AlreadyApplied(_)
+    ));
+    assert_eq!(s.audit_log(Some("000070"), 10).await.unwrap().len(), 1);
+
+    // The audit log cannot be written (here: renamed away behind the store's back).
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    sqlx::query("ALTER TABLE audit_log RENAME TO audit_log_away")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let e = top_up("R2").await.unwrap_err();
+    assert!(matches!(e, StoreError::Database(_)), "{e}");
+    let e = s
+        .set_blocked_audited("000070", true, &entry("block", "000070"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Database(_)), "{e}");
+    let e = s
+        .create_accounts_audited(
+            &[card("000071", "1234", "1.00")],
+            now(),
+            &entry("batch", "000071"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Database(_)), "{e}");
+    sqlx::query("ALTER TABLE audit_log_away RENAME TO audit_log")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let a = s.account("000070").await.unwrap();
+    assert_eq!(a.balance, money("15.00"));
+    assert_eq!(a.status.as_str(), "active");
+    assert!(matches!(
+        s.account("000071").await,
+        Err(StoreError::NoAccount(_))
+    ));
+    assert_eq!(s.ledger("000070", 10).await.unwrap().len(), 2);
+    assert!(matches!(top_up("R2").await.unwrap(), Posting::Applied(_)));
+    assert_eq!(s.audit_log(Some("000070"), 10).await.unwrap().len(), 2);
+    assert!(s.ledger_check().await.unwrap().problems.is_empty());
+}
+on_both!(a_change_and_its_audit_entry_commit_together);

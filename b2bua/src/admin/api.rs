@@ -106,7 +106,21 @@ fn money(field: &str, text: &str, negative: bool) -> Result<Money, ApiError> {
     Money::parse(text, negative).map_err(|e| ApiError::bad(format!("{field}: {e}")))
 }
 
-/// Records a change; a change whose record cannot be written is reported as failed.
+/// The audit-log entry for a change `who` makes now.
+fn entry(who: &Caller, action: &str, target: &str, detail: String) -> AuditEntry {
+    AuditEntry {
+        at: Utc::now(),
+        actor: who.name.clone(),
+        role: who.role.to_string(),
+        action: action.into(),
+        target: target.into(),
+        detail,
+    }
+}
+
+/// Records a change made outside the database (files, the log filter) or in a table with no
+/// money in it; a change whose record cannot be written is reported as failed. Changes to
+/// cards and money write their entry in their own transaction instead (`*_audited`).
 async fn record(
     s: &Shared,
     who: &Caller,
@@ -115,14 +129,7 @@ async fn record(
     detail: String,
 ) -> Result<(), ApiError> {
     s.store
-        .audit(&AuditEntry {
-            at: Utc::now(),
-            actor: who.name.clone(),
-            role: who.role.to_string(),
-            action: action.into(),
-            target: target.into(),
-            detail,
-        })
+        .audit(&entry(who, action, target, detail))
         .await
         .map_err(|e| {
             tracing::error!(error = %e, action, target, "the audit log could not be written");
@@ -255,12 +262,15 @@ async fn create(
     n.tenant = tenant_for(&who, c.tenant)?;
     n.credit_limit = money("credit_limit", &c.credit_limit, false)?;
     n.pinless = c.pinless;
-    let a = s.store.create_account(&n, Utc::now()).await?;
     let detail = format!(
         "balance={} {} tenant={} pinless={}",
-        a.balance, a.currency, a.tenant, a.pinless
+        n.balance, n.currency, n.tenant, n.pinless
     );
-    record(&s, &who, "create", &a.account, detail).await?;
+    let audit = entry(&who, "create", &n.account, detail);
+    s.store
+        .create_accounts_audited(std::slice::from_ref(&n), Utc::now(), &audit)
+        .await?;
+    let a = s.store.account(&n.account).await?;
     Ok((StatusCode::CREATED, Json(account_json(&a))).into_response())
 }
 
@@ -336,17 +346,21 @@ pub(super) async fn create_batch(
     let mut last = None;
     for _ in 0..3 {
         let cards = draw_cards(b.count, b.digits, b.pin_digits, &t);
-        match s.store.create_accounts(&cards, Utc::now()).await {
+        let first = cards[0].account.clone();
+        let detail = format!(
+            "count={} balance={} {} tenant={} first={first}",
+            b.count, t.balance, t.currency, t.tenant
+        );
+        let audit = entry(who, "batch", &first, detail);
+        match s
+            .store
+            .create_accounts_audited(&cards, Utc::now(), &audit)
+            .await
+        {
             Ok(()) => {
                 let mut csv = Vec::new();
                 write_batch_csv(&mut csv, &cards)
                     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-                let first = cards[0].account.clone();
-                let detail = format!(
-                    "count={} balance={} {} tenant={} first={first}",
-                    b.count, t.balance, t.currency, t.tenant
-                );
-                record(s, who, "batch", &first, detail).await?;
                 return Ok((csv, first));
             }
             // A number already taken: draw again.
@@ -379,10 +393,11 @@ pub(super) async fn set_blocked(
     blocked: bool,
 ) -> Result<Account, ApiError> {
     visible(s, who, account).await?;
-    let a = s.store.set_blocked(account, blocked).await?;
     let action = if blocked { "block" } else { "unblock" };
-    record(s, who, action, account, String::new()).await?;
-    Ok(a)
+    let audit = entry(who, action, account, String::new());
+    Ok(s.store
+        .set_blocked_audited(account, blocked, &audit)
+        .await?)
 }
 
 async fn block(
@@ -462,25 +477,24 @@ pub(super) async fn top_up(
     let amount =
         Money::parse_positive(&t.amount).map_err(|e| ApiError::bad(format!("amount: {e}")))?;
     let a = visible(s, who, account).await?;
+    let detail = format!("amount={} {} reference={}", amount, a.currency, t.reference);
+    let audit = entry(who, "topup", account, detail);
     let posting = s
         .store
-        .post(
+        .post_audited(
             account,
             LedgerKind::TopUp,
             amount,
             &t.reference,
             &t.note,
             Utc::now(),
+            &audit,
         )
         .await?;
     let (applied, entry) = match posting {
         Posting::Applied(e) => (true, e),
         Posting::AlreadyApplied(e) => (false, e),
     };
-    if applied {
-        let detail = format!("amount={} {} reference={}", amount, a.currency, t.reference);
-        record(s, who, "topup", account, detail).await?;
-    }
     let balance = s.store.account(account).await?.balance;
     Ok(ToppedUp {
         applied,

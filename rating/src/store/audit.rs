@@ -3,7 +3,8 @@
 
 use super::{at_ms, ms, Store, StoreError};
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use sqlx::any::AnyArguments;
+use sqlx::{Any, Row, Transaction};
 
 /// One change, as the admin API records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,21 +22,35 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+fn insert(e: &AuditEntry) -> sqlx::query::Query<'_, Any, AnyArguments<'_>> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, role, action, target, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(ms(e.at))
+    .bind(&e.actor)
+    .bind(&e.role)
+    .bind(&e.action)
+    .bind(&e.target)
+    .bind(&e.detail)
+}
+
+/// Writes `e` inside the transaction of the change it describes, so the two commit together:
+/// no change without its entry, no entry for a change that did not happen.
+pub(super) async fn audit_in(
+    tx: &mut Transaction<'_, Any>,
+    e: Option<&AuditEntry>,
+) -> Result<(), StoreError> {
+    if let Some(e) = e {
+        insert(e).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Appends one entry to the audit log.
+    /// Appends one entry to the audit log, for changes made outside the database (files).
     pub async fn audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, role, action, target, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(ms(e.at))
-        .bind(&e.actor)
-        .bind(&e.role)
-        .bind(&e.action)
-        .bind(&e.target)
-        .bind(&e.detail)
-        .execute(&self.pool)
-        .await?;
+        insert(e).execute(&self.pool).await?;
         Ok(())
     }
 

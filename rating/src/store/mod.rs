@@ -636,7 +636,28 @@ impl Store {
         &self,
         cards: &[NewAccount],
         now: DateTime<Utc>,
+        tick: impl FnMut(),
+    ) -> Result<(), StoreError> {
+        self.create_accounts_in(cards, now, tick, None).await
+    }
+
+    /// [`Store::create_accounts`] with its audit-log entry written in the same transaction.
+    pub async fn create_accounts_audited(
+        &self,
+        cards: &[NewAccount],
+        now: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.create_accounts_in(cards, now, || {}, Some(audit))
+            .await
+    }
+
+    async fn create_accounts_in(
+        &self,
+        cards: &[NewAccount],
+        now: DateTime<Utc>,
         mut tick: impl FnMut(),
+        audit: Option<&AuditEntry>,
     ) -> Result<(), StoreError> {
         for n in cards {
             self.validate_new(n)?;
@@ -646,17 +667,38 @@ impl Store {
             self.insert_account(&mut tx, n, ms(now)).await?;
             tick();
         }
+        audit::audit_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Blocks (7) or unblocks a card. Unblocking also clears a PIN lockout (10).
     pub async fn set_blocked(&self, account: &str, blocked: bool) -> Result<Account, StoreError> {
+        self.set_blocked_in(account, blocked, None).await
+    }
+
+    /// [`Store::set_blocked`] with its audit-log entry written in the same transaction.
+    pub async fn set_blocked_audited(
+        &self,
+        account: &str,
+        blocked: bool,
+        audit: &AuditEntry,
+    ) -> Result<Account, StoreError> {
+        self.set_blocked_in(account, blocked, Some(audit)).await
+    }
+
+    async fn set_blocked_in(
+        &self,
+        account: &str,
+        blocked: bool,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Account, StoreError> {
         let status = if blocked { "blocked" } else { "active" };
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("UPDATE accounts SET status = $1 WHERE account = $2")
             .bind(status)
             .bind(account)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NoAccount(account.to_string()));
@@ -664,9 +706,11 @@ impl Store {
         if !blocked {
             sqlx::query("DELETE FROM auth_failures WHERE kind = 'card' AND subject = $1")
                 .bind(account)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
         }
+        audit::audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
         self.account(account).await
     }
 
@@ -770,6 +814,38 @@ impl Store {
         note: &str,
         now: DateTime<Utc>,
     ) -> Result<Posting, StoreError> {
+        self.post_in(account, kind, amount, reference, note, now, None)
+            .await
+    }
+
+    /// [`Store::post`] with its audit-log entry written in the same transaction; a repeated
+    /// reference (nothing posted) writes no entry either.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn post_audited(
+        &self,
+        account: &str,
+        kind: LedgerKind,
+        amount: Money,
+        reference: &str,
+        note: &str,
+        now: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<Posting, StoreError> {
+        self.post_in(account, kind, amount, reference, note, now, Some(audit))
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn post_in(
+        &self,
+        account: &str,
+        kind: LedgerKind,
+        amount: Money,
+        reference: &str,
+        note: &str,
+        now: DateTime<Utc>,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Posting, StoreError> {
         check_text("reference", reference, true, 200)?;
         check_text("note", note, false, 500)?;
         match kind {
@@ -825,6 +901,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 1 {
+            audit::audit_in(&mut tx, audit).await?;
             tx.commit().await?;
             let entry = self.ledger_entry_by_key(&key).await?;
             return Ok(Posting::Applied(entry));
