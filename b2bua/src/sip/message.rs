@@ -360,9 +360,8 @@ pub trait SipExt {
     fn sent_by(&self) -> Option<String> {
         let via = top_value(self.header("Via")?);
         let before_params = via.split(';').next()?;
-        // `SIP/2.0/UDP host:port`, where LWS may surround the colon.
-        let after_version = before_params.get(8..)?;
-        let host = after_version.trim_start_matches(|c: char| c.is_ascii_alphanumeric());
+        // `SIP/2.0/<transport> LWS host[:port]`, where LWS may also surround the colon.
+        let (_, host) = before_params.get(8..)?.split_once(char::is_whitespace)?;
         let sent_by: String = host
             .chars()
             .filter(|c| !c.is_whitespace())

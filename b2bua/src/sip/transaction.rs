@@ -757,5 +757,10 @@ mod tests {
         assert_eq!(v6.sent_by().as_deref(), Some("[::1]:5060"));
         let host = bye("SIP/2.0/UDP PBX.Example.com");
         assert_eq!(host.sent_by().as_deref(), Some("pbx.example.com"));
+        let odd_transport = bye("SIP/2.0/TLS-SCTP h.example.net:5061");
+        assert_eq!(
+            odd_transport.sent_by().as_deref(),
+            Some("h.example.net:5061")
+        );
     }
 }
