@@ -82,9 +82,11 @@ impl AccessTable {
     pub fn new(fixed: &[AccessNumber], managed: &[AccessRow]) -> AccessTable {
         let mut numbers: Vec<(AccessNumber, Source)> =
             fixed.iter().map(|a| (a.clone(), Source::Config)).collect();
+        let in_file: std::collections::HashSet<&str> =
+            fixed.iter().map(|a| a.number.as_str()).collect();
         let mut shadowed = Vec::new();
         for r in managed {
-            if fixed.iter().any(|a| a.number == r.number) {
+            if in_file.contains(r.number.as_str()) {
                 shadowed.push(r.number.clone());
                 continue;
             }
@@ -122,10 +124,12 @@ impl AccessTable {
 
     /// One number exactly as configured, and where.
     pub fn get(&self, number: &str) -> Option<(&AccessNumber, Source)> {
-        self.numbers
-            .iter()
-            .find(|(a, _)| a.number == number)
-            .map(|(a, s)| (a, *s))
+        let &i = self
+            .exact
+            .get(number)
+            .or_else(|| self.prefixes.get(number))?;
+        let (a, source) = &self.numbers[i];
+        Some((a, *source))
     }
 
     /// Database numbers the configuration file overrides (an operator's mistake to report).
