@@ -373,17 +373,20 @@ async fn two_nodes_behind_kamailio_survive_one_crashing_mid_call_without_overspe
     );
 
     // Node B's sweeper settles what node A held, charged up to node A's last heartbeat.
-    let mut swept = Vec::new();
-    for _ in 0..150 {
-        let held = store.reservations(CARD).await.unwrap();
-        let records = store
+    let card_records = || async {
+        store
             .call_records(&RecordFilter {
                 account: Some(CARD.into()),
                 session_id: None,
                 limit: Some(100),
             })
             .await
-            .unwrap();
+            .unwrap()
+    };
+    let mut swept = Vec::new();
+    for _ in 0..150 {
+        let held = store.reservations(CARD).await.unwrap();
+        let records = card_records().await;
         swept = records
             .iter()
             .filter(|r| r.disconnect_cause.contains("swept: owner node-a"))
@@ -407,14 +410,7 @@ async fn two_nodes_behind_kamailio_survive_one_crashing_mid_call_without_overspe
         );
     }
     assert!(store.reservations(CARD).await.unwrap().is_empty());
-    let records = store
-        .call_records(&RecordFilter {
-            account: Some(CARD.into()),
-            session_id: None,
-            limit: Some(100),
-        })
-        .await
-        .unwrap();
+    let records = card_records().await;
     let answered: Vec<_> = records.iter().filter(|r| r.connect_at.is_some()).collect();
     assert_eq!(answered.len(), 8, "four calls per batch: {records:?}");
 

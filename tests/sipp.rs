@@ -633,17 +633,7 @@ async fn a_call_over_ipv6() {
         .replace(&format!("127.0.0.1:{gw}"), &format!("[::1]:{gw}"));
     let rig = Rig::start(&v6).await;
     assert!(rig.udp.is_ipv6());
-    rig.play(Scene {
-        uas: "uas_answer.xml",
-        uas_args: &[],
-        uac: &scenarios().join("uac_pinless.xml"),
-        ani: "4085551234",
-        user: "55512015555233",
-        tcp: false,
-        uac_args: &["-d", "200"],
-        gateway: gw,
-    })
-    .await;
+    pinless_call(&rig, gw, "200").await;
     let invite = first_invite(&rig.log("uas"));
     assert!(
         invite.starts_with(&format!("INVITE sip:5555233@[::1]:{gw} SIP/2.0")),

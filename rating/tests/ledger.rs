@@ -340,6 +340,10 @@ async fn access_numbers_are_kept_and_an_owners_write_is_guarded(db: &TestDb) {
             ..row.clone()
         },
         AccessRow {
+            languages: vec!["en".into(), "en".into()],
+            ..row.clone()
+        },
+        AccessRow {
             flow: None,
             ..row.clone()
         },

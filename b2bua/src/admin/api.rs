@@ -937,6 +937,14 @@ async fn access_number(
     Ok(Json(access_json(a, source, row_of(&rows, a, source))))
 }
 
+/// The refusal of a change to a number only the configuration file may change.
+fn fixed_in_config(number: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!("access number {number} is fixed in the configuration file; change it there"),
+    )
+}
+
 /// A number's settings; what is left out keeps its value (or, for a new number, its default).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -975,10 +983,7 @@ async fn put_access_number(
         None => table.get(&number),
     };
     if let Some((_, Source::Config)) = current {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("access number {number} is fixed in the configuration file; change it there"),
-        ));
+        return Err(fixed_in_config(&number));
     }
     let current = current.map(|(a, _)| a);
     if let (Some(_), Some(cur)) = (who.tenant(), current) {
@@ -1065,17 +1070,6 @@ async fn put_access_number(
             ),
         ));
     }
-    if let Some(l) = row
-        .languages
-        .iter()
-        .enumerate()
-        .find(|(i, l)| row.languages[..*i].contains(l))
-    {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("language {} is listed twice", l.1),
-        ));
-    }
     let new = AccessNumber::from(&row);
     if current == Some(&new) {
         // The same settings again (a retried request): nothing to write or audit.
@@ -1119,10 +1113,7 @@ async fn delete_access_number(
     let (_, source) = visible_number(&table, &who, &number)?;
     // A database copy the configuration file overrides may go; the file's number stays.
     if source == Source::Config && !table.shadowed().contains(&number) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("access number {number} is fixed in the configuration file; change it there"),
-        ));
+        return Err(fixed_in_config(&number));
     }
     let Some(was) = s.store.delete_access_number(&number).await? else {
         return Err(ApiError::new(

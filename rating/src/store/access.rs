@@ -63,12 +63,15 @@ impl AccessRow {
                 "at least one language is needed".into(),
             ));
         }
-        for l in &self.languages {
+        for (i, l) in self.languages.iter().enumerate() {
             if l.is_empty() || l.len() > 8 || !l.bytes().all(|b| b.is_ascii_alphanumeric()) {
                 return Err(StoreError::Invalid(format!(
                     "`{l}` is not a language code (letters and digits, as in the prompt files' \
                      `<lang>_` prefix)"
                 )));
+            }
+            if self.languages[..i].contains(l) {
+                return Err(StoreError::Invalid(format!("language {l} is listed twice")));
             }
         }
         match &self.flow {
