@@ -298,12 +298,16 @@ async fn the_callers_digits_and_long_pound_arrive_as_events() {
     };
     let t0 = std::time::Instant::now();
     for (i, end) in [(0, false), (1, false), (2, true), (3, true), (4, true)] {
-        let p = tx.relay(101, i == 0, 8000, 8000, &ev(5, end, 160 * (i + 1)), t0);
+        let p = tx
+            .relay(101, i == 0, 8000, 8000, &ev(5, end, 160 * (i + 1)), t0)
+            .unwrap();
         caller.rtp.send_to(&p, to).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 0..48u16 {
-        let p = tx.relay(101, i == 0, 16000, 8000, &ev(11, false, 400 * (i + 1)), t0);
+        let p = tx
+            .relay(101, i == 0, 16000, 8000, &ev(11, false, 400 * (i + 1)), t0)
+            .unwrap();
         caller.rtp.send_to(&p, to).await.unwrap();
         if i == 0 {
             caller.rtp.send_to(&p, to).await.unwrap();
@@ -311,7 +315,9 @@ async fn the_callers_digits_and_long_pound_arrive_as_events() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for _ in 0..3 {
-        let p = tx.relay(101, false, 16000, 8000, &ev(11, true, 19200), t0);
+        let p = tx
+            .relay(101, false, 16000, 8000, &ev(11, true, 19200), t0)
+            .unwrap();
         caller.rtp.send_to(&p, to).await.unwrap();
     }
     let mut got = Vec::new();

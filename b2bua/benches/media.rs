@@ -137,8 +137,8 @@ async fn relay(n: usize, secs: u64) {
                 let now = Instant::now();
                 for (i, (a, b)) in targets.iter().enumerate() {
                     let (sa, sb) = &mut senders[i];
-                    let _ = sock_a.try_send_to(&sa.prompt_frame(0, &payload, now), *a);
-                    let _ = sock_b.try_send_to(&sb.prompt_frame(0, &payload, now), *b);
+                    let _ = sock_a.try_send_to(&sa.prompt_frame(0, &payload, now).unwrap(), *a);
+                    let _ = sock_b.try_send_to(&sb.prompt_frame(0, &payload, now).unwrap(), *b);
                     sent.fetch_add(2, Ordering::Relaxed);
                 }
             }

@@ -121,6 +121,8 @@ pub fn config(cmd: ConfigCommand) -> Result<ExitCode> {
 
 /// Runs the service until Ctrl-C.
 pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitCode> {
+    // Installed first, so that a critical task failing at any point afterwards stops us.
+    let mut watchdog = b2bua::supervise::watchdog().context("a second watchdog")?;
     let demo = args.config.is_none();
     let cfg = match &args.config {
         Some(path) => Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -269,8 +271,16 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
+            Some(failure) = watchdog.recv() => {
+                // Calls cannot be ended cleanly without the task that died: exit at once and
+                // let the supervisor restart us; the holds of our calls are swept by the next
+                // sweeper (ours after the restart, or another node's) once the grace is over.
+                eprintln!("error: {failure}; exiting so that the supervisor restarts the service");
+                std::process::exit(70);
+            }
         }
     }
+    b2bua::supervise::stopping();
     let stats = running.stop().await;
     if let Some(aaa) = aaa {
         aaa.stop().await;

@@ -15,4 +15,6 @@ pub mod radius;
 pub mod radius_acct;
 pub mod routing;
 pub mod sip;
+pub mod supervise;
+pub mod sync;
 pub mod transport;

@@ -5,6 +5,7 @@
 //! that no request is authorized or billed twice.
 
 use crate::config::RadiusServer;
+use crate::sync::Lock;
 use chrono::Utc;
 use radius::core::code::Code;
 use rating::radius::cache::{Key, ReplyCache, Seen};
@@ -32,6 +33,7 @@ pub struct Running {
 impl Running {
     /// Stops both sockets; requests being answered finish on their own.
     pub async fn stop(self) {
+        crate::supervise::stopping();
         for t in &self.tasks {
             t.abort();
         }
@@ -66,8 +68,11 @@ pub async fn start(cfg: &RadiusServer, store: Arc<Store>) -> std::io::Result<Run
         auth: auth.local_addr()?,
         acct: acct.local_addr()?,
         tasks: vec![
-            tokio::spawn(serve(auth, shared.clone(), Code::AccessRequest)),
-            tokio::spawn(serve(acct, shared, Code::AccountingRequest)),
+            crate::supervise::spawn(
+                "radius-auth",
+                serve(auth, shared.clone(), Code::AccessRequest),
+            ),
+            crate::supervise::spawn("radius-acct", serve(acct, shared, Code::AccountingRequest)),
         ],
     };
     tracing::info!(auth = %running.auth, acct = %running.acct, "RADIUS AAA server listening");
@@ -106,11 +111,7 @@ async fn serve(sock: Arc<UdpSocket>, shared: Arc<Shared>, expect: Code) {
             identifier: req.identifier,
             authenticator: req.authenticator,
         };
-        let seen = shared
-            .cache
-            .lock()
-            .expect("cache lock")
-            .arrive(key.clone(), Instant::now());
+        let seen = shared.cache.locked().arrive(key.clone(), Instant::now());
         match seen {
             Seen::Answered(bytes) => {
                 tracing::debug!(client = %from, id = req.identifier, "RADIUS retransmission answered from the cache");
@@ -126,14 +127,10 @@ async fn serve(sock: Arc<UdpSocket>, shared: Arc<Shared>, expect: Code) {
                         Some(bytes) => {
                             // Cached before it is sent, so that a resend arriving right after
                             // the answer finds it.
-                            shared
-                                .cache
-                                .lock()
-                                .expect("cache lock")
-                                .answered(&key, bytes.clone());
+                            shared.cache.locked().answered(&key, bytes.clone());
                             let _ = sock.send_to(&bytes, from).await;
                         }
-                        None => shared.cache.lock().expect("cache lock").abandon(&key),
+                        None => shared.cache.locked().abandon(&key),
                     }
                 });
             }

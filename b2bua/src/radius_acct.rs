@@ -32,6 +32,7 @@ pub struct Running {
 impl Running {
     /// Stops sending; records not yet acknowledged stay queued for the next start.
     pub async fn stop(self) {
+        crate::supervise::stopping();
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
@@ -57,7 +58,10 @@ pub async fn start(cfg: &RadiusAccounting, store: Arc<Store>) -> std::io::Result
         cfg.window,
     );
     tracing::info!(server = %cfg.server, %local, "RADIUS accounting client sending");
-    let task = tokio::spawn(run(sock, cfg.server, sender, store, stopped));
+    let task = crate::supervise::spawn(
+        "radius-accounting",
+        run(sock, cfg.server, sender, store, stopped),
+    );
     Ok(Running { local, stop, task })
 }
 

@@ -10,6 +10,7 @@
 use crate::routing::Proto;
 use crate::sip::framer::{self, StreamFramer};
 use crate::sip::message::{self, ParseError, SipMessage};
+use crate::sync::Lock;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,12 +124,12 @@ impl Transports {
                     let s = Arc::new(UdpSocket::bind(l.addr).await?);
                     bound.push(s.local_addr()?);
                     t.udp.push(s.clone());
-                    tokio::spawn(udp_loop(s, t.inbound.clone()));
+                    crate::supervise::spawn("sip-udp", udp_loop(s, t.inbound.clone()));
                 }
                 Proto::Tcp => {
                     let s = TcpListener::bind(l.addr).await?;
                     bound.push(s.local_addr()?);
-                    tokio::spawn(tcp_accept(s, t.clone()));
+                    crate::supervise::spawn("sip-tcp", tcp_accept(s, t.clone()));
                 }
             }
         }
@@ -169,7 +170,7 @@ impl Transports {
                     Some(id) => id,
                     None => self.connect(to.addr),
                 };
-                let sender = self.conns.lock().unwrap().get(&id).cloned();
+                let sender = self.conns.locked().get(&id).cloned();
                 match sender {
                     Some(s) => {
                         let _ = s.send(bytes);
@@ -182,15 +183,15 @@ impl Transports {
 
     /// The connection to a gateway, opened on first use and reused after.
     fn connect(&self, addr: SocketAddr) -> u64 {
-        let mut out = self.outbound.lock().unwrap();
+        let mut out = self.outbound.locked();
         if let Some(id) = out.get(&addr) {
-            if self.conns.lock().unwrap().contains_key(id) {
+            if self.conns.locked().contains_key(id) {
                 return *id;
             }
         }
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        self.conns.lock().unwrap().insert(id, tx);
+        self.conns.locked().insert(id, tx);
         out.insert(addr, id);
         let me = self.clone();
         tokio::spawn(async move {
@@ -198,7 +199,7 @@ impl Transports {
                 Ok(stream) => me.run_conn(stream, addr, id, rx).await,
                 Err(e) => {
                     tracing::warn!(%addr, error = %e, "TCP connect failed");
-                    me.conns.lock().unwrap().remove(&id);
+                    me.conns.locked().remove(&id);
                 }
             }
         });
@@ -262,7 +263,7 @@ impl Transports {
                 }
             }
         }
-        self.conns.lock().unwrap().remove(&id);
+        self.conns.locked().remove(&id);
         writer.abort();
     }
 }
@@ -274,7 +275,7 @@ async fn tcp_accept(listener: TcpListener, t: Transports) {
         };
         let id = t.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        t.conns.lock().unwrap().insert(id, tx);
+        t.conns.locked().insert(id, tx);
         tokio::spawn(t.clone().run_conn(stream, addr, id, rx));
     }
 }

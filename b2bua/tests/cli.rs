@@ -657,3 +657,47 @@ fn flows_check_names_file_line_and_state() {
         .fails(&["flows", "check", &broken])
         .contains("broken.yaml:"));
 }
+
+#[test]
+fn a_critical_task_that_dies_takes_the_process_down() {
+    // Each of these tasks runs for the life of the process; the debug-build hook
+    // B2BUA_TEST_FAULT makes one panic shortly after the start.
+    for task in ["engine", "sip-udp", "sip-tcp", "pacer", "media-inactivity"] {
+        let cli = Cli::new();
+        let cfg = cli.file(
+            "c.yaml",
+            "sip:\n  listen: [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n",
+        );
+        let mut child = Command::new(env!("CARGO_BIN_EXE_b2bua"))
+            .args(["serve", "--config", &cfg])
+            .current_dir(cli.dir.path())
+            .env(
+                "B2BUA_DB",
+                format!("sqlite://{}", cli.dir.path().join("b2bua.db").display()),
+            )
+            .env("B2BUA_TEST_FAULT", task)
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{task}: the process lived on after its task died");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(70), "{task}: {err}");
+        assert!(
+            err.contains(&format!("critical task {task} panicked")),
+            "{task}: {err}"
+        );
+    }
+}

@@ -166,7 +166,9 @@ Max-Forwards: 70\r\n{ct}Content-Length: {}\r\n\r\n{b}",
         let mut s = rtp::Sender::new(ssrc, 100, 1000);
         let t0 = std::time::Instant::now();
         for i in 0..count {
-            let pkt = s.prompt_frame(pt, payload, t0 + Duration::from_millis(20 * i as u64));
+            let pkt = s
+                .prompt_frame(pt, payload, t0 + Duration::from_millis(20 * i as u64))
+                .expect("a payload type below 128");
             self.rtp.send_to(&pkt, to).await.unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -174,6 +174,7 @@ pub struct Running {
 impl Running {
     /// Stops accepting; requests in progress finish.
     pub async fn stop(mut self) {
+        crate::supervise::stopping();
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -202,7 +203,7 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
     let app = console::router(state.clone()).merge(api::router(state));
-    let task = tokio::spawn(async move {
+    let task = crate::supervise::spawn("admin", async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async {
                 let _ = stopped.await;

@@ -190,6 +190,7 @@ impl Running {
 
     /// Ends every call (BYE to both legs, settled), then stops.
     pub async fn stop(mut self) -> Stats {
+        crate::supervise::stopping();
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -244,7 +245,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         accounting_writes: Arc::default(),
     };
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(engine.run(in_rx, ev_rx, media_rx, stop_rx));
+    let task = crate::supervise::spawn("engine", engine.run(in_rx, ev_rx, media_rx, stop_rx));
     Ok(Running {
         assets,
         bound,

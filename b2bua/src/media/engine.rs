@@ -11,6 +11,7 @@ use super::dtmf::{self, DigitEvent, DigitMerger, InBandDetector, Rfc4733Receiver
 use super::pacer::{Pacer, Playback};
 use super::rtp::{self, ReceiverStats, Sender};
 use super::sdp::Codec;
+use crate::sync::Lock;
 use prompts::g711;
 use prompts::set::Prompt;
 use std::collections::{HashMap, HashSet};
@@ -149,7 +150,10 @@ impl Media {
         let mut play = Vec::new();
         for _ in 0..shards {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(playback_service(rx, events.clone(), lateness.clone()));
+            crate::supervise::spawn(
+                "pacer",
+                playback_service(rx, events.clone(), lateness.clone()),
+            );
             play.push(tx);
         }
         let start = cfg.ports.0 + cfg.ports.0 % 2;
@@ -168,13 +172,16 @@ impl Media {
                 play,
             }),
         };
-        tokio::spawn(inactivity_check(Arc::downgrade(&media.inner)));
+        crate::supervise::spawn(
+            "media-inactivity",
+            inactivity_check(Arc::downgrade(&media.inner)),
+        );
         (media, rx)
     }
 
     /// Port pairs still free.
     pub fn free_ports(&self) -> usize {
-        self.inner.free.lock().unwrap().len()
+        self.inner.free.locked().len()
     }
 
     fn bind_pair(&self) -> std::io::Result<(u16, std::net::UdpSocket, std::net::UdpSocket)> {
@@ -182,8 +189,7 @@ impl Media {
             let port = self
                 .inner
                 .free
-                .lock()
-                .unwrap()
+                .locked()
                 .pop()
                 .ok_or_else(|| std::io::Error::other("no free RTP ports"))?;
             let ip = self.inner.cfg.bind;
@@ -201,7 +207,7 @@ impl Media {
     /// The given quantile (0–1) of how far from their due time prompt frames were sent (early
     /// or late), over all frames so far.
     pub fn pacing_lateness(&self, q: f64) -> Duration {
-        let h = self.inner.lateness.lock().unwrap();
+        let h = self.inner.lateness.locked();
         let total: u64 = h.iter().sum();
         let target = ((total as f64 * q).ceil() as u64).max(1);
         let mut seen = 0;
@@ -240,7 +246,7 @@ impl Media {
         let (pb, rb, cb) = match self.bind_pair() {
             Ok(x) => x,
             Err(e) => {
-                self.inner.free.lock().unwrap().push(pa);
+                self.inner.free.locked().push(pa);
                 return Err(e);
             }
         };
@@ -276,8 +282,7 @@ impl Media {
         }));
         self.inner
             .registry
-            .lock()
-            .unwrap()
+            .locked()
             .insert(call, Arc::downgrade(&state));
         let sockets: [Arc<UdpSocket>; 2] = [sockets[0].clone(), sockets[1].clone()];
         let mut tasks = Vec::new();
@@ -324,7 +329,7 @@ impl Session {
         codec: (u8, Codec),
         telephone_event: Option<u8>,
     ) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.locked();
         let l = &mut st.legs[leg];
         if l.latched_ssrc.is_none() {
             l.remote = Some(remote);
@@ -339,12 +344,12 @@ impl Session {
 
     /// Whether a leg's SDP has been taken (its codec is known).
     pub fn has_codec(&self, leg: Leg) -> bool {
-        self.state.lock().unwrap().legs[leg].codec.is_some()
+        self.state.locked().legs[leg].codec.is_some()
     }
 
     /// Starts or stops relaying between the legs.
     pub fn bridge(&self, on: bool) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.locked();
         if on && !st.bridged {
             st.last_rx = Instant::now();
         }
@@ -356,7 +361,7 @@ impl Session {
 
     /// Plays prompts to a leg; a [`MediaEvent::PromptDone`] follows when they end.
     pub fn play(&self, leg: Leg, prompts: Vec<Arc<Prompt>>) {
-        self.state.lock().unwrap().playback = Some((leg, Playback::new(prompts)));
+        self.state.locked().playback = Some((leg, Playback::new(prompts)));
         let shards = &self.media.inner.play;
         let shard = &shards[self.call as usize % shards.len()];
         let _ = shard.send((self.call, self.state.clone(), self.sockets[leg].clone()));
@@ -364,12 +369,12 @@ impl Session {
 
     /// Stops a playing prompt (barge-in).
     pub fn stop_playback(&self) {
-        self.state.lock().unwrap().playback = None;
+        self.state.locked().playback = None;
     }
 
     /// Counters and the quality figure so far.
     pub fn quality(&self) -> Quality {
-        let st = self.state.lock().unwrap();
+        let st = self.state.locked();
         let a = &st.legs[A].stats;
         Quality {
             packets: [a.packets, st.legs[B].stats.packets],
@@ -385,9 +390,9 @@ impl Drop for Session {
         for t in &self.tasks {
             t.abort();
         }
-        self.state.lock().unwrap().playback = None;
-        self.media.inner.free.lock().unwrap().extend(self.ports);
-        self.media.inner.registry.lock().unwrap().remove(&self.call);
+        self.state.locked().playback = None;
+        self.media.inner.free.locked().extend(self.ports);
+        self.media.inner.registry.locked().remove(&self.call);
         self.media
             .inner
             .sessions
@@ -417,13 +422,13 @@ async fn receive(
             continue;
         }
         let Some(p) = rtp::read(&buf[..n]) else {
-            state.lock().unwrap().legs[leg].stats.malformed += 1;
+            state.locked().legs[leg].stats.malformed += 1;
             continue;
         };
         let mut out: Option<(Vec<u8>, SocketAddr)> = None;
         let mut digits = Vec::new();
         {
-            let mut st = state.lock().unwrap();
+            let mut st = state.locked();
             let st = &mut *st;
             let me = &mut st.legs[leg];
             // Symmetric RTP: send to where the packets come from. Latch on the first packet;
@@ -490,7 +495,7 @@ async fn receive(
                 if let Some(remote) = to_remote {
                     let src_rate = codec.map(|c| c.1.clock_rate()).unwrap_or(8000);
                     let packet = if te.is_some() && te == Some(p.pt) {
-                        to_te.map(|pt| {
+                        to_te.and_then(|pt| {
                             st.legs[other]
                                 .sender
                                 .relay(pt, p.marker, p.ts, src_rate, p.payload, now)
@@ -503,10 +508,8 @@ async fn receive(
                                     (Some(f), Some(t)) => codec::transcode(p.payload, f, t),
                                     _ => p.payload.to_vec(),
                                 };
-                                Some(
-                                    to.sender
-                                        .relay(to_pt, p.marker, p.ts, src_rate, &payload, now),
-                                )
+                                to.sender
+                                    .relay(to_pt, p.marker, p.ts, src_rate, &payload, now)
                             }
                             _ => None,
                         }
@@ -543,7 +546,7 @@ pub fn info_digits(session: &Session, body: &str) -> Vec<MediaEvent> {
     let Some((digit, duration)) = dtmf::parse_dtmf_relay(body) else {
         return Vec::new();
     };
-    let mut st = session.state.lock().unwrap();
+    let mut st = session.state.locked();
     st.merger
         .key(
             Source::Info,
@@ -572,8 +575,7 @@ async fn inactivity_check(inner: std::sync::Weak<Inner>) {
         let now = Instant::now();
         let sessions: Vec<(u64, std::sync::Weak<Mutex<State>>)> = inner
             .registry
-            .lock()
-            .unwrap()
+            .locked()
             .iter()
             .map(|(k, v)| (*k, v.clone()))
             .collect();
@@ -581,7 +583,7 @@ async fn inactivity_check(inner: std::sync::Weak<Inner>) {
             let Some(state) = weak.upgrade() else {
                 continue;
             };
-            let mut st = state.lock().unwrap();
+            let mut st = state.locked();
             if st.bridged
                 && !st.inactive_told
                 && now.saturating_duration_since(st.last_rx) >= inner.cfg.inactivity
@@ -629,7 +631,7 @@ async fn playback_service(
                         continue;
                     };
                     let sent = {
-                        let mut st = state.lock().unwrap();
+                        let mut st = state.locked();
                         let st = &mut *st;
                         match st.playback.as_mut() {
                             Some((leg, pb)) => {
@@ -644,7 +646,7 @@ async fn playback_service(
                                             None => frame.to_vec(),
                                         };
                                         let pkt = l.sender.prompt_frame(pt, &payload, now);
-                                        if let Some(r) = remote {
+                                        if let (Some(r), Some(pkt)) = (remote, pkt) {
                                             let _ = sock.try_send_to(&pkt, r);
                                             let sent_at = Instant::now();
                                             late.push(sent_at.saturating_duration_since(due).max(due.saturating_duration_since(sent_at)));
@@ -670,7 +672,7 @@ async fn playback_service(
                         streams.remove(&id);
                     }
                 }
-                let mut h = lateness.lock().unwrap();
+                let mut h = lateness.locked();
                 for l in late {
                     h[((l.as_micros() / 100) as usize).min(LATENESS_BUCKETS - 1)] += 1;
                 }

@@ -72,23 +72,33 @@ impl Sender {
         }
     }
 
-    fn build(&mut self, pt: u8, marker: bool, ts: u32, payload: &[u8], now: Instant) -> Vec<u8> {
-        self.seq = self.seq.wrapping_add(1);
-        self.ts = ts;
-        self.last = Some(now);
-        RtpPacketBuilder::new()
+    /// The packet, or `None` for a payload type RTP cannot carry (above 127): SDP with one is
+    /// refused, so this is the last line of defence, and a packet lost is all it costs.
+    fn build(
+        &mut self,
+        pt: u8,
+        marker: bool,
+        ts: u32,
+        payload: &[u8],
+        now: Instant,
+    ) -> Option<Vec<u8>> {
+        let packet = RtpPacketBuilder::new()
             .payload_type(pt)
             .ssrc(self.ssrc)
-            .sequence(Seq::from(self.seq))
+            .sequence(Seq::from(self.seq.wrapping_add(1)))
             .timestamp(ts)
             .marked(marker)
             .payload(payload)
             .build()
-            .expect("payload type below 128 and no padding")
+            .ok()?;
+        self.seq = self.seq.wrapping_add(1);
+        self.ts = ts;
+        self.last = Some(now);
+        Some(packet)
     }
 
-    /// One 20 ms frame of prompt audio.
-    pub fn prompt_frame(&mut self, pt: u8, payload: &[u8], now: Instant) -> Vec<u8> {
+    /// One 20 ms frame of prompt audio (`None` only for a payload type above 127).
+    pub fn prompt_frame(&mut self, pt: u8, payload: &[u8], now: Instant) -> Option<Vec<u8>> {
         let frame = 20 * self.per_ms;
         let (ts, marker) = match self.feed {
             Feed::Prompt => (self.ts.wrapping_add(frame), false),
@@ -108,7 +118,7 @@ impl Sender {
         src_rate: u32,
         payload: &[u8],
         now: Instant,
-    ) -> Vec<u8> {
+    ) -> Option<Vec<u8>> {
         let (src_base, our_base, switched) = match self.feed {
             Feed::Relay {
                 src_base,
@@ -265,8 +275,9 @@ mod tests {
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
 
-    fn hdr(p: &[u8]) -> (u8, bool, u16, u32, u32) {
-        let p = read(p).unwrap();
+    fn hdr(p: Option<Vec<u8>>) -> (u8, bool, u16, u32, u32) {
+        let p = p.expect("a packet");
+        let p = read(&p).unwrap();
         (p.pt, p.marker, p.seq, p.ts, p.ssrc)
     }
 
@@ -274,30 +285,30 @@ mod tests {
     fn prompt_then_relay_then_prompt_stays_continuous() {
         let t0 = Instant::now();
         let mut s = Sender::new(0xabc, 65534, 1000);
-        let a = hdr(&s.prompt_frame(0, &[0xff; 160], t0));
+        let a = hdr(s.prompt_frame(0, &[0xff; 160], t0));
         assert_eq!(
             a,
             (0, true, 65535, 1000, 0xabc),
             "first packet: marker, our ssrc"
         );
-        let b = hdr(&s.prompt_frame(0, &[0xff; 160], t0 + MS(20)));
+        let b = hdr(s.prompt_frame(0, &[0xff; 160], t0 + MS(20)));
         assert_eq!(
             (b.1, b.2, b.3),
             (false, 0, 1160),
             "sequence wraps, timestamp +160"
         );
         // Relayed audio with the other leg's own timestamps: ours continue from the time passed.
-        let c = hdr(&s.relay(0, false, 555_000, 8000, &[1; 160], t0 + MS(40)));
+        let c = hdr(s.relay(0, false, 555_000, 8000, &[1; 160], t0 + MS(40)));
         assert_eq!((c.1, c.2, c.3, c.4), (true, 1, 1320, 0xabc));
-        let d = hdr(&s.relay(0, false, 555_160, 8000, &[1; 160], t0 + MS(60)));
+        let d = hdr(s.relay(0, false, 555_160, 8000, &[1; 160], t0 + MS(60)));
         assert_eq!((d.1, d.2, d.3), (false, 2, 1480));
         // A telephone-event keeps one timestamp for its packets.
-        let e1 = hdr(&s.relay(101, true, 555_320, 8000, &[11, 0, 0, 160], t0 + MS(80)));
-        let e2 = hdr(&s.relay(101, false, 555_320, 8000, &[11, 0, 1, 64], t0 + MS(100)));
+        let e1 = hdr(s.relay(101, true, 555_320, 8000, &[11, 0, 0, 160], t0 + MS(80)));
+        let e2 = hdr(s.relay(101, false, 555_320, 8000, &[11, 0, 1, 64], t0 + MS(100)));
         assert_eq!((e1.3, e2.3, e1.1), (1640, 1640, true));
         // Back to a prompt 200 ms later: the timestamp jumps by the time that passed.
         s.pause();
-        let f = hdr(&s.prompt_frame(0, &[0xff; 160], t0 + MS(300)));
+        let f = hdr(s.prompt_frame(0, &[0xff; 160], t0 + MS(300)));
         assert_eq!((f.1, f.2, f.3), (true, 5, 1640 + 200 * 8));
     }
 
@@ -306,24 +317,29 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Sender::new(1, 0, 0);
         s.set_clock_rate(48000);
-        let a = read(&s.relay(111, false, 1000, 8000, &[0; 10], t0))
-            .unwrap()
-            .ts;
-        let b = read(&s.relay(111, false, 1160, 8000, &[0; 10], t0 + MS(20)))
-            .unwrap()
-            .ts;
+        let a = hdr(s.relay(111, false, 1000, 8000, &[0; 10], t0)).3;
+        let b = hdr(s.relay(111, false, 1160, 8000, &[0; 10], t0 + MS(20))).3;
         assert_eq!(
             b.wrapping_sub(a),
             960,
             "20 ms at 8 kHz is 960 ticks at 48 kHz"
         );
-        let frame = s.prompt_frame(111, &[0; 10], t0 + MS(40));
-        let f = read(&frame).unwrap();
+        let f = hdr(s.prompt_frame(111, &[0; 10], t0 + MS(40)));
         assert_eq!(
-            f.ts.wrapping_sub(b),
+            f.3.wrapping_sub(b),
             960,
             "prompt frames are 20 ms of our clock"
         );
+    }
+
+    #[test]
+    fn a_payload_type_above_127_gives_no_packet_and_no_panic() {
+        let t0 = Instant::now();
+        let mut s = Sender::new(1, 10, 0);
+        assert!(s.prompt_frame(200, &[0xff; 160], t0).is_none());
+        assert!(s.relay(128, false, 0, 8000, &[0xff; 160], t0).is_none());
+        // Nothing was counted: the next good packet follows on.
+        assert_eq!(hdr(s.prompt_frame(0, &[0xff; 160], t0)).2, 11);
     }
 
     #[test]

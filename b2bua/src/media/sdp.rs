@@ -125,6 +125,8 @@ pub enum SdpError {
     NoAddress,
     /// None of the offered codecs is one we have: answer 488.
     NoCommonCodec,
+    /// An `m=` format that is not an RTP payload type (0–127): answer 488.
+    BadPayloadType(String),
 }
 
 impl fmt::Display for SdpError {
@@ -133,6 +135,9 @@ impl fmt::Display for SdpError {
             SdpError::Syntax(e) => write!(f, "bad SDP: {e}"),
             SdpError::NoAudio => write!(f, "no audio stream in the SDP"),
             SdpError::NoAddress => write!(f, "no connection address for the audio stream"),
+            SdpError::BadPayloadType(pt) => {
+                write!(f, "`{pt}` is not an RTP payload type (0 to 127)")
+            }
             SdpError::NoCommonCodec => {
                 let names: Vec<&str> = Codec::supported()
                     .iter()
@@ -172,12 +177,19 @@ pub fn parse(body: &[u8]) -> Result<Audio, SdpError> {
         .and_then(|a| a.address.split('/').next().and_then(|a| a.parse().ok()))
         .ok_or(SdpError::NoAddress)?;
     let port = u16::try_from(m.media_name.port.value).map_err(|_| SdpError::NoAudio)?;
+    // RTP carries 7 bits of payload type (RFC 3550 §5.1): a format outside 0–127 cannot be
+    // sent or received, and the offer that lists one is refused rather than half understood.
     let formats: Vec<u8> = m
         .media_name
         .formats
         .iter()
-        .filter_map(|f| f.parse().ok())
-        .collect();
+        .map(|f| {
+            f.parse::<u8>()
+                .ok()
+                .filter(|pt| *pt <= 127)
+                .ok_or_else(|| SdpError::BadPayloadType(f.chars().take(16).collect()))
+        })
+        .collect::<Result<_, _>>()?;
     let rtpmap = |pt: u8| -> Option<String> {
         m.attributes
             .iter()
@@ -440,6 +452,22 @@ m=audio 6000 RTP/AVP 8 0 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na
         let no_c = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
         assert_eq!(parse(no_c.as_bytes()).unwrap_err(), SdpError::NoAddress);
         assert!(matches!(parse(b"hello"), Err(SdpError::Syntax(_))));
+    }
+
+    #[test]
+    fn payload_types_beyond_seven_bits_are_refused() {
+        // RTP has 7 bits for the payload type: 200 (or telephone-event at 128) cannot be sent.
+        for (formats, map) in [
+            ("200", "a=rtpmap:200 PCMU/8000\r\n"),
+            ("0 128", "a=rtpmap:128 telephone-event/8000\r\n"),
+            ("0 x", ""),
+            ("0 300", ""),
+        ] {
+            let o = format!("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 7000 RTP/AVP {formats}\r\n{map}");
+            let e = parse(o.as_bytes()).unwrap_err();
+            assert!(matches!(e, SdpError::BadPayloadType(_)), "{formats}: {e:?}");
+            assert!(e.to_string().contains("is not an RTP payload type"), "{e}");
+        }
     }
 
     #[cfg(feature = "opus")]
