@@ -1281,6 +1281,12 @@ async fn access_numbers_are_assigned_by_admins_configured_by_their_itsp_and_seen
         ),
         (
             "5551301",
+            r#"{"tenant": "acme", "pinless": true, "trust_ani": true, "trusted_only": false, "languages": ["en"]}"#,
+            422,
+            "trust_ani needs trusted_only",
+        ),
+        (
+            "5551301",
             r#"{"tenant": "acme", "flow": "nosuch", "languages": ["en"]}"#,
             422,
             "no flow `nosuch` is loaded",

@@ -113,20 +113,24 @@ async fn audio_is_anchored_relayed_both_ways_transcoded_and_latched() {
         "{seqs:?}"
     );
 
-    // Gateway → caller, while the caller sends from another address than its SDP said
-    // (behind NAT): our packets follow its packets.
+    // Gateway → caller. The caller's leg latched to where its packets came from; another
+    // address sending with the caller's SSRC (a hijack, or a NAT rebinding mid-call) is not
+    // followed: the gateway's audio keeps going to the latched address. (A caller behind NAT
+    // latches to its real address from its first packet: tests/hostile.rs.)
     let nat = Ua::new("nat").await;
     let ulaw = vec![g711::linear_to_ulaw(1000); 160];
     nat.send_rtp(a_leg, 8, 0x1111, 2, &alaw).await;
-    let (_, back) = tokio::join!(
+    let (_, back, stolen) = tokio::join!(
         gw.send_rtp(b_leg, 0, 0x2222, 10, &ulaw),
+        caller.recv_rtp(Duration::from_millis(400)),
         nat.recv_rtp(Duration::from_millis(400))
     );
     assert!(
         back.len() >= 9,
-        "{} packets reached the caller's real address",
+        "{} packets reached the caller's latched address",
         back.len()
     );
+    assert!(stolen.is_empty(), "{} packets went astray", stolen.len());
     let p = rtp::read(&back[0].0).unwrap();
     assert_eq!((p.pt, back[0].1), (8, a_leg));
     assert_eq!(
@@ -248,6 +252,9 @@ async fn prompts_play_as_paced_rtp_then_say_done() {
     let caller = Ua::new("c").await;
     let s = media.session(7).unwrap();
     s.set_remote(A, caller.rtp_addr(), (8, sdp::Codec::Pcma), None);
+    // Prompts go to an SDP address only when it is where the leg's SIP came from (or once
+    // the leg has latched), so the media layer is told.
+    s.set_signalling(A, caller.rtp_addr().ip());
     let (set, _) = prompts::set::PromptSet::load(prompts::set::default_dir()).unwrap();
     let names = prompts::say::say_money(prompts::say::Lang::En, 32, 91);
     let seq = set.sequence("en", &names);

@@ -69,6 +69,8 @@ async fn playback(n: usize, secs: u64) {
     for i in 0..n {
         let s = media.session(i as u64).expect("session");
         s.set_remote(A, sinks[i % sinks.len()].0, (0, Codec::Pcmu), None);
+        // As a call's SIP and RTP from one host: prompts may go to its SDP address at once.
+        s.set_signalling(A, sinks[i % sinks.len()].0.ip());
         sessions.push(s);
     }
     // Calls start at random moments, so their frames fall at random phases of the 20 ms

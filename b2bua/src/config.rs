@@ -46,6 +46,8 @@ struct File {
     radius: Option<RadiusFile>,
     #[serde(default)]
     admin: Option<AdminFile>,
+    #[serde(default)]
+    limits: crate::limits::LimitsFile,
 }
 
 #[derive(Deserialize)]
@@ -517,6 +519,8 @@ pub struct Config {
     pub radius_accounting: Option<RadiusAccounting>,
     /// The admin HTTP API, when configured.
     pub admin: Option<AdminConfig>,
+    /// Connection, rate and size limits at the edge.
+    pub limits: crate::limits::Limits,
 }
 
 /// Every mistake found in a configuration file.
@@ -637,6 +641,13 @@ impl Config {
                     line,
                     format!("access_numbers[{i}].languages"),
                     "at least one language".into(),
+                );
+            }
+            if let Err(e) = rating::store::check_trust(a.trust_ani, a.trusted_only) {
+                err(
+                    line,
+                    format!("access_numbers[{i}].trust_ani"),
+                    e.to_string(),
                 );
             }
             access.push(AccessNumber {
@@ -921,10 +932,12 @@ impl Config {
                 clients,
             }
         });
+        let limits = raw.limits.check(&mut |key, msg| err(0, key, msg));
         if !errors.is_empty() {
             return Err(fail(errors));
         }
         Ok(Config {
+            limits,
             radius_server,
             radius_accounting,
             admin,
@@ -1045,6 +1058,17 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("calls.hold_grace_s: 0 is too short"), "{e}");
+        // Believing the caller's number from anywhere would let a caller pick the account.
+        let e = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:0]\naccess_numbers:\n  - {number: \"1\", pinless: true, trusted_only: false}\n",
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("t.yaml:4: access_numbers[0].trust_ani: trust_ani needs trusted_only"),
+            "{e}"
+        );
         let e = Config::parse("sip:\n  listen: []\n  colour: blue\n", "u.yaml")
             .unwrap_err()
             .to_string();

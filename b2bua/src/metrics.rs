@@ -24,6 +24,12 @@ pub struct LegLabels {
     pub leg: &'static str,
 }
 
+/// Which configured limit was hit (`limits.*` keys, and `media_ports`, `rtp_*`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub limit: &'static str,
+}
+
 /// The process's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -36,6 +42,11 @@ pub struct Metrics {
     pub rtp_lost: Family<LegLabels, Counter>,
     pub store_seconds: Histogram,
     pub radius_queue: Gauge,
+    pub limit_hits: Family<LimitLabels, Counter>,
+    pub rtp_foreign: Counter,
+    /// When each limit was last logged (seconds since the process started), so a flood is one
+    /// line every ten seconds and not one line per packet.
+    logged: std::sync::Mutex<std::collections::HashMap<&'static str, u64>>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -53,6 +64,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             0.0005, 2.0, 15,
         )),
         radius_queue: Gauge::default(),
+        limit_hits: Family::default(),
+        rtp_foreign: Counter::default(),
+        logged: Default::default(),
     };
     m.registry
         .register("calls", "Calls accepted for processing", m.calls.clone());
@@ -93,8 +107,20 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Accounting records waiting for the RADIUS server",
         m.radius_queue.clone(),
     );
+    m.registry.register(
+        "limit_hits",
+        "Requests, packets or connections refused because a configured limit was reached",
+        m.limit_hits.clone(),
+    );
+    m.registry.register(
+        "rtp_foreign",
+        "RTP packets dropped because they came from an address that is not the leg's peer",
+        m.rtp_foreign.clone(),
+    );
     m
 });
+
+static STARTED: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
 
 /// The process's metrics.
 pub fn get() -> &'static Metrics {
@@ -107,6 +133,19 @@ impl Metrics {
         self.authorizations
             .get_or_create(&AuthLabels { source, code })
             .inc();
+    }
+
+    /// Counts a limit that bit, and logs it at most once every ten seconds per limit.
+    pub fn limit_hit(&self, limit: &'static str) {
+        let c = self.limit_hits.get_or_create(&LimitLabels { limit });
+        c.inc();
+        let now = STARTED.elapsed().as_secs() + 10;
+        let mut logged = crate::sync::Lock::locked(&self.logged);
+        let last = logged.entry(limit).or_insert(0);
+        if now >= *last + 10 {
+            *last = now;
+            tracing::warn!(limit, total = c.get(), "limit reached");
+        }
     }
 
     /// The text exposition format.

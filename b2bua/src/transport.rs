@@ -7,17 +7,19 @@
 //! never creates a transaction. Sending is synchronous and non-blocking so that the engine's
 //! single task never waits on a socket.
 
+use crate::limits::Limits;
 use crate::routing::Proto;
 use crate::sip::framer::{self, StreamFramer};
 use crate::sip::message::{self, ParseError, SipMessage};
 use crate::sync::Lock;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// Where a message came from or goes to. On TCP the connection is part of the address, so
 /// responses and in-dialog requests go back over the connection the peer opened.
@@ -40,7 +42,22 @@ pub struct Inbound {
     pub from: Peer,
 }
 
-type Conns = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Vec<u8>>>>>;
+/// One open TCP connection as the senders see it: its bounded write queue, and the way to
+/// close it from outside (its writer fell behind).
+#[derive(Clone)]
+struct Conn {
+    queue: mpsc::Sender<Vec<u8>>,
+    close: Arc<Notify>,
+}
+
+type Conns = Arc<Mutex<HashMap<u64, Conn>>>;
+
+/// Accepted connections, in all and per source address, against `limits.tcp_connections*`.
+#[derive(Default)]
+struct Admitted {
+    total: usize,
+    per_source: HashMap<IpAddr, usize>,
+}
 
 /// The bound sockets and the open connections.
 #[derive(Clone)]
@@ -48,14 +65,20 @@ pub struct Transports {
     udp: Vec<Arc<UdpSocket>>,
     conns: Conns,
     outbound: Arc<Mutex<HashMap<SocketAddr, u64>>>,
+    admitted: Arc<Mutex<Admitted>>,
     next_conn: Arc<AtomicU64>,
     inbound: mpsc::Sender<Inbound>,
+    limits: Arc<Limits>,
+    /// Shared by every socket: answers to what cannot be parsed, see `limits.error_replies`.
+    error_replies: Arc<Mutex<crate::limits::Bucket>>,
 }
 
 const NEEDED: [&str; 5] = ["Via", "From", "To", "Call-ID", "CSeq"];
 
-/// A reply to a request we could not parse: 400 with the reason, addressed from the request's
-/// own Via, From, To, Call-ID and CSeq when it has them all. Responses and ACKs get nothing.
+/// A reply to a request we could not take: the error's status (400, or 416, 501 with Allow,
+/// 505) with the reason in Warning, addressed from the request's own Via, From, To, Call-ID
+/// and CSeq when it has them all. Responses and ACKs get nothing, and neither does a request
+/// with a CR inside one of those values (it would be echoed into our reply as a line break).
 pub fn bad_request_reply(raw: &[u8], err: &ParseError) -> Option<Vec<u8>> {
     let text = match framer::normalize_datagram(raw) {
         Ok(n) => String::from_utf8(n).ok()?,
@@ -65,9 +88,10 @@ pub fn bad_request_reply(raw: &[u8], err: &ParseError) -> Option<Vec<u8>> {
     let mut lines = head.lines();
     let start = lines.next()?.trim();
     let method = start.split_whitespace().next()?;
+    let version = start.split_whitespace().last()?;
     if start.starts_with("SIP/")
         || method.eq_ignore_ascii_case("ACK")
-        || !start.ends_with("SIP/2.0")
+        || !version.starts_with("SIP/")
     {
         return None;
     }
@@ -82,6 +106,9 @@ pub fn bad_request_reply(raw: &[u8], err: &ParseError) -> Option<Vec<u8>> {
         let Some(i) = NEEDED.iter().position(|h| h.eq_ignore_ascii_case(name)) else {
             continue;
         };
+        if value.contains('\r') {
+            return None;
+        }
         seen[i] = true;
         if i == 2 && message::param(value, "tag").is_none() {
             keep.push(format!("To: {value};tag={}", message::new_tag()));
@@ -93,10 +120,14 @@ pub fn bad_request_reply(raw: &[u8], err: &ParseError) -> Option<Vec<u8>> {
         return None;
     }
     let reason = err.to_string().replace(['"', '\\', '\r', '\n'], " ");
-    let mut out = String::from("SIP/2.0 400 Bad Request\r\n");
+    let code = err.status();
+    let mut out = format!("SIP/2.0 {code} {}\r\n", message::reason(code));
     for k in keep {
         out.push_str(&k);
         out.push_str("\r\n");
+    }
+    if code == 501 {
+        out.push_str(&format!("Allow: {}\r\n", crate::engine::ALLOW));
     }
     out.push_str(&format!(
         "Warning: 399 b2bua \"{reason}\"\r\nContent-Length: 0\r\n\r\n"
@@ -108,14 +139,21 @@ impl Transports {
     /// Binds every listen address and starts receiving; parsed messages go to `inbound`.
     pub async fn bind(
         listen: &[crate::config::Listen],
+        limits: &Limits,
         inbound: mpsc::Sender<Inbound>,
     ) -> std::io::Result<(Transports, Vec<SocketAddr>)> {
         let mut t = Transports {
             udp: Vec::new(),
             conns: Arc::default(),
             outbound: Arc::default(),
+            admitted: Arc::default(),
             next_conn: Arc::new(AtomicU64::new(1)),
             inbound,
+            limits: Arc::new(limits.clone()),
+            error_replies: Arc::new(Mutex::new(crate::limits::Bucket::full(
+                limits.error_replies,
+                std::time::Instant::now(),
+            ))),
         };
         let mut bound = Vec::new();
         for l in listen {
@@ -124,7 +162,7 @@ impl Transports {
                     let s = Arc::new(UdpSocket::bind(l.addr).await?);
                     bound.push(s.local_addr()?);
                     t.udp.push(s.clone());
-                    crate::supervise::spawn("sip-udp", udp_loop(s, t.inbound.clone()));
+                    crate::supervise::spawn("sip-udp", udp_loop(s, t.clone()));
                 }
                 Proto::Tcp => {
                     let s = TcpListener::bind(l.addr).await?;
@@ -170,10 +208,14 @@ impl Transports {
                     Some(id) => id,
                     None => self.connect(to.addr),
                 };
-                let sender = self.conns.locked().get(&id).cloned();
-                match sender {
-                    Some(s) => {
-                        let _ = s.send(bytes);
+                let conn = self.conns.locked().get(&id).cloned();
+                match conn {
+                    Some(c) => {
+                        if let Err(mpsc::error::TrySendError::Full(_)) = c.queue.try_send(bytes) {
+                            // The peer does not read what we send: it goes, not our memory.
+                            crate::metrics::get().limit_hit("tcp_write_queue");
+                            c.close.notify_one();
+                        }
                     }
                     None => tracing::debug!(to = %to.addr, "TCP connection is gone"),
                 }
@@ -189,14 +231,12 @@ impl Transports {
                 return *id;
             }
         }
-        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.conns.locked().insert(id, tx);
+        let (id, rx, close) = self.open_conn();
         out.insert(addr, id);
         let me = self.clone();
         tokio::spawn(async move {
             match TcpStream::connect(addr).await {
-                Ok(stream) => me.run_conn(stream, addr, id, rx).await,
+                Ok(stream) => me.run_conn(stream, addr, id, rx, close).await,
                 Err(e) => {
                     tracing::warn!(%addr, error = %e, "TCP connect failed");
                     me.conns.locked().remove(&id);
@@ -206,21 +246,52 @@ impl Transports {
         id
     }
 
+    /// Whether one more answer to an unparseable message fits `limits.error_replies`.
+    fn may_answer_error(&self) -> bool {
+        let ok = self
+            .error_replies
+            .locked()
+            .take(self.limits.error_replies, std::time::Instant::now());
+        if !ok {
+            crate::metrics::get().limit_hit("error_replies");
+        }
+        ok
+    }
+
+    /// A new connection's id and write queue, registered for senders.
+    fn open_conn(&self) -> (u64, mpsc::Receiver<Vec<u8>>, Arc<Notify>) {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (queue, rx) = mpsc::channel(self.limits.tcp_write_queue);
+        let close = Arc::new(Notify::new());
+        self.conns.locked().insert(
+            id,
+            Conn {
+                queue,
+                close: close.clone(),
+            },
+        );
+        (id, rx, close)
+    }
+
+    /// Reads and frames one connection until it closes, falls silent for `tcp_idle`, cannot
+    /// be framed, or is closed because its peer stopped reading.
     async fn run_conn(
         self,
         stream: TcpStream,
         addr: SocketAddr,
         id: u64,
-        mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+        mut rx: mpsc::Receiver<Vec<u8>>,
+        close: Arc<Notify>,
     ) {
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
-        let writer = tokio::spawn(async move {
+        let mut writer = tokio::spawn(async move {
             while let Some(b) = rx.recv().await {
                 if wr.write_all(&b).await.is_err() {
                     break;
                 }
             }
+            let _ = wr.shutdown().await;
         });
         let peer = Peer {
             proto: Proto::Tcp,
@@ -229,17 +300,33 @@ impl Transports {
         };
         let mut framer = StreamFramer::new();
         let mut buf = vec![0u8; 16 * 1024];
+        let idle = self.limits.tcp_idle;
+        // Whether what we queued last (a 400) should still reach the peer before we close.
+        let mut flush = false;
         'read: loop {
-            let n = match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
+            let n = tokio::select! {
+                r = rd.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                },
+                _ = close.notified() => {
+                    tracing::info!(%addr, "closing a TCP connection whose peer does not read");
+                    break;
+                }
+                _ = tokio::time::sleep(idle) => {
+                    crate::metrics::get().limit_hit("tcp_idle");
+                    break;
+                }
             };
             framer.push(&buf[..n]);
             loop {
                 match framer.next_message() {
                     Ok(None) => break,
                     Ok(Some(frame)) => match message::parse_normalized(&frame) {
-                        Ok(msg) => {
+                        Ok(mut msg) => {
+                            if let SipMessage::Request(r) = &mut msg {
+                                message::stamp_received(r, addr);
+                            }
                             if self
                                 .inbound
                                 .send(Inbound { msg, from: peer })
@@ -251,36 +338,113 @@ impl Transports {
                         }
                         Err(e) => {
                             tracing::debug!(%addr, error = %e, "unparseable SIP on TCP");
-                            if let Some(reply) = bad_request_reply(&frame, &e) {
+                            if let Some(reply) =
+                                bad_request_reply(&frame, &e).filter(|_| self.may_answer_error())
+                            {
                                 self.send(&peer, reply);
                             }
                         }
                     },
                     Err(e) => {
                         tracing::info!(%addr, error = %e, "closing a TCP connection that cannot be framed");
+                        // Answered when the head says enough (a Content-Length too large to
+                        // take), then closed: what follows cannot be told from a message.
+                        if let Some(reply) =
+                            bad_request_reply(framer.pending(), &ParseError::Frame(e))
+                        {
+                            self.send(&peer, reply);
+                            flush = true;
+                        }
                         break 'read;
                     }
                 }
             }
         }
         self.conns.locked().remove(&id);
-        writer.abort();
+        // With the queue's last sender gone, the writer ends once it has written what is
+        // queued; a peer that does not read gets a second, then the socket is dropped.
+        if !flush
+            || tokio::time::timeout(Duration::from_secs(1), &mut writer)
+                .await
+                .is_err()
+        {
+            writer.abort();
+        }
     }
 }
 
+/// Accepts connections within the limits; an error from `accept` (out of descriptors, most
+/// often) backs off instead of spinning on a socket that stays readable.
 async fn tcp_accept(listener: TcpListener, t: Transports) {
+    let mut backoff = Duration::from_millis(10);
     loop {
-        let Ok((stream, addr)) = listener.accept().await else {
+        let (stream, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                crate::metrics::get().limit_hit("tcp_accept");
+                tracing::debug!(error = %e, "accept failed; backing off {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(10);
+        let Some(admission) = Admission::take(&t, addr.ip()) else {
+            // Closed at once: the peer learns nothing but that we are full.
+            drop(stream);
             continue;
         };
-        let id = t.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
-        t.conns.locked().insert(id, tx);
-        tokio::spawn(t.clone().run_conn(stream, addr, id, rx));
+        let (id, rx, close) = t.open_conn();
+        let t = t.clone();
+        tokio::spawn(async move {
+            let _admission = admission;
+            t.run_conn(stream, addr, id, rx, close).await
+        });
     }
 }
 
-async fn udp_loop(sock: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>) {
+/// One accepted connection's place under the limits, given back when it closes.
+struct Admission {
+    admitted: Arc<Mutex<Admitted>>,
+    ip: IpAddr,
+}
+
+impl Admission {
+    fn take(t: &Transports, ip: IpAddr) -> Option<Admission> {
+        let mut a = t.admitted.locked();
+        if a.total >= t.limits.tcp_connections {
+            crate::metrics::get().limit_hit("tcp_connections");
+            return None;
+        }
+        let n = a.per_source.entry(ip).or_insert(0);
+        if *n >= t.limits.tcp_connections_per_source {
+            crate::metrics::get().limit_hit("tcp_connections_per_source");
+            return None;
+        }
+        *n += 1;
+        a.total += 1;
+        Some(Admission {
+            admitted: t.admitted.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut a = self.admitted.locked();
+        a.total -= 1;
+        if let Some(n) = a.per_source.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                a.per_source.remove(&self.ip);
+            }
+        }
+    }
+}
+
+async fn udp_loop(sock: Arc<UdpSocket>, t: Transports) {
+    let inbound = t.inbound.clone();
     let mut buf = vec![0u8; 65_535];
     loop {
         let (n, addr) = match sock.recv_from(&mut buf).await {
@@ -296,7 +460,10 @@ async fn udp_loop(sock: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>) {
             continue;
         }
         match message::parse_datagram(raw) {
-            Ok(msg) => {
+            Ok(mut msg) => {
+                if let SipMessage::Request(r) = &mut msg {
+                    message::stamp_received(r, addr);
+                }
                 let from = Peer {
                     proto: Proto::Udp,
                     addr,
@@ -308,7 +475,7 @@ async fn udp_loop(sock: Arc<UdpSocket>, inbound: mpsc::Sender<Inbound>) {
             }
             Err(e) => {
                 tracing::debug!(%addr, error = %e, "unparseable SIP datagram");
-                if let Some(reply) = bad_request_reply(raw, &e) {
+                if let Some(reply) = bad_request_reply(raw, &e).filter(|_| t.may_answer_error()) {
                     let _ = sock.send_to(&reply, addr).await;
                 }
             }

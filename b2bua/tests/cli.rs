@@ -701,3 +701,90 @@ fn a_critical_task_that_dies_takes_the_process_down() {
         );
     }
 }
+
+/// CPU seconds a process has used (user and system), from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    // Fields 14 and 15 of stat, counted from the state (field 3).
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+#[test]
+fn out_of_descriptors_the_tcp_listener_backs_off_instead_of_spinning() {
+    use std::io::{Read, Write};
+    let cli = Cli::new();
+    let cfg = cli.file(
+        "c.yaml",
+        "sip:\n  listen: [\"tcp:127.0.0.1:0\"]\nlimits: {tcp_connections: 1000, tcp_connections_per_source: 1000}\n",
+    );
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 96 && exec {} serve --config {cfg}",
+            env!("CARGO_BIN_EXE_b2bua")
+        ))
+        .current_dir(cli.dir.path())
+        .env(
+            "B2BUA_DB",
+            format!("sqlite://{}", cli.dir.path().join("b2bua.db").display()),
+        )
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Reap(u32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _reap = Reap(child.id());
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("press Ctrl-C") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "serve exited early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let addr: std::net::SocketAddr = seen
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("SIP TCP on "))
+        .expect("the TCP address")
+        .parse()
+        .unwrap();
+    // More connections than the process has descriptors: accept fails with EMFILE, and the
+    // pending ones stay readable on the listener.
+    let conns: Vec<std::net::TcpStream> = (0..150)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let before = cpu_seconds(child.id());
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let used = cpu_seconds(child.id()) - before;
+    assert!(
+        used < 0.5,
+        "{used} CPU seconds in 2 s while out of descriptors"
+    );
+    // Once descriptors are free again, connections are served.
+    drop(conns);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKemfile\r\nFrom: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:x@127.0.0.1>\r\nCall-ID: emfile\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let n = s.read(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200 OK"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -160,11 +160,19 @@ fn other(side: Side) -> Side {
     }
 }
 
-/// Copies a body and its Content-Type from one message to another.
+/// The only headers that cross from one leg to the other with a relayed request or response:
+/// what describes the body. Everything else (Route, Contact, P-Asserted-Identity, Privacy,
+/// X- headers …) is each leg's own, so a caller cannot steer or impersonate toward the
+/// carrier, and a carrier's topology does not reach the caller.
+const RELAYED_HEADERS: [&str; 3] = ["Content-Type", "Content-Disposition", "Content-Language"];
+
+/// Copies a body and its allow-listed headers from one message to another.
 fn copy_body(from: &impl SipExt, headers: &mut Headers, body: &mut Vec<u8>) {
     if !from.body_bytes().is_empty() {
-        if let Some(ct) = from.header("Content-Type") {
-            headers.push(hdr("Content-Type", ct));
+        for name in RELAYED_HEADERS {
+            if let Some(v) = from.header(name) {
+                headers.push(hdr(name, v));
+            }
         }
         *body = from.body_bytes().to_vec();
     }
@@ -275,6 +283,10 @@ impl Engine {
         if self.stopping {
             return self.reply(&key, 503, Some("shutting down"), now);
         }
+        if self.calls.len() >= self.cfg.limits.calls {
+            crate::metrics::get().limit_hit("calls");
+            return self.reply_retry_after(&key, 503, now);
+        }
         let user = req.uri.user().unwrap_or("").to_string();
         // The access number, prompts and flow current now are this call's until it ends,
         // whatever is uploaded or changed meanwhile.
@@ -359,6 +371,7 @@ impl Engine {
             }
         };
         session.set_remote(media::A, offer.rtp, offer.codecs[0], offer.telephone_event);
+        session.set_signalling(media::A, from.addr.ip());
         self.next_call += 1;
         self.stats.calls += 1;
         crate::metrics::get().calls.inc();
@@ -559,6 +572,9 @@ impl Engine {
             self.gateway_load[cand.gateway] += 1;
             let setup = self.cfg.calls.setup_timeout;
             let call = self.calls.get_mut(&id).expect("still here");
+            if let Some(m) = &call.media {
+                m.set_signalling(media::B, peer.addr.ip());
+            }
             call.b_setup.get_or_insert_with(Utc::now);
             call.b_remote = Some(peer.addr);
             call.b = Some(BLeg {
@@ -1175,8 +1191,17 @@ impl Engine {
                     self.on_media(id, ev, now);
                 }
             }
-            _ if !answered => self.reply(&key, 491, None, now),
-            _ => self.relay(id, side, req, key, now),
+            // What may cross from one leg to the other: session changes (re-INVITE, UPDATE),
+            // INFO and PRACK; BYE and ACK are ours to answer. Anything else (MESSAGE, REFER,
+            // NOTIFY, SUBSCRIBE …) stops here, so a caller cannot reach the carrier with
+            // requests we never meant to carry.
+            Method::Invite | Method::Update | Method::Info | Method::PRack if !answered => {
+                self.reply(&key, 491, None, now)
+            }
+            Method::Invite | Method::Update | Method::Info | Method::PRack => {
+                self.relay(id, side, req, key, now)
+            }
+            _ => self.reply(&key, 405, None, now),
         }
     }
 
@@ -1313,18 +1338,42 @@ impl Engine {
         self.send_request(bye, peer, Purpose::Fire, now);
     }
 
-    /// The ACK of a 2xx we sent (it has no transaction of its own).
-    pub(super) fn on_ack(&mut self, req: &Request) {
+    /// The ACK of a 2xx we sent (it has no transaction of its own). It counts only if it
+    /// belongs to the dialog (Call-ID, both tags, the INVITE's CSeq) and comes from the peer
+    /// the INVITE came from: anyone else's ACK would stop our retransmissions and leave a
+    /// caller who never got the 200 talking to no one.
+    pub(super) fn on_ack(&mut self, req: &Request, from: Peer) {
         let Some((id, side)) = self.dialogs.get(req.call_id()).copied() else {
             return;
         };
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        if let Some(key) = call.awaiting_ack[idx(side)].take() {
-            if let Some(s) = self.server.get_mut(&key) {
-                s.tx.acked_2xx();
-            }
+        let Some(key) = call.awaiting_ack[idx(side)].clone() else {
+            return;
+        };
+        let (dialog, peer) = call.leg(side);
+        let Some(dialog) = dialog else {
+            return;
+        };
+        let tags_match = req.to_tag() == Some(dialog.local_tag.as_str())
+            && req.from_tag() == Some(dialog.remote_tag.as_str());
+        let same_peer = match from.proto {
+            Proto::Udp => from.addr == peer.addr,
+            Proto::Tcp => from.addr.ip() == peer.addr.ip(),
+        };
+        let Some(s) = self.server.get_mut(&key) else {
+            return;
+        };
+        let seq_match = req.cseq().map(|c| c.0) == s.tx.request().cseq().map(|c| c.0);
+        if !(tags_match && same_peer && seq_match) {
+            tracing::info!(call = id, from = %from.addr, "an ACK that is not the dialog's ignored");
+            crate::metrics::get().limit_hit("foreign_ack");
+            return;
+        }
+        s.tx.acked_2xx();
+        if let Some(call) = self.calls.get_mut(&id) {
+            call.awaiting_ack[idx(side)] = None;
         }
     }
 

@@ -27,7 +27,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// The methods we take, in every Allow we send.
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
 
 /// Answers from the store tasks.
 #[derive(Debug)]
@@ -167,6 +167,8 @@ pub struct Engine {
     stopping: bool,
     /// Accounting records being written to the outbox; a stop waits for them.
     accounting_writes: Arc<std::sync::atomic::AtomicUsize>,
+    /// Per-source request rates, checked before a request makes any state.
+    flood: crate::limits::FloodGate,
 }
 
 /// A running engine: its bound addresses and the handle that stops it.
@@ -209,7 +211,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         .refresh_access(&store)
         .await
         .map_err(|e| std::io::Error::other(format!("reading the access numbers: {e}")))?;
-    let (transports, addrs) = Transports::bind(&cfg.listen, in_tx).await?;
+    let (transports, addrs) = Transports::bind(&cfg.listen, &cfg.limits, in_tx).await?;
     let (media, media_rx) = Media::start(cfg.media.clone());
     let bound: Vec<(Proto, SocketAddr)> = cfg.listen.iter().map(|l| l.proto).zip(addrs).collect();
     let host_of = |p: Proto| {
@@ -225,6 +227,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         tcp: host_of(Proto::Tcp),
     };
     let gateways = cfg.router.gateways.len();
+    let flood = crate::limits::FloodGate::new(&cfg.limits, Instant::now());
     let engine = Engine {
         cfg: Arc::new(cfg),
         store,
@@ -243,6 +246,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         stats: Stats::default(),
         stopping: false,
         accounting_writes: Arc::default(),
+        flood,
     };
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = crate::supervise::spawn("engine", engine.run(in_rx, ev_rx, media_rx, stop_rx));
@@ -361,20 +365,55 @@ impl Engine {
                     self.server_outputs(&key, out, now);
                     return;
                 }
-                self.new_request(req, from, key, now);
+                if self.admit(&req, from, now) {
+                    self.new_request(req, from, key, now);
+                }
             }
         }
+    }
+
+    /// Flood control and the transaction cap, before a request makes any state. A request
+    /// refused here is answered 503 with Retry-After, statelessly, when that cannot amplify a
+    /// flood (a trusted peer, or the table being full), and otherwise not at all.
+    fn admit(&mut self, req: &Request, from: Peer, now: Instant) -> bool {
+        let trusted = self.cfg.trusted(from.addr.ip());
+        let invite = req.method == rsip::Method::Invite && req.to_tag().is_none();
+        let verdict = self
+            .flood
+            .admit(&self.cfg.limits, from.addr.ip(), trusted, invite, now);
+        let answer = match verdict {
+            crate::limits::Verdict::Over => trusted,
+            crate::limits::Verdict::Pass
+                if self.server.len() + self.client.len() >= self.cfg.limits.transactions =>
+            {
+                crate::metrics::get().limit_hit("transactions");
+                true
+            }
+            crate::limits::Verdict::Pass => return true,
+        };
+        if answer && req.method != rsip::Method::Ack {
+            let mut resp = response_to(req, 503, Some(&crate::sip::message::new_tag()));
+            resp.headers
+                .push(crate::sip::message::hdr("Retry-After", "1"));
+            self.transports
+                .send(&from, crate::sip::message::response_bytes(&resp));
+        }
+        false
     }
 
     /// Starts a server transaction (except for ACK, which has none) and hands the request to
     /// the call logic.
     fn new_request(&mut self, req: Request, from: Peer, key: String, now: Instant) {
         if req.method == rsip::Method::Ack {
-            self.on_ack(&req);
+            self.on_ack(&req, from);
             return;
         }
         let reliable = from.proto == Proto::Tcp;
-        let (tx, out) = Transaction::server(req.clone(), reliable, self.cfg.timers, now);
+        let (mut tx, out) = Transaction::server(req.clone(), reliable, self.cfg.timers, now);
+        if !self.cfg.trusted(from.addr.ip()) {
+            // Its source address may be forged: answer, but do not echo at it.
+            tx.quiet();
+        }
         self.server.insert(key.clone(), ServerTx { tx, peer: from });
         self.server_outputs(&key, out, now);
         self.dispatch_request(req, from, key, now);
@@ -401,9 +440,23 @@ impl Engine {
                 format!("399 b2bua \"{}\"", w.replace('"', "'")),
             ));
         }
-        if code == 405 || (code == 200 && s.tx.request().method == rsip::Method::Options) {
+        if code == 405
+            || code == 501
+            || (code == 200 && s.tx.request().method == rsip::Method::Options)
+        {
             resp.headers.push(crate::sip::message::hdr("Allow", ALLOW));
         }
+        self.respond(key, resp, now);
+    }
+
+    /// Answers with `code` and Retry-After: come back in a moment (we are full).
+    fn reply_retry_after(&mut self, key: &str, code: u16, now: Instant) {
+        let Some(s) = self.server.get(key) else {
+            return;
+        };
+        let mut resp = response_to(s.tx.request(), code, Some(&crate::sip::message::new_tag()));
+        resp.headers
+            .push(crate::sip::message::hdr("Retry-After", "5"));
         self.respond(key, resp, now);
     }
 
@@ -493,7 +546,19 @@ impl Engine {
             self.reack(id, side, &resp);
             return;
         }
-        self.hang_up_stray(&resp, from, now);
+        // Only a gateway could have been sent an INVITE by us; anyone else's "2xx" is a probe
+        // or a reflection, and an ACK and a BYE back would do its work for it.
+        let from_gateway = self
+            .cfg
+            .router
+            .gateways
+            .iter()
+            .any(|g| g.addr.ip() == from.addr.ip());
+        if from_gateway {
+            self.hang_up_stray(&resp, from, now);
+        } else {
+            crate::metrics::get().limit_hit("stray_2xx");
+        }
     }
 
     /// The span of a call's log lines (none once the call is gone).

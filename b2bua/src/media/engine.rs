@@ -70,8 +70,12 @@ pub const A: Leg = 0;
 pub const B: Leg = 1;
 
 struct LegState {
-    remote: Option<SocketAddr>,
-    latched_ssrc: Option<u32>,
+    /// Where this leg's SDP says to send.
+    sdp: Option<SocketAddr>,
+    /// The address its SIP came from: a phone behind NAT sends RTP from there.
+    signalling: Option<IpAddr>,
+    /// The address its first acceptable packet came from; from then on the only one heard.
+    latched: Option<SocketAddr>,
     codec: Option<(u8, Codec)>,
     coder: Option<LegCodec>,
     telephone_event: Option<u8>,
@@ -186,12 +190,16 @@ impl Media {
 
     fn bind_pair(&self) -> std::io::Result<(u16, std::net::UdpSocket, std::net::UdpSocket)> {
         loop {
-            let port = self
-                .inner
-                .free
-                .locked()
-                .pop()
-                .ok_or_else(|| std::io::Error::other("no free RTP ports"))?;
+            // Anywhere in the range, so that a call's ports cannot be guessed from the last
+            // call's (an attacker spraying the next port would otherwise hit it).
+            let port = {
+                let mut free = self.inner.free.locked();
+                if free.is_empty() {
+                    return Err(std::io::Error::other("no free RTP ports"));
+                }
+                let i = rand::random_range(0..free.len());
+                free.swap_remove(i)
+            };
             let ip = self.inner.cfg.bind;
             match (
                 std::net::UdpSocket::bind((ip, port)),
@@ -261,8 +269,9 @@ impl Media {
         let local = [sockets[0].local_addr()?, sockets[1].local_addr()?];
         let ssrc = || rand::random::<u32>();
         let leg = || LegState {
-            remote: None,
-            latched_ssrc: None,
+            sdp: None,
+            signalling: None,
+            latched: None,
             codec: None,
             coder: None,
             telephone_event: None,
@@ -314,6 +323,32 @@ impl Media {
     }
 }
 
+impl LegState {
+    /// Whether a packet from `from` belongs to this leg (RFC 3550 gives no authentication, so
+    /// the address is all there is): before latching, the SDP's address or the signalling
+    /// source; after, only the latched address.
+    fn accepts(&self, from: SocketAddr) -> bool {
+        match self.latched {
+            Some(l) => l == from,
+            None => {
+                self.sdp.is_some_and(|s| s.ip() == from.ip()) || self.signalling == Some(from.ip())
+            }
+        }
+    }
+
+    /// Where relayed audio goes: where the peer's packets come from, else its SDP.
+    fn remote(&self) -> Option<SocketAddr> {
+        self.latched.or(self.sdp)
+    }
+
+    /// Where our prompts may go: a latched peer, or an SDP address that is the signalling
+    /// source. A forged INVITE naming a victim's address gets no audio stream sent there.
+    fn prompt_remote(&self) -> Option<SocketAddr> {
+        self.latched
+            .or(self.sdp.filter(|s| self.signalling == Some(s.ip())))
+    }
+}
+
 impl Session {
     /// Our RTP address on a leg, for its SDP.
     pub fn local(&self, leg: Leg) -> SocketAddr {
@@ -331,8 +366,10 @@ impl Session {
     ) {
         let mut st = self.state.locked();
         let l = &mut st.legs[leg];
-        if l.latched_ssrc.is_none() {
-            l.remote = Some(remote);
+        if l.sdp != Some(remote) {
+            // The media moved (a re-INVITE): latch again, to the new address.
+            l.sdp = Some(remote);
+            l.latched = None;
         }
         if l.codec.map(|c| c.1) != Some(codec.1) {
             l.coder = Some(LegCodec::new(codec.1));
@@ -340,6 +377,11 @@ impl Session {
         }
         l.codec = Some(codec);
         l.telephone_event = telephone_event;
+    }
+
+    /// The address a leg's SIP comes from; its RTP may come from there too (NAT).
+    pub fn set_signalling(&self, leg: Leg, ip: IpAddr) {
+        self.state.locked().legs[leg].signalling = Some(ip);
     }
 
     /// Whether a leg's SDP has been taken (its codec is known).
@@ -431,16 +473,13 @@ async fn receive(
             let mut st = state.locked();
             let st = &mut *st;
             let me = &mut st.legs[leg];
-            // Symmetric RTP: send to where the packets come from. Latch on the first packet;
-            // follow a new address only for the same SSRC (a NAT rebinding).
-            match me.latched_ssrc {
-                None => {
-                    me.latched_ssrc = Some(p.ssrc);
-                    me.remote = Some(from);
-                }
-                Some(s) if s == p.ssrc => me.remote = Some(from),
-                Some(_) => {}
+            // Nobody else's packets: not counted, not relayed, no digits read from them.
+            if !me.accepts(from) {
+                crate::metrics::get().rtp_foreign.inc();
+                continue;
             }
+            // Symmetric RTP: send to where the packets come from.
+            me.latched.get_or_insert(from);
             me.stats.on_packet(p.seq, p.ts, now);
             if leg == A {
                 st.last_rx = now;
@@ -490,7 +529,7 @@ async fn receive(
                 let (to_codec, to_te, to_remote) = (
                     st.legs[other].codec,
                     st.legs[other].telephone_event,
-                    st.legs[other].remote,
+                    st.legs[other].remote(),
                 );
                 if let Some(remote) = to_remote {
                     let src_rate = codec.map(|c| c.1.clock_rate()).unwrap_or(8000);
@@ -637,7 +676,7 @@ async fn playback_service(
                             Some((leg, pb)) => {
                                 let leg = *leg;
                                 let codec = st.legs[leg].codec;
-                                let remote = st.legs[leg].remote;
+                                let remote = st.legs[leg].prompt_remote();
                                 match (codec, pb.next_frame(codec.map(|c| c.1).unwrap_or(Codec::Pcmu))) {
                                     (Some((pt, _)), Some(frame)) => {
                                         let l = &mut st.legs[leg];
@@ -678,5 +717,30 @@ async fn playback_service(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ports_are_handed_out_at_random_and_come_back() {
+        let (media, _events) = Media::start(MediaConfig {
+            ports: (46000, 46400),
+            ..MediaConfig::default()
+        });
+        let free = media.free_ports();
+        let sessions: Vec<Session> = (0..20).map(|i| media.session(i).unwrap()).collect();
+        let ports: Vec<u16> = sessions.iter().map(|s| s.local(A).port()).collect();
+        assert!(ports
+            .iter()
+            .all(|p| (46000..46400).contains(p) && p % 2 == 0));
+        // Lowest-first (or any fixed order) would make the next call's port a guess.
+        let ascending = ports.windows(2).all(|w| w[0] < w[1]);
+        let descending = ports.windows(2).all(|w| w[0] > w[1]);
+        assert!(!ascending && !descending, "{ports:?}");
+        drop(sessions);
+        assert_eq!(media.free_ports(), free);
     }
 }

@@ -26,6 +26,9 @@ pub enum FrameError {
     BadHeaderLine(String),
     /// A line folded onto nothing (the first header line starts with whitespace).
     FoldBeforeHeader,
+    /// A CR that does not end a line: a header value smuggling a line break (RFC 3261 §7.3.1
+    /// allows CR only as part of CRLF).
+    LoneCr,
     /// Content-Length is not a number, or there are two that disagree.
     BadContentLength(String),
     /// A stream message without Content-Length: where it ends is unknowable.
@@ -44,6 +47,7 @@ impl fmt::Display for FrameError {
             FrameError::NotUtf8 => write!(f, "headers are not UTF-8"),
             FrameError::BadHeaderLine(l) => write!(f, "bad header line: {l:?}"),
             FrameError::FoldBeforeHeader => write!(f, "continuation line before any header"),
+            FrameError::LoneCr => write!(f, "a CR inside a line"),
             FrameError::BadContentLength(v) => write!(f, "bad Content-Length: {v:?}"),
             FrameError::MissingContentLength => write!(f, "Content-Length is required on streams"),
             FrameError::ShortBody { declared, got } => {
@@ -89,9 +93,9 @@ fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
 }
 
-/// Where the header section ends: (index of the first body byte).
-fn header_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
+/// Where the header section ends: (index of the first body byte), looking from `from` on.
+fn header_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
     while i < buf.len() {
         if buf[i] == b'\n' {
             // "\n\n" or "\n\r\n" ends the headers.
@@ -116,7 +120,15 @@ struct Head {
 fn normalize_head(head: &[u8]) -> Result<Head, FrameError> {
     let head = std::str::from_utf8(head).map_err(|_| FrameError::NotUtf8)?;
     let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let start = lines.next().unwrap_or("").trim();
+    // The start line as sent: spaces around it are an error the parser must see (RFC 4475
+    // §3.1.2.10), so they are not trimmed here.
+    let start = lines.next().unwrap_or("");
+    if head
+        .split('\n')
+        .any(|l| l.strip_suffix('\r').unwrap_or(l).contains('\r'))
+    {
+        return Err(FrameError::LoneCr);
+    }
     let mut headers: Vec<(String, String)> = Vec::new();
     for line in lines {
         if line.is_empty() {
@@ -151,6 +163,10 @@ fn normalize_head(head: &[u8]) -> Result<Head, FrameError> {
             let n: usize = value
                 .parse()
                 .map_err(|_| FrameError::BadContentLength(value.clone()))?;
+            // No arithmetic ever sees a length beyond the largest message.
+            if n > MAX_MESSAGE {
+                return Err(FrameError::TooLarge(n));
+            }
             if content_length.is_some_and(|m| m != n) {
                 return Err(FrameError::BadContentLength(value));
             }
@@ -191,7 +207,7 @@ pub fn normalize_datagram(buf: &[u8]) -> Result<Vec<u8>, FrameError> {
         .position(|b| *b != b'\r' && *b != b'\n')
         .unwrap_or(buf.len());
     let buf = &buf[start..];
-    let end = header_end(buf).ok_or(FrameError::NoHeaderEnd)?;
+    let end = header_end(buf, 0).ok_or(FrameError::NoHeaderEnd)?;
     let head = normalize_head(&buf[..end])?;
     let rest = &buf[end..];
     let body = match head.content_length {
@@ -211,6 +227,9 @@ pub fn normalize_datagram(buf: &[u8]) -> Result<Vec<u8>, FrameError> {
 #[derive(Default)]
 pub struct StreamFramer {
     buf: Vec<u8>,
+    /// How far the search for the end of the headers has looked, so that a message arriving a
+    /// byte at a time costs linear time, not quadratic.
+    scanned: usize,
 }
 
 impl StreamFramer {
@@ -224,36 +243,49 @@ impl StreamFramer {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// The bytes received and not yet framed (for a reply to a message that cannot be).
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// The next complete message, `Ok(None)` when more bytes are needed, or an error after
     /// which the connection must be closed: the stream can no longer be framed.
     pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        let skip = self
-            .buf
-            .iter()
-            .position(|b| *b != b'\r' && *b != b'\n')
-            .unwrap_or(self.buf.len());
-        self.buf.drain(..skip);
+        if self.scanned == 0 {
+            // Keep-alives (RFC 5626 §3.5.1) and stray line ends between messages.
+            let skip = self
+                .buf
+                .iter()
+                .position(|b| *b != b'\r' && *b != b'\n')
+                .unwrap_or(self.buf.len());
+            self.buf.drain(..skip);
+        }
         if self.buf.is_empty() {
             return Ok(None);
         }
-        let Some(end) = header_end(&self.buf) else {
+        // The end marker may straddle what was scanned and what is new.
+        let Some(end) = header_end(&self.buf, self.scanned.saturating_sub(3)) else {
+            self.scanned = self.buf.len();
             if self.buf.len() > MAX_MESSAGE {
                 return Err(FrameError::TooLarge(self.buf.len()));
             }
             return Ok(None);
         };
+        self.scanned = end;
         let head = normalize_head(&self.buf[..end])?;
         let len = head
             .content_length
             .ok_or(FrameError::MissingContentLength)?;
-        if end + len > MAX_MESSAGE {
-            return Err(FrameError::TooLarge(end + len));
-        }
-        if self.buf.len() < end + len {
+        let total = end
+            .checked_add(len)
+            .filter(|t| *t <= MAX_MESSAGE)
+            .ok_or(FrameError::TooLarge(len))?;
+        if self.buf.len() < total {
             return Ok(None);
         }
-        let out = assemble(head, &self.buf[end..end + len]);
-        self.buf.drain(..end + len);
+        let out = assemble(head, &self.buf[end..total]);
+        self.buf.drain(..total);
+        self.scanned = 0;
         Ok(Some(out))
     }
 }
@@ -362,6 +394,15 @@ mod tests {
             normalize_datagram(b"X sip:a SIP/2.0\r\nA: \xff\r\n\r\n"),
             Err(FrameError::NotUtf8)
         );
+        // A CR alone inside a value could end a line for a parser further on.
+        assert_eq!(
+            normalize_datagram(b"X sip:a SIP/2.0\r\nSubject: a\rInjected: b\r\n\r\n"),
+            Err(FrameError::LoneCr)
+        );
+        assert_eq!(
+            normalize_datagram(b"X sip:a\r SIP/2.0\r\n\r\n"),
+            Err(FrameError::LoneCr)
+        );
     }
 
     #[test]
@@ -388,5 +429,58 @@ mod tests {
         let mut f = StreamFramer::new();
         f.push(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 999999\r\n\r\n");
         assert!(matches!(f.next_message(), Err(FrameError::TooLarge(_))));
+        // A length at the very top of usize must not overflow the framing arithmetic.
+        for cl in ["18446744073709551615", "18446744073709551616", "65530"] {
+            let mut f = StreamFramer::new();
+            f.push(
+                format!(
+                    "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h\r\nContent-Length: {cl}\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            assert!(
+                matches!(
+                    f.next_message(),
+                    Err(FrameError::TooLarge(_) | FrameError::BadContentLength(_))
+                ),
+                "{cl}"
+            );
+            assert!(normalize_datagram(
+                format!("OPTIONS sip:a@b SIP/2.0\r\nContent-Length: {cl}\r\n\r\n").as_bytes()
+            )
+            .is_err());
+        }
+    }
+
+    #[test]
+    fn a_message_a_byte_at_a_time_is_framed_in_linear_time() {
+        let msg = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nContent-Length: 3\r\n\r\nabc";
+        let mut f = StreamFramer::new();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            for b in msg.iter() {
+                f.push(&[*b]);
+                if let Some(m) = f.next_message().unwrap() {
+                    got.push(m);
+                }
+            }
+        }
+        assert_eq!(got.len(), 3);
+        assert!(got.iter().all(|m| m.ends_with(b"\r\n\r\nabc")));
+        // The end of the headers split across pushes is still found.
+        let mut f = StreamFramer::new();
+        f.push(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r");
+        assert_eq!(f.next_message(), Ok(None));
+        f.push(b"\n");
+        assert!(f.next_message().unwrap().is_some());
+        // Each push is searched from where the last search stopped (less the three bytes a
+        // straddling end marker may need), never from the start again.
+        let mut f = StreamFramer::new();
+        f.push(b"OPTIONS sip:a@b SIP/2.0\r\n");
+        for _ in 0..1000 {
+            f.push(b"x");
+            assert_eq!(f.next_message(), Ok(None));
+            assert_eq!(f.scanned, f.buf.len());
+        }
     }
 }

@@ -27,6 +27,28 @@ pub enum ParseError {
     BadVia,
     /// The Request-URI is not a sip: or sips: URI we can read.
     BadRequestUri,
+    /// The request's SIP version is not 2.0: answered 505 (RFC 3261 §8.2.6? no: §21.5.26).
+    Version(String),
+    /// The Request-URI has a scheme other than sip or sips: answered 416.
+    UnsupportedScheme(String),
+    /// A well-formed request with a method we do not know: answered 501 with Allow (an
+    /// unknown method is legal SIP, RFC 3261 §8.2.1).
+    UnknownMethod(String),
+    /// A header that breaks the grammar where the RFC is strict (a display name, a Date, an
+    /// addr-spec): 400 naming it.
+    BadHeader(&'static str),
+}
+
+impl ParseError {
+    /// The status a request that could not be read is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ParseError::Version(_) => 505,
+            ParseError::UnsupportedScheme(_) => 416,
+            ParseError::UnknownMethod(_) => 501,
+            _ => 400,
+        }
+    }
 }
 
 impl fmt::Display for ParseError {
@@ -42,6 +64,10 @@ impl fmt::Display for ParseError {
             ParseError::BadRequestUri => {
                 write!(f, "the Request-URI is not a readable sip: or sips: URI")
             }
+            ParseError::Version(v) => write!(f, "SIP version {v:?} is not supported"),
+            ParseError::UnsupportedScheme(s) => write!(f, "URI scheme {s:?} is not supported"),
+            ParseError::UnknownMethod(m) => write!(f, "method {m:?} is not implemented"),
+            ParseError::BadHeader(h) => write!(f, "malformed {h} header"),
         }
     }
 }
@@ -61,9 +87,10 @@ pub fn parse_datagram(buf: &[u8]) -> Result<SipMessage, ParseError> {
 
 /// Parses a message the framer has already normalized (a stream frame).
 ///
-/// rsip reads the start line and the headers; the Request-URI is read by [`parse_uri`], because
-/// rsip cannot read IPv6 references in URIs and accepts almost anything as a URI. rsip is shown
-/// a placeholder URI instead of the real one.
+/// The start line is read here, by RFC 3261's grammar (single spaces, SIP/2.0, a status code
+/// of three digits), because rsip is both too lax and too strict there: it accepts almost
+/// anything as a URI, cannot read IPv6 references, knows no method it was not built with and
+/// refuses an empty reason phrase. rsip then reads the headers behind a canonical start line.
 pub fn parse_normalized(buf: &[u8]) -> Result<SipMessage, ParseError> {
     let line_end = buf
         .windows(2)
@@ -71,34 +98,209 @@ pub fn parse_normalized(buf: &[u8]) -> Result<SipMessage, ParseError> {
         .unwrap_or(buf.len());
     let first = std::str::from_utf8(&buf[..line_end])
         .map_err(|_| ParseError::Frame(FrameError::NotUtf8))?;
-    let mut parts = first.splitn(3, ' ');
-    let (a, b, c) = (
-        parts.next().unwrap_or(""),
-        parts.next().unwrap_or(""),
-        parts.next().unwrap_or(""),
-    );
-    let is_request = !a.starts_with("SIP/");
-    let msg = if is_request {
-        if c != "SIP/2.0" {
-            return Err(ParseError::Syntax(format!(
-                "bad request line: {:?}",
-                first.chars().take(80).collect::<String>()
-            )));
-        }
-        let uri = parse_uri(b).ok_or(ParseError::BadRequestUri)?;
-        let mut patched = format!("{a} sip:placeholder@invalid {c}").into_bytes();
-        patched.extend_from_slice(&buf[line_end..]);
-        let mut msg = SipMessage::try_from(patched.as_slice())
-            .map_err(|e| ParseError::Syntax(e.to_string()))?;
-        if let SipMessage::Request(r) = &mut msg {
-            r.uri = uri;
-        }
-        msg
-    } else {
-        SipMessage::try_from(buf).map_err(|e| ParseError::Syntax(e.to_string()))?
+    let rest = &buf[line_end..];
+    let bad_line = || {
+        ParseError::Syntax(format!(
+            "bad start line: {:?}",
+            first.chars().take(80).collect::<String>()
+        ))
     };
+    if let Some(status) = first.strip_prefix("SIP/2.0 ") {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase (the phrase may be empty).
+        let (code, _reason) = status.split_once(' ').unwrap_or((status, ""));
+        let code: u16 = code
+            .parse()
+            .ok()
+            .filter(|c| (100..=699).contains(c) && code.len() == 3)
+            .ok_or_else(bad_line)?;
+        let mut patched = format!("SIP/2.0 {code} X").into_bytes();
+        patched.extend_from_slice(rest);
+        let msg = SipMessage::try_from(patched.as_slice())
+            .map_err(|e| ParseError::Syntax(short(&e.to_string())))?;
+        check_mandatory(&msg)?;
+        return Ok(msg);
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version: exactly two single spaces.
+    let parts: Vec<&str> = first.split(' ').collect();
+    let [method, uri, version] = parts[..] else {
+        return Err(bad_line());
+    };
+    if method.is_empty() || !method.bytes().all(is_token_char) || uri.is_empty() {
+        return Err(bad_line());
+    }
+    if version != "SIP/2.0" {
+        let v = version.strip_prefix("SIP/").unwrap_or("");
+        return Err(match v.split_once('.') {
+            Some((a, b))
+                if !a.is_empty()
+                    && !b.is_empty()
+                    && (a.bytes().chain(b.bytes())).all(|c| c.is_ascii_digit()) =>
+            {
+                ParseError::Version(version.to_string())
+            }
+            _ => bad_line(),
+        });
+    }
+    // Header fields are not allowed in a Request-URI (RFC 3261 §19.1.5); a `?` in the user
+    // part is just a character.
+    let after_user = uri.rsplit_once('@').map_or(uri, |(_, h)| h);
+    let parsed = if after_user.contains('?') {
+        None
+    } else {
+        parse_uri(uri)
+    };
+    let Some(parsed_uri) = parsed else {
+        return Err(match uri.split_once(':') {
+            Some((scheme, opaque))
+                if !opaque.is_empty()
+                    && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && scheme
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b"+-.".contains(&c))
+                    && !scheme.eq_ignore_ascii_case("sip")
+                    && !scheme.eq_ignore_ascii_case("sips")
+                    && !uri.contains(['<', '>', '"']) =>
+            {
+                ParseError::UnsupportedScheme(scheme.to_string())
+            }
+            _ => ParseError::BadRequestUri,
+        });
+    };
+    let known = method.parse::<Method>().is_ok();
+    // An unknown method is read as OPTIONS (in the start line and CSeq) so that the rest of
+    // the message is checked like any other; it is then answered 501.
+    let shown = if known { method } else { "OPTIONS" };
+    let mut patched = format!("{shown} sip:placeholder@invalid SIP/2.0").into_bytes();
+    if known {
+        patched.extend_from_slice(rest);
+    } else {
+        patched.extend_from_slice(&unknown_cseq(rest, method)?);
+    }
+    let mut msg = SipMessage::try_from(patched.as_slice())
+        .map_err(|e| ParseError::Syntax(short(&e.to_string())))?;
+    if let SipMessage::Request(r) = &mut msg {
+        r.uri = parsed_uri;
+    }
     check_mandatory(&msg)?;
+    check_grammar(&msg)?;
+    if !known {
+        return Err(ParseError::UnknownMethod(method.to_string()));
+    }
     Ok(msg)
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+/// An error text cut to a size a log line or a Warning can carry.
+fn short(s: &str) -> String {
+    s.chars().take(120).collect()
+}
+
+/// The headers of a request with an unknown `method`, its CSeq's method (which must be the
+/// same, RFC 3261 §8.1.1.5) replaced by OPTIONS for rsip.
+fn unknown_cseq(rest: &[u8], method: &str) -> Result<Vec<u8>, ParseError> {
+    let text = std::str::from_utf8(rest).map_err(|_| ParseError::Frame(FrameError::NotUtf8))?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+    let mut out = String::with_capacity(rest.len());
+    let mut seen = false;
+    for line in head.split("\r\n") {
+        match line.split_once(':') {
+            Some((name, value)) if name.eq_ignore_ascii_case("CSeq") && !seen => {
+                seen = true;
+                let mut it = value.split_whitespace();
+                let (Some(n), Some(m), None) = (it.next(), it.next(), it.next()) else {
+                    return Err(ParseError::Missing("CSeq"));
+                };
+                if m != method {
+                    return Err(ParseError::CSeqMismatch);
+                }
+                out.push_str(&format!("CSeq: {n} OPTIONS"));
+            }
+            _ => out.push_str(line),
+        }
+        out.push_str("\r\n");
+    }
+    out.truncate(out.len() - 2);
+    out.push_str("\r\n\r\n");
+    out.push_str(body);
+    Ok(out.into_bytes())
+}
+
+/// A name-addr or addr-spec header value (RFC 3261 §20.10, §25.1) where the grammar is
+/// strict: quotes balanced, a display name of tokens or one quoted string, no spaces inside
+/// `<…>`, and a URI with header fields (`?`) only inside `<…>`.
+fn name_addr_ok(value: &str) -> bool {
+    let v = value.trim();
+    if v == "*" {
+        return true;
+    }
+    // Where the display name ends: the `<` outside quotes.
+    let (mut quoted, mut escaped, mut laquot) = (false, false, None);
+    for (i, c) in v.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => {
+                laquot = Some(i);
+                break;
+            }
+            _ => {}
+        }
+    }
+    if quoted {
+        return false;
+    }
+    let Some(l) = laquot else {
+        // addr-spec: the URI runs to the first `;` (header parameters follow).
+        let uri = v.split(';').next().unwrap_or("").trim();
+        return !uri.is_empty() && !uri.contains(['?', ' ', '\t', '"', '<', '>']);
+    };
+    let display = v[..l].trim();
+    let display_ok = if display.starts_with('"') {
+        display.len() >= 2 && display.ends_with('"')
+    } else {
+        display
+            .bytes()
+            .all(|b| is_token_char(b) || b == b' ' || b == b'\t' || !b.is_ascii())
+    };
+    let Some(r) = v[l..].find('>') else {
+        return false;
+    };
+    let inner = &v[l + 1..l + r];
+    display_ok && !inner.is_empty() && !inner.contains([' ', '\t', '<'])
+}
+
+/// The request-only grammar checks RFC 4475 §3.1.2 expects a server to make.
+fn check_grammar(msg: &SipMessage) -> Result<(), ParseError> {
+    for name in ["From", "To", "Reply-To"] {
+        if msg.header(name).is_some_and(|v| !name_addr_ok(v)) {
+            return Err(ParseError::BadHeader(match name {
+                "From" => "From",
+                "To" => "To",
+                _ => "Reply-To",
+            }));
+        }
+    }
+    for name in ["Contact", "Route", "Record-Route"] {
+        if msg.header_values(name).iter().any(|v| !name_addr_ok(v)) {
+            return Err(ParseError::BadHeader(match name {
+                "Contact" => "Contact",
+                "Route" => "Route",
+                _ => "Record-Route",
+            }));
+        }
+    }
+    // rfc1123-date, always in GMT (RFC 3261 §20.17).
+    if msg
+        .header("Date")
+        .is_some_and(|d| !d.trim_end().ends_with(" GMT"))
+    {
+        return Err(ParseError::BadHeader("Date"));
+    }
+    Ok(())
 }
 
 /// Reads a sip: or sips: URI. rsip splits host and port at the first colon, so it cannot read
@@ -194,12 +396,7 @@ fn check_mandatory(msg: &SipMessage) -> Result<(), ParseError> {
         }
     }
     let top_via = msg.header("Via").map(top_value).unwrap_or("");
-    if !top_via
-        .get(..8)
-        .is_some_and(|p| p.eq_ignore_ascii_case("SIP/2.0/"))
-        || msg.branch().is_none_or(str::is_empty)
-        || msg.sent_by().is_none()
-    {
+    if via_parts(top_via).is_none() || msg.branch().is_none_or(str::is_empty) {
         return Err(ParseError::BadVia);
     }
     let (_, method) = msg.cseq().ok_or(ParseError::Missing("CSeq"))?;
@@ -262,6 +459,27 @@ pub fn split_list(value: &str) -> Vec<&str> {
     out.push(value[start..].trim());
     out.retain(|s| !s.is_empty());
     out
+}
+
+/// The transport (upper case) and the sent-by (`host[:port]`, lower case, spaces taken out) of
+/// one Via value (RFC 3261 §20.42), which allows LWS around its slashes and its colon.
+pub fn via_parts(value: &str) -> Option<(String, String)> {
+    let before_params = value.split(';').next()?;
+    let mut it = before_params.splitn(3, '/');
+    let (name, version, rest) = (it.next()?.trim(), it.next()?.trim(), it.next()?);
+    if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
+        return None;
+    }
+    let (transport, host) = rest.trim_start().split_once(char::is_whitespace)?;
+    if transport.is_empty() || !transport.bytes().all(is_token_char) {
+        return None;
+    }
+    let sent_by: String = host
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    (!sent_by.is_empty()).then(|| (transport.to_ascii_uppercase(), sent_by))
 }
 
 fn top_value(value: &str) -> &str {
@@ -358,16 +576,7 @@ pub trait SipExt {
     /// The sent-by of the top Via (`host[:port]`, spaces taken out, lower case): with the
     /// branch, what tells one client's transaction from another's (RFC 3261 §17.2.3).
     fn sent_by(&self) -> Option<String> {
-        let via = top_value(self.header("Via")?);
-        let before_params = via.split(';').next()?;
-        // `SIP/2.0/<transport> LWS host[:port]`, where LWS may also surround the colon.
-        let (_, host) = before_params.get(8..)?.split_once(char::is_whitespace)?;
-        let sent_by: String = host
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect::<String>()
-            .to_ascii_lowercase();
-        (!sent_by.is_empty()).then_some(sent_by)
+        via_parts(top_value(self.header("Via")?)).map(|(_, s)| s)
     }
 
     /// The user part of the From URI: the caller's number.
@@ -412,6 +621,55 @@ impl SipExt for SipMessage {
     }
 }
 
+/// Marks a received request's top Via with where it really came from: `received` when the
+/// address differs from its sent-by (RFC 3261 §18.2.1), and with `rport` asked for, the port
+/// and `received` always (RFC 3581 §4). Every response copies the Via, so a phone behind NAT
+/// gets its answers at the address and port its request left from.
+pub fn stamp_received(req: &mut Request, from: std::net::SocketAddr) {
+    let Some(h) = req
+        .headers
+        .iter_mut()
+        .find(|h| name_value(h).0.eq_ignore_ascii_case("Via"))
+    else {
+        return;
+    };
+    let value = name_value(h).1.to_string();
+    let mut values = split_list(&value);
+    let Some(top) = values.first().copied() else {
+        return;
+    };
+    let Some((_, sent_by)) = via_parts(top) else {
+        return;
+    };
+    let ip = from.ip().to_string();
+    let host = match sent_by.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => sent_by.split(':').next().unwrap_or(""),
+    };
+    let mut params: Vec<String> = top.split(';').map(|p| p.trim().to_string()).collect();
+    let asks_rport = params
+        .iter()
+        .skip(1)
+        .any(|p| p.eq_ignore_ascii_case("rport"));
+    if asks_rport {
+        for p in params.iter_mut().skip(1) {
+            if p.eq_ignore_ascii_case("rport") {
+                *p = format!("rport={}", from.port());
+            }
+        }
+    }
+    let has_received = params
+        .iter()
+        .skip(1)
+        .any(|p| p.to_ascii_lowercase().starts_with("received="));
+    if !has_received && (asks_rport || !host.eq_ignore_ascii_case(&ip)) {
+        params.push(format!("received={ip}"));
+    }
+    let stamped = params.join(";");
+    values[0] = &stamped;
+    *h = hdr("Via", values.join(", "));
+}
+
 /// An untyped header by name; rsip files it by name when the bytes are parsed again.
 pub fn hdr(name: &str, value: impl Into<String>) -> Header {
     Header::Other(name.to_string(), value.into())
@@ -451,6 +709,7 @@ pub fn reason(code: u16) -> &'static str {
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Server Time-out",
+        505 => "Version Not Supported",
         600 => "Busy Everywhere",
         603 => "Decline",
         604 => "Does Not Exist Anywhere",
@@ -674,5 +933,70 @@ v=0\r\n";
             parse_datagram(b"HELLO\r\n\r\n"),
             Err(ParseError::Syntax(_))
         ));
+    }
+
+    /// The RFC 4475 torture messages, as files named by what the RFC expects: `valid_` ones are
+    /// read (an unknown method is read, then answered 501), `400_`, `416_` and `505_` ones are
+    /// refused with that status, `drop_` ones (malformed responses) are refused.
+    #[test]
+    fn rfc4475_torture_messages_are_read_as_the_rfc_says() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/corpus/rfc4475");
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(files.len() >= 30);
+        let mut wrong = Vec::new();
+        for f in files {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            let got = parse_datagram(&std::fs::read(&f).unwrap());
+            let ok = match name.split('_').next().unwrap() {
+                "valid" => match &got {
+                    Ok(_) => true,
+                    Err(ParseError::UnknownMethod(_)) => true,
+                    Err(_) => false,
+                },
+                "drop" => got.is_err(),
+                code => got
+                    .as_ref()
+                    .err()
+                    .is_some_and(|e| e.status().to_string() == code),
+            };
+            if !ok {
+                wrong.push(format!("{name}: {:?}", got.map(|_| "read")));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn the_top_via_is_stamped_with_received_and_rport() {
+        let SipMessage::Request(mut r) = parse_datagram(INVITE).unwrap() else {
+            panic!()
+        };
+        stamp_received(&mut r, "192.0.2.7:34567".parse().unwrap());
+        let resp = response_to(&r, 200, Some("t"));
+        let vias = resp.header_values("Via");
+        assert_eq!(
+            vias[0],
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKabc;rport=34567;received=192.0.2.7"
+        );
+        assert_eq!(
+            vias[1], "SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKdef",
+            "only the top one"
+        );
+        // Without rport, received only when the address is not the sent-by.
+        let text = String::from_utf8_lossy(INVITE).replacen(";rport", "", 1);
+        let SipMessage::Request(mut r) = parse_datagram(text.as_bytes()).unwrap() else {
+            panic!()
+        };
+        stamp_received(&mut r, "10.0.0.1:5060".parse().unwrap());
+        assert_eq!(
+            r.header_values("Via")[0],
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKabc"
+        );
+        stamp_received(&mut r, "[2001:db8::5]:5060".parse().unwrap());
+        assert!(r.header_values("Via")[0].ends_with(";received=2001:db8::5"));
     }
 }

@@ -107,7 +107,16 @@ pub struct Transaction {
     retransmit: Option<(Instant, Duration)>,
     /// The timer that ends the current state (B, D, F, H, I, J, K, L or M).
     deadline: Option<Instant>,
+    /// Timer-driven resends of a final response still allowed (server side, see
+    /// [`Transaction::quiet`]); `None` for RFC 3261's unbounded schedule.
+    resends_left: Option<u32>,
+    /// Our 2xx is out and its ACK has not come (server INVITE, unreliable transport).
+    awaiting_ack: bool,
 }
+
+/// How many times a 2xx to a peer we do not trust is resent by the timer before we only wait
+/// for its ACK: three resends cover a lost packet or two, without an eleven-fold echo.
+const QUIET_2XX_RESENDS: u32 = 3;
 
 impl Transaction {
     /// A client transaction for `request`; the first output sends it.
@@ -138,6 +147,8 @@ impl Transaction {
             ack: None,
             retransmit: (!reliable).then_some((now + timers.t1, timers.t1)),
             deadline: Some(now + timers.t64()),
+            resends_left: None,
+            awaiting_ack: false,
         };
         (tx, vec![Output::Send(bytes)])
     }
@@ -170,6 +181,8 @@ impl Transaction {
             ack: None,
             retransmit: None,
             deadline: None,
+            resends_left: None,
+            awaiting_ack: false,
         };
         let mut out = Vec::new();
         if invite {
@@ -178,6 +191,14 @@ impl Transaction {
             out.push(Output::Send(trying));
         }
         (tx, out)
+    }
+
+    /// For a request from a source we do not trust (its address may be forged): our final
+    /// response is not resent on a timer but only when the request is (a non-2xx), or at most
+    /// a few times (a 2xx), so that a spoofed request cannot make us echo eleven times at a
+    /// victim. The deadlines (Timer H, the wait for the 2xx's ACK) stay as RFC 3261 has them.
+    pub fn quiet(&mut self) {
+        self.resends_left = Some(0);
     }
 
     /// Which machine this is.
@@ -235,7 +256,7 @@ impl Transaction {
                 // Timer H: our final response was never acknowledged.
                 (Kind::ServerInvite, State::Completed) => out.push(Output::NoAck),
                 // The 2xx was never acknowledged.
-                (Kind::ServerInvite, State::Accepted) if self.retransmit.is_some() => {
+                (Kind::ServerInvite, State::Accepted) if self.awaiting_ack => {
                     out.push(Output::No2xxAck)
                 }
                 // Client INVITE in Proceeding has no timer B (RFC 3261 §17.1.1.2); the call
@@ -248,7 +269,12 @@ impl Transaction {
             return out;
         }
         if let Some((at, interval)) = self.retransmit {
-            if at <= now {
+            if at <= now && self.resends_left == Some(0) {
+                self.retransmit = None;
+            } else if at <= now {
+                if let Some(n) = self.resends_left.as_mut() {
+                    *n -= 1;
+                }
                 let next = match (self.kind, self.state) {
                     // Timer A doubles without cap; E, G and the 2xx retransmission cap at T2.
                     (Kind::ClientInvite, _) => interval * 2,
@@ -401,6 +427,10 @@ impl Transaction {
                 self.retransmit =
                     (!self.reliable).then_some((now + self.timers.t1, self.timers.t1));
                 self.deadline = Some(now + self.timers.t64());
+                self.awaiting_ack = !self.reliable;
+                if self.resends_left.is_some() {
+                    self.resends_left = Some(QUIET_2XX_RESENDS);
+                }
             }
             Kind::ServerInvite => {
                 self.state = State::Completed;
@@ -428,6 +458,7 @@ impl Transaction {
     pub fn acked_2xx(&mut self) {
         if self.kind == Kind::ServerInvite && self.state == State::Accepted {
             self.retransmit = None;
+            self.awaiting_ack = false;
         }
     }
 
@@ -698,6 +729,53 @@ mod tests {
             seen |= tx.on_timer(w).contains(&Output::No2xxAck);
         }
         assert!(seen);
+    }
+
+    #[test]
+    fn a_quiet_transaction_does_not_echo_its_final_response() {
+        let t0 = Instant::now();
+        let r = req("INVITE");
+        // A non-2xx: sent once, resent only when the INVITE is, and Timer H still ends it.
+        let (mut tx, _) = Transaction::server(r.clone(), false, Timers::default(), t0);
+        tx.quiet();
+        assert_eq!(sends(&tx.respond(&response_to(&r, 403, Some("b")), t0)), 1);
+        let mut timer_sends = 0;
+        let mut no_ack = false;
+        while let Some(w) = tx.next_wake() {
+            let out = tx.on_timer(w);
+            timer_sends += sends(&out);
+            no_ack |= out.contains(&Output::NoAck);
+        }
+        assert_eq!(timer_sends, 0, "no Timer G resends");
+        assert!(no_ack, "Timer H");
+        let (mut tx, _) = Transaction::server(r.clone(), false, Timers::default(), t0);
+        tx.quiet();
+        tx.respond(&response_to(&r, 403, Some("b")), t0);
+        assert_eq!(
+            sends(&tx.on_request(&r, t0 + MS(300))),
+            1,
+            "resent for a resent INVITE"
+        );
+        // A 2xx: three resends, and a missing ACK still ends the call.
+        let (mut tx, _) = Transaction::server(r.clone(), false, Timers::default(), t0);
+        tx.quiet();
+        tx.respond(&response_to(&r, 200, Some("b")), t0);
+        let (mut timer_sends, mut no_ack) = (0, false);
+        while let Some(w) = tx.next_wake() {
+            let out = tx.on_timer(w);
+            timer_sends += sends(&out);
+            no_ack |= out.contains(&Output::No2xxAck);
+        }
+        assert_eq!(timer_sends, 3);
+        assert!(no_ack);
+        // Without quiet, RFC 3261's schedule: ten resends in 32 s.
+        let (mut tx, _) = Transaction::server(r.clone(), false, Timers::default(), t0);
+        tx.respond(&response_to(&r, 486, Some("b")), t0);
+        let mut n = 0;
+        while let Some(w) = tx.next_wake() {
+            n += sends(&tx.on_timer(w));
+        }
+        assert_eq!(n, 10);
     }
 
     #[test]

@@ -57,6 +57,7 @@ impl AccessRow {
     /// languages, or a flow missing on a number that needs one.
     pub fn check(&self) -> Result<(), StoreError> {
         check_number(&self.number)?;
+        check_trust(self.trust_ani, self.trusted_only)?;
         check_text("tenant", &self.tenant, true, 64)?;
         if self.languages.is_empty() {
             return Err(StoreError::Invalid(
@@ -82,6 +83,20 @@ impl AccessRow {
             None => Ok(()),
         }
     }
+}
+
+/// The calling number may be believed (`trust_ani`: it can be a pinless card's account, or the
+/// number that is billed) only where every call comes from a trusted peer: from anywhere
+/// else, the caller writes its own From and picks whose money it spends.
+pub fn check_trust(trust_ani: bool, trusted_only: bool) -> Result<(), StoreError> {
+    if trust_ani && !trusted_only {
+        return Err(StoreError::Invalid(
+            "trust_ani needs trusted_only: an untrusted caller could otherwise pick the number \
+             that is billed"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// An access number is 1 to 32 digits.
