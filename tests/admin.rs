@@ -143,6 +143,19 @@ async fn start_with_assets() -> (
     Api,
     Arc<Assets>,
 ) {
+    start_custom(|_| {}).await
+}
+
+/// As [`start_with_assets`], with the admin configuration changed by `edit`.
+async fn start_custom(
+    edit: impl FnOnce(&mut AdminConfig),
+) -> (
+    tempfile::TempDir,
+    Arc<Store>,
+    b2bua::admin::Running,
+    Api,
+    Arc<Assets>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let flows = dir.path().join("flows");
     std::fs::create_dir(&flows).unwrap();
@@ -159,10 +172,8 @@ async fn start_with_assets() -> (
     let url = format!("sqlite://{}", dir.path().join("admin.db").display());
     let store = Arc::new(Store::open(&url, StoreConfig::default()).await.unwrap());
     rating::demo::seed(&store, Utc::now()).await.unwrap();
-    let cfg = AdminConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        tokens: vec![],
-    };
+    let mut cfg = AdminConfig::new("127.0.0.1:0".parse().unwrap());
+    edit(&mut cfg);
     let tokens = vec![
         ("root".to_string(), Role::Admin, ADMIN.to_string()),
         ("desk".to_string(), Role::Finance, FINANCE.to_string()),
@@ -425,6 +436,52 @@ async fn an_itsp_sees_and_changes_only_its_own_tenant_and_roles_are_enforced() {
         "{}",
         a.body
     );
+    // A gateway chose this conference id (RADIUS): in the CSV it is text, not a formula.
+    let evil = "=HYPERLINK(\"http://evil.example/\",\"x\")";
+    let held = store
+        .authorize_call(
+            &rating::store::CallRequest {
+                auth: rating::store::AuthRequest {
+                    account: "800001".into(),
+                    pin: Some("1111".into()),
+                    ani: None,
+                    access_number: "-1+1".into(),
+                    session_id: "@SUM(A1)".into(),
+                    tenant: None,
+                },
+                destination: "5555233".into(),
+                conf_id: evil.into(),
+                whole_credit: false,
+            },
+            Utc::now(),
+        )
+        .await;
+    assert!(held.code.is_success(), "{held:?}");
+    store
+        .settle(
+            evil,
+            &rating::store::CallEnd {
+                connect_at: None,
+                disconnect_at: Utc::now(),
+                cause: "+cause".into(),
+                voice_quality: None,
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let a = api
+        .call(
+            "GET",
+            "/api/v1/calls?account=800001&format=csv",
+            Some(ACME),
+            None,
+        )
+        .await;
+    let row = a.body.lines().nth(1).unwrap_or_default().to_string();
+    for cell in ["\"'=HYPERLINK(", "'@SUM(A1)", "'-1+1", "'+cause"] {
+        assert!(row.contains(cell), "{cell} in {row}");
+    }
     let a = api
         .call("GET", "/api/v1/calls?account=000070", Some(ACME), None)
         .await;
@@ -973,6 +1030,7 @@ async fn a_cards_reservations_are_listed() {
             ani: Some("4085550100".into()),
             access_number: "5551200".into(),
             session_id: "sess-1".into(),
+            tenant: None,
         },
         destination: "5555233".into(),
         conf_id: "conf-held-1".into(),
@@ -1395,4 +1453,170 @@ async fn access_numbers_are_assigned_by_admins_configured_by_their_itsp_and_seen
     );
     running.stop().await;
     store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_cookies_and_an_itsps_minting_are_kept_within_their_limits() {
+    const METRICS: &str = "metrics-token-0123456789";
+    let (_dir, store, running, api, _) = start_custom(|c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.metrics_token = Some(METRICS.into());
+        c.secure_cookies = true;
+        c.session = std::time::Duration::from_secs(600);
+        c.minting.tenants.insert(
+            "acme".into(),
+            (
+                rating::Money::parse("50", false).unwrap(),
+                rating::Money::parse("80", false).unwrap(),
+            ),
+        );
+    })
+    .await;
+    // /metrics lives on its own address, and asks for its token there.
+    let a = api.call("GET", "/metrics", None, None).await;
+    assert_eq!(a.status, 404, "not beside the API: {}", a.body);
+    let m = Api {
+        base: format!("http://{}", running.metrics),
+        agent: api.agent.clone(),
+    };
+    assert_eq!(m.call("GET", "/metrics", None, None).await.status, 401);
+    assert_eq!(
+        m.call("GET", "/metrics", Some(ADMIN), None).await.status,
+        401
+    );
+    let a = m.call("GET", "/metrics", Some(METRICS), None).await;
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains("b2bua_calls_total"), "{}", a.body);
+    // The console's cookie: a session id, Secure, for the configured time.
+    let (agent, url) = (api.agent.clone(), format!("{}/console/login", api.base));
+    let set = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build()
+            .into();
+        let _ = &agent;
+        let r = agent
+            .post(&url)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .send(format!("token={FINANCE}"))
+            .unwrap();
+        r.headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap();
+    let _ = agent;
+    assert!(
+        set.contains("; Secure") && set.contains("Max-Age=600"),
+        "{set}"
+    );
+    assert!(!set.contains(FINANCE));
+    // An ITSP mints within its limits: 50 a request, 80 a day; admins and finance are not
+    // limited. A refused request moves nothing.
+    let card = |n: u32, balance: &str| {
+        format!(r#"{{"account": "80{n:04}", "pin": "1111", "balance": "{balance}"}}"#)
+    };
+    let a = api
+        .call("POST", "/api/v1/accounts", Some(ACME), Some(&card(1, "60")))
+        .await;
+    assert!(a.error(403).contains("at most 50.00"), "{}", a.body);
+    let a = api
+        .call("POST", "/api/v1/accounts", Some(ACME), Some(&card(1, "40")))
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let top = |amount: &str, reference: &str| {
+        format!(r#"{{"amount": "{amount}", "reference": "{reference}"}}"#)
+    };
+    let a = api
+        .call(
+            "POST",
+            "/api/v1/accounts/800001/topups",
+            Some(ACME),
+            Some(&top("30", "T-1")),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    // 70 so far today: 20 more would pass 80.
+    let a = api
+        .call(
+            "POST",
+            "/api/v1/accounts/800001/topups",
+            Some(ACME),
+            Some(&top("20", "T-2")),
+        )
+        .await;
+    assert!(a.error(403).contains("at most 80.00"), "{}", a.body);
+    let a = api
+        .call(
+            "POST",
+            "/api/v1/accounts/batch",
+            Some(ACME),
+            Some(r#"{"count": 3, "balance": "5"}"#),
+        )
+        .await;
+    assert_eq!(a.status, 403, "15 more would pass 80: {}", a.body);
+    // The retry of an applied top-up takes nothing more.
+    let a = api
+        .call(
+            "POST",
+            "/api/v1/accounts/800001/topups",
+            Some(ACME),
+            Some(&top("30", "T-1")),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = api
+        .call(
+            "POST",
+            "/api/v1/accounts/800001/topups",
+            Some(FINANCE),
+            Some(&top("500", "F-1")),
+        )
+        .await;
+    assert_eq!(a.status, 201, "finance is not limited: {}", a.body);
+    assert_eq!(
+        store.account("800001").await.unwrap().balance,
+        rating::Money::parse("570", false).unwrap()
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_at_the_same_time_are_unpacked_one_at_a_time() {
+    let (_dir, _store, running, api, assets) = start_with_assets().await;
+    // Four tenants' archives, each a few seconds of audio per prompt, sent together.
+    let archive = |t: &str| {
+        zip_of(&[
+            (&format!("{t}/en/en_welcome.au"), au(4000)),
+            (&format!("{t}/en/en_enter_pin.au"), au(4000)),
+            (&format!("{t}/en/en_enter_card_num.au"), au(4000)),
+        ])
+    };
+    let api = std::sync::Arc::new(api);
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in ["t1", "t2", "t3", "t4"] {
+        let (api, body) = (api.clone(), archive(t));
+        tasks.spawn(async move {
+            api.put_bytes(
+                &format!("/api/v1/prompt-sets/{t}"),
+                ADMIN,
+                "application/zip",
+                body,
+            )
+            .await
+            .status
+        });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    assert_eq!(
+        assets.unpacking_peak(),
+        1,
+        "never two archives unpacked at once"
+    );
+    running.stop().await;
 }

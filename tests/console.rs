@@ -116,10 +116,7 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
     let store = Arc::new(Store::open(&url, StoreConfig::default()).await.unwrap());
     rating::demo::seed(&store, Utc::now()).await.unwrap();
     let assets = Arc::new(Assets::load(&Config::demo()).unwrap());
-    let cfg = AdminConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        tokens: vec![],
-    };
+    let cfg = AdminConfig::new("127.0.0.1:0".parse().unwrap());
     let tokens = vec![("desk".to_string(), Role::Finance, FINANCE.to_string())];
     let server = b2bua::admin::start(&cfg, tokens, store.clone(), assets)
         .await
@@ -164,6 +161,7 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
                     ani: Some("4085550100".into()),
                     access_number: "5551200".into(),
                     session_id: "console-sess".into(),
+                    tenant: None,
                 },
                 destination: "5555233".into(),
                 conf_id: "console-conf".into(),
@@ -346,7 +344,32 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
             .status()
             .as_u16()
     };
-    let cookie = format!("b2bua_console={FINANCE}");
+    // The console's cookie is a session id of the server's, never the API token itself.
+    let mut r = agent
+        .post(&format!("{base}/console/login"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .send(format!("token={FINANCE}"))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let set = r
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let _ = r.body_mut().read_to_string();
+    assert!(!set.contains(FINANCE), "{set}");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Max-Age="),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    assert_eq!(
+        post(&base, &format!("b2bua_console={FINANCE}")),
+        303,
+        "the token is no session"
+    );
     assert_eq!(post("http://evil.example", &cookie), 403);
     // A batch form the browser would not send (a count that is not a number) is explained on
     // the form's page, and an unknown card says so; nothing is created.
@@ -394,6 +417,19 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
         store.account("000070").await.unwrap().status.as_str(),
         "blocked"
     );
+    // Signing out ends the session on the server: the same cookie no longer works.
+    let r = agent
+        .post(&format!("{base}/console/logout"))
+        .header("Cookie", &cookie)
+        .send("")
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let r = agent
+        .get(&format!("{base}/console/cards/000070"))
+        .header("Cookie", &cookie)
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303, "signed out");
     server.stop().await;
     drop(driver);
 }

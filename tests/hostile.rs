@@ -618,3 +618,105 @@ async fn only_allowed_requests_and_headers_cross_from_the_caller_to_the_carrier(
     running.stop().await;
     store.close().await;
 }
+
+/// The refused attempts the store recorded for a card.
+async fn refusals(store: &Store, account: &str) -> Vec<u8> {
+    store
+        .call_records(&rating::store::RecordFilter {
+            account: Some(account.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.return_code)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_card_is_no_card_on_this_number() {
+    let mut caller = Ua::new("4085550000").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) = start(gw.sip_addr(), "").await;
+    let mut acme = rating::store::NewAccount::new(
+        "300001",
+        Some("1111"),
+        rating::Money::parse("5", false).unwrap(),
+    );
+    acme.tenant = "acme".into();
+    store.create_account(&acme, Utc::now()).await.unwrap();
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let (ok, a_leg) = dial_ivr(&mut caller, b2b, "tenant1").await;
+    caller.send_digits(a_leg, "3000011111", 101).await;
+    caller.send_digits(a_leg, "5555233#", 101).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        gw.recv(Duration::from_millis(200)).await.is_none(),
+        "no call on another tenant's card"
+    );
+    assert_eq!(
+        refusals(&store, "300001").await,
+        vec![1],
+        "no such card here"
+    );
+    let bye = caller.in_dialog("BYE", b2b, &ok, None);
+    caller.send(b2b, &bye).await;
+    running.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_guessing_from_one_address_is_refused_before_the_store() {
+    // 127.0.0.2 is not trusted: its failures count against its address.
+    let mut caller = Ua::new_at("4085550000", "127.0.0.2").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) =
+        start(gw.sip_addr(), "limits: {auth_failures_per_source: 2}\n").await;
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let (ok, a_leg) = dial_ivr(&mut caller, b2b, "guess1").await;
+    // Three wrong PINs for the demo card: the store hears two; the third is refused by us.
+    for _ in 0..3 {
+        caller.send_digits(a_leg, "0000700000", 101).await;
+        caller.recv_rtp_for(Duration::from_millis(2500)).await;
+    }
+    let codes = refusals(&store, "000070").await;
+    assert_eq!(codes, vec![2, 2], "the store saw two guesses: {codes:?}");
+    assert_eq!(store.pin_failures("000070").await.unwrap(), 2);
+    let metrics = b2bua::metrics::get().render();
+    assert!(
+        metrics.contains("b2bua_limit_hits_total{limit=\"auth_failures_per_source\"}"),
+        "{metrics}"
+    );
+    let bye = caller.in_dialog("BYE", b2b, &ok, None);
+    caller.send(b2b, &bye).await;
+    running.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_that_bridges_without_authorizing_gives_no_free_call() {
+    let flows = tempfile::tempdir().unwrap();
+    std::fs::write(
+        flows.path().join("debitcard.yaml"),
+        "name: debitcard\ndescription: a broken upload that bridges without authorizing\nstart: destination\nstates:\n  destination:\n    collect:\n      into: destination\n      prompt: [enter_dest]\n      min: 1\n      max: 32\n      no_input: [enter_dest]\n      wrong_length: [enter_dest]\n      next: connect\n      fail: bye\n  connect:\n    bridge:\n      destination: destination\n      on: {failed: bye}\n  bye:\n    hangup: {cause: normal}\n",
+    )
+    .unwrap();
+    let mut caller = Ua::new("4085550000").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) = start(
+        gw.sip_addr(),
+        &format!("flows: {}\n", flows.path().display()),
+    )
+    .await;
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let (_ok, a_leg) = dial_ivr(&mut caller, b2b, "free1").await;
+    caller.send_digits(a_leg, "5555233#", 101).await;
+    // The flow ends the call; the gateway never hears of it.
+    let (bye, from) = caller.expect_request("BYE", S).await;
+    caller
+        .send(from, &caller.response(&bye, 200, "c", None))
+        .await;
+    assert!(gw.recv(Duration::from_millis(300)).await.is_none());
+    running.stop().await;
+    store.close().await;
+}

@@ -395,6 +395,7 @@ async fn refused_while(
             ani: None,
             access_number: "5551200".into(),
             session_id: "other-call".into(),
+            tenant: None,
         };
         let req = rating::store::CallRequest {
             auth,
@@ -563,7 +564,7 @@ async fn code_1_an_unknown_card_is_asked_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn code_10_a_locked_card_gets_the_final_prompt_and_is_hung_up() {
+async fn code_10_a_caller_whose_number_is_locked_out_gets_the_final_prompt_and_is_hung_up() {
     let mut caller = Ua::new("4085550000").await;
     let gw = Ua::new("gw").await;
     let (_dir, store, running) = start(gw.sip_addr(), ivr::shipped_dir()).await;
@@ -571,14 +572,16 @@ async fn code_10_a_locked_card_gets_the_final_prompt_and_is_hung_up() {
         .create_account(&card("200010", "5"), Utc::now())
         .await
         .unwrap();
-    // Five wrong PINs earlier lock the card.
+    // Five wrong PINs earlier from this caller's own number lock the number out (a locked
+    // card alone answers as a wrong PIN does: see the next test).
     for i in 0..5 {
         let auth = rating::store::AuthRequest {
             account: "200010".into(),
             pin: Some("0000".into()),
-            ani: Some(format!("40855500{i:02}")),
+            ani: Some("4085550000".into()),
             access_number: "5551200".into(),
             session_id: format!("earlier-{i}"),
+            tenant: None,
         };
         store.authorize_account(&auth, Utc::now()).await;
     }
@@ -591,6 +594,48 @@ async fn code_10_a_locked_card_gets_the_final_prompt_and_is_hung_up() {
     caller
         .send(from, &caller.response(&bye, 200, "c", None))
         .await;
+    running.stop().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_card_answers_as_a_wrong_pin_even_with_the_right_one() {
+    let mut caller = Ua::new("4085550000").await;
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) = start(gw.sip_addr(), ivr::shipped_dir()).await;
+    store
+        .create_account(&card("200011", "5"), Utc::now())
+        .await
+        .unwrap();
+    // Five wrong PINs from five numbers lock the card itself.
+    for i in 0..5 {
+        let auth = rating::store::AuthRequest {
+            account: "200011".into(),
+            pin: Some("0000".into()),
+            ani: Some(format!("40855501{i:02}")),
+            access_number: "5551200".into(),
+            session_id: format!("earlier-{i}"),
+            tenant: None,
+        };
+        store.authorize_account(&auth, Utc::now()).await;
+    }
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let (ok, a_leg) = dial(&mut caller, b2b, "locked2").await;
+    // The right PIN: told "wrong" and asked again, as for any wrong PIN; nothing says locked.
+    caller.send_digits(a_leg, "2000111111", 101).await;
+    let packets = caller.recv_rtp_for(Duration::from_secs(6)).await;
+    assert!(heard(&packets, "auth_fail"), "asked again");
+    assert!(!heard(&packets, "final"));
+    let recs = store
+        .call_records(&RecordFilter {
+            account: Some("200011".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(recs.last().unwrap().return_code, 2, "{recs:?}");
+    let bye = caller.in_dialog("BYE", b2b, &ok, None);
+    caller.send(b2b, &bye).await;
     running.stop().await;
     store.close().await;
 }

@@ -57,7 +57,11 @@ impl Aaa {
             require_message_authenticator: require_ma,
             clients: clients
                 .iter()
-                .map(|c| (c.parse().unwrap(), SECRET.to_string()))
+                .map(|c| b2bua::config::RadiusClient {
+                    address: c.parse().unwrap(),
+                    secret: SECRET.to_string(),
+                    cards: rating::radius::aaa::Cards::Tenant("default".into()),
+                })
                 .collect(),
         };
         let running = b2bua::radius::start(&cfg, store.clone()).await.unwrap();
@@ -167,21 +171,24 @@ fn card(account: &str, balance: &str) -> NewAccount {
 
 fn phase1(account: &str, pin: &str) -> String {
     // Each card its own calling number, so that one card's wrong PINs lock only its number.
-    format!("User-Name = \"{account}\", User-Password = \"{pin}\", Calling-Station-Id = \"1408{account}\", Called-Station-Id = \"\"")
+    // Message-Authenticator in every Access-Request (radclient computes it), as the AAA server
+    // requires by default (BlastRADIUS).
+    format!("User-Name = \"{account}\", User-Password = \"{pin}\", Calling-Station-Id = \"1408{account}\", Called-Station-Id = \"\", Message-Authenticator = 0x00")
 }
 
 fn phase2(account: &str, pin: &str, dest: &str, conf: &str) -> String {
     format!(
         "User-Name = \"{account}\", User-Password = \"{pin}\", Calling-Station-Id = \"1408{account}\", \
 Called-Station-Id = \"{dest}\", h323-conf-id = \"h323-conf-id={conf}\", \
-Cisco-AVPair = \"h323-incoming-conf-id=AAAA0000 00000000 00000000 00000001\""
+Cisco-AVPair = \"h323-incoming-conf-id=AAAA0000 00000000 00000000 00000001\", \
+Message-Authenticator = 0x00"
     )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeds_two_phases_through_radclient() {
     require_radclient!();
-    let aaa = Aaa::start(false, &["127.0.0.1"]).await;
+    let aaa = Aaa::start(true, &["127.0.0.1"]).await;
     let r = aaa
         .radclient(aaa.auth(), "auth", SECRET, &phase1("000070", "1234"))
         .await;
@@ -271,7 +278,7 @@ h323-disconnect-cause = \"h323-disconnect-cause=10\", h323-voice-quality = \"h32
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_return_code_through_radclient() {
     require_radclient!();
-    let aaa = Aaa::start(false, &["127.0.0.1"]).await;
+    let aaa = Aaa::start(true, &["127.0.0.1"]).await;
     let s = &aaa.store;
     let now = Utc::now();
     s.create_account(&card("300004", "0"), now).await.unwrap();
@@ -372,15 +379,15 @@ async fn message_authenticator_unknown_clients_and_wrong_secrets() {
     // Message-Authenticator required: radclient adds one when asked to.
     let aaa = Aaa::start(true, &["127.0.0.1"]).await;
     let bare = aaa
-        .radclient(aaa.auth(), "auth", SECRET, &phase1("000070", "1234"))
-        .await;
-    let with_ma = aaa
         .radclient(
             aaa.auth(),
             "auth",
             SECRET,
-            &format!("{}, Message-Authenticator = 0x00", phase1("000070", "1234")),
+            &phase1("000070", "1234").replace(", Message-Authenticator = 0x00", ""),
         )
+        .await;
+    let with_ma = aaa
+        .radclient(aaa.auth(), "auth", SECRET, &phase1("000070", "1234"))
         .await;
     // radclient 3.2.1 may add Message-Authenticator on its own; either way a request that has
     // one is answered, and (below, by hand) one without it is not.
@@ -404,7 +411,7 @@ async fn message_authenticator_unknown_clients_and_wrong_secrets() {
             aaa.auth(),
             "auth",
             "not-the-secret",
-            &format!("{}, Message-Authenticator = 0x00", phase1("000070", "1234")),
+            &phase1("000070", "1234"),
         )
         .await;
     assert_eq!(
@@ -423,7 +430,7 @@ async fn message_authenticator_unknown_clients_and_wrong_secrets() {
     assert_eq!(acct.kind, None, "{}", acct.text);
     aaa.stop().await;
     // A client that is not configured is ignored.
-    let aaa = Aaa::start(false, &["127.0.0.2"]).await;
+    let aaa = Aaa::start(true, &["127.0.0.2"]).await;
     let r = aaa
         .radclient(aaa.auth(), "auth", SECRET, &phase1("000070", "1234"))
         .await;
@@ -466,7 +473,7 @@ async fn exchange(sock: &tokio::net::UdpSocket, to: SocketAddr, b: &[u8]) -> Opt
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retransmission_is_answered_once_and_junk_is_dropped() {
-    let aaa = Aaa::start(false, &["127.0.0.1"]).await;
+    let aaa = Aaa::start(true, &["127.0.0.1"]).await;
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let attrs = || {
         vec![
@@ -533,5 +540,91 @@ async fn a_retransmission_is_answered_once_and_junk_is_dropped() {
         )
         .await
         .unwrap();
+    aaa.stop().await;
+}
+
+/// A Stop as a gateway other than radclient's would send it, from `from`.
+async fn stop_from(from: &str, to: SocketAddr, conf: &str, session_time: u32) -> Option<Vec<u8>> {
+    let sock = tokio::net::UdpSocket::bind((from, 0)).await.unwrap();
+    let mut p = Packet::new_with_identifier(Code::AccountingRequest, SECRET.as_bytes(), 9);
+    p.add(AVP::from_u32(40, 2));
+    p.add(AVP::from_string(1, "000070"));
+    p.add(AVP::from_u32(46, session_time));
+    p.add(cisco_avp(24, conf));
+    p.add(cisco_avp(26, "originate"));
+    exchange(&sock, to, &p.encode().unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_bills_only_its_own_gateways_call_by_session_time_and_never_from_the_future() {
+    require_radclient!();
+    let aaa = Aaa::start(true, &["127.0.0.1", "127.0.0.2"]).await;
+    let conf = "3C5AEAB9 95C80008 00000000 00000001";
+    let r = aaa
+        .radclient(
+            aaa.auth(),
+            "auth",
+            SECRET,
+            &phase2("000070", "1234", "5555233", conf),
+        )
+        .await;
+    assert_eq!(r.code(), Some(0), "{}", r.text);
+    // Another gateway's Stop for that call is kept as a record but bills nothing and ends
+    // nothing: the reservation is radclient's gateway's.
+    assert!(stop_from("127.0.0.2", aaa.acct(), conf, 3000)
+        .await
+        .is_some());
+    assert!(aaa.store.reservation(conf).await.unwrap().is_some());
+    // Its own gateway's Stop without h323-connect-time: Acct-Session-Time is the talk time.
+    assert!(stop_from("127.0.0.1", aaa.acct(), conf, 30).await.is_some());
+    assert!(aaa.store.reservation(conf).await.unwrap().is_none());
+    let recs = aaa
+        .store
+        .call_records(&rating::store::RecordFilter {
+            account: Some("000070".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0].billed_seconds, 30, "{recs:?}");
+    // A second call whose Stop puts the end a day in the future: billed up to now only.
+    let conf2 = "3C5AEAB9 95C80008 00000000 00000002";
+    let r = aaa
+        .radclient(
+            aaa.auth(),
+            "auth",
+            SECRET,
+            &phase2("000070", "1234", "5555233", conf2),
+        )
+        .await;
+    assert_eq!(r.code(), Some(0), "{}", r.text);
+    let h323 = |t: chrono::DateTime<Utc>| t.format("%H:%M:%S%.3f UTC %a %b %d %Y").to_string();
+    let now = Utc::now();
+    let stop = format!(
+        "Acct-Status-Type = Stop, User-Name = \"000070\", h323-conf-id = \"h323-conf-id={conf2}\", \
+h323-call-origin = \"h323-call-origin=originate\", \
+h323-setup-time = \"h323-setup-time={}\", h323-connect-time = \"h323-connect-time={}\", \
+h323-disconnect-time = \"h323-disconnect-time={}\"",
+        h323(now - chrono::Duration::seconds(12)),
+        h323(now - chrono::Duration::seconds(10)),
+        h323(now + chrono::Duration::days(1))
+    );
+    let r = aaa.radclient(aaa.acct(), "acct", SECRET, &stop).await;
+    assert_eq!(r.kind.as_deref(), Some("Accounting-Response"), "{}", r.text);
+    let recs = aaa
+        .store
+        .call_records(&rating::store::RecordFilter {
+            session_id: None,
+            account: Some("000070".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let second = recs.iter().find(|r| r.conf_id == conf2).unwrap();
+    assert!(
+        (10..=20).contains(&second.billed_seconds),
+        "about ten seconds, not a day: {second:?}"
+    );
     aaa.stop().await;
 }

@@ -317,6 +317,7 @@ async fn two_nodes_behind_kamailio_survive_one_crashing_mid_call_without_overspe
                 trust_ani: true,
                 trusted_only: true,
                 pinless: true,
+                all_tenants: false,
                 updated_at: Utc::now(),
                 updated_by: "scaleout-test".into(),
             },

@@ -28,6 +28,15 @@ pub struct AccessNumber {
     /// The caller's number is the account; the digits after the access number are the
     /// destination.
     pub pinless: bool,
+    /// Takes every tenant's cards (off: only its own tenant's).
+    pub all_tenants: bool,
+}
+
+impl AccessNumber {
+    /// The tenant whose cards this number takes; `None`: everyone's.
+    pub fn card_tenant(&self) -> Option<String> {
+        (!self.all_tenants).then(|| self.tenant.clone())
+    }
 }
 
 impl From<&AccessRow> for AccessNumber {
@@ -40,6 +49,7 @@ impl From<&AccessRow> for AccessNumber {
             trust_ani: r.trust_ani,
             trusted_only: r.trusted_only,
             pinless: r.pinless,
+            all_tenants: r.all_tenants,
         }
     }
 }
@@ -157,6 +167,7 @@ mod tests {
             trust_ani: pinless,
             trusted_only: false,
             pinless,
+            all_tenants: false,
         }
     }
 
@@ -169,6 +180,7 @@ mod tests {
             trust_ani: pinless,
             trusted_only: false,
             pinless,
+            all_tenants: false,
             updated_at: Utc::now(),
             updated_by: "root".into(),
         }

@@ -57,6 +57,9 @@ pub enum AssetError {
     /// The disk failed us.
     #[error("{0}")]
     Io(String),
+    /// Another upload is being checked; this one may be sent again shortly.
+    #[error("another upload is being checked; try again in a minute")]
+    Busy,
 }
 
 fn io(what: &str) -> impl Fn(std::io::Error) -> AssetError + '_ {
@@ -72,7 +75,16 @@ pub struct Assets {
     live: RwLock<Arc<Live>>,
     /// One change at a time, so two uploads cannot interleave their swaps.
     change: tokio::sync::Mutex<()>,
+    /// One archive unpacked and checked at a time: an archive may expand to 512 MiB, and a
+    /// few tenants uploading at once must not take all the node's memory and both cores.
+    unpacking: tokio::sync::Semaphore,
+    /// Archives being unpacked now, and the most there ever were at once (for the tests).
+    unpacking_now: std::sync::atomic::AtomicUsize,
+    unpacking_peak: std::sync::atomic::AtomicUsize,
 }
+
+/// How long an upload waits for the one before it to be checked.
+const UNPACK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A tenant name we can use as a directory: letters, digits, `.`, `_`, `-`, not leading `.`.
 pub(crate) fn tenant_ok(t: &str) -> Result<(), AssetError> {
@@ -130,6 +142,9 @@ impl Assets {
                 access: Arc::new(access),
             })),
             change: tokio::sync::Mutex::new(()),
+            unpacking: tokio::sync::Semaphore::new(1),
+            unpacking_now: Default::default(),
+            unpacking_peak: Default::default(),
         })
     }
 
@@ -302,6 +317,12 @@ impl Assets {
         Ok(std::fs::read_to_string(dir.join(tenant).join("current/report.json")).ok())
     }
 
+    /// The most uploads that were ever unpacked at the same time (one, by design).
+    pub fn unpacking_peak(&self) -> usize {
+        self.unpacking_peak
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Checks an archive and, if every file is good, stores it as the tenant's set and swaps
     /// it in. `report_json` turns the report into what is kept beside the files.
     pub async fn upload_prompts(
@@ -313,11 +334,22 @@ impl Assets {
         tenant_ok(tenant)?;
         let root = self.tenant_dir.clone().ok_or(AssetError::NoStore)?;
         let default = self.live().default.clone();
+        let _permit = tokio::time::timeout(UNPACK_WAIT, self.unpacking.acquire())
+            .await
+            .map_err(|_| {
+                crate::metrics::get().limit_hit("uploads_unpacking");
+                AssetError::Busy
+            })?
+            .map_err(|_| AssetError::Busy)?;
+        use std::sync::atomic::Ordering;
+        let n = self.unpacking_now.fetch_add(1, Ordering::AcqRel) + 1;
+        self.unpacking_peak.fetch_max(n, Ordering::AcqRel);
         let checked = tokio::task::spawn_blocking(move || {
             upload::unpack(&archive).map(|entries| upload::check(entries, &default))
         })
-        .await
-        .map_err(|e| AssetError::Io(e.to_string()))??;
+        .await;
+        self.unpacking_now.fetch_sub(1, Ordering::AcqRel);
+        let checked = checked.map_err(|e| AssetError::Io(e.to_string()))??;
         if !checked.report.errors.is_empty() {
             return Err(AssetError::Refused(Box::new(checked.report)));
         }

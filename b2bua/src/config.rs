@@ -56,6 +56,55 @@ struct AdminFile {
     listen: Spanned<String>,
     #[serde(default)]
     tokens: Vec<TokenFile>,
+    #[serde(default)]
+    metrics_listen: Option<Spanned<String>>,
+    #[serde(default)]
+    metrics_token: Option<Spanned<String>>,
+    #[serde(default)]
+    secure_cookies: bool,
+    #[serde(default = "d_session_minutes")]
+    session_minutes: u64,
+    #[serde(default)]
+    itsp_minting: MintingFile,
+}
+
+fn d_session_minutes() -> u64 {
+    8 * 60
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintingFile {
+    #[serde(default = "d_mint_request")]
+    per_request: Spanned<String>,
+    #[serde(default = "d_mint_day")]
+    per_day: Spanned<String>,
+    #[serde(default)]
+    tenants: std::collections::BTreeMap<String, TenantMintingFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantMintingFile {
+    per_request: Spanned<String>,
+    per_day: Spanned<String>,
+}
+
+impl Default for MintingFile {
+    fn default() -> Self {
+        MintingFile {
+            per_request: d_mint_request(),
+            per_day: d_mint_day(),
+            tenants: Default::default(),
+        }
+    }
+}
+
+fn d_mint_request() -> Spanned<String> {
+    spanned("1000")
+}
+fn d_mint_day() -> Spanned<String> {
+    spanned("10000")
 }
 
 #[derive(Deserialize)]
@@ -107,7 +156,7 @@ struct RadiusServerFile {
     auth: Spanned<String>,
     #[serde(default = "d_radius_acct")]
     acct: Spanned<String>,
-    #[serde(default)]
+    #[serde(default = "d_true")]
     require_message_authenticator: bool,
     clients: Vec<RadiusClientFile>,
 }
@@ -117,6 +166,10 @@ struct RadiusServerFile {
 struct RadiusClientFile {
     address: Spanned<String>,
     secret: Spanned<String>,
+    #[serde(default = "d_tenant")]
+    tenant: String,
+    #[serde(default)]
+    all_tenants: bool,
 }
 
 /// An `IP:PORT` from the file (RADIUS and admin sockets take no host names).
@@ -181,6 +234,8 @@ struct AccessFile {
     trusted_only: bool,
     #[serde(default)]
     pinless: bool,
+    #[serde(default)]
+    all_tenants: bool,
 }
 
 fn d_tenant() -> String {
@@ -404,8 +459,17 @@ pub struct RadiusServer {
     pub acct: SocketAddr,
     /// Drop Access-Requests without Message-Authenticator (BlastRADIUS, CVE-2024-3596).
     pub require_message_authenticator: bool,
-    /// Clients by source address, each with its shared secret; anyone else is ignored.
-    pub clients: Vec<(IpAddr, String)>,
+    /// Clients by source address; anyone else is ignored.
+    pub clients: Vec<RadiusClient>,
+}
+
+/// One gateway allowed to ask the AAA server.
+#[derive(Debug, Clone)]
+pub struct RadiusClient {
+    pub address: IpAddr,
+    pub secret: String,
+    /// Whose cards it may authorize and bill.
+    pub cards: rating::radius::aaa::Cards,
 }
 
 /// Our calls reported to an operator's RADIUS accounting server (see `crate::radius_acct`).
@@ -465,6 +529,59 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// (name, role, bearer token). None configured: `serve` makes one admin token and prints it.
     pub tokens: Vec<(String, Role, String)>,
+    /// Where `/metrics` is served: `None`, beside the API on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// A bearer token `/metrics` asks for; `None`: open to whoever reaches it.
+    pub metrics_token: Option<String>,
+    /// Mark the console's cookie `Secure` (served behind TLS).
+    pub secure_cookies: bool,
+    /// How long a console sign-in lasts.
+    pub session: Duration,
+    /// What an `itsp:` token may put on its tenant's cards.
+    pub minting: Minting,
+}
+
+impl AdminConfig {
+    /// The API on `listen` with the defaults for everything else: no tokens (the demo makes
+    /// one), metrics beside the API without a token, cookies without `Secure`, 8-hour
+    /// sign-ins, the default ITSP minting limits.
+    pub fn new(listen: SocketAddr) -> AdminConfig {
+        AdminConfig {
+            listen,
+            tokens: Vec::new(),
+            metrics_listen: None,
+            metrics_token: None,
+            secure_cookies: false,
+            session: Duration::from_secs(8 * 3600),
+            minting: Minting::default(),
+        }
+    }
+}
+
+/// Limits on new money (card balances, top-ups) an ITSP's own token creates: per request and
+/// per UTC day, per tenant; admins and finance are not limited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Minting {
+    /// (per request, per day) for tenants not listed.
+    pub default: (rating::Money, rating::Money),
+    pub tenants: std::collections::BTreeMap<String, (rating::Money, rating::Money)>,
+}
+
+impl Minting {
+    /// The (per request, per day) limits of a tenant.
+    pub fn of(&self, tenant: &str) -> (rating::Money, rating::Money) {
+        self.tenants.get(tenant).copied().unwrap_or(self.default)
+    }
+}
+
+impl Default for Minting {
+    fn default() -> Self {
+        let m = |s: &str| rating::Money::parse(s, false).unwrap_or(rating::Money::ZERO);
+        Minting {
+            default: (m("1000"), m("10000")),
+            tenants: Default::default(),
+        }
+    }
 }
 
 /// Call-level timers.
@@ -658,6 +775,7 @@ impl Config {
                 trust_ani: a.trust_ani,
                 trusted_only: a.trusted_only,
                 pinless: a.pinless,
+                all_tenants: a.all_tenants,
             });
         }
         let mut gateways: Vec<Gateway> = Vec::new();
@@ -856,7 +974,64 @@ impl Config {
                 }
                 tokens.push((t.name.value, role, t.token.value));
             }
-            AdminConfig { listen, tokens }
+            let metrics_listen = a.metrics_listen.as_ref().map(|m| {
+                socket_addr(m).unwrap_or_else(|e| {
+                    err(m.referenced.line(), "admin.metrics_listen".into(), e);
+                    SocketAddr::from(([127, 0, 0, 1], 0))
+                })
+            });
+            if let Some(t) = &a.metrics_token {
+                if t.value.len() < 16
+                    || t.value.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    err(
+                        t.referenced.line(),
+                        "admin.metrics_token".into(),
+                        "must be at least 16 characters, without spaces".into(),
+                    );
+                }
+            }
+            if a.session_minutes == 0 || a.session_minutes > 7 * 24 * 60 {
+                err(
+                    0,
+                    "admin.session_minutes".into(),
+                    "must be 1 to 10080 (a week)".into(),
+                );
+            }
+            let mut money = |s: &Spanned<String>, key: String| {
+                rating::Money::parse_positive(&s.value).unwrap_or_else(|e| {
+                    err(s.referenced.line(), key, format!("`{}`: {e}", s.value));
+                    rating::Money::ZERO
+                })
+            };
+            let m = &a.itsp_minting;
+            let default = (
+                money(&m.per_request, "admin.itsp_minting.per_request".into()),
+                money(&m.per_day, "admin.itsp_minting.per_day".into()),
+            );
+            let tenants = m
+                .tenants
+                .iter()
+                .map(|(t, l)| {
+                    let key = |f: &str| format!("admin.itsp_minting.tenants.{t}.{f}");
+                    (
+                        t.clone(),
+                        (
+                            money(&l.per_request, key("per_request")),
+                            money(&l.per_day, key("per_day")),
+                        ),
+                    )
+                })
+                .collect();
+            AdminConfig {
+                listen,
+                tokens,
+                metrics_listen,
+                metrics_token: a.metrics_token.map(|t| t.value),
+                secure_cookies: a.secure_cookies,
+                session: Duration::from_secs(a.session_minutes * 60),
+                minting: Minting { default, tenants },
+            }
         });
         let (radius_server, radius_accounting) = match raw.radius {
             Some(r) => (r.server, r.accounting),
@@ -910,7 +1085,15 @@ impl Config {
             let mut clients = Vec::new();
             for (i, c) in srv.clients.iter().enumerate() {
                 match c.address.value.parse::<IpAddr>() {
-                    Ok(ip) => clients.push((ip, c.secret.value.clone())),
+                    Ok(ip) => clients.push(RadiusClient {
+                        address: ip,
+                        secret: c.secret.value.clone(),
+                        cards: if c.all_tenants {
+                            rating::radius::aaa::Cards::All
+                        } else {
+                            rating::radius::aaa::Cards::Tenant(c.tenant.clone())
+                        },
+                    }),
                     Err(_) => err(
                         c.address.referenced.line(),
                         format!("radius.server.clients[{i}].address"),
@@ -1122,7 +1305,11 @@ mod tests {
             .radius_server
             .expect("the demo answers RADIUS");
         assert_eq!(demo.auth.to_string(), "127.0.0.1:1812");
-        assert_eq!(demo.clients[0].1, "testing123");
+        assert_eq!(demo.clients[0].secret, "testing123");
+        assert!(
+            demo.require_message_authenticator,
+            "BlastRADIUS: required by default"
+        );
     }
 
     #[test]
@@ -1136,6 +1323,17 @@ mod tests {
         // Admin tokens: roles, lengths and duplicates are named.
         let text = "sip:\n  listen: [\"udp:127.0.0.1:0\"]\nadmin:\n  listen: 127.0.0.1:0\n  tokens:\n    - {name: a, role: boss, token: short}\n    - {name: b, role: \"itsp:\", token: 0123456789abcdef}\n    - {name: c, role: admin, token: 0123456789abcdef}\n";
         let e = Config::parse(text, "t.yaml").unwrap_err().to_string();
+        let bad_admin = "sip:\n  listen: [\"udp:127.0.0.1:0\"]\nadmin:\n  listen: 127.0.0.1:0\n  metrics_listen: localhost:9100\n  metrics_token: short\n  session_minutes: 0\n  itsp_minting: {per_request: \"-5\", per_day: lots}\n";
+        let m = Config::parse(bad_admin, "m.yaml").unwrap_err().to_string();
+        for want in [
+            "m.yaml:5: admin.metrics_listen: `localhost:9100` is not IP:PORT",
+            "m.yaml:6: admin.metrics_token: must be at least 16",
+            "admin.session_minutes: must be 1 to 10080",
+            "m.yaml:8: admin.itsp_minting.per_request: `-5`",
+            "m.yaml:8: admin.itsp_minting.per_day: `lots`",
+        ] {
+            assert!(m.contains(want), "{want} in {m}");
+        }
         for want in [
             "t.yaml:6: admin.tokens[0].role: `boss` is not a role",
             "t.yaml:6: admin.tokens[0].token: must be at least 16",

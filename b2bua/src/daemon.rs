@@ -195,9 +195,15 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
             let server = b2bua::admin::start(a, tokens, store.clone(), running.assets.clone())
                 .await
                 .with_context(|| format!("binding the admin API on {}", a.listen))?;
+            println!("  admin API on http://{}/api/v1/", server.addr);
             println!(
-                "  admin API on http://{}/api/v1/ (metrics on /metrics)",
-                server.addr
+                "  metrics on http://{}/metrics ({})",
+                server.metrics,
+                if a.metrics_token.is_some() {
+                    "bearer token admin.metrics_token"
+                } else {
+                    "open to whoever reaches that address: keep it private, or set admin.metrics_token"
+                }
             );
             println!(
                 "  finance console on http://{}/console (sign in with a token)",

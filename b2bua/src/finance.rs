@@ -54,6 +54,9 @@ pub enum CardCommand {
         /// Authorized by calling number (the account is the ANI); no PIN needed.
         #[arg(long)]
         pinless: bool,
+        /// Usable on every tenant's access numbers (by default only on its own tenant's).
+        #[arg(long)]
+        any_tenant: bool,
     },
     /// Create many cards with random numbers and PINs; the CSV is the only copy of the PINs.
     Batch(BatchSpec),
@@ -102,7 +105,15 @@ fn print_account(a: &Account) {
         if last.is_empty() { "never" } else { &last }
     );
     println!("language      {}", a.language);
-    println!("tenant        {}", a.tenant);
+    println!(
+        "tenant        {}{}",
+        a.tenant,
+        if a.any_tenant {
+            " (usable on every tenant's numbers)"
+        } else {
+            ""
+        }
+    );
     println!("rate deck     {}", a.rate_deck);
     println!("pin-less      {}", if a.pinless { "yes" } else { "no" });
     if let Some(r) = &a.redirect {
@@ -134,6 +145,7 @@ pub async fn card(db: &str, cmd: CardCommand) -> Result<ExitCode> {
             tenant,
             credit_limit,
             pinless,
+            any_tenant,
         } => {
             let mut n = NewAccount::new(
                 &account,
@@ -148,6 +160,7 @@ pub async fn card(db: &str, cmd: CardCommand) -> Result<ExitCode> {
             n.credit_limit =
                 Money::parse(&credit_limit, false).map_err(|e| anyhow!("--credit-limit {e}"))?;
             n.pinless = pinless;
+            n.any_tenant = any_tenant;
             let a = store.create_account(&n, now).await?;
             println!("created card {}", a.account);
             print_account(&a);

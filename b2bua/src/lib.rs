@@ -8,6 +8,7 @@ pub mod admin;
 pub mod assets;
 pub mod config;
 pub mod engine;
+pub mod fuzzing;
 pub mod limits;
 pub mod logging;
 pub mod media;

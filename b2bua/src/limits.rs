@@ -305,6 +305,49 @@ impl FloodGate {
     }
 }
 
+/// Failed card or PIN entries per key (a source address, a calling number, an access number)
+/// in fixed one-minute windows, for at most `cap` keys (I/O-free: time is passed in).
+pub struct FailureWindows {
+    windows: HashMap<String, (Instant, u32)>,
+    cap: usize,
+}
+
+const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl FailureWindows {
+    /// Empty, remembering at most `cap` keys.
+    pub fn new(cap: usize) -> FailureWindows {
+        FailureWindows {
+            windows: HashMap::new(),
+            cap,
+        }
+    }
+
+    /// Whether `key` has had `limit` failures or more in its current minute.
+    pub fn over(&self, key: &str, limit: u32, now: Instant) -> bool {
+        self.windows
+            .get(key)
+            .is_some_and(|(start, n)| now.saturating_duration_since(*start) < MINUTE && *n >= limit)
+    }
+
+    /// Counts one failure against `key`.
+    pub fn add(&mut self, key: &str, now: Instant) {
+        if !self.windows.contains_key(key) && self.windows.len() >= self.cap {
+            self.windows
+                .retain(|_, (start, _)| now.saturating_duration_since(*start) < MINUTE);
+            if self.windows.len() >= self.cap {
+                crate::metrics::get().limit_hit("auth_failure_keys");
+                return;
+            }
+        }
+        let w = self.windows.entry(key.to_string()).or_insert((now, 0));
+        if now.saturating_duration_since(w.0) >= MINUTE {
+            *w = (now, 0);
+        }
+        w.1 = w.1.saturating_add(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +412,28 @@ mod tests {
             Verdict::Pass
         );
         assert!(g.tracked() <= 16);
+    }
+
+    #[test]
+    fn failures_are_counted_per_key_per_minute() {
+        let t0 = Instant::now();
+        let mut w = FailureWindows::new(2);
+        for _ in 0..3 {
+            w.add("src:10.0.0.1", t0);
+        }
+        assert!(w.over("src:10.0.0.1", 3, t0 + Duration::from_secs(59)));
+        assert!(!w.over("src:10.0.0.1", 4, t0));
+        assert!(!w.over("src:10.0.0.2", 1, t0), "keys are apart");
+        // The next minute starts again.
+        assert!(!w.over("src:10.0.0.1", 3, t0 + Duration::from_secs(60)));
+        w.add("src:10.0.0.1", t0 + Duration::from_secs(61));
+        assert!(!w.over("src:10.0.0.1", 2, t0 + Duration::from_secs(61)));
+        // Bounded: a third key waits for the others' minutes to pass.
+        w.add("b", t0);
+        w.add("c", t0);
+        assert!(!w.over("c", 1, t0));
+        w.add("c", t0 + Duration::from_secs(120));
+        assert!(w.over("c", 1, t0 + Duration::from_secs(120)));
     }
 
     #[test]

@@ -45,7 +45,8 @@ impl Running {
 
 struct Shared {
     store: Arc<Store>,
-    secrets: HashMap<IpAddr, Vec<u8>>,
+    /// Each client's secret and whose cards it may use.
+    clients: HashMap<IpAddr, (Vec<u8>, aaa::Cards)>,
     require_ma: bool,
     cache: Mutex<ReplyCache>,
 }
@@ -56,10 +57,10 @@ pub async fn start(cfg: &RadiusServer, store: Arc<Store>) -> std::io::Result<Run
     let acct = Arc::new(UdpSocket::bind(cfg.acct).await?);
     let shared = Arc::new(Shared {
         store,
-        secrets: cfg
+        clients: cfg
             .clients
             .iter()
-            .map(|(ip, s)| (*ip, s.as_bytes().to_vec()))
+            .map(|c| (c.address, (c.secret.as_bytes().to_vec(), c.cards.clone())))
             .collect(),
         require_ma: cfg.require_message_authenticator,
         cache: Mutex::new(ReplyCache::new(CACHE_TTL, CACHE_MAX)),
@@ -91,7 +92,7 @@ async fn serve(sock: Arc<UdpSocket>, shared: Arc<Shared>, expect: Code) {
                 continue;
             }
         };
-        let Some(secret) = shared.secrets.get(&from.ip()).cloned() else {
+        let Some((secret, _)) = shared.clients.get(&from.ip()).cloned() else {
             tracing::warn!(client = %from, "RADIUS request from an unknown client ignored");
             continue;
         };
@@ -150,7 +151,12 @@ async fn answer(
     let client = from.ip().to_string();
     let (code, attrs) = match req.code {
         Code::AccessRequest => {
-            let a = aaa::access(&shared.store, req, &client, now).await;
+            let cards = shared
+                .clients
+                .get(&from.ip())
+                .map(|(_, c)| c.clone())
+                .unwrap_or(aaa::Cards::Tenant(String::new()));
+            let a = aaa::access(&shared.store, req, &client, &cards, now).await;
             tracing::info!(
                 client = %from,
                 account = req.user_name.as_deref().unwrap_or(""),

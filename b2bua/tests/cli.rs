@@ -390,7 +390,7 @@ fn serve_creates_the_demo_once_and_keeps_it() {
             .unwrap();
         std::io::Write::write_all(
             rc.stdin.as_mut().unwrap(),
-            b"User-Name = \"000070\", User-Password = \"1234\", Called-Station-Id = \"\"",
+            b"User-Name = \"000070\", User-Password = \"1234\", Called-Station-Id = \"\", Message-Authenticator = 0x00",
         )
         .unwrap();
         drop(rc.stdin.take());

@@ -101,6 +101,10 @@ enum Wait {
     Done,
 }
 
+/// Keys kept ahead by default (see [`Session::on_event`]'s type-ahead): a 6-digit card with a
+/// 4-digit PIN and a destination of up to 22 digits.
+pub const TYPEAHEAD: u32 = 32;
+
 /// One call's run of a flow.
 pub struct Session {
     flow: Arc<Flow>,
@@ -503,13 +507,23 @@ impl Session {
         self.start_menu(m, prompt, now, out);
     }
 
+    /// Keeps a key pressed before it was asked for, up to the flow's `typeahead` parameter
+    /// (default [`TYPEAHEAD`]): enough for a card, a PIN and a destination typed over a
+    /// prompt, and no more, so a peer streaming digits cannot grow a call's memory.
+    fn type_ahead(&mut self, d: char) {
+        let cap = self.flow.param("typeahead", TYPEAHEAD) as usize;
+        if self.typeahead.len() < cap {
+            self.typeahead.push_back(d);
+        }
+    }
+
     /// Something happened.
     pub fn on_event(&mut self, ev: Event, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         match (ev, self.wait.clone()) {
             (_, Wait::Done) => {}
             (Event::Digit(d), Wait::Prompt { barge_in, next }) => {
-                self.typeahead.push_back(d);
+                self.type_ahead(d);
                 if barge_in {
                     out.push(Action::StopPlayback);
                     self.go(&next, now, &mut out);
@@ -619,7 +633,7 @@ impl Session {
             // A key while waiting for the network (or for a bridge the caller ended to wind
             // down) is type-ahead for the next field.
             (Event::Digit(d), Wait::Auth | Wait::Nothing | Wait::Bridge { ending: true }) => {
-                self.typeahead.push_back(d)
+                self.type_ahead(d)
             }
             _ => {}
         }

@@ -747,3 +747,25 @@ fn debitcard_acct_pin_gives_up_after_the_retry_limit() {
     );
     assert_eq!(got[got.len() - 2..], ["play final", "hangup normal"]);
 }
+
+#[test]
+fn type_ahead_keeps_a_card_a_pin_and_a_destination_and_no_more() {
+    use S::*;
+    // A peer streams a thousand digits over the welcome prompt, which cannot be interrupted.
+    let flood: &'static str = Box::leak("0000701234".repeat(100).into_boxed_str());
+    let log = run(
+        "debitcard",
+        &en(),
+        &[Keys(flood), Done, Auth(0, "32.91", 0), Done, Wait(6)],
+    );
+    assert!(
+        log.contains(&"auth1 000070 pin=1234".to_string()),
+        "{log:?}"
+    );
+    // 32 keys were kept: 10 for the card, 22 become the destination; the rest were dropped.
+    let dest = log
+        .iter()
+        .find_map(|l| l.strip_prefix("auth2 000070 pin=1234 dest="))
+        .unwrap_or_else(|| panic!("{log:?}"));
+    assert_eq!(dest, &"0000701234".repeat(4)[10..32]);
+}

@@ -89,6 +89,7 @@ async fn main() {
                         ani: Some("14085550000".into()),
                         access_number: "5551200".into(),
                         session_id: format!("s-{w}-{i}"),
+                        tenant: None,
                     },
                     destination: "5555233".into(),
                     conf_id: conf.clone(),

@@ -67,10 +67,10 @@ pub fn write_batch_csv(out: impl Write, cards: &[NewAccount]) -> csv::Result<()>
     w.write_record(["account", "pin", "balance", "currency", "expires"])?;
     for c in cards {
         w.write_record([
-            c.account.as_str(),
+            crate::export::cell(&c.account).as_ref(),
             c.pin.as_deref().unwrap_or(""),
             &c.balance.to_string(),
-            &c.currency,
+            &crate::export::cell(&c.currency),
             &last_day(c.expires_at),
         ])?;
     }

@@ -678,13 +678,20 @@ mod tests {
 48,Fee,0.05,0.0000001,1,1,0
 44,Twice,0.05,0,30,6,0
 49,short,0.05
+50,Overflow,79228162514264337593543950335,0,1,1,0
+51,Huge fee,0.05,999999999,1,1,0
 ";
         let err = parse_rates_csv(csv.as_bytes(), "USD").unwrap_err();
         let lines: Vec<u64> = err.0.iter().map(|e| e.line).collect();
-        assert_eq!(lines, vec![3, 4, 5, 6, 7, 8, 9], "{err}");
+        assert_eq!(lines, vec![3, 4, 5, 6, 7, 8, 9, 10, 11], "{err}");
         assert!(err.0[0].message.contains("prefix '4a'"));
         assert!(err.0[5].message.contains("repeats line 2"));
-        assert!(err.to_string().starts_with("7 problem(s)"));
+        assert!(
+            err.0[7].message.contains("rate_per_minute is above 10000"),
+            "{err}"
+        );
+        assert!(err.0[8].message.contains("connect_fee is above"), "{err}");
+        assert!(err.to_string().starts_with("9 problem(s)"));
     }
 
     #[test]

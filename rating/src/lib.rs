@@ -9,6 +9,7 @@ pub mod batch;
 pub mod codes;
 pub mod deck;
 pub mod demo;
+pub mod export;
 pub mod money;
 pub mod pin;
 pub mod radius;

@@ -28,6 +28,10 @@ pub enum TariffError {
     NegativeRate,
     #[error("rate_per_minute has more than {0} decimal places")]
     RateTooPrecise(u32),
+    #[error("rate_per_minute is above {MAX_RATE_PER_MINUTE} a minute")]
+    RateTooLarge,
+    #[error("connect_fee is above {MAX_CONNECT_FEE}")]
+    FeeTooLarge,
     #[error("connect_fee must not be negative")]
     NegativeFee,
     #[error("increments must be at least 1 second")]
@@ -38,6 +42,14 @@ pub enum TariffError {
 
 /// Decimal places allowed in a per-minute rate; keeps the integer arithmetic far from overflow.
 pub const MAX_RATE_SCALE: u32 = 10;
+
+/// The highest per-minute rate a deck may carry (in the deck's currency). Real rates are far
+/// below; the bound keeps every cost a deck can produce (a day's talk at this rate) exactly
+/// representable, so a typo or a hostile upload is a refused row, never a wrapped number.
+pub const MAX_RATE_PER_MINUTE: i64 = 10_000;
+
+/// The highest connect fee a deck may carry.
+pub const MAX_CONNECT_FEE: i64 = 10_000;
 
 impl Tariff {
     /// A validated tariff.
@@ -55,8 +67,14 @@ impl Tariff {
         if rate.scale() > MAX_RATE_SCALE {
             return Err(TariffError::RateTooPrecise(MAX_RATE_SCALE));
         }
+        if rate > Decimal::from(MAX_RATE_PER_MINUTE) {
+            return Err(TariffError::RateTooLarge);
+        }
         if connect_fee.micros() < 0 {
             return Err(TariffError::NegativeFee);
+        }
+        if connect_fee > Money::from_micros(MAX_CONNECT_FEE * 1_000_000) {
+            return Err(TariffError::FeeTooLarge);
         }
         if initial_increment == 0 || increment == 0 {
             return Err(TariffError::ZeroIncrement);
@@ -130,9 +148,15 @@ impl Tariff {
             self.rate_per_minute.mantissa(),
             self.rate_per_minute.scale(),
         );
-        let num = m * i128::from(billed) * 10i128.pow(SCALE);
+        // Checked: a bounded rate cannot overflow for any talk time a call can have, and an
+        // absurd `billed` saturates instead of wrapping.
+        let num = m
+            .checked_mul(i128::from(billed))
+            .and_then(|x| x.checked_mul(10i128.pow(SCALE)));
         let den = 60 * 10i128.pow(s);
-        i64::try_from((num + den - 1) / den).unwrap_or(i64::MAX)
+        num.and_then(|n| n.checked_add(den - 1))
+            .and_then(|n| i64::try_from(n / den).ok())
+            .unwrap_or(i64::MAX)
     }
 
     /// The longest talk time, in seconds, whose [`Tariff::cost`] does not exceed `amount`
@@ -225,6 +249,31 @@ mod tests {
     }
 
     #[test]
+    fn rates_that_could_overflow_are_refused_and_costs_never_wrap() {
+        let d = |s: &str| Decimal::from_str(s).unwrap();
+        assert_eq!(
+            Tariff::new(d("79228162514264337593543950335"), Money::ZERO, 1, 1, 0),
+            Err(TariffError::RateTooLarge)
+        );
+        assert_eq!(
+            Tariff::new(d("10000.01"), Money::ZERO, 1, 1, 0),
+            Err(TariffError::RateTooLarge)
+        );
+        assert_eq!(
+            Tariff::new(d("1"), Money::from_micros(10_000_000_001), 1, 1, 0),
+            Err(TariffError::FeeTooLarge)
+        );
+        // The largest deck rate for the longest call: exact, and far from i64's end.
+        let t = Tariff::new(d("10000"), Money::ZERO, 1, 1, 0).unwrap();
+        assert_eq!(
+            t.cost(86_400),
+            Money::from_micros(10_000 * 1440 * 1_000_000)
+        );
+        // Whatever `talk` a caller passes, saturated rather than wrapped.
+        assert!(t.cost(u64::MAX).micros() > 0);
+    }
+
+    #[test]
     fn costs_round_up_to_the_micro_unit() {
         let r = t("0.0125", "0", 1, 1, 0);
         // 61 s at 0.0125/min = 0.012708333.. -> 0.012709
@@ -279,8 +328,9 @@ mod tests {
 
     fn tariffs() -> impl Strategy<Value = Tariff> {
         (
-            0u64..5_000_000u64,
-            0u32..=8,
+            // Up to the deck's limit of 10,000 a minute.
+            0u64..=10_000_000u64,
+            3u32..=8,
             0i64..2_000_000,
             prop::sample::select(vec![1u32, 6, 30, 60]),
             prop::sample::select(vec![1u32, 6, 30, 60]),

@@ -49,6 +49,7 @@ fn auth(account: &str, pin: &str) -> AuthRequest {
         ani: Some("14085550000".into()),
         access_number: "5551200".into(),
         session_id: "session-1".into(),
+        tenant: None,
     }
 }
 
@@ -364,27 +365,28 @@ async fn pin_guessing_locks_the_card_then_the_number(db: &TestDb) {
         ani: None,
         ..auth("000070", pin)
     };
-    for _ in 0..4 {
+    for _ in 0..5 {
         assert_eq!(
             s.authorize_account(&no_ani("0000"), now()).await.code,
             ReturnCode::InvalidPin
         );
     }
-    assert_eq!(
-        s.authorize_account(&no_ani("0000"), now()).await.code,
-        ReturnCode::RetriesExceeded
-    );
-    // Locked: even the right PIN is refused until staff unblock the card.
+    // Locked: even the right PIN is refused until staff unblock the card, with the answer a
+    // wrong PIN gets, so a guesser cannot tell the lock from a miss.
     assert_eq!(
         s.authorize_account(&no_ani("1234"), now()).await.code,
-        ReturnCode::RetriesExceeded
+        ReturnCode::InvalidPin
+    );
+    assert_eq!(
+        s.account("000070").await.unwrap().status,
+        rating::rules::CardStatus::Locked
     );
     s.set_blocked("000070", false).await.unwrap();
     assert_eq!(
         s.authorize_account(&no_ani("1234"), now()).await.code,
         ReturnCode::Success
     );
-    // Wrong PINs from one calling number also count against that number.
+    // Wrong PINs from one calling number also count against that number, which is told.
     for _ in 0..4 {
         assert_eq!(phase1(&s, "000070", "0000").await, ReturnCode::InvalidPin);
     }
@@ -433,6 +435,198 @@ async fn pin_guessing_locks_the_card_then_the_number(db: &TestDb) {
     );
 }
 on_both!(pin_guessing_locks_the_card_then_the_number);
+
+/// Wrong PINs add up from the last good one, whatever time passes between them: a guesser
+/// who spaces four guesses past the window still meets the lock at the fifth.
+async fn the_pin_lockout_counts_since_the_last_good_pin_not_in_a_window(db: &TestDb) {
+    let s = setup(db).await;
+    let req = |pin: &str| AuthRequest {
+        ani: None,
+        ..auth("000070", pin)
+    };
+    let mut t = now();
+    for _ in 0..4 {
+        assert_eq!(
+            s.authorize_account(&req("0000"), t).await.code,
+            ReturnCode::InvalidPin
+        );
+        // Long past the failure window each time.
+        t += Duration::hours(2);
+        s.sweep(t).await.unwrap();
+    }
+    assert_eq!(
+        s.authorize_account(&req("0000"), t).await.code,
+        ReturnCode::InvalidPin
+    );
+    assert_eq!(
+        s.authorize_account(&req("1234"), t).await.code,
+        ReturnCode::InvalidPin,
+        "locked at the fifth, days apart or not"
+    );
+    // A good PIN forgives what came before it.
+    s.set_blocked("000070", false).await.unwrap();
+    for _ in 0..4 {
+        s.authorize_account(&req("0000"), t).await;
+    }
+    assert_eq!(
+        s.authorize_account(&req("1234"), t).await.code,
+        ReturnCode::Success
+    );
+    for _ in 0..4 {
+        s.authorize_account(&req("0000"), t).await;
+    }
+    assert_eq!(
+        s.authorize_account(&req("1234"), t).await.code,
+        ReturnCode::Success,
+        "4 + 4 with a good one between is not 5"
+    );
+}
+on_both!(the_pin_lockout_counts_since_the_last_good_pin_not_in_a_window);
+
+/// A burst of guesses in parallel gets no more than the limit: the good PIN among them is
+/// recognised only if it came before the fifth wrong one.
+async fn parallel_guesses_cannot_pass_the_pin_limit(db: &TestDb) {
+    let s = std::sync::Arc::new(setup(db).await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..60u32 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let pin = if i == 59 {
+                "1234".to_string()
+            } else {
+                format!("{:04}", 5000 + i)
+            };
+            let req = AuthRequest {
+                ani: None,
+                ..auth("000070", &pin)
+            };
+            (i, s.authorize_account(&req, now()).await.code)
+        });
+    }
+    let mut wrong_answers = 0;
+    let mut good_accepted = false;
+    while let Some(r) = tasks.join_next().await {
+        let (i, code) = r.unwrap();
+        match (i, code) {
+            (59, ReturnCode::Success) => good_accepted = true,
+            (_, ReturnCode::InvalidPin) => wrong_answers += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let a = s.account("000070").await.unwrap();
+    if good_accepted {
+        // The good one came in before the limit and forgave what was counted before it.
+        assert!(wrong_answers >= 59 - 4, "{wrong_answers}");
+    } else {
+        assert_eq!(a.status, rating::rules::CardStatus::Locked);
+    }
+    // However the race went, the card never counted more than the limit.
+    let counted = s.pin_failures("000070").await.unwrap();
+    assert!(counted <= 5, "{counted} failures counted");
+}
+on_both!(parallel_guesses_cannot_pass_the_pin_limit);
+
+/// A card belongs to its tenant: on another tenant's access number (or RADIUS client) it is
+/// no card at all, unless the card or the number takes every tenant's.
+async fn cards_authorize_only_on_their_own_tenants_numbers(db: &TestDb) {
+    let s = setup(db).await;
+    let mut acme = card("300001", "1111", "5");
+    acme.tenant = "acme".into();
+    s.create_account(&acme, now()).await.unwrap();
+    let mut roaming = card("300002", "2222", "5");
+    roaming.tenant = "acme".into();
+    roaming.any_tenant = true;
+    s.create_account(&roaming, now()).await.unwrap();
+    let on = |account: &str, pin: &str, tenant: Option<&str>| AuthRequest {
+        tenant: tenant.map(str::to_string),
+        ani: None,
+        ..auth(account, pin)
+    };
+    for (account, pin, tenant, want) in [
+        ("300001", "1111", Some("acme"), ReturnCode::Success),
+        (
+            "300001",
+            "1111",
+            Some("default"),
+            ReturnCode::InvalidAccount,
+        ),
+        (
+            "300001",
+            "0000",
+            Some("default"),
+            ReturnCode::InvalidAccount,
+        ),
+        ("300001", "1111", None, ReturnCode::Success),
+        ("300002", "2222", Some("default"), ReturnCode::Success),
+        ("000070", "1234", Some("acme"), ReturnCode::InvalidAccount),
+        ("000070", "1234", Some("default"), ReturnCode::Success),
+    ] {
+        assert_eq!(
+            s.authorize_account(&on(account, pin, tenant), now())
+                .await
+                .code,
+            want,
+            "{account} on {tenant:?}"
+        );
+    }
+    // Phase 2 the same: no hold on another tenant's card.
+    let c = s
+        .authorize_call(
+            &CallRequest {
+                auth: on("300001", "1111", Some("default")),
+                destination: "5555233".into(),
+                conf_id: "tenant-conf".into(),
+                whole_credit: false,
+            },
+            now(),
+        )
+        .await;
+    assert_eq!(c.code, ReturnCode::InvalidAccount);
+    assert!(c.reservation.is_none());
+    // Wrong PINs tried on the wrong tenant's number do not count against the card.
+    assert_eq!(s.pin_failures("300001").await.unwrap(), 0);
+}
+on_both!(cards_authorize_only_on_their_own_tenants_numbers);
+
+/// A gateway's Stop settles only what that gateway held, with its times kept to the call's
+/// life: no answer before the setup, no end after now.
+async fn a_stop_settles_only_its_own_clients_reservation_within_the_calls_life(db: &TestDb) {
+    let s = setup(db).await;
+    let mut c = call("000070", "1234", "5555233", "radius-conf-1");
+    c.auth.access_number = "radius 192.0.2.1".into();
+    c.whole_credit = true;
+    let a = s.authorize_call(&c, now()).await;
+    assert_eq!(a.code, ReturnCode::Success);
+    let end = CallEnd {
+        connect_at: Some(now() - Duration::days(30)),
+        disconnect_at: now() + Duration::days(30),
+        cause: "q850:16".into(),
+        voice_quality: None,
+    };
+    // Another client (or a node of ours) cannot mark it answered or end it.
+    assert!(s
+        .mark_connected_as("radius-conf-1", now(), Some("radius 192.0.2.2"))
+        .await
+        .is_err());
+    assert!(s
+        .settle_as("radius-conf-1", &end, now(), Some("radius 192.0.2.2"))
+        .await
+        .is_err());
+    assert!(s.reservation("radius-conf-1").await.unwrap().is_some());
+    // Its own client can; an answer before the setup counts from the setup (the RADIUS edge
+    // keeps the end from the future): 30 days at most is what the whole credit held.
+    let done = s
+        .settle_as("radius-conf-1", &end, now(), Some("radius 192.0.2.1"))
+        .await
+        .unwrap();
+    assert!(done.billed_seconds <= a.credit_time, "{done:?}");
+    // The settled call is not another client's to ask about either.
+    assert!(s
+        .settle_as("radius-conf-1", &end, now(), Some("radius 192.0.2.2"))
+        .await
+        .is_err());
+}
+on_both!(a_stop_settles_only_its_own_clients_reservation_within_the_calls_life);
 
 async fn pinless_cards(db: &TestDb) {
     let s = setup(db).await;

@@ -47,6 +47,7 @@ async fn five_hundred_calls_never_overspend(db: &TestDb) {
                     ani: None,
                     access_number: "5551200".into(),
                     session_id: format!("s-{i}"),
+                    tenant: None,
                 },
                 destination: "5555233".into(),
                 conf_id: conf.clone(),

@@ -30,23 +30,27 @@ async fn top_ups_are_idempotent_by_reference(db: &TestDb) {
         .unwrap();
     assert_eq!(again, Posting::AlreadyApplied(entry.clone()));
     assert_eq!(s.account("000070").await.unwrap().balance, money("42.91"));
-    // The same reference for a different amount or card is a mistake, not a repeat.
+    // The same reference for a different amount is a mistake, not a repeat; the answer names
+    // neither another card nor the first amount.
     let e = s
         .top_up("000070", money("20.00"), "RCPT-1", now())
         .await
         .unwrap_err();
     assert!(
-        matches!(e, StoreError::Conflict(ref m) if m.contains("already used")),
+        matches!(e, StoreError::Conflict(ref m) if m.contains("already used") && !m.contains("10") && !m.contains("000070")),
         "{e}"
     );
+    // References are each card's own: another card's receipt RCPT-1 is its own top-up, and
+    // tells nothing about the first card's.
     s.create_account(&card("100001", "1111", "0"), now())
         .await
         .unwrap();
     assert!(matches!(
-        s.top_up("100001", money("10.00"), "RCPT-1", now()).await,
-        Err(StoreError::Conflict(_))
+        s.top_up("100001", money("7.00"), "RCPT-1", now()).await,
+        Ok(Posting::Applied(_))
     ));
-    assert_eq!(s.account("100001").await.unwrap().balance, money("0"));
+    assert_eq!(s.account("100001").await.unwrap().balance, money("7.00"));
+    assert_eq!(s.account("000070").await.unwrap().balance, money("42.91"));
     // Refused outright.
     assert!(matches!(
         s.top_up("000070", money("-1"), "R2", now()).await,
@@ -110,7 +114,11 @@ async fn top_ups_are_idempotent_by_reference(db: &TestDb) {
     assert_eq!(ledger.last().unwrap().balance_after, money("41.50"));
     let report = s.ledger_check().await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    assert_eq!((report.accounts, report.entries), (2, 4));
+    assert_eq!(
+        (report.accounts, report.entries),
+        (2, 5),
+        "100001 has its own RCPT-1"
+    );
 }
 on_both!(top_ups_are_idempotent_by_reference);
 
@@ -287,6 +295,7 @@ async fn access_numbers_are_kept_and_an_owners_write_is_guarded(db: &TestDb) {
         trust_ani: false,
         trusted_only: true,
         pinless: false,
+        all_tenants: false,
         updated_at: now(),
         updated_by: "root".into(),
     };
@@ -386,6 +395,7 @@ async fn a_change_and_its_audit_entry_commit_together(db: &TestDb) {
         action: action.into(),
         target: target.into(),
         detail: String::new(),
+        allowance: None,
     };
     let top_up = |reference: &'static str| {
         let (s, e) = (&s, entry("topup", "000070"));
@@ -451,3 +461,133 @@ async fn a_change_and_its_audit_entry_commit_together(db: &TestDb) {
     assert!(s.ledger_check().await.unwrap().problems.is_empty());
 }
 on_both!(a_change_and_its_audit_entry_commit_together);
+
+/// References made before they were per card (keys `topup:REF`) are rewritten by migration 0008,
+/// so a clerk's retry of an old top-up is still recognised and not applied twice.
+async fn old_top_up_references_are_still_recognised_after_the_migration(db: &TestDb) {
+    use sqlx::Connection;
+    let s = db.store().await;
+    s.create_account(&card("000070", "1234", "0"), now())
+        .await
+        .unwrap();
+    s.top_up("000070", money("5"), "RCPT-OLD", now())
+        .await
+        .unwrap();
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    // As the row was written before the migration.
+    sqlx::query(
+        "UPDATE ledger SET idempotency_key = 'topup:RCPT-OLD' WHERE reference = 'RCPT-OLD'",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    // The migration's statement, as both databases run it.
+    let statement = |migration: &'static str| {
+        let from = &migration[migration.find("UPDATE ledger").unwrap()..];
+        &from[..=from.find(';').unwrap()]
+    };
+    let rewrite = statement(include_str!("../../schema/sqlite/0008_edge_hardening.sql"));
+    assert_eq!(
+        rewrite,
+        statement(include_str!(
+            "../../schema/postgres/0008_edge_hardening.sql"
+        )),
+        "one statement for both databases"
+    );
+    sqlx::query(rewrite).execute(&mut conn).await.unwrap();
+    assert!(matches!(
+        s.top_up("000070", money("5"), "RCPT-OLD", now())
+            .await
+            .unwrap(),
+        Posting::AlreadyApplied(_)
+    ));
+    assert_eq!(s.account("000070").await.unwrap().balance, money("5"));
+    conn.close().await.unwrap();
+}
+on_both!(old_top_up_references_are_still_recognised_after_the_migration);
+
+/// An ITSP's daily allowance holds across parallel requests (two nodes, one database): the
+/// charge is made in each change's own transaction.
+async fn a_tenants_daily_allowance_holds_under_parallel_top_ups(db: &TestDb) {
+    use rating::store::{Allowance, AuditEntry};
+    let s = std::sync::Arc::new(db.store().await);
+    let other = std::sync::Arc::new(db.store_with(common::config("node-b")).await);
+    let mut c = card("000070", "1234", "0");
+    c.tenant = "acme".into();
+    s.create_account(&c, now()).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let store = if i % 2 == 0 { s.clone() } else { other.clone() };
+        tasks.spawn(async move {
+            let audit = AuditEntry {
+                at: now(),
+                actor: "acme".into(),
+                role: "itsp:acme".into(),
+                action: "topup".into(),
+                target: "000070".into(),
+                detail: String::new(),
+                allowance: Some(Allowance {
+                    tenant: "acme".into(),
+                    amount: money("10"),
+                    per_day: money("55"),
+                }),
+            };
+            store
+                .post_audited(
+                    "000070",
+                    LedgerKind::TopUp,
+                    money("10"),
+                    &format!("P-{i}"),
+                    "",
+                    now(),
+                    &audit,
+                )
+                .await
+        });
+    }
+    let mut applied = 0;
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            Ok(Posting::Applied(_)) => applied += 1,
+            Err(StoreError::OverAllowance(m)) => assert!(m.contains("55.00"), "{m}"),
+            // SQLite may refuse a writer that waited too long; it moved nothing either.
+            Err(StoreError::Database(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(applied <= 5, "{applied} top-ups of 10 within 55");
+    assert_eq!(
+        s.account("000070").await.unwrap().balance,
+        money(&(applied * 10).to_string())
+    );
+    // The next UTC day starts again.
+    let tomorrow = now() + chrono::Duration::days(1);
+    let audit = AuditEntry {
+        at: tomorrow,
+        actor: "acme".into(),
+        role: "itsp:acme".into(),
+        action: "topup".into(),
+        target: "000070".into(),
+        detail: String::new(),
+        allowance: Some(Allowance {
+            tenant: "acme".into(),
+            amount: money("50"),
+            per_day: money("55"),
+        }),
+    };
+    assert!(matches!(
+        s.post_audited(
+            "000070",
+            LedgerKind::TopUp,
+            money("50"),
+            "NEXT",
+            "",
+            tomorrow,
+            &audit
+        )
+        .await,
+        Ok(Posting::Applied(_))
+    ));
+}
+on_both!(a_tenants_daily_allowance_holds_under_parallel_top_ups);

@@ -21,9 +21,15 @@ pub struct Ua {
 
 impl Ua {
     pub async fn new(user: &str) -> Ua {
+        Ua::new_at(user, "127.0.0.1").await
+    }
+
+    /// A user agent on another loopback address (`127.0.0.2` is not a trusted peer where only
+    /// 127.0.0.1 is).
+    pub async fn new_at(user: &str, ip: &str) -> Ua {
         Ua {
-            sip: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-            rtp: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            sip: UdpSocket::bind((ip, 0)).await.unwrap(),
+            rtp: UdpSocket::bind((ip, 0)).await.unwrap(),
             user: user.into(),
             seq: 1,
             event_ts: std::sync::atomic::AtomicU32::new(100_000),
@@ -41,7 +47,8 @@ impl Ua {
     /// An SDP body offering or answering the given `m=` formats and rtpmap lines.
     pub fn sdp(&self, formats: &str, maps: &[&str]) -> String {
         let a = self.rtp_addr();
-        let mut s = format!("v=0\r\no=ua 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP {formats}\r\n", a.port());
+        let ip = a.ip();
+        let mut s = format!("v=0\r\no=ua 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP {formats}\r\n", a.port());
         for m in maps {
             s.push_str(&format!("a=rtpmap:{m}\r\n"));
         }

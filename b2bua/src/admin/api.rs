@@ -54,10 +54,16 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// The largest prompt-set archive accepted (the unpacked limits are in `prompts::upload`).
 const MAX_ARCHIVE: usize = 256 << 20;
 
+/// `/metrics` alone, for its own listen address or beside the API.
+pub(super) fn metrics_router(state: Shared) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
 pub(super) fn router(state: Shared) -> Router {
     Router::new()
         .route("/api/v1/openapi.yaml", get(openapi))
-        .route("/metrics", get(metrics))
         .route("/api/v1/accounts", post(create))
         .route("/api/v1/accounts/batch", post(batch))
         .route("/api/v1/accounts/{account}", get(show))
@@ -115,7 +121,32 @@ fn entry(who: &Caller, action: &str, target: &str, detail: String) -> AuditEntry
         action: action.into(),
         target: target.into(),
         detail,
+        allowance: None,
     }
+}
+
+/// What an ITSP's own token may still put on its cards: refused (403) above the per-request
+/// limit; the per-day limit is charged by the store with the change itself. Admins and
+/// finance are not limited.
+fn allowance(
+    s: &Shared,
+    who: &Caller,
+    amount: Money,
+) -> Result<Option<rating::store::Allowance>, ApiError> {
+    let Some(tenant) = who.tenant() else {
+        return Ok(None);
+    };
+    let (per_request, per_day) = s.cfg.minting.of(tenant);
+    if amount > per_request {
+        return Err(ApiError::forbidden(format!(
+            "an itsp:{tenant} token may put at most {per_request} on cards in one request"
+        )));
+    }
+    Ok(Some(rating::store::Allowance {
+        tenant: tenant.to_string(),
+        amount,
+        per_day,
+    }))
 }
 
 /// Records a change made outside the database (files, the log filter) or in a table with no
@@ -166,6 +197,7 @@ fn account_json(a: &Account) -> Value {
         "expires": (!last_day(a.expires_at).is_empty()).then(|| last_day(a.expires_at)),
         "language": a.language,
         "tenant": a.tenant,
+        "any_tenant": a.any_tenant,
         "rate_deck": a.rate_deck,
         "pinless": a.pinless,
         "redirect": a.redirect.as_ref().map(|r| json!({"code": r.code.code(), "number": r.number})),
@@ -177,7 +209,23 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/yaml")], super::OPENAPI).into_response()
 }
 
-async fn metrics(State(s): State<Shared>) -> Response {
+/// The Prometheus scrape; with `admin.metrics_token` set, only with that bearer token (the
+/// figures say how busy a node is and which limits bite: worth keeping from strangers).
+async fn metrics(State(s): State<Shared>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(want) = &s.cfg.metrics_token {
+        let got = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            got.as_bytes(),
+            want.as_bytes(),
+        )) {
+            return ApiError::new(StatusCode::UNAUTHORIZED, "the metrics token is needed")
+                .into_response();
+        }
+    }
     let m = crate::metrics::get();
     if let Ok(n) = s.store.accounting_queue_depth().await {
         m.radius_queue.set(n);
@@ -213,6 +261,9 @@ struct NewCard {
     credit_limit: String,
     #[serde(default)]
     pinless: bool,
+    /// Usable on every tenant's access numbers (admins only).
+    #[serde(default)]
+    any_tenant: bool,
 }
 
 fn zero() -> String {
@@ -262,11 +313,18 @@ async fn create(
     n.tenant = tenant_for(&who, c.tenant)?;
     n.credit_limit = money("credit_limit", &c.credit_limit, false)?;
     n.pinless = c.pinless;
+    if c.any_tenant && who.tenant().is_some() {
+        return Err(ApiError::forbidden(
+            "only an admin may make a card usable on every tenant's numbers",
+        ));
+    }
+    n.any_tenant = c.any_tenant;
     let detail = format!(
-        "balance={} {} tenant={} pinless={}",
-        n.balance, n.currency, n.tenant, n.pinless
+        "balance={} {} tenant={} pinless={} any_tenant={}",
+        n.balance, n.currency, n.tenant, n.pinless, n.any_tenant
     );
-    let audit = entry(&who, "create", &n.account, detail);
+    let mut audit = entry(&who, "create", &n.account, detail);
+    audit.allowance = allowance(&s, &who, n.balance)?;
     s.store
         .create_accounts_audited(std::slice::from_ref(&n), Utc::now(), &audit)
         .await?;
@@ -351,7 +409,13 @@ pub(super) async fn create_batch(
             "count={} balance={} {} tenant={} first={first}",
             b.count, t.balance, t.currency, t.tenant
         );
-        let audit = entry(who, "batch", &first, detail);
+        let mut audit = entry(who, "batch", &first, detail);
+        let total = Money::from_micros(
+            t.balance
+                .micros()
+                .saturating_mul(i64::try_from(b.count).unwrap_or(i64::MAX)),
+        );
+        audit.allowance = allowance(s, who, total)?;
         match s
             .store
             .create_accounts_audited(&cards, Utc::now(), &audit)
@@ -478,7 +542,8 @@ pub(super) async fn top_up(
         Money::parse_positive(&t.amount).map_err(|e| ApiError::bad(format!("amount: {e}")))?;
     let a = visible(s, who, account).await?;
     let detail = format!("amount={} {} reference={}", amount, a.currency, t.reference);
-    let audit = entry(who, "topup", account, detail);
+    let mut audit = entry(who, "topup", account, detail);
+    audit.allowance = allowance(s, who, amount)?;
     let posting = s
         .store
         .post_audited(
@@ -600,22 +665,24 @@ async fn calls(
                 "return_code",
             ])
             .map_err(io)?;
+            use rating::export::cell;
             for r in &recs {
+                // Every text a caller or a gateway could have chosen goes through `cell`.
                 w.write_record([
-                    r.conf_id.as_str(),
-                    &r.session_id,
-                    &r.account,
-                    &r.ani,
-                    &r.access_number,
-                    &r.destination,
+                    cell(&r.conf_id).as_ref(),
+                    &cell(&r.session_id),
+                    &cell(&r.account),
+                    &cell(&r.ani),
+                    &cell(&r.access_number),
+                    &cell(&r.destination),
                     &r.setup_at.to_rfc3339(),
                     &time(r.connect_at),
                     &time(r.disconnect_at),
                     &r.billed_seconds.to_string(),
                     &r.cost.to_string(),
-                    &r.currency,
-                    &r.rate_prefix,
-                    &r.disconnect_cause,
+                    &cell(&r.currency),
+                    &cell(&r.rate_prefix),
+                    &cell(&r.disconnect_cause),
                     &r.return_code.to_string(),
                 ])
                 .map_err(io)?;
@@ -753,7 +820,9 @@ fn asset_error(e: AssetError) -> ApiError {
         ),
         AssetError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m),
         AssetError::Archive(a) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, a.to_string()),
-        AssetError::NoStore => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        AssetError::NoStore | AssetError::Busy => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
         AssetError::Io(m) => {
             tracing::error!(error = %m, "admin API: storing an upload failed");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m)
@@ -882,6 +951,7 @@ fn access_json(a: &AccessNumber, source: Source, row: Option<&AccessRow>) -> Val
         "trust_ani": a.trust_ani,
         "trusted_only": a.trusted_only,
         "pinless": a.pinless,
+        "all_tenants": a.all_tenants,
         "source": source.as_str(),
         "updated_at": row.map(|r| r.updated_at.to_rfc3339()),
         "updated_by": row.map(|r| r.updated_by.clone()),
@@ -955,6 +1025,7 @@ struct AccessBody {
     trust_ani: Option<bool>,
     trusted_only: Option<bool>,
     pinless: Option<bool>,
+    all_tenants: Option<bool>,
 }
 
 /// Assigns or changes a number. Admins assign numbers to tenants and set how far callers are
@@ -991,6 +1062,7 @@ async fn put_access_number(
             ("trust_ani", body.trust_ani, cur.trust_ani),
             ("trusted_only", body.trusted_only, cur.trusted_only),
             ("pinless", body.pinless, cur.pinless),
+            ("all_tenants", body.all_tenants, cur.all_tenants),
         ] {
             if asked.is_some_and(|v| v != now) {
                 return Err(ApiError::forbidden(format!(
@@ -1030,6 +1102,10 @@ async fn put_access_number(
             .or(current.map(|c| c.trusted_only))
             .unwrap_or(false),
         pinless: body.pinless.or(current.map(|c| c.pinless)).unwrap_or(false),
+        all_tenants: body
+            .all_tenants
+            .or(current.map(|c| c.all_tenants))
+            .unwrap_or(false),
         tenant,
         // Kept to the millisecond, as the database keeps it.
         updated_at: chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis())
@@ -1084,13 +1160,14 @@ async fn put_access_number(
         tracing::warn!(error = %e, "access number written; this node picks it up at its next refresh");
     }
     let detail = format!(
-        "tenant={} flow={} languages={} trust_ani={} trusted_only={} pinless={}",
+        "tenant={} flow={} languages={} trust_ani={} trusted_only={} pinless={} all_tenants={}",
         row.tenant,
         row.flow.as_deref().unwrap_or("-"),
         row.languages.join(","),
         row.trust_ani,
         row.trusted_only,
-        row.pinless
+        row.pinless,
+        row.all_tenants
     );
     record(&s, &who, "access-number", &number, detail).await?;
     let status = if current.is_some() {

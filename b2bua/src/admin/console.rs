@@ -5,8 +5,10 @@
 //! JavaScript for conveniences only, and the very same operations, role checks and audit log
 //! as the API.
 //!
-//! Sign-in is the API token, kept in an `HttpOnly`, `SameSite=Strict` cookie; forms are also
-//! refused when the browser says they come from another origin.
+//! Sign-in is with the API token, which never leaves the server again: the browser keeps only a
+//! random session id in an `HttpOnly`, `SameSite=Strict` cookie (`Secure` behind TLS), valid
+//! for `admin.session_minutes` and forgotten at sign-out; forms are also refused when the
+//! browser says they come from another origin.
 
 use super::api::{self, Batch, TopUp};
 use super::{ApiError, Caller, Shared};
@@ -30,6 +32,12 @@ const DOWNLOAD_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// Batch CSVs waiting for their single download: id → (who made it, when, the CSV).
 pub(super) type Downloads = Mutex<HashMap<String, (String, Instant, Vec<u8>)>>;
+
+/// Signed-in clerks: session id → (who, until when).
+pub(super) type Sessions = Mutex<HashMap<String, (Caller, Instant)>>;
+
+/// Sessions kept at once; beyond it the expired ones go, then the sign-in is refused.
+const MAX_SESSIONS: usize = 10_000;
 
 pub(super) fn router(state: Shared) -> Router {
     Router::new()
@@ -169,9 +177,11 @@ impl FromRequestParts<Shared> for Clerk {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, s: &Shared) -> Result<Clerk, Response> {
-        let token = cookie(&parts.headers).unwrap_or_default();
-        let who = s
-            .caller(token.as_bytes())
+        let id = cookie(&parts.headers).unwrap_or_default();
+        let who = crate::sync::Lock::locked(&s.sessions)
+            .get(&id)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(who, _)| who.clone())
             .ok_or_else(|| Redirect::to("/console/login").into_response())?;
         if parts.method == axum::http::Method::POST && !same_origin(&parts.headers) {
             return Err(html(
@@ -239,21 +249,43 @@ async fn login(State(s): State<Shared>, headers: HeaderMap, Form(l): Form<Login>
     if !same_origin(&headers) {
         return back("/console/login", Err("sign in from this console".into()));
     }
-    let token = l.token.trim();
-    if s.caller(token.as_bytes()).is_none() || token.contains([';', ',', ' ']) {
+    let Some(who) = s.caller(l.token.trim().as_bytes()) else {
         return back("/console/login", Err("unknown token".into()));
+    };
+    let now = Instant::now();
+    let id = hex::encode(rand::random::<[u8; 32]>());
+    {
+        let mut sessions = crate::sync::Lock::locked(&s.sessions);
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.retain(|_, (_, until)| *until > now);
+        }
+        if sessions.len() >= MAX_SESSIONS {
+            crate::metrics::get().limit_hit("console_sessions");
+            return back(
+                "/console/login",
+                Err("too many open sessions; try later".into()),
+            );
+        }
+        sessions.insert(id.clone(), (who, now + s.cfg.session));
     }
+    let secure = if s.cfg.secure_cookies { "; Secure" } else { "" };
     (
         [(
             header::SET_COOKIE,
-            format!("{COOKIE}={token}; Path=/console; HttpOnly; SameSite=Strict"),
+            format!(
+                "{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+                s.cfg.session.as_secs()
+            ),
         )],
         Redirect::to("/console"),
     )
         .into_response()
 }
 
-async fn logout() -> Response {
+async fn logout(State(s): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(id) = cookie(&headers) {
+        crate::sync::Lock::locked(&s.sessions).remove(&id);
+    }
     (
         [(
             header::SET_COOKIE,

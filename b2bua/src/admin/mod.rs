@@ -24,7 +24,6 @@ use rating::{Store, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// The OpenAPI description, checked in beside the code and served as is.
@@ -44,6 +43,10 @@ pub struct State {
     tokens: Vec<(String, Role, Vec<u8>)>,
     /// Batch CSVs the console made, each waiting for its one download.
     downloads: console::Downloads,
+    /// Who is signed in to the console, by session id.
+    sessions: console::Sessions,
+    /// The admin section of the configuration (metrics, cookies, minting limits).
+    cfg: AdminConfig,
 }
 
 type Shared = Arc<State>;
@@ -89,6 +92,7 @@ impl From<StoreError> for ApiError {
             StoreError::NoAccount(_) | StoreError::NoReservation(_) => StatusCode::NOT_FOUND,
             StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             StoreError::Conflict(_) => StatusCode::CONFLICT,
+            StoreError::OverAllowance(_) => StatusCode::FORBIDDEN,
             StoreError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -167,17 +171,17 @@ impl Caller {
 /// The running admin server.
 pub struct Running {
     pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    /// Where `/metrics` is served (the API's address unless `admin.metrics_listen`).
+    pub metrics: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl Running {
     /// Stops accepting; requests in progress finish.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
         crate::supervise::stopping();
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
+        let _ = self.stop.send(true);
         let _ = self.task.await;
     }
 }
@@ -198,25 +202,52 @@ pub async fn start(
             .map(|(n, r, t)| (n, r, t.into_bytes()))
             .collect(),
         downloads: Default::default(),
+        sessions: Default::default(),
+        cfg: cfg.clone(),
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let app = console::router(state.clone()).merge(api::router(state));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut app = console::router(state.clone()).merge(api::router(state.clone()));
+    let metrics_addr = match cfg.metrics_listen {
+        None => {
+            app = app.merge(api::metrics_router(state));
+            addr
+        }
+        // Its own address (an operator's monitoring network), nothing else served there.
+        Some(m) => {
+            let l = tokio::net::TcpListener::bind(m).await?;
+            let bound = l.local_addr()?;
+            let mut stopped = stopped.clone();
+            crate::supervise::spawn("metrics", async move {
+                let served = axum::serve(l, api::metrics_router(state))
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "metrics listener stopped");
+                }
+            });
+            bound
+        }
+    };
+    let mut stopped = stopped.clone();
     let task = crate::supervise::spawn("admin", async move {
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
             })
             .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "admin API stopped");
         }
     });
-    tracing::info!(%addr, "admin API listening");
+    tracing::info!(%addr, metrics = %metrics_addr, "admin API listening");
     Ok(Running {
         addr,
-        stop: Some(stop),
+        metrics: metrics_addr,
+        stop,
         task,
     })
 }

@@ -95,6 +95,13 @@ pub(crate) struct Call {
     pub(super) prompts: Arc<prompts::set::PromptSet>,
     /// The access number dialled.
     pub(super) access_number: String,
+    /// Whose cards the access number takes (`None`: every tenant's).
+    pub(super) card_tenant: Option<String>,
+    /// Whether the caller's number was believed (the access number's `trust_ani`).
+    pub(super) trust_ani: bool,
+    /// The number a redirect code (51, 52) sends this caller to for free, once the store said
+    /// so: the only bridge allowed without a reservation.
+    pub(super) free_to: Option<String>,
     /// When the credit warning is due.
     pub(super) warning_at: Option<Instant>,
     /// The card, once the flow (or a pinless caller's number) named it; for accounting.
@@ -426,6 +433,9 @@ impl Engine {
                 .cloned()
                 .unwrap_or_else(|| "en".into()),
             access_number: access.number.clone(),
+            card_tenant: access.card_tenant(),
+            trust_ani: access.trust_ani,
+            free_to: None,
             warning_at: None,
             account,
             a_setup: Utc::now(),
@@ -453,6 +463,7 @@ impl Engine {
                 ani: Some(ani),
                 access_number: access.number.clone(),
                 session_id: call.session_id.clone(),
+                tenant: access.card_tenant(),
             },
             destination: call.destination.clone(),
             conf_id: call.conf_id.clone(),
@@ -480,11 +491,16 @@ impl Engine {
         }
         if !answer.code.is_success() {
             let code = answer.code;
-            let warning = format!("return code {}: {}", code.code(), code.meaning());
+            // The return code explains a refusal to the proxy or SBC in front; to anyone else
+            // it would say which numbers are cards and which have money.
+            let warning = self
+                .cfg
+                .trusted(call.a_peer.addr.ip())
+                .then(|| format!("return code {}: {}", code.code(), code.meaning()));
             return self.fail(
                 id,
                 sip_code_for(code),
-                Some(&warning),
+                warning.as_deref(),
                 &format!("refused {}", code.code()),
                 now,
             );

@@ -152,6 +152,41 @@ impl Engine {
         pin: Option<String>,
         destination: Option<String>,
     ) {
+        let keys = self.auth_failure_keys(id);
+        let limits = &self.cfg.limits;
+        let blocked = keys.iter().find(|(k, per_source)| {
+            let limit = if *per_source {
+                limits.auth_failures_per_source
+            } else {
+                limits.auth_failures_per_access_number
+            };
+            self.auth_failures.over(k, limit, Instant::now())
+        });
+        if let Some((_, per_source)) = blocked {
+            // Guessing from here: refused without asking the store, so a robot learns nothing
+            // about which cards exist or which PIN is right.
+            crate::metrics::get().limit_hit(if *per_source {
+                "auth_failures_per_source"
+            } else {
+                "auth_failures_per_access_number"
+            });
+            tracing::warn!(
+                call = id,
+                "card or PIN guessing: refused with 10 before the store"
+            );
+            let result = ivr::AuthResult {
+                code: rating::ReturnCode::RetriesExceeded.code(),
+                ..Default::default()
+            };
+            return self.spawn_store(move |_| async move {
+                Some(Event::IvrAuth {
+                    call: id,
+                    result,
+                    reservation: None,
+                    credit_time: 0,
+                })
+            });
+        }
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -163,6 +198,7 @@ impl Engine {
             ani: (!call.ani.is_empty()).then(|| call.ani.clone()),
             access_number: call.access_number.clone(),
             session_id: call.session_id.clone(),
+            tenant: call.card_tenant.clone(),
         };
         let amount = |m: rating::Money| {
             let (u, c) = m.units_and_cents();
@@ -225,9 +261,21 @@ impl Engine {
         credit_time: u64,
         now: Instant,
     ) {
-        let Some(call) = self.calls.get_mut(&id) else {
+        if !self.calls.contains_key(&id) {
             return self.release_orphan(reservation);
+        }
+        // A wrong card or PIN counts against where the caller came from and the number.
+        if matches!(result.code, 1 | 2 | 14) {
+            for (key, _) in self.auth_failure_keys(id) {
+                self.auth_failures.add(&key, now);
+            }
+        }
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
         };
+        if matches!(result.code, 51 | 52) && !result.redirect.is_empty() {
+            call.free_to = Some(result.redirect.clone());
+        }
         if let Some(r) = reservation {
             call.granted = r.granted_seconds;
             call.credit_time = credit_time;
@@ -236,10 +284,39 @@ impl Engine {
         self.ivr_feed(id, ivr::Event::Auth(result), now);
     }
 
+    /// What a call's failed card or PIN entries count against (`true`: a per-source key): its
+    /// source address, or behind a trusted peer (a proxy carrying everyone's calls) the
+    /// caller's number when it is believed; and the access number, from everyone.
+    fn auth_failure_keys(&self, id: u64) -> Vec<(String, bool)> {
+        let Some(call) = self.calls.get(&id) else {
+            return Vec::new();
+        };
+        let mut keys = vec![(format!("number:{}", call.access_number), false)];
+        if !self.cfg.trusted(call.a_peer.addr.ip()) {
+            keys.push((format!("source:{}", call.a_peer.addr.ip()), true));
+        } else if call.trust_ani && !call.ani.is_empty() {
+            keys.push((format!("ani:{}", call.ani), true));
+        }
+        keys
+    }
+
     fn ivr_bridge(&mut self, id: u64, destination: String, now: Instant) {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
+        // Money first: a bridge needs the hold phase 2 made for this very destination, or a
+        // redirect the store granted to it. A flow that bridges otherwise (a mistake in an
+        // uploaded YAML) gets "failed", never a free call.
+        let paid = call.reservation.is_some() && call.destination == destination;
+        let free = call.free_to.as_deref() == Some(destination.as_str());
+        if !paid && !free {
+            tracing::error!(
+                call = id,
+                %destination,
+                "the flow asked to bridge without an authorization for that destination; refused"
+            );
+            return self.ivr_bridge_ended(id, "failed", None, now);
+        }
         call.candidates = self.cfg.router.candidates(&destination);
         call.destination = destination;
         call.next_candidate = 0;

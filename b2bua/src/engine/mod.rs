@@ -169,6 +169,8 @@ pub struct Engine {
     accounting_writes: Arc<std::sync::atomic::AtomicUsize>,
     /// Per-source request rates, checked before a request makes any state.
     flood: crate::limits::FloodGate,
+    /// Wrong cards and PINs per source and per access number, this minute.
+    auth_failures: crate::limits::FailureWindows,
 }
 
 /// A running engine: its bound addresses and the handle that stops it.
@@ -228,6 +230,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
     };
     let gateways = cfg.router.gateways.len();
     let flood = crate::limits::FloodGate::new(&cfg.limits, Instant::now());
+    let cfg_limits_sources = cfg.limits.flood_sources;
     let engine = Engine {
         cfg: Arc::new(cfg),
         store,
@@ -247,6 +250,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         stopping: false,
         accounting_writes: Arc::default(),
         flood,
+        auth_failures: crate::limits::FailureWindows::new(cfg_limits_sources),
     };
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = crate::supervise::spawn("engine", engine.run(in_rx, ev_rx, media_rx, stop_rx));

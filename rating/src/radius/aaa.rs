@@ -85,12 +85,28 @@ fn session_id(req: &Request) -> String {
         .to_string()
 }
 
+/// Which cards a RADIUS client may authorize: its tenant's, or every tenant's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cards {
+    /// Only this tenant's cards (others are answered as unknown, code 1).
+    Tenant(String),
+    /// Every tenant's.
+    All,
+}
+
+/// The access number a RADIUS client's reservations are made through: how its Stop records
+/// are told from another client's (or our own node's) calls.
+pub fn origin(client: &str) -> String {
+    format!("radius {client}")
+}
+
 /// Answers an Access-Request from `client` (its address, written to records as the access
 /// number so that staff can tell which gateway a call came through).
 pub async fn access(
     store: &Store,
     req: &Request,
     client: &str,
+    cards: &Cards,
     now: DateTime<Utc>,
 ) -> AccessAnswer {
     let refuse = |code| AccessAnswer {
@@ -109,8 +125,12 @@ pub async fn access(
         // No User-Password: authorization by calling number (a PIN-less card).
         pin: req.password.clone(),
         ani: req.calling.clone().filter(|c| !c.is_empty()),
-        access_number: format!("radius {client}"),
+        access_number: origin(client),
         session_id: session_id(req),
+        tenant: match cards {
+            Cards::Tenant(t) => Some(t.clone()),
+            Cards::All => None,
+        },
     };
     match req.called.as_deref().filter(|c| !c.is_empty()) {
         None => {
@@ -183,13 +203,23 @@ pub async fn accounting(
         .cisco("h323-call-origin")
         .unwrap_or("unknown")
         .to_string();
-    let time = |name: &str| req.cisco(name).and_then(h323::parse_time);
+    // A gateway's clock is its own: times after now are now.
+    let time = |name: &str| {
+        req.cisco(name)
+            .and_then(h323::parse_time)
+            .map(|t| t.min(now))
+    };
+    let origin = origin(client);
     // The money first (each step is idempotent), then the record: a failure in between leaves
     // the client to resend, and the resend finds the money already done.
     let outcome = match (status.as_str(), leg.as_str()) {
         ("start", "originate") => {
             match store
-                .mark_connected(&conf_id, time("h323-connect-time").unwrap_or(now))
+                .mark_connected_as(
+                    &conf_id,
+                    time("h323-connect-time").unwrap_or(now),
+                    Some(&origin),
+                )
                 .await
             {
                 Ok(()) => "connected".to_string(),
@@ -198,10 +228,25 @@ pub async fn accounting(
             }
         }
         ("stop", "originate") => {
-            let connected = time("h323-connect-time");
+            // The gateway's times, kept to its call's life: nothing before its own setup time,
+            // nothing after now, no answer after the end.
+            let setup = time("h323-setup-time");
+            let disconnect_at = time("h323-disconnect-time")
+                .unwrap_or(now)
+                .max(setup.unwrap_or(DateTime::<Utc>::MIN_UTC));
+            let in_life =
+                |t: DateTime<Utc>| t.clamp(setup.unwrap_or(t.min(disconnect_at)), disconnect_at);
+            // Many gateways that are not Cisco's send only Acct-Session-Time: the answer was
+            // that long before the end. (With neither, the Start's connect time stands.)
+            let connected = time("h323-connect-time").or_else(|| {
+                req.acct_session_time
+                    .filter(|s| *s > 0)
+                    .map(|s| disconnect_at - chrono::Duration::seconds(i64::from(s)))
+            });
+            let connected = connected.map(in_life);
             let end = CallEnd {
                 connect_at: connected,
-                disconnect_at: time("h323-disconnect-time").unwrap_or(now),
+                disconnect_at,
                 cause: req
                     .cisco("h323-disconnect-cause")
                     .map(|c| format!("q850:{c}"))
@@ -210,7 +255,7 @@ pub async fn accounting(
                     .cisco("h323-voice-quality")
                     .and_then(|v| v.trim().parse().ok()),
             };
-            match store.settle(&conf_id, &end, now).await {
+            match store.settle_as(&conf_id, &end, now, Some(&origin)).await {
                 Ok(s) if s.already_settled => "already settled".to_string(),
                 Ok(s) => format!("settled {} s, {}", s.billed_seconds, s.cost),
                 Err(StoreError::NoReservation(_)) => "no reservation: not billed".to_string(),

@@ -26,6 +26,8 @@ pub struct AccessRow {
     pub trusted_only: bool,
     /// The caller's number is the account and the digits after the number the destination.
     pub pinless: bool,
+    /// Takes every tenant's cards, not only its own tenant's.
+    pub all_tenants: bool,
     pub updated_at: DateTime<Utc>,
     /// The token name that last changed it.
     pub updated_by: String,
@@ -42,6 +44,7 @@ impl AccessRow {
             self.trust_ani,
             self.trusted_only,
             self.pinless,
+            self.all_tenants,
         ) == (
             &other.number,
             &other.tenant,
@@ -50,6 +53,7 @@ impl AccessRow {
             other.trust_ani,
             other.trusted_only,
             other.pinless,
+            other.all_tenants,
         )
     }
 
@@ -110,7 +114,7 @@ pub fn check_number(n: &str) -> Result<(), StoreError> {
 }
 
 const COLUMNS: &str = "number, tenant, flow, languages, trust_ani, trusted_only, pinless, \
-                       updated_at, updated_by";
+                       updated_at, updated_by, all_tenants";
 
 fn row(r: &AnyRow) -> Result<AccessRow, sqlx::Error> {
     let languages: String = r.try_get("languages")?;
@@ -126,6 +130,7 @@ fn row(r: &AnyRow) -> Result<AccessRow, sqlx::Error> {
         trust_ani: r.try_get::<i64, _>("trust_ani")? != 0,
         trusted_only: r.try_get::<i64, _>("trusted_only")? != 0,
         pinless: r.try_get::<i64, _>("pinless")? != 0,
+        all_tenants: r.try_get::<i64, _>("all_tenants")? != 0,
         updated_at: at_ms(r.try_get("updated_at")?),
         updated_by: r.try_get("updated_by")?,
     })
@@ -163,22 +168,22 @@ impl Store {
     ) -> Result<(), StoreError> {
         a.check()?;
         let languages = a.languages.join(",");
-        // $1..$9 are the row's columns in table order in both statements.
+        // $1..$10 are the row's columns in both statements.
         let sql = match owner {
             Some(_) => {
                 "UPDATE access_numbers SET tenant = $2, flow = $3, languages = $4, \
                  trust_ani = $5, trusted_only = $6, pinless = $7, updated_at = $8, \
-                 updated_by = $9 WHERE number = $1 AND tenant = $10"
+                 updated_by = $9, all_tenants = $10 WHERE number = $1 AND tenant = $11"
             }
             None => {
                 "INSERT INTO access_numbers (number, tenant, flow, languages, trust_ani, \
-                 trusted_only, pinless, updated_at, updated_by) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 trusted_only, pinless, updated_at, updated_by, all_tenants) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (number) DO UPDATE SET tenant = excluded.tenant, \
                  flow = excluded.flow, languages = excluded.languages, \
                  trust_ani = excluded.trust_ani, trusted_only = excluded.trusted_only, \
                  pinless = excluded.pinless, updated_at = excluded.updated_at, \
-                 updated_by = excluded.updated_by"
+                 updated_by = excluded.updated_by, all_tenants = excluded.all_tenants"
             }
         };
         let mut q = sqlx::query(sql)
@@ -190,7 +195,8 @@ impl Store {
             .bind(i64::from(a.trusted_only))
             .bind(i64::from(a.pinless))
             .bind(ms(a.updated_at))
-            .bind(&a.updated_by);
+            .bind(&a.updated_by)
+            .bind(i64::from(a.all_tenants));
         if let Some(tenant) = owner {
             q = q.bind(tenant);
         }

@@ -20,6 +20,19 @@ pub struct AuditEntry {
     pub target: String,
     /// The request's particulars (amount, reference …), as text.
     pub detail: String,
+    /// The daily allowance this change draws on (an ITSP minting cards or top-ups): charged in
+    /// the same transaction, so parallel requests on several nodes cannot pass it together.
+    pub allowance: Option<Allowance>,
+}
+
+/// A tenant's daily allowance for new money, and what a change takes of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowance {
+    pub tenant: String,
+    /// The money the change puts on cards.
+    pub amount: crate::Money,
+    /// The most the tenant may put on cards in one UTC day.
+    pub per_day: crate::Money,
 }
 
 fn insert(e: &AuditEntry) -> sqlx::query::Query<'_, Any, AnyArguments<'_>> {
@@ -42,7 +55,43 @@ pub(super) async fn audit_in(
     e: Option<&AuditEntry>,
 ) -> Result<(), StoreError> {
     if let Some(e) = e {
+        if let Some(a) = &e.allowance {
+            charge(tx, a, e.at).await?;
+        }
         insert(e).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Takes `a.amount` from the tenant's allowance for the day of `at`, or refuses.
+async fn charge(
+    tx: &mut Transaction<'_, Any>,
+    a: &Allowance,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let over = || {
+        StoreError::OverAllowance(format!(
+            "tenant {} may put at most {} on cards a day (UTC); this would pass it",
+            a.tenant, a.per_day
+        ))
+    };
+    if a.amount > a.per_day {
+        return Err(over());
+    }
+    let day = at.timestamp().div_euclid(86_400);
+    let done = sqlx::query(
+        "INSERT INTO tenant_mint (tenant, day, minted) VALUES ($1, $2, $3) \
+         ON CONFLICT (tenant, day) DO UPDATE SET minted = tenant_mint.minted + excluded.minted \
+         WHERE tenant_mint.minted + excluded.minted <= $4",
+    )
+    .bind(&a.tenant)
+    .bind(day)
+    .bind(a.amount.micros())
+    .bind(a.per_day.micros())
+    .execute(&mut **tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(over());
     }
     Ok(())
 }
@@ -77,6 +126,7 @@ impl Store {
                     action: r.try_get("action")?,
                     target: r.try_get("target")?,
                     detail: r.try_get("detail")?,
+                    allowance: None,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

@@ -24,6 +24,9 @@ pub struct AuthRequest {
     pub access_number: String,
     /// One per dial-in; all calls of a long-pound chain share it.
     pub session_id: String,
+    /// The tenant whose cards this access number (or RADIUS client) takes; `None` takes every
+    /// tenant's. Another tenant's card is answered as no card at all (code 1).
+    pub tenant: Option<String>,
 }
 
 /// Phase 2: the card again plus the destination and this call's conference id.
@@ -628,7 +631,13 @@ impl Store {
                 return Err(ReturnCode::RetriesExceeded.into());
             }
         }
-        let Some(row) = self.account_row(&req.account).await? else {
+        // Another tenant's card is no card here: nothing about it is told.
+        let row = self.account_row(&req.account).await?.filter(|r| {
+            req.tenant
+                .as_ref()
+                .is_none_or(|t| r.account.any_tenant || r.account.tenant == *t)
+        });
+        let Some(row) = row else {
             if let Some(ani) = ani {
                 if self.note_failure("ani", ani, now_ms).await? {
                     return Err(ReturnCode::RetriesExceeded.into());
@@ -637,23 +646,18 @@ impl Store {
             return Err(ReturnCode::InvalidAccount.into());
         };
         let pin_ok = match &req.pin {
-            Some(pin) => pin::verify_pin(&self.site_key, &row.pin_salt, pin, &row.pin_hash),
+            Some(pin) => self.check_pin(&row, pin).await?,
             None => row.account.pinless,
         };
         if !pin_ok {
-            let mut locked = false;
-            if req.pin.is_some() {
-                locked |= self.note_failure("card", &req.account, now_ms).await?;
-            }
+            // A locked card answers as a wrong PIN does, whatever PIN was given: a guesser
+            // learns nothing from the lock. Only the calling number's lockout is told (10).
             if let Some(ani) = ani {
-                locked |= self.note_failure("ani", ani, now_ms).await?;
+                if self.note_failure("ani", ani, now_ms).await? {
+                    return Err(ReturnCode::RetriesExceeded.into());
+                }
             }
-            return Err(if locked {
-                ReturnCode::RetriesExceeded
-            } else {
-                ReturnCode::InvalidPin
-            }
-            .into());
+            return Err(ReturnCode::InvalidPin.into());
         }
         let state = row.account.state();
         let status = rules::AccountState {
@@ -667,8 +671,50 @@ impl Store {
         Ok(row)
     }
 
-    /// Counts a failure against a card or calling number; true when it reached the limit
-    /// (the card is then locked until staff unblock it, the number for `ani_lockout`).
+    /// One PIN attempt on a card, counted in the same statement that decides it: a good PIN
+    /// stands only while the card has fewer than `max_auth_failures` wrong ones since its last
+    /// good one (and is not locked), and resets the count; a wrong one adds to it while under
+    /// the limit. However many attempts race, a good PIN is recognised only if it lands before
+    /// the limit, so a burst buys no more guesses than patience would; the wrong PIN that
+    /// reaches the limit locks the card.
+    async fn check_pin(&self, row: &AccountRow, pin: &str) -> Result<bool, sqlx::Error> {
+        let max = i64::from(self.cfg.max_auth_failures);
+        let good = pin::verify_pin(&self.site_key, &row.pin_salt, pin, &row.pin_hash);
+        let set = if good {
+            "pin_failures = 0"
+        } else {
+            "pin_failures = pin_failures + 1"
+        };
+        let counted: Option<i64> = sqlx::query_scalar(&format!(
+            "UPDATE accounts SET {set} \
+             WHERE id = $1 AND pin_failures < $2 AND status <> 'locked' RETURNING pin_failures"
+        ))
+        .bind(row.id)
+        .bind(max)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(failures) = counted else {
+            // Locked, or at the limit: the same answer as a wrong PIN.
+            return Ok(false);
+        };
+        if !good && failures >= max {
+            sqlx::query(
+                "UPDATE accounts SET status = 'locked' WHERE id = $1 AND status = 'active'",
+            )
+            .bind(row.id)
+            .execute(&self.pool)
+            .await?;
+            tracing::warn!(
+                account = row.account.account,
+                failures,
+                "card locked after repeated wrong PINs"
+            );
+        }
+        Ok(good)
+    }
+
+    /// Counts a failure against a calling number; true when it reached the limit in the
+    /// window (the number is then locked out for `ani_lockout`).
     async fn note_failure(
         &self,
         kind: &str,
@@ -693,35 +739,21 @@ impl Store {
         if count < i64::from(self.cfg.max_auth_failures) {
             return Ok(false);
         }
-        if kind == "card" {
-            sqlx::query(
-                "UPDATE accounts SET status = 'locked' WHERE account = $1 AND status = 'active'",
-            )
-            .bind(subject)
-            .execute(&self.pool)
-            .await?;
-            tracing::warn!(
-                account = subject,
-                failures = count,
-                "card locked after repeated wrong PINs"
-            );
-        } else {
-            let until = now_ms + self.cfg.ani_lockout.as_millis() as i64;
-            sqlx::query(
-                "INSERT INTO lockouts (kind, subject, locked_until) VALUES ($1, $2, $3) \
-                 ON CONFLICT (kind, subject) DO UPDATE SET locked_until = excluded.locked_until",
-            )
-            .bind(kind)
-            .bind(subject)
-            .bind(until)
-            .execute(&self.pool)
-            .await?;
-            tracing::warn!(
-                ani = subject,
-                failures = count,
-                "calling number locked out after repeated failures"
-            );
-        }
+        let until = now_ms + self.cfg.ani_lockout.as_millis() as i64;
+        sqlx::query(
+            "INSERT INTO lockouts (kind, subject, locked_until) VALUES ($1, $2, $3) \
+             ON CONFLICT (kind, subject) DO UPDATE SET locked_until = excluded.locked_until",
+        )
+        .bind(kind)
+        .bind(subject)
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        tracing::warn!(
+            ani = subject,
+            failures = count,
+            "calling number locked out after repeated failures"
+        );
         Ok(true)
     }
 
@@ -808,17 +840,32 @@ impl Store {
 
     /// Marks a call answered: billing starts here, and the reservation's life runs from here.
     pub async fn mark_connected(&self, conf_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.mark_connected_as(conf_id, at, None).await
+    }
+
+    /// [`Store::mark_connected`] for the reservation's maker only (see [`Store::settle_as`]).
+    pub async fn mark_connected_as(
+        &self,
+        conf_id: &str,
+        at: DateTime<Utc>,
+        origin: Option<&str>,
+    ) -> Result<(), StoreError> {
         let t = ms(at);
         let done = sqlx::query(
-            "UPDATE reservations SET connect_at = $1, updated_at = $1, \
-             expires_at = $1 + granted_seconds * 1000 + $2 WHERE id = $3 AND connect_at IS NULL",
+            "UPDATE reservations SET connect_at = CASE WHEN $1 < setup_at THEN setup_at ELSE $1 END, updated_at = $1, \
+             expires_at = CASE WHEN $1 < setup_at THEN setup_at ELSE $1 END + granted_seconds * 1000 + $2 \
+             WHERE id = $3 AND connect_at IS NULL AND ($4 IS NULL OR access_number = $4)",
         )
         .bind(t)
         .bind(self.grace_ms())
         .bind(conf_id)
+        .bind(origin)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 && self.held_call(conf_id).await?.is_none() {
+        let held = self.held_call(conf_id).await?;
+        if done.rows_affected() == 0
+            && held.is_none_or(|h| origin.is_some_and(|o| o != h.access_number))
+        {
             return Err(StoreError::NoReservation(conf_id.to_string()));
         }
         Ok(())
@@ -896,12 +943,28 @@ impl Store {
         end: &CallEnd,
         now: DateTime<Utc>,
     ) -> Result<Settlement, StoreError> {
+        self.settle_as(conf_id, end, now, None).await
+    }
+
+    /// [`Store::settle`] for whoever made the reservation only: `origin` is the access number
+    /// it was made through (`radius <client>` for a RADIUS client), so a gateway cannot end, or
+    /// bill, a call that another gateway or one of our own nodes holds. Someone else's
+    /// reservation is answered as none at all.
+    pub async fn settle_as(
+        &self,
+        conf_id: &str,
+        end: &CallEnd,
+        now: DateTime<Utc>,
+        origin: Option<&str>,
+    ) -> Result<Settlement, StoreError> {
         let now_ms = ms(now);
         let mut tx = self.pool.begin().await?;
         let gone = sqlx::query(&format!(
-            "DELETE FROM reservations WHERE id = $1 RETURNING {RESERVATION_COLUMNS}"
+            "DELETE FROM reservations WHERE id = $1 AND ($2 IS NULL OR access_number = $2) \
+             RETURNING {RESERVATION_COLUMNS}"
         ))
         .bind(conf_id)
+        .bind(origin)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(gone) = gone else {
@@ -916,6 +979,9 @@ impl Store {
             .await?;
             let rec = rec.ok_or_else(|| StoreError::NoReservation(conf_id.to_string()))?;
             let rec = call_record(&rec)?;
+            if origin.is_some_and(|o| o != rec.access_number) {
+                return Err(StoreError::NoReservation(conf_id.to_string()));
+            }
             return Ok(Settlement {
                 conf_id: conf_id.to_string(),
                 billed_seconds: rec.billed_seconds as u64,
@@ -924,6 +990,8 @@ impl Store {
             });
         };
         let held = HeldCall::from_row(&gone)?;
+        // (A RADIUS gateway's times are kept to its call's life by `radius::aaa`; the talk
+        // billed is capped at the time held below, whatever they say.)
         let connect_at = end.connect_at.map(ms).or(held.connect_at);
         let disconnect_at = ms(end.disconnect_at);
         let talk_ms = connect_at.map_or(0, |c| (disconnect_at - c).max(0));

@@ -11,7 +11,7 @@ mod decks;
 mod outbox;
 
 pub use access::{check_number as check_access_number, check_trust, AccessRow};
-pub use audit::AuditEntry;
+pub use audit::{Allowance, AuditEntry};
 pub use authorize::{
     AccountAnswer, AuthRequest, CallAnswer, CallEnd, CallRequest, Extension, OpenReservation,
     Quote, RateInfo, Reservation, Settlement, SweepReport,
@@ -97,6 +97,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("no reservation {0}")]
     NoReservation(String),
+    /// An ITSP's daily allowance for new money would be passed.
+    #[error("{0}")]
+    OverAllowance(String),
     #[error("unsupported database URL '{0}' (use sqlite://FILE or postgres://…)")]
     UnsupportedUrl(String),
 }
@@ -117,6 +120,8 @@ pub struct Account {
     pub max_calls: i64,
     pub language: String,
     pub tenant: String,
+    /// Usable on every tenant's access numbers, not only its own tenant's.
+    pub any_tenant: bool,
     pub rate_deck: String,
     pub created_at: DateTime<Utc>,
     /// Where this card's calls go instead (51: every call to this number; 52: customer service).
@@ -178,6 +183,8 @@ pub struct NewAccount {
     pub max_calls: i64,
     pub credit_limit: Money,
     pub tenant: String,
+    /// Usable on every tenant's access numbers (off: only on its own tenant's).
+    pub any_tenant: bool,
     pub rate_deck: String,
     pub pinless: bool,
     pub tollfree_only: bool,
@@ -196,6 +203,7 @@ impl NewAccount {
             max_calls: 1,
             credit_limit: Money::ZERO,
             tenant: "default".into(),
+            any_tenant: false,
             rate_deck: "default".into(),
             pinless: false,
             tollfree_only: false,
@@ -321,7 +329,7 @@ pub(crate) fn at_ms(v: i64) -> DateTime<Utc> {
 const ACCOUNT_COLUMNS: &str =
     "id, account, pin_salt, pin_hash, pinless, status, expires_at, currency, \
      balance, reserved, credit_limit, active_calls, max_calls, language, tenant, rate_deck, \
-     tollfree_only, created_at, redirect_code, redirect_number";
+     tollfree_only, created_at, redirect_code, redirect_number, any_tenant";
 
 /// An account row with its internals (id, PIN material), for the store's own use.
 pub(crate) struct AccountRow {
@@ -351,6 +359,7 @@ impl AccountRow {
                 max_calls: r.try_get("max_calls")?,
                 language: r.try_get("language")?,
                 tenant: r.try_get("tenant")?,
+                any_tenant: r.try_get::<i64, _>("any_tenant")? != 0,
                 rate_deck: r.try_get("rate_deck")?,
                 created_at: at_ms(r.try_get("created_at")?),
                 redirect: match (
@@ -495,6 +504,16 @@ impl Store {
             .transpose()
     }
 
+    /// Wrong PINs entered on a card since its last good one (the lock comes at
+    /// `max_auth_failures`).
+    pub async fn pin_failures(&self, account: &str) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT pin_failures FROM accounts WHERE account = $1")
+            .bind(account)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NoAccount(account.to_string()))
+    }
+
     /// A card by number.
     pub async fn account(&self, account: &str) -> Result<Account, StoreError> {
         self.account_row(account)
@@ -571,8 +590,10 @@ impl Store {
         let hash = pin::hash_pin(&self.site_key, &salt, &secret);
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO accounts (account, pin_salt, pin_hash, pinless, status, expires_at, currency, \
-             balance, credit_limit, max_calls, language, tenant, rate_deck, tollfree_only, created_at) \
-             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+             balance, credit_limit, max_calls, language, tenant, rate_deck, tollfree_only, created_at, \
+             any_tenant) \
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             RETURNING id",
         )
         .bind(&n.account)
         .bind(salt)
@@ -588,6 +609,7 @@ impl Store {
         .bind(&n.rate_deck)
         .bind(i64::from(n.tollfree_only))
         .bind(now)
+        .bind(i64::from(n.any_tenant))
         .fetch_one(&mut **tx)
         .await
         .map_err(|e| {
@@ -695,11 +717,16 @@ impl Store {
     ) -> Result<Account, StoreError> {
         let status = if blocked { "blocked" } else { "active" };
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("UPDATE accounts SET status = $1 WHERE account = $2")
-            .bind(status)
-            .bind(account)
-            .execute(&mut *tx)
-            .await?;
+        // Unblocking also forgives the wrong PINs that locked the card.
+        let done = sqlx::query(
+            "UPDATE accounts SET status = $1, \
+             pin_failures = CASE WHEN $1 = 'active' THEN 0 ELSE pin_failures END \
+             WHERE account = $2",
+        )
+        .bind(status)
+        .bind(account)
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NoAccount(account.to_string()));
         }
@@ -863,7 +890,6 @@ impl Store {
             }
             _ => {}
         }
-        let key = format!("{}:{reference}", kind.as_str());
         let mut tx = self.pool.begin().await?;
         // Write first: the row lock (PostgreSQL) or write lock (SQLite) orders the postings.
         let updated = sqlx::query(
@@ -886,6 +912,9 @@ impl Store {
             return Err(StoreError::NoAccount(account.to_string()));
         };
         let (id, balance): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        // A reference is the card's own: another card's receipt with the same number is
+        // another movement, and nothing about that card is told here.
+        let key = format!("{}:{id}:{reference}", kind.as_str());
         let inserted = sqlx::query(
             "INSERT INTO ledger (account_id, kind, amount, balance_after, idempotency_key, reference, note, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING",
@@ -908,12 +937,11 @@ impl Store {
         }
         tx.rollback().await?;
         let first = self.ledger_entry_by_key(&key).await?;
-        if first.account == account && first.amount == amount {
+        if first.amount == amount {
             Ok(Posting::AlreadyApplied(first))
         } else {
             Err(StoreError::Conflict(format!(
-                "reference '{reference}' was already used for {} {} on account {}",
-                first.kind, first.amount, first.account
+                "reference '{reference}' was already used on this card for another amount"
             )))
         }
     }

@@ -1,0 +1,198 @@
+//! The entry points the fuzz targets (`b2bua/fuzz`) drive, kept in the library so that a plain
+//! `cargo test` replays every committed corpus file through exactly the same code
+//! (`b2bua/tests/fuzz_corpus.rs`): a crash the fuzzer once found stays found in CI.
+//!
+//! Each function takes arbitrary bytes, as a peer could send them, and may only return: a
+//! panic is the failure. Where a property holds whatever the input (our own output parses
+//! back; a stream framed in any segments gives the same messages), it is asserted too.
+
+use crate::media::{dtmf, rtp, sdp};
+use crate::sip::framer::StreamFramer;
+use crate::sip::message::{self, SipMessage};
+use crate::sip::transaction::{self, Timers, Transaction};
+use std::time::{Duration, Instant};
+
+/// Everything that reads a SIP datagram: the parser, the Via stamp, the 400 reply builder,
+/// and a server transaction for whatever parses.
+pub fn sip_message(data: &[u8]) {
+    match message::parse_datagram(data) {
+        Ok(msg) => {
+            let _ = transaction::key(&msg);
+            let bytes = message::to_bytes(&msg);
+            // What we write must read back.
+            message::parse_datagram(&bytes).expect("our own output parses");
+            if let SipMessage::Request(mut r) = msg {
+                message::stamp_received(&mut r, "192.0.2.1:5060".parse().expect("an address"));
+                let now = Instant::now();
+                let (mut tx, _) = Transaction::server(r.clone(), false, Timers::default(), now);
+                tx.quiet();
+                let _ = tx.on_request(&r, now);
+                let _ = tx.respond(&message::response_to(&r, 486, Some("t")), now);
+                let _ = tx.on_timer(now + Duration::from_secs(40));
+                let ok = message::response_to(&r, 200, Some("t"));
+                message::parse_datagram(&message::response_bytes(&ok))
+                    .expect("our response parses");
+            }
+        }
+        Err(e) => {
+            if let Some(reply) = crate::transport::bad_request_reply(data, &e) {
+                assert!(reply.starts_with(b"SIP/2.0 "), "a reply is a status line");
+            }
+        }
+    }
+}
+
+/// Every message a framer gives for `data` pushed in `segments` (cycled).
+fn frames(data: &[u8], segments: &[usize]) -> (Vec<Vec<u8>>, bool) {
+    let mut framer = StreamFramer::new();
+    let mut out = Vec::new();
+    let mut rest = data;
+    let mut i = 0;
+    while !rest.is_empty() {
+        let n = segments[i % segments.len()].min(rest.len());
+        i += 1;
+        framer.push(&rest[..n]);
+        rest = &rest[n..];
+        loop {
+            match framer.next_message() {
+                Ok(Some(frame)) => out.push(frame),
+                Ok(None) => break,
+                Err(_) => return (out, true),
+            }
+        }
+    }
+    (out, false)
+}
+
+/// The TCP framer under arbitrary segmentation: the first bytes choose the segment sizes
+/// (1 to 64 bytes each, cycled), the rest is the stream. However a stream is cut, it must
+/// give the same messages as when it arrives whole, and each must parse or be refused.
+pub fn tcp_framer(data: &[u8]) {
+    let (pattern, stream) = data.split_at(data.len().min(8));
+    let segments: Vec<usize> = pattern.iter().map(|b| (*b as usize % 64) + 1).collect();
+    if segments.is_empty() {
+        return;
+    }
+    let (whole, whole_err) = frames(stream, &[stream.len().max(1)]);
+    let (cut, cut_err) = frames(stream, &segments);
+    assert_eq!(whole, cut, "segmentation changed the messages");
+    assert_eq!(
+        whole_err, cut_err,
+        "segmentation changed whether the stream frames"
+    );
+    for f in cut {
+        let _ = message::parse_normalized(&f);
+    }
+}
+
+/// SDP as an offer or an answer: read it, answer it, and read our own answer and offer back.
+pub fn sdp(data: &[u8]) {
+    let Ok(offer) = sdp::parse(data) else {
+        return;
+    };
+    assert!(offer.formats.iter().all(|pt| *pt <= 127));
+    let local = "127.0.0.1:30000".parse().expect("an address");
+    if let Ok((body, neg)) = sdp::answer(&offer, local, 7) {
+        let back = sdp::parse(body.as_bytes()).expect("our answer parses");
+        assert_eq!(back.codecs[0].1, neg.codec.1, "our answer keeps the codec");
+        let ours = sdp::offer(local, neg.codec.1, offer.direction, 7);
+        sdp::parse(ours.as_bytes()).expect("our offer parses");
+    }
+}
+
+/// RTP as it reaches a leg: the packet reader, the reception statistics, RFC 4733 and
+/// in-band digit detection with long pound, the relay's rewriting, and SIP INFO bodies.
+pub fn rtp(data: &[u8]) {
+    let t0 = Instant::now();
+    let mut stats = rtp::ReceiverStats::default();
+    let mut events = dtmf::Rfc4733Receiver::default();
+    let mut inband = dtmf::InBandDetector::default();
+    let mut merger = dtmf::DigitMerger::new(Duration::from_secs(2));
+    let mut sender = rtp::Sender::new(1, 2, 3);
+    // The input as a run of packets, each prefixed by its length.
+    let mut rest = data;
+    let mut k = 0u64;
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = (len as usize).min(tail.len());
+        let (pkt, next) = tail.split_at(len);
+        rest = next;
+        k += 1;
+        let now = t0 + Duration::from_millis(20 * k);
+        let Some(p) = rtp::read(pkt) else {
+            continue;
+        };
+        stats.on_packet(p.seq, p.ts, now);
+        let _ = stats.lost();
+        let _ = stats.jitter();
+        let keys = if p.pt == 101 {
+            events.on_packet(p.ts, p.payload, now)
+        } else {
+            let linear: Vec<i16> = p
+                .payload
+                .iter()
+                .map(|b| prompts::g711::ulaw_to_linear(*b))
+                .collect();
+            inband.push(&linear, now)
+        };
+        for key in keys {
+            let _ = merger.key(dtmf::Source::Rfc4733, key);
+        }
+        let _ = merger.tick(now);
+        if let Some(out) = sender.relay(p.pt, p.marker, p.ts, 8000, p.payload, now) {
+            let back = rtp::read(&out).expect("our packet reads back");
+            assert_eq!(back.payload, p.payload);
+        }
+    }
+    let _ = rtp::icpif(stats.loss_fraction(), stats.jitter());
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = dtmf::parse_dtmf_relay(text);
+    }
+}
+
+/// A RADIUS datagram from a known client, with and without Message-Authenticator required.
+pub fn radius_packet(data: &[u8]) {
+    let _ = rating::radius::decode_request(data, b"testing123", false);
+    let _ = rating::radius::decode_request(data, b"testing123", true);
+    if data.len() > 4 {
+        let _ = rating::radius::packet::decode_vsa(&data[4..]);
+    }
+}
+
+/// An uploaded flow: it loads or is refused, and one that loads runs a few events.
+pub fn flow_yaml(data: &[u8]) {
+    use ivr::{Context, Event, Flow, Session};
+    use std::sync::{Arc, OnceLock};
+    static PROMPTS: OnceLock<std::collections::HashSet<String>> = OnceLock::new();
+    let prompts = PROMPTS.get_or_init(ivr::catalogue_prompts);
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(flow) = Flow::parse(text, "fuzz.yaml", prompts) else {
+        return;
+    };
+    let ctx = Context {
+        ani: "1".into(),
+        access_number: "2".into(),
+        languages: vec!["en".into(), "es".into()],
+        uri_destination: "3".into(),
+    };
+    let now = Instant::now();
+    let (mut s, _) = Session::start(Arc::new(flow), &ctx, now);
+    for (i, b) in data.iter().take(64).enumerate() {
+        let t = now + Duration::from_secs(i as u64 * 3);
+        let ev = match b % 5 {
+            0 => Event::Digit((b'0' + b % 10) as char),
+            1 => Event::PromptDone,
+            2 => Event::Auth(ivr::AuthResult {
+                code: b % 16,
+                amount: "1.50".into(),
+                credit_seconds: *b as u64,
+                ..Default::default()
+            }),
+            3 => Event::BridgeEnded("busy".into()),
+            _ => Event::LongPound,
+        };
+        let _ = s.on_event(ev, t);
+        let _ = s.on_timer(t);
+    }
+}
