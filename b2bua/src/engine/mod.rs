@@ -230,7 +230,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
     };
     let gateways = cfg.router.gateways.len();
     let flood = crate::limits::FloodGate::new(&cfg.limits, Instant::now());
-    let cfg_limits_sources = cfg.limits.flood_sources;
+    let failure_keys = cfg.limits.flood_sources;
     let engine = Engine {
         cfg: Arc::new(cfg),
         store,
@@ -250,7 +250,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         stopping: false,
         accounting_writes: Arc::default(),
         flood,
-        auth_failures: crate::limits::FailureWindows::new(cfg_limits_sources),
+        auth_failures: crate::limits::FailureWindows::new(failure_keys),
     };
     let (stop_tx, stop_rx) = oneshot::channel();
     let task = crate::supervise::spawn("engine", engine.run(in_rx, ev_rx, media_rx, stop_rx));
@@ -387,8 +387,10 @@ impl Engine {
             .admit(&self.cfg.limits, from.addr.ip(), trusted, invite, now);
         let answer = match verdict {
             crate::limits::Verdict::Over => trusted,
+            // An ACK makes no transaction: it is never refused for the table being full.
             crate::limits::Verdict::Pass
-                if self.server.len() + self.client.len() >= self.cfg.limits.transactions =>
+                if req.method != rsip::Method::Ack
+                    && self.server.len() + self.client.len() >= self.cfg.limits.transactions =>
             {
                 crate::metrics::get().limit_hit("transactions");
                 true
