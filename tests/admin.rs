@@ -1527,27 +1527,23 @@ async fn metrics_cookies_and_an_itsps_minting_are_kept_within_their_limits() {
         .call("POST", "/api/v1/accounts", Some(ACME), Some(&card(1, "40")))
         .await;
     assert_eq!(a.status, 201, "{}", a.body);
-    let top = |amount: &str, reference: &str| {
-        format!(r#"{{"amount": "{amount}", "reference": "{reference}"}}"#)
+    let top = |token: &'static str, amount: &str, reference: &str| {
+        let body = format!(r#"{{"amount": "{amount}", "reference": "{reference}"}}"#);
+        let api = &api;
+        async move {
+            api.call(
+                "POST",
+                "/api/v1/accounts/800001/topups",
+                Some(token),
+                Some(&body),
+            )
+            .await
+        }
     };
-    let a = api
-        .call(
-            "POST",
-            "/api/v1/accounts/800001/topups",
-            Some(ACME),
-            Some(&top("30", "T-1")),
-        )
-        .await;
+    let a = top(ACME, "30", "T-1").await;
     assert_eq!(a.status, 201, "{}", a.body);
     // 70 so far today: 20 more would pass 80.
-    let a = api
-        .call(
-            "POST",
-            "/api/v1/accounts/800001/topups",
-            Some(ACME),
-            Some(&top("20", "T-2")),
-        )
-        .await;
+    let a = top(ACME, "20", "T-2").await;
     assert!(a.error(403).contains("at most 80.00"), "{}", a.body);
     let a = api
         .call(
@@ -1559,23 +1555,9 @@ async fn metrics_cookies_and_an_itsps_minting_are_kept_within_their_limits() {
         .await;
     assert_eq!(a.status, 403, "15 more would pass 80: {}", a.body);
     // The retry of an applied top-up takes nothing more.
-    let a = api
-        .call(
-            "POST",
-            "/api/v1/accounts/800001/topups",
-            Some(ACME),
-            Some(&top("30", "T-1")),
-        )
-        .await;
+    let a = top(ACME, "30", "T-1").await;
     assert_eq!(a.status, 200, "{}", a.body);
-    let a = api
-        .call(
-            "POST",
-            "/api/v1/accounts/800001/topups",
-            Some(FINANCE),
-            Some(&top("500", "F-1")),
-        )
-        .await;
+    let a = top(FINANCE, "500", "F-1").await;
     assert_eq!(a.status, 201, "finance is not limited: {}", a.body);
     assert_eq!(
         store.account("800001").await.unwrap().balance,

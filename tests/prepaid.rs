@@ -72,14 +72,7 @@ async fn dial(
     b2b: SocketAddr,
     call_id: &str,
 ) -> (b2bua::sip::message::Response, SocketAddr) {
-    let offer = caller.sdp("0 101", &["0 PCMU/8000", "101 telephone-event/8000"]);
-    let invite = caller.invite(b2b, "5551200", call_id, &offer);
-    caller.send(b2b, &invite).await;
-    let ok = caller.expect_response(200, S).await;
-    let ack = caller.in_dialog("ACK", b2b, &ok, None);
-    caller.send(b2b, &ack).await;
-    let a_leg = sdp_addr(&ok.body);
-    (ok, a_leg)
+    caller.dial_ivr(b2b, "5551200", call_id).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

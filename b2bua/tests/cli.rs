@@ -58,6 +58,30 @@ impl Cli {
     }
 }
 
+/// Kills a `serve` process when dropped, so that a failed assertion does not leave it
+/// holding its ports.
+struct Reap(u32);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// What `serve` printed up to "press Ctrl-C" (it is ready then).
+fn until_ready(stdout: &mut impl std::io::Read) -> String {
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("press Ctrl-C") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "serve exited early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    seen
+}
+
 #[test]
 fn a_clerks_day() {
     let cli = Cli::new();
@@ -347,23 +371,9 @@ fn serve_creates_the_demo_once_and_keeps_it() {
         .spawn()
         .unwrap();
     // A failed assertion must not leave the service holding the demo's ports.
-    struct Reap(u32);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &self.0.to_string()])
-                .status();
-        }
-    }
     let _reap = Reap(child.id());
     let mut stdout = child.stdout.take().unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    while !seen.contains("press Ctrl-C") {
-        let n = std::io::Read::read(&mut stdout, &mut buf).unwrap();
-        assert!(n > 0, "serve exited early: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    let seen = until_ready(&mut stdout);
     // The demo answers RADIUS with the seed's secret: radclient works against a fresh install.
     let radclient = std::process::Command::new("radclient")
         .arg("-v")
@@ -736,23 +746,10 @@ fn out_of_descriptors_the_tcp_listener_backs_off_instead_of_spinning() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    struct Reap(u32);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &self.0.to_string()])
-                .status();
-        }
-    }
     let _reap = Reap(child.id());
     let mut stdout = child.stdout.take().unwrap();
-    let mut seen = String::new();
+    let seen = until_ready(&mut stdout);
     let mut buf = [0u8; 4096];
-    while !seen.contains("press Ctrl-C") {
-        let n = stdout.read(&mut buf).unwrap();
-        assert!(n > 0, "serve exited early: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
     let addr: std::net::SocketAddr = seen
         .lines()
         .find_map(|l| l.trim().strip_prefix("SIP TCP on "))

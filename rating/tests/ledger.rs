@@ -511,6 +511,19 @@ on_both!(old_top_up_references_are_still_recognised_after_the_migration);
 /// charge is made in each change's own transaction.
 async fn a_tenants_daily_allowance_holds_under_parallel_top_ups(db: &TestDb) {
     use rating::store::{Allowance, AuditEntry};
+    let itsp = |at, amount: &str| AuditEntry {
+        at,
+        actor: "acme".into(),
+        role: "itsp:acme".into(),
+        action: "topup".into(),
+        target: "000070".into(),
+        detail: String::new(),
+        allowance: Some(Allowance {
+            tenant: "acme".into(),
+            amount: money(amount),
+            per_day: money("55"),
+        }),
+    };
     let s = std::sync::Arc::new(db.store().await);
     let other = std::sync::Arc::new(db.store_with(common::config("node-b")).await);
     let mut c = card("000070", "1234", "0");
@@ -519,20 +532,8 @@ async fn a_tenants_daily_allowance_holds_under_parallel_top_ups(db: &TestDb) {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..20 {
         let store = if i % 2 == 0 { s.clone() } else { other.clone() };
+        let audit = itsp(now(), "10");
         tasks.spawn(async move {
-            let audit = AuditEntry {
-                at: now(),
-                actor: "acme".into(),
-                role: "itsp:acme".into(),
-                action: "topup".into(),
-                target: "000070".into(),
-                detail: String::new(),
-                allowance: Some(Allowance {
-                    tenant: "acme".into(),
-                    amount: money("10"),
-                    per_day: money("55"),
-                }),
-            };
             store
                 .post_audited(
                     "000070",
@@ -563,19 +564,7 @@ async fn a_tenants_daily_allowance_holds_under_parallel_top_ups(db: &TestDb) {
     );
     // The next UTC day starts again.
     let tomorrow = now() + chrono::Duration::days(1);
-    let audit = AuditEntry {
-        at: tomorrow,
-        actor: "acme".into(),
-        role: "itsp:acme".into(),
-        action: "topup".into(),
-        target: "000070".into(),
-        detail: String::new(),
-        allowance: Some(Allowance {
-            tenant: "acme".into(),
-            amount: money("50"),
-            per_day: money("55"),
-        }),
-    };
+    let audit = itsp(tomorrow, "50");
     assert!(matches!(
         s.post_audited(
             "000070",

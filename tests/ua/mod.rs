@@ -168,6 +168,24 @@ Max-Forwards: 70\r\n{ct}Content-Length: {}\r\n\r\n{b}",
         )
     }
 
+    /// Dials an IVR access number offering PCMU and telephone-event 101, ACKs the 200;
+    /// returns it and the B2BUA's RTP address for this call.
+    pub async fn dial_ivr(
+        &mut self,
+        b2b: SocketAddr,
+        number: &str,
+        call_id: &str,
+    ) -> (message::Response, SocketAddr) {
+        let offer = self.sdp("0 101", &["0 PCMU/8000", "101 telephone-event/8000"]);
+        let invite = self.invite(b2b, number, call_id, &offer);
+        self.send(b2b, &invite).await;
+        let ok = self.expect_response(200, Duration::from_secs(20)).await;
+        let ack = self.in_dialog("ACK", b2b, &ok, None);
+        self.send(b2b, &ack).await;
+        let a_leg = sdp_addr(&ok.body);
+        (ok, a_leg)
+    }
+
     /// Sends RTP packets: `count` frames of `payload` every 20 ms.
     pub async fn send_rtp(&self, to: SocketAddr, pt: u8, ssrc: u32, count: u16, payload: &[u8]) {
         let mut s = rtp::Sender::new(ssrc, 100, 1000);
