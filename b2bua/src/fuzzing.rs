@@ -189,7 +189,7 @@ pub fn flow_yaml(data: &[u8]) {
                 credit_seconds: *b as u64,
                 ..Default::default()
             }),
-            3 => Event::BridgeEnded("busy".into()),
+            3 => Event::BridgeEnded(ivr::BridgeEnd::ALL[usize::from(*b) % 7]),
             _ => Event::LongPound,
         };
         let _ = s.on_event(ev, t);

@@ -2,6 +2,7 @@
 //! menu, authorize, set, bridge, hangup, goto), loaded and checked before any call uses them.
 //! Every error names the file, the line and the state, because ITSPs write these files.
 
+use crate::BridgeEnd;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -213,17 +214,6 @@ pub enum SayKind {
     Digits,
 }
 
-/// Why a bridged call ended, as the flow branches on it.
-pub const BRIDGE_ENDS: &[&str] = &[
-    "busy",
-    "no_answer",
-    "unreachable",
-    "called_hangup",
-    "long_pound",
-    "credit_exhausted",
-    "failed",
-];
-
 /// One state's action, resolved (parameters are numbers, targets are checked).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -265,7 +255,7 @@ pub enum Step {
     Bridge {
         destination: String,
         warning: Vec<String>,
-        on: BTreeMap<String, String>,
+        on: BTreeMap<BridgeEnd, String>,
     },
     /// End the call.
     Hangup { cause: String },
@@ -725,18 +715,25 @@ fn resolve(
     }
     if let Some(b) = &st.bridge {
         check_prompts(&b.warning, err);
-        for k in b.on.keys() {
-            if !BRIDGE_ENDS.contains(&k.as_str()) {
-                err(format!(
-                    "bridge end `{k}` is not one of {}",
-                    BRIDGE_ENDS.join(", ")
-                ));
+        let mut on = BTreeMap::new();
+        for (k, target) in &b.on {
+            match BridgeEnd::from_name(k) {
+                Some(end) => {
+                    on.insert(end, target.clone());
+                }
+                None => {
+                    let names: Vec<&str> = BridgeEnd::ALL.iter().map(|e| e.name()).collect();
+                    err(format!(
+                        "bridge end `{k}` is not one of {}",
+                        names.join(", ")
+                    ))
+                }
             }
         }
         return Some(Step::Bridge {
             destination: b.destination.clone(),
             warning: b.warning.clone(),
-            on: b.on.clone(),
+            on,
         });
     }
     if let Some(h) = &st.hangup {

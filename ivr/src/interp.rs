@@ -47,9 +47,8 @@ pub enum Event {
     PromptDone,
     /// The answer to an [`Action::Authorize`].
     Auth(AuthResult),
-    /// The bridge ended: busy, no_answer, unreachable, called_hangup, long_pound,
-    /// credit_exhausted or failed.
-    BridgeEnded(String),
+    /// The bridge ended, and why.
+    BridgeEnded(crate::BridgeEnd),
     /// The caller held `#`.
     LongPound,
     /// The credit ends in `warning_seconds`.
@@ -620,7 +619,11 @@ impl Session {
                 let Step::Bridge { on, .. } = self.step() else {
                     return out;
                 };
-                match on.get(&reason).or_else(|| on.get("failed")).cloned() {
+                match on
+                    .get(&reason)
+                    .or_else(|| on.get(&crate::BridgeEnd::Failed))
+                    .cloned()
+                {
                     Some(n) => self.go(&n, now, &mut out),
                     None => {
                         out.push(Action::Hangup {

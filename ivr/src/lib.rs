@@ -2,9 +2,11 @@
 //! and checking) and run per call without I/O ([`interp`]). The flows shipped in `flows/`
 //! reproduce the reference debit-card scripts.
 
+pub mod bridge;
 pub mod flow;
 pub mod interp;
 
+pub use bridge::BridgeEnd;
 pub use flow::{Flow, FlowError};
 pub use interp::{Action, AuthResult, Context, Event, Session};
 

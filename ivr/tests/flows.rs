@@ -52,7 +52,10 @@ fn run(name: &str, ctx: &Context, script: &[S]) -> Vec<String> {
                 }),
                 now,
             ),
-            S::Ended(r) => s.on_event(Event::BridgeEnded(r.to_string()), now),
+            S::Ended(r) => s.on_event(
+                Event::BridgeEnded(ivr::BridgeEnd::from_name(r).unwrap()),
+                now,
+            ),
             S::Wait(secs) => {
                 now += Duration::from_secs(secs);
                 s.on_timer(now)

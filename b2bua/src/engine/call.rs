@@ -891,7 +891,7 @@ impl Engine {
         };
         if call.ivr.is_some() && !self.stopping {
             // The caller stays with the flow, which hears how the bridge attempt ended.
-            return self.ivr_bridge_ended(id, super::ivr_call::bridge_end_for(code), None, now);
+            return self.ivr_bridge_ended(id, ivr::BridgeEnd::for_status(code), None, now);
         }
         let answered = self.server.get(&call.a_tx).is_some_and(|s| s.tx.answered());
         if !answered {
@@ -1068,7 +1068,12 @@ impl Engine {
             if call.ivr.is_some() {
                 // The gateway leg ends; the flow tells the caller ("disconnected") and hangs up.
                 self.bye(id, Side::B, now);
-                return self.ivr_bridge_ended(id, "credit_exhausted", Some(t0 + talk), now);
+                return self.ivr_bridge_ended(
+                    id,
+                    ivr::BridgeEnd::CreditExhausted,
+                    Some(t0 + talk),
+                    now,
+                );
             }
             self.bye(id, Side::A, now);
             self.bye(id, Side::B, now);
@@ -1167,7 +1172,7 @@ impl Engine {
             Method::Bye if ivr_call && side == Side::B => {
                 // The called party hung up: the caller goes back to the flow.
                 self.reply(&key, 200, None, now);
-                self.ivr_bridge_ended(id, "called_hangup", None, now);
+                self.ivr_bridge_ended(id, ivr::BridgeEnd::CalledHangup, None, now);
             }
             Method::Bye if ivr_call => {
                 self.reply(&key, 200, None, now);

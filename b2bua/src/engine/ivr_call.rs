@@ -12,21 +12,12 @@ use crate::media::engine as media;
 use crate::media::sdp;
 use crate::sip::message::Response;
 use chrono::{DateTime, Utc};
+use ivr::BridgeEnd;
 use rating::radius::acct::Leg;
 use rating::store::{AuthRequest, CallEnd, CallRequest, Reservation};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How a failed gateway attempt ends for the flow.
-pub(super) fn bridge_end_for(code: u16) -> &'static str {
-    match code {
-        486 | 600 | 603 => "busy",
-        408 | 480 | 487 => "no_answer",
-        404 | 484 | 503 | 502 | 500 | 504 => "unreachable",
-        _ => "failed",
-    }
-}
 
 impl Engine {
     /// Answers the caller with our SDP and starts its flow.
@@ -125,7 +116,7 @@ impl Engine {
                     } else {
                         self.cancel_b(id, now);
                     }
-                    self.ivr_bridge_ended(id, "long_pound", None, now);
+                    self.ivr_bridge_ended(id, BridgeEnd::LongPound, None, now);
                 }
                 ivr::Action::Hangup { cause } => {
                     self.cancel_b(id, now);
@@ -315,14 +306,14 @@ impl Engine {
                 %destination,
                 "the flow asked to bridge without an authorization for that destination; refused"
             );
-            return self.ivr_bridge_ended(id, "failed", None, now);
+            return self.ivr_bridge_ended(id, BridgeEnd::Failed, None, now);
         }
         call.candidates = self.cfg.router.candidates(&destination);
         call.destination = destination;
         call.next_candidate = 0;
         call.last_code = 0;
         if call.candidates.is_empty() {
-            return self.ivr_bridge_ended(id, "unreachable", None, now);
+            return self.ivr_bridge_ended(id, BridgeEnd::Unreachable, None, now);
         }
         call.phase = Phase::Dialing;
         self.dial_next(id, now);
@@ -346,7 +337,7 @@ impl Engine {
         if let Err(e) = media_ok {
             tracing::warn!(call = id, error = %e, "gateway answer unusable");
             self.bye(id, Side::B, now);
-            return self.ivr_bridge_ended(id, "failed", None, now);
+            return self.ivr_bridge_ended(id, BridgeEnd::Failed, None, now);
         }
         let call = self.calls.get_mut(&id).expect("checked");
         if let Some(m) = &call.media {
@@ -388,7 +379,7 @@ impl Engine {
     pub(super) fn ivr_bridge_ended(
         &mut self,
         id: u64,
-        reason: &str,
+        reason: BridgeEnd,
         disconnect_at: Option<DateTime<Utc>>,
         now: Instant,
     ) {
@@ -398,7 +389,7 @@ impl Engine {
         let quality = call.media.as_ref().map(|m| m.quality());
         if call.b_setup.is_some() {
             let leg_end = LegEnd {
-                cause: reason,
+                cause: reason.name(),
                 disconnect_at: disconnect_at.unwrap_or_else(Utc::now),
                 voice_quality: quality
                     .filter(|q| q.packets[0] > 0 && call.connected.is_some())
@@ -414,7 +405,7 @@ impl Engine {
             let end = CallEnd {
                 connect_at: connected.map(|c| c.1),
                 disconnect_at: disconnect_at.unwrap_or_else(Utc::now),
-                cause: reason.to_string(),
+                cause: reason.name().to_string(),
                 voice_quality: quality
                     .filter(|q| q.packets[0] > 0 && connected.is_some())
                     .map(|q| q.icpif),
@@ -438,12 +429,11 @@ impl Engine {
         if let Some(m) = &call.media {
             m.bridge(false);
         }
-        tracing::info!(call = id, reason, "bridge ended; back to the flow");
+        tracing::info!(call = id, %reason, "bridge ended; back to the flow");
         match settle {
             // The flow goes on once the money is settled, so that its next authorization sees
             // the charge (and the card is no longer in use).
             Some((r, end)) => {
-                let reason = reason.to_string();
                 self.spawn_store(move |store| async move {
                     if let Err(e) = store.settle(&r.conf_id, &end, Utc::now()).await {
                         tracing::error!(error = %e, "settling a bridge failed; the sweeper will settle it");
@@ -451,7 +441,7 @@ impl Engine {
                     Some(Event::BridgeSettled { call: id, reason })
                 });
             }
-            None => self.ivr_feed(id, ivr::Event::BridgeEnded(reason.to_string()), now),
+            None => self.ivr_feed(id, ivr::Event::BridgeEnded(reason), now),
         }
     }
 

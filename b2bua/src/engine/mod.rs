@@ -45,7 +45,7 @@ pub enum Event {
         result: Result<Settlement, String>,
     },
     /// An IVR call's bridge was settled; its flow goes on.
-    BridgeSettled { call: u64, reason: String },
+    BridgeSettled { call: u64, reason: ivr::BridgeEnd },
     /// An IVR call's authorization finished; phase 2 brings its hold.
     IvrAuth {
         call: u64,
