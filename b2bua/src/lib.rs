@@ -6,6 +6,7 @@
 pub mod access;
 pub mod admin;
 pub mod assets;
+pub mod call;
 pub mod config;
 pub mod engine;
 pub mod fuzzing;

@@ -35,7 +35,7 @@ impl Engine {
             Leg::Originate => (
                 &call.conf_id,
                 call.b_setup.unwrap_or(call.a_setup),
-                call.connected.map(|c| c.1),
+                call.connected,
                 &call.destination,
                 call.b_remote,
             ),

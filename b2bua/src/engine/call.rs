@@ -10,6 +10,7 @@
 
 use super::accounting::LegEnd;
 use super::{Engine, Event, Purpose, Side, Wake};
+use crate::call::{Grant, MoneyClock, Tick};
 use crate::media::engine::{self as media, MediaEvent, Session};
 use crate::media::sdp;
 use crate::routing::{CallerId, Candidate, Proto};
@@ -24,7 +25,7 @@ use rating::codes::ReturnCode;
 use rating::radius::acct::Leg;
 use rating::store::{AuthRequest, CallAnswer, CallEnd, CallRequest, Extension, Reservation};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Where a call stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,11 +73,12 @@ pub(crate) struct Call {
     pub(super) last_code: u16,
     pub(super) phase: Phase,
     pub(super) reservation: Option<Reservation>,
-    pub(super) credit_time: u64,
-    pub(super) granted: u64,
-    pub(super) connected: Option<(Instant, DateTime<Utc>)>,
-    pub(super) cutoff_at: Option<Instant>,
-    pub(super) extend_at: Option<Instant>,
+    /// What the reservation holds, until the answer starts the clock.
+    pub(super) grant: Grant,
+    /// When the gateway answered (wall time, for the records).
+    pub(super) connected: Option<DateTime<Utc>>,
+    /// The money running since the answer: cutoff, extensions, warning.
+    pub(super) clock: Option<MoneyClock>,
     pub(super) setup_deadline: Option<Instant>,
     pub(super) ring_deadline: Option<Instant>,
     /// Server INVITE transactions whose 2xx awaits its ACK, per side.
@@ -102,8 +104,6 @@ pub(crate) struct Call {
     /// The number a redirect code (51, 52) sends this caller to for free, once the store said
     /// so: the only bridge allowed without a reservation.
     pub(super) free_to: Option<String>,
-    /// When the credit warning is due.
-    pub(super) warning_at: Option<Instant>,
     /// The card, once the flow (or a pinless caller's number) named it; for accounting.
     pub(super) account: String,
     /// When the caller's INVITE arrived, and when we (or the gateway, through us) answered it.
@@ -118,18 +118,6 @@ pub(crate) struct Call {
 }
 
 impl Call {
-    /// Where the money ends for the time held so far, counted from the answer at `c0`: the
-    /// cutoff, and (while the card has more and `max` allows) when to hold the next chunk.
-    pub(super) fn clock(&mut self, c0: Instant, max: Duration, extendable: bool, now: Instant) {
-        let granted = Duration::from_secs(self.granted);
-        self.cutoff_at = Some(c0 + granted.min(max));
-        self.extend_at =
-            (extendable && self.credit_time > self.granted && granted < max).then(|| {
-                let margin = Duration::from_secs((self.granted / 2).min(30));
-                (c0 + granted - margin).max(now)
-            });
-    }
-
     /// One leg's dialog (once established) and where its requests go.
     fn leg(&mut self, side: Side) -> (Option<&mut Dialog>, Peer) {
         match side {
@@ -414,11 +402,9 @@ impl Engine {
             last_code: 0,
             phase: Phase::Authorizing,
             reservation: None,
-            credit_time: 0,
-            granted: 0,
+            grant: Grant::default(),
             connected: None,
-            cutoff_at: None,
-            extend_at: None,
+            clock: None,
             setup_deadline: None,
             ring_deadline: None,
             awaiting_ack: [None, None],
@@ -436,7 +422,6 @@ impl Engine {
             card_tenant: access.card_tenant(),
             trust_ani: access.trust_ani,
             free_to: None,
-            warning_at: None,
             account,
             a_setup: Utc::now(),
             a_connect: None,
@@ -506,12 +491,14 @@ impl Engine {
             );
         }
         call.reservation = answer.reservation;
-        call.credit_time = answer.credit_time;
-        call.granted = call
-            .reservation
-            .as_ref()
-            .map(|r| r.granted_seconds)
-            .unwrap_or(answer.credit_time);
+        call.grant = Grant {
+            granted: call
+                .reservation
+                .as_ref()
+                .map(|r| r.granted_seconds)
+                .unwrap_or(answer.credit_time),
+            credit: answer.credit_time,
+        };
         call.candidates = self.cfg.router.candidates(&call.destination);
         if call.candidates.is_empty() {
             return self.fail(
@@ -798,10 +785,15 @@ impl Engine {
         let call = self.calls.get_mut(&id).expect("caller checked");
         let mut ok = ok_to_caller(&self.local, call);
         call.phase = Phase::Answered;
-        call.connected = Some((now, Utc::now()));
+        call.connected = Some(Utc::now());
         call.setup_deadline = None;
         call.ring_deadline = None;
-        call.clock(now, self.cfg.calls.max_duration, true, now);
+        call.clock = Some(MoneyClock::paid(
+            now,
+            call.grant,
+            self.cfg.calls.max_duration,
+            None,
+        ));
         let a_tx = call.a_tx.clone();
         let answer = match answer {
             Ok(body) => body,
@@ -812,8 +804,7 @@ impl Engine {
                 if let Some(c) = self.calls.get_mut(&id) {
                     c.phase = Phase::Dialing;
                     c.connected = None;
-                    c.cutoff_at = None;
-                    c.extend_at = None;
+                    c.clock = None;
                 }
                 return self.fail(id, 488, Some(&e), "gateway media unusable", now);
             }
@@ -823,14 +814,12 @@ impl Engine {
             m.bridge(true);
         }
         // The caller's leg is answered only now that it gets its 200.
-        call.a_connect = call.connected.map(|c| c.1);
+        call.a_connect = call.connected;
         let conf = call.conf_id.clone();
-        let wake = [call.cutoff_at, call.extend_at];
+        let wake = call.clock.as_ref().and_then(MoneyClock::next_wake);
         self.stats.answered += 1;
         self.respond(&a_tx, ok, now);
-        for w in wake {
-            self.schedule(w, Wake::Call(id));
-        }
+        self.schedule(wake, Wake::Call(id));
         self.account(id, &[Leg::Answer, Leg::Originate], None);
         self.spawn_mark_connected(conf);
     }
@@ -932,8 +921,7 @@ impl Engine {
         self.account(id, legs, Some(&leg_end));
         let call = self.calls.get_mut(&id).expect("just found");
         call.phase = Phase::Ended;
-        call.cutoff_at = None;
-        call.extend_at = None;
+        call.clock = None;
         call.setup_deadline = None;
         call.ring_deadline = None;
         if let Some(b) = call.b.as_mut() {
@@ -942,7 +930,7 @@ impl Engine {
                 self.gateway_load[b.gateway] -= 1;
             }
         }
-        let connect_at = call.connected.map(|c| c.1);
+        let connect_at = call.connected;
         // Its RTP sockets close now.
         call.media = None;
         if let Some(q) = &quality {
@@ -1049,46 +1037,59 @@ impl Engine {
             self.cancel_b(id, now);
             return self.fail(id, 480, Some("no answer"), "no answer", now);
         }
-        if due(call.cutoff_at) && call.phase == Phase::Answered {
-            let at = call.cutoff_at.take().expect("due");
-            let (c0, t0) = call.connected.expect("answered");
-            let talk = chrono::Duration::from_std(at - c0).unwrap_or_default();
-            let cause = if at - c0 >= self.cfg.calls.max_duration {
-                "max duration"
-            } else {
-                "cutoff"
-            };
-            tracing::info!(
-                call = id,
-                seconds = (at - c0).as_secs(),
-                "cutting the call off: {cause}"
-            );
-            self.stats.cutoffs += 1;
-            crate::metrics::get().cutoffs.inc();
-            if call.ivr.is_some() {
-                // The gateway leg ends; the flow tells the caller ("disconnected") and hangs up.
-                self.bye(id, Side::B, now);
-                return self.ivr_bridge_ended(
-                    id,
-                    ivr::BridgeEnd::CreditExhausted,
-                    Some(t0 + talk),
-                    now,
-                );
-            }
-            self.bye(id, Side::A, now);
-            self.bye(id, Side::B, now);
-            return self.end(id, cause, t0 + talk);
+        if call.phase == Phase::Answered {
+            self.money_ticks(id, now);
         }
-        if due(call.extend_at) {
-            call.extend_at = None;
-            let conf = call.conf_id.clone();
-            self.spawn_store(move |store| async move {
-                let result = store
-                    .extend(&conf, Utc::now())
-                    .await
-                    .map_err(|e| e.to_string());
-                Some(Event::Extended { call: id, result })
-            });
+    }
+
+    /// What the money clock says is due: the cutoff, the credit warning, the next hold.
+    fn money_ticks(&mut self, id: u64, now: Instant) {
+        loop {
+            let Some(call) = self.calls.get_mut(&id) else {
+                return;
+            };
+            let Some(clock) = call.clock.as_mut() else {
+                return;
+            };
+            let Some(tick) = clock.poll(now) else {
+                let wake = clock.next_wake();
+                return self.schedule(wake, Wake::Call(id));
+            };
+            match tick {
+                Tick::Cutoff { talk, why } => {
+                    let t0 = call.connected.unwrap_or_else(Utc::now);
+                    let end_at = t0 + chrono::Duration::from_std(talk).unwrap_or_default();
+                    let cause = why.cause();
+                    tracing::info!(
+                        call = id,
+                        seconds = talk.as_secs(),
+                        "cutting the call off: {cause}"
+                    );
+                    self.stats.cutoffs += 1;
+                    crate::metrics::get().cutoffs.inc();
+                    if call.ivr.is_some() {
+                        // The gateway leg ends; the flow tells the caller ("disconnected")
+                        // and hangs up.
+                        self.bye(id, Side::B, now);
+                        let end = ivr::BridgeEnd::CreditExhausted;
+                        return self.ivr_bridge_ended(id, end, Some(end_at), now);
+                    }
+                    self.bye(id, Side::A, now);
+                    self.bye(id, Side::B, now);
+                    return self.end(id, cause, end_at);
+                }
+                Tick::Warn => self.ivr_feed(id, ivr::Event::CreditWarning, now),
+                Tick::Extend => {
+                    let conf = call.conf_id.clone();
+                    self.spawn_store(move |store| async move {
+                        let result = store
+                            .extend(&conf, Utc::now())
+                            .await
+                            .map_err(|e| e.to_string());
+                        Some(Event::Extended { call: id, result })
+                    });
+                }
+            }
         }
     }
 
@@ -1097,17 +1098,15 @@ impl Engine {
             return;
         };
         let Ok(ext) = result else { return };
-        let Some((c0, _)) = call.connected else {
-            return;
-        };
-        if call.phase != Phase::Answered || ext.granted_seconds <= call.granted {
+        if call.phase != Phase::Answered {
             return;
         }
-        call.granted = ext.granted_seconds;
-        call.clock(c0, self.cfg.calls.max_duration, ext.extended, now);
-        let wake = [call.cutoff_at, call.extend_at];
-        for w in wake {
-            self.schedule(w, Wake::Call(id));
+        let Some(clock) = call.clock.as_mut() else {
+            return;
+        };
+        if clock.extended(ext.granted_seconds, ext.extended, now) {
+            let wake = clock.next_wake();
+            self.schedule(wake, Wake::Call(id));
         }
     }
 

@@ -8,6 +8,7 @@
 use super::accounting::LegEnd;
 use super::call::{attach_sdp, is_sdp, ok_to_caller, Phase};
 use super::{Engine, Event, Side, Wake};
+use crate::call::MoneyClock;
 use crate::media::engine as media;
 use crate::media::sdp;
 use crate::sip::message::Response;
@@ -268,8 +269,10 @@ impl Engine {
             call.free_to = Some(result.redirect.clone());
         }
         if let Some(r) = reservation {
-            call.granted = r.granted_seconds;
-            call.credit_time = credit_time;
+            call.grant = crate::call::Grant {
+                granted: r.granted_seconds,
+                credit: credit_time,
+            };
             call.reservation = Some(r);
         }
         self.ivr_feed(id, ivr::Event::Auth(result), now);
@@ -344,31 +347,27 @@ impl Engine {
             m.bridge(true);
         }
         call.phase = Phase::Answered;
-        call.connected = Some((now, Utc::now()));
+        call.connected = Some(Utc::now());
         call.setup_deadline = None;
         call.ring_deadline = None;
         let max = self.cfg.calls.max_duration;
         let paid = call.reservation.is_some();
-        if paid {
-            call.clock(now, max, true, now);
-        } else {
-            // A free call (the customer-service redirect) ends only at the maximum duration.
-            call.cutoff_at = Some(now + max);
-            call.extend_at = None;
-        }
         let warn = call
             .ivr
             .as_ref()
             .map(|s| s.flow().param("warning_seconds", 60) as u64)
             .unwrap_or(60);
-        call.warning_at = (paid && call.credit_time > warn)
-            .then(|| now + Duration::from_secs(call.credit_time - warn));
-        let wake = [call.cutoff_at, call.extend_at, call.warning_at];
-        let conf = call.conf_id.clone();
+        let clock = if paid {
+            MoneyClock::paid(now, call.grant, max, Some(Duration::from_secs(warn)))
+        } else {
+            // A free call (the customer-service redirect) ends only at the maximum duration.
+            MoneyClock::free(now, max)
+        };
+        let wake = clock.next_wake();
+        call.clock = Some(clock);
+        self.schedule(wake, Wake::Call(id));
+        let conf = self.calls[&id].conf_id.clone();
         self.stats.answered += 1;
-        for w in wake {
-            self.schedule(w, Wake::Call(id));
-        }
         self.account(id, &[Leg::Originate], None);
         if paid {
             self.spawn_mark_connected(conf);
@@ -403,7 +402,7 @@ impl Engine {
         let connected = call.connected.take();
         let settle = call.reservation.take().map(|r| {
             let end = CallEnd {
-                connect_at: connected.map(|c| c.1),
+                connect_at: connected,
                 disconnect_at: disconnect_at.unwrap_or_else(Utc::now),
                 cause: reason.name().to_string(),
                 voice_quality: quality
@@ -420,9 +419,7 @@ impl Engine {
                 self.dialogs.remove(&d.call_id);
             }
         }
-        call.cutoff_at = None;
-        call.extend_at = None;
-        call.warning_at = None;
+        call.clock = None;
         call.setup_deadline = None;
         call.ring_deadline = None;
         call.phase = Phase::Ivr;
@@ -445,18 +442,8 @@ impl Engine {
         }
     }
 
-    /// The flow's timers and the credit warning.
+    /// The flow's timers (collect and menu timeouts).
     pub(super) fn ivr_timers(&mut self, id: u64, now: Instant) {
-        let Some(call) = self.calls.get_mut(&id) else {
-            return;
-        };
-        if call.ivr.is_none() {
-            return;
-        }
-        if call.warning_at.is_some_and(|w| w <= now) {
-            call.warning_at = None;
-            self.ivr_feed(id, ivr::Event::CreditWarning, now);
-        }
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
