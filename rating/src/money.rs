@@ -113,6 +113,14 @@ impl Money {
         self.0 > 0
     }
 
+    /// The amount in whole cents, a sub-cent remainder dropped toward minus infinity: what an
+    /// announcement or a RADIUS `h323-credit-amount` shows (printed through `Display`, as
+    /// `32.91`), so neither ever promises more than the balance holds.
+    pub fn floor_cents(self) -> Money {
+        let cent = UNIT / 100;
+        Money(self.0.div_euclid(cent).saturating_mul(cent))
+    }
+
     /// The whole units and the cents, for announcing "N dollars and M cents". Sub-cent
     /// remainders are dropped (an announcement never promises more than the balance holds).
     pub fn units_and_cents(self) -> (i64, i64) {
@@ -175,5 +183,18 @@ mod tests {
         assert_eq!(Money::from_micros(12_500).to_string(), "0.0125");
         assert_eq!(Money::from_micros(-1_500_000).to_string(), "-1.50");
         assert_eq!(Money::from_micros(32_919_999).units_and_cents(), (32, 91));
+        assert_eq!(
+            Money::from_micros(32_919_999).floor_cents().to_string(),
+            "32.91"
+        );
+        assert_eq!(
+            Money::from_micros(10_000_000).floor_cents().to_string(),
+            "10.00"
+        );
+        assert_eq!(Money::from_micros(5_000).floor_cents().to_string(), "0.00");
+        assert_eq!(
+            Money::from_micros(-5_000).floor_cents().to_string(),
+            "-0.01"
+        );
     }
 }

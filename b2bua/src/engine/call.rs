@@ -19,6 +19,7 @@ use crate::sip::message::{
     hdr, new_branch, new_call_id, new_tag, parse_uri, response_to, Headers, Method, Request,
     Response, SipExt,
 };
+use crate::sip::transaction::TxKey;
 use crate::transport::Peer;
 use chrono::{DateTime, Utc};
 use rating::codes::ReturnCode;
@@ -47,7 +48,7 @@ pub(crate) struct BLeg {
     pub(super) gateway: usize,
     pub(super) peer: Peer,
     /// The client INVITE transaction's key.
-    pub(super) tx: String,
+    pub(super) tx: TxKey,
     pub(super) invite: Request,
     pub(super) dialog: Option<Dialog>,
     /// Whether the gateway has said anything (a gateway that says nothing is dead).
@@ -64,7 +65,7 @@ pub(crate) struct Call {
     pub(super) destination: String,
     pub(super) a_peer: Peer,
     pub(super) a_invite: Request,
-    pub(super) a_tx: String,
+    pub(super) a_tx: TxKey,
     pub(super) a_tag: String,
     pub(super) a_dialog: Option<Dialog>,
     pub(super) b: Option<BLeg>,
@@ -82,7 +83,7 @@ pub(crate) struct Call {
     pub(super) setup_deadline: Option<Instant>,
     pub(super) ring_deadline: Option<Instant>,
     /// Server INVITE transactions whose 2xx awaits its ACK, per side.
-    pub(super) awaiting_ack: [Option<String>; 2],
+    pub(super) awaiting_ack: [Option<TxKey>; 2],
     /// The call's RTP: the caller's leg and the gateway's leg.
     pub(super) media: Option<Session>,
     /// The caller's SDP offer.
@@ -115,6 +116,8 @@ pub(crate) struct Call {
     /// Every log line about this call is inside this span: session id, conference id (one
     /// per gateway call) and account, filled in as they become known.
     pub(super) span: tracing::Span,
+    /// An IVR call's current bridge (its conference id), inside the call's span.
+    pub(super) bridge_span: Option<tracing::Span>,
 }
 
 impl Call {
@@ -254,7 +257,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn dispatch_request(&mut self, req: Request, from: Peer, key: String, now: Instant) {
+    pub(super) fn dispatch_request(&mut self, req: Request, from: Peer, key: TxKey, now: Instant) {
         let in_dialog = req.to_tag().is_some();
         match req.method {
             Method::Invite if !in_dialog => self.new_call(req, from, key, now),
@@ -274,7 +277,7 @@ impl Engine {
         }
     }
 
-    fn new_call(&mut self, req: Request, from: Peer, key: String, now: Instant) {
+    fn new_call(&mut self, req: Request, from: Peer, key: TxKey, now: Instant) {
         if self.stopping {
             return self.reply(&key, 503, Some("shutting down"), now);
         }
@@ -377,17 +380,30 @@ impl Engine {
         } else {
             ani.clone()
         };
-        let span = tracing::info_span!(
-            "call",
-            id = self.next_call - 1,
-            session = %session_id,
-            conf = %if flow.is_some() { "" } else { conf_id.as_str() },
-            account = %account,
-            access = %access.number,
-        );
+        // Each field once: a pinless call knows its card and conference now; an IVR call
+        // learns its card from the caller, and each of its bridges gets a span of its own.
+        let span = if flow.is_some() {
+            tracing::info_span!(
+                "call",
+                id = self.next_call - 1,
+                session = %session_id,
+                account = tracing::field::Empty,
+                access = %access.number,
+            )
+        } else {
+            tracing::info_span!(
+                "call",
+                id = self.next_call - 1,
+                session = %session_id,
+                conf = %conf_id,
+                account = %account,
+                access = %access.number,
+            )
+        };
         let _in_call = span.clone().entered();
         let call = Call {
             span,
+            bridge_span: None,
             session_id,
             conf_id,
             ani: ani.clone(),
@@ -672,7 +688,7 @@ impl Engine {
     pub(super) fn client_response(
         &mut self,
         purpose: &Purpose,
-        key: &str,
+        key: &TxKey,
         resp: Response,
         now: Instant,
     ) {
@@ -688,14 +704,14 @@ impl Engine {
         }
     }
 
-    pub(super) fn client_timeout(&mut self, purpose: &Purpose, key: &str, now: Instant) {
+    pub(super) fn client_timeout(&mut self, purpose: &Purpose, key: &TxKey, now: Instant) {
         match purpose {
             Purpose::BInvite(id) => {
                 let current = self
                     .calls
                     .get(id)
                     .and_then(|c| c.b.as_ref())
-                    .is_some_and(|b| b.tx == key);
+                    .is_some_and(|b| b.tx == *key);
                 if current {
                     self.b_failed(*id, 408, now);
                 }
@@ -706,7 +722,7 @@ impl Engine {
     }
 
     /// A response to a B-leg INVITE.
-    fn b_response(&mut self, id: u64, key: &str, resp: Response, now: Instant) {
+    fn b_response(&mut self, id: u64, key: &TxKey, resp: Response, now: Instant) {
         let code = resp.status_code.code();
         let Some(call) = self.calls.get_mut(&id) else {
             if (200..300).contains(&code) {
@@ -717,7 +733,7 @@ impl Engine {
             }
             return;
         };
-        let current = call.b.as_ref().is_some_and(|b| b.tx == key);
+        let current = call.b.as_ref().is_some_and(|b| b.tx == *key);
         if !current || call.phase == Phase::Ended {
             if (200..300).contains(&code) {
                 let peer = self.client.get(key).map(|c| c.peer);
@@ -1110,10 +1126,9 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_cancel(&mut self, req: &Request, key: &str, now: Instant) {
-        let invite_key = match key.rsplit_once('|') {
-            Some((branch, _)) => format!("{branch}|INVITE"),
-            None => return self.reply(key, 481, None, now),
+    pub(super) fn on_cancel(&mut self, req: &Request, key: &TxKey, now: Instant) {
+        let Some(invite_key) = key.cancelled_invite() else {
+            return self.reply(key, 481, None, now);
         };
         if !self.server.contains_key(&invite_key) {
             return self.reply(key, 481, None, now);
@@ -1133,7 +1148,7 @@ impl Engine {
     }
 
     /// A request inside one of our dialogs.
-    fn in_dialog(&mut self, req: Request, key: String, now: Instant) {
+    fn in_dialog(&mut self, req: Request, key: TxKey, now: Instant) {
         let Some((id, side)) = self.dialogs.get(req.call_id()).copied() else {
             return self.reply(&key, 481, None, now);
         };
@@ -1227,7 +1242,7 @@ impl Engine {
 
     /// Passes an in-dialog request (re-INVITE and UPDATE for hold and unhold, INFO for DTMF)
     /// to the other leg as that leg's own request; the answer comes back the same way.
-    fn relay(&mut self, id: u64, from: Side, req: Request, key: String, now: Instant) {
+    fn relay(&mut self, id: u64, from: Side, req: Request, key: TxKey, now: Instant) {
         let to = other(from);
         let call = self.calls.get_mut(&id).expect("checked");
         let (dialog, peer) = call.leg(to);
@@ -1283,7 +1298,7 @@ impl Engine {
     fn relay_response(
         &mut self,
         id: u64,
-        origin: &str,
+        origin: &TxKey,
         to: Side,
         offer: Option<&sdp::Audio>,
         resp: Response,
@@ -1322,7 +1337,7 @@ impl Engine {
         if is_invite && (200..300).contains(&code) {
             self.reack(id, to, &resp);
             if let Some(call) = self.calls.get_mut(&id) {
-                call.awaiting_ack[idx(other(to))] = Some(origin.to_string());
+                call.awaiting_ack[idx(other(to))] = Some(origin.clone());
             }
         }
         self.respond(origin, out, now);
@@ -1398,11 +1413,11 @@ impl Engine {
     }
 
     /// Our 2xx was never acknowledged: the caller is gone, so end the call.
-    pub(super) fn no_ack(&mut self, key: &str, now: Instant) {
+    pub(super) fn no_ack(&mut self, key: &TxKey, now: Instant) {
         let found = self
             .calls
             .iter()
-            .find(|(_, c)| c.awaiting_ack.iter().any(|k| k.as_deref() == Some(key)))
+            .find(|(_, c)| c.awaiting_ack.iter().any(|k| k.as_ref() == Some(key)))
             .map(|(id, c)| (*id, c.phase));
         // Whatever the call was doing (talking, or in its IVR flow), the caller is gone.
         if let Some((id, phase)) = found.filter(|(_, p)| *p != Phase::Ended) {

@@ -182,8 +182,10 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        call.account = account.clone();
-        call.span.record("account", account.as_str());
+        if call.account != account {
+            call.account = account.clone();
+            call.span.record("account", account.as_str());
+        }
         let auth = AuthRequest {
             account,
             pin: pin.filter(|p| !p.is_empty()),
@@ -192,10 +194,7 @@ impl Engine {
             session_id: call.session_id.clone(),
             tenant: call.card_tenant.clone(),
         };
-        let amount = |m: rating::Money| {
-            let (u, c) = m.units_and_cents();
-            format!("{u}.{c:02}")
-        };
+        let amount = |m: rating::Money| m.floor_cents().to_string();
         if phase == 1 {
             self.spawn_store(move |store| async move {
                 let a = store.authorize_account(&auth, Utc::now()).await;
@@ -218,7 +217,7 @@ impl Engine {
         // Each phase-2 authorization is a new call leg with its own conference id.
         let conf = uuid::Uuid::new_v4().to_string();
         call.conf_id = conf.clone();
-        call.span.record("conf", conf.as_str());
+        call.bridge_span = Some(tracing::info_span!(parent: &call.span, "bridge", conf = %conf));
         call.destination = destination.clone().unwrap_or_default();
         let req = CallRequest {
             auth,
@@ -427,6 +426,7 @@ impl Engine {
             m.bridge(false);
         }
         tracing::info!(call = id, %reason, "bridge ended; back to the flow");
+        call.bridge_span = None;
         match settle {
             // The flow goes on once the money is settled, so that its next authorization sees
             // the charge (and the card is no longer in use).

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::media::engine::{Media, MediaEvent};
 use crate::routing::Proto;
 use crate::sip::message::{response_to, Request, Response, SipExt, SipMessage};
-use crate::sip::transaction::{self, Output, Transaction};
+use crate::sip::transaction::{self, Output, Transaction, TxKey};
 use crate::transport::{Inbound, Peer, Transports};
 use call::Call;
 use rating::store::{CallAnswer, Extension, Settlement, Store};
@@ -58,8 +58,8 @@ pub enum Event {
 /// What a timer in the queue belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Wake {
-    Server(String),
-    Client(String),
+    Server(TxKey),
+    Client(TxKey),
     Call(u64),
 }
 
@@ -83,7 +83,7 @@ enum Purpose {
     /// our answer to the originator's SDP offer when it carried one.
     Relay {
         call: u64,
-        origin: String,
+        origin: TxKey,
         to: Side,
         offer: Option<crate::media::sdp::Audio>,
     },
@@ -155,8 +155,8 @@ pub struct Engine {
     assets: Arc<Assets>,
     events: mpsc::Sender<Event>,
     local: Local,
-    server: HashMap<String, ServerTx>,
-    client: HashMap<String, ClientTx>,
+    server: HashMap<TxKey, ServerTx>,
+    client: HashMap<TxKey, ClientTx>,
     calls: HashMap<u64, Call>,
     /// Call-ID → call and side, for in-dialog requests and the 2xx ACK.
     dialogs: HashMap<String, (u64, Side)>,
@@ -409,7 +409,7 @@ impl Engine {
 
     /// Starts a server transaction (except for ACK, which has none) and hands the request to
     /// the call logic.
-    fn new_request(&mut self, req: Request, from: Peer, key: String, now: Instant) {
+    fn new_request(&mut self, req: Request, from: Peer, key: TxKey, now: Instant) {
         if req.method == rsip::Method::Ack {
             self.on_ack(&req, from);
             return;
@@ -426,7 +426,7 @@ impl Engine {
     }
 
     /// Answers a server transaction.
-    fn respond(&mut self, key: &str, resp: Response, now: Instant) {
+    fn respond(&mut self, key: &TxKey, resp: Response, now: Instant) {
         let Some(s) = self.server.get_mut(key) else {
             return;
         };
@@ -435,7 +435,7 @@ impl Engine {
     }
 
     /// Answers a server transaction with a bare status, optionally explaining it in Warning.
-    fn reply(&mut self, key: &str, code: u16, warning: Option<&str>, now: Instant) {
+    fn reply(&mut self, key: &TxKey, code: u16, warning: Option<&str>, now: Instant) {
         let Some(s) = self.server.get(key) else {
             return;
         };
@@ -456,7 +456,7 @@ impl Engine {
     }
 
     /// Answers with `code` and Retry-After: come back in a moment (we are full).
-    fn reply_retry_after(&mut self, key: &str, code: u16, now: Instant) {
+    fn reply_retry_after(&mut self, key: &TxKey, code: u16, now: Instant) {
         let Some(s) = self.server.get(key) else {
             return;
         };
@@ -466,7 +466,7 @@ impl Engine {
         self.respond(key, resp, now);
     }
 
-    fn server_outputs(&mut self, key: &str, out: Vec<Output>, now: Instant) {
+    fn server_outputs(&mut self, key: &TxKey, out: Vec<Output>, now: Instant) {
         let Some(peer) = self.server.get(key).map(|s| s.peer) else {
             return;
         };
@@ -482,7 +482,7 @@ impl Engine {
             }
         }
         let wake = self.server.get(key).and_then(|s| s.tx.next_wake());
-        self.schedule(wake, Wake::Server(key.to_string()));
+        self.schedule(wake, Wake::Server(key.clone()));
     }
 
     /// Starts a client transaction to `peer`.
@@ -492,7 +492,7 @@ impl Engine {
         peer: Peer,
         purpose: Purpose,
         now: Instant,
-    ) -> Option<String> {
+    ) -> Option<TxKey> {
         let key = transaction::key(&SipMessage::Request(req.clone()))?;
         let (tx, out) = Transaction::client(req, peer.proto == Proto::Tcp, self.cfg.timers, now);
         self.client
@@ -507,7 +507,7 @@ impl Engine {
             .send(peer, crate::sip::message::request_bytes(req));
     }
 
-    fn client_outputs(&mut self, key: &str, out: Vec<Output>, now: Instant) {
+    fn client_outputs(&mut self, key: &TxKey, out: Vec<Output>, now: Instant) {
         let Some((peer, purpose)) = self.client.get(key).map(|c| (c.peer, c.purpose.clone()))
         else {
             return;
@@ -531,11 +531,11 @@ impl Engine {
             return;
         }
         let wake = self.client.get(key).and_then(|c| c.tx.next_wake());
-        self.schedule(wake, Wake::Client(key.to_string()));
+        self.schedule(wake, Wake::Client(key.clone()));
     }
 
     /// Forgets a client transaction without waiting for it (a gateway that never answered).
-    fn abandon(&mut self, key: &str) {
+    fn abandon(&mut self, key: &TxKey) {
         self.client.remove(key);
     }
 
@@ -567,11 +567,12 @@ impl Engine {
         }
     }
 
-    /// The span of a call's log lines (none once the call is gone).
+    /// The span of a call's log lines: its bridge's while an IVR call has one up (none once
+    /// the call is gone).
     fn span(&self, id: u64) -> tracing::Span {
         self.calls
             .get(&id)
-            .map(|c| c.span.clone())
+            .map(|c| c.bridge_span.as_ref().unwrap_or(&c.span).clone())
             .unwrap_or_else(tracing::Span::none)
     }
 

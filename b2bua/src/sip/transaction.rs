@@ -494,12 +494,37 @@ impl Transaction {
     }
 }
 
-/// The key a message is matched to its transaction by (RFC 3261 §17.1.3 and §17.2.3): the top
+/// What a message is matched to its transaction by (RFC 3261 §17.1.3 and §17.2.3): the top
 /// Via's branch and sent-by and the method, with ACK matching its INVITE and CANCEL kept
 /// apart. The sent-by keeps two clients that chose the same branch from sharing a transaction
 /// (one would be answered with the other's response); a response's top Via is the one we
 /// sent, so our client transactions match as before.
-pub fn key(msg: &SipMessage) -> Option<String> {
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxKey {
+    branch: String,
+    sent_by: String,
+    method: String,
+}
+
+impl TxKey {
+    /// The key of the INVITE transaction a CANCEL with this key belongs to (same branch and
+    /// sent-by, RFC 3261 §9.2); `None` when this is not a CANCEL's key.
+    pub fn cancelled_invite(&self) -> Option<TxKey> {
+        (self.method == Method::Cancel.to_string()).then(|| TxKey {
+            method: Method::Invite.to_string(),
+            ..self.clone()
+        })
+    }
+}
+
+impl std::fmt::Display for TxKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}|{}|{}", self.branch, self.sent_by, self.method)
+    }
+}
+
+/// The transaction key of a message; `None` without a Via branch or CSeq.
+pub fn key(msg: &SipMessage) -> Option<TxKey> {
     let branch = msg.branch()?;
     let sent_by = msg.sent_by()?;
     let (_, method) = msg.cseq()?;
@@ -508,7 +533,11 @@ pub fn key(msg: &SipMessage) -> Option<String> {
     } else {
         method
     };
-    Some(format!("{branch}|{sent_by}|{method}"))
+    Some(TxKey {
+        branch: branch.to_string(),
+        sent_by: sent_by.to_string(),
+        method: method.to_string(),
+    })
 }
 
 /// A status code as rsip carries it.
@@ -537,6 +566,18 @@ mod tests {
     }
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn a_cancel_finds_its_invite_by_key_and_nothing_else_does() {
+        let key_of = |m: &str| key(&SipMessage::Request(req(m))).unwrap();
+        let invite = key_of("INVITE");
+        assert_eq!(key_of("CANCEL").cancelled_invite(), Some(invite.clone()));
+        // The ACK of a non-2xx belongs to its INVITE's transaction.
+        assert_eq!(key_of("ACK"), invite);
+        assert_eq!(invite.cancelled_invite(), None);
+        assert_eq!(key_of("BYE").cancelled_invite(), None);
+        assert_ne!(key_of("CANCEL"), invite);
+    }
 
     #[test]
     fn timer_a_doubles_and_timer_b_times_out() {

@@ -50,10 +50,9 @@ pub fn access_reply(a: &AccessAnswer) -> (Code, Vec<AVP>) {
     let accept = code == 0 || (50..=53).contains(&code);
     let mut attrs = vec![cisco_avp(vsa::RETURN_CODE, &code.to_string())];
     if !a.currency.is_empty() {
-        let (units, cents) = a.available.units_and_cents();
         attrs.push(cisco_avp(
             vsa::CREDIT_AMOUNT,
-            &format!("{units}.{cents:02}"),
+            &a.available.floor_cents().to_string(),
         ));
         attrs.push(cisco_avp(vsa::CURRENCY, &a.currency));
         attrs.push(cisco_avp(vsa::PREFERRED_LANG, &a.language));
