@@ -6,9 +6,12 @@
 //! media, and carries out what they answer.
 //!
 //! This module is being grown out of the engine piece by piece (issue 17): today it holds the
-//! money clock of a bridged call; the bridge's end reason is [`ivr::BridgeEnd`].
+//! money clock of a bridged call and the gateway channels its B-leg holds; the bridge's end
+//! reason is [`ivr::BridgeEnd`].
 
+pub mod channels;
 pub mod clock;
 
+pub use channels::{Channel, Channels};
 pub use clock::{Cutoff, Grant, MoneyClock, Tick};
 pub use ivr::BridgeEnd;

@@ -10,14 +10,14 @@
 
 use super::accounting::LegEnd;
 use super::{Engine, Event, Purpose, Side, Wake};
-use crate::call::{Grant, MoneyClock, Tick};
+use crate::call::{Channel, Grant, MoneyClock, Tick};
 use crate::media::engine::{self as media, MediaEvent, Session};
 use crate::media::sdp;
 use crate::routing::{CallerId, Candidate, Proto};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{
-    hdr, new_branch, new_call_id, new_tag, parse_uri, response_to, Headers, Method, Request,
-    Response, SipExt,
+    hdr, new_branch, new_call_id, new_request, new_tag, parse_uri, response_to, Headers, Method,
+    Request, Response, SipExt,
 };
 use crate::sip::transaction::TxKey;
 use crate::transport::Peer;
@@ -45,7 +45,8 @@ pub(crate) enum Phase {
 
 /// The gateway leg of a call: one attempt at one gateway.
 pub(crate) struct BLeg {
-    pub(super) gateway: usize,
+    /// The gateway channel this attempt holds, until [`Engine::release_channel`] gives it back.
+    pub(super) channel: Option<Channel>,
     pub(super) peer: Peer,
     /// The client INVITE transaction's key.
     pub(super) tx: TxKey,
@@ -53,8 +54,6 @@ pub(crate) struct BLeg {
     pub(super) dialog: Option<Dialog>,
     /// Whether the gateway has said anything (a gateway that says nothing is dead).
     pub(super) heard: bool,
-    /// Whether this attempt still counts against the gateway's channel limit.
-    pub(super) counted: bool,
 }
 
 /// One call; see the module documentation.
@@ -573,11 +572,11 @@ impl Engine {
                 );
             };
             call.next_candidate += 1;
-            let gw = &self.cfg.router.gateways[cand.gateway];
-            if self.gateway_load[cand.gateway] >= gw.channels {
+            let Some(channel) = self.channels.take(cand.gateway) else {
                 call.last_code = 503;
                 continue;
-            }
+            };
+            let gw = &self.cfg.router.gateways[cand.gateway];
             let invite = self.b_invite(id, &cand);
             let peer = Peer {
                 proto: gw.proto,
@@ -586,9 +585,9 @@ impl Engine {
             };
             let Some(tx) = self.send_request(invite.clone(), peer, Purpose::BInvite(id), now)
             else {
+                self.channels.release(channel);
                 return;
             };
-            self.gateway_load[cand.gateway] += 1;
             let setup = self.cfg.calls.setup_timeout;
             let call = self.calls.get_mut(&id).expect("still here");
             if let Some(m) = &call.media {
@@ -597,13 +596,12 @@ impl Engine {
             call.b_setup.get_or_insert_with(Utc::now);
             call.b_remote = Some(peer.addr);
             call.b = Some(BLeg {
-                gateway: cand.gateway,
+                channel: Some(channel),
                 peer,
                 tx,
                 invite,
                 dialog: None,
                 heard: false,
-                counted: true,
             });
             call.setup_deadline = Some(now + setup);
             self.schedule(Some(now + setup), Wake::Call(id));
@@ -676,13 +674,7 @@ impl Engine {
         };
         let uri =
             parse_uri(&format!("sip:{}@{}{transport}", cand.number, gw.addr)).unwrap_or_default();
-        Request {
-            method: Method::Invite,
-            uri,
-            version: rsip::Version::V2,
-            headers,
-            body,
-        }
+        new_request(Method::Invite, uri, headers, body)
     }
 
     pub(super) fn client_response(
@@ -874,14 +866,11 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        if let Some(b) = call.b.take() {
-            if b.counted {
-                self.gateway_load[b.gateway] -= 1;
-            }
-        }
+        let b = call.b.take();
         call.setup_deadline = None;
         call.ring_deadline = None;
         call.last_code = code;
+        self.release_channel(b);
         if code == 408 || (500..600).contains(&code) {
             self.dial_next(id, now);
         } else {
@@ -940,11 +929,8 @@ impl Engine {
         call.clock = None;
         call.setup_deadline = None;
         call.ring_deadline = None;
-        if let Some(b) = call.b.as_mut() {
-            if b.counted {
-                b.counted = false;
-                self.gateway_load[b.gateway] -= 1;
-            }
+        if let Some(channel) = call.b.as_mut().and_then(|b| b.channel.take()) {
+            self.channels.release(channel);
         }
         let connect_at = call.connected;
         // Its RTP sockets close now.
@@ -975,6 +961,14 @@ impl Engine {
                 });
             }
             None => self.forget(id),
+        }
+    }
+
+    /// Gives a finished B-leg's gateway channel back. (A call's end releases its channel
+    /// but keeps the B-leg itself, whose dialog still routes the gateway's BYE.)
+    pub(super) fn release_channel(&mut self, b: Option<BLeg>) {
+        if let Some(channel) = b.and_then(|b| b.channel) {
+            self.channels.release(channel);
         }
     }
 

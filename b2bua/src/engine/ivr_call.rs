@@ -410,13 +410,9 @@ impl Engine {
             };
             (r, end)
         });
-        if let Some(b) = call.b.take() {
-            if b.counted {
-                self.gateway_load[b.gateway] -= 1;
-            }
-            if let Some(d) = b.dialog {
-                self.dialogs.remove(&d.call_id);
-            }
+        let b = call.b.take();
+        if let Some(d) = b.as_ref().and_then(|b| b.dialog.as_ref()) {
+            self.dialogs.remove(&d.call_id);
         }
         call.clock = None;
         call.setup_deadline = None;
@@ -427,6 +423,7 @@ impl Engine {
         }
         tracing::info!(call = id, %reason, "bridge ended; back to the flow");
         call.bridge_span = None;
+        self.release_channel(b);
         match settle {
             // The flow goes on once the money is settled, so that its next authorization sees
             // the charge (and the card is no longer in use).

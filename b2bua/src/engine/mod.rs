@@ -14,7 +14,7 @@ use crate::assets::Assets;
 use crate::config::Config;
 use crate::media::engine::{Media, MediaEvent};
 use crate::routing::Proto;
-use crate::sip::message::{response_to, Request, Response, SipExt, SipMessage};
+use crate::sip::message::{response_to, Method, Request, Response, SipExt, SipMessage};
 use crate::sip::transaction::{self, Output, Transaction, TxKey};
 use crate::transport::{Inbound, Peer, Transports};
 use call::Call;
@@ -161,7 +161,8 @@ pub struct Engine {
     /// Call-ID → call and side, for in-dialog requests and the 2xx ACK.
     dialogs: HashMap<String, (u64, Side)>,
     wakeups: BinaryHeap<Reverse<(Instant, Wake)>>,
-    gateway_load: Vec<u32>,
+    /// Each gateway's channels in use; a B-leg holds one as a token.
+    channels: crate::call::Channels,
     next_call: u64,
     stats: Stats,
     stopping: bool,
@@ -228,7 +229,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         udp: host_of(Proto::Udp),
         tcp: host_of(Proto::Tcp),
     };
-    let gateways = cfg.router.gateways.len();
+    let cfg_channels: Vec<u32> = cfg.router.gateways.iter().map(|g| g.channels).collect();
     let flood = crate::limits::FloodGate::new(&cfg.limits, Instant::now());
     let failure_keys = cfg.limits.flood_sources;
     let engine = Engine {
@@ -244,7 +245,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         calls: HashMap::new(),
         dialogs: HashMap::new(),
         wakeups: BinaryHeap::new(),
-        gateway_load: vec![0; gateways],
+        channels: crate::call::Channels::new(cfg_channels),
         next_call: 1,
         stats: Stats::default(),
         stopping: false,
@@ -381,7 +382,7 @@ impl Engine {
     /// flood (a trusted peer, or the table being full), and otherwise not at all.
     fn admit(&mut self, req: &Request, from: Peer, now: Instant) -> bool {
         let trusted = self.cfg.trusted(from.addr.ip());
-        let invite = req.method == rsip::Method::Invite && req.to_tag().is_none();
+        let invite = req.method == Method::Invite && req.to_tag().is_none();
         let verdict = self
             .flood
             .admit(&self.cfg.limits, from.addr.ip(), trusted, invite, now);
@@ -389,7 +390,7 @@ impl Engine {
             crate::limits::Verdict::Over => trusted,
             // An ACK makes no transaction: it is never refused for the table being full.
             crate::limits::Verdict::Pass
-                if req.method != rsip::Method::Ack
+                if req.method != Method::Ack
                     && self.server.len() + self.client.len() >= self.cfg.limits.transactions =>
             {
                 crate::metrics::get().limit_hit("transactions");
@@ -397,7 +398,7 @@ impl Engine {
             }
             crate::limits::Verdict::Pass => return true,
         };
-        if answer && req.method != rsip::Method::Ack {
+        if answer && req.method != Method::Ack {
             let mut resp = response_to(req, 503, Some(&crate::sip::message::new_tag()));
             resp.headers
                 .push(crate::sip::message::hdr("Retry-After", "1"));
@@ -410,7 +411,7 @@ impl Engine {
     /// Starts a server transaction (except for ACK, which has none) and hands the request to
     /// the call logic.
     fn new_request(&mut self, req: Request, from: Peer, key: TxKey, now: Instant) {
-        if req.method == rsip::Method::Ack {
+        if req.method == Method::Ack {
             self.on_ack(&req, from);
             return;
         }
@@ -446,10 +447,7 @@ impl Engine {
                 format!("399 b2bua \"{}\"", w.replace('"', "'")),
             ));
         }
-        if code == 405
-            || code == 501
-            || (code == 200 && s.tx.request().method == rsip::Method::Options)
-        {
+        if code == 405 || code == 501 || (code == 200 && s.tx.request().method == Method::Options) {
             resp.headers.push(crate::sip::message::hdr("Allow", ALLOW));
         }
         self.respond(key, resp, now);
@@ -544,8 +542,7 @@ impl Engine {
     /// gateway that answers after we gave up on it is not left holding a call.
     fn stray_response(&mut self, resp: Response, from: Peer, now: Instant) {
         let code = resp.status_code.code();
-        if !(200..300).contains(&code) || resp.cseq().is_none_or(|(_, m)| m != rsip::Method::Invite)
-        {
+        if !(200..300).contains(&code) || resp.cseq().is_none_or(|(_, m)| m != Method::Invite) {
             return;
         }
         if let Some((id, side)) = self.dialogs.get(resp.call_id()).copied() {

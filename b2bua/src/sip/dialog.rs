@@ -3,7 +3,7 @@
 //! are answered 481.
 
 use super::message::{
-    addr_uri, hdr, new_branch, parse_uri, Headers, Method, Request, Response, SipExt,
+    addr_uri, hdr, new_branch, new_request, parse_uri, Headers, Method, Request, Response, SipExt,
 };
 
 /// One side of one dialog, from our point of view.
@@ -147,13 +147,7 @@ impl Dialog {
             headers.push(hdr("Contact", contact.to_string()));
         }
         let uri = parse_uri(&self.remote_target).unwrap_or_default();
-        Request {
-            method,
-            uri,
-            version: rsip::Version::V2,
-            headers,
-            body: Vec::new(),
-        }
+        new_request(method, uri, headers, Vec::new())
     }
 }
 

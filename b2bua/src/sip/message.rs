@@ -12,6 +12,17 @@ use std::fmt::{self, Write as _};
 
 pub use rsip::{Header, Headers, Method, Request, Response, SipMessage, StatusCode, Uri};
 
+/// A SIP/2.0 request, the only version we send.
+pub fn new_request(method: Method, uri: Uri, headers: Headers, body: Vec<u8>) -> Request {
+    Request {
+        method,
+        uri,
+        version: rsip::Version::V2,
+        headers,
+        body,
+    }
+}
+
 /// Why bytes are not a usable SIP message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {

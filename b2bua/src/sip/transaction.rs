@@ -7,8 +7,8 @@
 //! arithmetic, and lets one task drive thousands of transactions from a single timer queue.
 
 use super::message::{
-    hdr, name_value, request_bytes, response_bytes, Headers, Method, Request, Response, SipExt,
-    SipMessage, StatusCode,
+    hdr, name_value, new_request, request_bytes, response_bytes, Headers, Method, Request,
+    Response, SipExt, SipMessage, StatusCode,
 };
 use std::time::{Duration, Instant};
 
@@ -370,13 +370,7 @@ impl Transaction {
                 _ => {}
             }
         }
-        Request {
-            method: Method::Ack,
-            uri: self.request.uri.clone(),
-            version: rsip::Version::V2,
-            headers,
-            body: Vec::new(),
-        }
+        new_request(Method::Ack, self.request.uri.clone(), headers, Vec::new())
     }
 
     /// A retransmission of the request (server side), or for a server INVITE the ACK of our
@@ -484,13 +478,12 @@ impl Transaction {
                 _ => {}
             }
         }
-        Request {
-            method: Method::Cancel,
-            uri: self.request.uri.clone(),
-            version: rsip::Version::V2,
+        new_request(
+            Method::Cancel,
+            self.request.uri.clone(),
             headers,
-            body: Vec::new(),
-        }
+            Vec::new(),
+        )
     }
 }
 
