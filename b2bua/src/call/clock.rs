@@ -195,6 +195,15 @@ mod tests {
         Duration::from_secs(n)
     }
 
+    fn grant(granted: u64, credit: u64) -> Grant {
+        Grant { granted, credit }
+    }
+
+    /// The ticks of a cutoff after `talk` seconds.
+    fn cut(talk: u64, why: Cutoff) -> Vec<Tick> {
+        vec![Tick::Cutoff { talk: s(talk), why }]
+    }
+
     /// Every tick due at `now`, in order.
     fn drain(c: &mut MoneyClock, now: Instant) -> Vec<Tick> {
         std::iter::from_fn(|| c.poll(now)).collect()
@@ -203,33 +212,19 @@ mod tests {
     #[test]
     fn a_call_with_all_its_money_held_is_cut_off_exactly_when_it_runs_out() {
         let t0 = Instant::now();
-        let grant = Grant {
-            granted: 300,
-            credit: 300,
-        };
-        let mut c = MoneyClock::paid(t0, grant, MAX, None);
+        let mut c = MoneyClock::paid(t0, grant(300, 300), MAX, None);
         assert_eq!(c.next_wake(), Some(t0 + s(300)));
         assert_eq!(drain(&mut c, t0 + s(299)), vec![]);
         // The timer fired late: the talk time is still what was held.
         let ticks = drain(&mut c, t0 + s(302));
-        assert_eq!(
-            ticks,
-            vec![Tick::Cutoff {
-                talk: s(300),
-                why: Cutoff::Credit
-            }]
-        );
+        assert_eq!(ticks, cut(300, Cutoff::Credit));
         assert_eq!(c.next_wake(), None);
     }
 
     #[test]
     fn the_next_chunk_is_asked_for_before_the_held_one_runs_out() {
         let t0 = Instant::now();
-        let grant = Grant {
-            granted: 120,
-            credit: 1000,
-        };
-        let mut c = MoneyClock::paid(t0, grant, MAX, None);
+        let mut c = MoneyClock::paid(t0, grant(120, 1000), MAX, None);
         // 30 s before the end of the 120 s held.
         assert_eq!(c.next_wake(), Some(t0 + s(90)));
         assert_eq!(drain(&mut c, t0 + s(90)), vec![Tick::Extend]);
@@ -244,33 +239,19 @@ mod tests {
     #[test]
     fn a_short_chunk_is_extended_at_half_its_length() {
         let t0 = Instant::now();
-        let grant = Grant {
-            granted: 20,
-            credit: 100,
-        };
-        let c = MoneyClock::paid(t0, grant, MAX, None);
+        let c = MoneyClock::paid(t0, grant(20, 100), MAX, None);
         assert_eq!(c.next_wake(), Some(t0 + s(10)));
     }
 
     #[test]
     fn a_refused_or_repeated_extension_leaves_the_cutoff_where_it_was() {
         let t0 = Instant::now();
-        let grant = Grant {
-            granted: 120,
-            credit: 1000,
-        };
-        let mut c = MoneyClock::paid(t0, grant, MAX, None);
+        let mut c = MoneyClock::paid(t0, grant(120, 1000), MAX, None);
         assert_eq!(drain(&mut c, t0 + s(90)), vec![Tick::Extend]);
         // The same 120 s again (a retried answer) moves nothing.
         assert!(!c.extended(120, true, t0 + s(91)));
         let ticks = drain(&mut c, t0 + s(120));
-        assert_eq!(
-            ticks,
-            vec![Tick::Cutoff {
-                talk: s(120),
-                why: Cutoff::Credit
-            }]
-        );
+        assert_eq!(ticks, cut(120, Cutoff::Credit));
         // An answer after the cutoff cannot revive the call.
         assert!(!c.extended(600, true, t0 + s(121)));
         assert_eq!(c.next_wake(), None);
@@ -279,11 +260,7 @@ mod tests {
     #[test]
     fn the_last_chunk_is_not_extended() {
         let t0 = Instant::now();
-        let grant = Grant {
-            granted: 120,
-            credit: 1000,
-        };
-        let mut c = MoneyClock::paid(t0, grant, MAX, None);
+        let mut c = MoneyClock::paid(t0, grant(120, 1000), MAX, None);
         assert_eq!(drain(&mut c, t0 + s(90)), vec![Tick::Extend]);
         // The store held the rest of the card: nothing more to ask.
         assert!(c.extended(1000, false, t0 + s(91)));
@@ -293,11 +270,7 @@ mod tests {
     #[test]
     fn a_late_extension_is_asked_for_at_once_rather_than_in_the_past() {
         let t0 = Instant::now();
-        let grant = Grant {
-            granted: 120,
-            credit: 1000,
-        };
-        let mut c = MoneyClock::paid(t0, grant, MAX, None);
+        let mut c = MoneyClock::paid(t0, grant(120, 1000), MAX, None);
         assert_eq!(drain(&mut c, t0 + s(90)), vec![Tick::Extend]);
         // The store answered very late with a small chunk whose own margin has passed.
         assert!(c.extended(150, true, t0 + s(140)));
@@ -307,40 +280,23 @@ mod tests {
     #[test]
     fn the_maximum_duration_caps_a_card_with_more_money() {
         let t0 = Instant::now();
-        let grant = Grant {
-            granted: 600,
-            credit: 100_000,
-        };
         let max = s(300);
-        let mut c = MoneyClock::paid(t0, grant, max, None);
+        let mut c = MoneyClock::paid(t0, grant(600, 100_000), max, None);
         assert_eq!(c.next_wake(), Some(t0 + s(300)));
         let ticks = drain(&mut c, t0 + s(300));
-        assert_eq!(
-            ticks,
-            vec![Tick::Cutoff {
-                talk: s(300),
-                why: Cutoff::MaxDuration
-            }]
-        );
+        assert_eq!(ticks, cut(300, Cutoff::MaxDuration));
         assert_eq!(Cutoff::MaxDuration.cause(), "max duration");
     }
 
     #[test]
     fn the_warning_comes_before_the_credit_ends_and_not_for_a_short_credit() {
         let t0 = Instant::now();
-        let grant = Grant {
-            granted: 300,
-            credit: 300,
-        };
-        let mut c = MoneyClock::paid(t0, grant, MAX, Some(s(60)));
+        let mut c = MoneyClock::paid(t0, grant(300, 300), MAX, Some(s(60)));
         assert_eq!(c.next_wake(), Some(t0 + s(240)));
         assert_eq!(drain(&mut c, t0 + s(240)), vec![Tick::Warn]);
         assert_eq!(c.next_wake(), Some(t0 + s(300)));
         // Less credit than the warning: no warning at all.
-        let short = Grant {
-            granted: 50,
-            credit: 50,
-        };
+        let short = grant(50, 50);
         let c = MoneyClock::paid(t0, short, MAX, Some(s(60)));
         assert_eq!(c.next_wake(), Some(t0 + s(50)));
     }
@@ -348,19 +304,9 @@ mod tests {
     #[test]
     fn a_cutoff_due_with_a_warning_ends_the_call_without_the_warning() {
         let t0 = Instant::now();
-        let grant = Grant {
-            granted: 100,
-            credit: 100,
-        };
-        let mut c = MoneyClock::paid(t0, grant, MAX, Some(s(10)));
+        let mut c = MoneyClock::paid(t0, grant(100, 100), MAX, Some(s(10)));
         let ticks = drain(&mut c, t0 + s(200));
-        assert_eq!(
-            ticks,
-            vec![Tick::Cutoff {
-                talk: s(100),
-                why: Cutoff::Credit
-            }]
-        );
+        assert_eq!(ticks, cut(100, Cutoff::Credit));
     }
 
     #[test]
@@ -369,12 +315,6 @@ mod tests {
         let mut c = MoneyClock::free(t0, s(3600));
         assert_eq!(c.next_wake(), Some(t0 + s(3600)));
         assert!(!c.extended(10, true, t0));
-        assert_eq!(
-            drain(&mut c, t0 + s(3600)),
-            vec![Tick::Cutoff {
-                talk: s(3600),
-                why: Cutoff::MaxDuration
-            }]
-        );
+        assert_eq!(drain(&mut c, t0 + s(3600)), cut(3600, Cutoff::MaxDuration));
     }
 }
