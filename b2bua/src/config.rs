@@ -238,6 +238,24 @@ struct AccessFile {
     all_tenants: bool,
 }
 
+impl AccessFile {
+    /// The number as the store would keep it, so that one rule checks both.
+    fn row(&self) -> rating::store::AccessRow {
+        rating::store::AccessRow {
+            number: self.number.value.clone(),
+            tenant: self.tenant.clone(),
+            flow: self.flow.clone(),
+            languages: self.languages.clone(),
+            trust_ani: self.trust_ani,
+            trusted_only: self.trusted_only,
+            pinless: self.pinless,
+            all_tenants: self.all_tenants,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+            updated_by: "config".into(),
+        }
+    }
+}
+
 fn d_tenant() -> String {
     "default".into()
 }
@@ -727,56 +745,23 @@ impl Config {
         }
         let mut access = Vec::new();
         for (i, a) in raw.access_numbers.iter().enumerate() {
-            let key = format!("access_numbers[{i}].number");
             let line = a.number.referenced.line();
-            if a.number.value.is_empty() || !a.number.value.bytes().all(|b| b.is_ascii_digit()) {
-                err(
-                    line,
-                    key.clone(),
-                    format!("`{}` must be digits", a.number.value),
-                );
-            }
             if access
                 .iter()
                 .any(|x: &AccessNumber| x.number == a.number.value)
             {
                 err(
                     line,
-                    key.clone(),
+                    format!("access_numbers[{i}].number"),
                     format!("`{}` is listed twice", a.number.value),
                 );
             }
-            if !a.pinless && a.flow.is_none() {
-                err(
-                    line,
-                    format!("access_numbers[{i}].flow"),
-                    "an access number needs a flow unless it is pinless".into(),
-                );
+            // The same rule as for the numbers the admin API keeps in the database.
+            let row = a.row();
+            for (field, why) in row.problems() {
+                err(line, format!("access_numbers[{i}].{field}"), why);
             }
-            if a.languages.is_empty() {
-                err(
-                    line,
-                    format!("access_numbers[{i}].languages"),
-                    "at least one language".into(),
-                );
-            }
-            if let Err(e) = rating::store::check_trust(a.trust_ani, a.trusted_only) {
-                err(
-                    line,
-                    format!("access_numbers[{i}].trust_ani"),
-                    e.to_string(),
-                );
-            }
-            access.push(AccessNumber {
-                number: a.number.value.clone(),
-                flow: a.flow.clone(),
-                tenant: a.tenant.clone(),
-                languages: a.languages.clone(),
-                trust_ani: a.trust_ani,
-                trusted_only: a.trusted_only,
-                pinless: a.pinless,
-                all_tenants: a.all_tenants,
-            });
+            access.push(AccessNumber::from(&row));
         }
         let mut gateways: Vec<Gateway> = Vec::new();
         for (i, g) in raw.gateways.iter().enumerate() {
@@ -1252,6 +1237,21 @@ mod tests {
             e.contains("t.yaml:4: access_numbers[0].trust_ani: trust_ani needs trusted_only"),
             "{e}"
         );
+        // The configuration file's numbers meet the admin API's rule, every mistake named.
+        let e = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:0]\naccess_numbers:\n  - {number: \"55a\", flow: debitcard, languages: [en, es, en], tenant: \"\"}\n  - {number: \"55a\", flow: debitcard}\n",
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "t.yaml:4: access_numbers[0].number: `55a` is not an access number",
+            "t.yaml:4: access_numbers[0].languages: language en is listed twice",
+            "t.yaml:4: access_numbers[0].tenant: tenant must not be empty",
+            "t.yaml:5: access_numbers[1].number: `55a` is listed twice",
+        ] {
+            assert!(e.contains(want), "{want}: {e}");
+        }
         let e = Config::parse("sip:\n  listen: []\n  colour: blue\n", "u.yaml")
             .unwrap_err()
             .to_string();

@@ -57,36 +57,69 @@ impl AccessRow {
         )
     }
 
-    /// Refuses a row no node could use: a number that is not digits, no tenant, no
-    /// languages, or a flow missing on a number that needs one.
+    /// Refuses a row no node could use (the first of its [`AccessRow::problems`]).
     pub fn check(&self) -> Result<(), StoreError> {
-        check_number(&self.number)?;
-        check_trust(self.trust_ani, self.trusted_only)?;
-        check_text("tenant", &self.tenant, true, 64)?;
-        if self.languages.is_empty() {
-            return Err(StoreError::Invalid(
-                "at least one language is needed".into(),
-            ));
+        match self.problems().into_iter().next() {
+            Some((_, why)) => Err(StoreError::Invalid(why)),
+            None => Ok(()),
         }
-        for (i, l) in self.languages.iter().enumerate() {
-            if l.is_empty() || l.len() > 8 || !l.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(StoreError::Invalid(format!(
-                    "`{l}` is not a language code (letters and digits, as in the prompt files' \
-                     `<lang>_` prefix)"
-                )));
+    }
+
+    /// Everything that makes a row unusable, each with the setting it is about: a number that
+    /// is not digits, no tenant, no language or one that is not a code or is listed twice, a
+    /// believed caller number on a number anyone may call, no flow on a number that needs
+    /// one. The one rule for access numbers, whether they come from the admin API or from a
+    /// node's configuration file.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let mut add = |what: &'static str, r: Result<(), StoreError>| {
+            if let Err(e) = r {
+                out.push((what, invalid_text(e)));
             }
-            if self.languages[..i].contains(l) {
-                return Err(StoreError::Invalid(format!("language {l} is listed twice")));
-            }
-        }
-        match &self.flow {
+        };
+        add("number", check_number(&self.number));
+        add("trust_ani", check_trust(self.trust_ani, self.trusted_only));
+        add("tenant", check_text("tenant", &self.tenant, true, 64));
+        add("languages", check_languages(&self.languages));
+        let flow = match &self.flow {
             None if !self.pinless => Err(StoreError::Invalid(
                 "an access number needs a flow unless it is pinless".into(),
             )),
             Some(f) => check_text("flow", f, true, 64),
             None => Ok(()),
+        };
+        add("flow", flow);
+        out
+    }
+}
+
+/// The message of a refusal, without the error kind's prefix.
+fn invalid_text(e: StoreError) -> String {
+    match e {
+        StoreError::Invalid(m) => m,
+        other => other.to_string(),
+    }
+}
+
+/// At least one language, each a code as in the prompt files' `<lang>_` prefix, none twice.
+fn check_languages(languages: &[String]) -> Result<(), StoreError> {
+    if languages.is_empty() {
+        return Err(StoreError::Invalid(
+            "at least one language is needed".into(),
+        ));
+    }
+    for (i, l) in languages.iter().enumerate() {
+        if l.is_empty() || l.len() > 8 || !l.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(StoreError::Invalid(format!(
+                "`{l}` is not a language code (letters and digits, as in the prompt files' \
+                 `<lang>_` prefix)"
+            )));
+        }
+        if languages[..i].contains(l) {
+            return Err(StoreError::Invalid(format!("language {l} is listed twice")));
         }
     }
+    Ok(())
 }
 
 /// The calling number may be believed (`trust_ani`: it can be a pinless card's account, or the
