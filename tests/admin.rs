@@ -647,7 +647,7 @@ async fn the_openapi_description_lists_every_route_and_metrics_are_served() {
                 .map(move |m| (m.clone(), p.clone()))
         })
         .collect();
-    let mut routed: Vec<(String, String)> = b2bua::admin::ROUTES
+    let mut routed: Vec<(String, String)> = b2bua::admin::routes()
         .iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();

@@ -10,7 +10,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{Json, Router};
 use chrono::Utc;
 use prompts::upload::UploadReport;
@@ -23,34 +23,6 @@ use rating::Money;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// Every route, as the OpenAPI description lists them (a test holds the two together).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/api/v1/openapi.yaml"),
-    ("get", "/metrics"),
-    ("post", "/api/v1/accounts"),
-    ("post", "/api/v1/accounts/batch"),
-    ("get", "/api/v1/accounts/{account}"),
-    ("post", "/api/v1/accounts/{account}/block"),
-    ("post", "/api/v1/accounts/{account}/unblock"),
-    ("post", "/api/v1/accounts/{account}/topups"),
-    ("get", "/api/v1/accounts/{account}/ledger"),
-    ("get", "/api/v1/calls"),
-    ("get", "/api/v1/accounts/{account}/reservations"),
-    ("put", "/api/v1/rate-decks/{name}"),
-    ("get", "/api/v1/prompt-sets/{tenant}"),
-    ("put", "/api/v1/prompt-sets/{tenant}"),
-    ("get", "/api/v1/flows"),
-    ("put", "/api/v1/flows/{name}"),
-    ("post", "/api/v1/flows/reload"),
-    ("get", "/api/v1/access-numbers"),
-    ("get", "/api/v1/access-numbers/{number}"),
-    ("put", "/api/v1/access-numbers/{number}"),
-    ("delete", "/api/v1/access-numbers/{number}"),
-    ("get", "/api/v1/audit"),
-    ("get", "/api/v1/log-level"),
-    ("put", "/api/v1/log-level"),
-];
-
 /// The largest prompt-set archive accepted (the unpacked limits are in `prompts::upload`).
 const MAX_ARCHIVE: usize = 256 << 20;
 
@@ -61,37 +33,67 @@ pub(super) fn metrics_router(state: Shared) -> Router {
         .with_state(state)
 }
 
+/// How a route's handler is attached.
+type Handler = fn() -> MethodRouter<Shared>;
+
+/// A table of routes, each written once as `method "path" => handler` (with an optional
+/// `; layer`): the method's name for the OpenAPI check and its axum router come from the
+/// same word, so the two cannot disagree.
+macro_rules! route_table {
+    ($($method:ident $path:literal => $handler:expr $(; $layer:expr)?),* $(,)?) => {
+        &[$((stringify!($method), $path, || $method($handler)$(.layer($layer))?)),*]
+    };
+}
+
+/// Every API route, with its handler: the router is built from this table and the OpenAPI
+/// description is tested against it, so neither can list a route the other lacks.
+const API: &[(&str, &str, Handler)] = route_table![
+    get "/api/v1/openapi.yaml" => openapi,
+    post "/api/v1/accounts" => create,
+    post "/api/v1/accounts/batch" => batch,
+    get "/api/v1/accounts/{account}" => show,
+    post "/api/v1/accounts/{account}/block" => block,
+    post "/api/v1/accounts/{account}/unblock" => unblock,
+    post "/api/v1/accounts/{account}/topups" => topup,
+    get "/api/v1/accounts/{account}/ledger" => ledger,
+    get "/api/v1/calls" => calls,
+    get "/api/v1/accounts/{account}/reservations" => reservations,
+    put "/api/v1/rate-decks/{name}" => rate_deck,
+    get "/api/v1/prompt-sets/{tenant}" => prompt_set,
+    put "/api/v1/prompt-sets/{tenant}" => upload_prompt_set;
+        axum::extract::DefaultBodyLimit::max(MAX_ARCHIVE),
+    get "/api/v1/flows" => flows,
+    put "/api/v1/flows/{name}" => put_flow,
+    post "/api/v1/flows/reload" => reload_flows,
+    get "/api/v1/access-numbers" => access_numbers,
+    get "/api/v1/access-numbers/{number}" => access_number,
+    put "/api/v1/access-numbers/{number}" => put_access_number,
+    delete "/api/v1/access-numbers/{number}" => delete_access_number,
+    get "/api/v1/audit" => audit,
+    get "/api/v1/log-level" => log_level,
+    put "/api/v1/log-level" => set_log_level,
+];
+
+/// Every route (method, path) the admin listener serves: the API's and `/metrics`.
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    API.iter()
+        .map(|(m, p, _)| (*m, *p))
+        .chain([("get", "/metrics")])
+        .collect()
+}
+
 pub(super) fn router(state: Shared) -> Router {
-    Router::new()
-        .route("/api/v1/openapi.yaml", get(openapi))
-        .route("/api/v1/accounts", post(create))
-        .route("/api/v1/accounts/batch", post(batch))
-        .route("/api/v1/accounts/{account}", get(show))
-        .route("/api/v1/accounts/{account}/block", post(block))
-        .route("/api/v1/accounts/{account}/unblock", post(unblock))
-        .route("/api/v1/accounts/{account}/topups", post(topup))
-        .route("/api/v1/accounts/{account}/ledger", get(ledger))
-        .route("/api/v1/calls", get(calls))
-        .route("/api/v1/accounts/{account}/reservations", get(reservations))
-        .route("/api/v1/rate-decks/{name}", put(rate_deck))
-        .route(
-            "/api/v1/prompt-sets/{tenant}",
-            get(prompt_set)
-                .put(upload_prompt_set)
-                .layer(axum::extract::DefaultBodyLimit::max(MAX_ARCHIVE)),
-        )
-        .route("/api/v1/flows", get(flows))
-        .route("/api/v1/flows/{name}", put(put_flow))
-        .route("/api/v1/flows/reload", post(reload_flows))
-        .route("/api/v1/access-numbers", get(access_numbers))
-        .route(
-            "/api/v1/access-numbers/{number}",
-            get(access_number)
-                .put(put_access_number)
-                .delete(delete_access_number),
-        )
-        .route("/api/v1/audit", get(audit))
-        .route("/api/v1/log-level", get(log_level).put(set_log_level))
+    let mut by_path: Vec<(&str, MethodRouter<Shared>)> = Vec::new();
+    for (_, path, handler) in API {
+        // One method router per path, however many methods it takes.
+        match by_path.iter_mut().find(|(p, _)| p == path) {
+            Some((_, methods)) => *methods = std::mem::take(methods).merge(handler()),
+            None => by_path.push((path, handler())),
+        }
+    }
+    by_path
+        .into_iter()
+        .fold(Router::new(), |r, (path, methods)| r.route(path, methods))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .with_state(state)
 }

@@ -11,7 +11,7 @@
 mod api;
 mod console;
 
-pub use api::ROUTES;
+pub use api::routes;
 
 use crate::assets::Assets;
 use crate::config::{AdminConfig, Role};
