@@ -690,6 +690,486 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
     Ok(Listen { proto, addr })
 }
 
+/// Where a section's check reports a mistake: the line (0 when unknown), the key, the message.
+type Report<'a> = dyn FnMut(u64, String, String) + 'a;
+
+impl CallsFile {
+    /// The `calls:` section: holds of at least two seconds.
+    fn check(&self, err: &mut Report) -> CallLimits {
+        for (key, secs) in [
+            ("calls.hold_chunk_s", self.hold_chunk_s),
+            ("calls.hold_grace_s", self.hold_grace_s),
+        ] {
+            if secs < 2 {
+                err(
+                    0,
+                    key.into(),
+                    format!("{secs} is too short: at least 2 seconds"),
+                );
+            }
+        }
+        CallLimits {
+            setup_timeout: Duration::from_millis(self.setup_timeout_ms),
+            ring_timeout: Duration::from_secs(self.ring_timeout_s),
+            max_duration: Duration::from_secs(self.max_duration_s),
+            hold_chunk: Duration::from_secs(self.hold_chunk_s),
+            hold_grace: Duration::from_secs(self.hold_grace_s),
+        }
+    }
+}
+
+impl SipFile {
+    /// The `sip:` section: at least one listen address, and an advertised host that fits in a
+    /// Via.
+    fn check(&self, err: &mut Report) -> (Vec<Listen>, Timers) {
+        let mut listen = Vec::new();
+        for (i, l) in self.listen.iter().enumerate() {
+            match parse_listen(&l.value) {
+                Ok(x) => listen.push(x),
+                Err(m) => err(l.referenced.line(), format!("sip.listen[{i}]"), m),
+            }
+        }
+        if self.listen.is_empty() {
+            err(
+                0,
+                "sip.listen".into(),
+                "at least one address is needed".into(),
+            );
+        }
+        if self.t1_ms == 0 || self.t2_ms < self.t1_ms || self.t4_ms == 0 {
+            err(
+                0,
+                "sip.t1_ms".into(),
+                "timers must satisfy 0 < t1_ms <= t2_ms and t4_ms > 0".into(),
+            );
+        }
+        if let Some(a) = &self.advertise {
+            if a.value.is_empty() || a.value.contains([' ', ';', '<', '>']) {
+                err(
+                    a.referenced.line(),
+                    "sip.advertise".into(),
+                    format!("`{}` is not HOST[:PORT]", a.value),
+                );
+            }
+        }
+        let timers = Timers {
+            t1: Duration::from_millis(self.t1_ms),
+            t2: Duration::from_millis(self.t2_ms),
+            t4: Duration::from_millis(self.t4_ms),
+        };
+        (listen, timers)
+    }
+}
+
+/// `trusted_peers:`, each an address or a network.
+fn check_trusted(peers: &[Spanned<String>], err: &mut Report) -> Vec<Net> {
+    let mut trusted = Vec::new();
+    for (i, t) in peers.iter().enumerate() {
+        match Net::parse(&t.value) {
+            Ok(n) => trusted.push(n),
+            Err(m) => err(t.referenced.line(), format!("trusted_peers[{i}]"), m),
+        }
+    }
+    trusted
+}
+
+/// `access_numbers:`, each by the same rule as the admin API's, none twice.
+fn check_access(numbers: &[AccessFile], err: &mut Report) -> Vec<AccessNumber> {
+    let mut access = Vec::new();
+    for (i, a) in numbers.iter().enumerate() {
+        let line = a.number.referenced.line();
+        if access
+            .iter()
+            .any(|x: &AccessNumber| x.number == a.number.value)
+        {
+            err(
+                line,
+                format!("access_numbers[{i}].number"),
+                format!("`{}` is listed twice", a.number.value),
+            );
+        }
+        // The same rule as for the numbers the admin API keeps in the database.
+        let row = a.row();
+        for (field, why) in row.problems() {
+            err(line, format!("access_numbers[{i}].{field}"), why);
+        }
+        access.push(AccessNumber::from(&row));
+    }
+    access
+}
+
+/// `gateways:`, each with a unique name, an address and at least one channel.
+fn check_gateways(raw: &[GatewayFile], err: &mut Report) -> Vec<Gateway> {
+    let mut gateways: Vec<Gateway> = Vec::new();
+    for (i, g) in raw.iter().enumerate() {
+        if gateways.iter().any(|x| x.name == g.name.value) {
+            err(
+                g.name.referenced.line(),
+                format!("gateways[{i}].name"),
+                format!("`{}` is listed twice", g.name.value),
+            );
+        }
+        let addr = match g.address.value.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                err(
+                    g.address.referenced.line(),
+                    format!("gateways[{i}].address"),
+                    format!("`{}` is not ADDR:PORT", g.address.value),
+                );
+                continue;
+            }
+        };
+        if g.channels == 0 {
+            err(
+                g.name.referenced.line(),
+                format!("gateways[{i}].channels"),
+                "must be at least 1".into(),
+            );
+        }
+        gateways.push(Gateway {
+            name: g.name.value.clone(),
+            addr,
+            proto: g.transport,
+            channels: g.channels,
+        });
+    }
+    gateways
+}
+
+/// `routes:`, each with patterns or prefixes and gateways that exist.
+fn check_routes(raw: &[RouteFile], gateways: &[Gateway], err: &mut Report) -> Vec<Route> {
+    let mut routes = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let mut patterns = Vec::new();
+        for (j, p) in r.patterns.iter().enumerate() {
+            match p.value.parse::<Pattern>() {
+                Ok(p) => patterns.push(p),
+                Err(m) => err(
+                    p.referenced.line(),
+                    format!("routes[{i}].patterns[{j}]"),
+                    m.0,
+                ),
+            }
+        }
+        for (j, p) in r.prefixes.iter().enumerate() {
+            let ok = !p.value.is_empty() && p.value.bytes().all(|b| b.is_ascii_digit());
+            match Pattern::prefix(&p.value) {
+                Ok(x) if ok => patterns.push(x),
+                _ => err(
+                    p.referenced.line(),
+                    format!("routes[{i}].prefixes[{j}]"),
+                    format!("`{}` must be digits", p.value),
+                ),
+            }
+        }
+        if r.patterns.is_empty() && r.prefixes.is_empty() {
+            err(
+                0,
+                format!("routes[{i}] ({})", r.name),
+                "needs patterns or prefixes".into(),
+            );
+        }
+        let mut targets = Vec::new();
+        for (j, t) in r.gateways.iter().enumerate() {
+            match gateways.iter().position(|g| g.name == t.gateway.value) {
+                Some(g) => targets.push(Target {
+                    gateway: g,
+                    strip: t.strip,
+                    prefix: t.prefix.clone(),
+                }),
+                None => err(
+                    t.gateway.referenced.line(),
+                    format!("routes[{i}].gateways[{j}].gateway"),
+                    format!("no gateway named `{}`", t.gateway.value),
+                ),
+            }
+            if !t
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#' || b == b'+')
+            {
+                err(
+                    t.gateway.referenced.line(),
+                    format!("routes[{i}].gateways[{j}].prefix"),
+                    format!("`{}` must be digits", t.prefix),
+                );
+            }
+        }
+        if r.gateways.is_empty() {
+            err(
+                0,
+                format!("routes[{i}] ({})", r.name),
+                "needs at least one gateway".into(),
+            );
+        }
+        routes.push(Route {
+            name: r.name.clone(),
+            patterns,
+            priority: r.priority,
+            targets,
+            caller_id: r.caller_id,
+        });
+    }
+    routes
+}
+
+impl MediaFile {
+    /// The `media:` section: one address callers can reach and a port range with room.
+    fn check(&self, err: &mut Report) -> crate::media::engine::MediaConfig {
+        let media_bind = match self.bind.value.parse::<IpAddr>() {
+            Ok(ip) if !ip.is_unspecified() => ip,
+            _ => {
+                err(
+                    self.bind.referenced.line(),
+                    "media.bind".into(),
+                    format!(
+                        "`{}` must be one IP address the callers can reach",
+                        self.bind.value
+                    ),
+                );
+                IpAddr::from([127, 0, 0, 1])
+            }
+        };
+        let ports = self.ports.value.split_once('-').and_then(|(a, b)| {
+            Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+        });
+        let ports = match ports {
+            Some((a, b)) if a >= 1024 && b > a + 4 => (a, b),
+            _ => {
+                err(
+                    self.ports.referenced.line(),
+                    "media.ports".into(),
+                    format!(
+                        "`{}` must be MIN-MAX above 1023 with room for two calls",
+                        self.ports.value
+                    ),
+                );
+                (30000, 39999)
+            }
+        };
+        if self.inactivity_s == 0 || self.long_pound_ms == 0 {
+            err(
+                0,
+                "media".into(),
+                "inactivity_s and long_pound_ms must be above zero".into(),
+            );
+        }
+        crate::media::engine::MediaConfig {
+            bind: media_bind,
+            ports,
+            inactivity: Duration::from_secs(self.inactivity_s),
+            long_pound: Duration::from_millis(self.long_pound_ms),
+            max_calls: self.max_calls,
+        }
+    }
+}
+
+impl AdminFile {
+    /// The `admin:` section: listen addresses, tokens long enough and unique, a session length,
+    /// the ITSPs' minting limits.
+    fn check(self, err: &mut Report) -> AdminConfig {
+        let listen = socket_addr(&self.listen).unwrap_or_else(|e| {
+            err(self.listen.referenced.line(), "admin.listen".into(), e);
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        });
+        let tokens = check_tokens(self.tokens, err);
+        let metrics_listen = self.metrics_listen.as_ref().map(|m| {
+            socket_addr(m).unwrap_or_else(|e| {
+                err(m.referenced.line(), "admin.metrics_listen".into(), e);
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            })
+        });
+        if let Some(t) = &self.metrics_token {
+            if t.value.len() < 16 || t.value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                err(
+                    t.referenced.line(),
+                    "admin.metrics_token".into(),
+                    "must be at least 16 characters, without spaces".into(),
+                );
+            }
+        }
+        if self.session_minutes == 0 || self.session_minutes > 7 * 24 * 60 {
+            err(
+                0,
+                "admin.session_minutes".into(),
+                "must be 1 to 10080 (a week)".into(),
+            );
+        }
+        let minting = self.itsp_minting.check(err);
+        AdminConfig {
+            listen,
+            tokens,
+            metrics_listen,
+            metrics_token: self.metrics_token.map(|t| t.value),
+            secure_cookies: self.secure_cookies,
+            session: Duration::from_secs(self.session_minutes * 60),
+            minting,
+        }
+    }
+}
+
+/// `admin.tokens`: each long enough, unique and named (the name is the audit log's actor).
+fn check_tokens(raw: Vec<TokenFile>, err: &mut Report) -> Vec<(String, Role, String)> {
+    let mut tokens = Vec::new();
+    for (i, t) in raw.into_iter().enumerate() {
+        let role = t.role.value.parse::<Role>().unwrap_or_else(|e| {
+            err(
+                t.role.referenced.line(),
+                format!("admin.tokens[{i}].role"),
+                e,
+            );
+            Role::Finance
+        });
+        if t.token.value.len() < 16
+            || t.token
+                .value
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            err(
+                t.token.referenced.line(),
+                format!("admin.tokens[{i}].token"),
+                "must be at least 16 characters, without spaces".into(),
+            );
+        }
+        if tokens.iter().any(|(_, _, x)| *x == t.token.value) {
+            err(
+                t.token.referenced.line(),
+                format!("admin.tokens[{i}].token"),
+                "is the same as an earlier token".into(),
+            );
+        }
+        if t.name.value.is_empty() {
+            err(
+                t.name.referenced.line(),
+                format!("admin.tokens[{i}].name"),
+                "must not be empty (it names the actor in the audit log)".into(),
+            );
+        }
+        tokens.push((t.name.value, role, t.token.value));
+    }
+    tokens
+}
+
+impl MintingFile {
+    /// `admin.itsp_minting`: the default and per-tenant allowances, each a positive amount.
+    fn check(&self, err: &mut Report) -> Minting {
+        let mut money = |s: &Spanned<String>, key: String| {
+            rating::Money::parse_positive(&s.value).unwrap_or_else(|e| {
+                err(s.referenced.line(), key, format!("`{}`: {e}", s.value));
+                rating::Money::ZERO
+            })
+        };
+        let m = self;
+        let default = (
+            money(&m.per_request, "admin.itsp_minting.per_request".into()),
+            money(&m.per_day, "admin.itsp_minting.per_day".into()),
+        );
+        let tenants = m
+            .tenants
+            .iter()
+            .map(|(t, l)| {
+                let key = |f: &str| format!("admin.itsp_minting.tenants.{t}.{f}");
+                (
+                    t.clone(),
+                    (
+                        money(&l.per_request, key("per_request")),
+                        money(&l.per_day, key("per_day")),
+                    ),
+                )
+            })
+            .collect();
+        Minting { default, tenants }
+    }
+}
+
+impl RadiusAccountingFile {
+    /// `radius.accounting`: where our calls' records go, with a sound secret and retry plan.
+    fn check(self, err: &mut Report) -> RadiusAccounting {
+        let server = socket_addr(&self.server).unwrap_or_else(|e| {
+            err(
+                self.server.referenced.line(),
+                "radius.accounting.server".into(),
+                e,
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        });
+        if let Err(e) = radius_secret(&self.secret.value) {
+            err(
+                self.secret.referenced.line(),
+                "radius.accounting.secret".into(),
+                e,
+            );
+        }
+        if self.retry_first_ms == 0
+            || self.retry_max_ms < self.retry_first_ms
+            || !(1..=256).contains(&self.window)
+        {
+            err(
+                self.server.referenced.line(),
+                "radius.accounting".into(),
+                "retry_first_ms must be above zero and at most retry_max_ms; window 1 to 256"
+                    .into(),
+            );
+        }
+        RadiusAccounting {
+            server,
+            secret: self.secret.value,
+            gw_id: self.gw_id,
+            retry_first: Duration::from_millis(self.retry_first_ms),
+            retry_max: Duration::from_millis(self.retry_max_ms),
+            window: self.window,
+        }
+    }
+}
+
+impl RadiusServerFile {
+    /// `radius.server`: the AAA server's addresses and its clients with their secrets.
+    fn check(&self, err: &mut Report) -> RadiusServer {
+        let mut addr = |s: &Spanned<String>, key: &str| {
+            socket_addr(s).unwrap_or_else(|e| {
+                err(s.referenced.line(), format!("radius.server.{key}"), e);
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            })
+        };
+        let auth = addr(&self.auth, "auth");
+        let acct = addr(&self.acct, "acct");
+        let mut clients = Vec::new();
+        for (i, c) in self.clients.iter().enumerate() {
+            match c.address.value.parse::<IpAddr>() {
+                Ok(ip) => clients.push(RadiusClient {
+                    address: ip,
+                    secret: c.secret.value.clone(),
+                    cards: if c.all_tenants {
+                        rating::radius::aaa::Cards::All
+                    } else {
+                        rating::radius::aaa::Cards::Tenant(c.tenant.clone())
+                    },
+                }),
+                Err(_) => err(
+                    c.address.referenced.line(),
+                    format!("radius.server.clients[{i}].address"),
+                    format!("`{}` is not an IP address", c.address.value),
+                ),
+            }
+            if let Err(e) = radius_secret(&c.secret.value) {
+                err(
+                    c.secret.referenced.line(),
+                    format!("radius.server.clients[{i}].secret"),
+                    e,
+                );
+            }
+        }
+        RadiusServer {
+            auth,
+            acct,
+            require_message_authenticator: self.require_message_authenticator,
+            clients,
+        }
+    }
+}
+
 impl Config {
     /// Parses and validates a configuration; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
@@ -703,403 +1183,20 @@ impl Config {
         let mut err =
             |line: u64, key: String, msg: String| errors.push(format!("{line}: {key}: {msg}"));
 
-        for (key, secs) in [
-            ("calls.hold_chunk_s", raw.calls.hold_chunk_s),
-            ("calls.hold_grace_s", raw.calls.hold_grace_s),
-        ] {
-            if secs < 2 {
-                err(
-                    0,
-                    key.into(),
-                    format!("{secs} is too short: at least 2 seconds"),
-                );
-            }
-        }
-        let mut listen = Vec::new();
-        for (i, l) in raw.sip.listen.iter().enumerate() {
-            match parse_listen(&l.value) {
-                Ok(x) => listen.push(x),
-                Err(m) => err(l.referenced.line(), format!("sip.listen[{i}]"), m),
-            }
-        }
-        if raw.sip.listen.is_empty() {
-            err(
-                0,
-                "sip.listen".into(),
-                "at least one address is needed".into(),
-            );
-        }
-        if raw.sip.t1_ms == 0 || raw.sip.t2_ms < raw.sip.t1_ms || raw.sip.t4_ms == 0 {
-            err(
-                0,
-                "sip.t1_ms".into(),
-                "timers must satisfy 0 < t1_ms <= t2_ms and t4_ms > 0".into(),
-            );
-        }
-        let mut trusted = Vec::new();
-        for (i, t) in raw.trusted_peers.iter().enumerate() {
-            match Net::parse(&t.value) {
-                Ok(n) => trusted.push(n),
-                Err(m) => err(t.referenced.line(), format!("trusted_peers[{i}]"), m),
-            }
-        }
-        let mut access = Vec::new();
-        for (i, a) in raw.access_numbers.iter().enumerate() {
-            let line = a.number.referenced.line();
-            if access
-                .iter()
-                .any(|x: &AccessNumber| x.number == a.number.value)
-            {
-                err(
-                    line,
-                    format!("access_numbers[{i}].number"),
-                    format!("`{}` is listed twice", a.number.value),
-                );
-            }
-            // The same rule as for the numbers the admin API keeps in the database.
-            let row = a.row();
-            for (field, why) in row.problems() {
-                err(line, format!("access_numbers[{i}].{field}"), why);
-            }
-            access.push(AccessNumber::from(&row));
-        }
-        let mut gateways: Vec<Gateway> = Vec::new();
-        for (i, g) in raw.gateways.iter().enumerate() {
-            if gateways.iter().any(|x| x.name == g.name.value) {
-                err(
-                    g.name.referenced.line(),
-                    format!("gateways[{i}].name"),
-                    format!("`{}` is listed twice", g.name.value),
-                );
-            }
-            let addr = match g.address.value.parse::<SocketAddr>() {
-                Ok(a) => a,
-                Err(_) => {
-                    err(
-                        g.address.referenced.line(),
-                        format!("gateways[{i}].address"),
-                        format!("`{}` is not ADDR:PORT", g.address.value),
-                    );
-                    continue;
-                }
-            };
-            if g.channels == 0 {
-                err(
-                    g.name.referenced.line(),
-                    format!("gateways[{i}].channels"),
-                    "must be at least 1".into(),
-                );
-            }
-            gateways.push(Gateway {
-                name: g.name.value.clone(),
-                addr,
-                proto: g.transport,
-                channels: g.channels,
-            });
-        }
-        let mut routes = Vec::new();
-        for (i, r) in raw.routes.iter().enumerate() {
-            let mut patterns = Vec::new();
-            for (j, p) in r.patterns.iter().enumerate() {
-                match p.value.parse::<Pattern>() {
-                    Ok(p) => patterns.push(p),
-                    Err(m) => err(
-                        p.referenced.line(),
-                        format!("routes[{i}].patterns[{j}]"),
-                        m.0,
-                    ),
-                }
-            }
-            for (j, p) in r.prefixes.iter().enumerate() {
-                let ok = !p.value.is_empty() && p.value.bytes().all(|b| b.is_ascii_digit());
-                match Pattern::prefix(&p.value) {
-                    Ok(x) if ok => patterns.push(x),
-                    _ => err(
-                        p.referenced.line(),
-                        format!("routes[{i}].prefixes[{j}]"),
-                        format!("`{}` must be digits", p.value),
-                    ),
-                }
-            }
-            if r.patterns.is_empty() && r.prefixes.is_empty() {
-                err(
-                    0,
-                    format!("routes[{i}] ({})", r.name),
-                    "needs patterns or prefixes".into(),
-                );
-            }
-            let mut targets = Vec::new();
-            for (j, t) in r.gateways.iter().enumerate() {
-                match gateways.iter().position(|g| g.name == t.gateway.value) {
-                    Some(g) => targets.push(Target {
-                        gateway: g,
-                        strip: t.strip,
-                        prefix: t.prefix.clone(),
-                    }),
-                    None => err(
-                        t.gateway.referenced.line(),
-                        format!("routes[{i}].gateways[{j}].gateway"),
-                        format!("no gateway named `{}`", t.gateway.value),
-                    ),
-                }
-                if !t
-                    .prefix
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || b == b'*' || b == b'#' || b == b'+')
-                {
-                    err(
-                        t.gateway.referenced.line(),
-                        format!("routes[{i}].gateways[{j}].prefix"),
-                        format!("`{}` must be digits", t.prefix),
-                    );
-                }
-            }
-            if r.gateways.is_empty() {
-                err(
-                    0,
-                    format!("routes[{i}] ({})", r.name),
-                    "needs at least one gateway".into(),
-                );
-            }
-            routes.push(Route {
-                name: r.name.clone(),
-                patterns,
-                priority: r.priority,
-                targets,
-                caller_id: r.caller_id,
-            });
-        }
-        if let Some(a) = &raw.sip.advertise {
-            if a.value.is_empty() || a.value.contains([' ', ';', '<', '>']) {
-                err(
-                    a.referenced.line(),
-                    "sip.advertise".into(),
-                    format!("`{}` is not HOST[:PORT]", a.value),
-                );
-            }
-        }
-        let media_bind = match raw.media.bind.value.parse::<IpAddr>() {
-            Ok(ip) if !ip.is_unspecified() => ip,
-            _ => {
-                err(
-                    raw.media.bind.referenced.line(),
-                    "media.bind".into(),
-                    format!(
-                        "`{}` must be one IP address the callers can reach",
-                        raw.media.bind.value
-                    ),
-                );
-                IpAddr::from([127, 0, 0, 1])
-            }
-        };
-        let ports = raw.media.ports.value.split_once('-').and_then(|(a, b)| {
-            Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
-        });
-        let ports = match ports {
-            Some((a, b)) if a >= 1024 && b > a + 4 => (a, b),
-            _ => {
-                err(
-                    raw.media.ports.referenced.line(),
-                    "media.ports".into(),
-                    format!(
-                        "`{}` must be MIN-MAX above 1023 with room for two calls",
-                        raw.media.ports.value
-                    ),
-                );
-                (30000, 39999)
-            }
-        };
-        if raw.media.inactivity_s == 0 || raw.media.long_pound_ms == 0 {
-            err(
-                0,
-                "media".into(),
-                "inactivity_s and long_pound_ms must be above zero".into(),
-            );
-        }
-        let admin = raw.admin.map(|a| {
-            let listen = socket_addr(&a.listen).unwrap_or_else(|e| {
-                err(a.listen.referenced.line(), "admin.listen".into(), e);
-                SocketAddr::from(([127, 0, 0, 1], 0))
-            });
-            let mut tokens = Vec::new();
-            for (i, t) in a.tokens.into_iter().enumerate() {
-                let role = t.role.value.parse::<Role>().unwrap_or_else(|e| {
-                    err(
-                        t.role.referenced.line(),
-                        format!("admin.tokens[{i}].role"),
-                        e,
-                    );
-                    Role::Finance
-                });
-                if t.token.value.len() < 16
-                    || t.token
-                        .value
-                        .chars()
-                        .any(|c| c.is_whitespace() || c.is_control())
-                {
-                    err(
-                        t.token.referenced.line(),
-                        format!("admin.tokens[{i}].token"),
-                        "must be at least 16 characters, without spaces".into(),
-                    );
-                }
-                if tokens.iter().any(|(_, _, x)| *x == t.token.value) {
-                    err(
-                        t.token.referenced.line(),
-                        format!("admin.tokens[{i}].token"),
-                        "is the same as an earlier token".into(),
-                    );
-                }
-                if t.name.value.is_empty() {
-                    err(
-                        t.name.referenced.line(),
-                        format!("admin.tokens[{i}].name"),
-                        "must not be empty (it names the actor in the audit log)".into(),
-                    );
-                }
-                tokens.push((t.name.value, role, t.token.value));
-            }
-            let metrics_listen = a.metrics_listen.as_ref().map(|m| {
-                socket_addr(m).unwrap_or_else(|e| {
-                    err(m.referenced.line(), "admin.metrics_listen".into(), e);
-                    SocketAddr::from(([127, 0, 0, 1], 0))
-                })
-            });
-            if let Some(t) = &a.metrics_token {
-                if t.value.len() < 16
-                    || t.value.chars().any(|c| c.is_whitespace() || c.is_control())
-                {
-                    err(
-                        t.referenced.line(),
-                        "admin.metrics_token".into(),
-                        "must be at least 16 characters, without spaces".into(),
-                    );
-                }
-            }
-            if a.session_minutes == 0 || a.session_minutes > 7 * 24 * 60 {
-                err(
-                    0,
-                    "admin.session_minutes".into(),
-                    "must be 1 to 10080 (a week)".into(),
-                );
-            }
-            let mut money = |s: &Spanned<String>, key: String| {
-                rating::Money::parse_positive(&s.value).unwrap_or_else(|e| {
-                    err(s.referenced.line(), key, format!("`{}`: {e}", s.value));
-                    rating::Money::ZERO
-                })
-            };
-            let m = &a.itsp_minting;
-            let default = (
-                money(&m.per_request, "admin.itsp_minting.per_request".into()),
-                money(&m.per_day, "admin.itsp_minting.per_day".into()),
-            );
-            let tenants = m
-                .tenants
-                .iter()
-                .map(|(t, l)| {
-                    let key = |f: &str| format!("admin.itsp_minting.tenants.{t}.{f}");
-                    (
-                        t.clone(),
-                        (
-                            money(&l.per_request, key("per_request")),
-                            money(&l.per_day, key("per_day")),
-                        ),
-                    )
-                })
-                .collect();
-            AdminConfig {
-                listen,
-                tokens,
-                metrics_listen,
-                metrics_token: a.metrics_token.map(|t| t.value),
-                secure_cookies: a.secure_cookies,
-                session: Duration::from_secs(a.session_minutes * 60),
-                minting: Minting { default, tenants },
-            }
-        });
+        let calls = raw.calls.check(&mut err);
+        let (listen, timers) = raw.sip.check(&mut err);
+        let trusted = check_trusted(&raw.trusted_peers, &mut err);
+        let access = check_access(&raw.access_numbers, &mut err);
+        let gateways = check_gateways(&raw.gateways, &mut err);
+        let routes = check_routes(&raw.routes, &gateways, &mut err);
+        let media = raw.media.check(&mut err);
+        let admin = raw.admin.map(|a| a.check(&mut err));
         let (radius_server, radius_accounting) = match raw.radius {
             Some(r) => (r.server, r.accounting),
             None => (None, None),
         };
-        let radius_accounting = radius_accounting.map(|a| {
-            let server = socket_addr(&a.server).unwrap_or_else(|e| {
-                err(
-                    a.server.referenced.line(),
-                    "radius.accounting.server".into(),
-                    e,
-                );
-                SocketAddr::from(([127, 0, 0, 1], 0))
-            });
-            if let Err(e) = radius_secret(&a.secret.value) {
-                err(
-                    a.secret.referenced.line(),
-                    "radius.accounting.secret".into(),
-                    e,
-                );
-            }
-            if a.retry_first_ms == 0
-                || a.retry_max_ms < a.retry_first_ms
-                || !(1..=256).contains(&a.window)
-            {
-                err(
-                    a.server.referenced.line(),
-                    "radius.accounting".into(),
-                    "retry_first_ms must be above zero and at most retry_max_ms; window 1 to 256"
-                        .into(),
-                );
-            }
-            RadiusAccounting {
-                server,
-                secret: a.secret.value,
-                gw_id: a.gw_id,
-                retry_first: Duration::from_millis(a.retry_first_ms),
-                retry_max: Duration::from_millis(a.retry_max_ms),
-                window: a.window,
-            }
-        });
-        let radius_server = radius_server.map(|srv| {
-            let mut addr = |s: &Spanned<String>, key: &str| {
-                socket_addr(s).unwrap_or_else(|e| {
-                    err(s.referenced.line(), format!("radius.server.{key}"), e);
-                    SocketAddr::from(([127, 0, 0, 1], 0))
-                })
-            };
-            let auth = addr(&srv.auth, "auth");
-            let acct = addr(&srv.acct, "acct");
-            let mut clients = Vec::new();
-            for (i, c) in srv.clients.iter().enumerate() {
-                match c.address.value.parse::<IpAddr>() {
-                    Ok(ip) => clients.push(RadiusClient {
-                        address: ip,
-                        secret: c.secret.value.clone(),
-                        cards: if c.all_tenants {
-                            rating::radius::aaa::Cards::All
-                        } else {
-                            rating::radius::aaa::Cards::Tenant(c.tenant.clone())
-                        },
-                    }),
-                    Err(_) => err(
-                        c.address.referenced.line(),
-                        format!("radius.server.clients[{i}].address"),
-                        format!("`{}` is not an IP address", c.address.value),
-                    ),
-                }
-                if let Err(e) = radius_secret(&c.secret.value) {
-                    err(
-                        c.secret.referenced.line(),
-                        format!("radius.server.clients[{i}].secret"),
-                        e,
-                    );
-                }
-            }
-            RadiusServer {
-                auth,
-                acct,
-                require_message_authenticator: srv.require_message_authenticator,
-                clients,
-            }
-        });
+        let radius_accounting = radius_accounting.map(|a| a.check(&mut err));
+        let radius_server = radius_server.map(|srv| srv.check(&mut err));
         let limits = raw.limits.check(&mut |key, msg| err(0, key, msg));
         if !errors.is_empty() {
             return Err(fail(errors));
@@ -1122,28 +1219,12 @@ impl Config {
             tenant_prompts: raw.tenant_prompts.map(Into::into),
             listen,
             advertise: raw.sip.advertise.map(|a| a.value),
-            timers: Timers {
-                t1: Duration::from_millis(raw.sip.t1_ms),
-                t2: Duration::from_millis(raw.sip.t2_ms),
-                t4: Duration::from_millis(raw.sip.t4_ms),
-            },
+            timers,
             trusted_peers: trusted,
             access_numbers: access,
-            calls: CallLimits {
-                setup_timeout: Duration::from_millis(raw.calls.setup_timeout_ms),
-                ring_timeout: Duration::from_secs(raw.calls.ring_timeout_s),
-                max_duration: Duration::from_secs(raw.calls.max_duration_s),
-                hold_chunk: Duration::from_secs(raw.calls.hold_chunk_s),
-                hold_grace: Duration::from_secs(raw.calls.hold_grace_s),
-            },
+            calls,
             router: Router { gateways, routes },
-            media: crate::media::engine::MediaConfig {
-                bind: media_bind,
-                ports,
-                inactivity: Duration::from_secs(raw.media.inactivity_s),
-                long_pound: Duration::from_millis(raw.media.long_pound_ms),
-                max_calls: raw.media.max_calls,
-            },
+            media,
         })
     }
 
@@ -1198,6 +1279,36 @@ mod tests {
     }
 
     #[test]
+    fn access_number_mistakes_are_named() {
+        // Believing the caller's number from anywhere would let a caller pick the account.
+        let e = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:0]\naccess_numbers:\n  - {number: \"1\", pinless: true, trusted_only: false}\n",
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("t.yaml:4: access_numbers[0].trust_ani: trust_ani needs trusted_only"),
+            "{e}"
+        );
+        // The configuration file's numbers meet the admin API's rule, every mistake named.
+        let e = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:0]\naccess_numbers:\n  - {number: \"55a\", flow: debitcard, languages: [en, es, en], tenant: \"\"}\n  - {number: \"55a\", flow: debitcard}\n",
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "t.yaml:4: access_numbers[0].number: `55a` is not an access number",
+            "t.yaml:4: access_numbers[0].languages: language en is listed twice",
+            "t.yaml:4: access_numbers[0].tenant: tenant must not be empty",
+            "t.yaml:5: access_numbers[1].number: `55a` is listed twice",
+        ] {
+            assert!(e.contains(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_key_and_line() {
         let text = "sip:\n  listen: [udp:127.0.0.1:5060, sctp:1.2.3.4:5]\ngateways:\n  - name: gw\n    address: nowhere\nroutes:\n  - name: r\n    patterns: [\"15x\"]\n    gateways:\n      - gateway: gw9\n";
         let e = Config::parse(text, "t.yaml").unwrap_err();
@@ -1226,32 +1337,6 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("calls.hold_grace_s: 0 is too short"), "{e}");
-        // Believing the caller's number from anywhere would let a caller pick the account.
-        let e = Config::parse(
-            "sip:\n  listen: [udp:127.0.0.1:0]\naccess_numbers:\n  - {number: \"1\", pinless: true, trusted_only: false}\n",
-            "t.yaml",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("t.yaml:4: access_numbers[0].trust_ani: trust_ani needs trusted_only"),
-            "{e}"
-        );
-        // The configuration file's numbers meet the admin API's rule, every mistake named.
-        let e = Config::parse(
-            "sip:\n  listen: [udp:127.0.0.1:0]\naccess_numbers:\n  - {number: \"55a\", flow: debitcard, languages: [en, es, en], tenant: \"\"}\n  - {number: \"55a\", flow: debitcard}\n",
-            "t.yaml",
-        )
-        .unwrap_err()
-        .to_string();
-        for want in [
-            "t.yaml:4: access_numbers[0].number: `55a` is not an access number",
-            "t.yaml:4: access_numbers[0].languages: language en is listed twice",
-            "t.yaml:4: access_numbers[0].tenant: tenant must not be empty",
-            "t.yaml:5: access_numbers[1].number: `55a` is listed twice",
-        ] {
-            assert!(e.contains(want), "{want}: {e}");
-        }
         let e = Config::parse("sip:\n  listen: []\n  colour: blue\n", "u.yaml")
             .unwrap_err()
             .to_string();
