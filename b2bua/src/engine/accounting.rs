@@ -27,14 +27,14 @@ impl Engine {
         let (id, setup, connect, called, remote) = match leg {
             Leg::Answer => (
                 &call.session_id,
-                call.a_setup,
-                call.a_connect,
+                call.a.setup,
+                call.a.connect,
                 &call.access_number,
-                Some(call.a_peer.addr),
+                Some(call.a.peer.addr),
             ),
             Leg::Originate => (
                 &call.conf_id,
-                call.b_setup.unwrap_or(call.a_setup),
+                call.b_setup.unwrap_or(call.a.setup),
                 call.connected,
                 &call.destination,
                 call.b_remote,

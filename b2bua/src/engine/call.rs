@@ -56,17 +56,33 @@ pub(crate) struct BLeg {
     pub(super) heard: bool,
 }
 
+/// The caller's leg of a call: where it came from, its INVITE and our answer to it.
+pub(crate) struct ALeg {
+    pub(super) peer: Peer,
+    pub(super) invite: Request,
+    /// The server INVITE transaction's key.
+    pub(super) tx: TxKey,
+    /// Our To tag, the same in every response to the INVITE.
+    pub(super) tag: String,
+    /// The dialog, once we (or the gateway, through us) answered.
+    pub(super) dialog: Option<Dialog>,
+    /// The caller's SDP offer.
+    pub(super) offer: Option<sdp::Audio>,
+    /// Our SDP answer to the caller, made once and sent in the 18x and the 200.
+    pub(super) answer: Option<String>,
+    /// When the caller's INVITE arrived, and when it was answered.
+    pub(super) setup: DateTime<Utc>,
+    pub(super) connect: Option<DateTime<Utc>>,
+}
+
 /// One call; see the module documentation.
 pub(crate) struct Call {
     pub(super) session_id: String,
     pub(super) conf_id: String,
     pub(super) ani: String,
     pub(super) destination: String,
-    pub(super) a_peer: Peer,
-    pub(super) a_invite: Request,
-    pub(super) a_tx: TxKey,
-    pub(super) a_tag: String,
-    pub(super) a_dialog: Option<Dialog>,
+    /// The caller's leg.
+    pub(super) a: ALeg,
     pub(super) b: Option<BLeg>,
     pub(super) candidates: Vec<Candidate>,
     pub(super) next_candidate: usize,
@@ -85,10 +101,6 @@ pub(crate) struct Call {
     pub(super) awaiting_ack: [Option<TxKey>; 2],
     /// The call's RTP: the caller's leg and the gateway's leg.
     pub(super) media: Option<Session>,
-    /// The caller's SDP offer.
-    pub(super) a_offer: Option<sdp::Audio>,
-    /// Our SDP answer to the caller, made once and sent in the 18x and the 200.
-    pub(super) a_answer: Option<String>,
     /// The IVR flow run for this call (access numbers with a flow).
     pub(super) ivr: Option<ivr::Session>,
     /// The prompts' language.
@@ -106,9 +118,6 @@ pub(crate) struct Call {
     pub(super) free_to: Option<String>,
     /// The card, once the flow (or a pinless caller's number) named it; for accounting.
     pub(super) account: String,
-    /// When the caller's INVITE arrived, and when we (or the gateway, through us) answered it.
-    pub(super) a_setup: DateTime<Utc>,
-    pub(super) a_connect: Option<DateTime<Utc>>,
     /// When the current gateway leg was first dialled, and the gateway last tried.
     pub(super) b_setup: Option<DateTime<Utc>>,
     pub(super) b_remote: Option<std::net::SocketAddr>,
@@ -123,10 +132,10 @@ impl Call {
     /// One leg's dialog (once established) and where its requests go.
     fn leg(&mut self, side: Side) -> (Option<&mut Dialog>, Peer) {
         match side {
-            Side::A => (self.a_dialog.as_mut(), self.a_peer),
+            Side::A => (self.a.dialog.as_mut(), self.a.peer),
             Side::B => match self.b.as_mut() {
                 Some(b) => (b.dialog.as_mut(), b.peer),
-                None => (None, self.a_peer),
+                None => (None, self.a.peer),
             },
         }
     }
@@ -187,12 +196,12 @@ fn usable_offer(body: &[u8]) -> Result<sdp::Audio, String> {
 /// Our 200 to the caller's INVITE (without its SDP), and the dialog and the wait for the ACK
 /// that it starts.
 pub(super) fn ok_to_caller(local: &super::Local, call: &mut Call) -> Response {
-    let mut ok = response_to(&call.a_invite, 200, Some(&call.a_tag));
+    let mut ok = response_to(&call.a.invite, 200, Some(&call.a.tag));
     ok.headers
-        .push(hdr("Contact", local.contact(call.a_peer.proto)));
+        .push(hdr("Contact", local.contact(call.a.peer.proto)));
     ok.headers.push(hdr("Allow", super::ALLOW));
-    call.a_dialog = Some(Dialog::uas(&call.a_invite, &call.a_tag));
-    call.awaiting_ack[0] = Some(call.a_tx.clone());
+    call.a.dialog = Some(Dialog::uas(&call.a.invite, &call.a.tag));
+    call.awaiting_ack[0] = Some(call.a.tx.clone());
     ok
 }
 
@@ -217,16 +226,16 @@ impl Engine {
             .codecs
             .first()
             .ok_or_else(|| sdp::SdpError::NoCommonCodec.to_string())?;
-        let (Some(m), Some(offer)) = (&call.media, &call.a_offer) else {
+        let (Some(m), Some(offer)) = (&call.media, &call.a.offer) else {
             return Err("no media session".into());
         };
         m.set_remote(media::B, theirs.rtp, codec, theirs.telephone_event);
-        if call.a_answer.is_none() {
+        if call.a.answer.is_none() {
             let (body, _) = sdp::answer(offer, m.local(media::A), id).map_err(|e| e.to_string())?;
-            call.a_answer = Some(body);
+            call.a.answer = Some(body);
         }
         m.bridge(true);
-        Ok(call.a_answer.clone().expect("just set"))
+        Ok(call.a.answer.clone().expect("just set"))
     }
 
     /// Events from the call's media.
@@ -401,16 +410,23 @@ impl Engine {
         };
         let _in_call = span.clone().entered();
         let call = Call {
+            a: ALeg {
+                peer: from,
+                invite: req,
+                tx: key,
+                tag: new_tag(),
+                dialog: None,
+                offer: Some(offer),
+                answer: None,
+                setup: Utc::now(),
+                connect: None,
+            },
             span,
             bridge_span: None,
             session_id,
             conf_id,
             ani: ani.clone(),
             destination: rest.to_string(),
-            a_peer: from,
-            a_tx: key,
-            a_tag: new_tag(),
-            a_dialog: None,
             b: None,
             candidates: Vec::new(),
             next_candidate: 0,
@@ -424,8 +440,6 @@ impl Engine {
             ring_deadline: None,
             awaiting_ack: [None, None],
             media: Some(session),
-            a_offer: Some(offer),
-            a_answer: None,
             ivr: None,
             prompts: live.prompts(&access.tenant),
             lang: access
@@ -438,11 +452,8 @@ impl Engine {
             trust_ani: access.trust_ani,
             free_to: None,
             account,
-            a_setup: Utc::now(),
-            a_connect: None,
             b_setup: None,
             b_remote: None,
-            a_invite: req,
         };
         if let Some(flow) = flow {
             let ctx = ivr::Context {
@@ -452,7 +463,7 @@ impl Engine {
                 uri_destination: rest.to_string(),
             };
             self.dialogs
-                .insert(call.a_invite.call_id().to_string(), (id, Side::A));
+                .insert(call.a.invite.call_id().to_string(), (id, Side::A));
             self.calls.insert(id, call);
             return self.start_ivr(id, flow, ctx, now);
         }
@@ -470,7 +481,7 @@ impl Engine {
             whole_credit: false,
         };
         self.dialogs
-            .insert(call.a_invite.call_id().to_string(), (id, Side::A));
+            .insert(call.a.invite.call_id().to_string(), (id, Side::A));
         self.calls.insert(id, call);
         self.spawn_store(move |store| async move {
             let answer = store.authorize_call(&request, Utc::now()).await;
@@ -495,7 +506,7 @@ impl Engine {
             // it would say which numbers are cards and which have money.
             let warning = self
                 .cfg
-                .trusted(call.a_peer.addr.ip())
+                .trusted(call.a.peer.addr.ip())
                 .then(|| format!("return code {}: {}", code.code(), code.meaning()));
             return self.fail(
                 id,
@@ -628,7 +639,8 @@ impl Engine {
             format!("{};branch={};rport", self.local.via(gw.proto), new_branch()),
         ));
         let hops = call
-            .a_invite
+            .a
+            .invite
             .header("Max-Forwards")
             .and_then(|m| m.trim().parse::<u32>().ok())
             .unwrap_or(70);
@@ -657,7 +669,7 @@ impl Engine {
         headers.push(hdr("Contact", self.local.contact(gw.proto)));
         headers.push(hdr("Allow", super::ALLOW));
         let mut body = Vec::new();
-        if let (Some(m), Some(offer)) = (&call.media, &call.a_offer) {
+        if let (Some(m), Some(offer)) = (&call.media, &call.a.offer) {
             headers.push(hdr("Content-Type", "application/sdp"));
             body = sdp::offer(
                 m.local(media::B),
@@ -750,10 +762,10 @@ impl Engine {
                 ring = Some(now + self.cfg.calls.ring_timeout);
                 call.ring_deadline = ring;
             }
-            let mut out = response_to(&call.a_invite, code, Some(&call.a_tag));
+            let mut out = response_to(&call.a.invite, code, Some(&call.a.tag));
             out.headers
-                .push(hdr("Contact", self.local.contact(call.a_peer.proto)));
-            let a_tx = call.a_tx.clone();
+                .push(hdr("Contact", self.local.contact(call.a.peer.proto)));
+            let a_tx = call.a.tx.clone();
             self.schedule(ring, Wake::Call(id));
             // Early media: the gateway's ringback or announcements reach the caller through us.
             if is_sdp(&resp) {
@@ -785,7 +797,8 @@ impl Engine {
             self.b_media(id, &resp)
         } else {
             self.calls[&id]
-                .a_answer
+                .a
+                .answer
                 .clone()
                 .ok_or_else(|| "the answer has no SDP".to_string())
         };
@@ -802,7 +815,7 @@ impl Engine {
             self.cfg.calls.max_duration,
             None,
         ));
-        let a_tx = call.a_tx.clone();
+        let a_tx = call.a.tx.clone();
         let answer = match answer {
             Ok(body) => body,
             Err(e) => {
@@ -822,7 +835,7 @@ impl Engine {
             m.bridge(true);
         }
         // The caller's leg is answered only now that it gets its 200.
-        call.a_connect = call.connected;
+        call.a.connect = call.connected;
         let conf = call.conf_id.clone();
         let wake = call.clock.as_ref().and_then(MoneyClock::next_wake);
         self.stats.answered += 1;
@@ -887,16 +900,16 @@ impl Engine {
             // The caller stays with the flow, which hears how the bridge attempt ended.
             return self.ivr_bridge_ended(id, ivr::BridgeEnd::for_status(code), None, now);
         }
-        let answered = self.server.get(&call.a_tx).is_some_and(|s| s.tx.answered());
+        let answered = self.server.get(&call.a.tx).is_some_and(|s| s.tx.answered());
         if !answered {
-            let mut resp = response_to(&call.a_invite, code, Some(&call.a_tag));
+            let mut resp = response_to(&call.a.invite, code, Some(&call.a.tag));
             if let Some(w) = warning {
                 resp.headers.push(hdr(
                     "Warning",
                     format!("399 b2bua \"{}\"", w.replace('"', "'")),
                 ));
             }
-            let a_tx = call.a_tx.clone();
+            let a_tx = call.a.tx.clone();
             self.respond(&a_tx, resp, now);
         }
         self.end(id, cause, Utc::now());
@@ -978,7 +991,7 @@ impl Engine {
             if call.ivr.is_some() {
                 crate::metrics::get().ivr_sessions.dec();
             }
-            self.dialogs.remove(call.a_invite.call_id());
+            self.dialogs.remove(call.a.invite.call_id());
             if let Some(d) = call.b.as_ref().and_then(|b| b.dialog.as_ref()) {
                 self.dialogs.remove(&d.call_id);
             }
@@ -1134,7 +1147,7 @@ impl Engine {
         let Some(call) = self.calls.get(&id) else {
             return;
         };
-        if call.a_tx != invite_key || matches!(call.phase, Phase::Answered | Phase::Ended) {
+        if call.a.tx != invite_key || matches!(call.phase, Phase::Answered | Phase::Ended) {
             return;
         }
         self.cancel_b(id, now);
@@ -1151,14 +1164,14 @@ impl Engine {
             return self.reply(&key, 481, None, now);
         };
         let dialog = match side {
-            Side::A => call.a_dialog.as_mut(),
+            Side::A => call.a.dialog.as_mut(),
             Side::B => call.b.as_mut().and_then(|b| b.dialog.as_mut()),
         };
         let Some(dialog) = dialog else {
             // An early dialog (we sent 180): only BYE (as a cancel) makes sense here.
             if side == Side::A
                 && req.method == Method::Bye
-                && req.to_tag() == Some(call.a_tag.as_str())
+                && req.to_tag() == Some(call.a.tag.as_str())
             {
                 self.reply(&key, 200, None, now);
                 self.cancel_b(id, now);

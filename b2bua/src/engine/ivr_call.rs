@@ -32,23 +32,23 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let (Some(m), Some(offer)) = (&call.media, &call.a_offer) else {
+        let (Some(m), Some(offer)) = (&call.media, &call.a.offer) else {
             return;
         };
         let body = match sdp::answer(offer, m.local(media::A), id) {
             Ok((b, _)) => b,
             Err(e) => {
-                let a_tx = call.a_tx.clone();
+                let a_tx = call.a.tx.clone();
                 self.reply(&a_tx, 488, Some(&e.to_string()), now);
                 return self.forget(id);
             }
         };
-        call.a_answer = Some(body.clone());
+        call.a.answer = Some(body.clone());
         let mut ok = ok_to_caller(&self.local, call);
         attach_sdp(&mut ok, body);
         call.phase = Phase::Ivr;
-        call.a_connect = Some(Utc::now());
-        let a_tx = call.a_tx.clone();
+        call.a.connect = Some(Utc::now());
+        let a_tx = call.a.tx.clone();
         self.respond(&a_tx, ok, now);
         self.account(id, &[Leg::Answer], None);
         let (session, actions) = ivr::Session::start(flow, &ctx, now);
@@ -285,8 +285,8 @@ impl Engine {
             return Vec::new();
         };
         let mut keys = vec![(format!("number:{}", call.access_number), false)];
-        if !self.cfg.trusted(call.a_peer.addr.ip()) {
-            keys.push((format!("source:{}", call.a_peer.addr.ip()), true));
+        if !self.cfg.trusted(call.a.peer.addr.ip()) {
+            keys.push((format!("source:{}", call.a.peer.addr.ip()), true));
         } else if call.trust_ani && !call.ani.is_empty() {
             keys.push((format!("ani:{}", call.ani), true));
         }
