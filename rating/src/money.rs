@@ -120,13 +120,6 @@ impl Money {
         let cent = UNIT / 100;
         Money(self.0.div_euclid(cent).saturating_mul(cent))
     }
-
-    /// The whole units and the cents, for announcing "N dollars and M cents". Sub-cent
-    /// remainders are dropped (an announcement never promises more than the balance holds).
-    pub fn units_and_cents(self) -> (i64, i64) {
-        let cents = self.0.div_euclid(UNIT / 100);
-        (cents / 100, cents % 100)
-    }
 }
 
 /// At least two decimals, more only when they carry value: `32.91`, `0.0125`, `10.00`.
@@ -182,7 +175,6 @@ mod tests {
         assert_eq!(Money::from_micros(10_000_000).to_string(), "10.00");
         assert_eq!(Money::from_micros(12_500).to_string(), "0.0125");
         assert_eq!(Money::from_micros(-1_500_000).to_string(), "-1.50");
-        assert_eq!(Money::from_micros(32_919_999).units_and_cents(), (32, 91));
         assert_eq!(
             Money::from_micros(32_919_999).floor_cents().to_string(),
             "32.91"

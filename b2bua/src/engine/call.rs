@@ -596,7 +596,7 @@ impl Engine {
             };
             let Some(tx) = self.send_request(invite.clone(), peer, Purpose::BInvite(id), now)
             else {
-                self.channels.release(channel);
+                self.release_channel(Some(channel));
                 return;
             };
             let setup = self.cfg.calls.setup_timeout;
@@ -879,11 +879,11 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let b = call.b.take();
+        let channel = call.b.take().and_then(|b| b.channel);
         call.setup_deadline = None;
         call.ring_deadline = None;
         call.last_code = code;
-        self.release_channel(b);
+        self.release_channel(channel);
         if code == 408 || (500..600).contains(&code) {
             self.dial_next(id, now);
         } else {
@@ -938,13 +938,14 @@ impl Engine {
         };
         self.account(id, legs, Some(&leg_end));
         let call = self.calls.get_mut(&id).expect("just found");
+        // The B-leg stays (its dialog still routes the gateway's BYE); its channel does not.
+        let channel = call.b.as_mut().and_then(|b| b.channel.take());
+        self.release_channel(channel);
+        let call = self.calls.get_mut(&id).expect("just found");
         call.phase = Phase::Ended;
         call.clock = None;
         call.setup_deadline = None;
         call.ring_deadline = None;
-        if let Some(channel) = call.b.as_mut().and_then(|b| b.channel.take()) {
-            self.channels.release(channel);
-        }
         let connect_at = call.connected;
         // Its RTP sockets close now.
         call.media = None;
@@ -977,10 +978,10 @@ impl Engine {
         }
     }
 
-    /// Gives a finished B-leg's gateway channel back. (A call's end releases its channel
-    /// but keeps the B-leg itself, whose dialog still routes the gateway's BYE.)
-    pub(super) fn release_channel(&mut self, b: Option<BLeg>) {
-        if let Some(channel) = b.and_then(|b| b.channel) {
+    /// Gives a B-leg's gateway channel back: the one place a channel is released, whether the
+    /// attempt failed, its bridge ended or the call did.
+    pub(super) fn release_channel(&mut self, channel: Option<Channel>) {
+        if let Some(channel) = channel {
             self.channels.release(channel);
         }
     }

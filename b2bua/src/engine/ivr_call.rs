@@ -423,7 +423,7 @@ impl Engine {
         }
         tracing::info!(call = id, %reason, "bridge ended; back to the flow");
         call.bridge_span = None;
-        self.release_channel(b);
+        self.release_channel(b.and_then(|b| b.channel));
         match settle {
             // The flow goes on once the money is settled, so that its next authorization sees
             // the charge (and the card is no longer in use).

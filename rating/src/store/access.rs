@@ -125,7 +125,7 @@ fn check_languages(languages: &[String]) -> Result<(), StoreError> {
 /// The calling number may be believed (`trust_ani`: it can be a pinless card's account, or the
 /// number that is billed) only where every call comes from a trusted peer: from anywhere
 /// else, the caller writes its own From and picks whose money it spends.
-pub fn check_trust(trust_ani: bool, trusted_only: bool) -> Result<(), StoreError> {
+fn check_trust(trust_ani: bool, trusted_only: bool) -> Result<(), StoreError> {
     if trust_ani && !trusted_only {
         return Err(StoreError::Invalid(
             "trust_ani needs trusted_only: an untrusted caller could otherwise pick the number \

@@ -10,7 +10,7 @@ mod authorize;
 mod decks;
 mod outbox;
 
-pub use access::{check_number as check_access_number, check_trust, AccessRow};
+pub use access::{check_number as check_access_number, AccessRow};
 pub use audit::{Allowance, AuditEntry};
 pub use authorize::{
     AccountAnswer, AuthRequest, CallAnswer, CallEnd, CallRequest, Extension, OpenReservation,
