@@ -127,7 +127,7 @@ pub fn bad_request_reply(raw: &[u8], err: &ParseError) -> Option<Vec<u8>> {
         out.push_str("\r\n");
     }
     if code == 501 {
-        out.push_str(&format!("Allow: {}\r\n", crate::engine::ALLOW));
+        out.push_str(&format!("Allow: {}\r\n", crate::sip::message::ALLOW));
     }
     out.push_str(&format!(
         "Warning: 399 b2bua \"{reason}\"\r\nContent-Length: 0\r\n\r\n"

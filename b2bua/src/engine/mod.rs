@@ -1,24 +1,26 @@
-//! The engine: one task that owns every transaction and every call, fed by the transports and
-//! by the store tasks it spawns, and woken by one timer queue.
+//! The engine: the shell around the calls. One task owns every transaction and every
+//! [`Call`](crate::call::Call), fed by the transports, the media and the store tasks it
+//! spawns, and woken by one timer queue.
 //!
-//! Nothing in here blocks: parsing happened in the transports, sending is non-blocking, and
-//! every database call runs in its own task that posts its answer back as an [`Event`]. The
-//! transactions ([`crate::sip::transaction`]) are pure state machines; this module routes their
-//! outputs to sockets and to the call logic in [`call`].
+//! Nothing in here decides anything about a call: the transactions
+//! ([`crate::sip::transaction`]) and the calls ([`crate::call`]) are pure state machines, and
+//! this module only routes messages to them by transaction key and Call-ID (`mod.rs`), admits
+//! new calls (`admit.rs`), and carries out what they answer (`carry.rs`). Nothing in here
+//! blocks: parsing happened in the transports, sending is non-blocking, and every database
+//! call runs in a task of its own, kept in one set that a stop waits for.
 
-mod accounting;
-mod call;
-mod ivr_call;
+mod admit;
+mod carry;
 
 use crate::assets::Assets;
+use crate::call::{self, Channels, Env, Input, RandomIds, Settings, Side};
 use crate::config::Config;
-use crate::media::engine::{Media, MediaEvent};
+use crate::media::engine::{Media, MediaEvent, Quality, Session};
 use crate::routing::Proto;
 use crate::sip::message::{response_to, Method, Request, Response, SipExt, SipMessage};
 use crate::sip::transaction::{self, Output, Transaction, TxKey};
 use crate::transport::{Inbound, Peer, Transports};
-use call::Call;
-use rating::store::{CallAnswer, Extension, Settlement, Store};
+use rating::store::Store;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
@@ -26,33 +28,16 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
-/// The methods we take, in every Allow we send.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+pub use crate::call::Stats;
+pub use crate::sip::message::ALLOW;
 
-/// Answers from the store tasks.
+/// A store task's answer for a call.
 #[derive(Debug)]
-pub enum Event {
-    /// Phase 2 authorization of a call finished.
-    Authorized { call: u64, answer: Box<CallAnswer> },
-    /// More talk time was (or was not) held for a running call.
-    Extended {
-        call: u64,
-        result: Result<Extension, String>,
-    },
-    /// A call's money was settled.
-    Settled {
-        call: u64,
-        result: Result<Settlement, String>,
-    },
-    /// An IVR call's bridge was settled; its flow goes on.
-    BridgeSettled { call: u64, reason: ivr::BridgeEnd },
-    /// An IVR call's authorization finished; phase 2 brings its hold.
-    IvrAuth {
-        call: u64,
-        result: ivr::AuthResult,
-        reservation: Option<rating::store::Reservation>,
-        credit_time: u64,
-    },
+pub struct Event {
+    /// The call that asked.
+    pub call: u64,
+    /// What the store said.
+    pub answer: call::Answer,
 }
 
 /// What a timer in the queue belongs to.
@@ -63,84 +48,44 @@ enum Wake {
     Call(u64),
 }
 
-/// Which side of a call a message belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Side {
-    /// The caller's leg.
-    A,
-    /// The gateway's leg.
-    B,
-}
-
-/// What a client transaction was started for, so its responses reach the right handler.
-#[derive(Debug, Clone)]
-enum Purpose {
-    /// The B-leg INVITE of a call.
-    BInvite(u64),
-    /// A BYE or CANCEL we send; its answer changes nothing.
-    Fire,
-    /// A request relayed from one leg to the other; the answer goes back on `origin`, with
-    /// our answer to the originator's SDP offer when it carried one.
-    Relay {
-        call: u64,
-        origin: TxKey,
-        to: Side,
-        offer: Option<crate::media::sdp::Audio>,
-    },
-}
-
+/// A server transaction, where its requests came from, and the call it belongs to.
 struct ServerTx {
     tx: Transaction,
     peer: Peer,
+    call: Option<u64>,
 }
 
+/// A client transaction, where it goes, and the call whose it is (none for a stray's BYE).
 struct ClientTx {
     tx: Transaction,
     peer: Peer,
-    purpose: Purpose,
+    call: Option<u64>,
 }
 
-/// Counters for logs and the benchmark.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Stats {
-    /// Calls started (INVITEs accepted for processing).
-    pub calls: u64,
-    /// Calls answered end to end.
-    pub answered: u64,
-    /// Calls cut off because the money ran out.
-    pub cutoffs: u64,
+/// A call and its RTP session (sockets live here, in the shell, not in the call).
+struct Slot {
+    call: call::Call,
+    media: Option<Session>,
 }
 
-/// Our own addresses as they appear in Via and Contact.
-struct Local {
-    udp: Option<String>,
-    tcp: Option<String>,
+/// The node's parts a call borrows while it handles one input (see [`call::Env`]).
+struct Lent {
+    /// Each gateway's channels in use; a B-leg holds one as a token.
+    channels: Channels,
+    ids: RandomIds,
+    stats: Stats,
+    stopping: bool,
 }
 
-impl Local {
-    fn hostport(&self, proto: Proto) -> &str {
-        match proto {
-            Proto::Udp => self
-                .udp
-                .as_deref()
-                .or(self.tcp.as_deref())
-                .unwrap_or("127.0.0.1"),
-            Proto::Tcp => self
-                .tcp
-                .as_deref()
-                .or(self.udp.as_deref())
-                .unwrap_or("127.0.0.1"),
-        }
-    }
-
-    fn via(&self, proto: Proto) -> String {
-        format!("SIP/2.0/{proto} {}", self.hostport(proto))
-    }
-
-    fn contact(&self, proto: Proto) -> String {
-        match proto {
-            Proto::Udp => format!("<sip:b2bua@{}>", self.hostport(proto)),
-            Proto::Tcp => format!("<sip:b2bua@{};transport=tcp>", self.hostport(proto)),
+impl Lent {
+    fn env<'a>(&'a mut self, now: Instant, quality: &'a dyn Fn() -> Option<Quality>) -> Env<'a> {
+        Env {
+            now,
+            channels: &mut self.channels,
+            ids: &mut self.ids,
+            stats: &mut self.stats,
+            stopping: self.stopping,
+            quality,
         }
     }
 }
@@ -148,26 +93,24 @@ impl Local {
 /// The engine's state; see the module documentation.
 pub struct Engine {
     cfg: Arc<Config>,
+    settings: Arc<Settings>,
     store: Arc<Store>,
     transports: Transports,
     media: Media,
     /// Prompt sets and flows; each call takes its own from the snapshot current at its start.
     assets: Arc<Assets>,
     events: mpsc::Sender<Event>,
-    local: Local,
     server: HashMap<TxKey, ServerTx>,
     client: HashMap<TxKey, ClientTx>,
-    calls: HashMap<u64, Call>,
+    calls: HashMap<u64, Slot>,
     /// Call-ID → call and side, for in-dialog requests and the 2xx ACK.
     dialogs: HashMap<String, (u64, Side)>,
     wakeups: BinaryHeap<Reverse<(Instant, Wake)>>,
-    /// Each gateway's channels in use; a B-leg holds one as a token.
-    channels: crate::call::Channels,
+    /// What every call borrows while it handles an input.
+    lent: Lent,
     next_call: u64,
-    stats: Stats,
-    stopping: bool,
-    /// Accounting records being written to the outbox; a stop waits for them.
-    accounting_writes: Arc<std::sync::atomic::AtomicUsize>,
+    /// Every store task (settlements, accounting records …); a stop waits for them.
+    tasks: tokio::task::JoinSet<()>,
     /// Per-source request rates, checked before a request makes any state.
     flood: crate::limits::FloodGate,
     /// Wrong cards and PINs per source and per access number, this minute.
@@ -225,31 +168,44 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
                 .map(|(_, a)| a.to_string())
         })
     };
-    let local = Local {
+    let local = call::Local {
         udp: host_of(Proto::Udp),
         tcp: host_of(Proto::Tcp),
     };
+    let gw_id = cfg.radius_accounting.as_ref().map(|a| {
+        a.gw_id
+            .clone()
+            .unwrap_or_else(|| store.config().node_id.clone())
+    });
     let cfg_channels: Vec<u32> = cfg.router.gateways.iter().map(|g| g.channels).collect();
     let flood = crate::limits::FloodGate::new(&cfg.limits, Instant::now());
     let failure_keys = cfg.limits.flood_sources;
+    let cfg = Arc::new(cfg);
     let engine = Engine {
-        cfg: Arc::new(cfg),
+        settings: Arc::new(Settings {
+            cfg: cfg.clone(),
+            local,
+            gw_id,
+        }),
+        cfg,
         store,
         transports,
         media,
         assets: assets.clone(),
         events: ev_tx,
-        local,
         server: HashMap::new(),
         client: HashMap::new(),
         calls: HashMap::new(),
         dialogs: HashMap::new(),
         wakeups: BinaryHeap::new(),
-        channels: crate::call::Channels::new(cfg_channels),
+        lent: Lent {
+            channels: Channels::new(cfg_channels),
+            ids: RandomIds,
+            stats: Stats::default(),
+            stopping: false,
+        },
         next_call: 1,
-        stats: Stats::default(),
-        stopping: false,
-        accounting_writes: Arc::default(),
+        tasks: tokio::task::JoinSet::new(),
         flood,
         auth_failures: crate::limits::FailureWindows::new(failure_keys),
     };
@@ -281,29 +237,23 @@ impl Engine {
                 .unwrap_or(far);
             tokio::select! {
                 biased;
-                _ = &mut stop, if !self.stopping => {
-                    self.stopping = true;
+                _ = &mut stop, if !self.lent.stopping => {
+                    self.lent.stopping = true;
                     self.end_all(Instant::now());
                     stop_deadline = Some(Instant::now() + std::time::Duration::from_secs(3));
                 }
                 Some(ev) = events.recv() => self.on_event(ev, Instant::now()),
-                Some((call, ev)) = media.recv() => {
-                    let _in_call = self.span(call).entered();
-                    self.on_media(call, ev, Instant::now())
-                }
+                Some((call, ev)) = media.recv() => self.feed(call, Input::Media(ev), Instant::now()),
                 Some(m) = inbound.recv() => self.on_sip(m.msg, m.from, Instant::now()),
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
                 _ = tokio::time::sleep_until(wake) => self.on_timers(Instant::now()),
             }
             crate::metrics::get()
                 .calls_active
                 .set(self.calls.len() as i64);
-            let idle = self.calls.is_empty()
-                && self
-                    .accounting_writes
-                    .load(std::sync::atomic::Ordering::Acquire)
-                    == 0;
-            if self.stopping && (idle || stop_deadline.is_some_and(|d| Instant::now() >= d)) {
-                return self.stats;
+            let idle = self.calls.is_empty() && self.tasks.is_empty();
+            if self.lent.stopping && (idle || stop_deadline.is_some_and(|d| Instant::now() >= d)) {
+                return self.lent.stats;
             }
         }
     }
@@ -339,10 +289,7 @@ impl Engine {
                         self.client_outputs(&k, out, now);
                     }
                 }
-                Wake::Call(id) => {
-                    let _in_call = self.span(id).entered();
-                    self.call_timers(id, now)
-                }
+                Wake::Call(id) => self.feed(id, Input::Timer, now),
             }
         }
     }
@@ -408,12 +355,11 @@ impl Engine {
         false
     }
 
-    /// Starts a server transaction (except for ACK, which has none) and hands the request to
-    /// the call logic.
+    /// Starts a server transaction (except for ACK, which has none) and routes the request:
+    /// a new call, a CANCEL, or a request inside a call's dialog.
     fn new_request(&mut self, req: Request, from: Peer, key: TxKey, now: Instant) {
         if req.method == Method::Ack {
-            self.on_ack(&req, from);
-            return;
+            return self.on_ack(req, from, now);
         }
         let reliable = from.proto == Proto::Tcp;
         let (mut tx, out) = Transaction::server(req.clone(), reliable, self.cfg.timers, now);
@@ -421,9 +367,63 @@ impl Engine {
             // Its source address may be forged: answer, but do not echo at it.
             tx.quiet();
         }
-        self.server.insert(key.clone(), ServerTx { tx, peer: from });
+        let server = ServerTx {
+            tx,
+            peer: from,
+            call: None,
+        };
+        self.server.insert(key.clone(), server);
         self.server_outputs(&key, out, now);
-        self.dispatch_request(req, from, key, now);
+        let in_dialog = req.to_tag().is_some();
+        match req.method {
+            Method::Invite if !in_dialog => self.new_call(req, from, key, now),
+            Method::Cancel => self.on_cancel(&req, &key, now),
+            Method::Options if !in_dialog => self.reply(&key, 200, None, now),
+            _ if in_dialog => self.in_dialog(req, key, now),
+            Method::Bye | Method::Info | Method::Update | Method::PRack => {
+                self.reply(&key, 481, None, now)
+            }
+            Method::Register
+            | Method::Subscribe
+            | Method::Notify
+            | Method::Publish
+            | Method::Message
+            | Method::Refer => self.reply(&key, 405, None, now),
+            _ => self.reply(&key, 501, None, now),
+        }
+    }
+
+    /// A request inside one of our dialogs goes to its call.
+    fn in_dialog(&mut self, req: Request, key: TxKey, now: Instant) {
+        let Some((id, side)) = self.dialogs.get(req.call_id()).copied() else {
+            return self.reply(&key, 481, None, now);
+        };
+        if let Some(s) = self.server.get_mut(&key) {
+            s.call = Some(id);
+        }
+        self.feed(id, Input::Request { side, tx: key, req }, now);
+    }
+
+    /// A CANCEL is answered by its transaction (RFC 3261 §9.2); the call it cancels decides
+    /// what that means for it.
+    fn on_cancel(&mut self, req: &Request, key: &TxKey, now: Instant) {
+        let Some(invite) = key.cancelled_invite() else {
+            return self.reply(key, 481, None, now);
+        };
+        if !self.server.contains_key(&invite) {
+            return self.reply(key, 481, None, now);
+        }
+        self.reply(key, 200, None, now);
+        if let Some((id, Side::A)) = self.dialogs.get(req.call_id()).copied() {
+            self.feed(id, Input::Cancel { invite }, now);
+        }
+    }
+
+    /// An ACK has no transaction: its dialog's call checks that it is the one it waits for.
+    fn on_ack(&mut self, req: Request, from: Peer, now: Instant) {
+        if let Some((id, side)) = self.dialogs.get(req.call_id()).copied() {
+            self.feed(id, Input::Ack { side, req, from }, now);
+        }
     }
 
     /// Answers a server transaction.
@@ -440,38 +440,23 @@ impl Engine {
         let Some(s) = self.server.get(key) else {
             return;
         };
-        let mut resp = response_to(s.tx.request(), code, Some(&crate::sip::message::new_tag()));
-        if let Some(w) = warning {
-            resp.headers.push(crate::sip::message::hdr(
-                "Warning",
-                format!("399 b2bua \"{}\"", w.replace('"', "'")),
-            ));
-        }
-        if code == 405 || code == 501 || (code == 200 && s.tx.request().method == Method::Options) {
-            resp.headers.push(crate::sip::message::hdr("Allow", ALLOW));
-        }
-        self.respond(key, resp, now);
-    }
-
-    /// Answers with `code` and Retry-After: come back in a moment (we are full).
-    fn reply_retry_after(&mut self, key: &TxKey, code: u16, now: Instant) {
-        let Some(s) = self.server.get(key) else {
-            return;
-        };
-        let mut resp = response_to(s.tx.request(), code, Some(&crate::sip::message::new_tag()));
-        resp.headers
-            .push(crate::sip::message::hdr("Retry-After", "5"));
+        let tag = crate::sip::message::new_tag();
+        let resp = crate::sip::message::reply_to(s.tx.request(), code, warning, &tag);
         self.respond(key, resp, now);
     }
 
     fn server_outputs(&mut self, key: &TxKey, out: Vec<Output>, now: Instant) {
-        let Some(peer) = self.server.get(key).map(|s| s.peer) else {
+        let Some((peer, call)) = self.server.get(key).map(|s| (s.peer, s.call)) else {
             return;
         };
         for o in out {
             match o {
                 Output::Send(b) => self.transports.send(&peer, b),
-                Output::No2xxAck => self.no_ack(key, now),
+                Output::No2xxAck => {
+                    if let Some(id) = call {
+                        self.feed(id, Input::NoAck { tx: key.clone() }, now);
+                    }
+                }
                 Output::NoAck | Output::Timeout | Output::Response(_) => {}
                 Output::Terminated => {
                     self.server.remove(key);
@@ -483,43 +468,45 @@ impl Engine {
         self.schedule(wake, Wake::Server(key.clone()));
     }
 
-    /// Starts a client transaction to `peer`.
+    /// Starts a client transaction to `peer` (`key` is the request's own).
     fn send_request(
         &mut self,
+        key: TxKey,
         req: Request,
         peer: Peer,
-        purpose: Purpose,
+        call: Option<u64>,
         now: Instant,
-    ) -> Option<TxKey> {
-        let key = transaction::key(&SipMessage::Request(req.clone()))?;
+    ) {
         let (tx, out) = Transaction::client(req, peer.proto == Proto::Tcp, self.cfg.timers, now);
-        self.client
-            .insert(key.clone(), ClientTx { tx, peer, purpose });
+        self.client.insert(key.clone(), ClientTx { tx, peer, call });
         self.client_outputs(&key, out, now);
-        Some(key)
-    }
-
-    /// Sends a request that has no transaction (the ACK of a 2xx).
-    fn send_stateless(&self, req: &Request, peer: &Peer) {
-        self.transports
-            .send(peer, crate::sip::message::request_bytes(req));
     }
 
     fn client_outputs(&mut self, key: &TxKey, out: Vec<Output>, now: Instant) {
-        let Some((peer, purpose)) = self.client.get(key).map(|c| (c.peer, c.purpose.clone()))
-        else {
+        let Some((peer, call)) = self.client.get(key).map(|c| (c.peer, c.call)) else {
             return;
-        };
-        let _in_call = match &purpose {
-            Purpose::BInvite(id) | Purpose::Relay { call: id, .. } => self.span(*id).entered(),
-            Purpose::Fire => tracing::Span::none().entered(),
         };
         let mut terminated = false;
         for o in out {
             match o {
                 Output::Send(b) => self.transports.send(&peer, b),
-                Output::Response(r) => self.client_response(&purpose, key, r, now),
-                Output::Timeout => self.client_timeout(&purpose, key, now),
+                Output::Response(resp) => match call.filter(|id| self.calls.contains_key(id)) {
+                    Some(id) => {
+                        let input = Input::Response {
+                            tx: key.clone(),
+                            resp,
+                            from: peer,
+                        };
+                        self.feed(id, input, now)
+                    }
+                    // The call is gone: an answer to its INVITE is hung up.
+                    None => self.hang_up_if_answer(&resp, peer, now),
+                },
+                Output::Timeout => {
+                    if let Some(id) = call {
+                        self.feed(id, Input::Timeout { tx: key.clone() }, now);
+                    }
+                }
                 Output::NoAck | Output::No2xxAck => {}
                 Output::Terminated => terminated = true,
             }
@@ -532,11 +519,6 @@ impl Engine {
         self.schedule(wake, Wake::Client(key.clone()));
     }
 
-    /// Forgets a client transaction without waiting for it (a gateway that never answered).
-    fn abandon(&mut self, key: &TxKey) {
-        self.client.remove(key);
-    }
-
     /// A response no transaction wants. A 2xx to an INVITE is acknowledged again if its dialog
     /// is one of our calls (a retransmission), and otherwise acknowledged and hung up, so a
     /// gateway that answers after we gave up on it is not left holding a call.
@@ -546,8 +528,7 @@ impl Engine {
             return;
         }
         if let Some((id, side)) = self.dialogs.get(resp.call_id()).copied() {
-            self.reack(id, side, &resp);
-            return;
+            return self.feed(id, Input::Stray2xx { side, resp }, now);
         }
         // Only a gateway could have been sent an INVITE by us; anyone else's "2xx" is a probe
         // or a reflection, and an ACK and a BYE back would do its work for it.
@@ -558,79 +539,38 @@ impl Engine {
             .iter()
             .any(|g| g.addr.ip() == from.addr.ip());
         if from_gateway {
-            self.hang_up_stray(&resp, from, now);
+            self.hang_up_if_answer(&resp, from, now);
         } else {
             crate::metrics::get().limit_hit("stray_2xx");
         }
     }
 
-    /// The span of a call's log lines: its bridge's while an IVR call has one up (none once
-    /// the call is gone).
-    fn span(&self, id: u64) -> tracing::Span {
-        self.calls
-            .get(&id)
-            .map(|c| c.bridge_span.as_ref().unwrap_or(&c.span).clone())
-            .unwrap_or_else(tracing::Span::none)
-    }
-
-    fn on_event(&mut self, ev: Event, now: Instant) {
-        let id = match &ev {
-            Event::Authorized { call, .. }
-            | Event::Extended { call, .. }
-            | Event::BridgeSettled { call, .. }
-            | Event::IvrAuth { call, .. }
-            | Event::Settled { call, .. } => *call,
-        };
-        let _in_call = self.span(id).entered();
-        match ev {
-            Event::Authorized { call, answer } => {
-                crate::metrics::get().authorized("sip", answer.code.code());
-                self.authorized(call, *answer, now)
-            }
-            Event::Extended { call, result } => self.extended(call, result, now),
-            Event::BridgeSettled { call, reason } => {
-                self.ivr_feed(call, ivr::Event::BridgeEnded(reason), now)
-            }
-            Event::IvrAuth {
-                call,
-                result,
-                reservation,
-                credit_time,
-            } => {
-                crate::metrics::get().authorized("sip", result.code);
-                self.ivr_auth(call, result, reservation, credit_time, now)
-            }
-            Event::Settled { call, result } => {
-                if let Err(e) = result {
-                    tracing::error!(call, error = %e, "settlement failed; the sweeper will settle it");
-                }
-                self.forget(call);
+    /// ACKs and hangs up a 2xx to an INVITE that belongs to no call.
+    fn hang_up_if_answer(&mut self, resp: &Response, peer: Peer, now: Instant) {
+        let code = resp.status_code.code();
+        if !(200..300).contains(&code) || resp.cseq().is_none_or(|(_, m)| m != Method::Invite) {
+            return;
+        }
+        for o in call::hang_up(resp, peer, &self.settings.local, &mut self.lent.ids) {
+            match o {
+                call::Output::Ack { req, peer } => self.send_stateless(&req, &peer),
+                call::Output::Send { tx, req, peer } => self.send_request(tx, req, peer, None, now),
+                _ => {}
             }
         }
     }
 
-    /// Spawns a store operation; its answer, if the engine needs one, comes back as an event.
-    fn spawn_store<F, Fut>(&self, f: F)
-    where
-        F: FnOnce(Arc<Store>) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Option<Event>> + Send + 'static,
-    {
-        let store = self.store.clone();
-        let events = self.events.clone();
-        let work = async move {
-            let started = Instant::now();
-            let ev = f(store).await;
-            crate::metrics::get()
-                .store_seconds
-                .observe(started.elapsed().as_secs_f64());
-            if let Some(ev) = ev {
-                let _ = events.send(ev).await;
-            }
-        };
-        // The store's log lines belong to the call that asked.
-        tokio::spawn(tracing::Instrument::instrument(
-            work,
-            tracing::Span::current(),
-        ));
+    /// Sends a request that has no transaction (the ACK of a 2xx).
+    fn send_stateless(&self, req: &Request, peer: &Peer) {
+        self.transports
+            .send(peer, crate::sip::message::request_bytes(req));
+    }
+
+    /// Ends every call, for shutdown.
+    fn end_all(&mut self, now: Instant) {
+        let ids: Vec<u64> = self.calls.keys().copied().collect();
+        for id in ids {
+            self.feed(id, Input::Shutdown, now);
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! are answered 481.
 
 use super::message::{
-    addr_uri, hdr, new_branch, new_request, parse_uri, Headers, Method, Request, Response, SipExt,
+    addr_uri, hdr, new_request, parse_uri, Headers, Method, Request, Response, SipExt,
 };
 
 /// One side of one dialog, from our point of view.
@@ -112,11 +112,13 @@ impl Dialog {
     }
 
     /// A new request inside this dialog (§12.2.1.1). `via` is our sent-by with transport
-    /// (`SIP/2.0/UDP 127.0.0.1:5060`); ACK reuses the INVITE's CSeq number, as `ack_seq` says.
+    /// (`SIP/2.0/UDP 127.0.0.1:5060`) and `branch` its transaction's; ACK reuses the INVITE's
+    /// CSeq number, as `ack_seq` says.
     pub fn request(
         &mut self,
         method: Method,
         via: &str,
+        branch: &str,
         contact: &str,
         ack_seq: Option<u32>,
     ) -> Request {
@@ -128,7 +130,7 @@ impl Dialog {
             }
         };
         let mut headers = Headers::default();
-        headers.push(hdr("Via", format!("{via};branch={};rport", new_branch())));
+        headers.push(hdr("Via", format!("{via};branch={branch};rport")));
         headers.push(hdr("Max-Forwards", "70"));
         for r in &self.route_set {
             headers.push(hdr("Route", r.clone()));
@@ -173,6 +175,7 @@ Call-ID: c\r\nCSeq: 5 INVITE\r\nContact: <sip:alice@10.0.0.1:5070>\r\n\r\n";
         let bye = d.request(
             Method::Bye,
             "SIP/2.0/UDP 127.0.0.1:5060",
+            "z9hG4bKt1",
             "<sip:b2bua@127.0.0.1>",
             None,
         );

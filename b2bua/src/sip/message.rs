@@ -798,6 +798,40 @@ pub fn response_to(req: &Request, code: u16, to_tag: Option<&str>) -> Response {
     }
 }
 
+/// A CANCEL for one of our INVITEs (RFC 3261 §9.1): the INVITE's branch, URI, From, To,
+/// Call-ID, Route and CSeq number, so the peer matches it to the INVITE's transaction.
+pub fn cancel_for(invite: &Request) -> Request {
+    let mut headers = Headers::default();
+    let (seq, _) = invite.cseq().unwrap_or((1, Method::Invite));
+    for h in invite.headers.iter() {
+        match name_value(h).0 {
+            "Via" | "From" | "To" | "Call-ID" | "Route" | "Max-Forwards" => headers.push(h.clone()),
+            "CSeq" => headers.push(hdr("CSeq", format!("{seq} CANCEL"))),
+            _ => {}
+        }
+    }
+    new_request(Method::Cancel, invite.uri.clone(), headers, Vec::new())
+}
+
+/// The methods we take, in every Allow we send.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+
+/// A bare answer to `req` with our `tag`: a Warning that explains it when there is one, and
+/// Allow where RFC 3261 asks for it (405, 501, and a 200 to OPTIONS).
+pub fn reply_to(req: &Request, code: u16, warning: Option<&str>, tag: &str) -> Response {
+    let mut resp = response_to(req, code, Some(tag));
+    if let Some(w) = warning {
+        resp.headers.push(hdr(
+            "Warning",
+            format!("399 b2bua \"{}\"", w.replace('"', "'")),
+        ));
+    }
+    if code == 405 || code == 501 || (code == 200 && req.method == Method::Options) {
+        resp.headers.push(hdr("Allow", ALLOW));
+    }
+    resp
+}
+
 /// A fresh RFC 3261 branch (with the magic cookie).
 pub fn new_branch() -> String {
     format!("z9hG4bK{:016x}", rand::rng().random::<u64>())

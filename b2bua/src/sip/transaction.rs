@@ -8,7 +8,7 @@
 
 use super::message::{
     hdr, name_value, new_request, request_bytes, response_bytes, Headers, Method, Request,
-    Response, SipExt, SipMessage, StatusCode,
+    Response, SipExt, StatusCode,
 };
 use std::time::{Duration, Instant};
 
@@ -464,26 +464,9 @@ impl Transaction {
         )
     }
 
-    /// Builds a CANCEL for this client INVITE (RFC 3261 §9.1): same branch, URI, From, To,
-    /// Call-ID and CSeq number.
+    /// Builds a CANCEL for this client INVITE (RFC 3261 §9.1).
     pub fn cancel_request(&self) -> Request {
-        let mut headers = Headers::default();
-        let (seq, _) = self.request.cseq().unwrap_or((1, Method::Invite));
-        for h in self.request.headers.iter() {
-            match name_value(h).0 {
-                "Via" | "From" | "To" | "Call-ID" | "Route" | "Max-Forwards" => {
-                    headers.push(h.clone())
-                }
-                "CSeq" => headers.push(hdr("CSeq", format!("{seq} CANCEL"))),
-                _ => {}
-            }
-        }
-        new_request(
-            Method::Cancel,
-            self.request.uri.clone(),
-            headers,
-            Vec::new(),
-        )
+        crate::sip::message::cancel_for(&self.request)
     }
 }
 
@@ -517,7 +500,7 @@ impl std::fmt::Display for TxKey {
 }
 
 /// The transaction key of a message; `None` without a Via branch or CSeq.
-pub fn key(msg: &SipMessage) -> Option<TxKey> {
+pub fn key(msg: &impl SipExt) -> Option<TxKey> {
     let branch = msg.branch()?;
     let sent_by = msg.sent_by()?;
     let (_, method) = msg.cseq()?;
@@ -541,6 +524,7 @@ pub fn status(code: u16) -> StatusCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sip::message::SipMessage;
     use crate::sip::message::{parse_datagram, response_to};
 
     fn req(method: &str) -> Request {

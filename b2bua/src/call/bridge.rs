@@ -1,0 +1,632 @@
+//! The gateway leg: phase 2's answer turned into a route, dialled gateway by gateway with
+//! fail-over, relayed to the caller while it rings, and answered — when the money clock
+//! starts and, each chunk, asks the store for more.
+
+use super::clock::{Grant, MoneyClock, Tick};
+use super::io::{Ask, MediaCmd, Output};
+use super::legs::{add_contact, attach_sdp, is_sdp, sip_code_for, BLeg, Side};
+use super::{Call, Env, State};
+use crate::media::sdp;
+use crate::routing::{CallerId, Candidate, Proto};
+use crate::sip::dialog::Dialog;
+use crate::sip::message::{
+    cancel_for, hdr, new_request, parse_uri, Headers, Method, Response, SipExt,
+};
+use crate::sip::transaction::TxKey;
+use crate::transport::Peer;
+use chrono::{DateTime, Utc};
+use rating::radius::acct::Leg;
+use rating::store::{CallAnswer, Extension, Reservation};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// What phase 2 held for one destination: the money a bridge spends.
+#[derive(Debug)]
+pub(super) struct Hold {
+    /// The conference id that names the hold, the call record and the gateway leg.
+    pub conf_id: String,
+    pub destination: String,
+    /// `None`: a free call (a redirect the store granted), ended only by the maximum duration.
+    pub reservation: Option<Reservation>,
+    pub grant: Grant,
+}
+
+/// One bridge to a gateway: its money, its route, and the attempt now.
+#[derive(Debug)]
+pub(super) struct Bridge {
+    pub hold: Hold,
+    route: Vec<Candidate>,
+    next: usize,
+    /// The last gateway's failure, for the caller when none is left.
+    last_code: u16,
+    /// When the first gateway was dialled, and the last one tried.
+    pub setup: Option<DateTime<Utc>>,
+    pub remote: Option<SocketAddr>,
+    pub attempt: Attempt,
+}
+
+/// Where the gateway leg stands.
+#[derive(Debug)]
+pub(super) enum Attempt {
+    /// No gateway being tried (between attempts).
+    Idle,
+    /// An INVITE is out; the first deadline is for a gateway that says nothing, the second
+    /// for a destination that rings and rings.
+    Dialing {
+        b: BLeg,
+        setup_deadline: Option<Instant>,
+        ring_deadline: Option<Instant>,
+    },
+    /// The gateway answered; the money runs.
+    Up {
+        b: BLeg,
+        clock: MoneyClock,
+        connected: DateTime<Utc>,
+    },
+}
+
+impl Bridge {
+    pub fn new(hold: Hold, route: Vec<Candidate>) -> Bridge {
+        Bridge {
+            hold,
+            route,
+            next: 0,
+            last_code: 0,
+            setup: None,
+            remote: None,
+            attempt: Attempt::Idle,
+        }
+    }
+
+    pub fn b(&self) -> Option<&BLeg> {
+        match &self.attempt {
+            Attempt::Dialing { b, .. } | Attempt::Up { b, .. } => Some(b),
+            Attempt::Idle => None,
+        }
+    }
+
+    pub fn b_mut(&mut self) -> Option<&mut BLeg> {
+        match &mut self.attempt {
+            Attempt::Dialing { b, .. } | Attempt::Up { b, .. } => Some(b),
+            Attempt::Idle => None,
+        }
+    }
+
+    /// Ends the attempt, handing its leg back.
+    pub fn take_b(&mut self) -> Option<BLeg> {
+        match std::mem::replace(&mut self.attempt, Attempt::Idle) {
+            Attempt::Dialing { b, .. } | Attempt::Up { b, .. } => Some(b),
+            Attempt::Idle => None,
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        matches!(self.attempt, Attempt::Up { .. })
+    }
+
+    /// When the gateway answered.
+    pub fn connected(&self) -> Option<DateTime<Utc>> {
+        match &self.attempt {
+            Attempt::Up { connected, .. } => Some(*connected),
+            _ => None,
+        }
+    }
+
+    pub fn next_wake(&self) -> Option<Instant> {
+        match &self.attempt {
+            Attempt::Idle => None,
+            Attempt::Dialing {
+                setup_deadline,
+                ring_deadline,
+                ..
+            } => setup_deadline.iter().chain(ring_deadline).min().copied(),
+            Attempt::Up { clock, .. } => clock.next_wake(),
+        }
+    }
+}
+
+impl Call {
+    /// Phase 2 answered a pinless call: dial its route, or tell the caller why not.
+    pub(super) fn authorized(&mut self, answer: CallAnswer, env: &mut Env) {
+        let State::Authorizing {
+            conf_id,
+            destination,
+        } = std::mem::replace(
+            &mut self.state,
+            State::Ended {
+                b: None,
+                settling: false,
+            },
+        )
+        else {
+            return;
+        };
+        if !answer.code.is_success() {
+            self.state = State::Authorizing {
+                conf_id,
+                destination,
+            };
+            let code = answer.code;
+            // The return code explains a refusal to the proxy or SBC in front; to anyone else
+            // it would say which numbers are cards and which have money.
+            let warning = self
+                .trusted
+                .then(|| format!("return code {}: {}", code.code(), code.meaning()));
+            let cause = format!("refused {}", code.code());
+            return self.fail(sip_code_for(code), warning.as_deref(), &cause, env);
+        }
+        let grant = Grant {
+            granted: answer
+                .reservation
+                .as_ref()
+                .map(|r| r.granted_seconds)
+                .unwrap_or(answer.credit_time),
+            credit: answer.credit_time,
+        };
+        let route = self.settings.cfg.router.candidates(&destination);
+        let hold = Hold {
+            conf_id,
+            destination,
+            reservation: answer.reservation,
+            grant,
+        };
+        let empty = route.is_empty();
+        self.state = State::Direct(Box::new(Bridge::new(hold, route)));
+        if empty {
+            return self.fail(404, Some("no route to the destination"), "no route", env);
+        }
+        self.dial_next(env);
+    }
+
+    /// Tries the next gateway with a free channel, or gives up.
+    pub(super) fn dial_next(&mut self, env: &mut Env) {
+        loop {
+            let Some(bridge) = self.bridge_mut() else {
+                return;
+            };
+            let Some(cand) = bridge.route.get(bridge.next).cloned() else {
+                let code = match bridge.last_code {
+                    0 => 503,
+                    408 => 408,
+                    c if c >= 500 => 503,
+                    c => c,
+                };
+                return self.fail(
+                    code,
+                    Some("no gateway took the call"),
+                    "gateways failed",
+                    env,
+                );
+            };
+            bridge.next += 1;
+            let Some(channel) = env.channels.take(cand.gateway) else {
+                bridge.last_code = 503;
+                continue;
+            };
+            let gw = &self.settings.cfg.router.gateways[cand.gateway];
+            let peer = Peer {
+                proto: gw.proto,
+                addr: gw.addr,
+                conn: None,
+            };
+            let invite = self.b_invite(&cand, env);
+            let Some(tx) = self.send(invite.clone(), peer) else {
+                env.channels.release(channel);
+                return;
+            };
+            self.emit(Output::Media(MediaCmd::Signalling {
+                side: Side::B,
+                ip: peer.addr.ip(),
+            }));
+            let setup_deadline = Some(env.now + self.settings.cfg.calls.setup_timeout);
+            let wall = self.wall(env.now);
+            let bridge = self.bridge_mut().expect("still bridging");
+            bridge.setup.get_or_insert(wall);
+            bridge.remote = Some(peer.addr);
+            bridge.attempt = Attempt::Dialing {
+                b: BLeg {
+                    channel: Some(channel),
+                    peer,
+                    tx,
+                    invite,
+                    dialog: None,
+                    heard: false,
+                    done: false,
+                },
+                setup_deadline,
+                ring_deadline: None,
+            };
+            return;
+        }
+    }
+
+    /// The B-leg INVITE: a new dialog of ours, carrying the caller's offer and the caller's
+    /// number as the route says, and nothing else of the A-leg.
+    fn b_invite(&self, cand: &Candidate, env: &mut Env) -> crate::sip::message::Request {
+        let local = &self.settings.local;
+        let gw = &self.settings.cfg.router.gateways[cand.gateway];
+        let host = local.hostport(gw.proto).to_string();
+        let tag = env.ids.tag();
+        // An IVR caller may have no (trusted) number.
+        let caller = if self.ani.is_empty() {
+            "anonymous"
+        } else {
+            self.ani.as_str()
+        };
+        let mut headers = Headers::default();
+        headers.push(hdr(
+            "Via",
+            format!("{};branch={};rport", local.via(gw.proto), env.ids.branch()),
+        ));
+        let hops = self
+            .a
+            .invite
+            .header("Max-Forwards")
+            .and_then(|m| m.trim().parse::<u32>().ok())
+            .unwrap_or(70);
+        headers.push(hdr(
+            "Max-Forwards",
+            hops.saturating_sub(1).min(70).to_string(),
+        ));
+        match cand.caller_id {
+            CallerId::From => headers.push(hdr("From", format!("<sip:{caller}@{host}>;tag={tag}"))),
+            CallerId::Pai => {
+                headers.push(hdr(
+                    "From",
+                    format!("\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={tag}"),
+                ));
+                headers.push(hdr("P-Asserted-Identity", format!("<sip:{caller}@{host}>")));
+            }
+        }
+        headers.push(hdr("To", format!("<sip:{}@{}>", cand.number, gw.addr)));
+        headers.push(hdr("Call-ID", env.ids.call_id(&host)));
+        headers.push(hdr("CSeq", "1 INVITE"));
+        headers.push(hdr("Contact", local.contact(gw.proto)));
+        headers.push(hdr("Allow", crate::sip::message::ALLOW));
+        headers.push(hdr("Content-Type", "application/sdp"));
+        let body = sdp::offer(
+            self.media_local[Side::B.index()],
+            self.a.offer.codecs[0].1,
+            sdp::Direction::SendRecv,
+            self.id,
+        )
+        .into_bytes();
+        let transport = if gw.proto == Proto::Tcp {
+            ";transport=tcp"
+        } else {
+            ""
+        };
+        let uri =
+            parse_uri(&format!("sip:{}@{}{transport}", cand.number, gw.addr)).unwrap_or_default();
+        new_request(Method::Invite, uri, headers, body)
+    }
+
+    /// A response to one of the call's client transactions.
+    pub(super) fn on_response(&mut self, tx: &TxKey, resp: Response, from: Peer, env: &mut Env) {
+        if let Some(i) = self.relays.iter().position(|r| r.tx == *tx) {
+            return self.relay_response(i, resp, env);
+        }
+        let is_invite = resp.cseq().is_some_and(|(_, m)| m == Method::Invite);
+        if is_invite {
+            self.b_response(tx, resp, from, env);
+        }
+        // Answers to our BYEs and CANCELs change nothing.
+    }
+
+    /// A response to a B-leg INVITE.
+    fn b_response(&mut self, tx: &TxKey, resp: Response, from: Peer, env: &mut Env) {
+        let code = resp.status_code.code();
+        let current = self.b().is_some_and(|b| b.tx == *tx);
+        if !current || self.is_ended() {
+            if (200..300).contains(&code) {
+                if current && self.bridge().is_some_and(Bridge::is_up) {
+                    return self.reack(Side::B, &resp, env);
+                }
+                // An answer after we gave up on the attempt: ACK it and hang it up.
+                let local = self.settings.local.clone();
+                for o in super::hang_up(&resp, from, &local, env.ids) {
+                    self.emit(o);
+                }
+            }
+            return;
+        }
+        if let Some(Attempt::Dialing {
+            setup_deadline, b, ..
+        }) = self.bridge_mut().map(|br| &mut br.attempt)
+        {
+            b.heard = true;
+            *setup_deadline = None;
+        }
+        match code {
+            100 => {}
+            101..=199 => self.b_ringing(resp, env),
+            200..=299 if self.bridge().is_some_and(Bridge::is_up) => {
+                self.reack(Side::B, &resp, env)
+            }
+            200..=299 => self.b_answered(resp, env),
+            _ => {
+                if let Some(b) = self.b_mut() {
+                    b.done = true;
+                }
+                self.b_failed(code, env)
+            }
+        }
+    }
+
+    /// The gateway rings (or plays early media): tell the caller, and start the ring timer.
+    fn b_ringing(&mut self, resp: Response, env: &mut Env) {
+        let ring = env.now + self.settings.cfg.calls.ring_timeout;
+        if let Some(Attempt::Dialing { ring_deadline, .. }) =
+            self.bridge_mut().map(|br| &mut br.attempt)
+        {
+            ring_deadline.get_or_insert(ring);
+        }
+        let mut out = self.a.response(resp.status_code.code());
+        add_contact(&mut out, &self.settings.local, self.a.peer.proto, false);
+        // Early media: the gateway's ringback or announcements reach the caller through us.
+        if is_sdp(&resp) {
+            match self.b_media(&resp) {
+                Ok(body) => attach_sdp(&mut out, body),
+                Err(e) => {
+                    tracing::info!(call = self.id, error = %e, "unusable early-media SDP; relaying without media")
+                }
+            }
+        }
+        if !self.a.answered {
+            let tx = self.a.tx.clone();
+            self.respond(&tx, out);
+        }
+    }
+
+    /// Takes the gateway's SDP: where and how to send to it, relayed from now on; returns our
+    /// answer for the caller (made once, the same in the 18x and the 200).
+    pub(super) fn b_media(&mut self, resp: &Response) -> Result<String, String> {
+        let theirs = sdp::parse(&resp.body).map_err(|e| e.to_string())?;
+        let codec = *theirs
+            .codecs
+            .first()
+            .ok_or_else(|| sdp::SdpError::NoCommonCodec.to_string())?;
+        self.emit(Output::Media(MediaCmd::Remote {
+            side: Side::B,
+            addr: theirs.rtp,
+            codec,
+            telephone_event: theirs.telephone_event,
+        }));
+        self.b_has_codec = true;
+        if self.a.answer.is_none() {
+            let local = self.media_local[Side::A.index()];
+            let (body, _) =
+                sdp::answer(&self.a.offer, local, self.id).map_err(|e| e.to_string())?;
+            self.a.answer = Some(body);
+        }
+        self.emit(Output::Media(MediaCmd::Bridge(true)));
+        Ok(self.a.answer.clone().unwrap_or_default())
+    }
+
+    /// Our 200 to the caller's INVITE (without its SDP), and the dialog and the wait for the
+    /// ACK that it starts.
+    pub(super) fn ok_to_caller(&mut self) -> Response {
+        let mut ok = self.a.response(200);
+        add_contact(&mut ok, &self.settings.local, self.a.peer.proto, true);
+        self.a.dialog = Some(Dialog::uas(&self.a.invite, &self.a.tag));
+        let seq = self.a.invite.cseq().map(|c| c.0).unwrap_or(0);
+        self.awaiting_ack[Side::A.index()] = Some((self.a.tx.clone(), seq));
+        ok
+    }
+
+    /// A pinless call's gateway answered: ACK it, answer the caller, start the clock.
+    fn b_answered(&mut self, resp: Response, env: &mut Env) {
+        if self.is_ivr() {
+            return self.flow_answered(resp, env);
+        }
+        // The gateway's answer (or, without SDP in the 2xx, what its 18x said).
+        let answer = if is_sdp(&resp) {
+            self.b_media(&resp)
+        } else {
+            self.a
+                .answer
+                .clone()
+                .ok_or_else(|| "the answer has no SDP".to_string())
+        };
+        self.b_leg_up(&resp, env);
+        let body = match answer {
+            Ok(body) => body,
+            Err(e) => {
+                // The gateway answered with media we cannot use: hang it up, tell the caller.
+                tracing::warn!(call = self.id, error = %e, "gateway answer unusable");
+                self.bye(Side::B, env);
+                return self.fail(488, Some(&e), "gateway media unusable", env);
+            }
+        };
+        let mut ok = self.ok_to_caller();
+        attach_sdp(&mut ok, body);
+        let connected = self.wall(env.now);
+        let max = self.settings.cfg.calls.max_duration;
+        let bridge = self.bridge_mut().expect("answered a bridge");
+        let clock = MoneyClock::paid(env.now, bridge.hold.grant, max, None);
+        let conf_id = bridge.hold.conf_id.clone();
+        self.set_up(clock, connected);
+        // The caller's leg is answered only now that it gets its 200.
+        self.a.connect = Some(connected);
+        env.stats.answered += 1;
+        let tx = self.a.tx.clone();
+        self.respond(&tx, ok);
+        self.emit(Output::Media(MediaCmd::Bridge(true)));
+        self.account(&[Leg::Answer, Leg::Originate], None, connected);
+        self.emit(Output::Store(Ask::MarkConnected { conf_id }));
+    }
+
+    /// The attempt becomes the call's talking leg.
+    pub(super) fn set_up(&mut self, clock: MoneyClock, connected: DateTime<Utc>) {
+        if let Some(bridge) = self.bridge_mut() {
+            if let Some(b) = bridge.take_b() {
+                bridge.attempt = Attempt::Up {
+                    b,
+                    clock,
+                    connected,
+                };
+            }
+        }
+    }
+
+    /// The gateway's 2xx established the B-leg dialog: keep it, ACK it (end to end, no
+    /// transaction), and route its in-dialog requests to this call.
+    pub(super) fn b_leg_up(&mut self, resp: &Response, env: &mut Env) {
+        let local = self.settings.local.clone();
+        let Some(b) = self.b_mut() else {
+            return;
+        };
+        let mut dialog = Dialog::uac(&b.invite, resp);
+        let ack = dialog.request(
+            Method::Ack,
+            &local.via(b.peer.proto),
+            &env.ids.branch(),
+            &local.contact(b.peer.proto),
+            Some(dialog.local_seq),
+        );
+        let (peer, call_id) = (b.peer, dialog.call_id.clone());
+        b.dialog = Some(dialog);
+        b.done = true;
+        self.emit(Output::Ack { req: ack, peer });
+        self.emit(Output::Route {
+            call_id,
+            side: Side::B,
+        });
+    }
+
+    /// This attempt failed with `code`: fail over on 408 and 5xx, otherwise tell the caller.
+    pub(super) fn b_failed(&mut self, code: u16, env: &mut Env) {
+        let Some(bridge) = self.bridge_mut() else {
+            return;
+        };
+        let b = bridge.take_b();
+        bridge.last_code = code;
+        if let Some(channel) = b.and_then(|b| b.channel) {
+            env.channels.release(channel);
+        }
+        if code == 408 || (500..600).contains(&code) {
+            self.dial_next(env);
+        } else {
+            self.fail(code, None, &format!("gateway {code}"), env);
+        }
+    }
+
+    /// Stops a B-leg INVITE that has not been answered.
+    pub(super) fn cancel_b(&mut self, env: &mut Env) {
+        let _ = env;
+        let Some(b) = self.b_mut() else {
+            return;
+        };
+        if b.dialog.is_some() || b.done {
+            return;
+        }
+        b.done = true;
+        if !b.heard {
+            // Nothing heard: a CANCEL could overtake the INVITE (RFC 3261 §9.1). Stop
+            // retransmitting; a late answer is hung up as a stray.
+            let tx = b.tx.clone();
+            return self.emit(Output::Abandon(tx));
+        }
+        let (cancel, peer) = (cancel_for(&b.invite), b.peer);
+        self.send(cancel, peer);
+    }
+
+    /// A client transaction got no answer in time.
+    pub(super) fn on_timeout(&mut self, tx: &TxKey, env: &mut Env) {
+        if let Some(i) = self.relays.iter().position(|r| r.tx == *tx) {
+            let relay = self.relays.remove(i);
+            return self.reply(&relay.origin, &relay.origin_req, 408, None, env);
+        }
+        let current = self.b().is_some_and(|b| b.tx == *tx && b.dialog.is_none());
+        if current && !self.is_ended() {
+            self.b_failed(408, env);
+        }
+    }
+
+    /// The gateway leg's deadlines: a gateway silent past the setup timeout is skipped; a
+    /// destination that rings past the ring timeout is given up.
+    pub(super) fn dial_timers(&mut self, env: &mut Env) {
+        let (now, id) = (env.now, self.id);
+        let Some(Attempt::Dialing {
+            b,
+            setup_deadline,
+            ring_deadline,
+        }) = self.bridge_mut().map(|br| &mut br.attempt)
+        else {
+            return;
+        };
+        let due = |t: &Option<Instant>| t.is_some_and(|t| t <= now);
+        if due(setup_deadline) {
+            *setup_deadline = None;
+            if !b.heard {
+                tracing::info!(
+                    call = id,
+                    "gateway silent past the setup timeout; failing over"
+                );
+                let tx = b.tx.clone();
+                self.emit(Output::Abandon(tx));
+                return self.b_failed(408, env);
+            }
+        }
+        if due(ring_deadline) {
+            *ring_deadline = None;
+            self.cancel_b(env);
+            self.fail(480, Some("no answer"), "no answer", env);
+        }
+    }
+
+    /// What the money clock says is due: the cutoff, the credit warning, the next hold.
+    pub(super) fn money_ticks(&mut self, env: &mut Env) {
+        loop {
+            let Some(Attempt::Up {
+                clock, connected, ..
+            }) = self.bridge_mut().map(|br| &mut br.attempt)
+            else {
+                return;
+            };
+            let connected = *connected;
+            let Some(tick) = clock.poll(env.now) else {
+                return;
+            };
+            match tick {
+                Tick::Cutoff { talk, why } => {
+                    let end_at = connected + chrono::Duration::from_std(talk).unwrap_or_default();
+                    let cause = why.cause();
+                    tracing::info!(
+                        call = self.id,
+                        seconds = talk.as_secs(),
+                        "cutting the call off: {cause}"
+                    );
+                    env.stats.cutoffs += 1;
+                    crate::metrics::get().cutoffs.inc();
+                    if self.is_ivr() {
+                        // The gateway leg ends; the flow tells the caller ("disconnected")
+                        // and hangs up.
+                        self.bye(Side::B, env);
+                        let end = ivr::BridgeEnd::CreditExhausted;
+                        return self.bridge_ended(end, Some(end_at), env);
+                    }
+                    self.bye(Side::A, env);
+                    self.bye(Side::B, env);
+                    return self.end(cause, end_at, env);
+                }
+                Tick::Warn => self.feed(ivr::Event::CreditWarning, env),
+                Tick::Extend => {
+                    let conf_id = self
+                        .bridge()
+                        .map(|b| b.hold.conf_id.clone())
+                        .unwrap_or_default();
+                    self.emit(Output::Store(Ask::Extend { conf_id }));
+                }
+            }
+        }
+    }
+
+    /// The store held (or could not hold) the next chunk of a running call.
+    pub(super) fn extended(&mut self, result: Result<Extension, String>, env: &mut Env) {
+        let Ok(ext) = result else { return };
+        if let Some(Attempt::Up { clock, .. }) = self.bridge_mut().map(|br| &mut br.attempt) {
+            clock.extended(ext.granted_seconds, ext.extended, env.now);
+        }
+    }
+}

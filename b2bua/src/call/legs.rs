@@ -1,0 +1,188 @@
+//! The two legs of a call and the SIP each one speaks: the caller's leg (A), answered by us,
+//! and the gateway leg (B), dialled by us. Each leg is its own dialog: nothing of the caller's
+//! Via, Record-Route or Contact reaches the gateway, and nothing of the gateway's reaches the
+//! caller.
+
+use super::channels::Channel;
+use crate::media::engine as media;
+use crate::media::sdp;
+use crate::routing::Proto;
+use crate::sip::dialog::Dialog;
+use crate::sip::message::{hdr, response_to, Headers, Request, Response, SipExt, ALLOW};
+use crate::sip::transaction::TxKey;
+use crate::transport::Peer;
+use chrono::{DateTime, Utc};
+
+/// Which leg of a call a message, a packet or a record belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The caller's leg.
+    A,
+    /// The gateway's leg.
+    B,
+}
+
+impl Side {
+    /// The leg across the call.
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+
+    /// 0 for A, 1 for B: the index of per-leg arrays, the media engine's included.
+    pub fn index(self) -> usize {
+        match self {
+            Side::A => media::A,
+            Side::B => media::B,
+        }
+    }
+}
+
+/// Our own addresses as they appear in Via and Contact.
+#[derive(Debug, Clone, Default)]
+pub struct Local {
+    /// Our UDP host:port, if we listen on UDP.
+    pub udp: Option<String>,
+    /// Our TCP host:port, if we listen on TCP.
+    pub tcp: Option<String>,
+}
+
+impl Local {
+    /// The host:port a peer on `proto` reaches us at.
+    pub fn hostport(&self, proto: Proto) -> &str {
+        let (first, second) = match proto {
+            Proto::Udp => (&self.udp, &self.tcp),
+            Proto::Tcp => (&self.tcp, &self.udp),
+        };
+        first
+            .as_deref()
+            .or(second.as_deref())
+            .unwrap_or("127.0.0.1")
+    }
+
+    /// Our Via sent-by with transport, without branch.
+    pub fn via(&self, proto: Proto) -> String {
+        format!("SIP/2.0/{proto} {}", self.hostport(proto))
+    }
+
+    /// Our Contact for a peer on `proto`.
+    pub fn contact(&self, proto: Proto) -> String {
+        match proto {
+            Proto::Udp => format!("<sip:b2bua@{}>", self.hostport(proto)),
+            Proto::Tcp => format!("<sip:b2bua@{};transport=tcp>", self.hostport(proto)),
+        }
+    }
+}
+
+/// The caller's leg: where it came from, its INVITE and our answer to it.
+#[derive(Debug)]
+pub struct ALeg {
+    /// Where the caller's signalling comes from.
+    pub peer: Peer,
+    /// The caller's INVITE.
+    pub invite: Request,
+    /// The server INVITE transaction's key.
+    pub tx: TxKey,
+    /// Our To tag, the same in every response to the INVITE.
+    pub tag: String,
+    /// The dialog, once we (or the gateway, through us) answered.
+    pub dialog: Option<Dialog>,
+    /// The caller's SDP offer.
+    pub offer: sdp::Audio,
+    /// Our SDP answer to the caller, made once and sent in the 18x and the 200.
+    pub answer: Option<String>,
+    /// Whether the INVITE has had its final response.
+    pub answered: bool,
+    /// When the caller's INVITE arrived, and when it was answered.
+    pub setup: DateTime<Utc>,
+    /// When the caller got its 200.
+    pub connect: Option<DateTime<Utc>>,
+}
+
+impl ALeg {
+    /// A response to the caller's INVITE, with our tag.
+    pub fn response(&self, code: u16) -> Response {
+        response_to(&self.invite, code, Some(&self.tag))
+    }
+}
+
+/// The gateway leg: one attempt at one gateway.
+#[derive(Debug)]
+pub struct BLeg {
+    /// The gateway channel this attempt holds, until the call gives it back.
+    pub channel: Option<Channel>,
+    /// The gateway.
+    pub peer: Peer,
+    /// The client INVITE transaction's key.
+    pub tx: TxKey,
+    /// Our INVITE.
+    pub invite: Request,
+    /// The dialog, once the gateway answered.
+    pub dialog: Option<Dialog>,
+    /// Whether the gateway has said anything (a gateway that says nothing is dead).
+    pub heard: bool,
+    /// Whether the INVITE has had its final response.
+    pub done: bool,
+}
+
+/// The SIP answer a refused authorization gives a pinless caller (there is no IVR to explain).
+pub fn sip_code_for(code: rating::ReturnCode) -> u16 {
+    use rating::ReturnCode as R;
+    match code {
+        R::AccountInUse => 486,
+        R::ZeroBalance | R::InsufficientFunds | R::CreditLimit => 402,
+        R::ServiceNotAvailable => 503,
+        R::InvalidArgument => 484,
+        _ => 403,
+    }
+}
+
+/// The only headers that cross from one leg to the other with a relayed request or response:
+/// what describes the body. Everything else (Route, Contact, P-Asserted-Identity, Privacy,
+/// X- headers …) is each leg's own, so a caller cannot steer or impersonate toward the
+/// carrier, and a carrier's topology does not reach the caller.
+pub const RELAYED_HEADERS: [&str; 3] = ["Content-Type", "Content-Disposition", "Content-Language"];
+
+/// Copies a body and its allow-listed headers from one message to another.
+pub fn copy_body(from: &impl SipExt, headers: &mut Headers, body: &mut Vec<u8>) {
+    if !from.body_bytes().is_empty() {
+        for name in RELAYED_HEADERS {
+            if let Some(v) = from.header(name) {
+                headers.push(hdr(name, v));
+            }
+        }
+        *body = from.body_bytes().to_vec();
+    }
+}
+
+/// An SDP offer with a codec we have, or why not (for a 488).
+pub fn usable_offer(body: &[u8]) -> Result<sdp::Audio, String> {
+    match sdp::parse(body) {
+        Ok(o) if !o.codecs.is_empty() => Ok(o),
+        Ok(_) => Err(sdp::SdpError::NoCommonCodec.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Whether a message carries SDP.
+pub fn is_sdp(m: &impl SipExt) -> bool {
+    !m.body_bytes().is_empty()
+        && m.header("Content-Type")
+            .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
+}
+
+/// Puts an SDP body in a response.
+pub fn attach_sdp(resp: &mut Response, body: String) {
+    resp.headers.push(hdr("Content-Type", "application/sdp"));
+    resp.body = body.into_bytes();
+}
+
+/// Adds our Contact and Allow to a dialog-making response.
+pub fn add_contact(resp: &mut Response, local: &Local, proto: Proto, allow: bool) {
+    resp.headers.push(hdr("Contact", local.contact(proto)));
+    if allow {
+        resp.headers.push(hdr("Allow", ALLOW));
+    }
+}

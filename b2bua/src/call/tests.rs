@@ -1,0 +1,990 @@
+//! Whole calls, driven with explicit time: the engine's part is played by the test, which
+//! feeds what the caller, the gateways and the store would say and reads what the call asks
+//! for. Each runs in microseconds.
+
+use super::*;
+use crate::media::engine::MediaEvent;
+use crate::sip::message::{hdr, parse_datagram, response_to, Method, SipMessage};
+use rating::store::{AccountAnswer, CallAnswer, Extension, Reservation, Settlement};
+use rating::{Money, ReturnCode};
+use std::time::Duration;
+
+const CONFIG: &str = r#"
+sip:
+  listen: [udp:127.0.0.1:5060]
+trusted_peers: [127.0.0.1]
+access_numbers:
+  - number: "5551201"
+    pinless: true
+    trusted_only: true
+calls:
+  setup_timeout_ms: 3000
+  ring_timeout_s: 60
+gateways:
+  - {name: gw1, address: "127.0.0.1:5062", transport: udp, channels: 10}
+  - {name: gw2, address: "127.0.0.1:5064", transport: udp, channels: 10}
+routes:
+  - name: all
+    patterns: ["T"]
+    gateways: [{gateway: gw1}, {gateway: gw2}]
+"#;
+
+/// An IVR flow small enough to drive by hand: a 4-digit card, a 3-digit destination, and a
+/// bridge that goes back to the destination when it ends.
+const FLOW: &str = r#"
+name: small
+params: {warning_seconds: 10}
+start: card
+states:
+  card:
+    collect: {into: card, prompt: [enter_card_num], min: 4, max: 4, next: auth, fail: bye}
+  auth:
+    authorize: {phase: 1, account: card, on: {"0": destination, default: bye}}
+  destination:
+    collect: {into: destination, prompt: [enter_dest], min: 3, max: 3, next: call, fail: bye}
+  call:
+    authorize: {phase: 2, account: card, destination: destination, on: {"0": connect, default: bye}}
+  connect:
+    bridge:
+      destination: destination
+      warning: [disconnect]
+      on: {busy: destination, no_answer: destination, unreachable: destination, failed: destination, called_hangup: destination, long_pound: destination, credit_exhausted: bye}
+  bye:
+    hangup: {cause: normal}
+"#;
+
+const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+const GW_SDP: &str = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 41000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+fn request(text: &str) -> Request {
+    match parse_datagram(text.as_bytes()).expect("test message parses") {
+        SipMessage::Request(r) => r,
+        SipMessage::Response(_) => unreachable!(),
+    }
+}
+
+fn caller() -> Peer {
+    Peer {
+        proto: crate::routing::Proto::Udp,
+        addr: "127.0.0.1:5070".parse().unwrap(),
+        conn: None,
+    }
+}
+
+fn invite(user: &str) -> Request {
+    request(&format!(
+        "INVITE sip:{user}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKcaller\r\n\
+From: <sip:4085551234@127.0.0.1>;tag=caller\r\nTo: <sip:{user}@127.0.0.1>\r\nCall-ID: a-leg\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5070>\r\nMax-Forwards: 70\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{OFFER}",
+        OFFER.len()
+    ))
+}
+
+/// A request from the caller inside its dialog (our tag is `to_tag`).
+fn caller_request(method: &str, cseq: u32, to_tag: &str, body: &str) -> Request {
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    request(&format!(
+        "{method} sip:b2bua@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{method}{cseq}\r\n\
+From: <sip:4085551234@127.0.0.1>;tag=caller\r\nTo: <sip:5551201@127.0.0.1>;tag={to_tag}\r\nCall-ID: a-leg\r\n\
+CSeq: {cseq} {method}\r\nContact: <sip:alice@127.0.0.1:5070>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+/// A request on `side`, as the engine hands it over: with its server transaction.
+fn on_leg(side: Side, req: Request) -> (TxKey, Input) {
+    let tx = transaction::key(&req).unwrap();
+    (tx.clone(), Input::Request { side, tx, req })
+}
+
+/// A request from the caller inside its answered dialog (our tag there is `tag3`), as input.
+fn from_caller(method: &str, cseq: u32, body: &str) -> (TxKey, Input) {
+    let req = caller_request(method, cseq, "tag3", body);
+    on_leg(Side::A, req)
+}
+
+/// The test's engine: the node's shared parts, the clock, and the call's outputs so far.
+struct Node {
+    settings: Arc<Settings>,
+    channels: Channels,
+    ids: CountedIds,
+    stats: Stats,
+    now: Instant,
+    wall: DateTime<Utc>,
+    stopping: bool,
+}
+
+impl Node {
+    fn new() -> Node {
+        let cfg = Config::parse(CONFIG, "test.yaml").expect("test config");
+        let channels = Channels::new(
+            cfg.router
+                .gateways
+                .iter()
+                .map(|g| g.channels)
+                .collect::<Vec<u32>>(),
+        );
+        Node {
+            settings: Arc::new(Settings {
+                cfg: Arc::new(cfg),
+                local: Local {
+                    udp: Some("127.0.0.1:5060".into()),
+                    tcp: None,
+                },
+                gw_id: Some("node1".into()),
+            }),
+            channels,
+            ids: CountedIds::default(),
+            stats: Stats::default(),
+            now: Instant::now(),
+            wall: "2026-12-02T10:00:00Z".parse().unwrap(),
+            stopping: false,
+        }
+    }
+
+    fn setup(&self, user: &str, flow: Option<Arc<ivr::Flow>>) -> Setup {
+        let inv = invite(user);
+        let access = self.settings.cfg.access_numbers[0].clone();
+        let access = AccessNumber {
+            number: if flow.is_some() {
+                "5551200".into()
+            } else {
+                access.number
+            },
+            pinless: flow.is_none(),
+            flow: flow.as_ref().map(|_| "small".into()),
+            ..access
+        };
+        let mut prompts = prompts::set::PromptSet::default();
+        for name in ivr::catalogue_prompts() {
+            let audio = prompts::audio::Audio {
+                samples: vec![0; 160],
+            };
+            prompts.insert("en", prompts::set::Prompt::from_audio(&name, &audio));
+        }
+        Setup {
+            id: 7,
+            peer: caller(),
+            tx: transaction::key(&inv).unwrap(),
+            offer: sdp::parse(OFFER.as_bytes()).unwrap(),
+            invite: inv,
+            media_local: [
+                "127.0.0.1:30000".parse().unwrap(),
+                "127.0.0.1:30002".parse().unwrap(),
+            ],
+            trusted: true,
+            ani: "4085551234".into(),
+            destination: user.strip_prefix("5551201").unwrap_or("").into(),
+            access,
+            prompts: Arc::new(prompts),
+            flow,
+            arrived: (self.now, self.wall),
+        }
+    }
+
+    /// Lends the call the node's parts, as the engine does; the media reports 500 packets a
+    /// leg and nothing lost.
+    fn with_env<R>(&mut self, f: impl FnOnce(&mut Env) -> R) -> R {
+        let quality = || {
+            Some(Quality {
+                packets: [500, 500],
+                lost: [0, 0],
+                jitter: [Duration::ZERO; 2],
+                icpif: 3,
+            })
+        };
+        let mut env = Env {
+            now: self.now,
+            channels: &mut self.channels,
+            ids: &mut self.ids,
+            stats: &mut self.stats,
+            stopping: self.stopping,
+            quality: &quality,
+        };
+        f(&mut env)
+    }
+
+    fn start(&mut self, setup: Setup) -> (Call, Vec<Output>) {
+        let settings = self.settings.clone();
+        let mut call = self.with_env(|env| Call::start(setup, settings, env));
+        let out = std::iter::from_fn(|| call.poll()).collect();
+        (call, out)
+    }
+
+    fn feed(&mut self, call: &mut Call, input: Input) -> Vec<Output> {
+        self.with_env(|env| call.handle(input, env));
+        std::iter::from_fn(|| call.poll()).collect()
+    }
+
+    fn later(&mut self, d: Duration) {
+        self.now += d;
+    }
+}
+
+fn flow() -> Arc<ivr::Flow> {
+    Arc::new(ivr::Flow::parse(FLOW, "small.yaml", &ivr::catalogue_prompts()).expect("test flow"))
+}
+
+/// The requests the call sends, by method.
+fn sent(out: &[Output], method: Method) -> Vec<(TxKey, Request, Peer)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { tx, req, peer } if req.method == method => {
+                Some((tx.clone(), req.clone(), *peer))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The statuses of the responses the call sends on `tx`.
+fn answered(out: &[Output], tx: &TxKey) -> Vec<u16> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Respond { tx: t, resp } if t == tx => Some(resp.status_code.code()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn the_response(out: &[Output], tx: &TxKey, code: u16) -> Response {
+    out.iter()
+        .find_map(|o| match o {
+            Output::Respond { tx: t, resp } if t == tx && resp.status_code.code() == code => {
+                Some(resp.clone())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no {code} on {tx}: {out:#?}"))
+}
+
+fn settle(out: &[Output]) -> Option<(String, rating::store::CallEnd)> {
+    out.iter().find_map(|o| match o {
+        Output::Store(Ask::Settle { conf_id, end }) => Some((conf_id.clone(), end.clone())),
+        _ => None,
+    })
+}
+
+fn ended(out: &[Output]) -> bool {
+    out.iter().any(|o| matches!(o, Output::Ended))
+}
+
+fn reservation(conf: &str, seconds: u64) -> Reservation {
+    Reservation {
+        conf_id: conf.into(),
+        amount: Money::ZERO,
+        granted_seconds: seconds,
+        expires_at: "2026-12-02T11:00:00Z".parse().unwrap(),
+    }
+}
+
+fn call_answer(code: ReturnCode, conf: &str, granted: u64, credit: u64) -> Input {
+    Input::Store(Answer::Call(Box::new(CallAnswer {
+        code,
+        credit_time: credit,
+        available: Money::ZERO,
+        currency: "USD".into(),
+        language: "en".into(),
+        rate: None,
+        reservation: code.is_success().then(|| reservation(conf, granted)),
+        redirect_number: String::new(),
+    })))
+}
+
+/// The conference id a phase-2 request named.
+fn phase2(out: &[Output]) -> CallRequest {
+    out.iter()
+        .find_map(|o| match o {
+            Output::Store(Ask::AuthorizeCall(r)) => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no phase 2 asked: {out:#?}"))
+}
+
+/// A gateway's response to our INVITE.
+fn gw_response(req: &Request, code: u16, sdp: bool) -> Input {
+    let mut resp = response_to(req, code, Some("gwtag"));
+    if (200..300).contains(&code) {
+        resp.headers.push(hdr("Contact", "<sip:gw@127.0.0.1:5062>"));
+    }
+    if sdp {
+        resp.headers.push(hdr("Content-Type", "application/sdp"));
+        resp.body = GW_SDP.as_bytes().to_vec();
+    }
+    Input::Response {
+        tx: transaction::key(req).unwrap(),
+        resp,
+        from: Peer {
+            proto: crate::routing::Proto::Udp,
+            addr: req
+                .uri
+                .host_with_port
+                .to_string()
+                .parse()
+                .unwrap_or_else(|_| "127.0.0.1:5062".parse().unwrap()),
+            conn: None,
+        },
+    }
+}
+
+/// A request from the gateway inside the B dialog of `invite`.
+fn gw_request(invite: &Request, method: &str, cseq: u32, body: &str) -> (TxKey, Input) {
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    let req = request(&format!(
+        "{method} sip:b2bua@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKgw{method}{cseq}\r\n\
+From: <sip:x@127.0.0.1>;tag=gwtag\r\nTo: {};\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+        invite.header("From").unwrap().trim_end_matches(';'),
+        invite.call_id(),
+        body.len()
+    ));
+    on_leg(Side::B, req)
+}
+
+/// A pinless call that has asked phase 2: the call, the caller's transaction, the conference.
+fn pinless(node: &mut Node) -> (Call, TxKey, String) {
+    let setup = node.setup("55512015555233", None);
+    let a_tx = setup.tx.clone();
+    let (call, out) = node.start(setup);
+    (call, a_tx, phase2(&out).conf_id)
+}
+
+/// A pinless call that phase 2 authorized: also what that led to (the first gateway dialled).
+fn dialled(node: &mut Node) -> (Call, TxKey, String, Vec<Output>) {
+    let (mut call, a_tx, conf) = pinless(node);
+    let out = node.feed(
+        &mut call,
+        call_answer(ReturnCode::Success, &conf, 300, 3600),
+    );
+    (call, a_tx, conf, out)
+}
+
+/// A pinless call up to the gateway's answer: the call, the caller's transaction, the B-leg
+/// INVITE and the conference id.
+fn answered_pinless(node: &mut Node, granted: u64, credit: u64) -> (Call, TxKey, Request, String) {
+    let setup = node.setup("55512015555233", None);
+    let a_tx = setup.tx.clone();
+    let (mut call, out) = node.start(setup);
+    let req = phase2(&out);
+    assert_eq!(req.destination, "5555233");
+    assert_eq!(req.auth.account, "4085551234");
+    let out = node.feed(
+        &mut call,
+        call_answer(ReturnCode::Success, &req.conf_id, granted, credit),
+    );
+    let (_, inv, peer) = sent(&out, Method::Invite).pop().expect("dialled");
+    assert_eq!(peer.addr.port(), 5062);
+    let out = node.feed(&mut call, gw_response(&inv, 180, false));
+    assert_eq!(answered(&out, &a_tx), [180]);
+    let out = node.feed(&mut call, gw_response(&inv, 200, true));
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Ack { .. })),
+        "the gateway's 200 is ACKed"
+    );
+    let ok = the_response(&out, &a_tx, 200);
+    assert!(
+        String::from_utf8_lossy(&ok.body).contains("30000"),
+        "our own RTP port in the answer"
+    );
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Store(Ask::MarkConnected { .. }))));
+    (call, a_tx, inv, req.conf_id)
+}
+
+#[test]
+fn a_pinless_call_is_dialled_answered_hung_up_and_settled_once() {
+    let mut node = Node::new();
+    let (mut call, _a_tx, _inv, conf) = answered_pinless(&mut node, 300, 3600);
+    assert_eq!(node.channels.in_use(0), 1);
+    node.later(Duration::from_secs(42));
+    let (bye_tx, bye) = from_caller("BYE", 2, "");
+    let out = node.feed(&mut call, bye);
+    assert_eq!(answered(&out, &bye_tx), [200]);
+    assert_eq!(sent(&out, Method::Bye).len(), 1, "the gateway is hung up");
+    let (c, end) = settle(&out).expect("settled");
+    assert_eq!(c, conf);
+    assert_eq!(
+        (end.disconnect_at - end.connect_at.unwrap()).num_seconds(),
+        42
+    );
+    assert_eq!(end.cause, "caller hung up");
+    assert_eq!(node.channels.in_use(0), 0, "the channel is back");
+    assert!(
+        !ended(&out),
+        "not forgotten before the settlement is written"
+    );
+    let out = node.feed(
+        &mut call,
+        Input::Store(Answer::Settled(Ok(Settlement {
+            conf_id: conf,
+            billed_seconds: 42,
+            cost: Money::ZERO,
+            already_settled: false,
+        }))),
+    );
+    assert!(ended(&out));
+    assert_eq!(node.stats.answered, 1);
+}
+
+#[test]
+fn a_503_fails_over_to_the_next_gateway() {
+    let mut node = Node::new();
+    let (mut call, a_tx, _, out) = dialled(&mut node);
+    let (_, first, _) = sent(&out, Method::Invite).pop().unwrap();
+    let out = node.feed(&mut call, gw_response(&first, 503, false));
+    let (_, second, peer) = sent(&out, Method::Invite)
+        .pop()
+        .expect("second gateway dialled");
+    assert_eq!(peer.addr.port(), 5064);
+    assert_ne!(
+        first.call_id(),
+        second.call_id(),
+        "a new dialog per attempt"
+    );
+    assert_eq!((node.channels.in_use(0), node.channels.in_use(1)), (0, 1));
+    let out = node.feed(&mut call, gw_response(&second, 200, true));
+    assert_eq!(answered(&out, &a_tx), [200]);
+}
+
+#[test]
+fn every_gateway_failing_tells_the_caller_and_releases_the_hold() {
+    let mut node = Node::new();
+    let (mut call, a_tx, _, out) = dialled(&mut node);
+    let (_, first, _) = sent(&out, Method::Invite).pop().unwrap();
+    let out = node.feed(&mut call, gw_response(&first, 500, false));
+    let (_, second, _) = sent(&out, Method::Invite).pop().unwrap();
+    let out = node.feed(&mut call, gw_response(&second, 502, false));
+    assert_eq!(answered(&out, &a_tx), [503]);
+    let (_, end) = settle(&out).expect("the hold is released");
+    assert_eq!(end.connect_at, None);
+}
+
+#[test]
+fn a_silent_gateway_is_skipped_after_the_setup_timeout() {
+    let mut node = Node::new();
+    let (mut call, _, _, out) = dialled(&mut node);
+    let (first_tx, _, _) = sent(&out, Method::Invite).pop().unwrap();
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Timer(_))),
+        "a wake-up for the setup timeout"
+    );
+    node.later(Duration::from_millis(3000));
+    let out = node.feed(&mut call, Input::Timer);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Abandon(t) if *t == first_tx)));
+    let (_, _, peer) = sent(&out, Method::Invite).pop().expect("fail-over");
+    assert_eq!(peer.addr.port(), 5064);
+}
+
+#[test]
+fn no_answer_is_given_up_with_480_after_the_ring_timeout() {
+    let mut node = Node::new();
+    let (mut call, a_tx, _, out) = dialled(&mut node);
+    let (_, inv, _) = sent(&out, Method::Invite).pop().unwrap();
+    node.feed(&mut call, gw_response(&inv, 180, false));
+    node.later(Duration::from_secs(59));
+    assert!(sent(&node.feed(&mut call, Input::Timer), Method::Cancel).is_empty());
+    node.later(Duration::from_secs(1));
+    let out = node.feed(&mut call, Input::Timer);
+    let (_, cancel, _) = sent(&out, Method::Cancel)
+        .pop()
+        .expect("the gateway is cancelled");
+    assert_eq!(
+        cancel.branch(),
+        inv.branch(),
+        "the CANCEL matches the INVITE"
+    );
+    assert_eq!(answered(&out, &a_tx), [480]);
+    assert!(settle(&out).is_some());
+}
+
+#[test]
+fn a_caller_cancel_while_dialling_cancels_the_gateway() {
+    let mut node = Node::new();
+    let (mut call, a_tx, _, out) = dialled(&mut node);
+    let (_, inv, _) = sent(&out, Method::Invite).pop().unwrap();
+    node.feed(&mut call, gw_response(&inv, 183, true));
+    let out = node.feed(
+        &mut call,
+        Input::Cancel {
+            invite: a_tx.clone(),
+        },
+    );
+    assert_eq!(sent(&out, Method::Cancel).len(), 1);
+    assert_eq!(answered(&out, &a_tx), [487]);
+    assert_eq!(settle(&out).unwrap().1.cause, "caller cancelled");
+    // The gateway answers anyway (its 200 crossed our CANCEL): ACKed and hung up.
+    let out = node.feed(&mut call, gw_response(&inv, 200, true));
+    assert_eq!(sent(&out, Method::Bye).len(), 1);
+}
+
+#[test]
+fn a_cancel_while_authorizing_ends_the_call_and_the_late_hold_is_released() {
+    let mut node = Node::new();
+    let (mut call, a_tx, conf) = pinless(&mut node);
+    let out = node.feed(
+        &mut call,
+        Input::Cancel {
+            invite: a_tx.clone(),
+        },
+    );
+    assert_eq!(answered(&out, &a_tx), [487]);
+    assert!(ended(&out), "nothing held yet: forgotten at once");
+    let out = node.feed(
+        &mut call,
+        call_answer(ReturnCode::Success, &conf, 300, 3600),
+    );
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Release(r) if r.conf_id == conf)));
+}
+
+#[test]
+fn a_refused_card_is_answered_with_the_sip_status_and_the_return_code() {
+    let mut node = Node::new();
+    let (mut call, a_tx, conf) = pinless(&mut node);
+    let out = node.feed(
+        &mut call,
+        call_answer(ReturnCode::InsufficientFunds, &conf, 0, 0),
+    );
+    let resp = the_response(&out, &a_tx, 402);
+    assert!(
+        resp.header("Warning").unwrap().contains("return code"),
+        "a trusted peer hears why"
+    );
+    assert!(ended(&out));
+}
+
+#[test]
+fn the_cutoff_ends_the_call_when_the_credit_runs_out() {
+    let mut node = Node::new();
+    let (mut call, _, _, _) = answered_pinless(&mut node, 30, 30);
+    node.later(Duration::from_secs(29));
+    assert!(settle(&node.feed(&mut call, Input::Timer)).is_none());
+    node.later(Duration::from_secs(1));
+    let out = node.feed(&mut call, Input::Timer);
+    assert_eq!(sent(&out, Method::Bye).len(), 2, "both legs hung up");
+    let (_, end) = settle(&out).expect("settled");
+    assert_eq!(
+        (end.disconnect_at - end.connect_at.unwrap()).num_seconds(),
+        30
+    );
+    assert_eq!(node.stats.cutoffs, 1);
+}
+
+#[test]
+fn a_refused_extension_keeps_the_cutoff_where_the_hold_ends() {
+    let mut node = Node::new();
+    let (mut call, _, _, conf) = answered_pinless(&mut node, 60, 600);
+    let mut asked = false;
+    for _ in 0..60 {
+        node.later(Duration::from_secs(1));
+        let out = node.feed(&mut call, Input::Timer);
+        if out
+            .iter()
+            .any(|o| matches!(o, Output::Store(Ask::Extend { conf_id }) if *conf_id == conf))
+        {
+            asked = true;
+            let no = Extension {
+                granted_seconds: 60,
+                amount: Money::ZERO,
+                extended: false,
+            };
+            node.feed(&mut call, Input::Store(Answer::Extended(Ok(no))));
+        }
+        if let Some((_, end)) = settle(&out) {
+            assert!(asked, "the next chunk was asked for first");
+            assert_eq!(
+                (end.disconnect_at - end.connect_at.unwrap()).num_seconds(),
+                60
+            );
+            return;
+        }
+    }
+    panic!("no cutoff at the end of the hold");
+}
+
+#[test]
+fn a_store_failure_mid_call_does_not_end_the_call_early_or_lose_the_settlement() {
+    let mut node = Node::new();
+    let (mut call, _, _, _) = answered_pinless(&mut node, 60, 600);
+    for _ in 0..50 {
+        node.later(Duration::from_secs(1));
+        let out = node.feed(&mut call, Input::Timer);
+        if out
+            .iter()
+            .any(|o| matches!(o, Output::Store(Ask::Extend { .. })))
+        {
+            let out = node.feed(
+                &mut call,
+                Input::Store(Answer::Extended(Err("database gone".into()))),
+            );
+            assert!(
+                settle(&out).is_none(),
+                "a failed extension is not a hang-up"
+            );
+        }
+    }
+    node.later(Duration::from_secs(10));
+    let out = node.feed(&mut call, Input::Timer);
+    assert!(settle(&out).is_some(), "cut off where the hold ends");
+    let out = node.feed(
+        &mut call,
+        Input::Store(Answer::Settled(Err("database gone".into()))),
+    );
+    assert!(ended(&out), "the sweeper settles it; the call is forgotten");
+}
+
+#[test]
+fn a_lost_ack_hangs_up_both_legs() {
+    let mut node = Node::new();
+    let (mut call, a_tx, _, _) = answered_pinless(&mut node, 300, 3600);
+    let out = node.feed(&mut call, Input::NoAck { tx: a_tx });
+    assert_eq!(sent(&out, Method::Bye).len(), 2);
+    assert_eq!(settle(&out).unwrap().1.cause, "no ACK");
+}
+
+#[test]
+fn an_ack_from_elsewhere_does_not_count() {
+    let mut node = Node::new();
+    let (mut call, a_tx, _, _) = answered_pinless(&mut node, 300, 3600);
+    let ack = caller_request("ACK", 1, "tag3", "");
+    let mut stranger = caller();
+    stranger.addr = "127.0.0.1:6666".parse().unwrap();
+    let out = node.feed(
+        &mut call,
+        Input::Ack {
+            side: Side::A,
+            req: ack.clone(),
+            from: stranger,
+        },
+    );
+    assert!(out.is_empty());
+    let out = node.feed(
+        &mut call,
+        Input::Ack {
+            side: Side::A,
+            req: ack,
+            from: caller(),
+        },
+    );
+    assert!(matches!(&out[..], [Output::Acked(t)] if *t == a_tx));
+}
+
+#[test]
+fn a_re_invite_is_relayed_both_ways_with_our_media_in_the_middle() {
+    let mut node = Node::new();
+    let (mut call, _, inv, _) = answered_pinless(&mut node, 300, 3600);
+    // The caller puts the call on hold.
+    let hold = OFFER.replace("a=rtpmap:101", "a=sendonly\r\na=rtpmap:101");
+    let reinvite = caller_request("INVITE", 2, "tag3", &hold);
+    let origin = transaction::key(&reinvite).unwrap();
+    let out = node.feed(
+        &mut call,
+        Input::Request {
+            side: Side::A,
+            tx: origin.clone(),
+            req: reinvite,
+        },
+    );
+    let (_, relayed, peer) = sent(&out, Method::Invite)
+        .pop()
+        .expect("relayed to the gateway");
+    assert_eq!(peer.addr.port(), 5062);
+    assert_eq!(
+        relayed.call_id(),
+        inv.call_id(),
+        "inside the gateway's dialog"
+    );
+    let body = String::from_utf8_lossy(&relayed.body).to_string();
+    assert!(
+        body.contains("30002") && body.contains("sendonly"),
+        "our offer, their direction: {body}"
+    );
+    let out = node.feed(&mut call, gw_response(&relayed, 200, true));
+    assert!(out.iter().any(|o| matches!(o, Output::Ack { .. })));
+    let ok = the_response(&out, &origin, 200);
+    assert!(String::from_utf8_lossy(&ok.body).contains("30000"));
+    // And the gateway's own re-INVITE reaches the caller.
+    let out = node.feed(&mut call, gw_request(&inv, "INVITE", 5, GW_SDP).1);
+    let (_, to_caller, peer) = sent(&out, Method::Invite)
+        .pop()
+        .expect("relayed to the caller");
+    assert_eq!(peer.addr.port(), 5070);
+    assert_eq!(to_caller.call_id(), "a-leg");
+}
+
+#[test]
+fn a_bye_crossing_our_bye_is_answered_and_settles_once() {
+    let mut node = Node::new();
+    let (mut call, _, inv, _) = answered_pinless(&mut node, 300, 3600);
+    let (_, bye) = from_caller("BYE", 2, "");
+    let out = node.feed(&mut call, bye);
+    assert!(settle(&out).is_some());
+    let (tx, bye) = gw_request(&inv, "BYE", 1, "");
+    let out = node.feed(&mut call, bye);
+    assert_eq!(
+        answered(&out, &tx),
+        [200],
+        "the crossing BYE is answered, not 481"
+    );
+    assert!(settle(&out).is_none(), "settled once");
+}
+
+#[test]
+fn shutdown_ends_a_talking_call_and_settles_it() {
+    let mut node = Node::new();
+    let (mut call, _, _, _) = answered_pinless(&mut node, 300, 3600);
+    node.stopping = true;
+    let out = node.feed(&mut call, Input::Shutdown);
+    assert_eq!(sent(&out, Method::Bye).len(), 2);
+    assert_eq!(settle(&out).unwrap().1.cause, "shutdown");
+}
+
+/// An IVR caller who has typed a card and a destination, and whose bridge is dialling.
+fn dialling_ivr(node: &mut Node, granted: u64, credit: u64) -> (Call, Request, String) {
+    let setup = node.setup("5551200", Some(flow()));
+    let a_tx = setup.tx.clone();
+    let (mut call, out) = node.start(setup);
+    assert_eq!(
+        answered(&out, &a_tx),
+        [200],
+        "we answer an IVR caller ourselves"
+    );
+    assert!(call.is_ivr());
+    let mut out = Vec::new();
+    for d in "1234".chars() {
+        out = node.feed(&mut call, Input::Media(MediaEvent::Digit(d)));
+    }
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Store(Ask::AuthorizeAccount(a)) if a.account == "1234")));
+    let ok = AccountAnswer {
+        code: ReturnCode::Success,
+        available: Money::ZERO,
+        currency: "USD".into(),
+        language: "en".into(),
+        redirect_number: String::new(),
+    };
+    node.feed(&mut call, Input::Store(Answer::Account(Box::new(ok))));
+    for d in "555".chars() {
+        out = node.feed(&mut call, Input::Media(MediaEvent::Digit(d)));
+    }
+    let req = phase2(&out);
+    assert_eq!(req.destination, "555");
+    let out = node.feed(
+        &mut call,
+        call_answer(ReturnCode::Success, &req.conf_id, granted, credit),
+    );
+    let (_, inv, _) = sent(&out, Method::Invite).pop().expect("bridging");
+    (call, inv, req.conf_id)
+}
+
+/// An IVR caller bridged to the gateway, which answered.
+fn bridged_ivr(node: &mut Node, granted: u64, credit: u64) -> (Call, Request, String) {
+    let (mut call, inv, conf) = dialling_ivr(node, granted, credit);
+    let out = node.feed(&mut call, gw_response(&inv, 200, true));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Media(MediaCmd::Bridge(true)))));
+    (call, inv, conf)
+}
+
+fn played(out: &[Output]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Media(MediaCmd::Play(seq)) => {
+                Some(seq.iter().map(|p| p.name.clone()).collect::<Vec<_>>())
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn a_long_pound_ends_the_bridge_settles_it_and_returns_to_the_flow() {
+    let mut node = Node::new();
+    let (mut call, _, conf) = bridged_ivr(&mut node, 300, 3600);
+    node.later(Duration::from_secs(20));
+    let out = node.feed(&mut call, Input::Media(MediaEvent::LongPound));
+    assert_eq!(
+        sent(&out, Method::Bye).len(),
+        1,
+        "only the gateway leg is hung up"
+    );
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Media(MediaCmd::Bridge(false)))));
+    let (c, end) = settle(&out).expect("the bridge is settled on its own");
+    assert_eq!(
+        (c.as_str(), end.cause.as_str()),
+        (conf.as_str(), "long_pound")
+    );
+    assert_eq!(node.channels.in_use(0), 0);
+    let out = node.feed(&mut call, Input::Store(Answer::Settled(Err("slow".into()))));
+    assert_eq!(played(&out), ["enter_dest"], "back to destination entry");
+    assert!(!ended(&out));
+    // The next call of the same session is a new conference.
+    let mut out = Vec::new();
+    for d in "666".chars() {
+        out = node.feed(&mut call, Input::Media(MediaEvent::Digit(d)));
+    }
+    let next = phase2(&out);
+    assert_eq!(next.destination, "666");
+    assert_ne!(next.conf_id, conf);
+    assert_eq!(next.auth.session_id, call.session_id, "the same session");
+}
+
+#[test]
+fn the_called_party_hanging_up_returns_the_caller_to_the_flow() {
+    let mut node = Node::new();
+    let (mut call, inv, _) = bridged_ivr(&mut node, 300, 3600);
+    let (tx, bye) = gw_request(&inv, "BYE", 1, "");
+    let out = node.feed(&mut call, bye);
+    assert_eq!(answered(&out, &tx), [200]);
+    assert_eq!(settle(&out).unwrap().1.cause, "called_hangup");
+    assert!(out.iter().any(|o| matches!(o, Output::Unroute { .. })));
+    let out = node.feed(&mut call, Input::Store(Answer::Settled(Err("x".into()))));
+    assert_eq!(played(&out), ["enter_dest"]);
+}
+
+#[test]
+fn an_ivr_bridge_warns_before_the_cutoff_and_then_says_goodbye() {
+    let mut node = Node::new();
+    let (mut call, _, _) = bridged_ivr(&mut node, 30, 30);
+    node.later(Duration::from_secs(20));
+    let out = node.feed(&mut call, Input::Timer);
+    assert_eq!(
+        played(&out),
+        ["disconnect"],
+        "the warning, 10 s before the end"
+    );
+    node.later(Duration::from_secs(10));
+    let out = node.feed(&mut call, Input::Timer);
+    assert_eq!(settle(&out).unwrap().1.cause, "credit_exhausted");
+    let out = node.feed(&mut call, Input::Store(Answer::Settled(Err("x".into()))));
+    assert_eq!(
+        sent(&out, Method::Bye).len(),
+        1,
+        "the flow hangs up the caller"
+    );
+    assert!(ended(&out));
+}
+
+#[test]
+fn a_busy_destination_is_released_uncharged_and_the_flow_goes_on() {
+    let mut node = Node::new();
+    let (mut call, inv, conf) = dialling_ivr(&mut node, 300, 3600);
+    let out = node.feed(&mut call, gw_response(&inv, 486, false));
+    let (c, end) = settle(&out).expect("the hold is released");
+    assert_eq!((c.as_str(), end.connect_at), (conf.as_str(), None));
+    assert_eq!(end.cause, "busy");
+    let out = node.feed(&mut call, Input::Store(Answer::Settled(Err("x".into()))));
+    assert_eq!(played(&out), ["enter_dest"]);
+}
+
+#[test]
+fn a_flow_that_bridges_without_phase_2_gets_failed_never_a_free_call() {
+    let rogue = r#"
+name: rogue
+start: connect
+states:
+  connect:
+    bridge:
+      destination: destination
+      on: {failed: bye, busy: bye, no_answer: bye, unreachable: bye, called_hangup: bye, long_pound: bye, credit_exhausted: bye}
+  bye:
+    hangup: {cause: normal}
+"#;
+    let flow = ivr::Flow::parse(rogue, "rogue.yaml", &ivr::catalogue_prompts()).expect("flow");
+    let mut node = Node::new();
+    let setup = node.setup("5551200", Some(Arc::new(flow)));
+    let (_call, out) = node.start(setup);
+    assert!(
+        sent(&out, Method::Invite).is_empty(),
+        "no gateway is dialled"
+    );
+    assert_eq!(sent(&out, Method::Bye).len(), 1, "the flow hangs up");
+    assert!(ended(&out));
+}
+
+#[test]
+fn the_caller_hanging_up_mid_bridge_ends_both_legs_and_settles() {
+    let mut node = Node::new();
+    let (mut call, _, conf) = bridged_ivr(&mut node, 300, 3600);
+    node.later(Duration::from_secs(5));
+    let (_, bye) = from_caller("BYE", 2, "");
+    let out = node.feed(&mut call, bye);
+    assert_eq!(sent(&out, Method::Bye).len(), 1, "the gateway is hung up");
+    let (c, end) = settle(&out).unwrap();
+    assert_eq!((c, end.cause.as_str()), (conf, "caller hung up"));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Media(MediaCmd::Close))));
+}
+
+#[test]
+fn a_cancel_after_our_200_leaves_an_ivr_call_alone() {
+    let mut node = Node::new();
+    let setup = node.setup("5551200", Some(flow()));
+    let a_tx = setup.tx.clone();
+    let (mut call, _) = node.start(setup);
+    let out = node.feed(&mut call, Input::Cancel { invite: a_tx });
+    assert!(out.is_empty(), "{out:#?}");
+    assert!(call.is_ivr());
+}
+
+#[test]
+fn a_hold_the_flow_replaces_without_bridging_is_released_at_once() {
+    let twice = r#"
+name: twice
+start: destination
+states:
+  destination:
+    collect: {into: destination, prompt: [enter_dest], min: 3, max: 3, next: first, fail: bye}
+  first:
+    authorize: {phase: 2, account: destination, destination: destination, on: {"0": second, default: bye}}
+  second:
+    authorize: {phase: 2, account: destination, destination: destination, on: {"0": bye, default: bye}}
+  bye:
+    hangup: {cause: normal}
+"#;
+    let flow = ivr::Flow::parse(twice, "twice.yaml", &ivr::catalogue_prompts()).expect("flow");
+    let mut node = Node::new();
+    let setup = node.setup("5551200", Some(Arc::new(flow)));
+    let (mut call, _) = node.start(setup);
+    let mut out = Vec::new();
+    for d in "555".chars() {
+        out = node.feed(&mut call, Input::Media(MediaEvent::Digit(d)));
+    }
+    let first = phase2(&out).conf_id;
+    let out = node.feed(
+        &mut call,
+        call_answer(ReturnCode::Success, &first, 300, 3600),
+    );
+    let second = phase2(&out).conf_id;
+    assert_ne!(second, first);
+    let out = node.feed(
+        &mut call,
+        call_answer(ReturnCode::Success, &second, 300, 3600),
+    );
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Release(r) if r.conf_id == first)),
+        "the first hold goes back when the second replaces it: {out:#?}"
+    );
+    // The flow hangs up: the hold it still has is settled with the call.
+    let (c, _) = settle(&out).expect("settled at the end");
+    assert_eq!(c, second);
+}

@@ -1,0 +1,176 @@
+//! Admitting a new call: the checks an INVITE passes before it becomes a
+//! [`Call`](crate::call::Call) — capacity, the access number and its flow, the caller's
+//! number, the SDP offer, loops — and the RTP ports it gets.
+
+use super::{Engine, Slot};
+use crate::access::AccessNumber;
+use crate::call::{self, legs::usable_offer, Setup, Side};
+use crate::media::sdp;
+use crate::sip::message::{Request, SipExt};
+use crate::sip::transaction::TxKey;
+use crate::transport::Peer;
+use chrono::Utc;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Why an INVITE is refused: the status, and the Warning that explains it.
+type Refusal = (u16, Option<String>);
+
+fn refuse(code: u16, why: &str) -> Refusal {
+    (code, Some(why.to_string()))
+}
+
+/// What an admitted INVITE brings to its call.
+struct Admitted {
+    access: AccessNumber,
+    destination: String,
+    flow: Option<Arc<ivr::Flow>>,
+    prompts: Arc<prompts::set::PromptSet>,
+    ani: String,
+    offer: sdp::Audio,
+}
+
+impl Engine {
+    /// An INVITE outside any dialog: a new call, if it passes.
+    pub(super) fn new_call(&mut self, req: Request, from: Peer, key: TxKey, now: Instant) {
+        let admitted = match self.check_call(&req, from) {
+            Ok(a) => a,
+            Err((code, why)) => {
+                if code == 503 && why.is_none() {
+                    return self.reply_retry_after(&key, now);
+                }
+                return self.reply(&key, code, why.as_deref(), now);
+            }
+        };
+        let id = self.next_call;
+        let session = match self.media.session(id) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "no RTP ports for a new call");
+                return self.reply(&key, 503, Some("no media ports free"), now);
+            }
+        };
+        self.next_call += 1;
+        crate::metrics::get().calls.inc();
+        self.dialogs
+            .insert(req.call_id().to_string(), (id, Side::A));
+        if let Some(s) = self.server.get_mut(&key) {
+            s.call = Some(id);
+        }
+        let setup = Setup {
+            id,
+            peer: from,
+            invite: req,
+            tx: key,
+            offer: admitted.offer,
+            media_local: [
+                session.local(crate::media::engine::A),
+                session.local(crate::media::engine::B),
+            ],
+            trusted: self.cfg.trusted(from.addr.ip()),
+            ani: admitted.ani,
+            destination: admitted.destination,
+            access: admitted.access,
+            prompts: admitted.prompts,
+            flow: admitted.flow,
+            arrived: (now, Utc::now()),
+        };
+        let quality = || Some(session.quality());
+        let mut env = self.lent.env(now, &quality);
+        let call = call::Call::start(setup, self.settings.clone(), &mut env);
+        self.calls.insert(
+            id,
+            Slot {
+                call,
+                media: Some(session),
+            },
+        );
+        self.drain(id, now);
+    }
+
+    /// The checks, in the order a caller would want to hear about them.
+    fn check_call(&self, req: &Request, from: Peer) -> Result<Admitted, Refusal> {
+        if self.lent.stopping {
+            return Err(refuse(503, "shutting down"));
+        }
+        if self.calls.len() >= self.cfg.limits.calls {
+            crate::metrics::get().limit_hit("calls");
+            return Err((503, None));
+        }
+        let user = req.uri.user().unwrap_or("").to_string();
+        // The access number, prompts and flow current now are this call's until it ends,
+        // whatever is uploaded or changed meanwhile.
+        let live = self.assets.live();
+        let Some((access, rest)) = live.access.lookup(&user) else {
+            return Err(refuse(404, "unknown access number"));
+        };
+        if access.trusted_only && !self.cfg.trusted(from.addr.ip()) {
+            return Err(refuse(403, "source is not a trusted peer"));
+        }
+        let flow = match (&access.flow, access.pinless) {
+            (Some(name), false) => match live.flows.get(name) {
+                Some(f) => Some(f.clone()),
+                None => return Err(refuse(503, "the access number's flow is not loaded")),
+            },
+            _ => None,
+        };
+        if flow.is_none() && rest.is_empty() {
+            return Err(refuse(484, "no destination after the access number"));
+        }
+        if req
+            .header("Max-Forwards")
+            .and_then(|m| m.trim().parse::<u32>().ok())
+            == Some(0)
+        {
+            return Err((483, None));
+        }
+        let ani = if access.trust_ani {
+            req.header("P-Asserted-Identity")
+                .map(crate::sip::message::addr_uri)
+                .and_then(crate::sip::message::uri_user)
+                .or_else(|| req.from_user())
+                .unwrap_or("")
+                .to_string()
+        } else {
+            String::new()
+        };
+        if ani.is_empty() && flow.is_none() {
+            return Err(refuse(403, "a pinless call needs a trusted caller number"));
+        }
+        let offer = match req.header("Content-Type").map(|c| c.to_ascii_lowercase()) {
+            Some(ct) if ct.starts_with("application/sdp") => {
+                usable_offer(&req.body).map_err(|why| (488, Some(why)))?
+            }
+            _ => {
+                return Err(refuse(
+                    488,
+                    "an SDP offer is required (delayed offer is not supported)",
+                ))
+            }
+        };
+        if self.dialogs.contains_key(req.call_id()) {
+            // A second INVITE with a Call-ID we already carry, but a new branch: a loop or a fork.
+            return Err((482, None));
+        }
+        Ok(Admitted {
+            prompts: live.prompts(&access.tenant),
+            access: access.clone(),
+            destination: rest.to_string(),
+            flow,
+            ani,
+            offer,
+        })
+    }
+
+    /// Answers 503 with Retry-After: come back in a moment (we are full).
+    fn reply_retry_after(&mut self, key: &TxKey, now: Instant) {
+        let Some(s) = self.server.get(key) else {
+            return;
+        };
+        let tag = crate::sip::message::new_tag();
+        let mut resp = crate::sip::message::response_to(s.tx.request(), 503, Some(&tag));
+        resp.headers
+            .push(crate::sip::message::hdr("Retry-After", "5"));
+        self.respond(key, resp, now);
+    }
+}
