@@ -245,9 +245,12 @@ impl Engine {
                 Some(ev) = events.recv() => self.on_event(ev, Instant::now()),
                 Some((call, ev)) = media.recv() => self.feed(call, Input::Media(ev), Instant::now()),
                 Some(m) = inbound.recv() => self.on_sip(m.msg, m.from, Instant::now()),
-                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+                // While running, finished store tasks are reaped below without waking the loop
+                // (each already woke it with its answer); only shutdown waits on them.
+                Some(_) = self.tasks.join_next(), if self.lent.stopping && !self.tasks.is_empty() => {}
                 _ = tokio::time::sleep_until(wake) => self.on_timers(Instant::now()),
             }
+            while self.tasks.try_join_next().is_some() {}
             crate::metrics::get()
                 .calls_active
                 .set(self.calls.len() as i64);
