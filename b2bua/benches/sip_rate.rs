@@ -6,7 +6,9 @@
 //! failed, and the 50th and 99th percentile of INVITE → 100 Trying and INVITE → 200 OK, read
 //! from SIPp's per-call response-time trace. Rates come from `B2BUA_BENCH_RATES` (default
 //! `250,500,1000,1500,2000`); the database from `B2BUA_BENCH_DB` (default a temporary SQLite
-//! file). The gateway is SIPp's built-in UAS.
+//! file); the RTP port range from `B2BUA_BENCH_MEDIA_PORTS` (default `30000-39999`; a small one
+//! such as `30000-30199` shows whether the port pool survives churn). The gateway is SIPp's
+//! built-in UAS.
 
 use b2bua::config::Config;
 use b2bua::routing::Proto;
@@ -134,11 +136,14 @@ async fn main() {
     drop(f);
 
     let gw = free_port();
+    // A small range shows whether the port pool survives churn (the calls here are short).
+    let ports = std::env::var("B2BUA_BENCH_MEDIA_PORTS").unwrap_or_else(|_| "30000-39999".into());
     let yaml = format!(
         "sip:\n  listen: [\"udp:127.0.0.1:0\"]\ntrusted_peers: [127.0.0.1]\n\
 access_numbers:\n  - {{number: \"5551201\", pinless: true}}\n\
 gateways:\n  - {{name: gw, address: \"127.0.0.1:{gw}\", channels: 100000}}\n\
-routes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n"
+routes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n\
+media:\n  ports: {ports}\n"
     );
     let running = b2bua::engine::start(Config::parse(&yaml, "bench").unwrap(), store.clone())
         .await

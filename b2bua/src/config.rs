@@ -961,6 +961,7 @@ impl MediaFile {
             inactivity: Duration::from_secs(self.inactivity_s),
             long_pound: Duration::from_millis(self.long_pound_ms),
             max_calls: self.max_calls,
+            ..Default::default()
         }
     }
 }

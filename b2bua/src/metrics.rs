@@ -44,6 +44,8 @@ pub struct Metrics {
     pub radius_queue: Gauge,
     pub limit_hits: Family<LimitLabels, Counter>,
     pub rtp_foreign: Counter,
+    /// RTP port pairs of our range that another process held when we bound them.
+    pub rtp_port_conflicts: Counter,
     /// When each limit was last logged (seconds since the process started), so a flood is one
     /// line every ten seconds and not one line per packet.
     logged: std::sync::Mutex<std::collections::HashMap<&'static str, u64>>,
@@ -66,6 +68,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         radius_queue: Gauge::default(),
         limit_hits: Family::default(),
         rtp_foreign: Counter::default(),
+        rtp_port_conflicts: Counter::default(),
         logged: Default::default(),
     };
     m.registry
@@ -116,6 +119,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "rtp_foreign",
         "RTP packets dropped because they came from an address that is not the leg's peer",
         m.rtp_foreign.clone(),
+    );
+    m.registry.register(
+        "rtp_port_conflicts",
+        "RTP port pairs in media.ports that another process held when a call bound them (rested, then tried again)",
+        m.rtp_port_conflicts.clone(),
     );
     m
 });

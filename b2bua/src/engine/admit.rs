@@ -37,7 +37,7 @@ impl Engine {
             Ok(a) => a,
             Err((code, why)) => {
                 if code == 503 && why.is_none() {
-                    return self.reply_retry_after(&key, now);
+                    return self.reply_retry_after(&key, None, now);
                 }
                 return self.reply(&key, code, why.as_deref(), now);
             }
@@ -47,7 +47,9 @@ impl Engine {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "no RTP ports for a new call");
-                return self.reply(&key, 503, Some("no media ports free"), now);
+                // Capacity, not a fault: the caller (or the dispatcher in front) may try again
+                // here shortly or another node now.
+                return self.reply_retry_after(&key, Some("no media ports free"), now);
             }
         };
         self.next_call += 1;
@@ -163,12 +165,12 @@ impl Engine {
     }
 
     /// Answers 503 with Retry-After: come back in a moment (we are full).
-    fn reply_retry_after(&mut self, key: &TxKey, now: Instant) {
+    fn reply_retry_after(&mut self, key: &TxKey, warning: Option<&str>, now: Instant) {
         let Some(s) = self.server.get(key) else {
             return;
         };
         let tag = crate::sip::message::new_tag();
-        let mut resp = crate::sip::message::response_to(s.tx.request(), 503, Some(&tag));
+        let mut resp = crate::sip::message::reply_to(s.tx.request(), 503, warning, &tag);
         resp.headers
             .push(crate::sip::message::hdr("Retry-After", "5"));
         self.respond(key, resp, now);

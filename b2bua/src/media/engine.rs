@@ -35,6 +35,9 @@ pub struct MediaConfig {
     /// Calls with media at once; beyond it new calls are refused (503) rather than every
     /// call's audio degrading. Set it from the relay benchmark on the machine.
     pub max_calls: usize,
+    /// A port that another process held when we tried to bind it is left out of the pool for
+    /// this long, then tried again.
+    pub port_rest: Duration,
 }
 
 impl Default for MediaConfig {
@@ -45,6 +48,7 @@ impl Default for MediaConfig {
             inactivity: Duration::from_secs(60),
             long_pound: Duration::from_secs(2),
             max_calls: 1000,
+            port_rest: Duration::from_secs(30),
         }
     }
 }
@@ -100,19 +104,93 @@ struct State {
 pub struct Session {
     call: u64,
     state: Arc<Mutex<State>>,
-    sockets: [Arc<UdpSocket>; 2],
+    sockets: [Arc<LegSockets>; 2],
     local: [SocketAddr; 2],
-    ports: [u16; 2],
     tasks: Vec<tokio::task::JoinHandle<()>>,
     media: Media,
 }
 
-/// A stream handed to a pacing task: the call, its state and the socket to send from.
-type PlayStart = (u64, Arc<Mutex<State>>, Arc<UdpSocket>);
+/// A leg's RTP and RTCP sockets and the port pair they are bound to. The session, its
+/// receiving tasks and the pacer each hold it; the pair goes back to the pool only when the
+/// last of them has let go and both sockets are closed, so the next call to draw the pair can
+/// bind it. (Returning ports when the session ended, while aborted tasks still held the
+/// sockets, made the next bind fail and cost the pool that pair for good.)
+struct LegSockets {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    // Declared after the sockets: dropped once they are closed.
+    _lease: Lease,
+}
+
+/// An even port drawn from the pool (its odd neighbour comes with it).
+struct Lease {
+    port: u16,
+    pool: Arc<PortPool>,
+    /// Someone else held it: rest it instead of handing it straight out again.
+    taken_elsewhere: Option<Instant>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut p = self.pool.ports.locked();
+        match self.taken_elsewhere {
+            Some(until) => p.resting.push_back((until, self.port)),
+            None => p.free.push(self.port),
+        }
+    }
+}
+
+/// The RTP port pairs of the configured range that no call holds.
+struct PortPool {
+    ports: Mutex<Ports>,
+}
+
+#[derive(Default)]
+struct Ports {
+    free: Vec<u16>,
+    /// Pairs another process held when we bound them, oldest first, with when to try again.
+    resting: std::collections::VecDeque<(Instant, u16)>,
+}
+
+impl PortPool {
+    /// A pair at random from the free ones (after taking back those whose rest is over), so
+    /// that a call's ports cannot be guessed from the last call's: an attacker spraying the
+    /// next port would otherwise hit it.
+    fn draw(self: &Arc<Self>, now: Instant) -> Option<Lease> {
+        let mut p = self.ports.locked();
+        p.wake(now);
+        if p.free.is_empty() {
+            return None;
+        }
+        let i = rand::random_range(0..p.free.len());
+        let port = p.free.swap_remove(i);
+        Some(Lease {
+            port,
+            pool: self.clone(),
+            taken_elsewhere: None,
+        })
+    }
+}
+
+impl Ports {
+    /// Takes back the pairs whose rest is over.
+    fn wake(&mut self, now: Instant) {
+        while self.resting.front().is_some_and(|(at, _)| *at <= now) {
+            let (_, port) = self.resting.pop_front().expect("looked at");
+            self.free.push(port);
+        }
+    }
+}
+
+/// How many taken pairs one leg tries before it gives up.
+const BIND_TRIES: usize = 8;
+
+/// A stream handed to a pacing task: the call, its state and the leg to send from.
+type PlayStart = (u64, Arc<Mutex<State>>, Arc<LegSockets>);
 
 struct Inner {
     cfg: MediaConfig,
-    free: Mutex<Vec<u16>>,
+    pool: Arc<PortPool>,
     sessions: std::sync::atomic::AtomicUsize,
     /// Every open session, for the inactivity check.
     registry: Mutex<HashMap<u64, std::sync::Weak<Mutex<State>>>>,
@@ -165,10 +243,16 @@ impl Media {
             .step_by(2)
             .rev()
             .collect();
+        let pool = Arc::new(PortPool {
+            ports: Mutex::new(Ports {
+                free,
+                ..Ports::default()
+            }),
+        });
         let media = Media {
             inner: Arc::new(Inner {
                 cfg,
-                free: Mutex::new(free),
+                pool,
                 sessions: Default::default(),
                 registry: Default::default(),
                 lateness,
@@ -183,33 +267,48 @@ impl Media {
         (media, rx)
     }
 
-    /// Port pairs still free.
+    /// Port pairs free to be drawn now (not held by a call, not resting after a conflict).
     pub fn free_ports(&self) -> usize {
-        self.inner.free.locked().len()
+        let mut p = self.inner.pool.ports.locked();
+        p.wake(Instant::now());
+        p.free.len()
     }
 
-    fn bind_pair(&self) -> std::io::Result<(u16, std::net::UdpSocket, std::net::UdpSocket)> {
-        loop {
-            // Anywhere in the range, so that a call's ports cannot be guessed from the last
-            // call's (an attacker spraying the next port would otherwise hit it).
-            let port = {
-                let mut free = self.inner.free.locked();
-                if free.is_empty() {
-                    return Err(std::io::Error::other("no free RTP ports"));
-                }
-                let i = rand::random_range(0..free.len());
-                free.swap_remove(i)
+    /// Binds one leg's pair. A pair another process holds rests for `port_rest` and the next
+    /// is tried, a few times at most, so a crowded range costs one call a few binds rather
+    /// than emptying the pool.
+    fn bind_leg(&self) -> std::io::Result<LegSockets> {
+        let ip = self.inner.cfg.bind;
+        for _ in 0..BIND_TRIES {
+            let now = Instant::now();
+            let Some(mut lease) = self.inner.pool.draw(now) else {
+                crate::metrics::get().limit_hit("media_ports");
+                return Err(std::io::Error::other("no free RTP ports"));
             };
-            let ip = self.inner.cfg.bind;
+            let port = lease.port;
             match (
                 std::net::UdpSocket::bind((ip, port)),
                 std::net::UdpSocket::bind((ip, port + 1)),
             ) {
-                (Ok(rtp), Ok(rtcp)) => return Ok((port, rtp, rtcp)),
-                // Taken by someone else: leave it out of the pool and try the next.
-                _ => continue,
+                (Ok(rtp), Ok(rtcp)) => {
+                    rtp.set_nonblocking(true)?;
+                    rtcp.set_nonblocking(true)?;
+                    return Ok(LegSockets {
+                        rtp: UdpSocket::from_std(rtp)?,
+                        rtcp: UdpSocket::from_std(rtcp)?,
+                        _lease: lease,
+                    });
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    crate::metrics::get().rtp_port_conflicts.inc();
+                    tracing::debug!(port, error = %e, "RTP port held elsewhere; resting it");
+                    lease.taken_elsewhere = Some(now + self.inner.cfg.port_rest);
+                }
             }
         }
+        Err(std::io::Error::other(
+            "RTP ports in the range are held by another process",
+        ))
     }
 
     /// The given quantile (0–1) of how far from their due time prompt frames were sent (early
@@ -240,6 +339,7 @@ impl Media {
         use std::sync::atomic::Ordering;
         if self.inner.sessions.fetch_add(1, Ordering::AcqRel) >= self.inner.cfg.max_calls {
             self.inner.sessions.fetch_sub(1, Ordering::AcqRel);
+            crate::metrics::get().limit_hit("media_calls");
             return Err(std::io::Error::other("media at its call limit"));
         }
         let opened = self.open(call);
@@ -250,23 +350,8 @@ impl Media {
     }
 
     fn open(&self, call: u64) -> std::io::Result<Session> {
-        let (pa, ra, ca) = self.bind_pair()?;
-        let (pb, rb, cb) = match self.bind_pair() {
-            Ok(x) => x,
-            Err(e) => {
-                self.inner.free.locked().push(pa);
-                return Err(e);
-            }
-        };
-        let mut sockets = Vec::new();
-        let mut rtcp = Vec::new();
-        for (r, c) in [(ra, ca), (rb, cb)] {
-            r.set_nonblocking(true)?;
-            c.set_nonblocking(true)?;
-            sockets.push(Arc::new(UdpSocket::from_std(r)?));
-            rtcp.push(UdpSocket::from_std(c)?);
-        }
-        let local = [sockets[0].local_addr()?, sockets[1].local_addr()?];
+        let sockets = [Arc::new(self.bind_leg()?), Arc::new(self.bind_leg()?)];
+        let local = [sockets[0].rtp.local_addr()?, sockets[1].rtp.local_addr()?];
         let ssrc = || rand::random::<u32>();
         let leg = || LegState {
             sdp: None,
@@ -293,7 +378,6 @@ impl Media {
             .registry
             .locked()
             .insert(call, Arc::downgrade(&state));
-        let sockets: [Arc<UdpSocket>; 2] = [sockets[0].clone(), sockets[1].clone()];
         let mut tasks = Vec::new();
         for leg in [A, B] {
             tasks.push(tokio::spawn(receive(
@@ -304,11 +388,11 @@ impl Media {
                 self.inner.events.clone(),
             )));
         }
-        for c in rtcp {
+        for leg in sockets.clone() {
             // RTCP is received and dropped: the port is held so nothing else takes it.
             tasks.push(tokio::spawn(async move {
                 let mut buf = [0u8; 1500];
-                while c.recv_from(&mut buf).await.is_ok() {}
+                while leg.rtcp.recv_from(&mut buf).await.is_ok() {}
             }));
         }
         Ok(Session {
@@ -316,7 +400,6 @@ impl Media {
             state,
             sockets,
             local,
-            ports: [pa, pb],
             tasks,
             media: self.clone(),
         })
@@ -432,8 +515,8 @@ impl Drop for Session {
         for t in &self.tasks {
             t.abort();
         }
+        // The ports go back when the tasks have let go of the sockets (see `LegSockets`).
         self.state.locked().playback = None;
-        self.media.inner.free.locked().extend(self.ports);
         self.media.inner.registry.locked().remove(&self.call);
         self.media
             .inner
@@ -450,13 +533,13 @@ fn is_rtcp(buf: &[u8]) -> bool {
 async fn receive(
     call: u64,
     leg: Leg,
-    sockets: [Arc<UdpSocket>; 2],
+    sockets: [Arc<LegSockets>; 2],
     state: Arc<Mutex<State>>,
     events: mpsc::UnboundedSender<(u64, MediaEvent)>,
 ) {
     let mut buf = vec![0u8; 2048];
     loop {
-        let Ok((n, from)) = sockets[leg].recv_from(&mut buf).await else {
+        let Ok((n, from)) = sockets[leg].rtp.recv_from(&mut buf).await else {
             continue;
         };
         let now = Instant::now();
@@ -558,7 +641,7 @@ async fn receive(
             }
         }
         if let Some((bytes, to)) = out {
-            let _ = sockets[1 - leg].try_send_to(&bytes, to);
+            let _ = sockets[1 - leg].rtp.try_send_to(&bytes, to);
         }
         for d in digits {
             let ev = match d {
@@ -643,7 +726,7 @@ async fn playback_service(
     lateness: Arc<Mutex<Vec<u64>>>,
 ) {
     let mut pacer = Pacer::default();
-    let mut streams: HashMap<u64, (Arc<Mutex<State>>, Arc<UdpSocket>)> = HashMap::new();
+    let mut streams: HashMap<u64, (Arc<Mutex<State>>, Arc<LegSockets>)> = HashMap::new();
     let mut scheduled: HashSet<u64> = HashSet::new();
     loop {
         // The runtime's timers tick in whole milliseconds and round up, so wake a millisecond
@@ -686,7 +769,7 @@ async fn playback_service(
                                         };
                                         let pkt = l.sender.prompt_frame(pt, &payload, now);
                                         if let (Some(r), Some(pkt)) = (remote, pkt) {
-                                            let _ = sock.try_send_to(&pkt, r);
+                                            let _ = sock.rtp.try_send_to(&pkt, r);
                                             let sent_at = Instant::now();
                                             late.push(sent_at.saturating_duration_since(due).max(due.saturating_duration_since(sent_at)));
                                         }
@@ -741,6 +824,81 @@ mod tests {
         let descending = ports.windows(2).all(|w| w[0] > w[1]);
         assert!(!ascending && !descending, "{ports:?}");
         drop(sessions);
-        assert_eq!(media.free_ports(), free);
+        assert_eq!(until_free(&media, free).await, free);
+    }
+
+    /// Waits (two seconds at most) for aborted tasks to let go of their sockets and so give
+    /// their ports back, until at least `want` pairs are free; says how many are.
+    async fn until_free(media: &Media, want: usize) -> usize {
+        for _ in 0..2000 {
+            if media.free_ports() >= want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        media.free_ports()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pool_stays_whole_under_call_churn() {
+        // 16 port pairs: room for 8 calls. 500 short calls, never more than 6 at once, each
+        // with a packet in flight so its receiving tasks are busy when the call ends.
+        let (media, _events) = Media::start(MediaConfig {
+            ports: (46500, 46532),
+            ..MediaConfig::default()
+        });
+        let total = media.free_ports();
+        assert_eq!(total, 16);
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut open = std::collections::VecDeque::new();
+        for i in 0..500 {
+            if open.len() == 6 {
+                open.pop_front();
+                // A pair lost to the pool would never come back; a returning one is back as
+                // soon as the ended call's tasks are gone.
+                let want = total - 2 * open.len();
+                assert_eq!(until_free(&media, want).await, want, "before call {i}");
+            }
+            let s = media
+                .session(i)
+                .unwrap_or_else(|e| panic!("call {i} with {} open: {e}", open.len()));
+            s.set_remote(A, probe.local_addr().unwrap(), (0, Codec::Pcmu), None);
+            probe
+                .send_to(&[0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1], s.local(A))
+                .unwrap();
+            open.push_back(s);
+        }
+        drop(open);
+        assert_eq!(until_free(&media, total).await, total);
+        assert_eq!(media.sessions(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pair_held_by_another_process_rests_then_comes_back() {
+        // Three pairs, one of them (its RTCP half) held by someone else.
+        let squatter = std::net::UdpSocket::bind("127.0.0.1:46601").unwrap();
+        let (media, _events) = Media::start(MediaConfig {
+            ports: (46600, 46606),
+            port_rest: Duration::from_millis(200),
+            ..MediaConfig::default()
+        });
+        assert_eq!(media.free_ports(), 3);
+        let conflicts = crate::metrics::get().rtp_port_conflicts.get();
+        let first = media.session(1).expect("two pairs can be bound");
+        // The third pair, if the first call did not already draw it, is the held one.
+        let second = media.session(2);
+        assert!(second.is_err());
+        assert!(crate::metrics::get().rtp_port_conflicts.get() > conflicts);
+        // Resting, not lost: neither free now nor gone for good.
+        assert_eq!(media.free_ports(), 0);
+        drop(first);
+        assert_eq!(until_free(&media, 2).await, 2);
+        drop(squatter);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(media.free_ports(), 3);
+        let again: Vec<Session> = (3..4).map(|i| media.session(i).unwrap()).collect();
+        assert_eq!(media.free_ports(), 1);
+        drop(again);
+        assert_eq!(until_free(&media, 3).await, 3);
     }
 }
