@@ -394,3 +394,119 @@ async fn a_g711_caller_and_an_opus_gateway_are_transcoded() {
     running.stop().await;
     store.close().await;
 }
+
+/// A slow database is shed at the door: with another writer holding the SQLite file, the
+/// first call's authorization waits in the store, and the next INVITE (beyond
+/// `limits.store_queue`) gets 503 with Retry-After at once instead of queueing into a pool
+/// timeout that would refuse it with code 8 as if the database were gone. When the database
+/// is free the first call goes through as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_the_store_queue_are_refused_with_503_while_the_database_is_slow() {
+    use sqlx::Connection;
+    let mut caller = Ua::new("4085551234").await;
+    let mut other = Ua::new("4085550000").await;
+    let gw = Ua::new("gw").await;
+    let (dir, store, running) = start_on_file(gw.sip_addr(), "limits: {store_queue: 1}").await;
+    let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let mut writer = sqlx::SqliteConnection::connect(&format!("{url}?mode=rw"))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    let offer = caller.sdp("0", &["0 PCMU/8000"]);
+    let invite = caller.invite(b2b, "55512015555233", "slow1", &offer);
+    caller.send(b2b, &invite).await;
+    caller.expect_response(100, S).await;
+    // Its hold is waiting on the database now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let invite = other.invite(
+        b2b,
+        "55512015555233",
+        "slow2",
+        &other.sdp("0", &["0 PCMU/8000"]),
+    );
+    other.send(b2b, &invite).await;
+    let r = other.expect_response(503, S).await;
+    assert_eq!(r.header("Retry-After"), Some("5"));
+    assert!(r.header("Warning").is_none(), "no refusal code: {r:?}");
+    sqlx::query("COMMIT").execute(&mut writer).await.unwrap();
+    let (inv, from) = gw.expect_request("INVITE", S).await;
+    let answer = gw.sdp("0", &["0 PCMU/8000"]);
+    gw.send(from, &gw.response(&inv, 200, "gw1", Some(&answer)))
+        .await;
+    let ok = caller.expect_response(200, S).await;
+    let ack = caller.in_dialog("ACK", b2b, &ok, None);
+    caller.send(b2b, &ack).await;
+    let bye = caller.in_dialog("BYE", b2b, &ok, None);
+    caller.send(b2b, &bye).await;
+    caller.expect_response(200, S).await;
+    running.stop().await;
+    let recs = store.call_records(&RecordFilter::default()).await.unwrap();
+    assert_eq!(recs.len(), 1);
+    assert!(store.ledger_check().await.unwrap().problems.is_empty());
+    store.close().await;
+}
+
+/// The pinless demo on a SQLite file the test can also open, with `extra` YAML.
+async fn start_on_file(
+    gw: SocketAddr,
+    extra: &str,
+) -> (tempfile::TempDir, Arc<Store>, b2bua::engine::Running) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
+    let store = Arc::new(Store::open(&url, StoreConfig::default()).await.unwrap());
+    rating::demo::seed(&store, Utc::now()).await.unwrap();
+    let yaml = format!(
+        "sip:\n  listen: [\"udp:127.0.0.1:0\"]\ntrusted_peers: [127.0.0.1]\naccess_numbers:\n  - {{number: \"5551201\", pinless: true}}\n\
+media: {{bind: 127.0.0.1, ports: 42000-42999}}\n{extra}\n\
+gateways:\n  - {{name: gw, address: \"{gw}\"}}\nroutes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n"
+    );
+    let running = b2bua::engine::start(Config::parse(&yaml, "t.yaml").unwrap(), store.clone())
+        .await
+        .unwrap();
+    (dir, store, running)
+}
+
+/// A stop finishes the money of the calls it ends, however slow the database is then: the
+/// settlement of a call hung up by the stop waits four seconds for another writer (longer
+/// than the calls' own three-second deadline), and the stop waits with it, so no card is
+/// left holding a hold for the sweeper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_waits_for_the_settlements_a_slow_database_takes() {
+    use sqlx::Connection;
+    let mut caller = Ua::new("4085551234").await;
+    let gw = Ua::new("gw").await;
+    let (dir, store, running) = start_on_file(gw.sip_addr(), "").await;
+    let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let offer = caller.sdp("0", &["0 PCMU/8000"]);
+    let answer = gw.sdp("0", &["0 PCMU/8000"]);
+    connect(&mut caller, &gw, b2b, "stop1", &offer, &answer).await;
+    let held = store.account(rating::demo::PINLESS).await.unwrap();
+    assert_eq!(held.active_calls, 1);
+    let mut writer = sqlx::SqliteConnection::connect(&format!("{url}?mode=rw"))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    let stopping = tokio::spawn(running.stop());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!stopping.is_finished(), "the stop waits for the settlement");
+    sqlx::query("COMMIT").execute(&mut writer).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the stop ends once the settlement is in")
+        .unwrap();
+    let card = store.account(rating::demo::PINLESS).await.unwrap();
+    assert_eq!(card.active_calls, 0);
+    assert_eq!(card.reserved, rating::Money::ZERO);
+    let recs = store.call_records(&RecordFilter::default()).await.unwrap();
+    assert_eq!(recs.len(), 1);
+    assert!(store.ledger_check().await.unwrap().problems.is_empty());
+    store.close().await;
+}

@@ -7,7 +7,8 @@
 //! from SIPp's per-call response-time trace. Rates come from `B2BUA_BENCH_RATES` (default
 //! `250,500,1000,1500,2000`); the database from `B2BUA_BENCH_DB` (default a temporary SQLite
 //! file); the RTP port range from `B2BUA_BENCH_MEDIA_PORTS` (default `30000-39999`; a small one
-//! such as `30000-30199` shows whether the port pool survives churn). The gateway is SIPp's
+//! such as `30000-30199` shows whether the port pool survives churn); `limits.store_queue` from
+//! `B2BUA_BENCH_STORE_QUEUE` (default 1000, the daemon's). The gateway is SIPp's
 //! built-in UAS.
 
 use b2bua::config::Config;
@@ -138,12 +139,13 @@ async fn main() {
     let gw = free_port();
     // A small range shows whether the port pool survives churn (the calls here are short).
     let ports = std::env::var("B2BUA_BENCH_MEDIA_PORTS").unwrap_or_else(|_| "30000-39999".into());
+    let queue = std::env::var("B2BUA_BENCH_STORE_QUEUE").unwrap_or_else(|_| "1000".into());
     let yaml = format!(
         "sip:\n  listen: [\"udp:127.0.0.1:0\"]\ntrusted_peers: [127.0.0.1]\n\
 access_numbers:\n  - {{number: \"5551201\", pinless: true}}\n\
 gateways:\n  - {{name: gw, address: \"127.0.0.1:{gw}\", channels: 100000}}\n\
 routes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n\
-media:\n  ports: {ports}\n"
+media:\n  ports: {ports}\nlimits:\n  store_queue: {queue}\n"
     );
     let running = b2bua::engine::start(Config::parse(&yaml, "bench").unwrap(), store.clone())
         .await
@@ -172,10 +174,38 @@ media:\n  ports: {ports}\n"
         seconds
     );
     println!(
-        "{:>6} {:>8} {:>7} {:>8} {:>12} {:>12} {:>12} {:>12}",
-        "rate", "calls", "failed", "fail %", "100 p50 ms", "100 p99 ms", "200 p50 ms", "200 p99 ms"
+        "{:>6} {:>8} {:>7} {:>8} {:>12} {:>12} {:>12} {:>12} {:>7} {:>7}",
+        "rate",
+        "calls",
+        "failed",
+        "fail %",
+        "100 p50 ms",
+        "100 p99 ms",
+        "200 p50 ms",
+        "200 p99 ms",
+        "shed",
+        "code 8"
     );
+    // Calls shed at the door (503, the store queue full) and calls refused with code 8 (the
+    // store timed out as if it were gone), per step.
+    let m = b2bua::metrics::get();
+    let shed = || {
+        m.limit_hits
+            .get_or_create(&b2bua::metrics::LimitLabels {
+                limit: "store_queue",
+            })
+            .get()
+    };
+    let code8 = || {
+        m.authorizations
+            .get_or_create(&b2bua::metrics::AuthLabels {
+                source: "sip",
+                code: 8,
+            })
+            .get()
+    };
     for rate in rates {
+        let (shed0, code80) = (shed(), code8());
         let total = rate * seconds;
         let tag = format!("r{rate}");
         let stat = dir.path().join(format!("{tag}_stat.csv"));
@@ -226,7 +256,7 @@ media:\n  ports: {ports}\n"
         let (mut t100, mut t200) = rtts(&rtt);
         let attempted = ok + failed;
         println!(
-            "{:>6} {:>8} {:>7} {:>7.3}% {:>12.2} {:>12.2} {:>12.2} {:>12.2}{}",
+            "{:>6} {:>8} {:>7} {:>7.3}% {:>12.2} {:>12.2} {:>12.2} {:>12.2} {:>7} {:>7}{}",
             rate,
             attempted,
             failed,
@@ -239,6 +269,8 @@ media:\n  ports: {ports}\n"
             percentile(&mut t100, 0.99),
             percentile(&mut t200, 0.50),
             percentile(&mut t200, 0.99),
+            shed() - shed0,
+            code8() - code80,
             if status.success() {
                 ""
             } else {

@@ -279,6 +279,12 @@ struct CallsFile {
     hold_chunk_s: u64,
     #[serde(default = "d_grace")]
     hold_grace_s: u64,
+    #[serde(default = "d_store_retry")]
+    store_retry_s: u64,
+}
+
+fn d_store_retry() -> u64 {
+    30
 }
 
 fn d_chunk() -> u64 {
@@ -296,6 +302,7 @@ impl Default for CallsFile {
             max_duration_s: d_max(),
             hold_chunk_s: d_chunk(),
             hold_grace_s: d_grace(),
+            store_retry_s: d_store_retry(),
         }
     }
 }
@@ -617,6 +624,9 @@ pub struct CallLimits {
     /// How long a hold outlives its chunk when its node stops extending it (a crash): then any
     /// node's sweeper settles it. Nodes beat their heart more often than this.
     pub hold_grace: Duration,
+    /// How long a settlement, a connect mark or a call's records that the database refused
+    /// for a moment (busy, slow, briefly away) are retried; a stop waits for them this long.
+    pub store_retry: Duration,
 }
 
 /// The whole, validated configuration.
@@ -699,6 +709,7 @@ impl CallsFile {
         for (key, secs) in [
             ("calls.hold_chunk_s", self.hold_chunk_s),
             ("calls.hold_grace_s", self.hold_grace_s),
+            ("calls.store_retry_s", self.store_retry_s),
         ] {
             if secs < 2 {
                 err(
@@ -714,6 +725,7 @@ impl CallsFile {
             max_duration: Duration::from_secs(self.max_duration_s),
             hold_chunk: Duration::from_secs(self.hold_chunk_s),
             hold_grace: Duration::from_secs(self.hold_grace_s),
+            store_retry: Duration::from_secs(self.store_retry_s),
         }
     }
 }

@@ -43,6 +43,7 @@ pub(crate) struct LimitsFile {
     flood_sources: usize,
     transactions: usize,
     calls: usize,
+    store_queue: usize,
     auth_failures_per_source: u32,
     auth_failures_per_access_number: u32,
 }
@@ -63,6 +64,7 @@ impl Default for LimitsFile {
             flood_sources: d.flood_sources,
             transactions: d.transactions,
             calls: d.calls,
+            store_queue: d.store_queue,
             auth_failures_per_source: d.auth_failures_per_source,
             auth_failures_per_access_number: d.auth_failures_per_access_number,
         }
@@ -98,6 +100,10 @@ pub struct Limits {
     pub transactions: usize,
     /// Calls in progress at once.
     pub calls: usize,
+    /// Store operations (authorizations, settlements, records) in flight at once; beyond it
+    /// new calls get 503 with Retry-After, so an overloaded database sheds new work early
+    /// instead of timing out and refusing calls as if it were gone (code 8).
+    pub store_queue: usize,
     /// Failed card or PIN entries per minute from one source address.
     pub auth_failures_per_source: u32,
     /// Failed card or PIN entries per minute on one access number, from everyone.
@@ -119,6 +125,7 @@ impl Default for Limits {
             flood_sources: 65_536,
             transactions: 100_000,
             calls: 20_000,
+            store_queue: 1000,
             auth_failures_per_source: 10,
             auth_failures_per_access_number: 200,
         }
@@ -144,6 +151,7 @@ impl LimitsFile {
         at_least("flood_sources", self.flood_sources as u64, 16);
         at_least("transactions", self.transactions as u64, 16);
         at_least("calls", self.calls as u64, 1);
+        at_least("store_queue", self.store_queue as u64, 1);
         at_least(
             "auth_failures_per_source",
             self.auth_failures_per_source as u64,
@@ -187,6 +195,7 @@ impl LimitsFile {
             flood_sources: self.flood_sources,
             transactions: self.transactions,
             calls: self.calls,
+            store_queue: self.store_queue,
             auth_failures_per_source: self.auth_failures_per_source,
             auth_failures_per_access_number: self.auth_failures_per_access_number,
         }

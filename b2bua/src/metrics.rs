@@ -46,6 +46,8 @@ pub struct Metrics {
     pub rtp_foreign: Counter,
     /// RTP port pairs of our range that another process held when we bound them.
     pub rtp_port_conflicts: Counter,
+    /// Store writes (settlements, connect marks, records) tried again after a transient failure.
+    pub store_retries: Counter,
     /// When each limit was last logged (seconds since the process started), so a flood is one
     /// line every ten seconds and not one line per packet.
     logged: std::sync::Mutex<std::collections::HashMap<&'static str, u64>>,
@@ -69,6 +71,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         limit_hits: Family::default(),
         rtp_foreign: Counter::default(),
         rtp_port_conflicts: Counter::default(),
+        store_retries: Counter::default(),
         logged: Default::default(),
     };
     m.registry
@@ -124,6 +127,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "rtp_port_conflicts",
         "RTP port pairs in media.ports that another process held when a call bound them (rested, then tried again)",
         m.rtp_port_conflicts.clone(),
+    );
+    m.registry.register(
+        "store_retries",
+        "Settlements, connect marks and accounting records tried again after the database refused them for a moment",
+        m.store_retries.clone(),
     );
     m
 });

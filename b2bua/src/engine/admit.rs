@@ -99,6 +99,12 @@ impl Engine {
             crate::metrics::get().limit_hit("calls");
             return Err((503, None));
         }
+        // The database is slow (not gone): shed new calls here rather than queue them into
+        // pool timeouts, which would refuse them with 8 as if it were unreachable.
+        if self.tasks.len() >= self.cfg.limits.store_queue {
+            crate::metrics::get().limit_hit("store_queue");
+            return Err((503, None));
+        }
         let user = req.uri.user().unwrap_or("").to_string();
         // The access number, prompts and flow current now are this call's until it ends,
         // whatever is uploaded or changed meanwhile.

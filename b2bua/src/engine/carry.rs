@@ -8,10 +8,10 @@ use crate::call::{Answer, Ask, Input, MediaCmd, Output};
 use crate::media::engine as media;
 use chrono::Utc;
 use rating::radius::acct::Record;
-use rating::store::{CallEnd, Reservation, Store};
+use rating::store::{CallEnd, Reservation, Store, StoreError};
 use rating::ReturnCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 impl Engine {
     /// Hands one input to call `id` and carries out what it answers.
@@ -138,6 +138,7 @@ impl Engine {
 
     /// Spawns what the store is asked; a guessing source's authorization is refused first.
     fn ask_store(&mut self, id: u64, ask: Ask, now: Instant) {
+        let retry = self.cfg.calls.store_retry;
         let guarded = matches!(ask, Ask::AuthorizeCall(_) | Ask::AuthorizeAccount(_))
             && self.calls.get(&id).is_some_and(|s| s.call.is_ivr());
         if guarded && self.guessing(id, now) {
@@ -170,16 +171,22 @@ impl Engine {
                 })
             }),
             Ask::MarkConnected { conf_id } => self.spawn_store(move |store| async move {
-                if let Err(e) = store.mark_connected(&conf_id, Utc::now()).await {
+                // The connect time is the answer's, not the retry's.
+                let at = Utc::now();
+                let marked = persist(retry, "marking the call connected", || {
+                    store.mark_connected(&conf_id, at)
+                });
+                if let Err(e) = marked.await {
                     tracing::warn!(error = %e, "could not mark the call connected");
                 }
                 None
             }),
             Ask::Settle { conf_id, end } => self.spawn_store(move |store| async move {
-                let result = store
-                    .settle(&conf_id, &end, Utc::now())
-                    .await
-                    .map_err(|e| e.to_string());
+                let result = persist(retry, "settling the call", || {
+                    store.settle(&conf_id, &end, Utc::now())
+                })
+                .await
+                .map_err(|e| e.to_string());
                 Some(Event {
                     call: id,
                     answer: Answer::Settled(result),
@@ -235,6 +242,7 @@ impl Engine {
 
     /// Settles a hold whose call no longer wants it (cancelled during authorization).
     pub(super) fn release_orphan(&mut self, r: Reservation) {
+        let retry = self.cfg.calls.store_retry;
         self.spawn_store(move |store| async move {
             let end = CallEnd {
                 connect_at: None,
@@ -242,8 +250,10 @@ impl Engine {
                 cause: "cancelled".into(),
                 voice_quality: None,
             };
-            let result = store.settle(&r.conf_id, &end, Utc::now()).await;
-            if let Err(e) = result {
+            let released = persist(retry, "releasing a cancelled call's hold", || {
+                store.settle(&r.conf_id, &end, Utc::now())
+            });
+            if let Err(e) = released.await {
                 tracing::error!(error = %e, "releasing a cancelled call's hold failed; the sweeper will");
             }
             None
@@ -252,8 +262,12 @@ impl Engine {
 
     /// Queues accounting records in the store's outbox; `crate::radius_acct` sends them.
     fn account(&mut self, records: Vec<Record>, at: chrono::DateTime<Utc>) {
+        let retry = self.cfg.calls.store_retry;
         self.spawn_store(move |store| async move {
-            if let Err(e) = store.enqueue_accounting(&records, at).await {
+            let queued = persist(retry, "queueing accounting records", || {
+                store.enqueue_accounting(&records, at)
+            });
+            if let Err(e) = queued.await {
                 tracing::error!(error = %e, "could not queue accounting records; they are lost");
             }
             None
@@ -293,5 +307,187 @@ impl Engine {
             work,
             tracing::Span::current(),
         ));
+    }
+}
+
+/// Runs an idempotent store write until it is done: a failure that may pass (the database
+/// busy, slow or briefly away: [`StoreError::is_transient`]) is tried again with a growing
+/// pause, for `retry_for` at most. Settling, marking connected and queueing records are safe
+/// to repeat (a second settlement returns the first), so a node under load finishes its own
+/// calls' money instead of leaving holds on cards for the sweeper.
+async fn persist<T, F, Fut>(retry_for: Duration, what: &str, mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    let mut tries = 1u32;
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && started.elapsed() + pause < retry_for => {
+                crate::metrics::get().store_retries.inc();
+                if tries == 1 {
+                    tracing::warn!(error = %e, "{what} failed for now; trying again");
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+                tries += 1;
+            }
+            Err(e) => {
+                if tries > 1 {
+                    tracing::error!(error = %e, tries, "{what} failed; giving up");
+                }
+                return Err(e);
+            }
+            Ok(v) => {
+                if tries > 1 {
+                    tracing::info!(tries, "{what} done after retrying");
+                }
+                return Ok(v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rating::store::{AuthRequest, CallRequest, StoreConfig};
+    use sqlx::Connection;
+
+    /// One card per call (a card carries one call at a time).
+    fn card(conf: &str) -> String {
+        format!("7000{}", &conf[1..])
+    }
+
+    fn call(conf: &str) -> CallRequest {
+        CallRequest {
+            auth: AuthRequest {
+                account: card(conf),
+                pin: Some("1234".into()),
+                access_number: "5551200".into(),
+                session_id: format!("s-{conf}"),
+                ..AuthRequest::default()
+            },
+            destination: "5555233".into(),
+            conf_id: conf.into(),
+            whole_credit: false,
+        }
+    }
+
+    fn ended() -> CallEnd {
+        CallEnd {
+            connect_at: None,
+            disconnect_at: Utc::now(),
+            cause: "test".into(),
+            voice_quality: None,
+        }
+    }
+
+    /// The failure the issue saw under load, made on purpose with real parts: another writer
+    /// holds the SQLite file for a second, the store's only connection waits on it, and a
+    /// second settlement times out in the pool. Tried once it is lost (the hold stays on the
+    /// card); through `persist` it lands as soon as the database is free, exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_settlement_the_pool_timed_out_on_is_retried_until_it_lands() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Arc::new(
+            Store::open(
+                &url,
+                StoreConfig {
+                    max_connections: 1,
+                    acquire_timeout: Duration::from_millis(200),
+                    ..StoreConfig::default()
+                },
+            )
+            .await
+            .unwrap(),
+        );
+        rating::demo::seed(&store, Utc::now()).await.unwrap();
+        for conf in ["c1", "c2", "c3"] {
+            let money = rating::Money::from_micros(5_000_000);
+            let new = rating::store::NewAccount::new(&card(conf), Some("1234"), money);
+            store.create_account(&new, Utc::now()).await.unwrap();
+            let a = store.authorize_call(&call(conf), Utc::now()).await;
+            assert!(a.reservation.is_some(), "{conf}: {:?}", a.code);
+        }
+        let mut other = sqlx::SqliteConnection::connect(&format!("{url}?mode=rw"))
+            .await
+            .unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let first = tokio::spawn({
+            let store = store.clone();
+            async move { store.settle("c1", &ended(), Utc::now()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Without retrying: the pool's timeout, a transient failure.
+        let once = store.settle("c2", &ended(), Utc::now()).await;
+        assert!(
+            once.as_ref().is_err_and(StoreError::is_transient),
+            "{once:?}"
+        );
+        let tries = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let retried = tokio::spawn({
+            let (store, tries) = (store.clone(), tries.clone());
+            persist(Duration::from_secs(20), "settling", move || {
+                tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let store = store.clone();
+                async move { store.settle("c3", &ended(), Utc::now()).await }
+            })
+        });
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        assert!(first.await.unwrap().is_ok());
+        let s = retried
+            .await
+            .unwrap()
+            .expect("landed after the database was free");
+        assert!(!s.already_settled);
+        assert!(tries.load(std::sync::atomic::Ordering::Relaxed) > 1);
+        // c2 is the one a node that does not retry leaves to the sweeper.
+        assert_eq!(store.account(&card("c2")).await.unwrap().active_calls, 1);
+        store.settle("c2", &ended(), Utc::now()).await.unwrap();
+        for conf in ["c1", "c2", "c3"] {
+            let c = store.account(&card(conf)).await.unwrap();
+            assert_eq!(
+                (c.active_calls, c.reserved),
+                (0, rating::Money::ZERO),
+                "{conf}"
+            );
+        }
+        assert!(store.ledger_check().await.unwrap().problems.is_empty());
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_refusal_that_will_not_pass_is_not_retried() {
+        let mut tries = 0;
+        let r: Result<(), StoreError> = persist(Duration::from_secs(20), "settling", || {
+            tries += 1;
+            async { Err(StoreError::NoReservation("c9".into())) }
+        })
+        .await;
+        assert!(matches!(r, Err(StoreError::NoReservation(_))));
+        assert_eq!(tries, 1);
+    }
+
+    #[tokio::test]
+    async fn retrying_stops_at_the_window() {
+        let started = Instant::now();
+        let mut tries = 0;
+        let r: Result<(), StoreError> = persist(Duration::from_millis(300), "settling", || {
+            tries += 1;
+            async { Err(StoreError::Database(sqlx::Error::PoolTimedOut)) }
+        })
+        .await;
+        assert!(r.is_err_and(|e| e.is_transient()));
+        // 50 + 100 ms of pauses fit in the window; the next (200 ms) would not.
+        assert_eq!(tries, 3);
+        assert!(started.elapsed() < Duration::from_millis(300));
     }
 }

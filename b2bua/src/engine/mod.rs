@@ -219,44 +219,88 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
     })
 }
 
+/// A stop in progress: calls get a few seconds to hang up, their money as long as the store
+/// needs to take it (up to the retry window), so no card is left holding a hold.
+struct Stop {
+    calls_until: Instant,
+    store_until: Instant,
+}
+
+impl Stop {
+    fn new(now: Instant, store_retry: std::time::Duration) -> Stop {
+        Stop {
+            calls_until: now + std::time::Duration::from_secs(3),
+            store_until: now + store_retry + std::time::Duration::from_secs(1),
+        }
+    }
+
+    /// When to look again even if nothing happens: the next deadline not yet passed.
+    fn next_deadline(&self, now: Instant) -> Instant {
+        if now < self.calls_until {
+            self.calls_until
+        } else {
+            self.store_until
+        }
+    }
+
+    /// Whether the engine may return: every call gone (or out of time) and every store
+    /// write finished (or out of time, said in the log).
+    fn done(&self, now: Instant, calls: usize, store_tasks: usize) -> bool {
+        let calls_done = calls == 0 || now >= self.calls_until;
+        let store_done = store_tasks == 0 || now >= self.store_until;
+        if calls_done && store_done && store_tasks > 0 {
+            tracing::error!(
+                store_tasks,
+                "stopping with store writes unfinished; the sweeper will settle their holds"
+            );
+        }
+        calls_done && store_done
+    }
+}
+
 impl Engine {
     async fn run(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
         mut events: mpsc::Receiver<Event>,
         mut media: mpsc::UnboundedReceiver<(u64, MediaEvent)>,
-        mut stop: oneshot::Receiver<()>,
+        mut stop_rx: oneshot::Receiver<()>,
     ) -> Stats {
-        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
-        let mut stop_deadline: Option<Instant> = None;
+        let far = Instant::now() + std::time::Duration::from_secs(3600);
+        let mut stop: Option<Stop> = None;
         loop {
             let wake = self
                 .wakeups
                 .peek()
-                .map(|Reverse((at, _))| tokio::time::Instant::from_std(*at))
-                .unwrap_or(far);
+                .map(|Reverse((at, _))| *at)
+                .unwrap_or(far)
+                .min(
+                    stop.as_ref()
+                        .map_or(far, |s| s.next_deadline(Instant::now())),
+                );
             tokio::select! {
                 biased;
-                _ = &mut stop, if !self.lent.stopping => {
+                _ = &mut stop_rx, if stop.is_none() => {
                     self.lent.stopping = true;
                     self.end_all(Instant::now());
-                    stop_deadline = Some(Instant::now() + std::time::Duration::from_secs(3));
+                    stop = Some(Stop::new(Instant::now(), self.cfg.calls.store_retry));
                 }
                 Some(ev) = events.recv() => self.on_event(ev, Instant::now()),
                 Some((call, ev)) = media.recv() => self.feed(call, Input::Media(ev), Instant::now()),
                 Some(m) = inbound.recv() => self.on_sip(m.msg, m.from, Instant::now()),
                 // While running, finished store tasks are reaped below without waking the loop
                 // (each already woke it with its answer); only shutdown waits on them.
-                Some(_) = self.tasks.join_next(), if self.lent.stopping && !self.tasks.is_empty() => {}
-                _ = tokio::time::sleep_until(wake) => self.on_timers(Instant::now()),
+                Some(_) = self.tasks.join_next(), if stop.is_some() && !self.tasks.is_empty() => {}
+                _ = tokio::time::sleep_until(wake.into()) => self.on_timers(Instant::now()),
             }
             while self.tasks.try_join_next().is_some() {}
             crate::metrics::get()
                 .calls_active
                 .set(self.calls.len() as i64);
-            let idle = self.calls.is_empty() && self.tasks.is_empty();
-            if self.lent.stopping && (idle || stop_deadline.is_some_and(|d| Instant::now() >= d)) {
-                return self.lent.stats;
+            if let Some(s) = &stop {
+                if s.done(Instant::now(), self.calls.len(), self.tasks.len()) {
+                    return self.lent.stats;
+                }
             }
         }
     }
@@ -575,5 +619,26 @@ impl Engine {
         for id in ids {
             self.feed(id, Input::Shutdown, now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stop;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_stop_gives_calls_three_seconds_and_the_store_its_retry_window() {
+        let t0 = Instant::now();
+        let stop = Stop::new(t0, Duration::from_secs(30));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(stop.done(at(0), 0, 0));
+        assert!(!stop.done(at(1), 2, 0), "calls still hanging up");
+        assert!(stop.done(at(3), 2, 0), "calls out of time");
+        assert!(!stop.done(at(3), 0, 1), "a settlement still going");
+        assert!(!stop.done(at(30), 0, 1));
+        assert!(stop.done(at(31), 0, 1), "the store out of time too");
+        assert_eq!(stop.next_deadline(at(1)), at(3));
+        assert_eq!(stop.next_deadline(at(4)), at(31));
     }
 }

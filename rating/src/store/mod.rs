@@ -104,6 +104,32 @@ pub enum StoreError {
     UnsupportedUrl(String),
 }
 
+impl StoreError {
+    /// Whether trying the same operation again a moment later may succeed: the database was
+    /// there but busy, slow or briefly unreachable (a pool timeout under load, SQLite's
+    /// busy/locked, a PostgreSQL serialization failure, deadlock or dropped connection). Only
+    /// idempotent operations are retried on this (settlement, connect, accounting records).
+    pub fn is_transient(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                // SQLite: 5 BUSY, 6 LOCKED (extended codes keep these in their low byte).
+                let sqlite = code.parse::<u32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6));
+                // PostgreSQL: serialization failure, deadlock, connection exceptions, too many
+                // connections, the server shutting down.
+                let pg = matches!(&*code, "40001" | "40P01" | "53300" | "57P01" | "57P03")
+                    || code.starts_with("08");
+                sqlite || pg
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A card as finance sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
@@ -1159,4 +1185,20 @@ pub(crate) fn call_record(r: &AnyRow) -> Result<CallRecord, sqlx::Error> {
         return_code: u8::try_from(r.try_get::<i64, _>("return_code")?).unwrap_or(u8::MAX),
         node: r.try_get("node")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn only_a_database_that_may_come_back_is_worth_retrying() {
+        let db = |e| StoreError::Database(e);
+        assert!(db(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(db(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into())).is_transient());
+        assert!(!db(sqlx::Error::PoolClosed).is_transient());
+        assert!(!db(sqlx::Error::RowNotFound).is_transient());
+        assert!(!StoreError::NoReservation("c".into()).is_transient());
+        assert!(!StoreError::Conflict("x".into()).is_transient());
+    }
 }
