@@ -4,6 +4,11 @@
 //! Run: `cargo bench -p rating --bench store` (SQLite in a temp file), or with
 //! `B2BUA_BENCH_DB=postgres://postgres@127.0.0.1:5432/test` for PostgreSQL (uses a fresh
 //! schema, dropped afterwards). `B2BUA_BENCH_CALLS` and `B2BUA_BENCH_CONCURRENCY` tune the run.
+//!
+//! The machine's speed varies from day to day, so the run also measures the database's bare
+//! ceiling on the same file (or schema), pool size and concurrency: single-row insert
+//! transactions per second through the same driver and pragmas. The ratio of the two is what
+//! the store's own work costs, and what improving the store must move.
 
 use chrono::{Duration, Utc};
 use rating::deck::parse_rates_csv;
@@ -123,6 +128,14 @@ async fn main() {
     let report = store.ledger_check().await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     store.close().await;
+    let store_rate = done as f64 / secs;
+    let (n, bare_secs) = ceiling(&url, calls, concurrency).await;
+    let bare = n as f64 / bare_secs;
+    println!(
+        "  bare ceiling: {n} single-row insert transactions in {bare_secs:.2} s = {bare:.0}/s \
+         (the store: {:.3} calls per bare commit)",
+        store_rate / bare
+    );
     if let Some((base, schema)) = schema {
         let mut c = sqlx::AnyConnection::connect(&base).await.unwrap();
         sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
@@ -130,4 +143,56 @@ async fn main() {
             .await
             .unwrap();
     }
+}
+
+/// The database's own commit rate here: `concurrency` tasks each inserting single rows, one
+/// transaction each, on the store's database through the same driver, pool size and pragmas.
+async fn ceiling(url: &str, calls: usize, concurrency: usize) -> (usize, f64) {
+    let sqlite = url.starts_with("sqlite:");
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(16)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if sqlite {
+                    sqlx::Executor::execute(
+                        &mut *conn,
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 10000;",
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE bench_ceiling (id BIGINT PRIMARY KEY, v BIGINT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let per = calls / concurrency;
+    for w in 0..concurrency {
+        let pool = pool.clone();
+        tasks.spawn(async move {
+            for i in 0..per {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query("INSERT INTO bench_ceiling (id, v) VALUES ($1, $2)")
+                    .bind((w * per + i) as i64)
+                    .bind(i as i64)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    pool.close().await;
+    (per * concurrency, secs)
 }

@@ -2,7 +2,7 @@
 //! phase 2, extend while talking, settle exactly once at the end, and sweep what a dead node
 //! left behind. Authorization never fails with an error: a store it cannot reach answers 8.
 
-use super::{at_ms, call_record, ms, AccountRow, Store, StoreError};
+use super::{at_ms, call_record, ms, AccountRow, Store, StoreError, ACCOUNT_COLUMNS};
 use crate::codes::ReturnCode;
 use crate::money::Money;
 use crate::pin;
@@ -620,19 +620,12 @@ impl Store {
             rules::check_digits(pin)?;
         }
         let ani = req.ani.as_deref().filter(|a| !a.is_empty());
-        if let Some(ani) = ani {
-            let until: Option<i64> = sqlx::query_scalar(
-                "SELECT locked_until FROM lockouts WHERE kind = 'ani' AND subject = $1",
-            )
-            .bind(ani)
-            .fetch_optional(&self.pool)
-            .await?;
-            if until.is_some_and(|u| u > now_ms) {
-                return Err(ReturnCode::RetriesExceeded.into());
-            }
+        let (row, locked_until) = self.card_and_lockout(&req.account, ani).await?;
+        if locked_until.is_some_and(|u| u > now_ms) {
+            return Err(ReturnCode::RetriesExceeded.into());
         }
         // Another tenant's card is no card here: nothing about it is told.
-        let row = self.account_row(&req.account).await?.filter(|r| {
+        let row = row.filter(|r| {
             req.tenant
                 .as_ref()
                 .is_none_or(|t| r.account.any_tenant || r.account.tenant == *t)
@@ -669,6 +662,31 @@ impl Store {
         };
         rules::check_account(&status, now_ms)?;
         Ok(row)
+    }
+
+    /// The card, and in the same round trip until when the calling number is locked out (if
+    /// it is): one statement where there were two on every authorization.
+    async fn card_and_lockout(
+        &self,
+        account: &str,
+        ani: Option<&str>,
+    ) -> Result<(Option<AccountRow>, Option<i64>), sqlx::Error> {
+        let q = format!(
+            "SELECT (SELECT locked_until FROM lockouts WHERE kind = 'ani' AND subject = $2) \
+             AS ani_locked_until, {ACCOUNT_COLUMNS} \
+             FROM (SELECT 1 AS one) AS one LEFT JOIN accounts ON accounts.account = $1"
+        );
+        let r = sqlx::query(&q)
+            .bind(account)
+            .bind(ani)
+            .fetch_one(&self.pool)
+            .await?;
+        let locked_until: Option<i64> = r.try_get("ani_locked_until")?;
+        let row = match r.try_get::<Option<i64>, _>("id")? {
+            Some(_) => Some(AccountRow::from_row(&r)?),
+            None => None,
+        };
+        Ok((row, locked_until))
     }
 
     /// One PIN attempt on a card, counted in the same statement that decides it: a good PIN
@@ -862,10 +880,12 @@ impl Store {
         .bind(origin)
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() > 0 {
+            return Ok(());
+        }
+        // Nothing changed: already connected (a repeat, fine) or not ours or not there.
         let held = self.held_call(conf_id).await?;
-        if done.rows_affected() == 0
-            && held.is_none_or(|h| origin.is_some_and(|o| o != h.access_number))
-        {
+        if held.is_none_or(|h| origin.is_some_and(|o| o != h.access_number)) {
             return Err(StoreError::NoReservation(conf_id.to_string()));
         }
         Ok(())
