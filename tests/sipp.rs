@@ -1333,3 +1333,61 @@ async fn accounting_reaches_freeradius_exactly_once_through_an_outage_and_a_rest
     radius.kill().await;
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_asking_for_digest_credentials_gets_them_and_a_wrong_password_fails() {
+    require_sipp!();
+    for (password, answered) in [("s3cret", true), ("wrong", false)] {
+        let gw = free_port();
+        let yaml = yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1").replace(
+            "channels: 10}",
+            &format!(
+                "channels: 10, auth: {{username: acme, password: {password}, realm: carrier.example}}}}"
+            ),
+        );
+        let rig = Rig::start(&yaml).await;
+        let refused_503 = refused(rig.dir.path(), 503);
+        let uac = if answered {
+            scenarios().join("uac_pinless.xml")
+        } else {
+            refused_503
+        };
+        rig.play(Scene {
+            uas: "uas_auth.xml",
+            uas_args: &[],
+            uac: &uac,
+            ani: "4085551234",
+            user: "55512015555233",
+            tcp: false,
+            uac_args: &["-d", "200"],
+            gateway: gw,
+        })
+        .await;
+        let log = rig.log("uas");
+        let auth = header(&log, "Authorization");
+        assert!(
+            auth.first().is_some_and(
+                |a| a.contains("username=\"acme\"") && a.contains("realm=\"carrier.example\"")
+            ),
+            "{log}"
+        );
+        assert!(
+            !log.contains(password),
+            "the password never goes on the wire"
+        );
+        let mut recs = Vec::new();
+        for _ in 0..50 {
+            recs = rig.records("4085551234").await;
+            if !recs.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].connect_at.is_some(), answered, "{:?}", recs[0]);
+        if !answered {
+            assert_eq!(recs[0].cost, Money::ZERO, "nothing billed");
+        }
+        rig.stop().await;
+    }
+}

@@ -376,6 +376,17 @@ struct GatewayFile {
     transport: Proto,
     #[serde(default = "d_channels")]
     channels: u32,
+    #[serde(default)]
+    auth: Option<GatewayAuthFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatewayAuthFile {
+    username: String,
+    password: String,
+    #[serde(default)]
+    realm: Option<String>,
 }
 
 fn d_channels() -> u32 {
@@ -839,11 +850,28 @@ fn check_gateways(raw: &[GatewayFile], err: &mut Report) -> Vec<Gateway> {
                 "must be at least 1".into(),
             );
         }
+        let auth = g.auth.as_ref().map(|a| crate::routing::GatewayAuth {
+            username: a.username.clone(),
+            password: a.password.clone(),
+            realm: a.realm.clone(),
+        });
+        if let Some(a) = &auth {
+            // Quoted into every Authorization header: printable, no line breaks.
+            let bad = |s: &str| s.is_empty() || s.chars().any(char::is_control);
+            if bad(&a.username) || bad(&a.password) || a.realm.as_deref().is_some_and(bad) {
+                err(
+                    g.name.referenced.line(),
+                    format!("gateways[{i}].auth"),
+                    "username, password and realm must be non-empty printable text".into(),
+                );
+            }
+        }
         gateways.push(Gateway {
             name: g.name.value.clone(),
             addr,
             proto: g.transport,
             channels: g.channels,
+            auth,
         });
     }
     gateways
@@ -1450,5 +1478,44 @@ mod tests {
         assert!(Net::parse("::1").unwrap().contains("::1".parse().unwrap()));
         assert!(Net::parse("10.0.0.0/33").is_err());
         assert!(Net::parse("nope").is_err());
+    }
+
+    #[test]
+    fn gateway_credentials_are_checked_and_never_printed() {
+        let base = "sip:\n  listen: [\"udp:127.0.0.1:0\"]\ngateways:\n  - {name: gw, address: \"127.0.0.1:5062\", ";
+        let ok = Config::parse(
+            &format!(
+                "{base}auth: {{username: acme, password: s3cret, realm: carrier.example}}}}\n"
+            ),
+            "a.yaml",
+        )
+        .unwrap();
+        let auth = ok.router.gateways[0].auth.as_ref().unwrap();
+        assert_eq!(
+            (auth.username.as_str(), auth.realm.as_deref()),
+            ("acme", Some("carrier.example"))
+        );
+        assert!(!format!("{ok:?}").contains("s3cret"));
+        let e = Config::parse(
+            &format!("{base}auth: {{username: \"\", password: x}}}}\n"),
+            "b.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("gateways[0].auth: username, password and realm must be"),
+            "{e}"
+        );
+        let e = Config::parse(&format!("{base}auth: {{username: a}}}}\n"), "c.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("password"), "{e}");
+        let e = Config::parse(
+            &format!("{base}auth: {{username: a, password: b, pass: c}}}}\n"),
+            "d.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `pass`"), "{e}");
     }
 }

@@ -21,6 +21,9 @@ pub fn sip_message(data: &[u8]) {
             let bytes = message::to_bytes(&msg);
             // What we write must read back.
             message::parse_datagram(&bytes).expect("our own output parses");
+            if let SipMessage::Response(resp) = &msg {
+                digest_answer(resp);
+            }
             if let SipMessage::Request(mut r) = msg {
                 message::stamp_received(&mut r, "192.0.2.1:5060".parse().expect("an address"));
                 let now = Instant::now();
@@ -39,6 +42,35 @@ pub fn sip_message(data: &[u8]) {
                 assert!(reply.starts_with(b"SIP/2.0 "), "a reply is a status line");
             }
         }
+    }
+}
+
+/// A gateway's challenge, answered as the call would: whatever the challenge holds, the
+/// answer is one header line (no CR or LF smuggled in) and the request carrying it parses.
+fn digest_answer(resp: &message::Response) {
+    use crate::sip::digest::{authorization, Challenge, Credentials};
+    use message::SipExt;
+    for name in ["WWW-Authenticate", "Proxy-Authenticate"] {
+        let Some(ch) = Challenge::best(resp.header_lines(name)) else {
+            continue;
+        };
+        let cred = Credentials {
+            username: "acme",
+            password: "s3cret",
+        };
+        let value = authorization(&ch, cred, "INVITE", "sip:5555233@192.0.2.9", "c0ffee", 1);
+        assert!(!value.contains(['\r', '\n']), "one header line: {value:?}");
+        let invite = message::parse_datagram(
+            b"INVITE sip:5555233@192.0.2.9 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa\r\n\
+From: <sip:a@192.0.2.1>;tag=1\r\nTo: <sip:5555233@192.0.2.9>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\
+Content-Length: 0\r\n\r\n",
+        );
+        let Ok(SipMessage::Request(invite)) = invite else {
+            unreachable!("a fixed INVITE parses")
+        };
+        let again = message::resent_with(&invite, "z9hG4bKb", message::hdr("Authorization", value));
+        let bytes = message::to_bytes(&SipMessage::Request(again));
+        message::parse_datagram(&bytes).expect("the answered INVITE parses");
     }
 }
 

@@ -123,6 +123,29 @@ pub struct Gateway {
     pub proto: Proto,
     /// How many calls it may carry at once.
     pub channels: u32,
+    /// What to answer its digest challenges with, if it sends any.
+    pub auth: Option<GatewayAuth>,
+}
+
+/// Credentials a carrier's gateway asks for (digest, RFC 3261 §22.2). The password is never
+/// printed: `Debug` hides it, and nothing logs or serves it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GatewayAuth {
+    pub username: String,
+    pub password: String,
+    /// The realm the credentials are for; a challenge from another realm is not answered
+    /// (that gateway fails over). `None`: whatever realm the gateway names.
+    pub realm: Option<String>,
+}
+
+impl std::fmt::Debug for GatewayAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayAuth")
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .field("realm", &self.realm)
+            .finish()
+    }
 }
 
 /// A gateway of a route, with the number rules for that gateway.
@@ -239,6 +262,7 @@ mod tests {
             addr: "127.0.0.1:5062".parse().unwrap(),
             proto: Proto::Udp,
             channels: 10,
+            auth: None,
         };
         let t = |g, strip, prefix: &str| Target {
             gateway: g,

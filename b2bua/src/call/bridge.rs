@@ -186,7 +186,8 @@ impl Call {
             };
             let Some(cand) = bridge.route.get(bridge.next).cloned() else {
                 let code = match bridge.last_code {
-                    0 => 503,
+                    // A challenge was meant for us; the caller could not answer it.
+                    0 | 401 | 407 => 503,
                     408 => 408,
                     c if c >= 500 => 503,
                     c => c,
@@ -232,6 +233,7 @@ impl Call {
                     dialog: None,
                     heard: false,
                     done: false,
+                    auth_tried: false,
                 },
                 setup_deadline,
                 ring_deadline: None,
@@ -344,6 +346,7 @@ impl Call {
                 self.reack(Side::B, &resp, env)
             }
             200..=299 => self.b_answered(resp, env),
+            401 | 407 if self.b_challenged(&resp, env) => {}
             _ => {
                 if let Some(b) = self.b_mut() {
                     b.done = true;
@@ -351,6 +354,70 @@ impl Call {
                 self.b_failed(code, env)
             }
         }
+    }
+
+    /// A gateway that wants credentials (401, or 407 from a proxy in front of it): answered
+    /// once, on the same call — same Call-ID and From tag, the next CSeq, a new branch. A
+    /// second challenge, a realm other than the configured one or a challenge we cannot answer
+    /// is a failure like any other, and the next gateway is tried. Whether it was answered.
+    fn b_challenged(&mut self, resp: &Response, env: &mut Env) -> bool {
+        use crate::sip::digest::{authorization, Challenge, Credentials};
+        let proxy = resp.status_code.code() == 407;
+        let Some(b) = self.b() else {
+            return false;
+        };
+        let Some(gateway) = b.channel.as_ref().map(|c| c.gateway()) else {
+            return false;
+        };
+        let gw = &self.settings.cfg.router.gateways[gateway];
+        let Some(auth) = &gw.auth else {
+            return false;
+        };
+        if b.auth_tried {
+            tracing::warn!(gateway = %gw.name, "the gateway refused our credentials");
+            return false;
+        }
+        let offered = resp.header_lines(if proxy {
+            "Proxy-Authenticate"
+        } else {
+            "WWW-Authenticate"
+        });
+        let Some(ch) = Challenge::best(offered) else {
+            tracing::warn!(gateway = %gw.name, "a challenge we cannot answer");
+            return false;
+        };
+        if auth.realm.as_ref().is_some_and(|r| *r != ch.realm) {
+            tracing::warn!(gateway = %gw.name, realm = %ch.realm, "challenged for a realm we hold no credentials for");
+            return false;
+        }
+        let credentials = Credentials {
+            username: &auth.username,
+            password: &auth.password,
+        };
+        let uri = b.invite.uri.to_string();
+        let value = authorization(&ch, credentials, "INVITE", &uri, &env.ids.tag(), 1);
+        let name = if proxy {
+            "Proxy-Authorization"
+        } else {
+            "Authorization"
+        };
+        let invite =
+            crate::sip::message::resent_with(&b.invite, &env.ids.branch(), hdr(name, value));
+        let peer = b.peer;
+        let Some(tx) = self.send(invite.clone(), peer) else {
+            return false;
+        };
+        let setup = env.now + self.settings.cfg.calls.setup_timeout;
+        if let Some(Attempt::Dialing {
+            b, setup_deadline, ..
+        }) = self.bridge_mut().map(|br| &mut br.attempt)
+        {
+            b.tx = tx;
+            b.invite = invite;
+            b.auth_tried = true;
+            *setup_deadline = Some(setup);
+        }
+        true
     }
 
     /// The gateway rings (or plays early media): tell the caller, and start the ring timer.
@@ -504,7 +571,9 @@ impl Call {
         if let Some(channel) = b.and_then(|b| b.channel) {
             env.channels.release(channel);
         }
-        if code == 408 || (500..600).contains(&code) {
+        // A challenge left unanswered is this gateway's trouble (our credentials there), not
+        // the destination's: the next gateway may take the call.
+        if matches!(code, 401 | 407 | 408) || (500..600).contains(&code) {
             self.dial_next(env);
         } else {
             self.fail(code, None, &format!("gateway {code}"), env);

@@ -121,7 +121,11 @@ struct Node {
 
 impl Node {
     fn new() -> Node {
-        let cfg = Config::parse(CONFIG, "test.yaml").expect("test config");
+        Node::with_config(CONFIG)
+    }
+
+    fn with_config(yaml: &str) -> Node {
+        let cfg = Config::parse(yaml, "test.yaml").expect("test config");
         let channels = Channels::new(
             cfg.router
                 .gateways
@@ -987,4 +991,136 @@ states:
     // The flow hangs up: the hold it still has is settled with the call.
     let (c, _) = settle(&out).expect("settled at the end");
     assert_eq!(c, second);
+}
+
+/// The first gateway as a carrier that wants digest credentials.
+fn carrier_config(realm: Option<&str>) -> String {
+    let realm = realm.map(|r| format!(", realm: {r}")).unwrap_or_default();
+    CONFIG.replace(
+        "channels: 10}\n  - {name: gw2",
+        &format!(
+            "channels: 10, auth: {{username: acme, password: s3cret{realm}}}}}\n  - {{name: gw2"
+        ),
+    )
+}
+
+/// A gateway's challenge to our INVITE.
+fn gw_challenge(req: &Request, code: u16, challenge: &str) -> Input {
+    let Input::Response { tx, mut resp, from } = gw_response(req, code, false) else {
+        unreachable!()
+    };
+    let name = if code == 407 {
+        "Proxy-Authenticate"
+    } else {
+        "WWW-Authenticate"
+    };
+    resp.headers.push(hdr(name, challenge));
+    Input::Response { tx, resp, from }
+}
+
+const CHALLENGE: &str =
+    r#"Digest realm="carrier.example", nonce="n0nce", qop="auth", algorithm=SHA-256, opaque="op""#;
+
+#[test]
+fn a_carrier_that_challenges_gets_our_credentials_once_on_the_same_call() {
+    use crate::sip::digest::{authorization, Challenge, Credentials};
+    let mut node = Node::with_config(&carrier_config(Some("carrier.example")));
+    assert!(
+        !format!("{:?}", node.settings.cfg).contains("s3cret"),
+        "the password is not printed"
+    );
+    let (mut call, a_tx, _conf, out) = dialled(&mut node);
+    let (_, first, _) = sent(&out, Method::Invite).pop().expect("dialled");
+    let out = node.feed(&mut call, gw_challenge(&first, 401, CHALLENGE));
+    assert!(
+        answered(&out, &a_tx).is_empty(),
+        "the caller hears nothing of it"
+    );
+    let (_, again, peer) = sent(&out, Method::Invite).pop().expect("asked again");
+    assert_eq!(peer.addr.port(), 5062, "the same gateway");
+    assert_eq!(again.call_id(), first.call_id());
+    assert_eq!(again.header("From"), first.header("From"));
+    assert_eq!(again.header("To"), first.header("To"));
+    assert_eq!(again.cseq(), Some((2, Method::Invite)));
+    assert_ne!(
+        transaction::key(&again).unwrap(),
+        transaction::key(&first).unwrap(),
+        "a new transaction"
+    );
+    assert_eq!(again.body, first.body);
+    let auth = again.header("Authorization").expect("credentials");
+    let cnonce = auth
+        .split("cnonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let expected = authorization(
+        &Challenge::parse(CHALLENGE).unwrap(),
+        Credentials {
+            username: "acme",
+            password: "s3cret",
+        },
+        "INVITE",
+        &first.uri.to_string(),
+        cnonce,
+        1,
+    );
+    assert_eq!(auth, expected);
+    assert!(!auth.contains("s3cret"));
+    assert_eq!(node.channels.in_use(0), 1, "still one channel");
+    let out = node.feed(&mut call, gw_response(&again, 200, true));
+    let ack = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Ack { req, .. } => Some(req.clone()),
+            _ => None,
+        })
+        .expect("the answer is ACKed");
+    assert_eq!(ack.cseq(), Some((2, Method::Ack)));
+    assert_eq!(answered(&out, &a_tx), [200]);
+    let (_, bye) = from_caller("BYE", 2, "");
+    let out = node.feed(&mut call, bye);
+    let (_, gw_bye, _) = sent(&out, Method::Bye)
+        .pop()
+        .expect("the gateway is hung up");
+    assert_eq!(gw_bye.cseq(), Some((3, Method::Bye)));
+}
+
+#[test]
+fn refused_credentials_or_a_foreign_realm_fail_over_to_the_next_gateway() {
+    // Challenged again after our answer: the credentials are wrong.
+    let mut node = Node::with_config(&carrier_config(None));
+    let (mut call, a_tx, _conf, out) = dialled(&mut node);
+    let (_, first, _) = sent(&out, Method::Invite).pop().unwrap();
+    let out = node.feed(&mut call, gw_challenge(&first, 407, CHALLENGE));
+    let (_, again, _) = sent(&out, Method::Invite).pop().unwrap();
+    assert!(again.header("Proxy-Authorization").is_some());
+    let out = node.feed(&mut call, gw_challenge(&again, 407, CHALLENGE));
+    let (_, next, peer) = sent(&out, Method::Invite).pop().expect("the next gateway");
+    assert_eq!(peer.addr.port(), 5064);
+    assert!(
+        next.header("Proxy-Authorization").is_none(),
+        "gw2 gets no credentials"
+    );
+    assert_eq!(node.channels.in_use(0), 0, "gw1's channel is back");
+    assert!(answered(&out, &a_tx).is_empty());
+
+    // A realm we hold no credentials for is not answered at all.
+    let mut node = Node::with_config(&carrier_config(Some("carrier.example")));
+    let (mut call, _a_tx, _conf, out) = dialled(&mut node);
+    let (_, first, _) = sent(&out, Method::Invite).pop().unwrap();
+    let other = CHALLENGE.replace("carrier.example", "evil.example");
+    let out = node.feed(&mut call, gw_challenge(&first, 401, &other));
+    let (_, _, peer) = sent(&out, Method::Invite).pop().expect("the next gateway");
+    assert_eq!(peer.addr.port(), 5064);
+
+    // A gateway without credentials configured that challenges is a failure, as before.
+    let mut node = Node::new();
+    let (mut call, _a_tx, _conf, out) = dialled(&mut node);
+    let (_, first, _) = sent(&out, Method::Invite).pop().unwrap();
+    let out = node.feed(&mut call, gw_challenge(&first, 401, CHALLENGE));
+    let (_, _, peer) = sent(&out, Method::Invite).pop().expect("the next gateway");
+    assert_eq!(peer.addr.port(), 5064);
 }

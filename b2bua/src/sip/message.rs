@@ -554,6 +554,17 @@ pub trait SipExt {
             .collect()
     }
 
+    /// Every line of a header as it came, unsplit: for headers whose one value holds commas
+    /// (a digest challenge's parameters).
+    fn header_lines(&self, name: &str) -> Vec<&str> {
+        self.header_list()
+            .iter()
+            .map(name_value)
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+            .collect()
+    }
+
     /// The Call-ID.
     fn call_id(&self) -> &str {
         self.header("Call-ID").unwrap_or("")
@@ -796,6 +807,38 @@ pub fn response_to(req: &Request, code: u16, to_tag: Option<&str>) -> Response {
         headers,
         body: Vec::new(),
     }
+}
+
+/// Our request again as a new transaction, answering a challenge (RFC 3261 §22.2): a new
+/// branch in our Via, the next CSeq, earlier credentials replaced by `credentials`; the
+/// Call-ID, tags and everything else unchanged, so the gateway sees the same call.
+pub fn resent_with(req: &Request, branch: &str, credentials: Header) -> Request {
+    let mut headers = Headers::default();
+    let (seq, method) = req.cseq().unwrap_or((1, req.method));
+    let mut first_via = true;
+    for h in req.headers.iter() {
+        match name_value(h) {
+            ("Via", v) if first_via => {
+                first_via = false;
+                let params: Vec<&str> = v
+                    .split(';')
+                    .filter(|p| !p.trim_start().to_ascii_lowercase().starts_with("branch="))
+                    .collect();
+                let (sent_by, rest) = params.split_first().map_or(("", &[][..]), |(a, b)| (*a, b));
+                let mut via = format!("{sent_by};branch={branch}");
+                for p in rest {
+                    via.push(';');
+                    via.push_str(p);
+                }
+                headers.push(hdr("Via", via));
+            }
+            ("CSeq", _) => headers.push(hdr("CSeq", format!("{} {method}", seq + 1))),
+            ("Authorization" | "Proxy-Authorization", _) => {}
+            _ => headers.push(h.clone()),
+        }
+    }
+    headers.push(credentials);
+    new_request(req.method, req.uri.clone(), headers, req.body.clone())
 }
 
 /// A CANCEL for one of our INVITEs (RFC 3261 §9.1): the INVITE's branch, URI, From, To,

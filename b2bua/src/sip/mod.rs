@@ -1,10 +1,12 @@
 //! SIP for the B2BUA: framing and parsing ([`framer`], [`message`]), RFC 3261 transactions
-//! without I/O ([`transaction`]) and dialogs ([`dialog`]).
+//! without I/O ([`transaction`]), dialogs ([`dialog`]) and digest answers to a gateway's
+//! challenge ([`digest`]).
 //!
 //! rsip is used only inside [`message`]; everything else sees our accessors, so the parser
 //! could be swapped without touching the call logic.
 
 pub mod dialog;
+pub mod digest;
 pub mod framer;
 pub mod message;
 pub mod transaction;
