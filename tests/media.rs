@@ -24,13 +24,29 @@ async fn start(
     inactivity_s: u64,
     max_calls: usize,
 ) -> (tempfile::TempDir, Arc<Store>, b2bua::engine::Running) {
+    let media = format!("inactivity_s: {inactivity_s}, max_calls: {max_calls}");
+    start_with(gw, &media, "").await
+}
+
+/// The pinless demo on a SQLite file the test can also open: `media` adds to the media
+/// section, `extra` is more YAML.
+async fn start_with(
+    gw: SocketAddr,
+    media: &str,
+    extra: &str,
+) -> (tempfile::TempDir, Arc<Store>, b2bua::engine::Running) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
     let store = Arc::new(Store::open(&url, StoreConfig::default()).await.unwrap());
     rating::demo::seed(&store, Utc::now()).await.unwrap();
+    let media = if media.is_empty() {
+        String::new()
+    } else {
+        format!(", {media}")
+    };
     let yaml = format!(
         "sip:\n  listen: [\"udp:127.0.0.1:0\"]\ntrusted_peers: [127.0.0.1]\naccess_numbers:\n  - {{number: \"5551201\", pinless: true}}\n\
-media: {{bind: 127.0.0.1, ports: 42000-42999, inactivity_s: {inactivity_s}, max_calls: {max_calls}}}\n\
+media: {{bind: 127.0.0.1, ports: 42000-42999{media}}}\n{extra}\n\
 gateways:\n  - {{name: gw, address: \"{gw}\"}}\nroutes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n"
     );
     let running = b2bua::engine::start(Config::parse(&yaml, "t.yaml").unwrap(), store.clone())
@@ -406,7 +422,7 @@ async fn calls_beyond_the_store_queue_are_refused_with_503_while_the_database_is
     let mut caller = Ua::new("4085551234").await;
     let mut other = Ua::new("4085550000").await;
     let gw = Ua::new("gw").await;
-    let (dir, store, running) = start_on_file(gw.sip_addr(), "limits: {store_queue: 1}").await;
+    let (dir, store, running) = start_with(gw.sip_addr(), "", "limits: {store_queue: 1}").await;
     let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
     let b2b = running.addr(Proto::Udp).unwrap();
     let mut writer = sqlx::SqliteConnection::connect(&format!("{url}?mode=rw"))
@@ -450,26 +466,6 @@ async fn calls_beyond_the_store_queue_are_refused_with_503_while_the_database_is
     store.close().await;
 }
 
-/// The pinless demo on a SQLite file the test can also open, with `extra` YAML.
-async fn start_on_file(
-    gw: SocketAddr,
-    extra: &str,
-) -> (tempfile::TempDir, Arc<Store>, b2bua::engine::Running) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
-    let store = Arc::new(Store::open(&url, StoreConfig::default()).await.unwrap());
-    rating::demo::seed(&store, Utc::now()).await.unwrap();
-    let yaml = format!(
-        "sip:\n  listen: [\"udp:127.0.0.1:0\"]\ntrusted_peers: [127.0.0.1]\naccess_numbers:\n  - {{number: \"5551201\", pinless: true}}\n\
-media: {{bind: 127.0.0.1, ports: 42000-42999}}\n{extra}\n\
-gateways:\n  - {{name: gw, address: \"{gw}\"}}\nroutes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n"
-    );
-    let running = b2bua::engine::start(Config::parse(&yaml, "t.yaml").unwrap(), store.clone())
-        .await
-        .unwrap();
-    (dir, store, running)
-}
-
 /// A stop finishes the money of the calls it ends, however slow the database is then: the
 /// settlement of a call hung up by the stop waits four seconds for another writer (longer
 /// than the calls' own three-second deadline), and the stop waits with it, so no card is
@@ -479,7 +475,7 @@ async fn a_stop_waits_for_the_settlements_a_slow_database_takes() {
     use sqlx::Connection;
     let mut caller = Ua::new("4085551234").await;
     let gw = Ua::new("gw").await;
-    let (dir, store, running) = start_on_file(gw.sip_addr(), "").await;
+    let (dir, store, running) = start_with(gw.sip_addr(), "", "").await;
     let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
     let b2b = running.addr(Proto::Udp).unwrap();
     let offer = caller.sdp("0", &["0 PCMU/8000"]);
