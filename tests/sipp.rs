@@ -1391,3 +1391,81 @@ async fn a_carrier_asking_for_digest_credentials_gets_them_and_a_wrong_password_
         rig.stop().await;
     }
 }
+
+/// Health pings: a gateway that stops answering OPTIONS is taken out of routing, so a call
+/// goes straight to the next one (the dead one is not even sent the INVITE), and the first
+/// answer puts it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_does_not_answer_its_pings_is_skipped_until_it_answers() {
+    require_sipp!();
+    let silent = ua::Ua::new("gw").await;
+    let live = free_port();
+    let routes =
+        "  - {name: all, patterns: [T], gateways: [{gateway: pingdead}, {gateway: live}]}\n";
+    // T1 of 50 ms: an OPTIONS is given up after 64 × T1 = 3.2 s.
+    let yaml = yaml(
+        &[("pingdead", silent.sip_addr().port()), ("live", live)],
+        routes,
+        "127.0.0.1",
+    )
+    .replace("t1_ms: 200", "t1_ms: 50")
+    .replace(
+        &format!("{}\", channels: 10}}", silent.sip_addr()),
+        &format!(
+            "{}\", channels: 10, ping_s: 1, ping_failures: 1}}",
+            silent.sip_addr()
+        ),
+    );
+    assert!(yaml.contains("ping_s: 1"), "{yaml}");
+    let rig = Rig::start(&yaml).await;
+    let up = || {
+        b2bua::metrics::get()
+            .gateways_up
+            .get_or_create(&b2bua::metrics::GatewayLabels {
+                gateway: "pingdead".into(),
+            })
+            .get()
+    };
+    let mut gone = false;
+    for _ in 0..100 {
+        if up() == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "out of routing after a ping went unanswered");
+    // What the silent gateway got so far: pings only.
+    while let Some((m, _)) = silent.recv(Duration::from_millis(50)).await {
+        assert!(
+            matches!(&m, b2bua::sip::message::SipMessage::Request(r) if r.method.to_string() == "OPTIONS")
+        );
+    }
+    pinless_call(&rig, live, "200").await;
+    while let Some((m, _)) = silent.recv(Duration::from_millis(200)).await {
+        if let b2bua::sip::message::SipMessage::Request(r) = m {
+            assert_eq!(
+                r.method.to_string(),
+                "OPTIONS",
+                "the dead gateway was skipped"
+            );
+        }
+    }
+    // It answers again: back in routing.
+    let mut back = false;
+    for _ in 0..50 {
+        if let Some((b2bua::sip::message::SipMessage::Request(r), from)) =
+            silent.recv(Duration::from_millis(100)).await
+        {
+            silent
+                .send(from, &silent.response(&r, 200, "ok", None))
+                .await;
+        }
+        if up() == 1 {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "back in routing once it answers");
+    rig.stop().await;
+}

@@ -378,6 +378,14 @@ struct GatewayFile {
     channels: u32,
     #[serde(default)]
     auth: Option<GatewayAuthFile>,
+    #[serde(default)]
+    ping_s: u64,
+    #[serde(default = "d_ping_failures")]
+    ping_failures: u32,
+}
+
+fn d_ping_failures() -> u32 {
+    3
 }
 
 #[derive(Deserialize)]
@@ -866,12 +874,21 @@ fn check_gateways(raw: &[GatewayFile], err: &mut Report) -> Vec<Gateway> {
                 );
             }
         }
+        if g.ping_failures == 0 {
+            err(
+                g.name.referenced.line(),
+                format!("gateways[{i}].ping_failures"),
+                "must be at least 1".into(),
+            );
+        }
         gateways.push(Gateway {
             name: g.name.value.clone(),
             addr,
             proto: g.transport,
             channels: g.channels,
             auth,
+            ping: (g.ping_s > 0).then(|| Duration::from_secs(g.ping_s)),
+            ping_failures: g.ping_failures,
         });
     }
     gateways
@@ -1517,5 +1534,18 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("unknown field `pass`"), "{e}");
+        let e = Config::parse(&format!("{base}ping_s: 5, ping_failures: 0}}\n"), "p.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("gateways[0].ping_failures: must be at least 1"),
+            "{e}"
+        );
+        let ok = Config::parse(&format!("{base}ping_s: 5}}\n"), "q.yaml").unwrap();
+        let gw = &ok.router.gateways[0];
+        assert_eq!(
+            (gw.ping, gw.ping_failures),
+            (Some(Duration::from_secs(5)), 3)
+        );
     }
 }

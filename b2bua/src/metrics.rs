@@ -30,6 +30,12 @@ pub struct LimitLabels {
     pub limit: &'static str,
 }
 
+/// A gateway, by its configured name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GatewayLabels {
+    pub gateway: String,
+}
+
 /// The process's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -48,6 +54,8 @@ pub struct Metrics {
     pub rtp_port_conflicts: Counter,
     /// Store writes (settlements, connect marks, records) tried again after a transient failure.
     pub store_retries: Counter,
+    /// 1 while a pinged gateway answers its OPTIONS, 0 while it is out of routing.
+    pub gateways_up: Family<GatewayLabels, Gauge>,
     /// When each limit was last logged (seconds since the process started), so a flood is one
     /// line every ten seconds and not one line per packet.
     logged: std::sync::Mutex<std::collections::HashMap<&'static str, u64>>,
@@ -72,6 +80,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         rtp_foreign: Counter::default(),
         rtp_port_conflicts: Counter::default(),
         store_retries: Counter::default(),
+        gateways_up: Family::default(),
         logged: Default::default(),
     };
     m.registry
@@ -133,6 +142,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Settlements, connect marks and accounting records tried again after the database refused them for a moment",
         m.store_retries.clone(),
     );
+    m.registry.register(
+        "gateway_up",
+        "Whether a gateway with health pings answers them (1) or is out of routing (0)",
+        m.gateways_up.clone(),
+    );
     m
 });
 
@@ -149,6 +163,15 @@ impl Metrics {
         self.authorizations
             .get_or_create(&AuthLabels { source, code })
             .inc();
+    }
+
+    /// Records whether a pinged gateway is in routing.
+    pub fn gateway_up(&self, gateway: &str, up: bool) {
+        self.gateways_up
+            .get_or_create(&GatewayLabels {
+                gateway: gateway.to_string(),
+            })
+            .set(i64::from(up));
     }
 
     /// Counts a limit that bit, and logs it at most once every ten seconds per limit.

@@ -125,6 +125,10 @@ pub struct Gateway {
     pub channels: u32,
     /// What to answer its digest challenges with, if it sends any.
     pub auth: Option<GatewayAuth>,
+    /// How often it is sent an OPTIONS ping, if at all.
+    pub ping: Option<std::time::Duration>,
+    /// Pings in a row left unanswered before it is taken out of routing.
+    pub ping_failures: u32,
 }
 
 /// Credentials a carrier's gateway asks for (digest, RFC 3261 §22.2). The password is never
@@ -263,6 +267,8 @@ mod tests {
             proto: Proto::Udp,
             channels: 10,
             auth: None,
+            ping: None,
+            ping_failures: 3,
         };
         let t = |g, strip, prefix: &str| Target {
             gateway: g,

@@ -5,6 +5,9 @@
 //! once, however the attempt ends (failure, fail-over, hang-up, cutoff, the end of an IVR
 //! bridge). The [`Channel`] token makes that a type: it cannot be copied, and the only way
 //! to give a channel back is to hand the token to [`Channels::release`].
+//!
+//! A gateway that stopped answering its health pings offers no channels until it answers
+//! again, so routing passes over it without waiting for its setup timeout.
 
 /// One call leg's claim on one channel of one gateway.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,6 +28,8 @@ impl Channel {
 pub struct Channels {
     in_use: Vec<u32>,
     limit: Vec<u32>,
+    /// Whether each gateway answers its health pings (always, for one not pinged).
+    up: Vec<bool>,
 }
 
 impl Channels {
@@ -33,6 +38,7 @@ impl Channels {
         let limit: Vec<u32> = limits.into_iter().collect();
         Channels {
             in_use: vec![0; limit.len()],
+            up: vec![true; limit.len()],
             limit,
         }
     }
@@ -41,7 +47,7 @@ impl Channels {
     /// such gateway).
     pub fn take(&mut self, gateway: usize) -> Option<Channel> {
         let used = self.in_use.get_mut(gateway)?;
-        if *used >= self.limit[gateway] {
+        if *used >= self.limit[gateway] || !self.up[gateway] {
             return None;
         }
         *used += 1;
@@ -53,6 +59,18 @@ impl Channels {
         if let Some(used) = self.in_use.get_mut(channel.gateway) {
             *used = used.saturating_sub(1);
         }
+    }
+
+    /// Marks a gateway reachable or not (its health pings); calls in progress keep theirs.
+    pub fn set_up(&mut self, gateway: usize, up: bool) {
+        if let Some(u) = self.up.get_mut(gateway) {
+            *u = up;
+        }
+    }
+
+    /// Whether a gateway is taking calls (it answers its pings, or is not pinged).
+    pub fn is_up(&self, gateway: usize) -> bool {
+        self.up.get(gateway).copied().unwrap_or(false)
     }
 
     /// Channels in use on `gateway`.
@@ -82,6 +100,23 @@ mod tests {
             ch.release(x);
         }
         assert_eq!((ch.in_use(0), ch.in_use(1)), (0, 0));
+    }
+
+    #[test]
+    fn a_gateway_that_is_down_has_no_channels_until_it_is_up() {
+        let mut ch = Channels::new([3, 3]);
+        let held = ch.take(0).unwrap();
+        ch.set_up(0, false);
+        assert_eq!(ch.take(0), None);
+        assert!(ch.take(1).is_some_and(|c| {
+            ch.release(c);
+            true
+        }));
+        // The call that held a channel still gives it back.
+        ch.release(held);
+        assert_eq!(ch.in_use(0), 0);
+        ch.set_up(0, true);
+        assert!(ch.take(0).is_some());
     }
 
     #[test]

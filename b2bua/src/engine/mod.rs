@@ -11,6 +11,7 @@
 
 mod admit;
 mod carry;
+mod health;
 
 use crate::assets::Assets;
 use crate::call::{self, Channels, Env, Input, RandomIds, Settings, Side};
@@ -46,6 +47,8 @@ enum Wake {
     Server(TxKey),
     Client(TxKey),
     Call(u64),
+    /// Time to ping gateway `i` (its index in the router's list).
+    Ping(usize),
 }
 
 /// A server transaction, where its requests came from, and the call it belongs to.
@@ -111,6 +114,8 @@ pub struct Engine {
     next_call: u64,
     /// Every store task (settlements, accounting records …); a stop waits for them.
     tasks: tokio::task::JoinSet<()>,
+    /// Gateway health pings in flight, and how many each gateway missed in a row.
+    pings: health::Pings,
     /// Per-source request rates, checked before a request makes any state.
     flood: crate::limits::FloodGate,
     /// Wrong cards and PINs per source and per access number, this minute.
@@ -206,10 +211,13 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         },
         next_call: 1,
         tasks: tokio::task::JoinSet::new(),
+        pings: Default::default(),
         flood,
         auth_failures: crate::limits::FailureWindows::new(failure_keys),
     };
     let (stop_tx, stop_rx) = oneshot::channel();
+    let mut engine = engine;
+    engine.start_pings(Instant::now());
     let task = crate::supervise::spawn("engine", engine.run(in_rx, ev_rx, media_rx, stop_rx));
     Ok(Running {
         assets,
@@ -337,6 +345,7 @@ impl Engine {
                     }
                 }
                 Wake::Call(id) => self.feed(id, Input::Timer, now),
+                Wake::Ping(i) => self.ping(i, now),
             }
         }
     }
@@ -546,14 +555,16 @@ impl Engine {
                         };
                         self.feed(id, input, now)
                     }
+                    None if self.ping_answered(key) => {}
                     // The call is gone: an answer to its INVITE is hung up.
                     None => self.hang_up_if_answer(&resp, peer, now),
                 },
-                Output::Timeout => {
-                    if let Some(id) = call {
-                        self.feed(id, Input::Timeout { tx: key.clone() }, now);
+                Output::Timeout => match call {
+                    Some(id) => self.feed(id, Input::Timeout { tx: key.clone() }, now),
+                    None => {
+                        self.ping_unanswered(key);
                     }
-                }
+                },
                 Output::NoAck | Output::No2xxAck => {}
                 Output::Terminated => terminated = true,
             }
