@@ -1469,3 +1469,29 @@ async fn a_gateway_that_does_not_answer_its_pings_is_skipped_until_it_answers() 
     assert!(back, "back in routing once it answers");
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_that_challenges_our_bye_gets_it_again_with_credentials() {
+    require_sipp!();
+    let gw = free_port();
+    let yaml = yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1").replace(
+        "channels: 10}",
+        "channels: 10, auth: {username: acme, password: s3cret}}",
+    );
+    let rig = Rig::start(&yaml).await;
+    rig.play(Scene {
+        uas: "uas_auth_bye.xml",
+        uas_args: &[],
+        uac: &scenarios().join("uac_pinless.xml"),
+        ani: "4085551234",
+        user: "55512015555233",
+        tcp: false,
+        uac_args: &["-d", "200"],
+        gateway: gw,
+    })
+    .await;
+    let log = rig.log("uas");
+    let byes = log.matches("BYE sip:").count();
+    assert_eq!(byes, 2, "the challenged BYE and its answer: {log}");
+    rig.stop().await;
+}

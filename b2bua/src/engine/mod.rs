@@ -11,6 +11,7 @@
 
 mod admit;
 mod carry;
+mod challenge;
 mod health;
 
 use crate::assets::Assets;
@@ -546,6 +547,7 @@ impl Engine {
         for o in out {
             match o {
                 Output::Send(b) => self.transports.send(&peer, b),
+                Output::Response(resp) if self.answer_bye_challenge(key, &resp, peer, now) => {}
                 Output::Response(resp) => match call.filter(|id| self.calls.contains_key(id)) {
                     Some(id) => {
                         let input = Input::Response {
