@@ -1165,10 +1165,23 @@ async fn sipp_a_cutoff_by_credit_after_the_warning_keyed_from_pcaps() {
 
 /// A pinless call lasting `ms` on the demo's pinless account, through gateway port `gw`.
 async fn pinless_call(rig: &Rig, gw: u16, ms: &str) {
+    pinless_to(
+        rig,
+        gw,
+        "uas_answer.xml",
+        &scenarios().join("uac_pinless.xml"),
+        ms,
+    )
+    .await;
+}
+
+/// The demo's pinless caller placing one call through a gateway playing `uas`, the caller
+/// playing `uac` and holding the call `ms` milliseconds if it is answered.
+async fn pinless_to(rig: &Rig, gw: u16, uas: &str, uac: &Path, ms: &str) {
     rig.play(Scene {
-        uas: "uas_answer.xml",
+        uas,
         uas_args: &[],
-        uac: &scenarios().join("uac_pinless.xml"),
+        uac,
         ani: "4085551234",
         user: "55512015555233",
         tcp: false,
@@ -1352,17 +1365,7 @@ async fn a_carrier_asking_for_digest_credentials_gets_them_and_a_wrong_password_
         } else {
             refused_503
         };
-        rig.play(Scene {
-            uas: "uas_auth.xml",
-            uas_args: &[],
-            uac: &uac,
-            ani: "4085551234",
-            user: "55512015555233",
-            tcp: false,
-            uac_args: &["-d", "200"],
-            gateway: gw,
-        })
-        .await;
+        pinless_to(&rig, gw, "uas_auth.xml", &uac, "200").await;
         let log = rig.log("uas");
         let auth = header(&log, "Authorization");
         assert!(
@@ -1479,17 +1482,8 @@ async fn a_carrier_that_challenges_our_bye_gets_it_again_with_credentials() {
         "channels: 10, auth: {username: acme, password: s3cret}}",
     );
     let rig = Rig::start(&yaml).await;
-    rig.play(Scene {
-        uas: "uas_auth_bye.xml",
-        uas_args: &[],
-        uac: &scenarios().join("uac_pinless.xml"),
-        ani: "4085551234",
-        user: "55512015555233",
-        tcp: false,
-        uac_args: &["-d", "200"],
-        gateway: gw,
-    })
-    .await;
+    let uac = scenarios().join("uac_pinless.xml");
+    pinless_to(&rig, gw, "uas_auth_bye.xml", &uac, "200").await;
     let log = rig.log("uas");
     let byes = log.matches("BYE sip:").count();
     assert_eq!(byes, 2, "the challenged BYE and its answer: {log}");

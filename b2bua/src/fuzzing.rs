@@ -45,33 +45,36 @@ pub fn sip_message(data: &[u8]) {
     }
 }
 
-/// A gateway's challenge, answered as the call would: whatever the challenge holds, the
-/// answer is one header line (no CR or LF smuggled in) and the request carrying it parses.
+/// A gateway's challenge, answered as the call and the shell do: whatever the challenge
+/// holds, the credentials are one header line (no CR or LF smuggled in), the request carrying
+/// them parses, and it is never answered twice.
 fn digest_answer(resp: &message::Response) {
-    use crate::sip::digest::{authorization, Challenge, Credentials};
+    use crate::sip::digest::{answer, Credentials, Unanswered};
     use message::SipExt;
-    for name in ["WWW-Authenticate", "Proxy-Authenticate"] {
-        let Some(ch) = Challenge::best(resp.header_lines(name)) else {
-            continue;
-        };
-        let cred = Credentials {
-            username: "acme",
-            password: "s3cret",
-        };
-        let value = authorization(&ch, cred, "INVITE", "sip:5555233@192.0.2.9", "c0ffee", 1);
-        assert!(!value.contains(['\r', '\n']), "one header line: {value:?}");
-        let invite = message::parse_datagram(
-            b"INVITE sip:5555233@192.0.2.9 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa\r\n\
+    let invite = message::parse_datagram(
+        b"INVITE sip:5555233@192.0.2.9 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa\r\n\
 From: <sip:a@192.0.2.1>;tag=1\r\nTo: <sip:5555233@192.0.2.9>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\
 Content-Length: 0\r\n\r\n",
-        );
-        let Ok(SipMessage::Request(invite)) = invite else {
-            unreachable!("a fixed INVITE parses")
-        };
-        let again = message::resent_with(&invite, "z9hG4bKb", message::hdr("Authorization", value));
-        let bytes = message::to_bytes(&SipMessage::Request(again));
-        message::parse_datagram(&bytes).expect("the answered INVITE parses");
+    );
+    let Ok(SipMessage::Request(invite)) = invite else {
+        unreachable!("a fixed INVITE parses")
+    };
+    let cred = Credentials {
+        username: "acme",
+        password: "s3cret",
+    };
+    let Ok(again) = answer(&invite, resp, cred, None, "c0ffee", "z9hG4bKb") else {
+        return;
+    };
+    for name in ["Authorization", "Proxy-Authorization"] {
+        if let Some(v) = again.header(name) {
+            assert!(!v.contains(['\r', '\n']), "one header line: {v:?}");
+        }
     }
+    let bytes = message::to_bytes(&SipMessage::Request(again.clone()));
+    message::parse_datagram(&bytes).expect("the answered INVITE parses");
+    let twice = answer(&again, resp, cred, None, "c0ffee", "z9hG4bKc");
+    assert_eq!(twice.err(), Some(Unanswered::Refused));
 }
 
 /// Every message a framer gives for `data` pushed in `segments` (cycled).

@@ -233,7 +233,6 @@ impl Call {
                     dialog: None,
                     heard: false,
                     done: false,
-                    auth_tried: false,
                 },
                 setup_deadline,
                 ring_deadline: None,
@@ -361,8 +360,7 @@ impl Call {
     /// second challenge, a realm other than the configured one or a challenge we cannot answer
     /// is a failure like any other, and the next gateway is tried. Whether it was answered.
     fn b_challenged(&mut self, resp: &Response, env: &mut Env) -> bool {
-        use crate::sip::digest::{authorization, Challenge, Credentials};
-        let proxy = resp.status_code.code() == 407;
+        use crate::sip::digest::{answer, Credentials, Unanswered};
         let Some(b) = self.b() else {
             return false;
         };
@@ -373,36 +371,30 @@ impl Call {
         let Some(auth) = &gw.auth else {
             return false;
         };
-        if b.auth_tried {
-            tracing::warn!(gateway = %gw.name, "the gateway refused our credentials");
-            return false;
-        }
-        let offered = resp.header_lines(if proxy {
-            "Proxy-Authenticate"
-        } else {
-            "WWW-Authenticate"
-        });
-        let Some(ch) = Challenge::best(offered) else {
-            tracing::warn!(gateway = %gw.name, "a challenge we cannot answer");
-            return false;
-        };
-        if auth.realm.as_ref().is_some_and(|r| *r != ch.realm) {
-            tracing::warn!(gateway = %gw.name, realm = %ch.realm, "challenged for a realm we hold no credentials for");
-            return false;
-        }
         let credentials = Credentials {
             username: &auth.username,
             password: &auth.password,
         };
-        let uri = b.invite.uri.to_string();
-        let value = authorization(&ch, credentials, "INVITE", &uri, &env.ids.tag(), 1);
-        let name = if proxy {
-            "Proxy-Authorization"
-        } else {
-            "Authorization"
+        let (cnonce, branch) = (env.ids.tag(), env.ids.branch());
+        let invite = match answer(
+            &b.invite,
+            resp,
+            credentials,
+            auth.realm.as_deref(),
+            &cnonce,
+            &branch,
+        ) {
+            Ok(invite) => invite,
+            Err(why) => {
+                let why = match why {
+                    Unanswered::Refused => "the gateway refused our credentials",
+                    Unanswered::Unsupported => "a challenge we cannot answer",
+                    Unanswered::OtherRealm => "challenged for a realm we hold no credentials for",
+                };
+                tracing::warn!(gateway = %gw.name, "{why}");
+                return false;
+            }
         };
-        let invite =
-            crate::sip::message::resent_with(&b.invite, &env.ids.branch(), hdr(name, value));
         let peer = b.peer;
         let Some(tx) = self.send(invite.clone(), peer) else {
             return false;
@@ -414,7 +406,6 @@ impl Call {
         {
             b.tx = tx;
             b.invite = invite;
-            b.auth_tried = true;
             *setup_deadline = Some(setup);
         }
         true

@@ -125,8 +125,6 @@ pub struct BLeg {
     pub heard: bool,
     /// Whether the INVITE has had its final response.
     pub done: bool,
-    /// Whether we already answered this gateway's challenge (once per attempt).
-    pub auth_tried: bool,
 }
 
 /// The SIP answer a refused authorization gives a pinless caller (there is no IVR to explain).

@@ -5,8 +5,8 @@
 //! call (`call/bridge.rs`), where fail-over is decided.
 
 use super::Engine;
-use crate::sip::digest::{authorization, Challenge, Credentials};
-use crate::sip::message::{hdr, new_branch, new_tag, resent_with, Method, Response, SipExt};
+use crate::sip::digest::{answer, Credentials};
+use crate::sip::message::{new_branch, new_tag, Method, Response};
 use crate::sip::transaction::{self, TxKey};
 use crate::transport::Peer;
 use std::time::Instant;
@@ -29,40 +29,33 @@ impl Engine {
         };
         let req = c.tx.request();
         let call = c.call;
-        let answered_before =
-            req.header("Authorization").is_some() || req.header("Proxy-Authorization").is_some();
-        if req.method != Method::Bye || answered_before {
+        if req.method != Method::Bye {
             return false;
         }
-        let Some((name, auth)) = self
+        let Some(gw) = self
             .cfg
             .router
             .gateways
             .iter()
             .find(|g| g.addr == peer.addr)
-            .and_then(|g| g.auth.as_ref().map(|a| (g.name.clone(), a.clone())))
         else {
             return false;
         };
-        let (offered, answer) = if code == 407 {
-            ("Proxy-Authenticate", "Proxy-Authorization")
-        } else {
-            ("WWW-Authenticate", "Authorization")
-        };
-        let Some(ch) = Challenge::best(resp.header_lines(offered)) else {
-            tracing::warn!(gateway = %name, "a challenge to our BYE we cannot answer");
+        let Some(auth) = &gw.auth else {
             return false;
         };
-        if auth.realm.as_ref().is_some_and(|r| *r != ch.realm) {
-            tracing::warn!(gateway = %name, realm = %ch.realm, "our BYE challenged for a realm we hold no credentials for");
-            return false;
-        }
         let credentials = Credentials {
             username: &auth.username,
             password: &auth.password,
         };
-        let value = authorization(&ch, credentials, "BYE", &req.uri.to_string(), &new_tag(), 1);
-        let bye = resent_with(req, &new_branch(), hdr(answer, value));
+        let realm = auth.realm.as_deref();
+        let bye = match answer(req, resp, credentials, realm, &new_tag(), &new_branch()) {
+            Ok(bye) => bye,
+            Err(why) => {
+                tracing::warn!(gateway = %gw.name, ?why, "a challenge to our BYE left unanswered");
+                return false;
+            }
+        };
         let Some(again) = transaction::key(&bye) else {
             return false;
         };

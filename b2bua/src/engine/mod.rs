@@ -187,7 +187,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
     let flood = crate::limits::FloodGate::new(&cfg.limits, Instant::now());
     let failure_keys = cfg.limits.flood_sources;
     let cfg = Arc::new(cfg);
-    let engine = Engine {
+    let mut engine = Engine {
         settings: Arc::new(Settings {
             cfg: cfg.clone(),
             local,
@@ -217,7 +217,6 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         auth_failures: crate::limits::FailureWindows::new(failure_keys),
     };
     let (stop_tx, stop_rx) = oneshot::channel();
-    let mut engine = engine;
     engine.start_pings(Instant::now());
     let task = crate::supervise::spawn("engine", engine.run(in_rx, ev_rx, media_rx, stop_rx));
     Ok(Running {

@@ -7,6 +7,7 @@
 //! The `-sess` variants and `auth-int` are not offered by the gateways we meet and are
 //! refused, so such a challenge fails over like any other refusal.
 
+use super::message::{hdr, resent_with, Request, Response, SipExt};
 use md5::Digest as _;
 
 /// The hash a challenge asks for.
@@ -203,6 +204,50 @@ pub fn authorization(
         v.push_str(&format!(", opaque=\"{}\"", quote(o)));
     }
     v
+}
+
+/// Why a challenged request was not sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// It already carried our credentials: the peer refused them.
+    Refused,
+    /// No challenge in the response that we can answer.
+    Unsupported,
+    /// The challenge names a realm other than the one the credentials are for.
+    OtherRealm,
+}
+
+/// Whether a request already carries credentials (it answered a challenge).
+pub fn answered(req: &Request) -> bool {
+    req.header("Authorization").is_some() || req.header("Proxy-Authorization").is_some()
+}
+
+/// Our request `req` again, answering the 401 or 407 `resp` with `cred` for `realm` (any
+/// realm when `None`), as RFC 3261 §22.2 asks: a new transaction (`branch`), the next CSeq,
+/// the same call. Once only: a request that already answered a challenge is not sent again.
+pub fn answer(
+    req: &Request,
+    resp: &Response,
+    cred: Credentials,
+    realm: Option<&str>,
+    cnonce: &str,
+    branch: &str,
+) -> Result<Request, Unanswered> {
+    if answered(req) {
+        return Err(Unanswered::Refused);
+    }
+    let (offered, name) = if resp.status_code.code() == 407 {
+        ("Proxy-Authenticate", "Proxy-Authorization")
+    } else {
+        ("WWW-Authenticate", "Authorization")
+    };
+    let ch = Challenge::best(resp.header_lines(offered)).ok_or(Unanswered::Unsupported)?;
+    if realm.is_some_and(|r| r != ch.realm) {
+        return Err(Unanswered::OtherRealm);
+    }
+    let method = req.method.to_string();
+    let value = authorization(&ch, cred, &method, &req.uri.to_string(), cnonce, 1);
+    Ok(resent_with(req, branch, hdr(name, value)))
 }
 
 fn quote(s: &str) -> String {

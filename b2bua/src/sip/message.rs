@@ -546,11 +546,9 @@ pub trait SipExt {
 
     /// Every value of a header, list elements split (`Via: a, b` and two Via lines alike).
     fn header_values(&self, name: &str) -> Vec<&str> {
-        self.header_list()
-            .iter()
-            .map(name_value)
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .flat_map(|(_, v)| split_list(v))
+        self.header_lines(name)
+            .into_iter()
+            .flat_map(split_list)
             .collect()
     }
 
