@@ -1395,6 +1395,14 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("calls.hold_grace_s: 0 is too short"), "{e}");
+        let e = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:5060]\ncalls: {store_retry_s: 1}\nlimits: {store_queue: 0}\n",
+            "s.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("calls.store_retry_s: 1 is too short"), "{e}");
+        assert!(e.contains("limits.store_queue: 0 is below 1"), "{e}");
         let e = Config::parse("sip:\n  listen: []\n  colour: blue\n", "u.yaml")
             .unwrap_err()
             .to_string();
