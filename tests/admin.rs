@@ -6,9 +6,14 @@
 use b2bua::assets::Assets;
 use b2bua::config::{AdminConfig, Config, Role};
 use chrono::Utc;
-use rating::store::{Store, StoreConfig};
+use rating::store::{NewAccount, Store, StoreConfig};
+use rating::Money;
 use serde_json::Value;
 use std::sync::Arc;
+
+#[path = "support/settled.rs"]
+mod settled;
+use settled::settled_call;
 
 const ADMIN: &str = "admin-token-0123456789";
 const FINANCE: &str = "finance-token-0123456789";
@@ -465,6 +470,7 @@ async fn an_itsp_sees_and_changes_only_its_own_tenant_and_roles_are_enforced() {
                 disconnect_at: Utc::now(),
                 cause: "+cause".into(),
                 voice_quality: None,
+                gateway: String::new(),
             },
             Utc::now(),
         )
@@ -1599,6 +1605,129 @@ async fn uploads_at_the_same_time_are_unpacked_one_at_a_time() {
         assets.unpacking_peak(),
         1,
         "never two archives unpacked at once"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_are_scoped_to_the_callers_tenant_and_bad_ranges_are_explained() {
+    let (_dir, store, running, api) = start().await;
+    let mut acme = NewAccount::new("100001", Some("4321"), Money::parse("10", false).unwrap());
+    acme.tenant = "acme".into();
+    store.create_account(&acme, Utc::now()).await.unwrap();
+    let yesterday = Utc::now() - chrono::Duration::days(1);
+    let today = Utc::now() - chrono::Duration::seconds(200);
+    // 60 s to North America at 0.015/min; 120 s to London at 0.02/min.
+    settled_call(
+        &store,
+        "000070",
+        Some("1234"),
+        "12125550100",
+        yesterday,
+        60,
+        "gw-a",
+    )
+    .await;
+    settled_call(
+        &store,
+        "100001",
+        Some("4321"),
+        "442071234567",
+        today,
+        120,
+        "gw-b",
+    )
+    .await;
+    let get = |path: String, token: &'static str| {
+        let api = &api;
+        async move { api.call("GET", &path, Some(token), None).await }
+    };
+
+    let all = get("/api/v1/reports/summary".into(), FINANCE).await;
+    assert_eq!(all.status, 200, "{}", all.body);
+    let all = all.json();
+    assert_eq!(all["time_zone"], "UTC");
+    let rows = all["rows"].as_array().unwrap();
+    assert_eq!(
+        rows.len(),
+        30,
+        "one row per day of the default range: {rows:?}"
+    );
+    let day = |d: chrono::DateTime<Utc>| d.date_naive().to_string();
+    let row = |rows: &[Value], d: &str| {
+        rows.iter()
+            .find(|r| r["period"] == d)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {d} in {rows:?}"))
+    };
+    assert_eq!(row(rows, &day(yesterday))["revenue"], "0.015");
+    assert_eq!(row(rows, &day(today))["revenue"], "0.04");
+    assert_eq!(row(rows, &day(today))["answered"], 1);
+    assert_eq!(row(rows, &day(today))["acd_seconds"], 120);
+    // Cards sold today: the demo's 32.91 and 10.00, and acme's 10.00.
+    assert_eq!(row(rows, &day(Utc::now()))["issued"], "52.91");
+
+    // Finance may look at one tenant; an ITSP sees its own and nothing else.
+    let acme_only = get("/api/v1/reports/gateways?tenant=acme".into(), FINANCE)
+        .await
+        .json();
+    let gws: Vec<&str> = acme_only["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["gateway"].as_str().unwrap())
+        .collect();
+    assert_eq!(gws, ["gw-b"]);
+    let own = get("/api/v1/reports/gateways".into(), ACME).await.json();
+    assert_eq!(own["tenant"], "acme");
+    assert_eq!(own["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(own["rows"][0]["revenue"], "0.04");
+    let e = get("/api/v1/reports/summary?tenant=default".into(), ACME)
+        .await
+        .error(403);
+    assert!(e.contains("tenant acme's reports only"), "{e}");
+
+    // The same table as CSV.
+    let csv = get("/api/v1/reports/destinations?format=csv".into(), FINANCE).await;
+    assert_eq!(csv.status, 200);
+    assert!(csv.kind.starts_with("text/csv"), "{}", csv.kind);
+    let lines: Vec<&str> = csv.body.lines().collect();
+    assert_eq!(
+        lines[0],
+        "group,currency,attempts,answered,asr_percent,acd_seconds,minutes,revenue"
+    );
+    assert!(
+        lines.contains(&"United Kingdom - London,USD,1,1,100.0,120,2.00,0.04"),
+        "{}",
+        csv.body
+    );
+
+    // Bad requests say what is wrong.
+    for (q, why) in [
+        (
+            "summary?from=2026-02-30",
+            "from: `2026-02-30` is not a date",
+        ),
+        ("summary?from=2026-12-02&to=2026-12-01", "before it starts"),
+        ("summary?from=2020-01-01&to=2026-12-01", "at most 400"),
+        ("summary?by=year", "by: `year` is not day, week or month"),
+        ("summary?format=xml", "format `xml`"),
+        ("summary?colour=red", "unknown field `colour`"),
+    ] {
+        let e = get(format!("/api/v1/reports/{q}"), FINANCE)
+            .await
+            .error(400);
+        assert!(e.contains(why), "{q}: {e}");
+    }
+    let e = get("/api/v1/reports/profits".into(), FINANCE)
+        .await
+        .error(404);
+    assert!(e.contains("no report `profits`"), "{e}");
+    assert_eq!(
+        api.call("GET", "/api/v1/reports/summary", None, None)
+            .await
+            .status,
+        401
     );
     running.stop().await;
 }

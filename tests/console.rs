@@ -2,8 +2,9 @@
 //! (Debian's `chromium` and `chromium-driver`): sign in, find a card by keyboard alone, see
 //! its balance, the money held for a call in progress and its ledger, top it up (once per
 //! reference), block it through its confirmation, create a batch and download its CSV exactly
-//! once. Without ChromeDriver the test says so and passes, unless `B2BUA_REQUIRE_PEERS=1`
-//! (set by `.ci/run`).
+//! once; read the reports with known totals, their charts' series and the refusal of bad
+//! ranges, as finance and as an ITSP that sees only its tenant. Without ChromeDriver the test
+//! says so and passes, unless `B2BUA_REQUIRE_PEERS=1` (set by `.ci/run`).
 
 use b2bua::assets::Assets;
 use b2bua::config::{AdminConfig, Config, Role};
@@ -13,6 +14,10 @@ use rating::store::{Store, StoreConfig};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
+
+#[path = "support/settled.rs"]
+mod settled;
+use settled::settled_call;
 
 const FINANCE: &str = "finance-console-token-0123456789";
 const ENTER: &str = "\u{E007}";
@@ -31,7 +36,22 @@ impl Drop for Driver {
     }
 }
 
+/// ChromeDriver, or `None` (the test skipped, said on stderr) when it is not installed and
+/// the peers are not required.
 fn chromedriver() -> Option<Driver> {
+    let d = spawn_chromedriver();
+    if d.is_none() {
+        if std::env::var_os("B2BUA_REQUIRE_PEERS").is_some() {
+            panic!("chromedriver is not installed (Debian chromium-driver) and B2BUA_REQUIRE_PEERS is set");
+        }
+        eprintln!(
+            "skipped: chromedriver is not installed (apt-get install chromium chromium-driver)"
+        );
+    }
+    d
+}
+
+fn spawn_chromedriver() -> Option<Driver> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .ok()?
         .local_addr()
@@ -103,12 +123,6 @@ async fn text(c: &Client, css: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() {
     let Some(driver) = chromedriver() else {
-        if std::env::var_os("B2BUA_REQUIRE_PEERS").is_some() {
-            panic!("chromedriver is not installed (Debian chromium-driver) and B2BUA_REQUIRE_PEERS is set");
-        }
-        eprintln!(
-            "skipped: chromedriver is not installed (apt-get install chromium chromium-driver)"
-        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -430,6 +444,195 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
         .call()
         .unwrap();
     assert_eq!(r.status().as_u16(), 303, "signed out");
+    server.stop().await;
+    drop(driver);
+}
+
+/// Signs `c` in with `token` and waits for the search page.
+async fn sign_in(c: &Client, base: &str, token: &str) {
+    c.goto(&format!("{base}/console/login")).await.unwrap();
+    let before = page(c).await;
+    c.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(&format!("{token}{ENTER}"))
+        .await
+        .unwrap();
+    replaced(before).await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/console");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finance_reads_the_reports_and_an_itsp_sees_only_its_own() {
+    let Some(driver) = chromedriver() else {
+        return;
+    };
+    const ACME: &str = "acme-console-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("reports.db").display());
+    let store = Arc::new(Store::open(&url, StoreConfig::default()).await.unwrap());
+    rating::demo::seed(&store, Utc::now()).await.unwrap();
+    let mut acme = rating::store::NewAccount::new(
+        "100001",
+        Some("4321"),
+        rating::Money::parse("10", false).unwrap(),
+    );
+    acme.tenant = "acme".into();
+    store.create_account(&acme, Utc::now()).await.unwrap();
+    // Default tenant: 60 s and 180 s to New York at 0.015/min through gw-a; acme: 120 s to
+    // London at 0.02/min through gw-b.
+    let at = |talk: i64| Utc::now() - chrono::Duration::seconds(talk + 5);
+    for (card, pin, dest, talk, gw) in [
+        ("000070", "1234", "12125550100", 60, "gw-a"),
+        ("000070", "1234", "12125550199", 180, "gw-a"),
+        ("100001", "4321", "442071234567", 120, "gw-b"),
+    ] {
+        settled_call(&store, card, Some(pin), dest, at(talk), talk, gw).await;
+    }
+    let assets = Arc::new(Assets::load(&Config::demo()).unwrap());
+    let cfg = AdminConfig::new("127.0.0.1:0".parse().unwrap());
+    let tokens = vec![
+        ("desk".to_string(), Role::Finance, FINANCE.to_string()),
+        (
+            "acme".to_string(),
+            Role::Itsp("acme".into()),
+            ACME.to_string(),
+        ),
+    ];
+    let server = b2bua::admin::start(&cfg, tokens, store.clone(), assets)
+        .await
+        .unwrap();
+    let base = format!("http://{}", server.addr);
+    let c = browser(driver.port, &dir.path().join("profile")).await;
+    sign_in(&c, &base, FINANCE).await;
+
+    // Every tenant, today: three calls, 6 minutes, 0.015 + 0.045 + 0.04 of revenue.
+    c.find(Locator::LinkText("Reports"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text(&c, "#total-answered").await, "3");
+    assert_eq!(text(&c, "#total-minutes").await, "6.00");
+    assert_eq!(text(&c, "#total-revenue").await, "0.10");
+    // The revenue chart has one bar per day, today's the 0.10.
+    let today = Utc::now().date_naive().to_string();
+    let chart = c
+        .find(Locator::Css("#chart-revenue-0 g.series"))
+        .await
+        .unwrap();
+    assert_eq!(chart.attr("data-series").await.unwrap().unwrap(), "revenue");
+    let bar = c
+        .find(Locator::Css(&format!(
+            "#chart-revenue-0 rect[data-key=\"{today}\"]"
+        )))
+        .await
+        .unwrap();
+    assert_eq!(bar.attr("data-value").await.unwrap().unwrap(), "0.10");
+    assert_eq!(
+        c.find_all(Locator::Css("#chart-revenue-0 rect"))
+            .await
+            .unwrap()
+            .len(),
+        30
+    );
+
+    // Per gateway, keyboard only: the tab, then the form's Show.
+    c.find(Locator::LinkText("Gateways"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let rows = text(&c, "#report tbody").await;
+    assert!(rows.contains("gw-a") && rows.contains("gw-b"), "{rows}");
+    let asr = c
+        .find(Locator::Css("#chart-asr rect[data-key=\"gw-a\"]"))
+        .await
+        .unwrap();
+    assert_eq!(asr.attr("data-value").await.unwrap().unwrap(), "100.0 %");
+    let acd = c
+        .find(Locator::Css("#chart-acd rect[data-key=\"gw-a\"]"))
+        .await
+        .unwrap();
+    assert_eq!(acd.attr("data-value").await.unwrap().unwrap(), "120 s");
+    // One tenant only, chosen on the form.
+    let before = page(&c).await;
+    c.find(Locator::Id("tenant"))
+        .await
+        .unwrap()
+        .send_keys(&format!("acme{ENTER}"))
+        .await
+        .unwrap();
+    replaced(before).await;
+    let rows = text(&c, "#report tbody").await;
+    assert!(rows.contains("gw-b") && !rows.contains("gw-a"), "{rows}");
+
+    // Bad ranges are explained on the page.
+    for (q, why) in [
+        ("from=2026-02-30", "is not a date"),
+        ("from=2026-12-02&to=2026-12-01", "before it starts"),
+        ("from=2020-01-01&to=2026-12-01", "at most 400"),
+    ] {
+        c.goto(&format!("{base}/console/reports?report=summary&{q}"))
+            .await
+            .unwrap();
+        let e = text(&c, "#error").await;
+        assert!(e.contains(why), "{q}: {e}");
+        assert!(c.find(Locator::Id("report")).await.is_err(), "no table");
+    }
+
+    // The CSV link downloads exactly the table shown.
+    c.goto(&format!("{base}/console/reports?report=destinations"))
+        .await
+        .unwrap();
+    let href = c
+        .find(Locator::Id("csv"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    let got = c
+        .execute_async(
+            "const [p, done] = arguments; fetch(p).then(async r => done([r.status, await r.text()]));",
+            vec![serde_json::json!(href)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(got[0], 200);
+    let csv = got[1].as_str().unwrap();
+    assert!(
+        csv.contains("United Kingdom - London,USD,1,1,100.0,120,2.00,0.04"),
+        "{csv}"
+    );
+
+    // Signed in as the ITSP: its own tenant only, with no way to ask for another.
+    c.find(Locator::Css("header button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    sign_in(&c, &base, ACME).await;
+    c.goto(&format!("{base}/console/reports")).await.unwrap();
+    assert!(c.find(Locator::Id("tenant")).await.is_err());
+    assert_eq!(text(&c, "#total-answered").await, "1");
+    assert_eq!(text(&c, "#total-revenue").await, "0.04");
+    c.goto(&format!(
+        "{base}/console/reports?report=gateways&tenant=default"
+    ))
+    .await
+    .unwrap();
+    assert!(
+        text(&c, "#error")
+            .await
+            .contains("tenant acme's reports only"),
+        "refused"
+    );
+    c.close().await.unwrap();
     server.stop().await;
     drop(driver);
 }

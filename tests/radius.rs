@@ -535,6 +535,7 @@ async fn a_retransmission_is_answered_once_and_junk_is_dropped() {
                 disconnect_at: Utc::now(),
                 cause: "test".into(),
                 voice_quality: None,
+                gateway: String::new(),
             },
             Utc::now(),
         )

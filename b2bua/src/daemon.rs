@@ -274,6 +274,13 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "sweep failed"),
                 }
+                // Closed days into the report summaries, a few at a time (a backlog of years
+                // is worked off over a minute or so, never holding the heartbeat up long).
+                match store.roll_up(now, 3).await {
+                    Ok(0) => {}
+                    Ok(days) => tracing::info!(days, "rolled up closed days for the reports"),
+                    Err(e) => tracing::warn!(error = %e, "rolling up the reports failed"),
+                }
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,

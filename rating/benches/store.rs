@@ -108,6 +108,7 @@ async fn main() {
                     disconnect_at: now + Duration::seconds(42),
                     cause: "normal".into(),
                     voice_quality: None,
+                    gateway: String::new(),
                 };
                 store.settle(&conf, &end, now).await.unwrap();
             }

@@ -97,6 +97,7 @@ async fn the_seeds_walk_through(db: &TestDb) {
         disconnect_at: now() + Duration::milliseconds(61_200),
         cause: "normal".into(),
         voice_quality: None,
+        gateway: String::new(),
     };
     let st = s.settle("conf-1", &end, now()).await.unwrap();
     assert_eq!(
@@ -241,6 +242,7 @@ async fn codes_for_destinations(db: &TestDb) {
                 disconnect_at: now() + Duration::seconds(600),
                 cause: "normal".into(),
                 voice_quality: None,
+                gateway: String::new(),
             },
             now(),
         )
@@ -602,6 +604,7 @@ async fn a_stop_settles_only_its_own_clients_reservation_within_the_calls_life(d
         disconnect_at: now() + Duration::days(30),
         cause: "q850:16".into(),
         voice_quality: None,
+        gateway: String::new(),
     };
     // Another client (or a node of ours) cannot mark it answered or end it.
     assert!(s
@@ -685,6 +688,7 @@ async fn extension_cutoff_and_sweeper(db: &TestDb) {
         disconnect_at: now() + Duration::seconds(637),
         cause: "cutoff".into(),
         voice_quality: None,
+        gateway: String::new(),
     };
     let st = s.settle("ext-1", &end, now()).await.unwrap();
     assert_eq!(st.billed_seconds, 635);

@@ -72,6 +72,7 @@ async fn five_hundred_calls_never_overspend(db: &TestDb) {
                 disconnect_at: now + Duration::seconds(talk),
                 cause: "normal".into(),
                 voice_quality: None,
+                gateway: String::new(),
             };
             let s = store.settle(&conf, &end, now).await.unwrap();
             // A retried settlement changes nothing.

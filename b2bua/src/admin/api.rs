@@ -57,6 +57,7 @@ const API: &[(&str, &str, Handler)] = route_table![
     post "/api/v1/accounts/{account}/topups" => topup,
     get "/api/v1/accounts/{account}/ledger" => ledger,
     get "/api/v1/calls" => calls,
+    get "/api/v1/reports/{report}" => report,
     get "/api/v1/accounts/{account}/reservations" => reservations,
     put "/api/v1/rate-decks/{name}" => rate_deck,
     get "/api/v1/prompt-sets/{tenant}" => prompt_set,
@@ -730,6 +731,47 @@ async fn calls(
         .into_response()),
         other => Err(ApiError::bad(format!("format `{other}`: use json or csv"))),
     }
+}
+
+/// A report as JSON (the default) or CSV; staff see every tenant (or the one they name), an
+/// ITSP its own.
+async fn report(
+    State(s): State<Shared>,
+    who: Caller,
+    Path(kind): Path<String>,
+    q: Result<Query<super::reports::Ask>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    use super::reports::{build, Kind};
+    let kind = Kind::parse(&kind)?;
+    let ask = query(q)?;
+    let format = match ask.format.as_str() {
+        "" | "json" => "json",
+        "csv" => "csv",
+        other => return Err(ApiError::bad(format!("format `{other}`: use json or csv"))),
+    };
+    let r = build(&s, &who, kind, &ask).await?;
+    if format == "json" {
+        return Ok(Json(r.json()).into_response());
+    }
+    let csv = r
+        .csv()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!(
+                    "attachment; filename=\"{}-{}-{}.csv\"",
+                    kind.name(),
+                    r.range.from,
+                    r.range.to
+                ),
+            ),
+        ],
+        csv,
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]

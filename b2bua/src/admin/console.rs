@@ -1,6 +1,7 @@
 //! The finance web console (`/console`): what a finance clerk does all day — find a card, see
 //! its balance, the money held for calls in progress and its ledger, top it up, block it, and
-//! create a batch of cards whose CSV can be downloaded exactly once. Plain server-rendered
+//! create a batch of cards whose CSV can be downloaded exactly once — and the reports and
+//! charts that answer how much was sold and spent, where and through which gateway. Plain server-rendered
 //! HTML forms (every control reachable and usable from the keyboard), a few lines of
 //! JavaScript for conveniences only, and the very same operations, role checks and audit log
 //! as the API.
@@ -9,6 +10,8 @@
 //! random session id in an `HttpOnly`, `SameSite=Strict` cookie (`Secure` behind TLS), valid
 //! for `admin.session_minutes` and forgotten at sign-out; forms are also refused when the
 //! browser says they come from another origin.
+
+mod reports;
 
 use super::api::{self, Batch, TopUp};
 use super::{ApiError, Caller, Shared};
@@ -19,6 +22,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use rating::store::Account;
+use reports::{report_csv, report_page};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -42,6 +46,9 @@ const MAX_SESSIONS: usize = 10_000;
 pub(super) fn router(state: Shared) -> Router {
     Router::new()
         .route("/console", get(home))
+        .route("/console/style.css", get(stylesheet))
+        .route("/console/reports", get(report_page))
+        .route("/console/reports/{file}", get(report_csv))
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", post(logout))
         .route("/console/cards/{account}", get(card))
@@ -55,7 +62,7 @@ pub(super) fn router(state: Shared) -> Router {
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -83,12 +90,41 @@ fn enc(s: &str) -> String {
     out
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:60rem;margin:1rem auto;padding:0 1rem}\
-table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #999;padding:.2rem .5rem;text-align:left}\
-td.n{text-align:right}:focus{outline:3px solid #1a5fb4;outline-offset:2px}\
-.msg{background:#e6f4ea;padding:.5rem}.err{background:#fde8e8;padding:.5rem}\
-form{margin:.5rem 0}label{display:inline-block;min-width:9rem}fieldset{margin:.5rem 0}\
-.skip{position:absolute;left:-999px}.skip:focus{left:1rem}";
+/// The console's stylesheet, served by us at `/console/style.css`.
+const STYLE: &str = include_str!("console.css");
+
+/// A moment as every page writes it: one format, the time zone named.
+pub(super) fn when(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// A money cell: right-aligned, a negative amount marked (and read out) as such.
+pub(super) fn money_cell(m: &rating::Money, id: &str) -> String {
+    let id = if id.is_empty() {
+        String::new()
+    } else {
+        format!(" id=\"{id}\"")
+    };
+    if m.micros() < 0 {
+        format!(
+            "<td class=\"n neg\"{id}><span class=\"skip\">minus </span>{}</td>",
+            esc(&m.to_string())
+        )
+    } else {
+        format!("<td class=\"n\"{id}>{}</td>", esc(&m.to_string()))
+    }
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        STYLE,
+    )
+        .into_response()
+}
 
 /// A whole page: skip link, header with the signed-in name, messages, then the body.
 fn page(title: &str, who: Option<&Caller>, flash: &Flash, body: &str) -> String {
@@ -97,17 +133,18 @@ fn page(title: &str, who: Option<&Caller>, flash: &Flash, body: &str) -> String 
         h,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\">\
-         <title>{} · b2bua console</title><style>{STYLE}</style></head><body>\
+         <title>{} · b2bua console</title><link rel=\"stylesheet\" href=\"/console/style.css\"></head><body>\
          <a class=\"skip\" href=\"#main\">Skip to content</a><header><nav>",
         esc(title)
     );
     if let Some(w) = who {
         let _ = write!(
             h,
-            "<a href=\"/console\">Find a card</a> · <a href=\"/console/batch\">New batch</a> · \
-             signed in as {} ({}) \
+            "<a href=\"/console\">Find a card</a> <a href=\"/console/reports\">Reports</a> \
+             <a href=\"/console/batch\">New batch</a> \
+             <span class=\"who\">signed in as {} ({}) \
              <form method=\"post\" action=\"/console/logout\" style=\"display:inline\">\
-             <button type=\"submit\">Sign out</button></form>",
+             <button type=\"submit\">Sign out</button></form></span>",
             esc(&w.name),
             esc(&w.role.to_string())
         );
@@ -375,7 +412,7 @@ async fn card(
                     h,
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
                      <td>{}</td><td>{}</td></tr>",
-                    esc(&r.setup_at.format("%Y-%m-%d %H:%M:%S").to_string()),
+                    esc(&when(r.setup_at)),
                     esc(&r.destination),
                     esc(&r.ani),
                     esc(&r.amount.to_string()),
@@ -423,11 +460,11 @@ async fn card(
             for e in rows {
                 let _ = write!(
                     h,
-                    "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(&e.created_at.format("%Y-%m-%d %H:%M:%S").to_string()),
+                    "<tr><td>{}</td><td>{}</td>{}{}<td>{}</td><td>{}</td></tr>",
+                    esc(&when(e.created_at)),
                     esc(&e.kind),
-                    esc(&e.amount.to_string()),
-                    esc(&e.balance_after.to_string()),
+                    money_cell(&e.amount, ""),
+                    money_cell(&e.balance_after, ""),
                     esc(&e.reference),
                     esc(&e.note)
                 );
@@ -497,7 +534,7 @@ async fn topup(
                 format!(
                     "Reference {} was already applied on {}; no money moved. The balance is {} {}.",
                     t.entry.reference,
-                    t.entry.created_at.format("%Y-%m-%d %H:%M"),
+                    when(t.entry.created_at),
                     t.balance,
                     t.currency
                 )

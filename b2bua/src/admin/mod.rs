@@ -9,7 +9,9 @@
 //! own tenant's cards and access numbers (others look absent) and its own prompt set.
 
 mod api;
+mod chart;
 mod console;
+mod reports;
 
 pub use api::routes;
 

@@ -355,6 +355,13 @@ impl Call {
         }
     }
 
+    /// The configured name of the gateway a B-leg dialled, for the call's record.
+    pub(super) fn gateway_name(&self, b: Option<&BLeg>) -> String {
+        b.and_then(|b| b.channel.as_ref())
+            .map(|c| self.settings.cfg.router.gateways[c.gateway()].name.clone())
+            .unwrap_or_default()
+    }
+
     /// A gateway that wants credentials (401, or 407 from a proxy in front of it): answered
     /// once, on the same call — same Call-ID and From tag, the next CSeq, a new branch. A
     /// second challenge, a realm other than the configured one or a challenge we cannot answer

@@ -78,6 +78,7 @@ impl Call {
             Some(mut bridge) => (bridge.take_b(), bridge.hold.reservation),
             None => (None, hold.and_then(|h| h.reservation)),
         };
+        let gateway = self.gateway_name(b.as_ref());
         // The B-leg stays (its dialog still routes the gateway's BYE); its channel does not.
         if let Some(channel) = b.as_mut().and_then(|b| b.channel.take()) {
             env.channels.release(channel);
@@ -99,6 +100,7 @@ impl Call {
                 disconnect_at,
                 cause: cause.to_string(),
                 voice_quality,
+                gateway,
             };
             self.emit(Output::Store(Ask::Settle {
                 conf_id: r.conf_id,

@@ -400,6 +400,7 @@ impl Call {
         self.emit(Output::Media(MediaCmd::Bridge(false)));
         tracing::info!(call = self.id, %reason, "bridge ended; back to the flow");
         self.bridge_span = None;
+        let gateway = self.gateway_name(b.as_ref());
         if let Some(b) = b {
             if let Some(d) = &b.dialog {
                 self.emit(Output::Unroute {
@@ -417,6 +418,7 @@ impl Call {
                     disconnect_at,
                     cause: reason.name().to_string(),
                     voice_quality,
+                    gateway,
                 };
                 if let Some(f) = self.in_flow() {
                     f.settling = Some(reason);

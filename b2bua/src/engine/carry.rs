@@ -249,6 +249,7 @@ impl Engine {
                 disconnect_at: Utc::now(),
                 cause: "cancelled".into(),
                 voice_quality: None,
+                gateway: String::new(),
             };
             let released = persist(retry, "releasing a cancelled call's hold", || {
                 store.settle(&r.conf_id, &end, Utc::now())
@@ -382,6 +383,7 @@ mod tests {
             disconnect_at: Utc::now(),
             cause: "test".into(),
             voice_quality: None,
+            gateway: String::new(),
         }
     }
 

@@ -253,6 +253,8 @@ pub async fn accounting(
                 voice_quality: req
                     .cisco("h323-voice-quality")
                     .and_then(|v| v.trim().parse().ok()),
+                // The RADIUS client is the gateway that carried the call.
+                gateway: client.to_string(),
             };
             match store.settle_as(&conf_id, &end, now, Some(&origin)).await {
                 Ok(s) if s.already_settled => "already settled".to_string(),

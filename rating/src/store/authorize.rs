@@ -121,6 +121,11 @@ pub struct Extension {
     pub extended: bool,
 }
 
+/// Text from a peer as it may reach a record: printable and at most `max` characters.
+fn clean(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
 /// How a call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallEnd {
@@ -131,6 +136,9 @@ pub struct CallEnd {
     pub cause: String,
     /// The ICPIF-style voice-quality figure of the caller's leg, when the media passed us.
     pub voice_quality: Option<u32>,
+    /// The gateway that carried the call (the last one tried), for the reports; empty when
+    /// no gateway leg was set up.
+    pub gateway: String,
 }
 
 /// What a settlement charged.
@@ -789,16 +797,11 @@ impl Store {
             return;
         }
         // Only printable, bounded text reaches the records: the input may be what was refused.
-        let clean = |s: &str| {
-            s.chars()
-                .filter(|c| !c.is_control())
-                .take(64)
-                .collect::<String>()
-        };
+        let clean = |s: &str| clean(s, 64);
         let result = sqlx::query(
             "INSERT INTO call_records (conf_id, session_id, account, ani, access_number, destination, \
-             setup_at, currency, return_code, node, created_at, disconnect_cause) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $7, $11) ON CONFLICT (conf_id) DO NOTHING",
+             setup_at, currency, return_code, node, created_at, disconnect_cause, tenant) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $7, $11, $12) ON CONFLICT (conf_id) DO NOTHING",
         )
         .bind(clean(conf_id))
         .bind(clean(&req.session_id))
@@ -811,6 +814,12 @@ impl Store {
         .bind(i64::from(code.code()))
         .bind(&self.cfg.node_id)
         .bind(format!("refused: {}", code.meaning()))
+        // The card's tenant; for a card we do not know, the access number's.
+        .bind(
+            row.map(|r| r.account.tenant.clone())
+                .or_else(|| req.tenant.clone())
+                .unwrap_or_default(),
+        )
         .execute(&self.pool)
         .await;
         if let Err(e) = result {
@@ -992,7 +1001,7 @@ impl Store {
             let rec = sqlx::query(
                 "SELECT conf_id, session_id, account, ani, access_number, destination, setup_at, connect_at, \
                  disconnect_at, billed_seconds, cost, currency, deck, rate_prefix, rate_description, \
-                 disconnect_cause, return_code, node, voice_quality FROM call_records WHERE conf_id = $1",
+                 disconnect_cause, return_code, node, voice_quality, gateway FROM call_records WHERE conf_id = $1",
             )
             .bind(conf_id)
             .fetch_optional(&self.pool)
@@ -1023,15 +1032,19 @@ impl Store {
         let billed = tariff.billed_seconds(talk);
         let acct = sqlx::query(
             "UPDATE accounts SET balance = balance - $1, reserved = reserved - $2, active_calls = active_calls - 1 \
-             WHERE id = $3 RETURNING account, balance, currency",
+             WHERE id = $3 RETURNING account, balance, currency, tenant",
         )
         .bind(cost)
         .bind(held.amount)
         .bind(held.account_id)
         .fetch_one(&mut *tx)
         .await?;
-        let (account, balance, currency): (String, i64, String) =
-            (acct.try_get(0)?, acct.try_get(1)?, acct.try_get(2)?);
+        let (account, balance, currency, tenant): (String, i64, String, String) = (
+            acct.try_get(0)?,
+            acct.try_get(1)?,
+            acct.try_get(2)?,
+            acct.try_get(3)?,
+        );
         if cost > 0 {
             sqlx::query(
                 "INSERT INTO ledger (account_id, kind, amount, balance_after, idempotency_key, reference, note, created_at) \
@@ -1050,8 +1063,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO call_records (conf_id, session_id, account, ani, access_number, destination, setup_at, \
              connect_at, disconnect_at, billed_seconds, cost, currency, deck, rate_prefix, rate_description, \
-             disconnect_cause, return_code, node, created_at, voice_quality) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, $18, $19)",
+             disconnect_cause, return_code, node, created_at, voice_quality, tenant, gateway) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, $18, $19, $20, $21)",
         )
         .bind(conf_id)
         .bind(&held.session_id)
@@ -1068,10 +1081,12 @@ impl Store {
         .bind(&held.rate.deck)
         .bind(&held.rate.prefix)
         .bind(&held.rate.description)
-        .bind(end.cause.chars().filter(|c| !c.is_control()).take(200).collect::<String>())
+        .bind(clean(&end.cause, 200))
         .bind(&self.cfg.node_id)
         .bind(now_ms)
         .bind(end.voice_quality.map(i64::from))
+        .bind(tenant)
+        .bind(clean(&end.gateway, 64))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -1113,6 +1128,7 @@ impl Store {
                 disconnect_at: at_ms(end_ms),
                 cause: format!("swept: owner {owner} stopped extending"),
                 voice_quality: None,
+                gateway: String::new(),
             };
             match self.settle(&id, &end, now).await {
                 Ok(s) if s.already_settled => continue,

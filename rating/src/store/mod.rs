@@ -9,6 +9,7 @@ mod audit;
 mod authorize;
 mod decks;
 mod outbox;
+mod reports;
 
 pub use access::{check_number as check_access_number, AccessRow};
 pub use audit::{Allowance, AuditEntry};
@@ -18,6 +19,10 @@ pub use authorize::{
 };
 pub use decks::ImportSummary;
 pub use outbox::Queued;
+pub use reports::{
+    by_period, day_date, day_number, CallTotals, Dimension, MoneyTotals, Period, ReportRange,
+    MAX_REPORT_DAYS, ROLL_UP_MARGIN,
+};
 
 use crate::codes::ReturnCode;
 use crate::deck::{Deck, PrefixSet};
@@ -303,6 +308,8 @@ pub struct CallRecord {
     pub voice_quality: Option<i64>,
     pub return_code: u8,
     pub node: String,
+    /// The gateway that carried it (the last one tried); empty when none was.
+    pub gateway: String,
 }
 
 /// Which records to list.
@@ -1101,6 +1108,14 @@ impl Store {
             }
             running = Some((acct, after));
         }
+        // The report summaries of the last week say what their records say.
+        if let Some(until) = self.rolled_until().await? {
+            for day in until - 7..until {
+                report
+                    .problems
+                    .extend(self.recount_day(reports::day_date(day)).await?);
+            }
+        }
         Ok(report)
     }
 
@@ -1109,7 +1124,7 @@ impl Store {
         let mut sql = String::from(
             "SELECT conf_id, session_id, account, ani, access_number, destination, setup_at, connect_at, \
              disconnect_at, billed_seconds, cost, currency, deck, rate_prefix, rate_description, \
-             disconnect_cause, return_code, node, voice_quality FROM call_records WHERE 1 = 1",
+             disconnect_cause, return_code, node, voice_quality, gateway FROM call_records WHERE 1 = 1",
         );
         let mut n = 0;
         if f.account.is_some() {
@@ -1184,6 +1199,7 @@ pub(crate) fn call_record(r: &AnyRow) -> Result<CallRecord, sqlx::Error> {
         voice_quality: r.try_get("voice_quality")?,
         return_code: u8::try_from(r.try_get::<i64, _>("return_code")?).unwrap_or(u8::MAX),
         node: r.try_get("node")?,
+        gateway: r.try_get("gateway")?,
     })
 }
 
