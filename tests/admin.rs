@@ -1731,3 +1731,109 @@ async fn reports_are_scoped_to_the_callers_tenant_and_bad_ranges_are_explained()
     );
     running.stop().await;
 }
+
+/// Every `b2bua_…` metric a dashboard query or alert names, without the suffixes Prometheus
+/// adds to histogram series.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("b2bua_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        names.insert(base.to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_the_alerts_ask_for_metrics_we_serve() {
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dist");
+    let alerts = std::fs::read_to_string(dist.join("prometheus/alerts.yml")).unwrap();
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(dist.join("grafana/b2bua.json")).unwrap())
+            .unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().replace("$instance", ".*"))
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+
+    let (_dir, store, running, api) = start().await;
+    let served = api.call("GET", "/metrics", None, None).await.body;
+    let mut named = metric_names(&alerts);
+    named.extend(exprs.iter().flat_map(|e| metric_names(e)));
+    for name in [
+        "b2bua_store_seconds",
+        "b2bua_rtp_lost_total",
+        "b2bua_gateway_up",
+    ] {
+        assert!(named.contains(name), "{name} in {named:?}");
+    }
+    for name in &named {
+        // OpenMetrics names a counter's family without `_total`.
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        assert!(
+            served.contains(&format!("# TYPE {family} ")),
+            "{name} is not a metric of ours:\n{served}"
+        );
+    }
+    running.stop().await;
+    store.close().await;
+
+    // The dashboard's queries parse: promtool checks them as recording rules.
+    if std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("B2BUA_REQUIRE_PEERS").is_none(),
+            "promtool is not installed (Debian prometheus) and B2BUA_REQUIRE_PEERS is set"
+        );
+        eprintln!(
+            "skipped the query check: promtool is not installed (apt-get install prometheus)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: dashboard:panel_{i}\n        expr: {}\n",
+            serde_json::to_string(e).unwrap()
+        ));
+    }
+    let file = dir.path().join("dashboard.yml");
+    std::fs::write(&file, &rules).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}\n{rules}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And a broken query would have been caught.
+    std::fs::write(&file, "groups:\n  - name: d\n    rules:\n      - record: x:y\n        expr: \"sum(rate(b2bua_calls_total[1m])\"\n").unwrap();
+    assert!(!std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap()
+        .status
+        .success());
+}
