@@ -1837,3 +1837,188 @@ async fn the_dashboard_and_the_alerts_ask_for_metrics_we_serve() {
         .status
         .success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_listed_blocked_whole_and_exported_within_their_tenant() {
+    let (_dir, store, running, api) = start().await;
+    let make = |token: &'static str, body: &'static str| {
+        let api = &api;
+        async move {
+            api.call("POST", "/api/v1/accounts/batch", Some(token), Some(body))
+                .await
+        }
+    };
+    let a = make(
+        FINANCE,
+        r#"{"count": 4, "balance": "5", "digits": 10, "name": "December retail"}"#,
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let cards: Vec<String> = a
+        .body
+        .lines()
+        .skip(1)
+        .map(|l| l[..10].to_string())
+        .collect();
+    let a = make(ACME, r#"{"count": 2, "balance": "1", "digits": 10}"#).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+
+    let list = api
+        .call("GET", "/api/v1/batches", Some(FINANCE), None)
+        .await
+        .json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    let retail = list
+        .iter()
+        .find(|b| b["name"] == "December retail")
+        .unwrap()
+        .clone();
+    let id = retail["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (&retail["cards"], &retail["unused"], &retail["money_left"]),
+        (&json_n(4), &json_n(4), &Value::from("20.00"))
+    );
+    assert_eq!(retail["created_by"], "desk");
+    // The ITSP's batch is named by its id and is the only one the ITSP sees.
+    let own = api
+        .call("GET", "/api/v1/batches", Some(ACME), None)
+        .await
+        .json();
+    assert_eq!(own.as_array().unwrap().len(), 1);
+    assert_eq!(own[0]["tenant"], "acme");
+    assert_eq!(own[0]["name"], own[0]["id"]);
+    let e = api
+        .call("GET", &format!("/api/v1/batches/{id}"), Some(ACME), None)
+        .await
+        .error(404);
+    assert!(e.contains("no batch"), "{e}");
+    let e = api
+        .call(
+            "POST",
+            &format!("/api/v1/batches/{id}/block"),
+            Some(ACME),
+            None,
+        )
+        .await
+        .error(404);
+    assert!(e.contains("no batch"), "{e}");
+    assert_eq!(
+        api.call("GET", "/api/v1/batches?tenant=default", Some(ACME), None)
+            .await
+            .status,
+        403
+    );
+
+    // Block it whole: every card refuses calls, one audit entry says how many.
+    let a = api
+        .call(
+            "POST",
+            &format!("/api/v1/batches/{id}/block"),
+            Some(FINANCE),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let b = a.json();
+    assert_eq!((&b["changed"], &b["blocked"]), (&json_n(4), &json_n(4)));
+    assert_eq!(b["money_left"], "0.00");
+    for c in &cards {
+        assert_eq!(store.account(c).await.unwrap().status.as_str(), "blocked");
+    }
+    let log = store.audit_log(Some(&id), 10).await.unwrap();
+    assert_eq!(
+        (log.len(), log[0].action.as_str(), log[0].detail.as_str()),
+        (1, "batch-block", "cards=4")
+    );
+    let a = api
+        .call(
+            "POST",
+            &format!("/api/v1/batches/{id}/unblock"),
+            Some(FINANCE),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!((&a["changed"], &a["unused"]), (&json_n(4), &json_n(4)));
+
+    // The card list, as JSON and CSV, never with a PIN.
+    let j = api
+        .call(
+            "GET",
+            &format!("/api/v1/batches/{id}/cards"),
+            Some(FINANCE),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(j.as_array().unwrap().len(), 4);
+    assert!(j[0].get("pin").is_none());
+    let csv = api
+        .call(
+            "GET",
+            &format!("/api/v1/batches/{id}/cards?format=csv"),
+            Some(FINANCE),
+            None,
+        )
+        .await;
+    assert!(csv.kind.starts_with("text/csv"));
+    let lines: Vec<&str> = csv.body.lines().collect();
+    assert_eq!(lines[0], "account,status,balance,expires,used");
+    assert_eq!(lines.len(), 5);
+    assert!(
+        lines.contains(&format!("{},active,5.00,,no", cards[0]).as_str()),
+        "{}",
+        csv.body
+    );
+
+    // Bad requests say what is wrong and change nothing.
+    for (m, path, status, why) in [
+        (
+            "GET",
+            "/api/v1/batches/B-nope".to_string(),
+            404,
+            "no batch B-nope",
+        ),
+        (
+            "POST",
+            "/api/v1/batches/drop%20table/block".to_string(),
+            404,
+            "no batch",
+        ),
+        (
+            "GET",
+            format!("/api/v1/batches/{id}/cards?format=xls"),
+            400,
+            "format `xls`",
+        ),
+        (
+            "GET",
+            "/api/v1/batches?limit=0".to_string(),
+            400,
+            "limit must be 1 to 1000",
+        ),
+        (
+            "GET",
+            "/api/v1/batches?colour=red".to_string(),
+            400,
+            "unknown field `colour`",
+        ),
+    ] {
+        let e = api.call(m, &path, Some(FINANCE), None).await.error(status);
+        assert!(e.contains(why), "{path}: {e}");
+    }
+    let e = make(
+        FINANCE,
+        r#"{"count": 1, "balance": "5", "name": "line\nbreak"}"#,
+    )
+    .await
+    .error(422);
+    assert!(e.contains("batch name"), "{e}");
+    assert_eq!(store.batches(None, 10, Utc::now()).await.unwrap().len(), 2);
+    running.stop().await;
+}
+
+fn json_n(n: i64) -> Value {
+    Value::from(n)
+}

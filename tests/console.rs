@@ -2,7 +2,7 @@
 //! (Debian's `chromium` and `chromium-driver`): sign in, find a card by keyboard alone, see
 //! its balance, the money held for a call in progress and its ledger, top it up (once per
 //! reference), block it through its confirmation, create a batch and download its CSV exactly
-//! once; read the reports with known totals, their charts' series and the refusal of bad
+//! once, then block the whole batch from its page; read the reports with known totals, their charts' series and the refusal of bad
 //! ranges, as finance and as an ITSP that sees only its tenant. Without ChromeDriver the test
 //! says so and passes, unless `B2BUA_REQUIRE_PEERS=1` (set by `.ci/run`).
 
@@ -281,17 +281,7 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
         .await
         .unwrap()
         .unwrap();
-    let fetch = |path: String| {
-        let c = c.clone();
-        async move {
-            c.execute_async(
-                "const [p, done] = arguments; fetch(p).then(async r => done([r.status, await r.text()]));",
-                vec![serde_json::json!(path)],
-            )
-            .await
-            .unwrap()
-        }
-    };
+    let fetch = |path: String| fetch(&c, path);
     let first = fetch(href.clone()).await;
     assert_eq!(first[0], 200);
     let csv = first[1].as_str().unwrap().to_string();
@@ -307,15 +297,79 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
     c.refresh().await.unwrap();
     assert!(text(&c, "#gone").await.contains("already been downloaded"));
 
+    // The batch is on the batch list; blocking it (after its confirmation) blocks all three.
+    c.goto(&format!("{base}/console/batches")).await.unwrap();
+    let rows = text(&c, "#batches tbody").await;
+    assert!(rows.contains("5.00"), "{rows}");
+    c.find(Locator::Css("#batches tbody a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text(&c, "#cards").await, "3");
+    assert_eq!(text(&c, "#unused").await, "3");
+    assert_eq!(text(&c, "#money-left").await, "15.00 USD");
+    let batch = text(&c, "#batch").await;
+    let before = page(&c).await;
+    c.find(Locator::Id("block-batch"))
+        .await
+        .unwrap()
+        .send_keys(ENTER)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get_alert_text().await.unwrap(),
+        "Block all 3 cards of this batch?"
+    );
+    c.accept_alert().await.unwrap();
+    replaced(before).await;
+    assert!(
+        text(&c, "#msg")
+            .await
+            .starts_with("Blocked 3 cards of batch"),
+        "{}",
+        text(&c, "#msg").await
+    );
+    assert_eq!(text(&c, "#blocked").await, "3");
+    assert_eq!(text(&c, "#money-left").await, "0.00 USD");
+    for l in &lines[1..] {
+        let card = l.split(',').next().unwrap();
+        assert_eq!(
+            store.account(card).await.unwrap().status.as_str(),
+            "blocked",
+            "{card} of {batch}"
+        );
+    }
+    // Its card list downloads as often as wanted, and never holds a PIN.
+    let href = c
+        .find(Locator::Id("export"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    for _ in 0..2 {
+        let got = fetch(href.clone()).await;
+        assert_eq!(got[0], 200);
+        let list = got[1].as_str().unwrap();
+        assert!(
+            list.starts_with("account,status,balance,expires,used"),
+            "{list}"
+        );
+        assert_eq!(list.matches(",blocked,").count(), 3, "{list}");
+    }
+
     // Every change is the clerk's in the audit log.
     let log: Vec<(String, String)> = store
-        .audit_log(None, 10)
+        .audit_log(None, 20)
         .await
         .unwrap()
         .into_iter()
         .map(|e| (e.actor, e.action))
         .collect();
-    for action in ["topup", "block", "batch"] {
+    for action in ["topup", "block", "batch", "batch-block"] {
         assert!(
             log.iter().any(|(who, a)| who == "desk" && a == action),
             "{log:?}"
@@ -418,7 +472,7 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
         .unwrap()
         .contains("no account 999999"));
     assert_eq!(
-        store.audit_log(None, 10).await.unwrap().len(),
+        store.audit_log(None, 20).await.unwrap().len(),
         log.len(),
         "nothing more was done"
     );
@@ -446,6 +500,16 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
     assert_eq!(r.status().as_u16(), 303, "signed out");
     server.stop().await;
     drop(driver);
+}
+
+/// `[status, body]` of a GET the page itself makes (with its session cookie).
+async fn fetch(c: &Client, path: String) -> serde_json::Value {
+    c.execute_async(
+        "const [p, done] = arguments; fetch(p).then(async r => done([r.status, await r.text()]));",
+        vec![serde_json::json!(path)],
+    )
+    .await
+    .unwrap()
 }
 
 /// Signs `c` in with `token` and waits for the search page.
@@ -595,13 +659,7 @@ async fn finance_reads_the_reports_and_an_itsp_sees_only_its_own() {
         .await
         .unwrap()
         .unwrap();
-    let got = c
-        .execute_async(
-            "const [p, done] = arguments; fetch(p).then(async r => done([r.status, await r.text()]));",
-            vec![serde_json::json!(href)],
-        )
-        .await
-        .unwrap();
+    let got = fetch(&c, href).await;
     assert_eq!(got[0], 200);
     let csv = got[1].as_str().unwrap();
     assert!(

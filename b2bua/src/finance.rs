@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use rating::batch::{draw_cards, expires_after, last_day, write_batch_csv};
 use rating::deck::{parse_prefix_csv, parse_rates_csv};
-use rating::store::{Account, LedgerKind, NewAccount, Posting, RecordFilter, Redirect};
+use rating::store::{Account, LedgerKind, NewAccount, NewBatch, Posting, RecordFilter, Redirect};
 use rating::{Money, ReturnCode, Store, StoreConfig};
 use std::io::Write;
 use std::path::PathBuf;
@@ -228,6 +228,9 @@ pub struct BatchSpec {
     expires: Option<String>,
     #[arg(long, default_value = "default")]
     tenant: String,
+    /// What finance calls the batch (default: its id).
+    #[arg(long, default_value = "")]
+    name: String,
 }
 
 /// Generates the cards and writes the CSV beside its final name first; only when the database
@@ -270,16 +273,20 @@ async fn batch(store: &Store, spec: BatchSpec) -> Result<()> {
             ProgressStyle::with_template("{bar:40} {pos}/{len} cards {eta}")
                 .expect("valid template"),
         );
+        let batch = NewBatch {
+            name: spec.name.clone(),
+            created_by: "cli".into(),
+        };
         match store
-            .create_accounts_with_progress(&cards, Utc::now(), || bar.inc(1))
+            .create_batch(&batch, &cards, Utc::now(), || bar.inc(1), None)
             .await
         {
-            Ok(()) => {
+            Ok(id) => {
                 bar.finish_and_clear();
                 tmp.persist_noclobber(&spec.out)
                     .map_err(|e| anyhow!("the cards exist but the CSV could not be saved: {e}"))?;
                 println!(
-                    "created {} cards with {balance} {} each; numbers and PINs are in {} (the only copy of the PINs)",
+                    "created batch {id}: {} cards with {balance} {} each; numbers and PINs are in {} (the only copy of the PINs)",
                     spec.count,
                     spec.currency,
                     spec.out.display()

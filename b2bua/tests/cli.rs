@@ -300,10 +300,15 @@ fn batch_cards_csv_is_the_only_copy_of_the_pins() {
         "25",
         "--balance",
         "5",
+        "--name",
+        "Kiosk run",
         "--out",
         "cards.csv",
     ]);
-    assert!(out.contains("created 25 cards"), "{out}");
+    assert!(
+        out.contains("created batch B-") && out.contains(": 25 cards"),
+        "{out}"
+    );
     let csv = std::fs::read_to_string(cli.dir.path().join("cards.csv")).unwrap();
     let rows: Vec<Vec<&str>> = csv
         .lines()
@@ -349,6 +354,22 @@ fn batch_cards_csv_is_the_only_copy_of_the_pins() {
         ])
         .contains("--count"));
     assert!(!Path::new(&cli.dir.path().join("x.csv")).exists());
+    // A name that is not one line of text is refused, and neither cards nor file are made.
+    assert!(cli
+        .fails(&[
+            "card",
+            "batch",
+            "--count",
+            "2",
+            "--balance",
+            "5",
+            "--name",
+            "two\nlines",
+            "--out",
+            "y.csv"
+        ])
+        .contains("batch name"));
+    assert!(!Path::new(&cli.dir.path().join("y.csv")).exists());
     assert!(cli
         .ok(&["ledger", "check"])
         .contains("25 cards, 25 ledger rows"));

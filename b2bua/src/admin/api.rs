@@ -17,7 +17,7 @@ use prompts::upload::UploadReport;
 use rating::batch::{draw_cards, expires_after, last_day, write_batch_csv};
 use rating::deck::parse_rates_csv;
 use rating::store::{
-    AccessRow, Account, AuditEntry, LedgerKind, NewAccount, Posting, RecordFilter,
+    AccessRow, Account, AuditEntry, LedgerKind, NewAccount, NewBatch, Posting, RecordFilter,
 };
 use rating::Money;
 use serde::Deserialize;
@@ -59,6 +59,11 @@ const API: &[(&str, &str, Handler)] = route_table![
     get "/api/v1/calls" => calls,
     get "/api/v1/reports/{report}" => report,
     get "/api/v1/accounts/{account}/reservations" => reservations,
+    get "/api/v1/batches" => super::batches::list,
+    get "/api/v1/batches/{id}" => super::batches::show,
+    post "/api/v1/batches/{id}/block" => super::batches::block,
+    post "/api/v1/batches/{id}/unblock" => super::batches::unblock,
+    get "/api/v1/batches/{id}/cards" => super::batches::cards,
     put "/api/v1/rate-decks/{name}" => rate_deck,
     get "/api/v1/prompt-sets/{tenant}" => prompt_set,
     put "/api/v1/prompt-sets/{tenant}" => upload_prompt_set;
@@ -106,7 +111,7 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 }
 
 /// A query string, or a 400 that says what is wrong with it.
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(v)| v)
         .map_err(|e| ApiError::bad(e.body_text()))
 }
@@ -351,6 +356,9 @@ pub(super) struct Batch {
     pub(super) language: String,
     pub(super) expires: Option<String>,
     pub(super) tenant: Option<String>,
+    /// What finance calls the batch; empty: its id.
+    #[serde(default)]
+    pub(super) name: String,
 }
 
 fn twelve() -> usize {
@@ -368,29 +376,30 @@ async fn batch(
     who: Caller,
     b: Result<Json<Batch>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let (csv, _) = create_batch(&s, &who, body(b)?).await?;
+    let (csv, _, id) = create_batch(&s, &who, body(b)?).await?;
     Ok((
         StatusCode::CREATED,
         [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                "attachment; filename=\"cards.csv\"",
+                format!("attachment; filename=\"{id}.csv\""),
             ),
-            (header::CACHE_CONTROL, "no-store"),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+            (header::LOCATION, format!("/api/v1/batches/{id}")),
         ],
         csv,
     )
         .into_response())
 }
 
-/// Draws and creates a batch of cards: their CSV (the only copy of the PINs) and the first
-/// card number. Shared by the API and the console.
+/// Draws and creates a batch of cards: their CSV (the only copy of the PINs), the first
+/// card number and the batch's id. Shared by the API and the console.
 pub(super) async fn create_batch(
     s: &Shared,
     who: &Caller,
     b: Batch,
-) -> Result<(Vec<u8>, String), ApiError> {
+) -> Result<(Vec<u8>, String, String), ApiError> {
     if !(1..=MAX_BATCH).contains(&b.count) {
         return Err(ApiError::bad(format!("count must be 1 to {MAX_BATCH}")));
     }
@@ -409,8 +418,8 @@ pub(super) async fn create_batch(
         let cards = draw_cards(b.count, b.digits, b.pin_digits, &t);
         let first = cards[0].account.clone();
         let detail = format!(
-            "count={} balance={} {} tenant={} first={first}",
-            b.count, t.balance, t.currency, t.tenant
+            "count={} balance={} {} tenant={} first={first} name={}",
+            b.count, t.balance, t.currency, t.tenant, b.name
         );
         let mut audit = entry(who, "batch", &first, detail);
         let total = Money::from_micros(
@@ -419,16 +428,20 @@ pub(super) async fn create_batch(
                 .saturating_mul(i64::try_from(b.count).unwrap_or(i64::MAX)),
         );
         audit.allowance = allowance(s, who, total)?;
+        let batch = NewBatch {
+            name: b.name.clone(),
+            created_by: who.name.clone(),
+        };
         match s
             .store
-            .create_accounts_audited(&cards, Utc::now(), &audit)
+            .create_batch(&batch, &cards, Utc::now(), || {}, Some(&audit))
             .await
         {
-            Ok(()) => {
+            Ok(id) => {
                 let mut csv = Vec::new();
                 write_batch_csv(&mut csv, &cards)
                     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-                return Ok((csv, first));
+                return Ok((csv, first, id));
             }
             // A number already taken: draw again.
             Err(rating::StoreError::Conflict(m)) => last = Some(m),

@@ -11,6 +11,7 @@
 //! for `admin.session_minutes` and forgotten at sign-out; forms are also refused when the
 //! browser says they come from another origin.
 
+mod batches;
 mod reports;
 
 use super::api::{self, Batch, TopUp};
@@ -21,6 +22,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use batches::{batch_cards, batch_detail, batches_page, block_batch, unblock_batch};
 use rating::store::Account;
 use reports::{report_csv, report_page};
 use serde::Deserialize;
@@ -58,6 +60,11 @@ pub(super) fn router(state: Shared) -> Router {
         .route("/console/batch", get(batch_page).post(batch))
         .route("/console/batch/{id}", get(batch_done))
         .route("/console/batch/{id}/cards.csv", get(download))
+        .route("/console/batches", get(batches_page))
+        .route("/console/batches/{id}", get(batch_detail))
+        .route("/console/batches/{id}/block", post(block_batch))
+        .route("/console/batches/{id}/unblock", post(unblock_batch))
+        .route("/console/batches/{id}/cards.csv", get(batch_cards))
         .with_state(state)
 }
 
@@ -141,7 +148,7 @@ fn page(title: &str, who: Option<&Caller>, flash: &Flash, body: &str) -> String 
         let _ = write!(
             h,
             "<a href=\"/console\">Find a card</a> <a href=\"/console/reports\">Reports</a> \
-             <a href=\"/console/batch\">New batch</a> \
+             <a href=\"/console/batches\">Batches</a> <a href=\"/console/batch\">New batch</a> \
              <span class=\"who\">signed in as {} ({}) \
              <form method=\"post\" action=\"/console/logout\" style=\"display:inline\">\
              <button type=\"submit\">Sign out</button></form></span>",
@@ -196,6 +203,15 @@ fn html(status: StatusCode, body: String) -> Response {
 struct Flash {
     msg: Option<String>,
     error: Option<String>,
+}
+
+/// A page that says only why the request was refused, with the refusal's status.
+fn error_page(title: &str, who: &Caller, e: ApiError) -> Response {
+    let flash = Flash {
+        error: Some(e.1),
+        msg: None,
+    };
+    html(e.0, page(title, Some(who), &flash, ""))
 }
 
 /// Where to go after an action, with what to say there.
@@ -581,6 +597,7 @@ async fn batch_page(Clerk(who): Clerk, Query(f): Query<Flash>) -> Response {
          <p><label for=\"expires\">Last day (optional)</label> <input id=\"expires\" name=\"expires\" type=\"date\"></p>\
          <p><label for=\"digits\">Card digits</label> <input id=\"digits\" name=\"digits\" type=\"number\" min=\"6\" max=\"20\" value=\"12\" required></p>\
          <p><label for=\"pin_digits\">PIN digits</label> <input id=\"pin_digits\" name=\"pin_digits\" type=\"number\" min=\"4\" max=\"12\" value=\"4\" required></p>\
+         <p><label for=\"name\">Name (optional)</label> <input id=\"name\" name=\"name\" maxlength=\"80\" placeholder=\"December retail 5 USD\"></p>\
          {tenant}<p><button type=\"submit\" id=\"create\">Create the batch</button></p></form>\
          <p>The PINs are shown only in the batch's CSV, which can be downloaded once.</p>"
     );
@@ -600,6 +617,8 @@ struct BatchForm {
     pin_digits: String,
     #[serde(default)]
     tenant: String,
+    #[serde(default)]
+    name: String,
 }
 
 async fn batch(State(s): State<Shared>, Clerk(who): Clerk, Form(f): Form<BatchForm>) -> Response {
@@ -618,6 +637,7 @@ async fn batch(State(s): State<Shared>, Clerk(who): Clerk, Form(f): Form<BatchFo
             language: f.language.trim().to_string(),
             expires: Some(f.expires.trim().to_string()).filter(|e| !e.is_empty()),
             tenant: Some(f.tenant.trim().to_string()).filter(|t| !t.is_empty()),
+            name: f.name.trim().to_string(),
         })
     })();
     let b = match parsed {
@@ -626,14 +646,16 @@ async fn batch(State(s): State<Shared>, Clerk(who): Clerk, Form(f): Form<BatchFo
     };
     let count = b.count;
     match api::create_batch(&s, &who, b).await {
-        Ok((csv, first)) => {
+        Ok((csv, first, batch)) => {
             let id = uuid::Uuid::new_v4().simple().to_string();
             let mut d = s.downloads.lock().unwrap_or_else(|e| e.into_inner());
             d.retain(|_, (_, at, _)| at.elapsed() < DOWNLOAD_TTL);
             d.insert(id.clone(), (who.name.clone(), Instant::now(), csv));
             back(
                 &format!("/console/batch/{id}"),
-                Ok(format!("Created {count} cards, the first {first}.")),
+                Ok(format!(
+                    "Created {count} cards, the first {first}, as batch {batch}."
+                )),
             )
         }
         Err(e) => back("/console/batch", Err(error_text(e))),
@@ -662,6 +684,7 @@ async fn batch_done(
     } else {
         "<p id=\"gone\">This batch's CSV has already been downloaded, or has expired.</p>".into()
     };
+    let body = format!("{body}<p><a href=\"/console/batches\">All batches</a></p>");
     html(StatusCode::OK, page("Batch created", Some(&who), &f, &body))
 }
 

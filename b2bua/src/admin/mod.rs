@@ -9,6 +9,7 @@
 //! own tenant's cards and access numbers (others look absent) and its own prompt set.
 
 mod api;
+mod batches;
 mod chart;
 mod console;
 mod reports;
@@ -91,7 +92,9 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         let status = match &e {
-            StoreError::NoAccount(_) | StoreError::NoReservation(_) => StatusCode::NOT_FOUND,
+            StoreError::NoAccount(_) | StoreError::NoReservation(_) | StoreError::NoBatch(_) => {
+                StatusCode::NOT_FOUND
+            }
             StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             StoreError::Conflict(_) => StatusCode::CONFLICT,
             StoreError::OverAllowance(_) => StatusCode::FORBIDDEN,

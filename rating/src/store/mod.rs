@@ -7,6 +7,7 @@
 mod access;
 mod audit;
 mod authorize;
+mod batches;
 mod decks;
 mod outbox;
 mod reports;
@@ -17,6 +18,7 @@ pub use authorize::{
     AccountAnswer, AuthRequest, CallAnswer, CallEnd, CallRequest, Extension, OpenReservation,
     Quote, RateInfo, Reservation, Settlement, SweepReport,
 };
+pub use batches::{check_batch_id, BatchCard, BatchSummary, NewBatch};
 pub use decks::ImportSummary;
 pub use outbox::Queued;
 pub use reports::{
@@ -102,6 +104,8 @@ pub enum StoreError {
     Conflict(String),
     #[error("no reservation {0}")]
     NoReservation(String),
+    #[error("no batch {0}")]
+    NoBatch(String),
     /// An ITSP's daily allowance for new money would be passed.
     #[error("{0}")]
     OverAllowance(String),
@@ -608,11 +612,28 @@ impl Store {
         Ok(())
     }
 
+    /// Inserts `cards` (of batch `batch`, if any) in `tx`, calling `tick` after each.
+    async fn insert_accounts(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        cards: &[NewAccount],
+        now: i64,
+        batch: Option<&str>,
+        mut tick: impl FnMut(),
+    ) -> Result<(), StoreError> {
+        for n in cards {
+            self.insert_account(tx, n, now, batch).await?;
+            tick();
+        }
+        Ok(())
+    }
+
     async fn insert_account(
         &self,
         tx: &mut Transaction<'static, Any>,
         n: &NewAccount,
         now: i64,
+        batch: Option<&str>,
     ) -> Result<(), StoreError> {
         let salt = pin::new_salt();
         // A PIN-less card gets a random PIN nobody knows, so PIN entry can never match it.
@@ -624,8 +645,8 @@ impl Store {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO accounts (account, pin_salt, pin_hash, pinless, status, expires_at, currency, \
              balance, credit_limit, max_calls, language, tenant, rate_deck, tollfree_only, created_at, \
-             any_tenant) \
-             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             any_tenant, batch_id) \
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
              RETURNING id",
         )
         .bind(&n.account)
@@ -643,6 +664,7 @@ impl Store {
         .bind(i64::from(n.tollfree_only))
         .bind(now)
         .bind(i64::from(n.any_tenant))
+        .bind(batch)
         .fetch_one(&mut **tx)
         .await
         .map_err(|e| {
@@ -718,10 +740,8 @@ impl Store {
             self.validate_new(n)?;
         }
         let mut tx = self.pool.begin().await?;
-        for n in cards {
-            self.insert_account(&mut tx, n, ms(now)).await?;
-            tick();
-        }
+        self.insert_accounts(&mut tx, cards, ms(now), None, &mut tick)
+            .await?;
         audit::audit_in(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())

@@ -2,7 +2,7 @@
 //! `admin::reports`), with a range form, a chart where a picture says it faster, the table
 //! below it and a CSV download of exactly that table.
 
-use super::{enc, esc, html, money_cell, page, Clerk, Flash};
+use super::{enc, error_page, esc, html, money_cell, page, Clerk, Flash};
 use crate::admin::chart::{bars, Bar};
 use crate::admin::reports::{build, Ask, Cell, Kind, Report};
 use crate::admin::Shared;
@@ -68,11 +68,7 @@ pub(super) async fn report_page(
     }) {
         Ok(k) => k,
         Err(e) => {
-            let flash = Flash {
-                error: Some(e.1),
-                msg: None,
-            };
-            return html(e.0, page("Reports", Some(&who), &flash, ""));
+            return error_page("Reports", &who, e);
         }
     };
     let built = build(&s, &who, kind, &f.ask()).await;
@@ -127,11 +123,7 @@ pub(super) async fn report_csv(
     let r = match r {
         Ok(r) => r,
         Err(e) => {
-            let flash = Flash {
-                error: Some(e.1),
-                msg: None,
-            };
-            return html(e.0, page("Reports", Some(&who), &flash, ""));
+            return error_page("Reports", &who, e);
         }
     };
     match r.csv() {
