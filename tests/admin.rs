@@ -2022,3 +2022,154 @@ async fn batches_are_listed_blocked_whole_and_exported_within_their_tenant() {
 fn json_n(n: i64) -> Value {
     Value::from(n)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cards_story_links_its_calls_and_finance_refunds_with_a_reason() {
+    let (_dir, store, running, api) = start().await;
+    let at = Utc::now() - chrono::Duration::seconds(100);
+    settled_call(
+        &store,
+        "000070",
+        Some("1234"),
+        "12125550100",
+        at,
+        60,
+        "gw-a",
+    )
+    .await;
+    let calls = api
+        .call("GET", "/api/v1/calls?account=000070", Some(FINANCE), None)
+        .await
+        .json();
+    let conf = calls[0]["conf_id"].as_str().unwrap().to_string();
+    // The ledger's call entry names the call; the call names its rate row and gateway.
+    let ledger = api
+        .call("GET", "/api/v1/accounts/000070/ledger", Some(FINANCE), None)
+        .await
+        .json();
+    assert!(
+        ledger
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "call" && e["reference"] == conf.as_str()),
+        "{ledger}"
+    );
+    let c = api
+        .call("GET", &format!("/api/v1/calls/{conf}"), Some(FINANCE), None)
+        .await;
+    assert_eq!(c.status, 200, "{}", c.body);
+    let c = c.json();
+    assert_eq!(
+        (&c["gateway"], &c["billed_seconds"], &c["cost"]),
+        (
+            &Value::from("gw-a"),
+            &Value::from(60),
+            &Value::from("0.015")
+        )
+    );
+    assert!(
+        c["rate_description"]
+            .as_str()
+            .unwrap()
+            .contains("North America"),
+        "{c}"
+    );
+    assert_eq!(c["radius_accounting"], Value::Array(vec![]));
+    // Another tenant's call is no call at all to an ITSP.
+    let e = api
+        .call("GET", &format!("/api/v1/calls/{conf}"), Some(ACME), None)
+        .await
+        .error(404);
+    assert!(e.contains("no call record"), "{e}");
+
+    let post = |token: &'static str, body: &'static str| {
+        let api = &api;
+        async move {
+            api.call(
+                "POST",
+                "/api/v1/accounts/000070/adjustments",
+                Some(token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let r = post(
+        FINANCE,
+        r#"{"kind": "refund", "amount": "0.015", "reference": "TKT-1", "note": "dropped call"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["balance"], "32.91");
+    // Once per reference.
+    let r = post(
+        FINANCE,
+        r#"{"kind": "refund", "amount": "0.015", "reference": "TKT-1", "note": "dropped call"}"#,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["applied"].clone()),
+        (200, Value::from(false))
+    );
+    let r = post(
+        FINANCE,
+        r#"{"kind": "adjustment", "amount": "-0.91", "reference": "ADJ-1", "note": "rounding"}"#,
+    )
+    .await;
+    assert_eq!(r.json()["balance"], "32.00");
+    for (body, status, why) in [
+        (
+            r#"{"kind": "refund", "amount": "1", "reference": "TKT-2", "note": " "}"#,
+            400,
+            "note: say why",
+        ),
+        (
+            r#"{"kind": "refund", "amount": "-1", "reference": "TKT-3", "note": "x"}"#,
+            400,
+            "amount:",
+        ),
+        (
+            r#"{"kind": "adjustment", "amount": "0", "reference": "TKT-4", "note": "x"}"#,
+            400,
+            "moves nothing",
+        ),
+        (
+            r#"{"kind": "bonus", "amount": "1", "reference": "TKT-5", "note": "x"}"#,
+            400,
+            "kind `bonus`",
+        ),
+        (
+            r#"{"kind": "refund", "amount": "1", "reference": "TKT-6"}"#,
+            422,
+            "note",
+        ),
+    ] {
+        let e = post(FINANCE, body).await.error(status);
+        assert!(e.contains(why), "{body}: {e}");
+    }
+    let e = post(
+        ACME,
+        r#"{"kind": "refund", "amount": "1", "reference": "TKT-7", "note": "x"}"#,
+    )
+    .await
+    .error(403);
+    assert!(e.contains("finance or admin"), "{e}");
+    assert_eq!(
+        store.account("000070").await.unwrap().balance.to_string(),
+        "32.00"
+    );
+    let log = store.audit_log(Some("000070"), 10).await.unwrap();
+    let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["adjust", "refund"],
+        "the repeat is not a second change"
+    );
+    assert!(
+        log[1].detail.contains("note=dropped call"),
+        "{}",
+        log[1].detail
+    );
+    running.stop().await;
+}

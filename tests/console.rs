@@ -2,7 +2,8 @@
 //! (Debian's `chromium` and `chromium-driver`): sign in, find a card by keyboard alone, see
 //! its balance, the money held for a call in progress and its ledger, top it up (once per
 //! reference), block it through its confirmation, create a batch and download its CSV exactly
-//! once, then block the whole batch from its page; read the reports with known totals, their charts' series and the refusal of bad
+//! once, then block the whole batch from its page; follow a card's call from its ledger to
+//! its record and refund it with a required reason; read the reports with known totals, their charts' series and the refusal of bad
 //! ranges, as finance and as an ITSP that sees only its tenant. Without ChromeDriver the test
 //! says so and passes, unless `B2BUA_REQUIRE_PEERS=1` (set by `.ci/run`).
 
@@ -667,6 +668,59 @@ async fn finance_reads_the_reports_and_an_itsp_sees_only_its_own() {
         "{csv}"
     );
 
+    // The card's story: its calls, each ledger call entry linked to the call's record.
+    c.goto(&format!("{base}/console/cards/000070"))
+        .await
+        .unwrap();
+    let calls = text(&c, "#calls").await;
+    assert!(
+        calls.contains("12125550199") && calls.contains("gw-a"),
+        "{calls}"
+    );
+    c.find(Locator::Css("#ledger tbody a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text(&c, "#gateway").await, "gw-a");
+    assert!(text(&c, "#rate").await.contains("North America"));
+    assert!(text(&c, "#code").await.starts_with("0 "));
+    assert_eq!(
+        text(&c, "#radius").await,
+        "No RADIUS records for this call."
+    );
+    // A refund needs a reason: a blank one is explained and moves nothing.
+    c.goto(&format!("{base}/console/cards/000070"))
+        .await
+        .unwrap();
+    let before = page(&c).await;
+    c.find(Locator::Id("adj-amount"))
+        .await
+        .unwrap()
+        .send_keys(&format!("0.05{TAB}TKT-9{TAB} {ENTER}"))
+        .await
+        .unwrap();
+    replaced(before).await;
+    assert!(text(&c, "#error").await.contains("say why"));
+    let balance = text(&c, "#balance").await;
+    let before = page(&c).await;
+    c.find(Locator::Id("adj-amount"))
+        .await
+        .unwrap()
+        .send_keys(&format!("0.05{TAB}TKT-9{TAB}line dropped{ENTER}"))
+        .await
+        .unwrap();
+    replaced(before).await;
+    assert!(
+        text(&c, "#msg")
+            .await
+            .starts_with("Posted a refund of 0.05 USD"),
+        "{} (was {balance})",
+        text(&c, "#msg").await
+    );
+    assert!(text(&c, "#ledger").await.contains("line dropped"));
+
     // Signed in as the ITSP: its own tenant only, with no way to ask for another.
     c.find(Locator::Css("header button"))
         .await
@@ -679,6 +733,14 @@ async fn finance_reads_the_reports_and_an_itsp_sees_only_its_own() {
     assert!(c.find(Locator::Id("tenant")).await.is_err());
     assert_eq!(text(&c, "#total-answered").await, "1");
     assert_eq!(text(&c, "#total-revenue").await, "0.04");
+    c.goto(&format!("{base}/console/cards/100001"))
+        .await
+        .unwrap();
+    assert!(
+        c.find(Locator::Id("adjust")).await.is_err(),
+        "finance's form only"
+    );
+    assert!(text(&c, "#calls").await.contains("442071234567"));
     c.goto(&format!(
         "{base}/console/reports?report=gateways&tenant=default"
     ))

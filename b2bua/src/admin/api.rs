@@ -17,7 +17,8 @@ use prompts::upload::UploadReport;
 use rating::batch::{draw_cards, expires_after, last_day, write_batch_csv};
 use rating::deck::parse_rates_csv;
 use rating::store::{
-    AccessRow, Account, AuditEntry, LedgerKind, NewAccount, NewBatch, Posting, RecordFilter,
+    AccessRow, Account, AuditEntry, CallRecord, LedgerKind, NewAccount, NewBatch, Posting,
+    RecordFilter,
 };
 use rating::Money;
 use serde::Deserialize;
@@ -55,8 +56,10 @@ const API: &[(&str, &str, Handler)] = route_table![
     post "/api/v1/accounts/{account}/block" => block,
     post "/api/v1/accounts/{account}/unblock" => unblock,
     post "/api/v1/accounts/{account}/topups" => topup,
+    post "/api/v1/accounts/{account}/adjustments" => adjustment,
     get "/api/v1/accounts/{account}/ledger" => ledger,
     get "/api/v1/calls" => calls,
+    get "/api/v1/calls/{conf_id}" => call_detail,
     get "/api/v1/reports/{report}" => report,
     get "/api/v1/accounts/{account}/reservations" => reservations,
     get "/api/v1/batches" => super::batches::list,
@@ -546,6 +549,26 @@ pub(super) struct ToppedUp {
     pub(super) currency: String,
 }
 
+/// What a posting did, with the card's balance after it.
+async fn posted(
+    s: &Shared,
+    account: &str,
+    posting: Posting,
+    currency: String,
+) -> Result<ToppedUp, ApiError> {
+    let (applied, entry) = match posting {
+        Posting::Applied(e) => (true, e),
+        Posting::AlreadyApplied(e) => (false, e),
+    };
+    let balance = s.store.account(account).await?.balance;
+    Ok(ToppedUp {
+        applied,
+        entry,
+        balance,
+        currency,
+    })
+}
+
 /// Tops up a card the caller may see, idempotently by reference, exactly as the command line
 /// does. Shared by the API and the console.
 pub(super) async fn top_up(
@@ -572,17 +595,7 @@ pub(super) async fn top_up(
             &audit,
         )
         .await?;
-    let (applied, entry) = match posting {
-        Posting::Applied(e) => (true, e),
-        Posting::AlreadyApplied(e) => (false, e),
-    };
-    let balance = s.store.account(account).await?.balance;
-    Ok(ToppedUp {
-        applied,
-        entry,
-        balance,
-        currency: a.currency,
-    })
+    posted(s, account, posting, a.currency).await
 }
 
 #[derive(Deserialize)]
@@ -718,32 +731,175 @@ async fn calls(
             )
                 .into_response())
         }
-        "json" => Ok(Json(Value::Array(
-            recs.iter()
-                .map(|r| {
-                    json!({
-                        "conf_id": r.conf_id,
-                        "session_id": r.session_id,
-                        "account": r.account,
-                        "ani": r.ani,
-                        "access_number": r.access_number,
-                        "destination": r.destination,
-                        "setup_at": r.setup_at.to_rfc3339(),
-                        "connect_at": r.connect_at.map(|t| t.to_rfc3339()),
-                        "disconnect_at": r.disconnect_at.map(|t| t.to_rfc3339()),
-                        "billed_seconds": r.billed_seconds,
-                        "cost": r.cost.to_string(),
-                        "currency": r.currency,
-                        "rate_prefix": r.rate_prefix,
-                        "disconnect_cause": r.disconnect_cause,
-                        "return_code": r.return_code,
-                    })
-                })
-                .collect(),
-        ))
-        .into_response()),
+        "json" => Ok(Json(Value::Array(recs.iter().map(record_json).collect())).into_response()),
         other => Err(ApiError::bad(format!("format `{other}`: use json or csv"))),
     }
+}
+
+fn record_json(r: &CallRecord) -> Value {
+    json!({
+        "conf_id": r.conf_id,
+        "session_id": r.session_id,
+        "account": r.account,
+        "ani": r.ani,
+        "access_number": r.access_number,
+        "destination": r.destination,
+        "setup_at": r.setup_at.to_rfc3339(),
+        "connect_at": r.connect_at.map(|t| t.to_rfc3339()),
+        "disconnect_at": r.disconnect_at.map(|t| t.to_rfc3339()),
+        "billed_seconds": r.billed_seconds,
+        "cost": r.cost.to_string(),
+        "currency": r.currency,
+        "rate_prefix": r.rate_prefix,
+        "rate_description": r.rate_description,
+        "deck": r.deck,
+        "gateway": r.gateway,
+        "node": r.node,
+        "disconnect_cause": r.disconnect_cause,
+        "return_code": r.return_code,
+    })
+}
+
+/// One call's record with the RADIUS accounting records kept for it. An ITSP sees its own
+/// cards' calls only; another's is "no call record", as an unknown one.
+pub(super) async fn call_story(
+    s: &Shared,
+    who: &Caller,
+    conf_id: &str,
+) -> Result<(CallRecord, Vec<rating::store::AccountingRecord>), ApiError> {
+    let missing = || ApiError::new(StatusCode::NOT_FOUND, format!("no call record {conf_id}"));
+    if conf_id.len() > 128 {
+        return Err(missing());
+    }
+    let r = s.store.call_record(conf_id).await?.ok_or_else(missing)?;
+    if who.tenant().is_some() && visible(s, who, &r.account).await.is_err() {
+        return Err(missing());
+    }
+    let radius = s.store.accounting_records(conf_id).await?;
+    Ok((r, radius))
+}
+
+async fn call_detail(
+    State(s): State<Shared>,
+    who: Caller,
+    Path(conf_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (r, radius) = call_story(&s, &who, &conf_id).await?;
+    let mut v = record_json(&r);
+    v["radius_accounting"] = Value::Array(
+        radius
+            .iter()
+            .map(|a| {
+                json!({
+                    "leg": a.leg,
+                    "status": a.status,
+                    "client": a.client,
+                    "received_at": a.received_at.to_rfc3339(),
+                    "outcome": a.outcome,
+                    "attributes": a.attributes,
+                })
+            })
+            .collect(),
+    );
+    Ok(Json(v))
+}
+
+/// A refund (money back to the card, positive) or an adjustment (either sign) by finance,
+/// idempotent by reference like a top-up, with the reason required.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Adjust {
+    pub(super) kind: String,
+    pub(super) amount: String,
+    pub(super) reference: String,
+    pub(super) note: String,
+}
+
+/// Posts a refund or adjustment on a card: admin and finance only (an ITSP's money comes
+/// from its top-ups, which its allowance limits). Shared by the API and the console.
+pub(super) async fn adjust(
+    s: &Shared,
+    who: &Caller,
+    account: &str,
+    a: Adjust,
+) -> Result<ToppedUp, ApiError> {
+    if who.tenant().is_some() {
+        return Err(ApiError::forbidden(
+            "refunds and adjustments are made by finance or admin tokens",
+        ));
+    }
+    let (kind, amount) = match a.kind.as_str() {
+        "refund" => (
+            LedgerKind::Refund,
+            Money::parse_positive(&a.amount).map_err(|e| ApiError::bad(format!("amount: {e}")))?,
+        ),
+        "adjustment" => {
+            let m = money("amount", &a.amount, true)?;
+            if m == Money::ZERO {
+                return Err(ApiError::bad("amount: an adjustment of 0 moves nothing"));
+            }
+            (LedgerKind::Adjustment, m)
+        }
+        other => {
+            return Err(ApiError::bad(format!(
+                "kind `{}` is not refund or adjustment",
+                other.chars().take(20).collect::<String>()
+            )))
+        }
+    };
+    if a.note.trim().is_empty() {
+        return Err(ApiError::bad("note: say why (it is kept in the ledger)"));
+    }
+    let acct = visible(s, who, account).await?;
+    let detail = format!(
+        "amount={} {} reference={} note={}",
+        amount, acct.currency, a.reference, a.note
+    );
+    let action = if kind == LedgerKind::Refund {
+        "refund"
+    } else {
+        "adjust"
+    };
+    let audit = entry(who, action, account, detail);
+    let posting = s
+        .store
+        .post_audited(
+            account,
+            kind,
+            amount,
+            &a.reference,
+            a.note.trim(),
+            Utc::now(),
+            &audit,
+        )
+        .await?;
+    posted(s, account, posting, acct.currency).await
+}
+
+async fn adjustment(
+    State(s): State<Shared>,
+    who: Caller,
+    Path(account): Path<String>,
+    b: Result<Json<Adjust>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let t = adjust(&s, &who, &account, body(b)?).await?;
+    Ok((
+        if t.applied {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(json!({
+            "applied": t.applied,
+            "kind": t.entry.kind,
+            "amount": t.entry.amount.to_string(),
+            "reference": t.entry.reference,
+            "note": t.entry.note,
+            "balance": t.balance.to_string(),
+            "currency": t.currency,
+        })),
+    )
+        .into_response())
 }
 
 /// A report as JSON (the default) or CSV; staff see every tenant (or the one they name), an

@@ -13,6 +13,7 @@
 
 mod batches;
 mod reports;
+mod story;
 
 use super::api::{self, Batch, TopUp};
 use super::{ApiError, Caller, Shared};
@@ -30,6 +31,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use story::{adjust_form, adjust_post, call_page, calls_section, reference_cell};
 
 const COOKIE: &str = "b2bua_console";
 
@@ -57,6 +59,8 @@ pub(super) fn router(state: Shared) -> Router {
         .route("/console/cards/{account}/topup", post(topup))
         .route("/console/cards/{account}/block", post(block))
         .route("/console/cards/{account}/unblock", post(unblock))
+        .route("/console/cards/{account}/adjust", post(adjust_post))
+        .route("/console/calls/{conf_id}", get(call_page))
         .route("/console/batch", get(batch_page).post(batch))
         .route("/console/batch/{id}", get(batch_done))
         .route("/console/batch/{id}/cards.csv", get(download))
@@ -413,8 +417,17 @@ async fn card(
     };
     let held = s.store.reservations(&account).await;
     let ledger = s.store.ledger(&account, 50).await;
+    let batch = s.store.batch_of(&account).await.ok().flatten();
     let mut h = String::new();
     card_summary(&mut h, &a);
+    if let Some(b) = batch {
+        let _ = write!(
+            h,
+            "<p>Made in batch <a id=\"card-batch\" href=\"/console/batches/{}\">{}</a>.</p>",
+            enc(&b),
+            esc(&b)
+        );
+    }
     h.push_str("<h2 id=\"held\">Held for calls in progress</h2>");
     match held {
         Ok(rows) if rows.is_empty() => h.push_str("<p id=\"reservations\">Nothing is held.</p>"),
@@ -456,6 +469,7 @@ async fn card(
          <p><button type=\"submit\" id=\"topup\">Top up</button></p></form>",
         cur = esc(&a.currency)
     );
+    adjust_form(&mut h, &who, &path, &a.currency);
     let (verb, label) = if a.status.as_str() == "blocked" {
         ("unblock", "Unblock this card")
     } else {
@@ -466,6 +480,7 @@ async fn card(
         "<h2>Status</h2><form method=\"post\" action=\"{path}/{verb}\" data-confirm=\"{label}?\">\
          <button type=\"submit\" id=\"{verb}\">{label}</button></form>"
     );
+    calls_section(&mut h, &s, &a.account).await;
     h.push_str("<h2>Ledger</h2>");
     match ledger {
         Ok(rows) => {
@@ -476,12 +491,12 @@ async fn card(
             for e in rows {
                 let _ = write!(
                     h,
-                    "<tr><td>{}</td><td>{}</td>{}{}<td>{}</td><td>{}</td></tr>",
+                    "<tr><td>{}</td><td>{}</td>{}{}{}<td>{}</td></tr>",
                     esc(&when(e.created_at)),
                     esc(&e.kind),
                     money_cell(&e.amount, ""),
                     money_cell(&e.balance_after, ""),
-                    esc(&e.reference),
+                    reference_cell(&e.kind, &e.reference),
                     esc(&e.note)
                 );
             }
@@ -530,6 +545,22 @@ fn card_summary(h: &mut String, a: &Account) {
     h.push_str("</tbody></table>");
 }
 
+/// What the clerk is told after a top-up, refund or adjustment: `done` when it moved money,
+/// otherwise that its reference had already been applied.
+fn posting_message(t: &api::ToppedUp, done: impl FnOnce() -> String) -> String {
+    if t.applied {
+        done()
+    } else {
+        format!(
+            "Reference {} was already applied on {}; no money moved. The balance is {} {}.",
+            t.entry.reference,
+            when(t.entry.created_at),
+            t.balance,
+            t.currency
+        )
+    }
+}
+
 async fn topup(
     State(s): State<Shared>,
     Clerk(who): Clerk,
@@ -541,20 +572,12 @@ async fn topup(
     back(
         &to,
         r.map(|t| {
-            if t.applied {
+            posting_message(&t, || {
                 format!(
                     "Topped up {} {}: the balance is {} {}.",
                     t.entry.amount, t.currency, t.balance, t.currency
                 )
-            } else {
-                format!(
-                    "Reference {} was already applied on {}; no money moved. The balance is {} {}.",
-                    t.entry.reference,
-                    when(t.entry.created_at),
-                    t.balance,
-                    t.currency
-                )
-            }
+            })
         })
         .map_err(error_text),
     )

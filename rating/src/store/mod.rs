@@ -1141,11 +1141,7 @@ impl Store {
 
     /// Call records, newest first.
     pub async fn call_records(&self, f: &RecordFilter) -> Result<Vec<CallRecord>, StoreError> {
-        let mut sql = String::from(
-            "SELECT conf_id, session_id, account, ani, access_number, destination, setup_at, connect_at, \
-             disconnect_at, billed_seconds, cost, currency, deck, rate_prefix, rate_description, \
-             disconnect_cause, return_code, node, voice_quality, gateway FROM call_records WHERE 1 = 1",
-        );
+        let mut sql = format!("SELECT {RECORD_COLUMNS} FROM call_records WHERE 1 = 1");
         let mut n = 0;
         if f.account.is_some() {
             n += 1;
@@ -1165,6 +1161,27 @@ impl Store {
         }
         let rows = q.bind(f.limit.unwrap_or(100)).fetch_all(&self.pool).await?;
         rows.iter().map(|r| Ok(call_record(r)?)).collect()
+    }
+
+    /// The record of one call (a ledger entry's `call` reference), if it was kept.
+    pub async fn call_record(&self, conf_id: &str) -> Result<Option<CallRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {RECORD_COLUMNS} FROM call_records WHERE conf_id = $1"
+        ))
+        .bind(conf_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(call_record).transpose()?)
+    }
+
+    /// The batch a card was made in, if any.
+    pub async fn batch_of(&self, account: &str) -> Result<Option<String>, StoreError> {
+        let b: Option<Option<String>> =
+            sqlx::query_scalar("SELECT batch_id FROM accounts WHERE account = $1")
+                .bind(account)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(b.flatten())
     }
 
     /// Records that this node is alive; the sweeper leaves a live node's calls alone.
@@ -1197,6 +1214,11 @@ fn ledger_entry(r: &AnyRow) -> Result<LedgerEntry, sqlx::Error> {
         created_at: at_ms(r.try_get("created_at")?),
     })
 }
+
+/// What [`call_record`] reads, in its order.
+const RECORD_COLUMNS: &str = "conf_id, session_id, account, ani, access_number, destination, \
+     setup_at, connect_at, disconnect_at, billed_seconds, cost, currency, deck, rate_prefix, \
+     rate_description, disconnect_cause, return_code, node, voice_quality, gateway";
 
 pub(crate) fn call_record(r: &AnyRow) -> Result<CallRecord, sqlx::Error> {
     Ok(CallRecord {
