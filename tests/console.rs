@@ -3,7 +3,8 @@
 //! its balance, the money held for a call in progress and its ledger, top it up (once per
 //! reference), block it through its confirmation, create a batch and download its CSV exactly
 //! once, then block the whole batch from its page; follow a card's call from its ledger to
-//! its record and refund it with a required reason; read the reports with known totals, their charts' series and the refusal of bad
+//! its record and refund it with a required reason; an ITSP's own service page with its
+//! prompt-set upload and report; read the reports with known totals, their charts' series and the refusal of bad
 //! ranges, as finance and as an ITSP that sees only its tenant. Without ChromeDriver the test
 //! says so and passes, unless `B2BUA_REQUIRE_PEERS=1` (set by `.ci/run`).
 
@@ -472,6 +473,27 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
         .read_to_string()
         .unwrap()
         .contains("no account 999999"));
+    // A prompt upload whose form is broken, or has no file, is explained.
+    for (body, why) in [
+        (
+            "--xx\r\nContent-Disposition: form-data; name=\"archive\"\r\n\r\nPK",
+            "the upload",
+        ),
+        (
+            "--xx\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\n1\r\n--xx--\r\n",
+            "choose a .zip or .tar",
+        ),
+    ] {
+        let mut r = agent
+            .post(&format!("{base}/console/service/prompts"))
+            .header("Cookie", &cookie)
+            .header("Content-Type", "multipart/form-data; boundary=xx")
+            .send(body)
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{body}");
+        let page = r.body_mut().read_to_string().unwrap();
+        assert!(page.contains(why), "{page}");
+    }
     assert_eq!(
         store.audit_log(None, 20).await.unwrap().len(),
         log.len(),
@@ -554,7 +576,9 @@ async fn finance_reads_the_reports_and_an_itsp_sees_only_its_own() {
     ] {
         settled_call(&store, card, Some(pin), dest, at(talk), talk, gw).await;
     }
-    let assets = Arc::new(Assets::load(&Config::demo()).unwrap());
+    let mut engine = Config::demo();
+    engine.tenant_prompts = Some(dir.path().join("tenant-prompts"));
+    let assets = Arc::new(Assets::load(&engine).unwrap());
     let cfg = AdminConfig::new("127.0.0.1:0".parse().unwrap());
     let tokens = vec![
         ("desk".to_string(), Role::Finance, FINANCE.to_string()),
@@ -668,6 +692,11 @@ async fn finance_reads_the_reports_and_an_itsp_sees_only_its_own() {
         "{csv}"
     );
 
+    // Finance looks at a tenant's service: the demo's access numbers.
+    c.goto(&format!("{base}/console/service")).await.unwrap();
+    assert_eq!(text(&c, "#service-tenant").await, "default");
+    assert!(text(&c, "#numbers").await.contains("5551200"));
+
     // The card's story: its calls, each ledger call entry linked to the call's record.
     c.goto(&format!("{base}/console/cards/000070"))
         .await
@@ -733,6 +762,93 @@ async fn finance_reads_the_reports_and_an_itsp_sees_only_its_own() {
     assert!(c.find(Locator::Id("tenant")).await.is_err());
     assert_eq!(text(&c, "#total-answered").await, "1");
     assert_eq!(text(&c, "#total-revenue").await, "0.04");
+    // Its service: no numbers yet, the default prompts, and an upload answered with its report.
+    c.goto(&format!("{base}/console/service")).await.unwrap();
+    assert_eq!(text(&c, "#service-tenant").await, "acme");
+    assert_eq!(text(&c, "#numbers").await, "No access numbers yet.");
+    assert_eq!(
+        text(&c, "#prompt-set").await,
+        "The default prompt set is in use."
+    );
+    assert!(c.find(Locator::Id("tenant")).await.is_err());
+    let zip_file = |name: &str, files: &[(&str, Vec<u8>)]| {
+        use std::io::Write;
+        let path = dir.path().join(name);
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        for (n, data) in files {
+            z.start_file(*n, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            z.write_all(data).unwrap();
+        }
+        z.finish().unwrap();
+        path.display().to_string()
+    };
+    let au = |ms: usize| {
+        prompts::audio::write_au(&prompts::audio::Audio {
+            samples: vec![3000; ms * 8],
+        })
+    };
+    let upload = |file: String| {
+        let c = c.clone();
+        async move {
+            let before = page(&c).await;
+            c.find(Locator::Id("archive"))
+                .await
+                .unwrap()
+                .send_keys(&file)
+                .await
+                .unwrap();
+            c.find(Locator::Id("upload"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            replaced(before).await;
+        }
+    };
+    upload(zip_file(
+        "good.zip",
+        &[
+            ("acme/en/en_welcome.au", au(400)),
+            ("acme/en/en_summer_promo.au", au(300)),
+        ],
+    ))
+    .await;
+    assert_eq!(
+        text(&c, "#msg").await,
+        "The new prompt set is live: 2 files."
+    );
+    assert!(text(&c, "#upload-report .unknown")
+        .await
+        .contains("summer_promo"));
+    assert_ne!(text(&c, "#upload-report .fallback").await, "none");
+    assert_eq!(
+        text(&c, "#prompt-set").await,
+        "Your own prompt set is in use."
+    );
+    // A refused upload says why, file by file, and the set in use stays.
+    upload(zip_file(
+        "bad.zip",
+        &[("acme/en/en_welcome.au", b"not audio".to_vec())],
+    ))
+    .await;
+    assert!(text(&c, "#error").await.contains("refused"));
+    assert!(text(&c, "#upload-report .errors")
+        .await
+        .contains("en_welcome"));
+    assert_eq!(
+        text(&c, "#prompt-set").await,
+        "Your own prompt set is in use."
+    );
+    assert!(text(&c, "#prompt-report .unknown")
+        .await
+        .contains("summer_promo"));
+    c.goto(&format!("{base}/console/service?tenant=default"))
+        .await
+        .unwrap();
+    assert!(text(&c, "#error").await.contains("service only"));
+
     c.goto(&format!("{base}/console/cards/100001"))
         .await
         .unwrap();

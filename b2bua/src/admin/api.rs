@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// The largest prompt-set archive accepted (the unpacked limits are in `prompts::upload`).
-const MAX_ARCHIVE: usize = 256 << 20;
+pub(super) const MAX_ARCHIVE: usize = 256 << 20;
 
 /// `/metrics` alone, for its own listen address or beside the API.
 pub(super) fn metrics_router(state: Shared) -> Router {
@@ -1067,9 +1067,7 @@ async fn prompt_set(
     who: Caller,
     Path(tenant): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    may_manage_prompts(&who, &tenant)?;
-    let report = s.assets.prompt_report(&tenant).map_err(asset_error)?;
-    let report: Option<Value> = report.and_then(|r| serde_json::from_str(&r).ok());
+    let report = prompt_report(&s, &who, &tenant)?;
     Ok(Json(json!({
         "tenant": tenant,
         "own_set": report.is_some(),
@@ -1084,12 +1082,25 @@ async fn upload_prompt_set(
     Path(tenant): Path<String>,
     archive: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    may_manage_prompts(&who, &tenant)?;
+    let report = upload_prompts(&s, &who, &tenant, archive.to_vec()).await?;
+    Ok(Json(json!({
+        "tenant": tenant,
+        "report": report,
+    })))
+}
+
+/// Replaces a tenant's prompt set (all of it or, when refused, none) and audits it: the
+/// upload's report. Shared by the API and the console.
+pub(super) async fn upload_prompts(
+    s: &Shared,
+    who: &Caller,
+    tenant: &str,
+    archive: Vec<u8>,
+) -> Result<Value, ApiError> {
+    may_manage_prompts(who, tenant)?;
     let report = s
         .assets
-        .upload_prompts(&tenant, archive.to_vec(), |r| {
-            upload_report_json(r).to_string()
-        })
+        .upload_prompts(tenant, archive, |r| upload_report_json(r).to_string())
         .await
         .map_err(asset_error)?;
     let detail = format!(
@@ -1098,11 +1109,19 @@ async fn upload_prompt_set(
         report.languages.join(","),
         report.fallback.len()
     );
-    record(&s, &who, "prompt-set", &tenant, detail).await?;
-    Ok(Json(json!({
-        "tenant": tenant,
-        "report": upload_report_json(&report),
-    })))
+    record(s, who, "prompt-set", tenant, detail).await?;
+    Ok(upload_report_json(&report))
+}
+
+/// The report of a tenant's prompt set in use (`None`: it plays the default set).
+pub(super) fn prompt_report(
+    s: &Shared,
+    who: &Caller,
+    tenant: &str,
+) -> Result<Option<Value>, ApiError> {
+    may_manage_prompts(who, tenant)?;
+    let report = s.assets.prompt_report(tenant).map_err(asset_error)?;
+    Ok(report.and_then(|r| serde_json::from_str(&r).ok()))
 }
 
 async fn flows(State(s): State<Shared>, who: Caller) -> Result<Json<Value>, ApiError> {
@@ -1200,14 +1219,22 @@ fn row_of<'a>(rows: &'a [AccessRow], a: &AccessNumber, source: Source) -> Option
 
 /// Every number the caller may see, in number order, with where it is configured.
 async fn access_numbers(State(s): State<Shared>, who: Caller) -> Result<Json<Value>, ApiError> {
-    let (table, rows) = access_now(&s).await?;
-    Ok(Json(Value::Array(
-        table
-            .iter()
-            .filter(|(a, _)| who.tenant().is_none_or(|t| t == a.tenant))
-            .map(|(a, source)| access_json(a, source, row_of(&rows, a, source)))
-            .collect(),
-    )))
+    Ok(Json(Value::Array(access_list(&s, &who, None).await?)))
+}
+
+/// The access numbers the caller may see (of `tenant` only, if given), as the API shows them.
+pub(super) async fn access_list(
+    s: &Shared,
+    who: &Caller,
+    tenant: Option<&str>,
+) -> Result<Vec<Value>, ApiError> {
+    let (table, rows) = access_now(s).await?;
+    Ok(table
+        .iter()
+        .filter(|(a, _)| who.tenant().is_none_or(|t| t == a.tenant))
+        .filter(|(a, _)| tenant.is_none_or(|t| t == a.tenant))
+        .map(|(a, source)| access_json(a, source, row_of(&rows, a, source)))
+        .collect())
 }
 
 async fn access_number(

@@ -13,6 +13,7 @@
 
 mod batches;
 mod reports;
+mod service;
 mod story;
 
 use super::api::{self, Batch, TopUp};
@@ -61,6 +62,11 @@ pub(super) fn router(state: Shared) -> Router {
         .route("/console/cards/{account}/unblock", post(unblock))
         .route("/console/cards/{account}/adjust", post(adjust_post))
         .route("/console/calls/{conf_id}", get(call_page))
+        .route("/console/service", get(service::service_page))
+        .route(
+            "/console/service/prompts",
+            post(service::upload).layer(axum::extract::DefaultBodyLimit::max(api::MAX_ARCHIVE)),
+        )
         .route("/console/batch", get(batch_page).post(batch))
         .route("/console/batch/{id}", get(batch_done))
         .route("/console/batch/{id}/cards.csv", get(download))
@@ -152,7 +158,7 @@ fn page(title: &str, who: Option<&Caller>, flash: &Flash, body: &str) -> String 
         let _ = write!(
             h,
             "<a href=\"/console\">Find a card</a> <a href=\"/console/reports\">Reports</a> \
-             <a href=\"/console/batches\">Batches</a> <a href=\"/console/batch\">New batch</a> \
+             <a href=\"/console/batches\">Batches</a> <a href=\"/console/service\">Our service</a> <a href=\"/console/batch\">New batch</a> \
              <span class=\"who\">signed in as {} ({}) \
              <form method=\"post\" action=\"/console/logout\" style=\"display:inline\">\
              <button type=\"submit\">Sign out</button></form></span>",
