@@ -557,7 +557,11 @@ async fn finance_reads_the_reports_and_an_itsp_sees_only_its_own() {
     const ACME: &str = "acme-console-token-0123456789";
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("reports.db").display());
-    let store = Arc::new(Store::open(&url, StoreConfig::default()).await.unwrap());
+    let cfg = StoreConfig {
+        node_id: "node-a".into(),
+        ..StoreConfig::default()
+    };
+    let store = Arc::new(Store::open(&url, cfg).await.unwrap());
     rating::demo::seed(&store, Utc::now()).await.unwrap();
     let mut acme = rating::store::NewAccount::new(
         "100001",
@@ -576,6 +580,27 @@ async fn finance_reads_the_reports_and_an_itsp_sees_only_its_own() {
     ] {
         settled_call(&store, card, Some(pin), dest, at(talk), talk, gw).await;
     }
+    // And one acme call in progress now, on this store's node.
+    let ringing = store
+        .authorize_call(
+            &rating::store::CallRequest {
+                auth: rating::store::AuthRequest {
+                    account: "100001".into(),
+                    pin: Some("4321".into()),
+                    ani: None,
+                    access_number: "5551200".into(),
+                    session_id: "now".into(),
+                    tenant: None,
+                },
+                destination: "12125550111".into(),
+                conf_id: "now".into(),
+                whole_credit: false,
+            },
+            Utc::now(),
+        )
+        .await;
+    assert!(ringing.code.is_success(), "{ringing:?}");
+    let node = "node-a";
     let mut engine = Config::demo();
     engine.tenant_prompts = Some(dir.path().join("tenant-prompts"));
     let assets = Arc::new(Assets::load(&engine).unwrap());
@@ -605,6 +630,15 @@ async fn finance_reads_the_reports_and_an_itsp_sees_only_its_own() {
     assert_eq!(text(&c, "#total-answered").await, "3");
     assert_eq!(text(&c, "#total-minutes").await, "6.00");
     assert_eq!(text(&c, "#total-revenue").await, "0.10");
+    // Calls in progress per node, live from the database every node writes to.
+    let now = c
+        .find(Locator::Css(&format!(
+            "#chart-nodes rect[data-key=\"{node}\"]"
+        )))
+        .await
+        .unwrap();
+    assert_eq!(now.attr("data-value").await.unwrap().unwrap(), "1");
+    assert!(text(&c, "#nodes").await.contains(node));
     // The revenue chart has one bar per day, today's the 0.10.
     let today = Utc::now().date_naive().to_string();
     let chart = c

@@ -532,6 +532,29 @@ fn merge_calls(
     Ok(())
 }
 
+impl Store {
+    /// Calls in progress now per node (each node's reservations, answered or still ringing),
+    /// of one tenant's cards or of all: the live picture every node shares through the
+    /// database, where each node's own metrics know only itself.
+    pub async fn calls_in_progress_by_node(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.owner, COUNT(*) AS calls FROM reservations r \
+             JOIN accounts a ON a.id = r.account_id \
+             WHERE ($1 = '' OR a.tenant = $1) GROUP BY r.owner ORDER BY r.owner",
+        )
+        .bind(tenant.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("owner")?, r.try_get("calls")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,6 +93,9 @@ pub(super) async fn report_page(
             );
             charts(&mut h, &r);
             table(&mut h, &r);
+            if kind == Kind::Summary {
+                nodes_now(&mut h, &s, r.range.tenant.as_deref()).await;
+            }
             (StatusCode::OK, Flash::default())
         }
         Err(e) => (
@@ -142,6 +145,43 @@ pub(super) async fn report_csv(
         )
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Calls in progress per node right now, with its table.
+async fn nodes_now(h: &mut String, s: &Shared, tenant: Option<&str>) {
+    h.push_str("<h2>Now</h2>");
+    match s.store.calls_in_progress_by_node(tenant).await {
+        Ok(nodes) => {
+            let b: Vec<Bar> = nodes
+                .iter()
+                .map(|(node, n)| Bar {
+                    label: node.clone(),
+                    value: *n,
+                    shown: n.to_string(),
+                })
+                .collect();
+            h.push_str(&bars(
+                "chart-nodes",
+                "Calls in progress per node",
+                "calls",
+                &b,
+            ));
+            h.push_str(
+                "<table id=\"nodes\"><thead><tr><th scope=\"col\">Node</th>\
+                 <th scope=\"col\" class=\"n\">Calls in progress</th></tr></thead><tbody>",
+            );
+            if nodes.is_empty() {
+                h.push_str("<tr><td colspan=\"2\">No calls in progress.</td></tr>");
+            }
+            for (node, n) in &nodes {
+                let _ = write!(h, "<tr><td>{}</td><td class=\"n\">{n}</td></tr>", esc(node));
+            }
+            h.push_str("</tbody></table>");
+        }
+        Err(e) => {
+            let _ = write!(h, "<p class=\"err\">{}</p>", esc(&e.to_string()));
+        }
     }
 }
 
