@@ -14,7 +14,8 @@ use chrono::{Duration, Utc};
 use rating::deck::parse_rates_csv;
 use rating::store::{AuthRequest, CallEnd, CallRequest, NewAccount};
 use rating::{Money, ReturnCode, Store, StoreConfig};
-use sqlx::Connection;
+
+mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,33 +33,14 @@ async fn main() {
     }
     let calls = env_num("B2BUA_BENCH_CALLS", 20_000);
     let concurrency = env_num("B2BUA_BENCH_CONCURRENCY", 32);
-    let dir = tempfile::tempdir().unwrap();
-    sqlx::any::install_default_drivers();
-    let (url, schema) = match std::env::var("B2BUA_BENCH_DB") {
-        Ok(base) => {
-            let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
-            let mut c = sqlx::AnyConnection::connect(&base).await.unwrap();
-            sqlx::query(&format!("CREATE SCHEMA {schema}"))
-                .execute(&mut c)
-                .await
-                .unwrap();
-            let sep = if base.contains('?') { '&' } else { '?' };
-            (
-                format!("{base}{sep}options=-c%20search_path%3D{schema}"),
-                Some((base, schema)),
-            )
-        }
-        Err(_) => (
-            format!("sqlite://{}", dir.path().join("bench.db").display()),
-            None,
-        ),
-    };
+    let db = common::BenchDb::new("bench.db").await;
+    let url = &db.url;
     let cfg = StoreConfig {
         node_id: "bench".into(),
         max_connections: 16,
         ..StoreConfig::default()
     };
-    let store = Arc::new(Store::open(&url, cfg).await.unwrap());
+    let store = Arc::new(Store::open(url, cfg).await.unwrap());
     let now = Utc::now();
     let rows = parse_rates_csv(rating::demo::RATES_CSV.as_bytes(), "USD").unwrap();
     store
@@ -130,20 +112,14 @@ async fn main() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     store.close().await;
     let store_rate = done as f64 / secs;
-    let (n, bare_secs) = ceiling(&url, calls, concurrency).await;
+    let (n, bare_secs) = ceiling(url, calls, concurrency).await;
     let bare = n as f64 / bare_secs;
     println!(
         "  bare ceiling: {n} single-row insert transactions in {bare_secs:.2} s = {bare:.0}/s \
          (the store: {:.3} calls per bare commit)",
         store_rate / bare
     );
-    if let Some((base, schema)) = schema {
-        let mut c = sqlx::AnyConnection::connect(&base).await.unwrap();
-        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-            .execute(&mut c)
-            .await
-            .unwrap();
-    }
+    db.drop_schema().await;
 }
 
 /// The database's own commit rate here: `concurrency` tasks each inserting single rows, one
