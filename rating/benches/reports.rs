@@ -55,7 +55,7 @@ async fn main() {
     let start = (now.timestamp_millis() / DAY_MS - 364) * DAY_MS;
     let step = (now.timestamp_millis() - start) / records.max(1);
     let series = if schema.is_some() {
-        format!("SELECT generate_series(0, {}) AS i", records - 1)
+        format!("SELECT generate_series(0::bigint, {}) AS i", records - 1)
     } else {
         format!(
             "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
