@@ -37,6 +37,8 @@ struct File {
     #[serde(default)]
     calls: CallsFile,
     #[serde(default)]
+    store: StoreFile,
+    #[serde(default)]
     media: MediaFile,
     #[serde(default)]
     gateways: Vec<GatewayFile>,
@@ -281,6 +283,91 @@ struct CallsFile {
     hold_grace_s: u64,
     #[serde(default = "d_store_retry")]
     store_retry_s: u64,
+}
+
+/// The `store:` section: how the calls' money operations reach the database.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreFile {
+    #[serde(default = "d_true")]
+    group_commit: bool,
+    #[serde(default = "d_batch_max")]
+    batch_max: usize,
+    #[serde(default)]
+    batch_delay_us: u64,
+    #[serde(default = "d_writer_queue")]
+    writer_queue: usize,
+}
+
+fn d_batch_max() -> usize {
+    128
+}
+fn d_writer_queue() -> usize {
+    10_000
+}
+
+impl Default for StoreFile {
+    fn default() -> Self {
+        StoreFile {
+            group_commit: true,
+            batch_max: d_batch_max(),
+            batch_delay_us: 0,
+            writer_queue: d_writer_queue(),
+        }
+    }
+}
+
+/// How the store batches the calls' holds, connects, extensions and settlements (see
+/// `rating::store::writer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreTuning {
+    /// One transaction per batch on one writer connection (off: one per operation).
+    pub group_commit: bool,
+    /// Operations in one batch at most.
+    pub batch_max: usize,
+    /// How long a batch that is not full waits for more.
+    pub batch_delay: Duration,
+    /// Operations waiting for the writer at most; beyond it they fail as busy.
+    pub writer_queue: usize,
+}
+
+impl StoreFile {
+    /// Batches of 1 to 10,000 operations, waiting at most 100 ms, with room to queue.
+    fn check(&self, err: &mut Report) -> StoreTuning {
+        if !(1..=10_000).contains(&self.batch_max) {
+            err(
+                0,
+                "store.batch_max".into(),
+                format!("{} is out of range: 1 to 10000", self.batch_max),
+            );
+        }
+        if self.batch_delay_us > 100_000 {
+            err(
+                0,
+                "store.batch_delay_us".into(),
+                format!(
+                    "{} is too long: at most 100000 (100 ms; every call waits this long)",
+                    self.batch_delay_us
+                ),
+            );
+        }
+        if self.writer_queue < self.batch_max {
+            err(
+                0,
+                "store.writer_queue".into(),
+                format!(
+                    "{} is below store.batch_max ({})",
+                    self.writer_queue, self.batch_max
+                ),
+            );
+        }
+        StoreTuning {
+            group_commit: self.group_commit,
+            batch_max: self.batch_max,
+            batch_delay: Duration::from_micros(self.batch_delay_us),
+            writer_queue: self.writer_queue,
+        }
+    }
 }
 
 fn d_store_retry() -> u64 {
@@ -673,6 +760,8 @@ pub struct Config {
     pub access_numbers: Vec<AccessNumber>,
     /// Call timers.
     pub calls: CallLimits,
+    /// How the store batches the calls' money.
+    pub store: StoreTuning,
     /// RTP sockets and media timers.
     pub media: crate::media::engine::MediaConfig,
     /// Routes and gateways.
@@ -1242,6 +1331,7 @@ impl Config {
             |line: u64, key: String, msg: String| errors.push(format!("{line}: {key}: {msg}"));
 
         let calls = raw.calls.check(&mut err);
+        let store = raw.store.check(&mut err);
         let (listen, timers) = raw.sip.check(&mut err);
         let trusted = check_trusted(&raw.trusted_peers, &mut err);
         let access = check_access(&raw.access_numbers, &mut err);
@@ -1281,6 +1371,7 @@ impl Config {
             trusted_peers: trusted,
             access_numbers: access,
             calls,
+            store,
             router: Router { gateways, routes },
             media,
         })
@@ -1403,6 +1494,42 @@ mod tests {
         .to_string();
         assert!(e.contains("calls.store_retry_s: 1 is too short"), "{e}");
         assert!(e.contains("limits.store_queue: 0 is below 1"), "{e}");
+        // The store's batching: sizes and a delay every call would pay.
+        let e = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:5060]\nstore: {batch_max: 0, batch_delay_us: 500000}\n",
+            "b.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("store.batch_max: 0 is out of range"), "{e}");
+        assert!(
+            e.contains("store.batch_delay_us: 500000 is too long"),
+            "{e}"
+        );
+        let e = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:5060]\nstore: {batch_max: 500, writer_queue: 100, group_kommit: true}\n",
+            "q.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `group_kommit`"), "{e}");
+        let e = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:5060]\nstore: {batch_max: 500, writer_queue: 100}\n",
+            "q.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("store.writer_queue: 100 is below store.batch_max (500)"),
+            "{e}"
+        );
+        let ok = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:5060]\nstore: {group_commit: false, batch_delay_us: 2000}\n",
+            "o.yaml",
+        )
+        .unwrap();
+        assert!(!ok.store.group_commit);
+        assert_eq!(ok.store.batch_delay, Duration::from_millis(2));
         let e = Config::parse("sip:\n  listen: []\n  colour: blue\n", "u.yaml")
             .unwrap_err()
             .to_string();

@@ -9,6 +9,10 @@
 //! ceiling on the same file (or schema), pool size and concurrency: single-row insert
 //! transactions per second through the same driver and pragmas. The ratio of the two is what
 //! the store's own work costs, and what improving the store must move.
+//!
+//! `B2BUA_BENCH_GROUP_COMMIT=0` runs every hold and settlement in a transaction of its own
+//! (the store before group commit), `B2BUA_BENCH_BATCH_MAX` and `B2BUA_BENCH_BATCH_DELAY_US`
+//! tune the batches.
 
 use chrono::{Duration, Utc};
 use rating::deck::parse_rates_csv;
@@ -38,6 +42,11 @@ async fn main() {
     let cfg = StoreConfig {
         node_id: "bench".into(),
         max_connections: 16,
+        group_commit: env_num("B2BUA_BENCH_GROUP_COMMIT", 1) != 0,
+        batch_max: env_num("B2BUA_BENCH_BATCH_MAX", 128),
+        batch_delay: std::time::Duration::from_micros(
+            env_num("B2BUA_BENCH_BATCH_DELAY_US", 0) as u64
+        ),
         ..StoreConfig::default()
     };
     let store = Arc::new(Store::open(url, cfg).await.unwrap());
@@ -111,6 +120,15 @@ async fn main() {
     let report = store.ledger_check().await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     store.close().await;
+    if let Some(w) = store.writer_stats() {
+        let batches = w.batches.load(std::sync::atomic::Ordering::Relaxed).max(1);
+        let ops = w.operations.load(std::sync::atomic::Ordering::Relaxed);
+        println!(
+            "  group commit: {ops} operations in {batches} transactions ({:.1} a batch), {} reruns",
+            ops as f64 / batches as f64,
+            w.reruns.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
     let store_rate = done as f64 / secs;
     let (n, bare_secs) = ceiling(url, calls, concurrency).await;
     let bare = n as f64 / bare_secs;

@@ -485,6 +485,15 @@ async fn the_pin_lockout_counts_since_the_last_good_pin_not_in_a_window(db: &Tes
 }
 on_both!(the_pin_lockout_counts_since_the_last_good_pin_not_in_a_window);
 
+/// The PINs of a burst of sixty guesses: the last one is right.
+fn guess(i: u32) -> String {
+    if i == 59 {
+        "1234".to_string()
+    } else {
+        format!("{:04}", 5000 + i)
+    }
+}
+
 /// A burst of guesses in parallel gets no more than the limit: the good PIN among them is
 /// recognised only if it came before the fifth wrong one.
 async fn parallel_guesses_cannot_pass_the_pin_limit(db: &TestDb) {
@@ -493,11 +502,7 @@ async fn parallel_guesses_cannot_pass_the_pin_limit(db: &TestDb) {
     for i in 0..60u32 {
         let s = s.clone();
         tasks.spawn(async move {
-            let pin = if i == 59 {
-                "1234".to_string()
-            } else {
-                format!("{:04}", 5000 + i)
-            };
+            let pin = guess(i);
             let req = AuthRequest {
                 ani: None,
                 ..auth("000070", &pin)
@@ -527,6 +532,53 @@ async fn parallel_guesses_cannot_pass_the_pin_limit(db: &TestDb) {
     assert!(counted <= 5, "{counted} failures counted");
 }
 on_both!(parallel_guesses_cannot_pass_the_pin_limit);
+
+/// The same race through phase 2, where a good PIN is counted in the hold itself rather than
+/// by a write of its own: still no more than the limit of guesses, whatever the interleaving.
+async fn parallel_guesses_in_phase_two_cannot_pass_the_pin_limit(db: &TestDb) {
+    let s = std::sync::Arc::new(setup(db).await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..60u32 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let pin = guess(i);
+            let mut req = call("000070", &pin, "5555233", &format!("guess-{i}"));
+            req.auth.ani = None;
+            (i, s.authorize_call(&req, now()).await)
+        });
+    }
+    let mut good_accepted = false;
+    while let Some(r) = tasks.join_next().await {
+        let (i, a) = r.unwrap();
+        match (i, a.code) {
+            (59, ReturnCode::Success) => {
+                assert!(a.reservation.is_some());
+                good_accepted = true;
+            }
+            (_, ReturnCode::InvalidPin) => assert!(a.reservation.is_none()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let a = s.account("000070").await.unwrap();
+    let counted = s.pin_failures("000070").await.unwrap();
+    assert!(counted <= 5, "{counted} failures counted");
+    if good_accepted {
+        assert_eq!(a.active_calls, 1);
+    } else {
+        assert_eq!(
+            (a.status, a.active_calls),
+            (rating::rules::CardStatus::Locked, 0)
+        );
+    }
+    // A locked card, good PIN or not, says only "wrong PIN" in phase 2 too.
+    if !good_accepted {
+        let again = s
+            .authorize_call(&call("000070", "1234", "5555233", "after"), now())
+            .await;
+        assert_eq!(again.code, ReturnCode::InvalidPin);
+    }
+}
+on_both!(parallel_guesses_in_phase_two_cannot_pass_the_pin_limit);
 
 /// A card belongs to its tenant: on another tenant's access number (or RADIUS client) it is
 /// no card at all, unless the card or the number takes every tenant's.

@@ -391,6 +391,8 @@ mod tests {
     /// holds the SQLite file for a second, the store's only connection waits on it, and a
     /// second settlement times out in the pool. Tried once it is lost (the hold stays on the
     /// card); through `persist` it lands as soon as the database is free, exactly once.
+    /// Group commit is off: its writer waits for the lock rather than the pool, so the pool's
+    /// timeout is what this test makes happen.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_settlement_the_pool_timed_out_on_is_retried_until_it_lands() {
         let dir = tempfile::tempdir().unwrap();
@@ -401,6 +403,7 @@ mod tests {
                 StoreConfig {
                     max_connections: 1,
                     acquire_timeout: Duration::from_millis(200),
+                    group_commit: false,
                     ..StoreConfig::default()
                 },
             )

@@ -2,7 +2,8 @@
 //! phase 2, extend while talking, settle exactly once at the end, and sweep what a dead node
 //! left behind. Authorization never fails with an error: a store it cannot reach answers 8.
 
-use super::{at_ms, call_record, ms, AccountRow, Store, StoreError, ACCOUNT_COLUMNS};
+use super::ops::{self, clean, Done, Op, Reserved};
+use super::{at_ms, ms, AccountRow, Store, StoreError, ACCOUNT_COLUMNS};
 use crate::codes::ReturnCode;
 use crate::money::Money;
 use crate::pin;
@@ -10,9 +11,7 @@ use crate::rules;
 use crate::tariff::Tariff;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::any::AnyRow;
 use sqlx::Row;
-use std::str::FromStr;
 
 /// Who is calling: the card (or, PIN-less, the calling number as account), from where.
 #[derive(Debug, Clone, Default)]
@@ -41,9 +40,6 @@ pub struct CallRequest {
     /// the credit time and enforces it itself (RADIUS), so it never asks to extend.
     pub whole_credit: bool,
 }
-
-/// The "chunk" of a whole-credit reservation: longer than any card's money lasts.
-const WHOLE_CREDIT_SECONDS: u64 = 7 * 86_400;
 
 /// The phase-1 answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,11 +117,6 @@ pub struct Extension {
     pub extended: bool,
 }
 
-/// Text from a peer as it may reach a record: printable and at most `max` characters.
-fn clean(s: &str, max: usize) -> String {
-    s.chars().filter(|c| !c.is_control()).take(max).collect()
-}
-
 /// How a call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallEnd {
@@ -158,21 +149,10 @@ pub struct SweepReport {
     pub released: u64,
 }
 
-/// The outcome of trying to hold money for a call.
-enum Reserved {
-    Held(Granted, Reservation),
-    Refused(ReturnCode, Money),
-}
-
-struct Granted {
-    available: Money,
-    credit_time: u64,
-}
-
 /// A refusal inside the pipeline: an answer for the caller, or a store we could not reach.
 enum Deny {
     Code(ReturnCode),
-    Db(sqlx::Error),
+    Db(StoreError),
 }
 
 impl From<ReturnCode> for Deny {
@@ -183,75 +163,21 @@ impl From<ReturnCode> for Deny {
 
 impl From<sqlx::Error> for Deny {
     fn from(e: sqlx::Error) -> Self {
+        Deny::Db(e.into())
+    }
+}
+
+impl From<StoreError> for Deny {
+    fn from(e: StoreError) -> Self {
         Deny::Db(e)
     }
 }
 
-const RESERVATION_COLUMNS: &str =
-    "id, account_id, session_id, owner, amount, granted_seconds, destination, ani, \
-     access_number, deck, rate_prefix, rate_description, rate_per_minute, connect_fee, \
-     initial_increment, increment, minimum_seconds, setup_at, connect_at, updated_at, expires_at";
-
-struct HeldCall {
-    id: String,
-    account_id: i64,
-    session_id: String,
-    amount: i64,
-    granted_seconds: i64,
-    destination: String,
-    ani: String,
-    access_number: String,
-    rate: RateInfo,
-    setup_at: i64,
-    connect_at: Option<i64>,
-    expires_at: i64,
-}
-
-impl HeldCall {
-    fn from_row(r: &AnyRow) -> Result<HeldCall, sqlx::Error> {
-        let num = |c: &str| -> Result<u32, sqlx::Error> {
-            Ok(u32::try_from(r.try_get::<i64, _>(c)?).unwrap_or(u32::MAX))
-        };
-        let rate: String = r.try_get("rate_per_minute")?;
-        let tariff = Tariff::new(
-            Decimal::from_str(&rate).unwrap_or(Decimal::MAX),
-            Money::from_micros(r.try_get("connect_fee")?),
-            num("initial_increment")?,
-            num("increment")?,
-            num("minimum_seconds")?,
-        )
-        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-        Ok(HeldCall {
-            id: r.try_get("id")?,
-            account_id: r.try_get("account_id")?,
-            session_id: r.try_get("session_id")?,
-            amount: r.try_get("amount")?,
-            granted_seconds: r.try_get("granted_seconds")?,
-            destination: r.try_get("destination")?,
-            ani: r.try_get("ani")?,
-            access_number: r.try_get("access_number")?,
-            rate: RateInfo {
-                deck: r.try_get("deck")?,
-                prefix: r.try_get("rate_prefix")?,
-                description: r.try_get("rate_description")?,
-                tariff,
-            },
-            setup_at: r.try_get("setup_at")?,
-            connect_at: r.try_get("connect_at")?,
-            expires_at: r.try_get("expires_at")?,
-        })
-    }
-}
-
 impl Store {
-    fn grace_ms(&self) -> i64 {
-        self.cfg.reservation_grace.as_millis() as i64
-    }
-
     /// Phase 1: is this card good for a call at all, and how much credit does it have?
     pub async fn authorize_account(&self, req: &AuthRequest, now: DateTime<Utc>) -> AccountAnswer {
         let now_ms = ms(now);
-        let outcome = match self.verify(req, now_ms).await {
+        let outcome = match self.verify(req, now_ms, false, &mut None).await {
             Ok(row) => {
                 let a = &row.account;
                 let funds = match &a.redirect {
@@ -313,9 +239,34 @@ impl Store {
             redirect_number: String::new(),
         };
         let mut row = None;
+        let (mut pending, mut counted) = (None, false);
         let result = self
-            .authorize_call_inner(req, now_ms, &mut answer, &mut row)
+            .authorize_call_inner(
+                req,
+                now_ms,
+                &mut answer,
+                &mut row,
+                &mut pending,
+                &mut counted,
+            )
             .await;
+        let result = match (result, pending) {
+            (r, Some(card)) if !counted && !matches!(r, Err(Deny::Db(_))) => {
+                // A good PIN that did not reach a hold is counted now, as it always was on
+                // its own: whatever else the answer would have been, a card at its limit of
+                // wrong PINs tells a guesser only "wrong PIN".
+                let pin = req.auth.pin.as_deref().unwrap_or_default();
+                match self.check_pin(&card, pin).await {
+                    Ok(true) => r,
+                    Ok(false) => {
+                        answer.reservation = None;
+                        Err(ReturnCode::InvalidPin.into())
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            (r, _) => r,
+        };
         match result {
             Ok(()) => {}
             Err(Deny::Code(c)) => answer.code = c,
@@ -351,6 +302,8 @@ impl Store {
         now_ms: i64,
         answer: &mut CallAnswer,
         row_out: &mut Option<AccountRow>,
+        pending: &mut Option<AccountRow>,
+        counted: &mut bool,
     ) -> Result<(), Deny> {
         let conf_ok = !req.conf_id.is_empty()
             && req.conf_id.len() <= 128
@@ -359,7 +312,7 @@ impl Store {
         if !conf_ok {
             return Err(ReturnCode::InvalidArgument.into());
         }
-        let row = match self.verify(&req.auth, now_ms).await {
+        let row = match self.verify(&req.auth, now_ms, true, pending).await {
             Err(Deny::Code(ReturnCode::AccountInUse)) => {
                 return self.repeat_or(req, answer, ReturnCode::AccountInUse).await;
             }
@@ -406,17 +359,37 @@ impl Store {
         };
         answer.rate = Some(rate.clone());
         let id = row_out.as_ref().map(|r| r.id).unwrap_or_default();
-        match self.reserve(id, req, &rate, now_ms).await? {
-            Reserved::Held(grant, res) => {
-                answer.available = grant.available;
-                answer.credit_time = grant.credit_time;
-                answer.reservation = Some(res);
+        let hold = ops::Hold {
+            account_id: id,
+            conf_id: req.conf_id.clone(),
+            session_id: req.auth.session_id.clone(),
+            destination: req.destination.clone(),
+            ani: req.auth.ani.clone().unwrap_or_default(),
+            access_number: req.auth.access_number.clone(),
+            whole_credit: req.whole_credit,
+            rate,
+            now_ms,
+            pin_limit: pending
+                .is_some()
+                .then_some(i64::from(self.cfg.max_auth_failures)),
+        };
+        match self.money(Op::Hold(Box::new(hold))).await? {
+            Done::Hold(Reserved::Held {
+                available,
+                credit_time,
+                reservation,
+            }) => {
+                answer.available = available;
+                answer.credit_time = credit_time;
+                answer.reservation = Some(reservation);
+                *counted = true;
                 Ok(())
             }
-            Reserved::Refused(code, available) => {
+            Done::Hold(Reserved::Refused(code, available)) => {
                 answer.available = available;
                 self.repeat_or(req, answer, code).await
             }
+            other => unreachable!("a hold answered {other:?}"),
         }
     }
 
@@ -438,143 +411,23 @@ impl Store {
         }
     }
 
-    /// Holds the first chunk for a call. The transaction's first statement locks the account
-    /// row (PostgreSQL) or the database (SQLite) and returns its current figures, so the grant
-    /// is planned on values no other call can change before this one commits.
-    async fn reserve(
-        &self,
-        account_id: i64,
-        req: &CallRequest,
-        rate: &RateInfo,
-        now_ms: i64,
-    ) -> Result<Reserved, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let locked = sqlx::query(
-            "UPDATE accounts SET active_calls = active_calls + 1 \
-             WHERE id = $1 AND status = 'active' AND active_calls < max_calls \
-             RETURNING balance, reserved, credit_limit",
+    /// The money a call holds now, if it holds any.
+    pub async fn reservation(&self, conf_id: &str) -> Result<Option<Reservation>, sqlx::Error> {
+        let r = sqlx::query(
+            "SELECT amount, granted_seconds, expires_at FROM reservations WHERE id = $1",
         )
-        .bind(account_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(locked) = locked else {
-            tx.rollback().await?;
-            // Blocked or locked since the read, or every call slot taken.
-            let code = match self.account_row_by_id(account_id).await? {
-                Some(a) => rules::check_account(&a.account.state(), now_ms)
-                    .err()
-                    .unwrap_or(ReturnCode::AccountInUse),
-                None => ReturnCode::InvalidAccount,
-            };
-            return Ok(Reserved::Refused(code, Money::ZERO));
-        };
-        let available = Money::from_micros(
-            locked.try_get::<i64, _>(0)? + locked.try_get::<i64, _>(2)?
-                - locked.try_get::<i64, _>(1)?,
-        );
-        let chunk = if req.whole_credit {
-            WHOLE_CREDIT_SECONDS
-        } else {
-            self.cfg.chunk_seconds
-        };
-        let grant = match rules::plan_grant(available, &rate.tariff, chunk) {
-            Ok(g) => g,
-            Err(code) => {
-                tx.rollback().await?;
-                // Nothing left at all (other calls hold the rest) is 4 or 6, not 12.
-                let code = match (available.is_positive(), locked.try_get::<i64, _>(2)? > 0) {
-                    (true, _) => code,
-                    (false, true) => ReturnCode::CreditLimit,
-                    (false, false) => ReturnCode::ZeroBalance,
-                };
-                return Ok(Reserved::Refused(code, available));
-            }
-        };
-        sqlx::query("UPDATE accounts SET reserved = reserved + $1 WHERE id = $2")
-            .bind(grant.amount.micros())
-            .bind(account_id)
-            .execute(&mut *tx)
-            .await?;
-        let expires_at = now_ms + grant.granted_seconds as i64 * 1000 + self.grace_ms();
-        let t = &rate.tariff;
-        let inserted = sqlx::query(
-            "INSERT INTO reservations (id, account_id, session_id, owner, amount, granted_seconds, destination, \
-             ani, access_number, deck, rate_prefix, rate_description, rate_per_minute, connect_fee, \
-             initial_increment, increment, minimum_seconds, setup_at, connect_at, updated_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, NULL, $18, $19) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&req.conf_id)
-        .bind(account_id)
-        .bind(&req.auth.session_id)
-        .bind(&self.cfg.node_id)
-        .bind(grant.amount.micros())
-        .bind(grant.granted_seconds as i64)
-        .bind(&req.destination)
-        .bind(req.auth.ani.clone().unwrap_or_default())
-        .bind(&req.auth.access_number)
-        .bind(&rate.deck)
-        .bind(&rate.prefix)
-        .bind(&rate.description)
-        .bind(t.rate_per_minute().to_string())
-        .bind(t.connect_fee().micros())
-        .bind(i64::from(t.initial_increment()))
-        .bind(i64::from(t.increment()))
-        .bind(i64::from(t.minimum_seconds()))
-        .bind(now_ms)
-        .bind(expires_at)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(Reserved::Refused(ReturnCode::AccountInUse, available));
-        }
-        tx.commit().await?;
-        Ok(Reserved::Held(
-            Granted {
-                available,
-                credit_time: grant.credit_time,
-            },
-            Reservation {
-                conf_id: req.conf_id.clone(),
-                amount: grant.amount,
-                granted_seconds: grant.granted_seconds,
-                expires_at: at_ms(expires_at),
-            },
-        ))
-    }
-
-    async fn account_row_by_id(&self, id: i64) -> Result<Option<AccountRow>, sqlx::Error> {
-        let account: Option<String> =
-            sqlx::query_scalar("SELECT account FROM accounts WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        match account {
-            Some(a) => self.account_row(&a).await,
-            None => Ok(None),
-        }
-    }
-
-    async fn held_call(&self, conf_id: &str) -> Result<Option<HeldCall>, sqlx::Error> {
-        sqlx::query(&format!(
-            "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = $1"
-        ))
         .bind(conf_id)
         .fetch_optional(&self.pool)
-        .await?
-        .map(|r| HeldCall::from_row(&r))
+        .await?;
+        r.map(|r| {
+            Ok(Reservation {
+                conf_id: conf_id.to_string(),
+                amount: Money::from_micros(r.try_get(0)?),
+                granted_seconds: r.try_get::<i64, _>(1)? as u64,
+                expires_at: at_ms(r.try_get(2)?),
+            })
+        })
         .transpose()
-    }
-
-    /// The open reservation of a call, if any.
-    pub async fn reservation(&self, conf_id: &str) -> Result<Option<Reservation>, sqlx::Error> {
-        Ok(self.held_call(conf_id).await?.map(|h| Reservation {
-            conf_id: h.id,
-            amount: Money::from_micros(h.amount),
-            granted_seconds: h.granted_seconds as u64,
-            expires_at: at_ms(h.expires_at),
-        }))
     }
 
     /// A card's open reservations, oldest first: what finance sees as "held" on the card, and
@@ -611,8 +464,16 @@ impl Store {
     }
 
     /// Checks the credentials and the card's state (everything but money), counting failures
-    /// towards the PIN-guessing and calling-number lockouts.
-    async fn verify(&self, req: &AuthRequest, now_ms: i64) -> Result<AccountRow, Deny> {
+    /// towards the PIN-guessing and calling-number lockouts. With `defer_pin`, a good PIN on a
+    /// card that, as read, is under its limit is not counted here: the card goes into
+    /// `deferred` and the caller counts it (in the hold, or with `check_pin`), saving a write.
+    async fn verify(
+        &self,
+        req: &AuthRequest,
+        now_ms: i64,
+        defer_pin: bool,
+        deferred: &mut Option<AccountRow>,
+    ) -> Result<AccountRow, Deny> {
         if let Some(ani) = &req.ani {
             if !ani.is_empty() {
                 rules::check_ani(ani)?;
@@ -647,6 +508,10 @@ impl Store {
             return Err(ReturnCode::InvalidAccount.into());
         };
         let pin_ok = match &req.pin {
+            Some(pin) if defer_pin && self.uncounted_good_pin(&row, pin) => {
+                *deferred = Some(row.clone());
+                true
+            }
             Some(pin) => self.check_pin(&row, pin).await?,
             None => row.account.pinless,
         };
@@ -695,6 +560,13 @@ impl Store {
             None => None,
         };
         Ok((row, locked_until))
+    }
+
+    /// A good PIN on a card that, as read, may still take one: worth deferring its count.
+    fn uncounted_good_pin(&self, row: &AccountRow, pin: &str) -> bool {
+        row.pin_failures < i64::from(self.cfg.max_auth_failures)
+            && row.account.status != rules::CardStatus::Locked
+            && pin::verify_pin(&self.site_key, &row.pin_salt, pin, &row.pin_hash)
     }
 
     /// One PIN attempt on a card, counted in the same statement that decides it: a good PIN
@@ -877,89 +749,28 @@ impl Store {
         at: DateTime<Utc>,
         origin: Option<&str>,
     ) -> Result<(), StoreError> {
-        let t = ms(at);
-        let done = sqlx::query(
-            "UPDATE reservations SET connect_at = CASE WHEN $1 < setup_at THEN setup_at ELSE $1 END, updated_at = $1, \
-             expires_at = CASE WHEN $1 < setup_at THEN setup_at ELSE $1 END + granted_seconds * 1000 + $2 \
-             WHERE id = $3 AND connect_at IS NULL AND ($4 IS NULL OR access_number = $4)",
-        )
-        .bind(t)
-        .bind(self.grace_ms())
-        .bind(conf_id)
-        .bind(origin)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() > 0 {
-            return Ok(());
-        }
-        // Nothing changed: already connected (a repeat, fine) or not ours or not there.
-        let held = self.held_call(conf_id).await?;
-        if held.is_none_or(|h| origin.is_some_and(|o| o != h.access_number)) {
-            return Err(StoreError::NoReservation(conf_id.to_string()));
-        }
-        Ok(())
+        self.money(Op::Connect {
+            conf_id: conf_id.to_string(),
+            at_ms: ms(at),
+            origin: origin.map(str::to_string),
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Holds another chunk for a running call, as far as the card allows. Called before the
     /// granted time runs out; when nothing more can be held the cutoff stays where it is.
     pub async fn extend(&self, conf_id: &str, now: DateTime<Utc>) -> Result<Extension, StoreError> {
-        let now_ms = ms(now);
-        let mut tx = self.pool.begin().await?;
-        // Lock order, as in `settle`: the reservation first, then its account.
-        let held = sqlx::query(&format!(
-            "UPDATE reservations SET updated_at = $1 WHERE id = $2 RETURNING {RESERVATION_COLUMNS}"
-        ))
-        .bind(now_ms)
-        .bind(conf_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(held) = held else {
-            tx.rollback().await?;
-            return Err(StoreError::NoReservation(conf_id.to_string()));
-        };
-        let held = HeldCall::from_row(&held)?;
-        let row = sqlx::query(
-            "UPDATE accounts SET reserved = reserved WHERE id = $1 RETURNING balance, reserved, credit_limit",
-        )
-        .bind(held.account_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let available = Money::from_micros(
-            row.try_get::<i64, _>(0)? + row.try_get::<i64, _>(2)? - row.try_get::<i64, _>(1)?,
-        );
-        let start = held.connect_at.unwrap_or(now_ms);
-        let plan = rules::plan_extension(
-            available,
-            &held.rate.tariff,
-            Money::from_micros(held.amount),
-            held.granted_seconds as u64,
-            self.cfg.chunk_seconds,
-        );
-        let (granted, add) = match plan {
-            Some(g) => (g.granted_seconds as i64, g.amount.micros()),
-            None => (held.granted_seconds, 0),
-        };
-        if add > 0 {
-            sqlx::query("UPDATE accounts SET reserved = reserved + $1 WHERE id = $2")
-                .bind(add)
-                .bind(held.account_id)
-                .execute(&mut *tx)
-                .await?;
+        match self
+            .money(Op::Extend {
+                conf_id: conf_id.to_string(),
+                now_ms: ms(now),
+            })
+            .await?
+        {
+            Done::Extended(x) => Ok(x),
+            other => unreachable!("an extension answered {other:?}"),
         }
-        let expires = (start + granted * 1000 + self.grace_ms()).max(held.expires_at);
-        sqlx::query("UPDATE reservations SET amount = amount + $1, granted_seconds = $2, expires_at = $3 WHERE id = $4")
-            .bind(add)
-            .bind(granted)
-            .bind(expires)
-            .bind(conf_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Extension {
-            granted_seconds: granted as u64,
-            amount: Money::from_micros(held.amount + add),
-            extended: plan.is_some(),
-        })
     }
 
     /// Ends a call's money exactly once: charges the rated cost of its talk time (never more
@@ -986,116 +797,18 @@ impl Store {
         now: DateTime<Utc>,
         origin: Option<&str>,
     ) -> Result<Settlement, StoreError> {
-        let now_ms = ms(now);
-        let mut tx = self.pool.begin().await?;
-        let gone = sqlx::query(&format!(
-            "DELETE FROM reservations WHERE id = $1 AND ($2 IS NULL OR access_number = $2) \
-             RETURNING {RESERVATION_COLUMNS}"
-        ))
-        .bind(conf_id)
-        .bind(origin)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(gone) = gone else {
-            tx.rollback().await?;
-            let rec = sqlx::query(
-                "SELECT conf_id, session_id, account, ani, access_number, destination, setup_at, connect_at, \
-                 disconnect_at, billed_seconds, cost, currency, deck, rate_prefix, rate_description, \
-                 disconnect_cause, return_code, node, voice_quality, gateway FROM call_records WHERE conf_id = $1",
-            )
-            .bind(conf_id)
-            .fetch_optional(&self.pool)
-            .await?;
-            let rec = rec.ok_or_else(|| StoreError::NoReservation(conf_id.to_string()))?;
-            let rec = call_record(&rec)?;
-            if origin.is_some_and(|o| o != rec.access_number) {
-                return Err(StoreError::NoReservation(conf_id.to_string()));
-            }
-            return Ok(Settlement {
+        match self
+            .money(Op::Settle {
                 conf_id: conf_id.to_string(),
-                billed_seconds: rec.billed_seconds as u64,
-                cost: rec.cost,
-                already_settled: true,
-            });
-        };
-        let held = HeldCall::from_row(&gone)?;
-        // (A RADIUS gateway's times are kept to its call's life by `radius::aaa`; the talk
-        // billed is capped at the time held below, whatever they say.)
-        let connect_at = end.connect_at.map(ms).or(held.connect_at);
-        let disconnect_at = ms(end.disconnect_at);
-        let talk_ms = connect_at.map_or(0, |c| (disconnect_at - c).max(0));
-        let talk = (talk_ms as u64)
-            .div_ceil(1000)
-            .min(held.granted_seconds as u64);
-        let tariff = &held.rate.tariff;
-        let cost = tariff.cost(talk).micros().min(held.amount);
-        let billed = tariff.billed_seconds(talk);
-        let acct = sqlx::query(
-            "UPDATE accounts SET balance = balance - $1, reserved = reserved - $2, active_calls = active_calls - 1 \
-             WHERE id = $3 RETURNING account, balance, currency, tenant",
-        )
-        .bind(cost)
-        .bind(held.amount)
-        .bind(held.account_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let (account, balance, currency, tenant): (String, i64, String, String) = (
-            acct.try_get(0)?,
-            acct.try_get(1)?,
-            acct.try_get(2)?,
-            acct.try_get(3)?,
-        );
-        if cost > 0 {
-            sqlx::query(
-                "INSERT INTO ledger (account_id, kind, amount, balance_after, idempotency_key, reference, note, created_at) \
-                 VALUES ($1, 'call', $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(held.account_id)
-            .bind(-cost)
-            .bind(balance)
-            .bind(format!("call:{conf_id}"))
-            .bind(conf_id)
-            .bind(format!("{} s to {} ({})", billed, held.destination, held.rate.description))
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
+                end: Box::new(end.clone()),
+                now_ms: ms(now),
+                origin: origin.map(str::to_string),
+            })
+            .await?
+        {
+            Done::Settled(x) => Ok(x),
+            other => unreachable!("a settlement answered {other:?}"),
         }
-        sqlx::query(
-            "INSERT INTO call_records (conf_id, session_id, account, ani, access_number, destination, setup_at, \
-             connect_at, disconnect_at, billed_seconds, cost, currency, deck, rate_prefix, rate_description, \
-             disconnect_cause, return_code, node, created_at, voice_quality, tenant, gateway) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, $18, $19, $20, $21)",
-        )
-        .bind(conf_id)
-        .bind(&held.session_id)
-        .bind(&account)
-        .bind(&held.ani)
-        .bind(&held.access_number)
-        .bind(&held.destination)
-        .bind(held.setup_at)
-        .bind(connect_at)
-        .bind(disconnect_at)
-        .bind(billed as i64)
-        .bind(cost)
-        .bind(currency)
-        .bind(&held.rate.deck)
-        .bind(&held.rate.prefix)
-        .bind(&held.rate.description)
-        .bind(clean(&end.cause, 200))
-        .bind(&self.cfg.node_id)
-        .bind(now_ms)
-        .bind(end.voice_quality.map(i64::from))
-        .bind(tenant)
-        .bind(clean(&end.gateway, 64))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Settlement {
-            conf_id: conf_id.to_string(),
-            billed_seconds: billed,
-            cost: Money::from_micros(cost),
-            already_settled: false,
-        })
     }
 
     /// Settles reservations whose owner stopped extending them: a call that was answered is

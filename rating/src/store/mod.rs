@@ -9,8 +9,11 @@ mod audit;
 mod authorize;
 mod batches;
 mod decks;
+mod exec;
+mod ops;
 mod outbox;
 mod reports;
+mod writer;
 
 pub use access::{check_number as check_access_number, AccessRow};
 pub use audit::{Allowance, AuditEntry};
@@ -25,6 +28,7 @@ pub use reports::{
     by_period, day_date, day_number, CallTotals, Dimension, MoneyTotals, Period, ReportRange,
     MAX_REPORT_DAYS, ROLL_UP_MARGIN,
 };
+pub use writer::WriterStats;
 
 use crate::codes::ReturnCode;
 use crate::deck::{Deck, PrefixSet};
@@ -61,6 +65,16 @@ pub struct StoreConfig {
     pub account_swept_calls: bool,
     /// Give up on the database after this long: authorization then fails closed (8).
     pub acquire_timeout: Duration,
+    /// Apply the calls' holds, connects, extensions and settlements in batches, one
+    /// transaction per batch, on one writer connection (see `writer`). Off: one transaction
+    /// per operation on the pool.
+    pub group_commit: bool,
+    /// Operations in one batch at most.
+    pub batch_max: usize,
+    /// How long a batch that is not full waits for more (zero: it closes when nothing waits).
+    pub batch_delay: Duration,
+    /// Operations waiting for the writer at most; past it an operation fails as busy.
+    pub writer_queue: usize,
 }
 
 impl Default for StoreConfig {
@@ -77,6 +91,10 @@ impl Default for StoreConfig {
             max_connections: 8,
             account_swept_calls: false,
             acquire_timeout: Duration::from_secs(5),
+            group_commit: true,
+            batch_max: 128,
+            batch_delay: Duration::ZERO,
+            writer_queue: 10_000,
         }
     }
 }
@@ -111,6 +129,15 @@ pub enum StoreError {
     OverAllowance(String),
     #[error("unsupported database URL '{0}' (use sqlite://FILE or postgres://…)")]
     UnsupportedUrl(String),
+    /// The group-commit writer's own SQLite connection failed.
+    #[error("database: {message}")]
+    Native { message: String, transient: bool },
+    /// Too much waiting for the database already; worth trying again shortly.
+    #[error("balance store busy: {0}")]
+    Busy(String),
+    /// The store was closed.
+    #[error("the balance store is closed")]
+    Closed,
 }
 
 impl StoreError {
@@ -119,8 +146,11 @@ impl StoreError {
     /// busy/locked, a PostgreSQL serialization failure, deadlock or dropped connection). Only
     /// idempotent operations are retried on this (settlement, connect, accounting records).
     pub fn is_transient(&self) -> bool {
-        let StoreError::Database(e) = self else {
-            return false;
+        let e = match self {
+            StoreError::Database(e) => e,
+            StoreError::Native { transient, .. } => return *transient,
+            StoreError::Busy(_) => return true,
+            _ => return false,
         };
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed => true,
@@ -136,6 +166,13 @@ impl StoreError {
             }
             _ => false,
         }
+    }
+}
+
+impl StoreError {
+    /// Whether the database itself failed (as opposed to an answer about the data).
+    pub fn is_database(&self) -> bool {
+        matches!(self, StoreError::Database(_) | StoreError::Native { .. })
     }
 }
 
@@ -353,6 +390,9 @@ pub struct Store {
     site_key: Vec<u8>,
     decks: RwLock<HashMap<String, Cached<Deck>>>,
     lists: RwLock<Option<Cached<Lists>>>,
+    /// The group-commit writer (none when `group_commit` is off or the database is in memory).
+    writer: Option<writer::Writer>,
+    params: ops::Params,
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -366,13 +406,17 @@ pub(crate) fn at_ms(v: i64) -> DateTime<Utc> {
 const ACCOUNT_COLUMNS: &str =
     "id, account, pin_salt, pin_hash, pinless, status, expires_at, currency, \
      balance, reserved, credit_limit, active_calls, max_calls, language, tenant, rate_deck, \
-     tollfree_only, created_at, redirect_code, redirect_number, any_tenant";
+     tollfree_only, created_at, redirect_code, redirect_number, any_tenant, pin_failures";
 
 /// An account row with its internals (id, PIN material), for the store's own use.
+#[derive(Clone)]
 pub(crate) struct AccountRow {
     pub id: i64,
     pub pin_salt: String,
     pub pin_hash: String,
+    /// Wrong PINs since the last good one, as read (the count that decides is taken under
+    /// the row's lock).
+    pub pin_failures: i64,
     pub account: Account,
 }
 
@@ -382,6 +426,7 @@ impl AccountRow {
             id: r.try_get("id")?,
             pin_salt: r.try_get("pin_salt")?,
             pin_hash: r.try_get("pin_hash")?,
+            pin_failures: r.try_get("pin_failures")?,
             account: Account {
                 account: r.try_get("account")?,
                 status: CardStatus::parse(&r.try_get::<String, _>("status")?),
@@ -429,6 +474,15 @@ fn check_text(what: &str, s: &str, required: bool, max: usize) -> Result<(), Sto
         )));
     }
     Ok(())
+}
+
+/// The file behind a `sqlite:` URL (none for an in-memory database).
+fn sqlite_file(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.contains(":memory:") && !url.contains("mode=memory"))
+        .then(|| path.to_string())
 }
 
 impl Store {
@@ -480,6 +534,25 @@ impl Store {
         let key: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = 'pin_key'")
             .fetch_one(&pool)
             .await?;
+        let params = ops::Params {
+            node_id: cfg.node_id.clone(),
+            chunk_seconds: cfg.chunk_seconds,
+            grace_ms: cfg.reservation_grace.as_millis() as i64,
+        };
+        let batching = writer::Batching {
+            max: cfg.batch_max,
+            delay: cfg.batch_delay,
+            queue: cfg.writer_queue,
+        };
+        let writer = match (cfg.group_commit, backend, sqlite_file(&url)) {
+            (false, _, _) | (true, Backend::Sqlite, None) => None,
+            (true, Backend::Sqlite, Some(path)) => {
+                Some(writer::Writer::sqlite(&path, params.clone(), batching)?)
+            }
+            (true, Backend::Postgres, _) => {
+                Some(writer::Writer::any(&url, false, params.clone(), batching))
+            }
+        };
         Ok(Store {
             pool,
             backend,
@@ -487,7 +560,34 @@ impl Store {
             site_key: hex::decode(key).unwrap_or_default(),
             decks: RwLock::new(HashMap::new()),
             lists: RwLock::new(None),
+            writer,
+            params,
         })
+    }
+
+    /// Runs one operation on a call's money: in the writer's next batch, or (group commit
+    /// off) in a transaction of its own.
+    async fn money(&self, op: ops::Op) -> Result<ops::Done, StoreError> {
+        if let Some(w) = &self.writer {
+            return w.run(op).await;
+        }
+        let mut tx = self.pool.begin().await?;
+        let done = ops::apply(&mut exec::AnyExec(&mut tx), &self.params, &op).await;
+        match &done {
+            Ok(_) => tx.commit().await?,
+            Err(_) => tx.rollback().await?,
+        }
+        done
+    }
+
+    /// Operations waiting for the group-commit writer: how far behind the database is.
+    pub fn queue_depth(&self) -> usize {
+        self.writer.as_ref().map_or(0, |w| w.depth())
+    }
+
+    /// What the group-commit writer has done (none without one).
+    pub fn writer_stats(&self) -> Option<&WriterStats> {
+        self.writer.as_ref().map(|w| &*w.stats)
     }
 
     /// Which database this is.
@@ -500,8 +600,12 @@ impl Store {
         &self.cfg
     }
 
-    /// Closes the pool; later calls fail (and authorization answers 8).
+    /// Finishes the operations waiting for the writer, then closes the pool; later calls fail
+    /// (and authorization answers 8).
     pub async fn close(&self) {
+        if let Some(w) = &self.writer {
+            w.close().await;
+        }
         self.pool.close().await;
     }
 
