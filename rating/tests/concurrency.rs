@@ -28,20 +28,8 @@ async fn five_hundred_calls_never_overspend(db: &TestDb) {
     for i in 0..CALLS {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.spawn(async move {
-            let conf = format!("conf-{i}");
-            let req = CallRequest {
-                auth: AuthRequest {
-                    account: "000070".into(),
-                    pin: Some("1234".into()),
-                    ani: None,
-                    access_number: "5551200".into(),
-                    session_id: format!("s-{i}"),
-                    tenant: None,
-                },
-                destination: "5555233".into(),
-                conf_id: conf.clone(),
-                whole_credit: false,
-            };
+            let req = call_on_card(i, "5555233");
+            let conf = req.conf_id.clone();
             let answer = store.authorize_call(&req, now).await;
             let Some(res) = answer.reservation else {
                 return (answer.code, Money::ZERO);

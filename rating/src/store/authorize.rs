@@ -177,7 +177,7 @@ impl Store {
     /// Phase 1: is this card good for a call at all, and how much credit does it have?
     pub async fn authorize_account(&self, req: &AuthRequest, now: DateTime<Utc>) -> AccountAnswer {
         let now_ms = ms(now);
-        let outcome = match self.verify(req, now_ms, false, &mut None).await {
+        let outcome = match self.verify(req, now_ms, None).await {
             Ok(row) => {
                 let a = &row.account;
                 let funds = match &a.redirect {
@@ -312,7 +312,7 @@ impl Store {
         if !conf_ok {
             return Err(ReturnCode::InvalidArgument.into());
         }
-        let row = match self.verify(&req.auth, now_ms, true, pending).await {
+        let row = match self.verify(&req.auth, now_ms, Some(pending)).await {
             Err(Deny::Code(ReturnCode::AccountInUse)) => {
                 return self.repeat_or(req, answer, ReturnCode::AccountInUse).await;
             }
@@ -464,15 +464,14 @@ impl Store {
     }
 
     /// Checks the credentials and the card's state (everything but money), counting failures
-    /// towards the PIN-guessing and calling-number lockouts. With `defer_pin`, a good PIN on a
+    /// towards the PIN-guessing and calling-number lockouts. Given `deferred`, a good PIN on a
     /// card that, as read, is under its limit is not counted here: the card goes into
     /// `deferred` and the caller counts it (in the hold, or with `check_pin`), saving a write.
     async fn verify(
         &self,
         req: &AuthRequest,
         now_ms: i64,
-        defer_pin: bool,
-        deferred: &mut Option<AccountRow>,
+        deferred: Option<&mut Option<AccountRow>>,
     ) -> Result<AccountRow, Deny> {
         if let Some(ani) = &req.ani {
             if !ani.is_empty() {
@@ -507,13 +506,13 @@ impl Store {
             }
             return Err(ReturnCode::InvalidAccount.into());
         };
-        let pin_ok = match &req.pin {
-            Some(pin) if defer_pin && self.uncounted_good_pin(&row, pin) => {
+        let pin_ok = match (&req.pin, deferred) {
+            (Some(pin), Some(deferred)) if self.uncounted_good_pin(&row, pin) => {
                 *deferred = Some(row.clone());
                 true
             }
-            Some(pin) => self.check_pin(&row, pin).await?,
-            None => row.account.pinless,
+            (Some(pin), _) => self.check_pin(&row, pin).await?,
+            (None, _) => row.account.pinless,
         };
         if !pin_ok {
             // A locked card answers as a wrong PIN does, whatever PIN was given: a guesser

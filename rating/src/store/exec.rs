@@ -181,11 +181,8 @@ impl LiteExec {
     /// Opens the SQLite file the pool already migrated, with the pool's pragmas.
     pub fn open(path: &str) -> Result<LiteExec, StoreError> {
         let conn = rusqlite::Connection::open(path).map_err(lite_error)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-        )
-        .map_err(lite_error)?;
+        conn.execute_batch(super::SQLITE_PRAGMAS)
+            .map_err(lite_error)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(LiteExec(conn))
     }

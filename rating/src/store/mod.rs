@@ -476,6 +476,10 @@ fn check_text(what: &str, s: &str, required: bool, max: usize) -> Result<(), Sto
     Ok(())
 }
 
+/// How every SQLite connection of ours is set up, the pool's and the group-commit writer's.
+pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;";
+
 /// The file behind a `sqlite:` URL (none for an in-memory database).
 fn sqlite_file(url: &str) -> Option<String> {
     let rest = url.strip_prefix("sqlite:")?;
@@ -510,11 +514,7 @@ impl Store {
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the one writer; NORMAL sync is durable
                         // against process crashes, and a lost OS crash costs the last commits only.
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                        )
-                        .await?;
+                        conn.execute(SQLITE_PRAGMAS).await?;
                     }
                     Ok(())
                 })
@@ -550,7 +550,7 @@ impl Store {
                 Some(writer::Writer::sqlite(&path, params.clone(), batching)?)
             }
             (true, Backend::Postgres, _) => {
-                Some(writer::Writer::any(&url, false, params.clone(), batching))
+                Some(writer::Writer::postgres(&url, params.clone(), batching))
             }
         };
         Ok(Store {

@@ -90,7 +90,6 @@ impl Conn for LiteExec {
 /// A writer's own sqlx connection, made again after it breaks.
 struct AnyConn {
     url: String,
-    sqlite: bool,
     conn: Option<sqlx::AnyConnection>,
 }
 
@@ -113,16 +112,7 @@ impl Exec for AnyConn {
 impl Conn for AnyConn {
     async fn ready(&mut self) -> Result<(), StoreError> {
         if self.conn.is_none() {
-            let mut c = sqlx::AnyConnection::connect(&self.url).await?;
-            if self.sqlite {
-                sqlx::Executor::execute(
-                    &mut c,
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                )
-                .await?;
-            }
-            self.conn = Some(c);
+            self.conn = Some(sqlx::AnyConnection::connect(&self.url).await?);
         }
         Ok(())
     }
@@ -132,11 +122,7 @@ impl Conn for AnyConn {
     }
 
     fn begin(&self) -> &'static str {
-        if self.sqlite {
-            "BEGIN IMMEDIATE"
-        } else {
-            "BEGIN"
-        }
+        "BEGIN"
     }
 }
 
@@ -164,11 +150,10 @@ impl Writer {
     }
 
     /// A writer on its own sqlx connection (PostgreSQL), as a task.
-    pub fn any(url: &str, sqlite: bool, params: Params, b: Batching) -> Writer {
+    pub fn postgres(url: &str, params: Params, b: Batching) -> Writer {
         let (writer, rx, done) = Writer::new(&b);
         let conn = AnyConn {
             url: url.to_string(),
-            sqlite,
             conn: None,
         };
         let stats = writer.stats.clone();
