@@ -682,6 +682,10 @@ async fn the_openapi_description_lists_every_route_and_metrics_are_served() {
         "b2bua_cutoffs_total",
         "b2bua_store_seconds",
         "b2bua_radius_accounting_queue 0",
+        "b2bua_store_writer_queue 0",
+        "b2bua_store_writer_transactions_total",
+        "b2bua_store_writer_operations_total",
+        "b2bua_store_writer_reruns_total",
     ] {
         assert!(a.body.contains(name), "{name} in\n{}", a.body);
     }

@@ -297,8 +297,13 @@ struct StoreFile {
     batch_delay_us: u64,
     #[serde(default = "d_writer_queue")]
     writer_queue: usize,
+    #[serde(default = "d_writers")]
+    writers: usize,
 }
 
+fn d_writers() -> usize {
+    4
+}
 fn d_batch_max() -> usize {
     128
 }
@@ -313,6 +318,7 @@ impl Default for StoreFile {
             batch_max: d_batch_max(),
             batch_delay_us: 0,
             writer_queue: d_writer_queue(),
+            writers: d_writers(),
         }
     }
 }
@@ -329,6 +335,8 @@ pub struct StoreTuning {
     pub batch_delay: Duration,
     /// Operations waiting for the writer at most; beyond it they fail as busy.
     pub writer_queue: usize,
+    /// Writer connections on PostgreSQL (SQLite always has one).
+    pub writers: usize,
 }
 
 impl StoreFile {
@@ -361,11 +369,22 @@ impl StoreFile {
                 ),
             );
         }
+        if !(1..=64).contains(&self.writers) {
+            err(
+                0,
+                "store.writers".into(),
+                format!(
+                    "{} is out of range: 1 to 64 (each is a database connection)",
+                    self.writers
+                ),
+            );
+        }
         StoreTuning {
             group_commit: self.group_commit,
             batch_max: self.batch_max,
             batch_delay: Duration::from_micros(self.batch_delay_us),
             writer_queue: self.writer_queue,
+            writers: self.writers,
         }
     }
 }
@@ -1496,12 +1515,16 @@ mod tests {
         assert!(e.contains("limits.store_queue: 0 is below 1"), "{e}");
         // The store's batching: sizes and a delay every call would pay.
         let e = Config::parse(
-            "sip:\n  listen: [udp:127.0.0.1:5060]\nstore: {batch_max: 0, batch_delay_us: 500000}\n",
+            "sip:\n  listen: [udp:127.0.0.1:5060]\nstore: {batch_max: 0, batch_delay_us: 500000, writers: 0}\n",
             "b.yaml",
         )
         .unwrap_err()
         .to_string();
         assert!(e.contains("store.batch_max: 0 is out of range"), "{e}");
+        assert!(
+            e.contains("store.writers: 0 is out of range: 1 to 64"),
+            "{e}"
+        );
         assert!(
             e.contains("store.batch_delay_us: 500000 is too long"),
             "{e}"

@@ -142,6 +142,7 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
     store_cfg.batch_max = cfg.store.batch_max;
     store_cfg.batch_delay = cfg.store.batch_delay;
     store_cfg.writer_queue = cfg.store.writer_queue;
+    store_cfg.writers = cfg.store.writers;
     // Calls this node sweeps for a dead one get the Stop records the dead node never wrote.
     store_cfg.account_swept_calls = cfg.radius_accounting.is_some();
     let store = Arc::new(

@@ -56,6 +56,14 @@ pub struct Metrics {
     pub store_retries: Counter,
     /// 1 while a pinged gateway answers its OPTIONS, 0 while it is out of routing.
     pub gateways_up: Family<GatewayLabels, Gauge>,
+    /// The group-commit writers (see [`Metrics::store_writers`]).
+    pub writer_queue: Gauge,
+    pub writer_batches: Counter,
+    pub writer_operations: Counter,
+    pub writer_reruns: Counter,
+    /// Serializes copying the writers' totals into the counters, so two scrapes at once
+    /// cannot count the same batches twice.
+    writer_sync: std::sync::Mutex<()>,
     /// When each limit was last logged (seconds since the process started), so a flood is one
     /// line every ten seconds and not one line per packet.
     logged: std::sync::Mutex<std::collections::HashMap<&'static str, u64>>,
@@ -81,6 +89,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         rtp_port_conflicts: Counter::default(),
         store_retries: Counter::default(),
         gateways_up: Family::default(),
+        writer_queue: Gauge::default(),
+        writer_batches: Counter::default(),
+        writer_operations: Counter::default(),
+        writer_reruns: Counter::default(),
+        writer_sync: Default::default(),
         logged: Default::default(),
     };
     m.registry
@@ -147,6 +160,26 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Whether a gateway with health pings answers them (1) or is out of routing (0)",
         m.gateways_up.clone(),
     );
+    m.registry.register(
+        "store_writer_queue",
+        "Holds, connects, extensions and settlements waiting for the group-commit writers (queued or in a running batch)",
+        m.writer_queue.clone(),
+    );
+    m.registry.register(
+        "store_writer_transactions",
+        "Transactions the group-commit writers committed",
+        m.writer_batches.clone(),
+    );
+    m.registry.register(
+        "store_writer_operations",
+        "Operations on calls' money the group-commit writers answered (refusals included)",
+        m.writer_operations.clone(),
+    );
+    m.registry.register(
+        "store_writer_reruns",
+        "Group-commit batches run again after a database error (one operation failing, or the database busy)",
+        m.writer_reruns.clone(),
+    );
     m
 });
 
@@ -184,6 +217,22 @@ impl Metrics {
         if now >= *last + 10 {
             *last = now;
             tracing::warn!(limit, total = c.get(), "limit reached");
+        }
+    }
+
+    /// Copies what the store's group-commit writers did into the metrics (at each scrape:
+    /// the store keeps plain counters and knows nothing of Prometheus).
+    pub fn store_writers(&self, queue: usize, stats: Option<&rating::store::WriterStats>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.writer_queue.set(queue as i64);
+        let Some(w) = stats else { return };
+        let _one = crate::sync::Lock::locked(&self.writer_sync);
+        for (counter, total) in [
+            (&self.writer_batches, w.batches.load(Relaxed)),
+            (&self.writer_operations, w.operations.load(Relaxed)),
+            (&self.writer_reruns, w.reruns.load(Relaxed)),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
         }
     }
 

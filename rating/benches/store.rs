@@ -12,7 +12,7 @@
 //!
 //! `B2BUA_BENCH_GROUP_COMMIT=0` runs every hold and settlement in a transaction of its own
 //! (the store before group commit), `B2BUA_BENCH_BATCH_MAX` and `B2BUA_BENCH_BATCH_DELAY_US`
-//! tune the batches.
+//! tune the batches, `B2BUA_BENCH_WRITERS` the writer connections on PostgreSQL.
 
 use chrono::{Duration, Utc};
 use rating::deck::parse_rates_csv;
@@ -47,6 +47,7 @@ async fn main() {
         batch_delay: std::time::Duration::from_micros(
             env_num("B2BUA_BENCH_BATCH_DELAY_US", 0) as u64
         ),
+        writers: env_num("B2BUA_BENCH_WRITERS", StoreConfig::default().writers),
         ..StoreConfig::default()
     };
     let store = Arc::new(Store::open(url, cfg).await.unwrap());
@@ -124,7 +125,8 @@ async fn main() {
         let batches = w.batches.load(std::sync::atomic::Ordering::Relaxed).max(1);
         let ops = w.operations.load(std::sync::atomic::Ordering::Relaxed);
         println!(
-            "  group commit: {ops} operations in {batches} transactions ({:.1} a batch), {} reruns",
+            "  group commit: {} writer(s), {ops} operations in {batches} transactions ({:.1} a batch), {} reruns",
+            store.writer_count(),
             ops as f64 / batches as f64,
             w.reruns.load(std::sync::atomic::Ordering::Relaxed)
         );

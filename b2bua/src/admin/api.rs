@@ -241,6 +241,7 @@ async fn metrics(State(s): State<Shared>, headers: axum::http::HeaderMap) -> Res
     if let Ok(n) = s.store.accounting_queue_depth().await {
         m.radius_queue.set(n);
     }
+    m.store_writers(s.store.queue_depth(), s.store.writer_stats());
     (
         [(
             header::CONTENT_TYPE,

@@ -75,6 +75,9 @@ pub struct StoreConfig {
     pub batch_delay: Duration,
     /// Operations waiting for the writer at most; past it an operation fails as busy.
     pub writer_queue: usize,
+    /// Writers on PostgreSQL, each its own connection, accounts split among them (SQLite has
+    /// one: its file has one write lock).
+    pub writers: usize,
 }
 
 impl Default for StoreConfig {
@@ -95,6 +98,7 @@ impl Default for StoreConfig {
             batch_max: 128,
             batch_delay: Duration::ZERO,
             writer_queue: 10_000,
+            writers: 4,
         }
     }
 }
@@ -390,8 +394,8 @@ pub struct Store {
     site_key: Vec<u8>,
     decks: RwLock<HashMap<String, Cached<Deck>>>,
     lists: RwLock<Option<Cached<Lists>>>,
-    /// The group-commit writer (none when `group_commit` is off or the database is in memory).
-    writer: Option<writer::Writer>,
+    /// The group-commit writers (none when `group_commit` is off or the database is in memory).
+    writer: Option<writer::Lanes>,
     params: ops::Params,
 }
 
@@ -547,11 +551,14 @@ impl Store {
         let writer = match (cfg.group_commit, backend, sqlite_file(&url)) {
             (false, _, _) | (true, Backend::Sqlite, None) => None,
             (true, Backend::Sqlite, Some(path)) => {
-                Some(writer::Writer::sqlite(&path, params.clone(), batching)?)
+                Some(writer::Lanes::sqlite(&path, params.clone(), batching)?)
             }
-            (true, Backend::Postgres, _) => {
-                Some(writer::Writer::postgres(&url, params.clone(), batching))
-            }
+            (true, Backend::Postgres, _) => Some(writer::Lanes::postgres(
+                &url,
+                params.clone(),
+                batching,
+                cfg.writers,
+            )),
         };
         Ok(Store {
             pool,
@@ -569,7 +576,16 @@ impl Store {
     /// off) in a transaction of its own.
     async fn money(&self, op: ops::Op) -> Result<ops::Done, StoreError> {
         if let Some(w) = &self.writer {
-            return w.run(op).await;
+            let account = match &op {
+                ops::Op::Hold(h) => h.account_id,
+                // One SQLite writer takes no row locks: any order will do.
+                _ if self.backend == Backend::Sqlite => 0,
+                other => match w.account_of(other.conf_id()) {
+                    Some(a) => a,
+                    None => self.reservation_account(other.conf_id()).await?,
+                },
+            };
+            return w.run(op, account).await;
         }
         let mut tx = self.pool.begin().await?;
         let done = ops::apply(&mut exec::AnyExec(&mut tx), &self.params, &op).await;
@@ -578,6 +594,22 @@ impl Store {
             Err(_) => tx.rollback().await?,
         }
         done
+    }
+
+    /// The account a reservation spends from, for a call this node did not hold itself (or
+    /// forgot); a call with no reservation gets 0, and its operation finds nothing to do.
+    async fn reservation_account(&self, conf_id: &str) -> Result<i64, StoreError> {
+        let a: Option<i64> =
+            sqlx::query_scalar("SELECT account_id FROM reservations WHERE id = $1")
+                .bind(conf_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(a.unwrap_or(0))
+    }
+
+    /// Group-commit writers running (0 with group commit off).
+    pub fn writer_count(&self) -> usize {
+        self.writer.as_ref().map_or(0, |w| w.count())
     }
 
     /// Operations waiting for the group-commit writer: how far behind the database is.

@@ -17,7 +17,7 @@ use super::ops::{self, Done, Op, Params, Reserved};
 use super::{CallEnd, StoreError};
 use chrono::Utc;
 use sqlx::Connection;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +36,9 @@ pub(crate) struct Batching {
 
 struct Job {
     op: Op,
+    /// The account the operation locks: batches run in account order, so two transactions
+    /// (two lanes, two nodes) always take row locks in the same order and cannot deadlock.
+    account: i64,
     reply: Option<oneshot::Sender<Result<Done, StoreError>>>,
 }
 
@@ -57,7 +60,103 @@ pub(crate) struct Writer {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     capacity: usize,
     done: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    stats: Arc<WriterStats>,
+}
+
+/// Several writers, each with its own connection, for a database that commits in parallel
+/// (PostgreSQL). Accounts are split among them by id, so one card's operations queue behind
+/// each other in one lane while other cards' commit beside them; row locks and the account
+/// order inside each batch keep lanes (and nodes) from overspending or deadlocking.
+pub(crate) struct Lanes {
+    lanes: Vec<Writer>,
+    /// Which account each call this node holds money for spends from, so a connect, an
+    /// extension or a settlement finds its lane without asking the database.
+    routes: Mutex<HashMap<String, i64>>,
     pub stats: Arc<WriterStats>,
+}
+
+/// Calls remembered for routing at most. Past it the map starts again: a call it forgot is
+/// looked up in the database, which costs a round trip and nothing else.
+const ROUTES_MAX: usize = 1 << 20;
+
+impl Lanes {
+    /// One SQLite writer: the file has one write lock, so a second writer would only wait.
+    pub fn sqlite(path: &str, params: Params, b: Batching) -> Result<Lanes, StoreError> {
+        let stats = Arc::<WriterStats>::default();
+        let w = Writer::sqlite(path, params, b, stats.clone())?;
+        Ok(Lanes::of(vec![w], stats))
+    }
+
+    /// `n` PostgreSQL writers, each its own connection.
+    pub fn postgres(url: &str, params: Params, b: Batching, n: usize) -> Lanes {
+        let stats = Arc::<WriterStats>::default();
+        let lanes = (0..n.max(1))
+            .map(|_| Writer::postgres(url, params.clone(), b.clone(), stats.clone()))
+            .collect();
+        Lanes::of(lanes, stats)
+    }
+
+    fn of(lanes: Vec<Writer>, stats: Arc<WriterStats>) -> Lanes {
+        Lanes {
+            lanes,
+            routes: Mutex::new(HashMap::new()),
+            stats,
+        }
+    }
+
+    /// How many writers there are.
+    pub fn count(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// The account a call spends from, if this node remembers it.
+    pub fn account_of(&self, conf_id: &str) -> Option<i64> {
+        self.routes
+            .lock()
+            .expect("the routes lock")
+            .get(conf_id)
+            .copied()
+    }
+
+    /// Runs `op`, which locks `account`, in its lane's next batch, and returns its outcome.
+    pub async fn run(&self, op: Op, account: i64) -> Result<Done, StoreError> {
+        let lane = &self.lanes[account.rem_euclid(self.lanes.len() as i64) as usize];
+        let remember = match &op {
+            Op::Hold(h) => Some((h.conf_id.clone(), true)),
+            Op::Settle { conf_id, .. } => Some((conf_id.clone(), false)),
+            _ => None,
+        };
+        let done = lane.run(op, account).await;
+        if let Some((conf_id, hold)) = remember {
+            let mut routes = self.routes.lock().expect("the routes lock");
+            match &done {
+                Ok(Done::Hold(Reserved::Held { .. })) if hold => {
+                    if routes.len() >= ROUTES_MAX {
+                        routes.clear();
+                    }
+                    routes.insert(conf_id, account);
+                }
+                Err(e) if e.is_transient() => {}
+                _ if !hold => {
+                    routes.remove(&conf_id);
+                }
+                _ => {}
+            }
+        }
+        done
+    }
+
+    /// Operations sent and not yet answered, over all lanes.
+    pub fn depth(&self) -> usize {
+        self.stats.waiting.load(Ordering::Relaxed) as usize
+    }
+
+    /// Closes every lane (see [`Writer::close`]).
+    pub async fn close(&self) {
+        for w in &self.lanes {
+            w.close().await;
+        }
+    }
 }
 
 /// A connection a writer runs its batches on.
@@ -128,10 +227,14 @@ impl Conn for AnyConn {
 
 impl Writer {
     /// A writer on its own SQLite connection and thread.
-    pub fn sqlite(path: &str, params: Params, b: Batching) -> Result<Writer, StoreError> {
+    fn sqlite(
+        path: &str,
+        params: Params,
+        b: Batching,
+        stats: Arc<WriterStats>,
+    ) -> Result<Writer, StoreError> {
         let conn = LiteExec::open(path)?;
-        let (writer, rx, done) = Writer::new(&b);
-        let stats = writer.stats.clone();
+        let (writer, rx, done) = Writer::new(&b, stats.clone());
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
@@ -150,13 +253,12 @@ impl Writer {
     }
 
     /// A writer on its own sqlx connection (PostgreSQL), as a task.
-    pub fn postgres(url: &str, params: Params, b: Batching) -> Writer {
-        let (writer, rx, done) = Writer::new(&b);
+    fn postgres(url: &str, params: Params, b: Batching, stats: Arc<WriterStats>) -> Writer {
+        let (writer, rx, done) = Writer::new(&b, stats.clone());
         let conn = AnyConn {
             url: url.to_string(),
             conn: None,
         };
-        let stats = writer.stats.clone();
         tokio::spawn(async move {
             run(conn, rx, params, b, stats).await;
             let _ = done.send(());
@@ -164,20 +266,23 @@ impl Writer {
         writer
     }
 
-    fn new(b: &Batching) -> (Writer, mpsc::Receiver<Job>, oneshot::Sender<()>) {
+    fn new(
+        b: &Batching,
+        stats: Arc<WriterStats>,
+    ) -> (Writer, mpsc::Receiver<Job>, oneshot::Sender<()>) {
         let (tx, rx) = mpsc::channel(b.queue.max(1));
         let (done_tx, done_rx) = oneshot::channel();
         let w = Writer {
             tx: Mutex::new(Some(tx)),
             capacity: b.queue.max(1),
             done: tokio::sync::Mutex::new(Some(done_rx)),
-            stats: Arc::default(),
+            stats,
         };
         (w, rx, done_tx)
     }
 
     /// Runs `op` in the next batch and returns its own outcome.
-    pub async fn run(&self, op: Op) -> Result<Done, StoreError> {
+    async fn run(&self, op: Op, account: i64) -> Result<Done, StoreError> {
         let sender = self
             .tx
             .lock()
@@ -189,6 +294,7 @@ impl Writer {
         sender
             .try_send(Job {
                 op,
+                account,
                 reply: Some(reply),
             })
             .map_err(|e| {
@@ -205,14 +311,9 @@ impl Writer {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Operations sent and not yet answered.
-    pub fn depth(&self) -> usize {
-        self.stats.waiting.load(Ordering::Relaxed) as usize
-    }
-
     /// Takes no new operations, finishes the waiting ones (and the releases they cause), and
     /// returns when the writer has stopped.
-    pub async fn close(&self) {
+    async fn close(&self) {
         self.tx.lock().expect("the writer's sender lock").take();
         if let Some(done) = self.done.lock().await.take() {
             let _ = done.await;
@@ -287,6 +388,8 @@ async fn run_batch<C: Conn>(
         }
         !given_up
     });
+    // Stable: one call's operations keep their order.
+    jobs.sort_by_key(|j| j.account);
     let mut tries = 0;
     while !jobs.is_empty() {
         let outcome = attempt(conn, params, &jobs).await;
@@ -391,6 +494,7 @@ fn answer(
         let now = Utc::now();
         stats.waiting.fetch_add(1, Ordering::Relaxed);
         carry.push_back(Job {
+            account: job.account,
             op: Op::Settle {
                 conf_id,
                 end: Box::new(CallEnd {
