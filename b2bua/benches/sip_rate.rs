@@ -8,7 +8,8 @@
 //! `250,500,1000,1500,2000`); the database from `B2BUA_BENCH_DB` (default a temporary SQLite
 //! file); the RTP port range from `B2BUA_BENCH_MEDIA_PORTS` (default `30000-39999`; a small one
 //! such as `30000-30199` shows whether the port pool survives churn); `limits.store_queue` from
-//! `B2BUA_BENCH_STORE_QUEUE` (default 1000, the daemon's). The gateway is SIPp's
+//! `B2BUA_BENCH_STORE_QUEUE` (default 1000, the daemon's), `limits.transactions` from
+//! `B2BUA_BENCH_TRANSACTIONS` (default 100000, the daemon's). The gateway is SIPp's
 //! built-in UAS.
 
 use b2bua::config::Config;
@@ -140,12 +141,14 @@ async fn main() {
     // A small range shows whether the port pool survives churn (the calls here are short).
     let ports = std::env::var("B2BUA_BENCH_MEDIA_PORTS").unwrap_or_else(|_| "30000-39999".into());
     let queue = std::env::var("B2BUA_BENCH_STORE_QUEUE").unwrap_or_else(|_| "1000".into());
+    let transactions =
+        std::env::var("B2BUA_BENCH_TRANSACTIONS").unwrap_or_else(|_| "100000".into());
     let yaml = format!(
         "sip:\n  listen: [\"udp:127.0.0.1:0\"]\ntrusted_peers: [127.0.0.1]\n\
 access_numbers:\n  - {{number: \"5551201\", pinless: true}}\n\
 gateways:\n  - {{name: gw, address: \"127.0.0.1:{gw}\", channels: 100000}}\n\
 routes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n\
-media:\n  ports: {ports}\nlimits:\n  store_queue: {queue}\n"
+media:\n  ports: {ports}\nlimits:\n  store_queue: {queue}\n  transactions: {transactions}\n"
     );
     let running = b2bua::engine::start(Config::parse(&yaml, "bench").unwrap(), store.clone())
         .await
@@ -281,6 +284,12 @@ media:\n  ports: {ports}\nlimits:\n  store_queue: {queue}\n"
     }
     let _ = uas.kill();
     let _ = uas.wait();
+    // Every limit that bit during the run, not only the store queue.
+    for line in m.render().lines() {
+        if line.starts_with("b2bua_limit_hits_total{") {
+            println!("  {line}");
+        }
+    }
     let stats = running.stop().await;
     let report = store.ledger_check().await.unwrap();
     println!(
