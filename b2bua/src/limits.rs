@@ -42,6 +42,7 @@ pub(crate) struct LimitsFile {
     error_replies: Rate,
     flood_sources: usize,
     transactions: usize,
+    lingering_transactions: usize,
     calls: usize,
     store_queue: usize,
     auth_failures_per_source: u32,
@@ -63,6 +64,7 @@ impl Default for LimitsFile {
             error_replies: d.error_replies,
             flood_sources: d.flood_sources,
             transactions: d.transactions,
+            lingering_transactions: d.lingering_transactions,
             calls: d.calls,
             store_queue: d.store_queue,
             auth_failures_per_source: d.auth_failures_per_source,
@@ -96,8 +98,12 @@ pub struct Limits {
     pub error_replies: Rate,
     /// Addresses whose rates are tracked at once; beyond it the quietest are forgotten.
     pub flood_sources: usize,
-    /// Transactions (both directions) held at once.
+    /// Transactions (both directions) in progress at once: not counting those that only
+    /// wait out a timer to absorb retransmissions.
     pub transactions: usize,
+    /// Transactions that only wait out such a timer, kept at once; beyond it the oldest is
+    /// forgotten early (a late retransmission is then not absorbed; no request is refused).
+    pub lingering_transactions: usize,
     /// Calls in progress at once.
     pub calls: usize,
     /// Store operations (authorizations, settlements, records) in flight at once; beyond it
@@ -124,6 +130,7 @@ impl Default for Limits {
             error_replies: Rate::new(200, 400),
             flood_sources: 65_536,
             transactions: 100_000,
+            lingering_transactions: 400_000,
             calls: 20_000,
             store_queue: 1000,
             auth_failures_per_source: 10,
@@ -150,6 +157,11 @@ impl LimitsFile {
         at_least("tcp_write_queue", self.tcp_write_queue as u64, 1);
         at_least("flood_sources", self.flood_sources as u64, 16);
         at_least("transactions", self.transactions as u64, 16);
+        at_least(
+            "lingering_transactions",
+            self.lingering_transactions as u64,
+            16,
+        );
         at_least("calls", self.calls as u64, 1);
         at_least("store_queue", self.store_queue as u64, 1);
         at_least(
@@ -194,6 +206,7 @@ impl LimitsFile {
             error_replies: self.error_replies,
             flood_sources: self.flood_sources,
             transactions: self.transactions,
+            lingering_transactions: self.lingering_transactions,
             calls: self.calls,
             store_queue: self.store_queue,
             auth_failures_per_source: self.auth_failures_per_source,

@@ -48,12 +48,13 @@ impl Engine {
             Output::Send { tx, req, peer } => self.send_request(tx, req, peer, Some(id), now),
             Output::Ack { req, peer } => self.send_stateless(&req, &peer),
             Output::Abandon(tx) => {
-                self.client.remove(&tx);
+                self.forget_tx(super::Table::Client, &tx);
             }
             Output::Acked(tx) => {
                 if let Some(s) = self.server.get_mut(&tx) {
                     s.tx.acked_2xx();
                 }
+                self.note_lingering(super::Table::Server, &tx);
             }
             Output::Route { call_id, side } => {
                 self.dialogs.insert(call_id, (id, side));

@@ -57,6 +57,8 @@ struct ServerTx {
     tx: Transaction,
     peer: Peer,
     call: Option<u64>,
+    /// Counted among the lingering (see [`Lingering`]).
+    lingering: bool,
 }
 
 /// A client transaction, where it goes, and the call whose it is (none for a stray's BYE).
@@ -64,6 +66,28 @@ struct ClientTx {
     tx: Transaction,
     peer: Peer,
     call: Option<u64>,
+    /// Counted among the lingering (see [`Lingering`]).
+    lingering: bool,
+}
+
+/// Which table a transaction is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Table {
+    Server,
+    Client,
+}
+
+/// Transactions that only wait out a timer to absorb retransmissions (RFC 3261's J, K, D,
+/// RFC 6026's L and M: 32 s on UDP). Every call leaves three or four of them, so at a
+/// thousand calls a second they outnumber the live ones a hundredfold. They do not count
+/// against `limits.transactions` (which guards the work in progress); they have their own cap,
+/// `limits.lingering_transactions`, past which the oldest is forgotten early. That costs only
+/// the absorbing of a late retransmission, and never turns a new call away.
+#[derive(Default)]
+struct Lingering {
+    count: usize,
+    /// In the order they began to linger; entries of transactions since gone are skipped.
+    order: std::collections::VecDeque<(Table, TxKey)>,
 }
 
 /// A call and its RTP session (sockets live here, in the shell, not in the call).
@@ -106,6 +130,7 @@ pub struct Engine {
     events: mpsc::Sender<Event>,
     server: HashMap<TxKey, ServerTx>,
     client: HashMap<TxKey, ClientTx>,
+    lingering: Lingering,
     calls: HashMap<u64, Slot>,
     /// Call-ID → call and side, for in-dialog requests and the 2xx ACK.
     dialogs: HashMap<String, (u64, Side)>,
@@ -201,6 +226,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         events: ev_tx,
         server: HashMap::new(),
         client: HashMap::new(),
+        lingering: Lingering::default(),
         calls: HashMap::new(),
         dialogs: HashMap::new(),
         wakeups: BinaryHeap::new(),
@@ -394,7 +420,8 @@ impl Engine {
             // An ACK makes no transaction: it is never refused for the table being full.
             crate::limits::Verdict::Pass
                 if req.method != Method::Ack
-                    && self.server.len() + self.client.len() >= self.cfg.limits.transactions =>
+                    && self.server.len() + self.client.len() - self.lingering.count
+                        >= self.cfg.limits.transactions =>
             {
                 crate::metrics::get().limit_hit("transactions");
                 true
@@ -427,6 +454,7 @@ impl Engine {
             tx,
             peer: from,
             call: None,
+            lingering: false,
         };
         self.server.insert(key.clone(), server);
         self.server_outputs(&key, out, now);
@@ -515,13 +543,73 @@ impl Engine {
                 }
                 Output::NoAck | Output::Timeout | Output::Response(_) => {}
                 Output::Terminated => {
-                    self.server.remove(key);
+                    self.forget_tx(Table::Server, key);
                     return;
                 }
             }
         }
         let wake = self.server.get(key).and_then(|s| s.tx.next_wake());
         self.schedule(wake, Wake::Server(key.clone()));
+        self.note_lingering(Table::Server, key);
+    }
+
+    /// Removes a transaction from its table.
+    fn forget_tx(&mut self, side: Table, key: &TxKey) {
+        let lingered = match side {
+            Table::Server => self.server.remove(key).map(|s| s.lingering),
+            Table::Client => self.client.remove(key).map(|c| c.lingering),
+        };
+        if lingered == Some(true) {
+            self.lingering.count -= 1;
+        }
+    }
+
+    /// Counts a transaction that has just begun to linger, and forgets the oldest lingering
+    /// ones beyond their cap (see [`Lingering`]).
+    fn note_lingering(&mut self, side: Table, key: &TxKey) {
+        let tx = match side {
+            Table::Server => self
+                .server
+                .get_mut(key)
+                .map(|s| (&mut s.lingering, &mut s.tx)),
+            Table::Client => self
+                .client
+                .get_mut(key)
+                .map(|c| (&mut c.lingering, &mut c.tx)),
+        };
+        let Some((flag, tx)) = tx else { return };
+        if *flag || !tx.lingering() {
+            return;
+        }
+        *flag = true;
+        tx.shed();
+        self.lingering.count += 1;
+        self.lingering.order.push_back((side, key.clone()));
+        while self.lingering.count > self.cfg.limits.lingering_transactions {
+            let Some((side, key)) = self.lingering.order.pop_front() else {
+                break;
+            };
+            if self.is_lingering(side, &key) {
+                crate::metrics::get().limit_hit("lingering_transactions");
+                self.forget_tx(side, &key);
+            }
+        }
+        // Entries of transactions that ended on their own are dropped now and then, so the
+        // order never holds many more than the lingering themselves.
+        if self.lingering.order.len() > 2 * self.lingering.count + 1024 {
+            let (server, client) = (&self.server, &self.client);
+            self.lingering.order.retain(|(side, key)| match side {
+                Table::Server => server.get(key).is_some_and(|s| s.lingering),
+                Table::Client => client.get(key).is_some_and(|c| c.lingering),
+            });
+        }
+    }
+
+    fn is_lingering(&self, side: Table, key: &TxKey) -> bool {
+        match side {
+            Table::Server => self.server.get(key).is_some_and(|s| s.lingering),
+            Table::Client => self.client.get(key).is_some_and(|c| c.lingering),
+        }
     }
 
     /// Starts a client transaction to `peer` (`key` is the request's own).
@@ -534,7 +622,15 @@ impl Engine {
         now: Instant,
     ) {
         let (tx, out) = Transaction::client(req, peer.proto == Proto::Tcp, self.cfg.timers, now);
-        self.client.insert(key.clone(), ClientTx { tx, peer, call });
+        self.client.insert(
+            key.clone(),
+            ClientTx {
+                tx,
+                peer,
+                call,
+                lingering: false,
+            },
+        );
         self.client_outputs(&key, out, now);
     }
 
@@ -571,11 +667,12 @@ impl Engine {
             }
         }
         if terminated {
-            self.client.remove(key);
+            self.forget_tx(Table::Client, key);
             return;
         }
         let wake = self.client.get(key).and_then(|c| c.tx.next_wake());
         self.schedule(wake, Wake::Client(key.clone()));
+        self.note_lingering(Table::Client, key);
     }
 
     /// A response no transaction wants. A 2xx to an INVITE is acknowledged again if its dialog

@@ -456,6 +456,27 @@ impl Transaction {
         }
     }
 
+    /// Whether all that is left is waiting out a timer to absorb retransmissions: no resend
+    /// is due and nothing is awaited (a non-2xx's ACK, a 2xx's ACK). Such a transaction may be
+    /// forgotten early at the cost of only that absorbing, which is what lets the owner keep
+    /// many of them without counting them as work in progress.
+    pub fn lingering(&self) -> bool {
+        let waiting = match (self.kind, self.state) {
+            (Kind::ServerInvite, State::Completed) => true,
+            (_, State::Accepted) => self.awaiting_ack,
+            (_, State::Completed | State::Confirmed) => false,
+            _ => true,
+        };
+        !waiting && self.retransmit.is_none()
+    }
+
+    /// Drops what a lingering transaction no longer needs: its request is never resent again.
+    pub fn shed(&mut self) {
+        if self.lingering() {
+            self.request_bytes = Vec::new();
+        }
+    }
+
     /// The response code this server transaction last sent, if any beyond 100.
     pub fn answered(&self) -> bool {
         matches!(
@@ -794,6 +815,36 @@ mod tests {
             n += sends(&tx.on_timer(w));
         }
         assert_eq!(n, 10);
+    }
+
+    /// Lingering means nothing is left to do but absorb: what the engine may forget early.
+    #[test]
+    fn lingering_is_only_absorbing() {
+        let t0 = Instant::now();
+        let bye = req("BYE");
+        let (mut tx, _) = Transaction::server(bye.clone(), false, Timers::default(), t0);
+        assert!(!tx.lingering(), "not answered yet");
+        tx.respond(&response_to(&bye, 200, Some("b")), t0);
+        assert!(tx.lingering(), "Timer J only absorbs");
+        let inv = req("INVITE");
+        let (mut tx, _) = Transaction::server(inv.clone(), false, Timers::default(), t0);
+        tx.respond(&response_to(&inv, 200, Some("b")), t0);
+        assert!(!tx.lingering(), "the 2xx is resent until its ACK");
+        tx.acked_2xx();
+        assert!(tx.lingering(), "acknowledged: Timer L only absorbs");
+        let (mut tx, _) = Transaction::server(inv.clone(), false, Timers::default(), t0);
+        tx.respond(&response_to(&inv, 486, Some("b")), t0);
+        assert!(!tx.lingering(), "a non-2xx waits for its ACK");
+        let (mut tx, _) = Transaction::client(inv.clone(), false, Timers::default(), t0);
+        assert!(!tx.lingering(), "calling");
+        tx.on_response(response_to(&inv, 486, Some("g")), t0);
+        assert!(tx.lingering(), "Timer D only absorbs");
+        tx.shed();
+        assert_eq!(
+            sends(&tx.on_response(response_to(&inv, 486, Some("g")), t0 + MS(10))),
+            1,
+            "the ACK is still resent after shedding the request"
+        );
     }
 
     #[test]
