@@ -31,6 +31,11 @@ pub fn sip_message(data: &[u8]) {
                 tx.quiet();
                 let _ = tx.on_request(&r, now);
                 let _ = tx.respond(&message::response_to(&r, 486, Some("t")), now);
+                // What the engine does to an answered transaction that only absorbs.
+                if tx.lingering() {
+                    tx.shed();
+                    let _ = tx.on_request(&r, now);
+                }
                 let _ = tx.on_timer(now + Duration::from_secs(40));
                 let ok = message::response_to(&r, 200, Some("t"));
                 message::parse_datagram(&message::response_bytes(&ok))

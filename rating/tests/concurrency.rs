@@ -44,13 +44,7 @@ async fn five_hundred_calls_never_overspend(db: &TestDb) {
             }
             // Talk somewhere between nothing and a little past the grant (a late BYE).
             let talk = (i as i64 * 7) % (granted as i64 + 5);
-            let end = CallEnd {
-                connect_at: Some(now),
-                disconnect_at: now + Duration::seconds(talk),
-                cause: "normal".into(),
-                voice_quality: None,
-                gateway: String::new(),
-            };
+            let end = talked(now, talk);
             let s = store.settle(&conf, &end, now).await.unwrap();
             // A retried settlement changes nothing.
             let again = store.settle(&conf, &end, now).await.unwrap();
@@ -142,6 +136,17 @@ fn call_on_card(i: usize, destination: &str) -> CallRequest {
     }
 }
 
+/// A call answered at `now` that talked `seconds` and ended normally.
+fn talked(now: chrono::DateTime<Utc>, seconds: i64) -> CallEnd {
+    CallEnd {
+        connect_at: Some(now),
+        disconnect_at: now + Duration::seconds(seconds),
+        cause: "normal".into(),
+        voice_quality: None,
+        gateway: String::new(),
+    }
+}
+
 fn stats(s: &rating::Store) -> (u64, u64, u64) {
     use std::sync::atomic::Ordering::Relaxed;
     let w = s.writer_stats().expect("group commit is on by default");
@@ -171,13 +176,7 @@ async fn one_failing_operation_fails_only_its_own_caller(db: &TestDb) {
         assert_eq!(a.unwrap().code, ReturnCode::Success);
     }
     let before = stats(&store);
-    let end = CallEnd {
-        connect_at: Some(now),
-        disconnect_at: now + Duration::seconds(60),
-        cause: "normal".into(),
-        voice_quality: None,
-        gateway: String::new(),
-    };
+    let end = talked(now, 60);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..20 {
         let (s, end) = (store.clone(), end.clone());
@@ -287,13 +286,7 @@ async fn a_batch_waits_for_a_locked_sqlite_file() {
         .await
         .unwrap();
     let s = store.clone();
-    let end = CallEnd {
-        connect_at: Some(now),
-        disconnect_at: now + Duration::seconds(60),
-        cause: "normal".into(),
-        voice_quality: None,
-        gateway: String::new(),
-    };
+    let end = talked(now, 60);
     let settling = tokio::spawn(async move { s.settle("conf-1", &end, now).await });
     let s = store.clone();
     let holding =
@@ -361,13 +354,7 @@ async fn lanes_split_cards_without_deadlocks(db: &TestDb) {
                 .extend(&req.conf_id, now + Duration::seconds(20))
                 .await
                 .unwrap();
-            let end = CallEnd {
-                connect_at: Some(now),
-                disconnect_at: now + Duration::seconds(30),
-                cause: "normal".into(),
-                voice_quality: None,
-                gateway: String::new(),
-            };
+            let end = talked(now, 30);
             second.settle(&req.conf_id, &end, now).await.unwrap().cost
         });
     }

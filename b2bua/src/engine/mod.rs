@@ -52,17 +52,10 @@ enum Wake {
     Ping(usize),
 }
 
-/// A server transaction, where its requests came from, and the call it belongs to.
-struct ServerTx {
-    tx: Transaction,
-    peer: Peer,
-    call: Option<u64>,
-    /// Counted among the lingering (see [`Lingering`]).
-    lingering: bool,
-}
-
-/// A client transaction, where it goes, and the call whose it is (none for a stray's BYE).
-struct ClientTx {
+/// A transaction in one of the two tables: where its peer is (whence a server transaction's
+/// requests came, whither a client transaction's go) and the call it belongs to (none for a
+/// request outside any call, or a stray's BYE).
+struct TxEntry {
     tx: Transaction,
     peer: Peer,
     call: Option<u64>,
@@ -128,8 +121,8 @@ pub struct Engine {
     /// Prompt sets and flows; each call takes its own from the snapshot current at its start.
     assets: Arc<Assets>,
     events: mpsc::Sender<Event>,
-    server: HashMap<TxKey, ServerTx>,
-    client: HashMap<TxKey, ClientTx>,
+    server: HashMap<TxKey, TxEntry>,
+    client: HashMap<TxKey, TxEntry>,
     lingering: Lingering,
     calls: HashMap<u64, Slot>,
     /// Call-ID → call and side, for in-dialog requests and the 2xx ACK.
@@ -450,7 +443,7 @@ impl Engine {
             // Its source address may be forged: answer, but do not echo at it.
             tx.quiet();
         }
-        let server = ServerTx {
+        let server = TxEntry {
             tx,
             peer: from,
             call: None,
@@ -553,63 +546,66 @@ impl Engine {
         self.note_lingering(Table::Server, key);
     }
 
+    fn table(&self, table: Table) -> &HashMap<TxKey, TxEntry> {
+        match table {
+            Table::Server => &self.server,
+            Table::Client => &self.client,
+        }
+    }
+
+    fn table_mut(&mut self, table: Table) -> &mut HashMap<TxKey, TxEntry> {
+        match table {
+            Table::Server => &mut self.server,
+            Table::Client => &mut self.client,
+        }
+    }
+
     /// Removes a transaction from its table.
-    fn forget_tx(&mut self, side: Table, key: &TxKey) {
-        let lingered = match side {
-            Table::Server => self.server.remove(key).map(|s| s.lingering),
-            Table::Client => self.client.remove(key).map(|c| c.lingering),
-        };
-        if lingered == Some(true) {
+    fn forget_tx(&mut self, table: Table, key: &TxKey) {
+        if self
+            .table_mut(table)
+            .remove(key)
+            .is_some_and(|t| t.lingering)
+        {
             self.lingering.count -= 1;
         }
     }
 
     /// Counts a transaction that has just begun to linger, and forgets the oldest lingering
     /// ones beyond their cap (see [`Lingering`]).
-    fn note_lingering(&mut self, side: Table, key: &TxKey) {
-        let tx = match side {
-            Table::Server => self
-                .server
-                .get_mut(key)
-                .map(|s| (&mut s.lingering, &mut s.tx)),
-            Table::Client => self
-                .client
-                .get_mut(key)
-                .map(|c| (&mut c.lingering, &mut c.tx)),
+    fn note_lingering(&mut self, table: Table, key: &TxKey) {
+        let Some(t) = self.table_mut(table).get_mut(key) else {
+            return;
         };
-        let Some((flag, tx)) = tx else { return };
-        if *flag || !tx.lingering() {
+        if t.lingering || !t.tx.lingering() {
             return;
         }
-        *flag = true;
-        tx.shed();
+        t.lingering = true;
+        t.tx.shed();
         self.lingering.count += 1;
-        self.lingering.order.push_back((side, key.clone()));
+        self.lingering.order.push_back((table, key.clone()));
         while self.lingering.count > self.cfg.limits.lingering_transactions {
-            let Some((side, key)) = self.lingering.order.pop_front() else {
+            let Some((table, key)) = self.lingering.order.pop_front() else {
                 break;
             };
-            if self.is_lingering(side, &key) {
+            if self.is_lingering(table, &key) {
                 crate::metrics::get().limit_hit("lingering_transactions");
-                self.forget_tx(side, &key);
+                self.forget_tx(table, &key);
             }
         }
         // Entries of transactions that ended on their own are dropped now and then, so the
         // order never holds many more than the lingering themselves.
         if self.lingering.order.len() > 2 * self.lingering.count + 1024 {
-            let (server, client) = (&self.server, &self.client);
-            self.lingering.order.retain(|(side, key)| match side {
-                Table::Server => server.get(key).is_some_and(|s| s.lingering),
-                Table::Client => client.get(key).is_some_and(|c| c.lingering),
-            });
+            let order = std::mem::take(&mut self.lingering.order);
+            self.lingering.order = order
+                .into_iter()
+                .filter(|(table, key)| self.is_lingering(*table, key))
+                .collect();
         }
     }
 
-    fn is_lingering(&self, side: Table, key: &TxKey) -> bool {
-        match side {
-            Table::Server => self.server.get(key).is_some_and(|s| s.lingering),
-            Table::Client => self.client.get(key).is_some_and(|c| c.lingering),
-        }
+    fn is_lingering(&self, table: Table, key: &TxKey) -> bool {
+        self.table(table).get(key).is_some_and(|t| t.lingering)
     }
 
     /// Starts a client transaction to `peer` (`key` is the request's own).
@@ -624,7 +620,7 @@ impl Engine {
         let (tx, out) = Transaction::client(req, peer.proto == Proto::Tcp, self.cfg.timers, now);
         self.client.insert(
             key.clone(),
-            ClientTx {
+            TxEntry {
                 tx,
                 peer,
                 call,

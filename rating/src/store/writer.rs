@@ -70,8 +70,9 @@ pub(crate) struct Writer {
 pub(crate) struct Lanes {
     lanes: Vec<Writer>,
     /// Which account each call this node holds money for spends from, so a connect, an
-    /// extension or a settlement finds its lane without asking the database.
-    routes: Mutex<HashMap<String, i64>>,
+    /// extension or a settlement finds its lane and its place in the account order without
+    /// asking the database (none on SQLite, whose one writer takes no row locks).
+    routes: Option<Mutex<HashMap<String, i64>>>,
     pub stats: Arc<WriterStats>,
 }
 
@@ -84,7 +85,11 @@ impl Lanes {
     pub fn sqlite(path: &str, params: Params, b: Batching) -> Result<Lanes, StoreError> {
         let stats = Arc::<WriterStats>::default();
         let w = Writer::sqlite(path, params, b, stats.clone())?;
-        Ok(Lanes::of(vec![w], stats))
+        Ok(Lanes {
+            lanes: vec![w],
+            routes: None,
+            stats,
+        })
     }
 
     /// `n` PostgreSQL writers, each its own connection.
@@ -93,13 +98,9 @@ impl Lanes {
         let lanes = (0..n.max(1))
             .map(|_| Writer::postgres(url, params.clone(), b.clone(), stats.clone()))
             .collect();
-        Lanes::of(lanes, stats)
-    }
-
-    fn of(lanes: Vec<Writer>, stats: Arc<WriterStats>) -> Lanes {
         Lanes {
             lanes,
-            routes: Mutex::new(HashMap::new()),
+            routes: Some(Mutex::default()),
             stats,
         }
     }
@@ -111,7 +112,8 @@ impl Lanes {
 
     /// The account a call spends from, if this node remembers it.
     pub fn account_of(&self, conf_id: &str) -> Option<i64> {
-        self.routes
+        let routes = self.routes.as_ref()?;
+        routes
             .lock()
             .expect("the routes lock")
             .get(conf_id)
@@ -121,27 +123,30 @@ impl Lanes {
     /// Runs `op`, which locks `account`, in its lane's next batch, and returns its outcome.
     pub async fn run(&self, op: Op, account: i64) -> Result<Done, StoreError> {
         let lane = &self.lanes[account.rem_euclid(self.lanes.len() as i64) as usize];
-        let remember = match &op {
-            Op::Hold(h) => Some((h.conf_id.clone(), true)),
-            Op::Settle { conf_id, .. } => Some((conf_id.clone(), false)),
-            _ => None,
+        let Some(routes) = &self.routes else {
+            return lane.run(op, account).await;
+        };
+        // A hold teaches this node the call's account; a settlement (unless it may yet be
+        // retried) ends the need to know it.
+        let (conf_id, hold) = match &op {
+            Op::Hold(h) => (h.conf_id.clone(), true),
+            Op::Settle { conf_id, .. } => (conf_id.clone(), false),
+            _ => return lane.run(op, account).await,
         };
         let done = lane.run(op, account).await;
-        if let Some((conf_id, hold)) = remember {
-            let mut routes = self.routes.lock().expect("the routes lock");
-            match &done {
-                Ok(Done::Hold(Reserved::Held { .. })) if hold => {
-                    if routes.len() >= ROUTES_MAX {
-                        routes.clear();
-                    }
-                    routes.insert(conf_id, account);
+        let mut routes = routes.lock().expect("the routes lock");
+        match &done {
+            Ok(Done::Hold(Reserved::Held { .. })) if hold => {
+                if routes.len() >= ROUTES_MAX {
+                    routes.clear();
                 }
-                Err(e) if e.is_transient() => {}
-                _ if !hold => {
-                    routes.remove(&conf_id);
-                }
-                _ => {}
+                routes.insert(conf_id, account);
             }
+            Err(e) if e.is_transient() => {}
+            _ if !hold => {
+                routes.remove(&conf_id);
+            }
+            _ => {}
         }
         done
     }
