@@ -511,6 +511,7 @@ async fn a_busy_destination_is_told_and_the_caller_dials_again() {
     caller.send_digits(a_leg, "0000701234", 101).await;
     caller.send_digits(a_leg, "5555233#", 101).await;
     let (inv, from) = gw.expect_request("INVITE", S).await;
+    caller.drain_rtp();
     gw.send(from, &gw.response(&inv, 486, "gw1", None)).await;
     gw.expect_request("ACK", S).await;
     let packets = caller.recv_rtp_for(Duration::from_secs(7)).await;

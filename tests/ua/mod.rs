@@ -289,6 +289,13 @@ Max-Forwards: 70\r\n{ct}Content-Length: {}\r\n\r\n{b}",
         out
     }
 
+    /// Throws away the RTP queued so far, so that a full socket buffer (prompts nobody read)
+    /// does not drop the start of what the test listens for next.
+    pub fn drain_rtp(&self) {
+        let mut buf = [0u8; 2048];
+        while self.rtp.try_recv_from(&mut buf).is_ok() {}
+    }
+
     /// Every RTP packet that arrives within `wait` of the previous one.
     pub async fn recv_rtp(&self, wait: Duration) -> Vec<(Vec<u8>, SocketAddr)> {
         let mut out = Vec::new();
