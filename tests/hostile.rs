@@ -629,9 +629,11 @@ async fn only_allowed_requests_and_headers_cross_from_the_caller_to_the_carrier(
         let r = caller.expect_response(405, S).await;
         assert!(r.header("Allow").is_some_and(|a| a.contains("INVITE")));
     }
-    // A re-INVITE crosses, but not the caller's Route, identity or private headers.
+    // A re-INVITE that changes the session (a hold) crosses, but not the caller's Route,
+    // identity or private headers. (One with the same SDP is a refresh, answered by us.)
+    let hold = offer.replace("o=ua 1 1", "o=ua 1 2") + "a=sendonly\r\n";
     let reinvite = caller
-        .in_dialog("INVITE", b2b, &ok, Some(("application/sdp", &offer)))
+        .in_dialog("INVITE", b2b, &ok, Some(("application/sdp", &hold)))
         .replace(
             "Max-Forwards: 70\r\n",
             "Max-Forwards: 70\r\nP-Asserted-Identity: <sip:18005550100@evil>\r\nX-Evil: 1\r\nRoute: <sip:10.0.0.66;lr>\r\nPrivacy: none\r\n",

@@ -214,6 +214,69 @@ async fn requests_outside_any_dialog_get_481_405_and_501() {
     store.close().await;
 }
 
+/// A pinless INVITE with `extra` headers, outside any dialog.
+fn invite_with(branch: &str, extra: &str) -> String {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+    format!(
+        "INVITE sip:55512015555233@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK{branch}\r\n\
+From: <sip:4085551234@127.0.0.1>;tag=1\r\nTo: <sip:55512015555233@127.0.0.1>\r\nCall-ID: {branch}@t\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:x@127.0.0.1:5999>\r\nMax-Forwards: 70\r\n{extra}\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+/// The final answer to `msg` (after any 100 Trying; not an earlier request's retransmission).
+async fn final_answer(sock: &UdpSocket, to: std::net::SocketAddr, msg: &str) -> String {
+    sock.send_to(msg.as_bytes(), to).await.unwrap();
+    let call_id = msg
+        .lines()
+        .find(|l| l.starts_with("Call-ID:"))
+        .expect("a Call-ID")
+        .to_string();
+    answers(sock)
+        .await
+        .into_iter()
+        .find(|r| !r.starts_with("SIP/2.0 100 ") && r.contains(&call_id))
+        .unwrap_or_else(|| panic!("no final answer to {msg}"))
+}
+
+/// Session timers and extensions at the door: an extension we do not implement is refused
+/// 420 naming it, a session shorter than our minimum 422 with our Min-SE (RFC 4028 §6), an
+/// unreadable Session-Expires or Min-SE 400 saying which.
+#[tokio::test]
+async fn invites_requiring_what_we_lack_or_asking_too_short_a_session_are_told_why() {
+    let (_dir, store, running) = start().await;
+    let to = running.addr(Proto::Udp).unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let r = final_answer(
+        &sock,
+        to,
+        &invite_with("req1", "Require: 100rel, timer\r\n"),
+    )
+    .await;
+    assert!(r.starts_with("SIP/2.0 420 "), "{r}");
+    assert!(r.contains("Unsupported: 100rel\r\n"), "{r}");
+    let short = invite_with("se1", "Supported: timer\r\nSession-Expires: 60\r\n");
+    let r = final_answer(&sock, to, &short).await;
+    assert!(r.starts_with("SIP/2.0 422 "), "{r}");
+    assert!(r.contains("Min-SE: 90\r\n"), "{r}");
+    for (branch, extra, what) in [
+        ("se2", "Session-Expires: soon\r\n", "Session-Expires"),
+        ("se3", "x: 1800;refresher=both\r\n", "refresher"),
+        ("se4", "Session-Expires: 1800\r\nMin-SE: -1\r\n", "Min-SE"),
+    ] {
+        let r = final_answer(&sock, to, &invite_with(branch, extra)).await;
+        assert!(r.starts_with("SIP/2.0 400 "), "{extra}: {r}");
+        assert!(
+            r.contains("Warning: 399") && r.contains(what),
+            "{extra}: {r}"
+        );
+    }
+    running.stop().await;
+    store.close().await;
+}
+
 #[tokio::test]
 async fn tcp_streams_are_framed_by_content_length_and_unframeable_ones_closed() {
     let (_dir, store, running) = start().await;

@@ -234,6 +234,19 @@ impl Rig {
         self.store.create_account(&n, Utc::now()).await.unwrap();
     }
 
+    /// A card's records once there are any (they are written just after the call ends), or
+    /// none after five seconds.
+    async fn first_records(&self, account: &str) -> Vec<rating::store::CallRecord> {
+        for _ in 0..50 {
+            let recs = self.records(account).await;
+            if !recs.is_empty() {
+                return recs;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Vec::new()
+    }
+
     async fn records(&self, account: &str) -> Vec<rating::store::CallRecord> {
         self.store
             .call_records(&RecordFilter {
@@ -1378,14 +1391,7 @@ async fn a_carrier_asking_for_digest_credentials_gets_them_and_a_wrong_password_
             !log.contains(password),
             "the password never goes on the wire"
         );
-        let mut recs = Vec::new();
-        for _ in 0..50 {
-            recs = rig.records("4085551234").await;
-            if !recs.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let recs = rig.first_records("4085551234").await;
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].connect_at.is_some(), answered, "{:?}", recs[0]);
         if !answered {
@@ -1487,5 +1493,48 @@ async fn a_carrier_that_challenges_our_bye_gets_it_again_with_credentials() {
     let log = rig.log("uas");
     let byes = log.matches("BYE sip:").count();
     assert_eq!(byes, 2, "the challenged BYE and its answer: {log}");
+    rig.stop().await;
+}
+
+/// Session timers (RFC 4028) against real peers, each leg on its own: the caller asks us to
+/// refresh its 90 s session and gets our UPDATE at 45 s; the carrier first refuses our 90 s
+/// with 422 (Min-SE 100), takes 100 s with itself as refresher, then never refreshes. 32 s
+/// before its session would end (68 s in) we hang up both legs, and the call is billed to then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_that_stops_refreshing_its_session_is_hung_up_on_both_legs_and_billed() {
+    require_sipp!();
+    let gw = free_port();
+    let yaml = yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1").replace(
+        "calls: {setup_timeout_ms: 700, ring_timeout_s: 20}",
+        // No RTP flows in this scene: inactivity must not end the call first.
+        "calls: {setup_timeout_ms: 700, ring_timeout_s: 20, session_expires_s: 90}\nmedia: {inactivity_s: 300}",
+    );
+    assert!(yaml.contains("session_expires_s: 90"), "{yaml}");
+    let rig = Rig::start(&yaml).await;
+    let started = std::time::Instant::now();
+    rig.play(Scene {
+        uas: "uas_session_timer.xml",
+        uas_args: &["-timeout", "100s"],
+        uac: &scenarios().join("uac_session_timer.xml"),
+        ani: "4085551234",
+        user: "55512015555233",
+        tcp: false,
+        uac_args: &["-timeout", "100s"],
+        gateway: gw,
+    })
+    .await;
+    let took = started.elapsed().as_secs();
+    assert!((66..80).contains(&took), "hung up after {took} s");
+    let recs = rig.first_records("4085551234").await;
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].disconnect_cause, "session expired");
+    assert!((67..=69).contains(&recs[0].billed_seconds), "{:?}", recs[0]);
+    assert!(recs[0].cost > Money::ZERO);
+    let log = rig.log("uas");
+    assert_eq!(
+        log.matches("INVITE sip:").count(),
+        2,
+        "asked again once: {log}"
+    );
     rig.stop().await;
 }

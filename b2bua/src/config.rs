@@ -283,6 +283,10 @@ struct CallsFile {
     hold_grace_s: u64,
     #[serde(default = "d_store_retry")]
     store_retry_s: u64,
+    #[serde(default = "d_session_expires")]
+    session_expires_s: u32,
+    #[serde(default = "d_min_se")]
+    min_se_s: u32,
 }
 
 /// The `store:` section: how the calls' money operations reach the database.
@@ -409,8 +413,17 @@ impl Default for CallsFile {
             hold_chunk_s: d_chunk(),
             hold_grace_s: d_grace(),
             store_retry_s: d_store_retry(),
+            session_expires_s: d_session_expires(),
+            min_se_s: d_min_se(),
         }
     }
+}
+
+fn d_session_expires() -> u32 {
+    1800
+}
+fn d_min_se() -> u32 {
+    crate::sip::session_timer::MIN_SE_FLOOR
 }
 
 fn d_setup() -> u64 {
@@ -752,6 +765,25 @@ pub struct CallLimits {
     /// How long a settlement, a connect mark or a call's records that the database refused
     /// for a moment (busy, slow, briefly away) are retried; a stop waits for them this long.
     pub store_retry: Duration,
+    /// Session timers (RFC 4028) on both legs.
+    pub session: SessionTimers,
+}
+
+/// How long our sessions live without a refresh (RFC 4028), so that a call whose BYE was lost
+/// ends instead of running to its cutoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimers {
+    /// The Session-Expires we ask for and the most we grant, in seconds; 0: no session timers.
+    pub expires: u32,
+    /// The shortest session we accept (Min-SE), in seconds; at least 90.
+    pub min_se: u32,
+}
+
+impl SessionTimers {
+    /// Whether we run session timers at all.
+    pub fn enabled(&self) -> bool {
+        self.expires > 0
+    }
 }
 
 /// The whole, validated configuration.
@@ -846,7 +878,34 @@ impl CallsFile {
                 );
             }
         }
+        use crate::sip::session_timer::MIN_SE_FLOOR;
+        if self.min_se_s < MIN_SE_FLOOR || self.min_se_s > 86_400 {
+            err(
+                0,
+                "calls.min_se_s".into(),
+                format!(
+                    "{} is out of range: {MIN_SE_FLOOR} to 86400 seconds (RFC 4028 allows no less than 90)",
+                    self.min_se_s
+                ),
+            );
+        }
+        if self.session_expires_s != 0
+            && (self.session_expires_s < self.min_se_s || self.session_expires_s > 86_400)
+        {
+            err(
+                0,
+                "calls.session_expires_s".into(),
+                format!(
+                    "{} is out of range: 0 (no session timers) or calls.min_se_s ({}) to 86400 seconds",
+                    self.session_expires_s, self.min_se_s
+                ),
+            );
+        }
         CallLimits {
+            session: SessionTimers {
+                expires: self.session_expires_s,
+                min_se: self.min_se_s,
+            },
             setup_timeout: Duration::from_millis(self.setup_timeout_ms),
             ring_timeout: Duration::from_secs(self.ring_timeout_s),
             max_duration: Duration::from_secs(self.max_duration_s),
@@ -1513,6 +1572,24 @@ mod tests {
         .to_string();
         assert!(e.contains("calls.store_retry_s: 1 is too short"), "{e}");
         assert!(e.contains("limits.store_queue: 0 is below 1"), "{e}");
+        // Session timers: RFC 4028's floor, and a session no shorter than our own minimum.
+        let e = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:5060]\ncalls: {min_se_s: 30, session_expires_s: 100000}\n",
+            "s.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("calls.min_se_s: 30 is out of range"), "{e}");
+        assert!(
+            e.contains("calls.session_expires_s: 100000 is out of range"),
+            "{e}"
+        );
+        let off = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:5060]\ncalls: {session_expires_s: 0}\n",
+            "s.yaml",
+        )
+        .expect("0 turns session timers off");
+        assert!(!off.calls.session.enabled());
         // The store's batching: sizes and a delay every call would pay.
         let e = Config::parse(
             "sip:\n  listen: [udp:127.0.0.1:5060]\nstore: {batch_max: 0, batch_delay_us: 500000, writers: 0}\n",

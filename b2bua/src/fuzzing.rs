@@ -23,8 +23,25 @@ pub fn sip_message(data: &[u8]) {
             message::parse_datagram(&bytes).expect("our own output parses");
             if let SipMessage::Response(resp) = &msg {
                 digest_answer(resp);
+                let before = crate::call::session::Agreed {
+                    interval: 1800,
+                    we_refresh: true,
+                    peer_supports: false,
+                    update: false,
+                };
+                if let Some(agreed) = crate::call::session::after_refresh(resp, before) {
+                    session_headers_read_back(agreed);
+                }
             }
             if let SipMessage::Request(mut r) = msg {
+                let timers = crate::config::SessionTimers {
+                    expires: 1800,
+                    min_se: 90,
+                };
+                if let Ok(Some(agreed)) = crate::call::session::as_uas(&r, &timers) {
+                    assert!(agreed.interval >= 90, "never below Min-SE: {agreed:?}");
+                    session_headers_read_back(agreed);
+                }
                 message::stamp_received(&mut r, "192.0.2.1:5060".parse().expect("an address"));
                 let now = Instant::now();
                 let (mut tx, _) = Transaction::server(r.clone(), false, Timers::default(), now);
@@ -45,6 +62,22 @@ pub fn sip_message(data: &[u8]) {
         Err(e) => {
             if let Some(reply) = crate::transport::bad_request_reply(data, &e) {
                 assert!(reply.starts_with(b"SIP/2.0 "), "a reply is a status line");
+            }
+        }
+    }
+}
+
+/// Whatever a peer's session timer said, the Session-Expires we write for it reads back the
+/// same.
+fn session_headers_read_back(agreed: crate::call::session::Agreed) {
+    use crate::sip::session_timer::SessionExpires;
+    let timer = crate::call::session::SessionTimer::new(agreed, Instant::now());
+    for in_request in [true, false] {
+        for h in timer.headers(in_request) {
+            let (name, value) = message::name_value(&h);
+            if name == "Session-Expires" {
+                let se = SessionExpires::parse(value).expect("our Session-Expires parses");
+                assert_eq!(se.delta, agreed.interval);
             }
         }
     }

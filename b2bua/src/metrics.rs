@@ -44,6 +44,9 @@ pub struct Metrics {
     pub ivr_sessions: Gauge,
     pub authorizations: Family<AuthLabels, Counter>,
     pub cutoffs: Counter,
+    /// Calls ended because a leg's session timer ran out (RFC 4028: its BYE was lost, or the
+    /// peer is gone).
+    pub sessions_expired: Counter,
     pub rtp_packets: Family<LegLabels, Counter>,
     pub rtp_lost: Family<LegLabels, Counter>,
     pub store_seconds: Histogram,
@@ -77,6 +80,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         ivr_sessions: Gauge::default(),
         authorizations: Family::default(),
         cutoffs: Counter::default(),
+        sessions_expired: Counter::default(),
         rtp_packets: Family::default(),
         rtp_lost: Family::default(),
         // 0.5 ms to about 8 s.
@@ -114,6 +118,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "cutoffs",
         "Calls cut off because the money ran out",
         m.cutoffs.clone(),
+    );
+    m.registry.register(
+        "sessions_expired",
+        "Calls ended because a leg's session timer ran out without a refresh",
+        m.sessions_expired.clone(),
     );
     m.registry.register(
         "rtp_packets",

@@ -186,8 +186,9 @@ impl Call {
             };
             let Some(cand) = bridge.route.get(bridge.next).cloned() else {
                 let code = match bridge.last_code {
-                    // A challenge was meant for us; the caller could not answer it.
-                    0 | 401 | 407 => 503,
+                    // A challenge or a session timer was for us to settle; the caller could
+                    // do nothing about either.
+                    0 | 401 | 407 | 422 => 503,
                     408 => 408,
                     c if c >= 500 => 503,
                     c => c,
@@ -211,6 +212,7 @@ impl Call {
                 conn: None,
             };
             let invite = self.b_invite(&cand, env);
+            self.sdp_sent[Side::B.index()] = invite.body.clone();
             let Some(tx) = self.send(invite.clone(), peer) else {
                 env.channels.release(channel);
                 return;
@@ -233,6 +235,7 @@ impl Call {
                     dialog: None,
                     heard: false,
                     done: false,
+                    session: None,
                 },
                 setup_deadline,
                 ring_deadline: None,
@@ -284,6 +287,10 @@ impl Call {
         headers.push(hdr("CSeq", "1 INVITE"));
         headers.push(hdr("Contact", local.contact(gw.proto)));
         headers.push(hdr("Allow", crate::sip::message::ALLOW));
+        let timers = &self.settings.cfg.calls.session;
+        for h in super::session::offer_headers(timers, timers.expires, timers.min_se) {
+            headers.push(h);
+        }
         headers.push(hdr("Content-Type", "application/sdp"));
         let body = sdp::offer(
             self.media_local[Side::B.index()],
@@ -306,6 +313,9 @@ impl Call {
     pub(super) fn on_response(&mut self, tx: &TxKey, resp: Response, from: Peer, env: &mut Env) {
         if let Some(i) = self.relays.iter().position(|r| r.tx == *tx) {
             return self.relay_response(i, resp, env);
+        }
+        if let Some(side) = self.refreshing(tx) {
+            return self.refresh_answered(side, &resp, env);
         }
         let is_invite = resp.cseq().is_some_and(|(_, m)| m == Method::Invite);
         if is_invite {
@@ -346,6 +356,7 @@ impl Call {
             }
             200..=299 => self.b_answered(resp, env),
             401 | 407 if self.b_challenged(&resp, env) => {}
+            422 if self.b_session_too_small(&resp, env) => {}
             _ => {
                 if let Some(b) = self.b_mut() {
                     b.done = true;
@@ -402,7 +413,15 @@ impl Call {
                 return false;
             }
         };
-        let peer = b.peer;
+        self.b_ask_again(invite, env)
+    }
+
+    /// Sends the attempt's INVITE again as a new transaction on the same call (after a
+    /// challenge or a 422), with a fresh setup timeout. Whether it went out.
+    fn b_ask_again(&mut self, invite: crate::sip::message::Request, env: &mut Env) -> bool {
+        let Some(peer) = self.b().map(|b| b.peer) else {
+            return false;
+        };
         let Some(tx) = self.send(invite.clone(), peer) else {
             return false;
         };
@@ -416,6 +435,49 @@ impl Call {
             *setup_deadline = Some(setup);
         }
         true
+    }
+
+    /// A gateway that wants a longer session than we asked for (422, RFC 4028 §7.4): asked
+    /// again once with its `Min-SE`, on the same call. A minimum past our own most, or a second
+    /// 422, fails over. Whether it was asked again.
+    fn b_session_too_small(&mut self, resp: &Response, env: &mut Env) -> bool {
+        use crate::sip::session_timer::{min_se, SessionExpires};
+        let timers = self.settings.cfg.calls.session;
+        let Some(b) = self.b() else {
+            return false;
+        };
+        let asked = SessionExpires::of(&b.invite)
+            .and_then(Result::ok)
+            .map(|se| se.delta);
+        let wanted = min_se(resp).and_then(Result::ok);
+        let (Some(asked), Some(wanted)) = (asked, wanted) else {
+            tracing::warn!(
+                call = self.id,
+                "a 422 without a Min-SE we can read; failing over"
+            );
+            return false;
+        };
+        // Our INVITE says whether it already answered a 422: its Min-SE is then the peer's.
+        let asked_again = min_se(&b.invite)
+            .and_then(Result::ok)
+            .is_some_and(|m| m > timers.min_se);
+        if asked_again || wanted <= asked || wanted > 86_400 {
+            tracing::warn!(
+                call = self.id,
+                asked,
+                wanted,
+                "the gateway's Min-SE cannot be met; failing over"
+            );
+            return false;
+        }
+        let headers = super::session::offer_headers(&timers, wanted, wanted);
+        let invite = crate::sip::message::resent(
+            &b.invite,
+            &env.ids.branch(),
+            &["Supported", "Session-Expires", "Min-SE"],
+            headers,
+        );
+        self.b_ask_again(invite, env)
     }
 
     /// The gateway rings (or plays early media): tell the caller, and start the ring timer.
@@ -458,21 +520,29 @@ impl Call {
             telephone_event: theirs.telephone_event,
         }));
         self.b_has_codec = true;
+        self.sdp_heard[Side::B.index()] = resp.body.clone();
         if self.a.answer.is_none() {
             let local = self.media_local[Side::A.index()];
             let (body, _) =
                 sdp::answer(&self.a.offer, local, self.id).map_err(|e| e.to_string())?;
+            self.sdp_sent[Side::A.index()] = body.clone().into_bytes();
             self.a.answer = Some(body);
         }
         self.emit(Output::Media(MediaCmd::Bridge(true)));
         Ok(self.a.answer.clone().unwrap_or_default())
     }
 
-    /// Our 200 to the caller's INVITE (without its SDP), and the dialog and the wait for the
-    /// ACK that it starts.
-    pub(super) fn ok_to_caller(&mut self) -> Response {
+    /// Our 200 to the caller's INVITE (without its SDP), and the dialog, the wait for the ACK
+    /// and the session timer that it starts.
+    pub(super) fn ok_to_caller(&mut self, now: Instant) -> Response {
         let mut ok = self.a.response(200);
         add_contact(&mut ok, &self.settings.local, self.a.peer.proto, true);
+        if let Some(agreed) = self.a.agreed {
+            let timer = super::session::SessionTimer::new(agreed, now);
+            ok.headers.push(hdr("Supported", "timer"));
+            ok.headers.extend(timer.headers(false));
+            self.a.session = Some(timer);
+        }
         self.a.dialog = Some(Dialog::uas(&self.a.invite, &self.a.tag));
         let seq = self.a.invite.cseq().map(|c| c.0).unwrap_or(0);
         self.awaiting_ack[Side::A.index()] = Some((self.a.tx.clone(), seq));
@@ -503,7 +573,7 @@ impl Call {
                 return self.fail(488, Some(&e), "gateway media unusable", env);
             }
         };
-        let mut ok = self.ok_to_caller();
+        let mut ok = self.ok_to_caller(env.now);
         attach_sdp(&mut ok, body);
         let connected = self.wall(env.now);
         let max = self.settings.cfg.calls.max_duration;
@@ -541,6 +611,12 @@ impl Call {
         let Some(b) = self.b_mut() else {
             return;
         };
+        let asked = crate::sip::session_timer::SessionExpires::of(&b.invite)
+            .and_then(Result::ok)
+            .map(|se| se.delta);
+        b.session = asked
+            .and_then(|asked| super::session::as_uac(resp, asked))
+            .map(|agreed| super::session::SessionTimer::new(agreed, env.now));
         let mut dialog = Dialog::uac(&b.invite, resp);
         let ack = dialog.request(
             Method::Ack,
@@ -569,9 +645,10 @@ impl Call {
         if let Some(channel) = b.and_then(|b| b.channel) {
             env.channels.release(channel);
         }
-        // A challenge left unanswered is this gateway's trouble (our credentials there), not
-        // the destination's: the next gateway may take the call.
-        if matches!(code, 401 | 407 | 408) || (500..600).contains(&code) {
+        // A challenge left unanswered is this gateway's trouble (our credentials there), as is
+        // a session timer we could not agree, not the destination's: the next gateway may take
+        // the call.
+        if matches!(code, 401 | 407 | 408 | 422) || (500..600).contains(&code) {
             self.dial_next(env);
         } else {
             self.fail(code, None, &format!("gateway {code}"), env);
@@ -603,6 +680,9 @@ impl Call {
         if let Some(i) = self.relays.iter().position(|r| r.tx == *tx) {
             let relay = self.relays.remove(i);
             return self.reply(&relay.origin, &relay.origin_req, 408, None, env);
+        }
+        if let Some(side) = self.refreshing(tx) {
+            return self.session_lost(side, "session refresh unanswered", env);
         }
         let current = self.b().is_some_and(|b| b.tx == *tx && b.dialog.is_none());
         if current && !self.is_ended() {

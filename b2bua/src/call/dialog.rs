@@ -29,7 +29,7 @@ impl Call {
     }
 
     /// A new request on one leg's dialog, with a branch of its own.
-    fn dialog_request(
+    pub(super) fn dialog_request(
         &mut self,
         side: Side,
         method: Method,
@@ -128,6 +128,10 @@ impl Call {
             // INFO and PRACK; BYE and ACK are ours to answer. Anything else (MESSAGE, REFER,
             // NOTIFY, SUBSCRIBE …) stops here, so a caller cannot reach the carrier with
             // requests we never meant to carry.
+            // A refresh changes nothing across the call: it is this leg's own business.
+            Method::Invite | Method::Update if !ended && self.is_refresh(side, &req) => {
+                self.answer_refresh(side, tx, req, env)
+            }
             Method::Invite | Method::Update | Method::Info | Method::PRack if !talking => {
                 self.reply(&tx, &req, 491, None, env)
             }
@@ -163,12 +167,21 @@ impl Call {
                     codec: parsed.codecs[0],
                     telephone_event: parsed.telephone_event,
                 }));
+                self.sdp_heard[from.index()] = req.body.clone();
                 let ours = self.media_local[to.index()];
                 out.headers.push(hdr("Content-Type", "application/sdp"));
                 out.body =
                     sdp::offer(ours, parsed.codecs[0].1, parsed.direction, self.id).into_bytes();
+                self.sdp_sent[to.index()] = out.body.clone();
             }
             None => copy_body(&req, &mut out.headers, &mut out.body),
+        }
+        // A session change refreshes the leg it crosses to, as our own request there.
+        if matches!(req.method, Method::Invite | Method::Update) {
+            if let Some((_, timer)) = self.sessions().find(|(s, _)| *s == to) {
+                out.headers.push(hdr("Supported", "timer"));
+                out.headers.extend(timer.headers(true));
+            }
         }
         if let Some(key) = self.send(out, peer) {
             self.relays.push(Relay {
@@ -222,8 +235,10 @@ impl Call {
                             codec: *codec,
                             telephone_event: theirs.telephone_event,
                         }));
+                        self.sdp_heard[relay.to.index()] = resp.body.clone();
                         let ours = self.media_local[relay.to.other().index()];
                         if let Ok((body, _)) = sdp::answer(offer, ours, self.id) {
+                            self.sdp_sent[relay.to.other().index()] = body.clone().into_bytes();
                             attach_sdp(&mut out, body);
                         }
                     }
@@ -231,6 +246,24 @@ impl Call {
             }
             (Some(_), _) => {}
             (None, _) => copy_body(&resp, &mut out.headers, &mut out.body),
+        }
+        if (is_invite || method == Method::Update) && (200..300).contains(&code) {
+            // Both legs' sessions are refreshed: the far one by its 2xx to us, the near one
+            // by ours.
+            let far = self
+                .sessions()
+                .find(|(s, _)| *s == relay.to)
+                .map(|(_, t)| t.agreed);
+            if let Some(agreed) =
+                far.and_then(|before| super::session::after_refresh(&resp, before))
+            {
+                self.session_agreed(relay.to, agreed, true, env);
+            }
+            let timers = self.settings.cfg.calls.session;
+            if let Ok(Some(agreed)) = super::session::as_uas(&relay.origin_req, &timers) {
+                let headers = self.session_agreed(relay.to.other(), agreed, false, env);
+                out.headers.extend(headers);
+            }
         }
         if is_invite && (200..300).contains(&code) {
             self.reack(relay.to, &resp, env);

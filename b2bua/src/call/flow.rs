@@ -63,7 +63,8 @@ impl Call {
             }
         };
         self.a.answer = Some(body.clone());
-        let mut ok = self.ok_to_caller();
+        self.sdp_sent[Side::A.index()] = body.clone().into_bytes();
+        let mut ok = self.ok_to_caller(env.now);
         attach_sdp(&mut ok, body);
         let now = self.wall(env.now);
         self.a.connect = Some(now);

@@ -4,6 +4,7 @@
 //! caller.
 
 use super::channels::Channel;
+use super::session::{Agreed, SessionTimer};
 use crate::media::engine as media;
 use crate::media::sdp;
 use crate::routing::Proto;
@@ -99,6 +100,9 @@ pub struct ALeg {
     pub setup: DateTime<Utc>,
     /// When the caller got its 200.
     pub connect: Option<DateTime<Utc>>,
+    /// The session timer our 200 is to agree, and the one it runs once sent.
+    pub agreed: Option<Agreed>,
+    pub session: Option<SessionTimer>,
 }
 
 impl ALeg {
@@ -125,6 +129,8 @@ pub struct BLeg {
     pub heard: bool,
     /// Whether the INVITE has had its final response.
     pub done: bool,
+    /// The session timer the gateway's 2xx agreed, if any.
+    pub session: Option<SessionTimer>,
 }
 
 /// The SIP answer a refused authorization gives a pinless caller (there is no IVR to explain).

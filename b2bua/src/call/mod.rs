@@ -11,8 +11,9 @@
 //! asks phase 2 for a pinless one; the store's answer dials the route's gateways with
 //! fail-over (`bridge.rs`); the gateway's 2xx starts the money clock (`clock.rs`); requests
 //! inside either dialog are answered or relayed across (`dialog.rs`); and every way a call or
-//! a bridge ends settles its hold exactly once (`ending.rs`). Where a call stands is one
-//! [`State`], whose variants hold only their own data.
+//! a bridge ends settles its hold exactly once (`ending.rs`). Each leg's session timer
+//! (`session.rs`) ends a call whose other end went away without a BYE. Where a call stands is
+//! one [`State`], whose variants hold only their own data.
 
 mod bridge;
 pub mod channels;
@@ -23,6 +24,8 @@ mod flow;
 pub mod ids;
 pub mod io;
 pub mod legs;
+mod refresh;
+pub mod session;
 #[cfg(test)]
 mod tests;
 
@@ -116,6 +119,8 @@ pub struct Setup {
     pub prompts: Arc<prompts::set::PromptSet>,
     /// Its flow (`None`: a pinless call).
     pub flow: Option<Arc<ivr::Flow>>,
+    /// The session timer our 2xx to the INVITE agrees (`None`: none on the caller's leg).
+    pub session: Option<session::Agreed>,
     /// When it came in: the instant and the wall time, from which the call reckons its records'
     /// timestamps.
     pub arrived: (Instant, DateTime<Utc>),
@@ -171,6 +176,12 @@ pub struct Call {
     b_has_codec: bool,
     /// Server INVITE transactions whose 2xx awaits its ACK (and its CSeq), per side.
     awaiting_ack: [Option<(TxKey, u32)>; 2],
+    /// The SDP we last sent on each leg: what a session refresh of ours carries again, and
+    /// our answer to a peer's refresh.
+    sdp_sent: [Vec<u8>; 2],
+    /// The SDP each leg last sent us: an offer identical to it changes nothing, so it is a
+    /// session refresh we answer ourselves rather than relay.
+    sdp_heard: [Vec<u8>; 2],
     relays: Vec<Relay>,
     epoch: (Instant, DateTime<Utc>),
     /// The wake-up last asked of the engine.
@@ -188,6 +199,7 @@ impl Call {
         let pinless = setup.flow.is_none();
         let conf_id = env.ids.uuid();
         let access = setup.access;
+        let setup_body = setup.invite.body.clone();
         // Each field once: a pinless call knows its card and conference now; an IVR call
         // learns its card from the caller, and each of its bridges gets a span of its own.
         let span = if pinless {
@@ -211,6 +223,8 @@ impl Call {
                 answered: false,
                 setup: setup.arrived.1,
                 connect: None,
+                agreed: setup.session,
+                session: None,
             },
             state: State::Ended {
                 b: None,
@@ -234,6 +248,8 @@ impl Call {
             media_local: setup.media_local,
             b_has_codec: false,
             awaiting_ack: [None, None],
+            sdp_sent: [Vec::new(), Vec::new()],
+            sdp_heard: [setup_body, Vec::new()],
             relays: Vec::new(),
             epoch: setup.arrived,
             armed: None,
@@ -345,15 +361,17 @@ impl Call {
 
     /// When the call next needs [`Input::Timer`].
     pub fn next_wake(&self) -> Option<Instant> {
-        match &self.state {
+        let call = match &self.state {
             State::Direct(b) => b.next_wake(),
             State::InFlow(f) => {
                 let flow = f.ivr.next_wake();
                 let bridge = f.bridge.as_ref().and_then(Bridge::next_wake);
                 flow.into_iter().chain(bridge).min()
             }
-            State::Authorizing { .. } | State::Ended { .. } => None,
-        }
+            State::Authorizing { .. } | State::Ended { .. } => return None,
+        };
+        let sessions = self.sessions().map(|(_, s)| s.next_wake());
+        call.into_iter().chain(sessions).min()
     }
 
     /// Asks the engine for a wake-up when the next one moved.
@@ -501,13 +519,14 @@ impl Call {
         }
     }
 
-    /// A timer is due: the flow's, the gateway leg's, or the money clock's.
+    /// A timer is due: the flow's, the gateway leg's, the money clock's, or a session's.
     fn on_timer(&mut self, env: &mut Env) {
         self.flow_timers(env);
         self.dial_timers(env);
         if self.bridge().is_some_and(Bridge::is_up) {
             self.money_ticks(env);
         }
+        self.session_ticks(env);
     }
 
     /// The node is stopping: every call ends now, settled.

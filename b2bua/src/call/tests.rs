@@ -71,11 +71,12 @@ fn caller() -> Peer {
     }
 }
 
-fn invite(user: &str) -> Request {
+/// The caller's INVITE with `extra` header lines.
+fn invite_with(user: &str, extra: &str) -> Request {
     request(&format!(
         "INVITE sip:{user}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKcaller\r\n\
 From: <sip:4085551234@127.0.0.1>;tag=caller\r\nTo: <sip:{user}@127.0.0.1>\r\nCall-ID: a-leg\r\n\
-CSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5070>\r\nMax-Forwards: 70\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5070>\r\nMax-Forwards: 70\r\n{extra}\
 Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{OFFER}",
         OFFER.len()
     ))
@@ -152,7 +153,13 @@ impl Node {
     }
 
     fn setup(&self, user: &str, flow: Option<Arc<ivr::Flow>>) -> Setup {
-        let inv = invite(user);
+        self.setup_with(user, flow, "")
+    }
+
+    /// A call whose INVITE has `extra` header lines (session timers, Allow).
+    fn setup_with(&self, user: &str, flow: Option<Arc<ivr::Flow>>, extra: &str) -> Setup {
+        let inv = invite_with(user, extra);
+        let inv_for_session = inv.clone();
         let access = self.settings.cfg.access_numbers[0].clone();
         let access = AccessNumber {
             number: if flow.is_some() {
@@ -186,6 +193,8 @@ impl Node {
             destination: user.strip_prefix("5551201").unwrap_or("").into(),
             access,
             prompts: Arc::new(prompts),
+            session: session::as_uas(&inv_for_session, &self.settings.cfg.calls.session)
+                .expect("test INVITE's session timer"),
             flow,
             arrived: (self.now, self.wall),
         }
@@ -719,8 +728,9 @@ fn a_re_invite_is_relayed_both_ways_with_our_media_in_the_middle() {
     assert!(out.iter().any(|o| matches!(o, Output::Ack { .. })));
     let ok = the_response(&out, &origin, 200);
     assert!(String::from_utf8_lossy(&ok.body).contains("30000"));
-    // And the gateway's own re-INVITE reaches the caller.
-    let out = node.feed(&mut call, gw_request(&inv, "INVITE", 5, GW_SDP).1);
+    // And the gateway's own re-INVITE (a hold of its own) reaches the caller.
+    let gw_hold = GW_SDP.replace("o=- 2 2", "o=- 2 3") + "a=sendonly\r\n";
+    let out = node.feed(&mut call, gw_request(&inv, "INVITE", 5, &gw_hold).1);
     let (_, to_caller, peer) = sent(&out, Method::Invite)
         .pop()
         .expect("relayed to the caller");
@@ -1123,4 +1133,262 @@ fn refused_credentials_or_a_foreign_realm_fail_over_to_the_next_gateway() {
     let out = node.feed(&mut call, gw_challenge(&first, 401, CHALLENGE));
     let (_, _, peer) = sent(&out, Method::Invite).pop().expect("the next gateway");
     assert_eq!(peer.addr.port(), 5064);
+}
+
+// Session timers (RFC 4028), each leg on its own.
+
+/// A gateway's response to our INVITE with `extra` headers.
+fn gw_response_with(req: &Request, code: u16, sdp: bool, extra: &[(&str, &str)]) -> Input {
+    let mut input = gw_response(req, code, sdp);
+    if let Input::Response { resp, .. } = &mut input {
+        for (name, value) in extra {
+            resp.headers.push(hdr(name, *value));
+        }
+    }
+    input
+}
+
+/// A pinless call answered end to end, its INVITE carrying `invite_extra` and the gateway's
+/// 200 `gw_extra`: the call, the B-leg INVITE, the conference and our 200 to the caller.
+fn answered_with(
+    node: &mut Node,
+    invite_extra: &str,
+    gw_extra: &[(&str, &str)],
+    granted: u64,
+) -> (Call, Request, String, Response) {
+    let setup = node.setup_with("55512015555233", None, invite_extra);
+    let a_tx = setup.tx.clone();
+    let (mut call, out) = node.start(setup);
+    let conf = phase2(&out).conf_id;
+    let out = node.feed(
+        &mut call,
+        call_answer(ReturnCode::Success, &conf, granted, granted),
+    );
+    let (_, inv, _) = sent(&out, Method::Invite).pop().expect("dialled");
+    let out = node.feed(&mut call, gw_response_with(&inv, 200, true, gw_extra));
+    let ok = the_response(&out, &a_tx, 200);
+    (call, inv, conf, ok)
+}
+
+/// A response from the caller to a request we sent it.
+fn caller_response(req: &Request, code: u16) -> Input {
+    let mut resp = response_to(req, code, None);
+    if (200..300).contains(&code) && req.method == Method::Invite {
+        resp.headers.push(hdr("Content-Type", "application/sdp"));
+        resp.body = OFFER.as_bytes().to_vec();
+    }
+    Input::Response {
+        tx: transaction::key(req).unwrap(),
+        resp,
+        from: caller(),
+    }
+}
+
+fn header_of<'a>(m: &'a impl SipExt, name: &str) -> Option<&'a str> {
+    m.header(name)
+}
+
+#[test]
+fn a_caller_that_stops_refreshing_its_session_is_hung_up_and_settled() {
+    let mut node = Node::new();
+    let (mut call, _, conf, ok) = answered_with(
+        &mut node,
+        "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n",
+        &[],
+        300,
+    );
+    assert_eq!(header_of(&ok, "Session-Expires"), Some("90;refresher=uac"));
+    assert_eq!(header_of(&ok, "Require"), Some("timer"));
+    // Refreshes are the caller's leg's own: answered by us, nothing reaches the gateway.
+    node.later(Duration::from_secs(30));
+    let (tx, update) = from_caller("UPDATE", 2, "");
+    let out = node.feed(&mut call, update);
+    let resp = the_response(&out, &tx, 200);
+    assert_eq!(
+        header_of(&resp, "Session-Expires"),
+        Some("90;refresher=uac")
+    );
+    assert!(sent(&out, Method::Update).is_empty());
+    node.later(Duration::from_secs(30));
+    let (tx, reinvite) = from_caller("INVITE", 3, OFFER);
+    let out = node.feed(&mut call, reinvite);
+    let resp = the_response(&out, &tx, 200);
+    assert!(
+        String::from_utf8_lossy(&resp.body).contains("30000"),
+        "our answer again"
+    );
+    assert!(sent(&out, Method::Invite).is_empty(), "not relayed");
+    // Then nothing: 30 s (a third of 90) before the session's end, both legs are hung up.
+    node.later(Duration::from_secs(59));
+    let out = node.feed(&mut call, Input::Timer);
+    assert!(sent(&out, Method::Bye).is_empty(), "{out:#?}");
+    node.later(Duration::from_secs(1));
+    let out = node.feed(&mut call, Input::Timer);
+    assert_eq!(sent(&out, Method::Bye).len(), 2, "both legs");
+    let (c, end) = settle(&out).expect("settled");
+    assert_eq!(
+        (c.as_str(), end.cause.as_str()),
+        (conf.as_str(), "session expired")
+    );
+    assert_eq!(
+        (end.disconnect_at - end.connect_at.unwrap()).num_seconds(),
+        120
+    );
+}
+
+#[test]
+fn we_refresh_a_caller_without_timers_and_a_481_ends_the_call() {
+    let mut node = Node::new();
+    let (mut call, _, conf, ok) = answered_with(&mut node, "", &[], 3600);
+    assert_eq!(
+        header_of(&ok, "Session-Expires"),
+        Some("1800;refresher=uas")
+    );
+    assert_eq!(header_of(&ok, "Require"), None, "it does not know timers");
+    node.later(Duration::from_secs(900));
+    let out = node.feed(&mut call, Input::Timer);
+    let (_, refresh, peer) = sent(&out, Method::Invite).pop().expect("a refresh");
+    assert_eq!(peer.addr.port(), 5070, "to the caller");
+    assert_eq!(refresh.body, ok.body, "the same SDP: no change");
+    assert_eq!(
+        header_of(&refresh, "Session-Expires"),
+        Some("1800;refresher=uac")
+    );
+    let out = node.feed(&mut call, caller_response(&refresh, 200));
+    assert!(out.iter().any(|o| matches!(o, Output::Ack { .. })));
+    assert!(settle(&out).is_none());
+    node.later(Duration::from_secs(900));
+    let out = node.feed(&mut call, Input::Timer);
+    let (_, refresh, _) = sent(&out, Method::Invite).pop().expect("the next refresh");
+    let out = node.feed(&mut call, caller_response(&refresh, 481));
+    assert_eq!(sent(&out, Method::Bye).len(), 2);
+    let (c, end) = settle(&out).expect("settled");
+    assert_eq!(
+        (c.as_str(), end.cause.as_str()),
+        (conf.as_str(), "session refresh refused")
+    );
+}
+
+#[test]
+fn the_gateway_leg_is_refreshed_with_update_and_an_unanswered_refresh_ends_the_call() {
+    let mut node = Node::new();
+    let (mut call, inv, conf, _) = answered_with(
+        &mut node,
+        "",
+        &[
+            ("Session-Expires", "90;refresher=uac"),
+            ("Require", "timer"),
+            ("Allow", "INVITE, ACK, BYE, UPDATE"),
+        ],
+        300,
+    );
+    assert_eq!(header_of(&inv, "Supported"), Some("timer"));
+    assert_eq!(header_of(&inv, "Session-Expires"), Some("1800"));
+    assert_eq!(header_of(&inv, "Min-SE"), Some("90"));
+    node.later(Duration::from_secs(45));
+    let out = node.feed(&mut call, Input::Timer);
+    let (tx, update, peer) = sent(&out, Method::Update).pop().expect("a refresh");
+    assert_eq!(peer.addr.port(), 5062);
+    assert_eq!(update.call_id(), inv.call_id());
+    assert!(update.body.is_empty());
+    assert_eq!(
+        header_of(&update, "Session-Expires"),
+        Some("90;refresher=uac")
+    );
+    let out = node.feed(&mut call, Input::Timeout { tx });
+    assert_eq!(sent(&out, Method::Bye).len(), 2);
+    let (c, end) = settle(&out).expect("settled");
+    assert_eq!(
+        (c.as_str(), end.cause.as_str()),
+        (conf.as_str(), "session refresh unanswered")
+    );
+}
+
+#[test]
+fn a_gateway_refresh_is_answered_on_its_own_leg_and_its_absence_ends_the_call() {
+    let mut node = Node::new();
+    let (mut call, inv, conf, _) = answered_with(
+        &mut node,
+        "",
+        &[
+            ("Session-Expires", "90;refresher=uas"),
+            ("Require", "timer"),
+        ],
+        300,
+    );
+    node.later(Duration::from_secs(50));
+    let (tx, reinvite) = gw_request(&inv, "INVITE", 5, GW_SDP);
+    let out = node.feed(&mut call, reinvite);
+    let resp = the_response(&out, &tx, 200);
+    assert_eq!(resp.body, inv.body, "the offer we made it, again");
+    assert_eq!(
+        header_of(&resp, "Session-Expires"),
+        Some("90;refresher=uac")
+    );
+    assert!(sent(&out, Method::Invite).is_empty(), "not relayed");
+    node.later(Duration::from_secs(59));
+    assert!(sent(&node.feed(&mut call, Input::Timer), Method::Bye).is_empty());
+    node.later(Duration::from_secs(1));
+    let out = node.feed(&mut call, Input::Timer);
+    assert_eq!(sent(&out, Method::Bye).len(), 2);
+    let (c, end) = settle(&out).expect("settled");
+    assert_eq!(
+        (c.as_str(), end.cause.as_str()),
+        (conf.as_str(), "session expired")
+    );
+}
+
+#[test]
+fn a_gateway_asking_a_longer_session_gets_it_once_then_the_next_gateway() {
+    let mut node = Node::new();
+    let (mut call, _, _, out) = dialled(&mut node);
+    let (_, first, _) = sent(&out, Method::Invite).pop().unwrap();
+    let out = node.feed(
+        &mut call,
+        gw_response_with(&first, 422, false, &[("Min-SE", "3600")]),
+    );
+    let (_, second, peer) = sent(&out, Method::Invite).pop().expect("asked again");
+    assert_eq!(peer.addr.port(), 5062, "the same gateway");
+    assert_eq!(second.call_id(), first.call_id());
+    assert_eq!(second.from_tag(), first.from_tag());
+    assert_eq!(second.cseq().unwrap().0, 2);
+    assert_ne!(second.branch(), first.branch());
+    assert_eq!(header_of(&second, "Session-Expires"), Some("3600"));
+    assert_eq!(header_of(&second, "Min-SE"), Some("3600"));
+    assert_eq!(second.header_values("Supported"), ["timer"]);
+    let out = node.feed(
+        &mut call,
+        gw_response_with(&second, 422, false, &[("Min-SE", "7200")]),
+    );
+    let (_, third, peer) = sent(&out, Method::Invite).pop().expect("the next gateway");
+    assert_eq!(peer.addr.port(), 5064);
+    assert_eq!(header_of(&third, "Session-Expires"), Some("1800"));
+}
+
+#[test]
+fn an_ivr_caller_refreshing_in_its_flow_gets_200_and_a_dead_destination_leg_returns_it_there() {
+    let mut node = Node::new();
+    let (mut call, inv, conf) = dialling_ivr(&mut node, 300, 3600);
+    // Before the bridge is up a session change would get 491; a refresh is answered.
+    let (tx, update) = from_caller("UPDATE", 2, "");
+    let out = node.feed(&mut call, update);
+    assert_eq!(answered(&out, &tx), [200]);
+    let out = node.feed(
+        &mut call,
+        gw_response_with(&inv, 200, true, &[("Session-Expires", "90;refresher=uas")]),
+    );
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Media(MediaCmd::Bridge(true)))));
+    node.later(Duration::from_secs(60));
+    let out = node.feed(&mut call, Input::Timer);
+    let byes = sent(&out, Method::Bye);
+    assert_eq!(byes.len(), 1, "only the destination's leg");
+    assert_eq!(byes[0].2.addr.port(), 5062);
+    let (c, _) = settle(&out).expect("the bridge is settled");
+    assert_eq!(c, conf);
+    assert!(
+        !ended(&out) && call.is_ivr(),
+        "the caller is back in the flow"
+    );
 }

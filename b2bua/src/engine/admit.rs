@@ -6,19 +6,40 @@ use super::{Engine, Slot};
 use crate::access::AccessNumber;
 use crate::call::{self, legs::usable_offer, Setup, Side};
 use crate::media::sdp;
-use crate::sip::message::{Request, SipExt};
+use crate::sip::message::{hdr, Header, Request, SipExt};
 use crate::sip::transaction::TxKey;
 use crate::transport::Peer;
 use chrono::Utc;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Why an INVITE is refused: the status, and the Warning that explains it.
-type Refusal = (u16, Option<String>);
+/// Why an INVITE is refused: the status, the Warning that explains it, and a header the
+/// status calls for (422's Min-SE, 420's Unsupported).
+struct Refusal {
+    code: u16,
+    why: Option<String>,
+    header: Option<Header>,
+}
 
 fn refuse(code: u16, why: &str) -> Refusal {
-    (code, Some(why.to_string()))
+    Refusal {
+        code,
+        why: Some(why.to_string()),
+        header: None,
+    }
 }
+
+/// A refusal that says nothing more than its status.
+fn bare(code: u16) -> Refusal {
+    Refusal {
+        code,
+        why: None,
+        header: None,
+    }
+}
+
+/// The extensions we implement, which a caller may Require (RFC 3261 §8.2.2.3).
+const EXTENSIONS: [&str; 1] = ["timer"];
 
 /// What an admitted INVITE brings to its call.
 struct Admitted {
@@ -28,6 +49,7 @@ struct Admitted {
     prompts: Arc<prompts::set::PromptSet>,
     ani: String,
     offer: sdp::Audio,
+    session: Option<call::session::Agreed>,
 }
 
 impl Engine {
@@ -35,11 +57,11 @@ impl Engine {
     pub(super) fn new_call(&mut self, req: Request, from: Peer, key: TxKey, now: Instant) {
         let admitted = match self.check_call(&req, from) {
             Ok(a) => a,
-            Err((code, why)) => {
+            Err(Refusal { code, why, header }) => {
                 if code == 503 && why.is_none() {
                     return self.reply_retry_after(&key, None, now);
                 }
-                return self.reply(&key, code, why.as_deref(), now);
+                return self.reply_with(&key, code, why.as_deref(), header, now);
             }
         };
         let id = self.next_call;
@@ -75,6 +97,7 @@ impl Engine {
             access: admitted.access,
             prompts: admitted.prompts,
             flow: admitted.flow,
+            session: admitted.session,
             arrived: (now, Utc::now()),
         };
         let quality = || Some(session.quality());
@@ -97,13 +120,13 @@ impl Engine {
         }
         if self.calls.len() >= self.cfg.limits.calls {
             crate::metrics::get().limit_hit("calls");
-            return Err((503, None));
+            return Err(bare(503));
         }
         // The database is slow (not gone): shed new calls here rather than queue them into
         // pool timeouts, which would refuse them with 8 as if it were unreachable.
         if self.tasks.len() >= self.cfg.limits.store_queue {
             crate::metrics::get().limit_hit("store_queue");
-            return Err((503, None));
+            return Err(bare(503));
         }
         let user = req.uri.user().unwrap_or("").to_string();
         // The access number, prompts and flow current now are this call's until it ends,
@@ -130,8 +153,32 @@ impl Engine {
             .and_then(|m| m.trim().parse::<u32>().ok())
             == Some(0)
         {
-            return Err((483, None));
+            return Err(bare(483));
         }
+        let unsupported: Vec<&str> = req
+            .header_values("Require")
+            .into_iter()
+            .map(str::trim)
+            .filter(|t| !EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(t)))
+            .collect();
+        if !unsupported.is_empty() {
+            return Err(Refusal {
+                code: 420,
+                why: None,
+                header: Some(hdr("Unsupported", unsupported.join(", "))),
+            });
+        }
+        let session = match call::session::as_uas(req, &self.cfg.calls.session) {
+            Ok(s) => s,
+            Err(call::session::Refusal::TooSmall(min)) => {
+                return Err(Refusal {
+                    code: 422,
+                    why: None,
+                    header: Some(hdr("Min-SE", min.to_string())),
+                })
+            }
+            Err(call::session::Refusal::Malformed(why)) => return Err(refuse(400, &why)),
+        };
         let ani = if access.trust_ani {
             req.header("P-Asserted-Identity")
                 .map(crate::sip::message::addr_uri)
@@ -147,7 +194,7 @@ impl Engine {
         }
         let offer = match req.header("Content-Type").map(|c| c.to_ascii_lowercase()) {
             Some(ct) if ct.starts_with("application/sdp") => {
-                usable_offer(&req.body).map_err(|why| (488, Some(why)))?
+                usable_offer(&req.body).map_err(|why| refuse(488, &why))?
             }
             _ => {
                 return Err(refuse(
@@ -158,7 +205,7 @@ impl Engine {
         };
         if self.dialogs.contains_key(req.call_id()) {
             // A second INVITE with a Call-ID we already carry, but a new branch: a loop or a fork.
-            return Err((482, None));
+            return Err(bare(482));
         }
         Ok(Admitted {
             prompts: live.prompts(&access.tenant),
@@ -167,6 +214,7 @@ impl Engine {
             flow,
             ani,
             offer,
+            session,
         })
     }
 

@@ -514,11 +514,27 @@ impl Engine {
 
     /// Answers a server transaction with a bare status, optionally explaining it in Warning.
     fn reply(&mut self, key: &TxKey, code: u16, warning: Option<&str>, now: Instant) {
+        self.reply_with(key, code, warning, None, now);
+    }
+
+    /// Answers a server transaction with a bare status and one more header the status calls
+    /// for (a 422's Min-SE, a 420's Unsupported).
+    fn reply_with(
+        &mut self,
+        key: &TxKey,
+        code: u16,
+        warning: Option<&str>,
+        header: Option<crate::sip::message::Header>,
+        now: Instant,
+    ) {
         let Some(s) = self.server.get(key) else {
             return;
         };
         let tag = crate::sip::message::new_tag();
-        let resp = crate::sip::message::reply_to(s.tx.request(), code, warning, &tag);
+        let mut resp = crate::sip::message::reply_to(s.tx.request(), code, warning, &tag);
+        if let Some(h) = header {
+            resp.headers.push(h);
+        }
         self.respond(key, resp, now);
     }
 

@@ -715,6 +715,7 @@ pub fn reason(code: u16) -> &'static str {
         415 => "Unsupported Media Type",
         416 => "Unsupported URI Scheme",
         420 => "Bad Extension",
+        422 => "Session Interval Too Small",
         480 => "Temporarily Unavailable",
         481 => "Call/Transaction Does Not Exist",
         482 => "Loop Detected",
@@ -811,6 +812,18 @@ pub fn response_to(req: &Request, code: u16, to_tag: Option<&str>) -> Response {
 /// branch in our Via, the next CSeq, earlier credentials replaced by `credentials`; the
 /// Call-ID, tags and everything else unchanged, so the gateway sees the same call.
 pub fn resent_with(req: &Request, branch: &str, credentials: Header) -> Request {
+    resent(
+        req,
+        branch,
+        &["Authorization", "Proxy-Authorization"],
+        vec![credentials],
+    )
+}
+
+/// Our request again as a new transaction on the same call: a new branch in our Via, the next
+/// CSeq, the headers named in `drop` left out and `add` put in; the Call-ID, tags and
+/// everything else unchanged. What a challenge (RFC 3261 §22.2) or a 422 (RFC 4028 §7.4) asks.
+pub fn resent(req: &Request, branch: &str, drop: &[&str], add: Vec<Header>) -> Request {
     let mut headers = Headers::default();
     let (seq, method) = req.cseq().unwrap_or((1, req.method));
     let mut first_via = true;
@@ -831,11 +844,13 @@ pub fn resent_with(req: &Request, branch: &str, credentials: Header) -> Request 
                 headers.push(hdr("Via", via));
             }
             ("CSeq", _) => headers.push(hdr("CSeq", format!("{} {method}", seq + 1))),
-            ("Authorization" | "Proxy-Authorization", _) => {}
+            (name, _) if drop.iter().any(|d| d.eq_ignore_ascii_case(name)) => {}
             _ => headers.push(h.clone()),
         }
     }
-    headers.push(credentials);
+    for h in add {
+        headers.push(h);
+    }
     new_request(req.method, req.uri.clone(), headers, req.body.clone())
 }
 

@@ -1,6 +1,6 @@
 //! SIP for the B2BUA: framing and parsing ([`framer`], [`message`]), RFC 3261 transactions
-//! without I/O ([`transaction`]), dialogs ([`dialog`]) and digest answers to a gateway's
-//! challenge ([`digest`]).
+//! without I/O ([`transaction`]), dialogs ([`dialog`]), digest answers to a gateway's
+//! challenge ([`digest`]) and the session-timer headers ([`session_timer`]).
 //!
 //! rsip is used only inside [`message`]; everything else sees our accessors, so the parser
 //! could be swapped without touching the call logic.
@@ -9,4 +9,5 @@ pub mod dialog;
 pub mod digest;
 pub mod framer;
 pub mod message;
+pub mod session_timer;
 pub mod transaction;
