@@ -188,9 +188,15 @@ async fn start_custom(
             ACME.to_string(),
         ),
     ];
-    let running = b2bua::admin::start(&cfg, tokens, store.clone(), assets.clone())
-        .await
-        .unwrap();
+    let running = b2bua::admin::start(
+        &cfg,
+        tokens,
+        store.clone(),
+        assets.clone(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -921,6 +927,14 @@ async fn flows_are_uploaded_and_reloaded_whole_by_admins_only() {
     assert!(assets.live().flows.contains_key("promo"));
     let a = api.call("GET", "/api/v1/flows", Some(FINANCE), None).await;
     assert!(a.body.contains("\"promo\""), "{}", a.body);
+    // The gateways' state is staff's (no engine runs here: an empty list); an ITSP's token
+    // does not see the carriers.
+    let a = api
+        .call("GET", "/api/v1/gateways", Some(FINANCE), None)
+        .await;
+    assert_eq!((a.status, a.body.as_str()), (200, "[]"));
+    let a = api.call("GET", "/api/v1/gateways", Some(ACME), None).await;
+    assert_eq!(a.status, 403, "{}", a.body);
 
     // Mistakes: each named, nothing written, nothing swapped.
     let broken = promo.replacen("start:", "start_typo:", 1);

@@ -134,7 +134,7 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
     let assets = Arc::new(Assets::load(&Config::demo()).unwrap());
     let cfg = AdminConfig::new("127.0.0.1:0".parse().unwrap());
     let tokens = vec![("desk".to_string(), Role::Finance, FINANCE.to_string())];
-    let server = b2bua::admin::start(&cfg, tokens, store.clone(), assets)
+    let server = b2bua::admin::start(&cfg, tokens, store.clone(), assets, Default::default())
         .await
         .unwrap();
     let base = format!("http://{}", server.addr);
@@ -613,7 +613,7 @@ async fn finance_reads_the_reports_and_an_itsp_sees_only_its_own() {
             ACME.to_string(),
         ),
     ];
-    let server = b2bua::admin::start(&cfg, tokens, store.clone(), assets)
+    let server = b2bua::admin::start(&cfg, tokens, store.clone(), assets, Default::default())
         .await
         .unwrap();
     let base = format!("http://{}", server.addr);

@@ -1538,3 +1538,79 @@ async fn a_carrier_that_stops_refreshing_its_session_is_hung_up_on_both_legs_and
     );
     rig.stop().await;
 }
+
+/// Registration with a carrier that needs it, against SIPp as the carrier's registrar (with
+/// verifyauth) and trunk: with the right password the REGISTER's challenge is answered, the
+/// trunk shows as registered in the admin API's gateways and takes the call; with a wrong one
+/// the registrar refuses it, the trunk stays out of routing and the caller gets 503 without the
+/// carrier ever seeing the INVITE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunk_that_needs_registration_takes_calls_only_once_registered() {
+    require_sipp!();
+    for (password, registered) in [("s3cret", true), ("wrong", false)] {
+        let gw = free_port();
+        let yaml = yaml(&[("trunk", gw)], &one_route("trunk"), "127.0.0.1").replace(
+            "channels: 10}",
+            &format!(
+                "channels: 10, auth: {{username: acme, password: {password}}}, register: {{expires_s: 60, contact_user: trunk7}}}}"
+            ),
+        );
+        assert!(yaml.contains("register:"), "{yaml}");
+        let rig = Rig::start(&yaml).await;
+        let calls = if registered { "2" } else { "1" };
+        let mut uas = rig
+            .gateway("uas", "uas_register.xml", gw, &["-m", calls])
+            .await;
+        let board = rig.running.as_ref().unwrap().gateways.clone();
+        let state = || {
+            board
+                .rows()
+                .first()
+                .and_then(|r| r.registration.clone())
+                .map(|r| r.state)
+        };
+        let wanted = if registered { "registered" } else { "failed" };
+        for _ in 0..80 {
+            if state() == Some(wanted) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(state(), Some(wanted), "{}", rig.log("uas"));
+        let row = board.rows()[0].clone();
+        assert_eq!(row.in_routing, registered);
+        assert_eq!(row.registration.unwrap().expires_at.is_some(), registered);
+        let uac = if registered {
+            scenarios().join("uac_pinless.xml")
+        } else {
+            refused(rig.dir.path(), 503)
+        };
+        let mut caller = rig.caller(
+            "uac",
+            &uac,
+            "4085551234",
+            "55512015555233",
+            false,
+            &["-d", "200"],
+        );
+        assert_eq!(
+            rig.wait("uac", &mut caller).await,
+            0,
+            "the caller's scenario"
+        );
+        assert_eq!(rig.wait("uas", &mut uas).await, 0, "the carrier's scenario");
+        let log = rig.log("uas");
+        assert!(
+            header(&log, "Contact")
+                .iter()
+                .any(|c| c.contains("sip:trunk7@127.0.0.1")),
+            "{log}"
+        );
+        assert_eq!(log.contains("INVITE sip:"), registered, "{log}");
+        assert!(
+            !log.contains(password),
+            "the password never goes on the wire"
+        );
+        rig.stop().await;
+    }
+}

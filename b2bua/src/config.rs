@@ -501,10 +501,30 @@ struct GatewayFile {
     ping_s: u64,
     #[serde(default = "d_ping_failures")]
     ping_failures: u32,
+    #[serde(default)]
+    register: Option<RegisterFile>,
 }
 
 fn d_ping_failures() -> u32 {
     3
+}
+
+/// `gateways[].register`: a trunk that takes our calls only while we are registered with it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterFile {
+    #[serde(default = "d_register_expires")]
+    expires_s: u32,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    contact_user: Option<String>,
+    #[serde(default)]
+    domain: Option<String>,
+}
+
+fn d_register_expires() -> u32 {
+    3600
 }
 
 #[derive(Deserialize)]
@@ -1048,6 +1068,48 @@ fn check_gateways(raw: &[GatewayFile], err: &mut Report) -> Vec<Gateway> {
                 "must be at least 1".into(),
             );
         }
+        let register = g.register.as_ref().map(|r| {
+            let line = g.name.referenced.line();
+            if !(60..=86_400).contains(&r.expires_s) {
+                err(
+                    line,
+                    format!("gateways[{i}].register.expires_s"),
+                    format!("{} is out of range: 60 to 86400 seconds", r.expires_s),
+                );
+            }
+            // Each goes into a SIP URI unquoted.
+            let uri_safe = |s: &str| {
+                !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.!~*'()&=+$,;?/:[]".contains(c))
+            };
+            for (field, value) in [
+                ("user", &r.user),
+                ("contact_user", &r.contact_user),
+                ("domain", &r.domain),
+            ] {
+                if value.as_deref().is_some_and(|v| !uri_safe(v)) {
+                    err(
+                        line,
+                        format!("gateways[{i}].register.{field}"),
+                        "must be a non-empty SIP URI part (letters, digits, - _ . and the like)"
+                            .into(),
+                    );
+                }
+            }
+            let user = r
+                .user
+                .clone()
+                .or_else(|| auth.as_ref().map(|a| a.username.clone()))
+                .or_else(|| r.contact_user.clone())
+                .unwrap_or_else(|| "b2bua".into());
+            crate::routing::GatewayRegister {
+                expires: r.expires_s,
+                contact_user: r.contact_user.clone().unwrap_or_else(|| user.clone()),
+                domain: r.domain.clone().unwrap_or_else(|| addr.to_string()),
+                user,
+            }
+        });
         gateways.push(Gateway {
             name: g.name.value.clone(),
             addr,
@@ -1056,6 +1118,7 @@ fn check_gateways(raw: &[GatewayFile], err: &mut Report) -> Vec<Gateway> {
             auth,
             ping: (g.ping_s > 0).then(|| Duration::from_secs(g.ping_s)),
             ping_failures: g.ping_failures,
+            register,
         });
     }
     gateways
@@ -1776,6 +1839,32 @@ mod tests {
             e.contains("gateways[0].ping_failures: must be at least 1"),
             "{e}"
         );
+        // Registration: an expiry in range, URI parts that fit in a URI, sensible defaults.
+        let e = Config::parse(
+            &format!("{base}register: {{expires_s: 10, contact_user: \"a b\"}}}}\n"),
+            "r.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("gateways[0].register.expires_s: 10 is out of range"),
+            "{e}"
+        );
+        assert!(
+            e.contains("gateways[0].register.contact_user: must be"),
+            "{e}"
+        );
+        let r = Config::parse(
+            &format!("{base}auth: {{username: acme, password: x}}, register: {{}}}}\n"),
+            "r.yaml",
+        )
+        .unwrap();
+        let reg = r.router.gateways[0].register.clone().unwrap();
+        assert_eq!(
+            (reg.expires, reg.user.as_str(), reg.contact_user.as_str()),
+            (3600, "acme", "acme")
+        );
+        assert_eq!(reg.domain, r.router.gateways[0].addr.to_string());
         let ok = Config::parse(&format!("{base}ping_s: 5}}\n"), "q.yaml").unwrap();
         let gw = &ok.router.gateways[0];
         assert_eq!(

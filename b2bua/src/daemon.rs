@@ -197,9 +197,15 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
                 println!("  admin token for this run (role admin): {token}");
                 tokens.push(("startup-admin".into(), b2bua::config::Role::Admin, token));
             }
-            let server = b2bua::admin::start(a, tokens, store.clone(), running.assets.clone())
-                .await
-                .with_context(|| format!("binding the admin API on {}", a.listen))?;
+            let server = b2bua::admin::start(
+                a,
+                tokens,
+                store.clone(),
+                running.assets.clone(),
+                running.gateways.clone(),
+            )
+            .await
+            .with_context(|| format!("binding the admin API on {}", a.listen))?;
             println!("  admin API on http://{}/api/v1/", server.addr);
             println!(
                 "  metrics on http://{}/metrics ({})",

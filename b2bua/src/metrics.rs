@@ -59,6 +59,8 @@ pub struct Metrics {
     pub store_retries: Counter,
     /// 1 while a pinged gateway answers its OPTIONS, 0 while it is out of routing.
     pub gateways_up: Family<GatewayLabels, Gauge>,
+    /// 1 while we are registered with a trunk that needs it, 0 while it is out of routing.
+    pub gateways_registered: Family<GatewayLabels, Gauge>,
     /// The group-commit writers (see [`Metrics::store_writers`]).
     pub writer_queue: Gauge,
     pub writer_batches: Counter,
@@ -93,6 +95,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         rtp_port_conflicts: Counter::default(),
         store_retries: Counter::default(),
         gateways_up: Family::default(),
+        gateways_registered: Family::default(),
         writer_queue: Gauge::default(),
         writer_batches: Counter::default(),
         writer_operations: Counter::default(),
@@ -170,6 +173,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         m.gateways_up.clone(),
     );
     m.registry.register(
+        "gateway_registered",
+        "Whether we are registered with a trunk that needs it (1) or it is out of routing (0)",
+        m.gateways_registered.clone(),
+    );
+    m.registry.register(
         "store_writer_queue",
         "Holds, connects, extensions and settlements waiting for the group-commit writers (queued or in a running batch)",
         m.writer_queue.clone(),
@@ -208,6 +216,14 @@ impl Metrics {
     }
 
     /// Records whether a pinged gateway is in routing.
+    pub fn gateway_registered(&self, gateway: &str, registered: bool) {
+        self.gateways_registered
+            .get_or_create(&GatewayLabels {
+                gateway: gateway.to_string(),
+            })
+            .set(i64::from(registered));
+    }
+
     pub fn gateway_up(&self, gateway: &str, up: bool) {
         self.gateways_up
             .get_or_create(&GatewayLabels {

@@ -129,6 +129,24 @@ pub struct Gateway {
     pub ping: Option<std::time::Duration>,
     /// Pings in a row left unanswered before it is taken out of routing.
     pub ping_failures: u32,
+    /// Whether (and how) we register with it; it takes calls only while we are.
+    pub register: Option<GatewayRegister>,
+}
+
+/// Registration with a carrier's trunk (RFC 3261 §10): who we register as, where, for how
+/// long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayRegister {
+    /// The Expires we ask for, in seconds.
+    pub expires: u32,
+    /// The user of our address of record (`sip:user@domain`): the configured one, else the
+    /// digest username.
+    pub user: String,
+    /// The user of the Contact we register (where the carrier sends calls for us).
+    pub contact_user: String,
+    /// The registrar's domain: the Request-URI and our address of record's host (default:
+    /// the gateway's address).
+    pub domain: String,
 }
 
 /// Credentials a carrier's gateway asks for (digest, RFC 3261 §22.2). The password is never
@@ -269,6 +287,7 @@ mod tests {
             auth: None,
             ping: None,
             ping_failures: 3,
+            register: None,
         };
         let t = |g, strip, prefix: &str| Target {
             gateway: g,

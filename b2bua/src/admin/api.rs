@@ -72,6 +72,7 @@ const API: &[(&str, &str, Handler)] = route_table![
     put "/api/v1/prompt-sets/{tenant}" => upload_prompt_set;
         axum::extract::DefaultBodyLimit::max(MAX_ARCHIVE),
     get "/api/v1/flows" => flows,
+    get "/api/v1/gateways" => gateways,
     put "/api/v1/flows/{name}" => put_flow,
     post "/api/v1/flows/reload" => reload_flows,
     get "/api/v1/access-numbers" => access_numbers,
@@ -1123,6 +1124,13 @@ pub(super) fn prompt_report(
     may_manage_prompts(who, tenant)?;
     let report = s.assets.prompt_report(tenant).map_err(asset_error)?;
     Ok(report.and_then(|r| serde_json::from_str(&r).ok()))
+}
+
+/// The gateways: channels, health pings, registration (finance or admin; the credentials are
+/// never shown).
+async fn gateways(State(s): State<Shared>, who: Caller) -> Result<Json<Value>, ApiError> {
+    who.require_staff()?;
+    Ok(Json(json!(s.gateways.rows())))
 }
 
 async fn flows(State(s): State<Shared>, who: Caller) -> Result<Json<Value>, ApiError> {

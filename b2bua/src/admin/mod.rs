@@ -43,6 +43,8 @@ pub struct Caller {
 pub struct State {
     store: Arc<Store>,
     assets: Arc<Assets>,
+    /// The gateways as the engine last saw them (empty when no engine runs beside us).
+    gateways: Arc<crate::engine::board::GatewayBoard>,
     tokens: Vec<(String, Role, Vec<u8>)>,
     /// Batch CSVs the console made, each waiting for its one download.
     downloads: console::Downloads,
@@ -198,10 +200,12 @@ pub async fn start(
     tokens: Vec<(String, Role, String)>,
     store: Arc<Store>,
     assets: Arc<Assets>,
+    gateways: Arc<crate::engine::board::GatewayBoard>,
 ) -> std::io::Result<Running> {
     let state = Arc::new(State {
         store,
         assets,
+        gateways,
         tokens: tokens
             .into_iter()
             .map(|(n, r, t)| (n, r, t.into_bytes()))

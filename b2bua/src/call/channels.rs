@@ -6,8 +6,9 @@
 //! bridge). The [`Channel`] token makes that a type: it cannot be copied, and the only way
 //! to give a channel back is to hand the token to [`Channels::release`].
 //!
-//! A gateway that stopped answering its health pings offers no channels until it answers
-//! again, so routing passes over it without waiting for its setup timeout.
+//! A gateway that stopped answering its health pings, or a trunk we are not registered with,
+//! offers no channels until that changes, so routing passes over it without waiting for its
+//! setup timeout.
 
 /// One call leg's claim on one channel of one gateway.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub struct Channels {
     limit: Vec<u32>,
     /// Whether each gateway answers its health pings (always, for one not pinged).
     up: Vec<bool>,
+    /// Whether we are registered with each (always, for one that needs no registration).
+    registered: Vec<bool>,
 }
 
 impl Channels {
@@ -39,6 +42,7 @@ impl Channels {
         Channels {
             in_use: vec![0; limit.len()],
             up: vec![true; limit.len()],
+            registered: vec![true; limit.len()],
             limit,
         }
     }
@@ -46,8 +50,9 @@ impl Channels {
     /// A channel on `gateway`, or `None` when all of its channels are in use (or there is no
     /// such gateway).
     pub fn take(&mut self, gateway: usize) -> Option<Channel> {
+        let up = self.is_up(gateway);
         let used = self.in_use.get_mut(gateway)?;
-        if *used >= self.limit[gateway] || !self.up[gateway] {
+        if *used >= self.limit[gateway] || !up {
             return None;
         }
         *used += 1;
@@ -68,9 +73,27 @@ impl Channels {
         }
     }
 
-    /// Whether a gateway is taking calls (it answers its pings, or is not pinged).
-    pub fn is_up(&self, gateway: usize) -> bool {
+    /// Marks a trunk registered or not; calls in progress keep their channels.
+    pub fn set_registered(&mut self, gateway: usize, registered: bool) {
+        if let Some(r) = self.registered.get_mut(gateway) {
+            *r = registered;
+        }
+    }
+
+    /// Whether we are registered with a trunk (or it needs no registration).
+    pub fn registered(&self, gateway: usize) -> bool {
+        self.registered.get(gateway).copied().unwrap_or(false)
+    }
+
+    /// Whether a gateway answers its pings (or is not pinged).
+    pub fn answers_pings(&self, gateway: usize) -> bool {
         self.up.get(gateway).copied().unwrap_or(false)
+    }
+
+    /// Whether a gateway is taking calls: it answers its pings and, if it needs it, we are
+    /// registered with it.
+    pub fn is_up(&self, gateway: usize) -> bool {
+        self.answers_pings(gateway) && self.registered.get(gateway).copied().unwrap_or(false)
     }
 
     /// Channels in use on `gateway`.

@@ -89,7 +89,7 @@ impl Engine {
             return false;
         };
         self.pings.missed[i] = 0;
-        if !self.lent.channels.is_up(i) {
+        if !self.lent.channels.answers_pings(i) {
             let name = &self.cfg.router.gateways[i].name;
             tracing::info!(gateway = %name, "the gateway answers its pings again: back in routing");
             self.lent.channels.set_up(i, true);
@@ -105,7 +105,7 @@ impl Engine {
         };
         self.pings.missed[i] += 1;
         let gw = &self.cfg.router.gateways[i];
-        if self.pings.missed[i] >= gw.ping_failures && self.lent.channels.is_up(i) {
+        if self.pings.missed[i] >= gw.ping_failures && self.lent.channels.answers_pings(i) {
             tracing::warn!(gateway = %gw.name, missed = self.pings.missed[i], "the gateway does not answer its pings: out of routing");
             self.lent.channels.set_up(i, false);
             crate::metrics::get().gateway_up(&gw.name, false);

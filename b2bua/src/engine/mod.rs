@@ -10,9 +10,11 @@
 //! call runs in a task of its own, kept in one set that a stop waits for.
 
 mod admit;
+pub mod board;
 mod carry;
 mod challenge;
 mod health;
+mod register;
 
 use crate::assets::Assets;
 use crate::call::{self, Channels, Env, Input, RandomIds, Settings, Side};
@@ -50,6 +52,10 @@ enum Wake {
     Call(u64),
     /// Time to ping gateway `i` (its index in the router's list).
     Ping(usize),
+    /// Time for gateway `i`'s REGISTER.
+    Register(usize),
+    /// Time to copy the gateways' state out for the admin API.
+    Board,
 }
 
 /// A transaction in one of the two tables: where its peer is (whence a server transaction's
@@ -135,6 +141,10 @@ pub struct Engine {
     tasks: tokio::task::JoinSet<()>,
     /// Gateway health pings in flight, and how many each gateway missed in a row.
     pings: health::Pings,
+    /// Registrations with the trunks that need them.
+    registrations: register::Registrations,
+    /// Where the gateways' state is copied for the admin API.
+    board: Arc<board::GatewayBoard>,
     /// Per-source request rates, checked before a request makes any state.
     flood: crate::limits::FloodGate,
     /// Wrong cards and PINs per source and per access number, this minute.
@@ -145,6 +155,8 @@ pub struct Engine {
 pub struct Running {
     /// The prompt sets and flows calls use, for the admin API to swap.
     pub assets: Arc<Assets>,
+    /// The gateways' channels, pings and registrations, for the admin API to show.
+    pub gateways: Arc<board::GatewayBoard>,
     /// Every bound socket.
     pub bound: Vec<(Proto, SocketAddr)>,
     stop: Option<oneshot::Sender<()>>,
@@ -232,14 +244,20 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         next_call: 1,
         tasks: tokio::task::JoinSet::new(),
         pings: Default::default(),
+        registrations: Default::default(),
+        board: Default::default(),
         flood,
         auth_failures: crate::limits::FailureWindows::new(failure_keys),
     };
     let (stop_tx, stop_rx) = oneshot::channel();
     engine.start_pings(Instant::now());
+    engine.start_registrations(Instant::now());
+    let gateways = engine.board.clone();
+    engine.post_board(&gateways.clone(), Instant::now());
     let task = crate::supervise::spawn("engine", engine.run(in_rx, ev_rx, media_rx, stop_rx));
     Ok(Running {
         assets,
+        gateways,
         bound,
         stop: Some(stop_tx),
         task,
@@ -365,6 +383,11 @@ impl Engine {
                 }
                 Wake::Call(id) => self.feed(id, Input::Timer, now),
                 Wake::Ping(i) => self.ping(i, now),
+                Wake::Register(i) => self.register(i, now),
+                Wake::Board => {
+                    let board = self.board.clone();
+                    self.post_board(&board, now);
+                }
             }
         }
     }
@@ -665,13 +688,14 @@ impl Engine {
                         self.feed(id, input, now)
                     }
                     None if self.ping_answered(key) => {}
+                    None if self.register_answered(key, &resp, now) => {}
                     // The call is gone: an answer to its INVITE is hung up.
                     None => self.hang_up_if_answer(&resp, peer, now),
                 },
                 Output::Timeout => match call {
                     Some(id) => self.feed(id, Input::Timeout { tx: key.clone() }, now),
                     None => {
-                        self.ping_unanswered(key);
+                        let _ = self.ping_unanswered(key) || self.register_unanswered(key, now);
                     }
                 },
                 Output::NoAck | Output::No2xxAck => {}
