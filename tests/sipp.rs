@@ -1401,6 +1401,38 @@ async fn a_carrier_asking_for_digest_credentials_gets_them_and_a_wrong_password_
     }
 }
 
+/// Reliable early media (RFC 3262): a carrier whose 183 Requires 100rel gets its PRACK (the
+/// scenario checks RAck and the CSeqs that follow), the caller still hears the 183, and the
+/// call is answered and billed as any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_sending_reliable_early_media_gets_its_prack() {
+    require_sipp!();
+    let gw = free_port();
+    let rig = Rig::start(&yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")).await;
+    pinless_to(
+        &rig,
+        gw,
+        "uas_prack.xml",
+        &scenarios().join("uac_pinless.xml"),
+        "500",
+    )
+    .await;
+    let prack = rig
+        .log("uas")
+        .lines()
+        .find(|l| l.starts_with("PRACK "))
+        .map(str::to_string);
+    assert!(prack.is_some(), "{}", rig.log("uas"));
+    assert!(
+        rig.log("uac").contains("SIP/2.0 183"),
+        "the early media's 183 reached the caller"
+    );
+    let recs = rig.first_records("4085551234").await;
+    assert_eq!(recs.len(), 1);
+    assert!(recs[0].connect_at.is_some(), "{:?}", recs[0]);
+    rig.stop().await;
+}
+
 /// Health pings: a gateway that stops answering OPTIONS is taken out of routing, so a call
 /// goes straight to the next one (the dead one is not even sent the INVITE), and the first
 /// answer puts it back.

@@ -32,6 +32,7 @@ pub fn sip_message(data: &[u8]) {
                 if let Some(agreed) = crate::call::session::after_refresh(resp, before) {
                     session_headers_read_back(agreed);
                 }
+                prack_reads_back(resp);
             }
             if let SipMessage::Request(mut r) = msg {
                 let timers = crate::config::SessionTimers {
@@ -268,4 +269,35 @@ pub fn flow_yaml(data: &[u8]) {
         let _ = s.on_event(ev, t);
         let _ = s.on_timer(t);
     }
+}
+
+/// A reliable provisional response's PRACK, built in the early dialog the response opens, is
+/// a request we can read back with the same RAck.
+fn prack_reads_back(resp: &message::Response) {
+    use crate::sip::reliable::{classify, Provisional};
+    use message::SipExt;
+    let Provisional::Prack(rack) = classify(resp, 1, None) else {
+        return;
+    };
+    let mut headers = message::Headers::default();
+    headers.push(message::hdr("From", "<sip:b2bua@192.0.2.1>;tag=ours"));
+    headers.push(message::hdr("To", "<sip:5551234@192.0.2.2>"));
+    let invite = message::new_request(
+        message::Method::Invite,
+        message::parse_uri("sip:5551234@192.0.2.2").unwrap_or_default(),
+        headers,
+        Vec::new(),
+    );
+    let mut dialog = crate::sip::dialog::Dialog::uac(&invite, resp);
+    let mut prack = dialog.request(
+        message::Method::PRack,
+        "SIP/2.0/UDP 192.0.2.1:5060",
+        "z9hG4bKfuzz",
+        "<sip:b2bua@192.0.2.1>",
+        None,
+    );
+    prack.headers.push(message::hdr("RAck", rack.to_string()));
+    let bytes = message::request_bytes(&prack);
+    let back = message::parse_datagram(&bytes).expect("our PRACK parses");
+    assert_eq!(back.header("RAck"), Some(rack.to_string().as_str()));
 }

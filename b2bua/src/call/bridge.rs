@@ -236,6 +236,7 @@ impl Call {
                     heard: false,
                     done: false,
                     session: None,
+                    early: None,
                 },
                 setup_deadline,
                 ring_deadline: None,
@@ -287,9 +288,19 @@ impl Call {
         headers.push(hdr("CSeq", "1 INVITE"));
         headers.push(hdr("Contact", local.contact(gw.proto)));
         headers.push(hdr("Allow", crate::sip::message::ALLOW));
+        // One Supported header listing both: some carriers (and SIPp) read only the first.
         let timers = &self.settings.cfg.calls.session;
-        for h in super::session::offer_headers(timers, timers.expires, timers.min_se) {
-            headers.push(h);
+        let offer = super::session::offer_headers(timers, timers.expires, timers.min_se);
+        let supported = if offer.is_empty() {
+            crate::sip::reliable::TAG.to_string()
+        } else {
+            format!("{}, timer", crate::sip::reliable::TAG)
+        };
+        headers.push(hdr("Supported", supported));
+        for h in offer {
+            if crate::sip::message::name_value(&h).0 != "Supported" {
+                headers.push(h);
+            }
         }
         headers.push(hdr("Content-Type", "application/sdp"));
         let body = sdp::offer(
@@ -350,7 +361,8 @@ impl Call {
         }
         match code {
             100 => {}
-            101..=199 => self.b_ringing(resp, env),
+            101..=199 if self.b_provisional(&resp, env) => self.b_ringing(resp, env),
+            101..=199 => {}
             200..=299 if self.bridge().is_some_and(Bridge::is_up) => {
                 self.reack(Side::B, &resp, env)
             }
@@ -470,11 +482,13 @@ impl Call {
             );
             return false;
         }
-        let headers = super::session::offer_headers(&timers, wanted, wanted);
+        // Our INVITE already says it supports timers (and 100rel); only the values change.
+        let mut headers = super::session::offer_headers(&timers, wanted, wanted);
+        headers.retain(|h| crate::sip::message::name_value(h).0 != "Supported");
         let invite = crate::sip::message::resent(
             &b.invite,
             &env.ids.branch(),
-            &["Supported", "Session-Expires", "Min-SE"],
+            &["Session-Expires", "Min-SE"],
             headers,
         );
         self.b_ask_again(invite, env)
@@ -625,6 +639,12 @@ impl Call {
             &local.contact(b.peer.proto),
             Some(dialog.local_seq),
         );
+        // PRACKs went out on the early dialog this answer confirms: our next request counts on.
+        if let Some((early, _)) = b.early.take() {
+            if early.remote_tag == dialog.remote_tag {
+                dialog.local_seq = dialog.local_seq.max(early.local_seq);
+            }
+        }
         let (peer, call_id) = (b.peer, dialog.call_id.clone());
         b.dialog = Some(dialog);
         b.done = true;

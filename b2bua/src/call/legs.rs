@@ -131,6 +131,9 @@ pub struct BLeg {
     pub done: bool,
     /// The session timer the gateway's 2xx agreed, if any.
     pub session: Option<SessionTimer>,
+    /// The early dialog a reliable provisional response opened (RFC 3262), and the `RSeq` of
+    /// the last one we acknowledged on it.
+    pub early: Option<(Dialog, u32)>,
 }
 
 /// The SIP answer a refused authorization gives a pinless caller (there is no IVR to explain).

@@ -24,6 +24,7 @@ mod flow;
 pub mod ids;
 pub mod io;
 pub mod legs;
+mod prack;
 mod refresh;
 pub mod session;
 #[cfg(test)]

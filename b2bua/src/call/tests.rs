@@ -1282,7 +1282,7 @@ fn the_gateway_leg_is_refreshed_with_update_and_an_unanswered_refresh_ends_the_c
         ],
         300,
     );
-    assert_eq!(header_of(&inv, "Supported"), Some("timer"));
+    assert_eq!(inv.header_values("Supported"), ["100rel", "timer"]);
     assert_eq!(header_of(&inv, "Session-Expires"), Some("1800"));
     assert_eq!(header_of(&inv, "Min-SE"), Some("90"));
     node.later(Duration::from_secs(45));
@@ -1355,7 +1355,7 @@ fn a_gateway_asking_a_longer_session_gets_it_once_then_the_next_gateway() {
     assert_ne!(second.branch(), first.branch());
     assert_eq!(header_of(&second, "Session-Expires"), Some("3600"));
     assert_eq!(header_of(&second, "Min-SE"), Some("3600"));
-    assert_eq!(second.header_values("Supported"), ["timer"]);
+    assert_eq!(second.header_values("Supported"), ["100rel", "timer"]);
     let out = node.feed(
         &mut call,
         gw_response_with(&second, 422, false, &[("Min-SE", "7200")]),
@@ -1391,4 +1391,86 @@ fn an_ivr_caller_refreshing_in_its_flow_gets_200_and_a_dead_destination_leg_retu
         !ended(&out) && call.is_ivr(),
         "the caller is back in the flow"
     );
+}
+
+#[test]
+fn a_reliable_183_is_pracked_once_its_media_relayed_and_the_dialog_counts_on() {
+    let mut node = Node::new();
+    let (mut call, a_tx, _, out) = dialled(&mut node);
+    let (_, inv, _) = sent(&out, Method::Invite).pop().unwrap();
+    assert!(inv.header_values("Supported").contains(&"100rel"));
+    let reliable = |rseq: &str| {
+        gw_response_with(
+            &inv,
+            183,
+            true,
+            &[
+                ("Require", "100rel"),
+                ("RSeq", rseq),
+                ("Contact", "<sip:early@127.0.0.1:5062>"),
+            ],
+        )
+    };
+    let out = node.feed(&mut call, reliable("1"));
+    assert_eq!(
+        answered(&out, &a_tx),
+        [183],
+        "early media reaches the caller"
+    );
+    let (_, prack, peer) = sent(&out, Method::PRack).pop().expect("a PRACK");
+    assert_eq!(peer.addr.port(), 5062);
+    assert_eq!(header_of(&prack, "RAck"), Some("1 1 INVITE"));
+    assert_eq!(prack.cseq(), Some((2, Method::PRack)));
+    assert_eq!(prack.call_id(), inv.call_id());
+    assert_eq!(prack.to_tag(), Some("gwtag"));
+    assert_eq!(prack.uri.to_string(), "sip:early@127.0.0.1:5062");
+
+    let out = node.feed(&mut call, reliable("1"));
+    assert!(
+        sent(&out, Method::PRack).is_empty(),
+        "a resent 183 is not PRACKed"
+    );
+    assert!(answered(&out, &a_tx).is_empty(), "nor passed on");
+    let out = node.feed(&mut call, reliable("3"));
+    assert!(sent(&out, Method::PRack).is_empty(), "out of order");
+    let out = node.feed(&mut call, reliable("2"));
+    let (_, prack, _) = sent(&out, Method::PRack).pop().expect("the next one");
+    assert_eq!(header_of(&prack, "RAck"), Some("2 1 INVITE"));
+    assert_eq!(prack.cseq(), Some((3, Method::PRack)));
+
+    let out = node.feed(&mut call, gw_response(&inv, 200, true));
+    let ack = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Ack { req, .. } => Some(req.clone()),
+            _ => None,
+        })
+        .expect("ACKed");
+    assert_eq!(
+        ack.cseq(),
+        Some((1, Method::Ack)),
+        "ACK keeps the INVITE's number"
+    );
+    assert_eq!(answered(&out, &a_tx), [200]);
+    let (_, bye) = from_caller("BYE", 2, "");
+    let out = node.feed(&mut call, bye);
+    let (_, bye, _) = sent(&out, Method::Bye).pop().expect("the gateway hung up");
+    assert_eq!(
+        bye.cseq(),
+        Some((4, Method::Bye)),
+        "past the PRACKs' numbers"
+    );
+}
+
+#[test]
+fn a_reliable_response_without_rseq_is_relayed_but_cannot_be_pracked() {
+    let mut node = Node::new();
+    let (mut call, a_tx, _, out) = dialled(&mut node);
+    let (_, inv, _) = sent(&out, Method::Invite).pop().unwrap();
+    let out = node.feed(
+        &mut call,
+        gw_response_with(&inv, 183, true, &[("Require", "100rel"), ("RSeq", "zero")]),
+    );
+    assert_eq!(answered(&out, &a_tx), [183]);
+    assert!(sent(&out, Method::PRack).is_empty());
 }

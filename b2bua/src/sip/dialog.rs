@@ -3,7 +3,7 @@
 //! are answered 481.
 
 use super::message::{
-    addr_uri, hdr, new_request, parse_uri, Headers, Method, Request, Response, SipExt,
+    addr_uri, hdr, name_addr_ok, new_request, parse_uri, Headers, Method, Request, Response, SipExt,
 };
 
 /// One side of one dialog, from our point of view.
@@ -29,6 +29,17 @@ pub struct Dialog {
     pub route_set: Vec<String>,
 }
 
+/// Where requests in a dialog go: the peer's Contact if it is a SIP URI we can write back,
+/// else the address in `fallback` (To or From). A peer's broken Contact must not make us send
+/// requests nobody can parse.
+fn target(contact: Option<&str>, fallback: &str) -> String {
+    [contact.map(addr_uri).unwrap_or(""), addr_uri(fallback)]
+        .into_iter()
+        .find(|t| parse_uri(t).is_some())
+        .unwrap_or("")
+        .to_string()
+}
+
 fn strip_tag(value: &str) -> String {
     match value.find(";tag=") {
         Some(i) => {
@@ -51,11 +62,10 @@ impl Dialog {
             remote_uri: strip_tag(invite.header("From").unwrap_or("")),
             local_seq: 0,
             remote_seq: invite.cseq().map(|c| c.0),
-            remote_target: invite
-                .header("Contact")
-                .map(addr_uri)
-                .unwrap_or("")
-                .to_string(),
+            remote_target: target(
+                invite.header("Contact"),
+                invite.header("From").unwrap_or(""),
+            ),
             route_set: invite
                 .header_values("Record-Route")
                 .into_iter()
@@ -64,11 +74,15 @@ impl Dialog {
         }
     }
 
-    /// The dialog we hold as UAC, created by the peer's 2xx to our `invite`; without a Contact
-    /// in the answer, requests go to the INVITE's Request-URI.
+    /// The dialog we hold as UAC, created by the peer's 2xx (or reliable 18x) to our
+    /// `invite`; without a Contact we can use in the answer, requests go to the INVITE's
+    /// Request-URI.
     pub fn uac(invite: &Request, resp: &Response) -> Dialog {
         let mut d = Dialog::from_response(resp);
-        if d.remote_target.is_empty() {
+        // Our URIs are those of our own request (§12.1.2), not what the answer echoes.
+        d.local_uri = strip_tag(invite.header("From").unwrap_or(""));
+        d.remote_uri = strip_tag(invite.header("To").unwrap_or(""));
+        if resp.header("Contact").map(addr_uri) != Some(d.remote_target.as_str()) {
             d.remote_target = invite.uri.to_string();
         }
         d
@@ -77,9 +91,12 @@ impl Dialog {
     /// The dialog a 2xx to one of our INVITEs establishes, read from the response alone: for
     /// acknowledging and hanging up an answer that arrives after we stopped waiting for it.
     pub fn from_response(resp: &Response) -> Dialog {
+        // Responses are not held to the request grammar, so a route we could not write back
+        // as a Route header is left out rather than sent on.
         let mut route_set: Vec<String> = resp
             .header_values("Record-Route")
             .into_iter()
+            .filter(|r| name_addr_ok(r))
             .map(str::to_string)
             .collect();
         route_set.reverse();
@@ -91,11 +108,7 @@ impl Dialog {
             remote_uri: strip_tag(resp.header("To").unwrap_or("")),
             local_seq: resp.cseq().map(|c| c.0).unwrap_or(1),
             remote_seq: None,
-            remote_target: resp
-                .header("Contact")
-                .map(addr_uri)
-                .unwrap_or("")
-                .to_string(),
+            remote_target: target(resp.header("Contact"), resp.header("To").unwrap_or("")),
             route_set,
         }
     }
@@ -203,5 +216,27 @@ Call-ID: c\r\nCSeq: 5 INVITE\r\nContact: <sip:alice@10.0.0.1:5070>\r\n\r\n";
         assert_eq!(d.route_set, vec!["<sip:p1;lr>", "<sip:p2;lr>"]);
         assert_eq!(d.remote_target, "sip:gw@127.0.0.1:5062");
         assert_eq!(d.local_seq, 5);
+    }
+
+    #[test]
+    fn a_contact_we_cannot_write_back_is_not_our_target() {
+        let inv = invite();
+        let mut ok = response_to(&inv, 183, Some("gw"));
+        ok.headers.push(hdr("Contact", "<sip:gw@~127.0.0.1:5062>"));
+        let d = Dialog::uac(&inv, &ok);
+        assert_eq!(
+            d.remote_target,
+            inv.uri.to_string(),
+            "the INVITE's Request-URI"
+        );
+        let mut bad = invite();
+        bad.headers
+            .retain(|h| crate::sip::message::name_value(h).0 != "Contact");
+        bad.headers.push(hdr("Contact", "<sip:alice@bad host>"));
+        assert_eq!(
+            Dialog::uas(&bad, "ours").remote_target,
+            "sip:4085551234@10.0.0.1",
+            "the caller's From"
+        );
     }
 }

@@ -242,7 +242,7 @@ fn unknown_cseq(rest: &[u8], method: &str) -> Result<Vec<u8>, ParseError> {
 /// A name-addr or addr-spec header value (RFC 3261 §20.10, §25.1) where the grammar is
 /// strict: quotes balanced, a display name of tokens or one quoted string, no spaces inside
 /// `<…>`, and a URI with header fields (`?`) only inside `<…>`.
-fn name_addr_ok(value: &str) -> bool {
+pub(crate) fn name_addr_ok(value: &str) -> bool {
     let v = value.trim();
     if v == "*" {
         return true;

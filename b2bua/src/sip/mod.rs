@@ -1,6 +1,7 @@
 //! SIP for the B2BUA: framing and parsing ([`framer`], [`message`]), RFC 3261 transactions
 //! without I/O ([`transaction`]), dialogs ([`dialog`]), digest answers to a gateway's
-//! challenge ([`digest`]) and the session-timer headers ([`session_timer`]).
+//! challenge ([`digest`]), the session-timer headers ([`session_timer`]) and those of reliable
+//! provisional responses ([`reliable`]).
 //!
 //! rsip is used only inside [`message`]; everything else sees our accessors, so the parser
 //! could be swapped without touching the call logic.
@@ -9,5 +10,6 @@ pub mod dialog;
 pub mod digest;
 pub mod framer;
 pub mod message;
+pub mod reliable;
 pub mod session_timer;
 pub mod transaction;
