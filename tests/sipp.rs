@@ -7,6 +7,7 @@
 //! `B2BUA_REQUIRE_PEERS=1` (set by `.ci/run`), where a missing SIPp fails them.
 
 mod freeradius;
+mod kamailio;
 mod ua;
 
 use b2bua::config::Config;
@@ -82,6 +83,11 @@ access_numbers:\n  - {{number: \"5551201\", pinless: true}}\n  - {{number: \"555
 calls: {{setup_timeout_ms: 700, ring_timeout_s: 20}}\n\
 gateways:\n{gws}routes:\n{routes}"
     )
+}
+
+/// The configuration with its first gateway asking for digest credentials `auth`.
+fn with_auth(yaml: &str, auth: &str) -> String {
+    yaml.replacen("channels: 10}", &format!("channels: 10, auth: {auth}}}"), 1)
 }
 
 fn one_route(gw: &str) -> String {
@@ -570,6 +576,43 @@ async fn hold_and_unhold_are_relayed_to_the_gateway() {
         gateway: gw,
     })
     .await;
+    rig.stop().await;
+}
+
+/// A carrier that challenges the hold re-INVITE (not the call's INVITE) gets it again with
+/// our credentials inside the same dialog; the caller's hold and unhold go through as if
+/// nothing happened, and the call is billed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_challenging_the_hold_re_invite_gets_our_credentials() {
+    require_sipp!();
+    let gw = free_port();
+    let yaml = with_auth(
+        &yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1"),
+        "{username: acme, password: s3cret, realm: carrier.example}",
+    );
+    let rig = Rig::start(&yaml).await;
+    rig.play(Scene {
+        uas: "uas_auth_hold.xml",
+        uas_args: &[],
+        uac: &scenarios().join("uac_hold.xml"),
+        ani: "4085551234",
+        user: "55512015555233",
+        tcp: false,
+        uac_args: &[],
+        gateway: gw,
+    })
+    .await;
+    let log = rig.log("uas");
+    let auth = header(&log, "Authorization");
+    assert_eq!(
+        auth.len(),
+        1,
+        "credentials on the challenged re-INVITE only: {log}"
+    );
+    assert!(auth[0].contains("uri=\"sip:gw@"), "{}", auth[0]);
+    let recs = rig.first_records("4085551234").await;
+    assert_eq!(recs.len(), 1);
+    assert!(recs[0].connect_at.is_some(), "{:?}", recs[0]);
     rig.stop().await;
 }
 
@@ -1365,12 +1408,8 @@ async fn a_carrier_asking_for_digest_credentials_gets_them_and_a_wrong_password_
     require_sipp!();
     for (password, answered) in [("s3cret", true), ("wrong", false)] {
         let gw = free_port();
-        let yaml = yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1").replace(
-            "channels: 10}",
-            &format!(
-                "channels: 10, auth: {{username: acme, password: {password}, realm: carrier.example}}}}"
-            ),
-        );
+        let auth = format!("{{username: acme, password: {password}, realm: carrier.example}}");
+        let yaml = with_auth(&yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1"), &auth);
         let rig = Rig::start(&yaml).await;
         let refused_503 = refused(rig.dir.path(), 503);
         let uac = if answered {
@@ -1397,6 +1436,75 @@ async fn a_carrier_asking_for_digest_credentials_gets_them_and_a_wrong_password_
         if !answered {
             assert_eq!(recs[0].cost, Money::ZERO, "nothing billed");
         }
+        rig.stop().await;
+    }
+}
+
+/// A real Kamailio (auth + auth_db) as the carrier, challenging with 407 and qop=auth every
+/// INVITE, re-INVITE and BYE we send it: the call, its hold and unhold and its hang-up all go
+/// through on our credentials; with a wrong password the call fails (503, nothing billed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kamailio_carrier_accepts_our_credentials_on_the_call_its_hold_and_its_bye() {
+    require_sipp!();
+    if !kamailio::available() {
+        if std::env::var_os("B2BUA_REQUIRE_PEERS").is_some() {
+            panic!("Kamailio is not installed and B2BUA_REQUIRE_PEERS is set");
+        }
+        eprintln!("skipped: Kamailio is not installed (apt-get install kamailio)");
+        return;
+    }
+    for (password, answered) in [("s3cret", true), ("wrong", false)] {
+        let (carrier, gw) = (free_port(), free_port());
+        let auth = format!("{{username: acme, password: {password}, realm: carrier.example}}");
+        let yaml = with_auth(
+            &yaml(&[("gw", carrier)], &one_route("gw"), "127.0.0.1"),
+            &auth,
+        );
+        let rig = Rig::start(&yaml).await;
+        let k =
+            kamailio::Kamailio::carrier(rig.dir.path(), carrier, gw, &[("acme", "s3cret")]).await;
+        if answered {
+            // The gateway behind the proxy answers with its Record-Route, as any UA does.
+            let uas = rig.dir.path().join("uas_hold_behind_proxy.xml");
+            let text = std::fs::read_to_string(scenarios().join("uas_hold.xml")).unwrap();
+            let marked = text.replacen("[last_Via:]", "[last_Via:]\n      [last_Record-Route:]", 2);
+            std::fs::write(&uas, marked).unwrap();
+            rig.play(Scene {
+                uas: uas.to_str().unwrap(),
+                uas_args: &[],
+                uac: &scenarios().join("uac_hold.xml"),
+                ani: "4085551234",
+                user: "55512015555233",
+                tcp: false,
+                uac_args: &[],
+                gateway: gw,
+            })
+            .await;
+        } else {
+            let uac = refused(rig.dir.path(), 503);
+            let mut c = rig.caller("uac", &uac, "4085551234", "55512015555233", false, &[]);
+            assert_eq!(rig.wait("uac", &mut c).await, 0, "the caller gets 503");
+        }
+        let log = k.log();
+        let authorized: Vec<&str> = log
+            .lines()
+            .filter_map(|l| l.split("carrier: ").nth(1))
+            .filter(|l| l.contains("authorized as acme"))
+            .map(|l| l.split(' ').next().unwrap_or(""))
+            .collect();
+        let expected: &[&str] = if answered {
+            &["INVITE", "INVITE", "INVITE", "BYE"]
+        } else {
+            &[]
+        };
+        assert_eq!(authorized, expected, "{log}");
+        let recs = rig.first_records("4085551234").await;
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].connect_at.is_some(), answered, "{:?}", recs[0]);
+        if !answered {
+            assert_eq!(recs[0].cost, Money::ZERO, "nothing billed");
+        }
+        drop(k);
         rig.stop().await;
     }
 }
@@ -1515,9 +1623,9 @@ async fn a_gateway_that_does_not_answer_its_pings_is_skipped_until_it_answers() 
 async fn a_carrier_that_challenges_our_bye_gets_it_again_with_credentials() {
     require_sipp!();
     let gw = free_port();
-    let yaml = yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1").replace(
-        "channels: 10}",
-        "channels: 10, auth: {username: acme, password: s3cret}}",
+    let yaml = with_auth(
+        &yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1"),
+        "{username: acme, password: s3cret}",
     );
     let rig = Rig::start(&yaml).await;
     let uac = scenarios().join("uac_pinless.xml");

@@ -503,6 +503,36 @@ struct GatewayFile {
     ping_failures: u32,
     #[serde(default)]
     register: Option<RegisterFile>,
+    #[serde(default)]
+    identity: IdentityFile,
+}
+
+/// `gateways[].identity`: how the caller is presented to that carrier (RFC 3325).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct IdentityFile {
+    #[serde(default)]
+    pai: bool,
+    #[serde(default)]
+    from: FromFile,
+    #[serde(default)]
+    privacy: PrivacyFile,
+}
+
+#[derive(Deserialize, Default, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum FromFile {
+    #[default]
+    Caller,
+    Anonymous,
+}
+
+#[derive(Deserialize, Default, PartialEq, Eq, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum PrivacyFile {
+    #[default]
+    Auto,
+    Always,
 }
 
 fn d_ping_failures() -> u32 {
@@ -1119,6 +1149,11 @@ fn check_gateways(raw: &[GatewayFile], err: &mut Report) -> Vec<Gateway> {
             ping: (g.ping_s > 0).then(|| Duration::from_secs(g.ping_s)),
             ping_failures: g.ping_failures,
             register,
+            identity: crate::sip::identity::Identity {
+                pai: g.identity.pai,
+                anonymous_from: g.identity.from == FromFile::Anonymous,
+                always_private: g.identity.privacy == PrivacyFile::Always,
+            },
         });
     }
     gateways
@@ -1871,5 +1906,37 @@ mod tests {
             (gw.ping, gw.ping_failures),
             (Some(Duration::from_secs(5)), 3)
         );
+    }
+
+    #[test]
+    fn a_gateways_identity_is_read_and_a_wrong_one_named() {
+        use crate::sip::identity::Identity;
+        let base = "sip:\n  listen: [\"udp:127.0.0.1:0\"]\ngateways:\n  - {name: gw, address: \"127.0.0.1:5062\", ";
+        let plain = Config::parse(&format!("{base}}}\n"), "a.yaml").unwrap();
+        assert_eq!(plain.router.gateways[0].identity, Identity::default());
+        let ok = Config::parse(
+            &format!("{base}identity: {{pai: true, from: anonymous, privacy: always}}}}\n"),
+            "b.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.router.gateways[0].identity,
+            Identity {
+                pai: true,
+                anonymous_from: true,
+                always_private: true
+            }
+        );
+        for (bad, says) in [
+            ("{from: nobody}", "nobody"),
+            ("{privacy: never}", "never"),
+            ("{pai: maybe}", "maybe"),
+            ("{diversion: true}", "unknown field `diversion`"),
+        ] {
+            let e = Config::parse(&format!("{base}identity: {bad}}}\n"), "c.yaml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says) && e.contains("c.yaml"), "{bad}: {e}");
+        }
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::media::{dtmf, rtp, sdp};
 use crate::sip::framer::StreamFramer;
-use crate::sip::message::{self, SipMessage};
+use crate::sip::message::{self, SipExt, SipMessage};
 use crate::sip::transaction::{self, Timers, Transaction};
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,7 @@ pub fn sip_message(data: &[u8]) {
                     assert!(agreed.interval >= 90, "never below Min-SE: {agreed:?}");
                     session_headers_read_back(agreed);
                 }
+                presentation_reads_back(&r);
                 message::stamp_received(&mut r, "192.0.2.1:5060".parse().expect("an address"));
                 let now = Instant::now();
                 let (mut tx, _) = Transaction::server(r.clone(), false, Timers::default(), now);
@@ -300,4 +301,42 @@ fn prack_reads_back(resp: &message::Response) {
     let bytes = message::request_bytes(&prack);
     let back = message::parse_datagram(&bytes).expect("our PRACK parses");
     assert_eq!(back.header("RAck"), Some(rack.to_string().as_str()));
+}
+
+/// A caller's number, read as the engine reads it from whatever the caller sent, presented
+/// to a carrier: the INVITE we would write with it parses back and names the same caller.
+fn presentation_reads_back(r: &message::Request) {
+    use crate::sip::identity::{present, withheld, Identity};
+    let ani = r
+        .header("P-Asserted-Identity")
+        .map(message::addr_uri)
+        .and_then(message::uri_user)
+        .or_else(|| r.from_user())
+        .unwrap_or("");
+    let want = Identity {
+        pai: true,
+        ..Identity::default()
+    };
+    let shown = present(want, ani, withheld(r), "192.0.2.1:5060");
+    let pai = shown
+        .pai
+        .as_ref()
+        .map(|p| format!("P-Asserted-Identity: {p}\r\n"))
+        .unwrap_or_default();
+    let text = format!(
+        "INVITE sip:1@192.0.2.9 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
+         From: {};tag=1\r\nTo: <sip:1@192.0.2.9>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\
+         {pai}Content-Length: 0\r\n\r\n",
+        shown.from
+    );
+    let Ok(SipMessage::Request(ours)) = message::parse_datagram(text.as_bytes()) else {
+        panic!("our INVITE for caller {ani:?} does not parse:\n{text}");
+    };
+    if let Some(p) = shown.pai {
+        let back = ours
+            .header("P-Asserted-Identity")
+            .map(message::addr_uri)
+            .and_then(message::uri_user);
+        assert_eq!(back, Some(ani), "{p}");
+    }
 }

@@ -131,6 +131,8 @@ pub struct Gateway {
     pub ping_failures: u32,
     /// Whether (and how) we register with it; it takes calls only while we are.
     pub register: Option<GatewayRegister>,
+    /// How the caller is presented to it.
+    pub identity: crate::sip::identity::Identity,
 }
 
 /// Registration with a carrier's trunk (RFC 3261 §10): who we register as, where, for how
@@ -288,6 +290,7 @@ mod tests {
             ping: None,
             ping_failures: 3,
             register: None,
+            identity: Default::default(),
         };
         let t = |g, strip, prefix: &str| Target {
             gateway: g,

@@ -252,12 +252,6 @@ impl Call {
         let gw = &self.settings.cfg.router.gateways[cand.gateway];
         let host = local.hostport(gw.proto).to_string();
         let tag = env.ids.tag();
-        // An IVR caller may have no (trusted) number.
-        let caller = if self.ani.is_empty() {
-            "anonymous"
-        } else {
-            self.ani.as_str()
-        };
         let mut headers = Headers::default();
         headers.push(hdr(
             "Via",
@@ -273,15 +267,21 @@ impl Call {
             "Max-Forwards",
             hops.saturating_sub(1).min(70).to_string(),
         ));
-        match cand.caller_id {
-            CallerId::From => headers.push(hdr("From", format!("<sip:{caller}@{host}>;tag={tag}"))),
-            CallerId::Pai => {
-                headers.push(hdr(
-                    "From",
-                    format!("\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={tag}"),
-                ));
-                headers.push(hdr("P-Asserted-Identity", format!("<sip:{caller}@{host}>")));
-            }
+        // The route's `caller_id: pai` is the older spelling of a gateway's identity
+        // {pai: true, from: anonymous}.
+        let mut want = gw.identity;
+        if cand.caller_id == CallerId::Pai {
+            want.pai = true;
+            want.anonymous_from = true;
+        }
+        let withheld = crate::sip::identity::withheld(&self.a.invite);
+        let shown = crate::sip::identity::present(want, &self.ani, withheld, &host);
+        headers.push(hdr("From", format!("{};tag={tag}", shown.from)));
+        if let Some(pai) = shown.pai {
+            headers.push(hdr("P-Asserted-Identity", pai));
+        }
+        if let Some(privacy) = shown.privacy {
+            headers.push(hdr("Privacy", privacy));
         }
         headers.push(hdr("To", format!("<sip:{}@{}>", cand.number, gw.addr)));
         headers.push(hdr("Call-ID", env.ids.call_id(&host)));
@@ -390,42 +390,17 @@ impl Call {
     /// second challenge, a realm other than the configured one or a challenge we cannot answer
     /// is a failure like any other, and the next gateway is tried. Whether it was answered.
     fn b_challenged(&mut self, resp: &Response, env: &mut Env) -> bool {
-        use crate::sip::digest::{answer, Credentials, Unanswered};
         let Some(b) = self.b() else {
             return false;
         };
-        let Some(gateway) = b.channel.as_ref().map(|c| c.gateway()) else {
-            return false;
-        };
-        let gw = &self.settings.cfg.router.gateways[gateway];
-        let Some(auth) = &gw.auth else {
-            return false;
-        };
-        let credentials = Credentials {
-            username: &auth.username,
-            password: &auth.password,
-        };
-        let (cnonce, branch) = (env.ids.tag(), env.ids.branch());
-        let invite = match answer(
-            &b.invite,
-            resp,
-            credentials,
-            auth.realm.as_deref(),
-            &cnonce,
-            &branch,
-        ) {
-            Ok(invite) => invite,
+        let invite = b.invite.clone();
+        match self.b_authorized(&invite, resp, env) {
+            Ok(again) => self.b_ask_again(again, env),
             Err(why) => {
-                let why = match why {
-                    Unanswered::Refused => "the gateway refused our credentials",
-                    Unanswered::Unsupported => "a challenge we cannot answer",
-                    Unanswered::OtherRealm => "challenged for a realm we hold no credentials for",
-                };
-                tracing::warn!(gateway = %gw.name, "{why}");
-                return false;
+                tracing::warn!(call = self.id, "{why}");
+                false
             }
-        };
-        self.b_ask_again(invite, env)
+        }
     }
 
     /// Sends the attempt's INVITE again as a new transaction on the same call (after a

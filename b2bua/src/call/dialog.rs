@@ -128,6 +128,13 @@ impl Call {
             // INFO and PRACK; BYE and ACK are ours to answer. Anything else (MESSAGE, REFER,
             // NOTIFY, SUBSCRIBE …) stops here, so a caller cannot reach the carrier with
             // requests we never meant to carry.
+            // Glare (RFC 3261 §14.2, RFC 3311 §5.2): our own offer is out on this leg, so
+            // theirs waits; they try again after a random pause.
+            Method::Invite | Method::Update
+                if !ended && is_offer_or_asks(&req) && self.offer_pending(side) =>
+            {
+                self.reply(&tx, &req, 491, None, env)
+            }
             // A refresh changes nothing across the call: it is this leg's own business.
             Method::Invite | Method::Update if !ended && self.is_refresh(side, &req) => {
                 self.answer_refresh(side, tx, req, env)
@@ -140,6 +147,19 @@ impl Call {
             }
             _ => self.reply(&tx, &req, 405, None, env),
         }
+    }
+
+    /// Whether a session change of ours is out on `side`: a re-INVITE (ours or relayed) or
+    /// an UPDATE with an offer, not yet answered.
+    fn offer_pending(&self, side: Side) -> bool {
+        let refresh = self
+            .sessions()
+            .any(|(s, t)| s == side && t.in_flight().is_some_and(is_offer_or_asks));
+        let relayed = self
+            .relays
+            .iter()
+            .any(|r| r.to == side && is_offer_or_asks(&r.sent));
+        refresh || relayed
     }
 
     /// Passes an in-dialog request (re-INVITE and UPDATE for hold and unhold, INFO for DTMF)
@@ -183,9 +203,10 @@ impl Call {
                 out.headers.extend(timer.headers(true));
             }
         }
-        if let Some(key) = self.send(out, peer) {
+        if let Some(key) = self.send(out.clone(), peer) {
             self.relays.push(Relay {
                 tx: key,
+                sent: out,
                 origin: tx,
                 origin_req: req,
                 to,
@@ -200,21 +221,33 @@ impl Call {
         if code == 100 {
             return;
         }
+        // The carrier wants our credentials for it: asked again, the originator none the wiser.
+        if self.relays[i].to == Side::B {
+            let sent = self.relays[i].sent.clone();
+            if let Some((tx, again)) = self.b_in_dialog_challenged(&sent, &resp, env) {
+                let r = &mut self.relays[i];
+                (r.tx, r.sent) = (tx, again);
+                return;
+            }
+        }
         let relay = if code >= 200 {
             self.relays.remove(i)
         } else {
-            let r = &self.relays[i];
-            Relay {
-                tx: r.tx.clone(),
-                origin: r.origin.clone(),
-                origin_req: r.origin_req.clone(),
-                to: r.to,
-                offer: r.offer.clone(),
-            }
+            self.relays[i].clone()
         };
         let method = relay.origin_req.method;
         let is_invite = method == Method::Invite;
+        // A challenge we could not answer is the carrier refusing us, not a question for the
+        // caller (who holds no credentials there, and would get none of its headers).
+        let refused = matches!(code, 401 | 407) && relay.to == Side::B;
+        let code = if refused { 500 } else { code };
         let mut out = response_to(&relay.origin_req, code, None);
+        if refused {
+            out.headers.push(hdr(
+                "Warning",
+                "399 b2bua \"the carrier refused our credentials\"",
+            ));
+        }
         if is_invite || method == Method::Update {
             let proto = match relay.to.other() {
                 Side::A => self.a.peer.proto,
@@ -324,4 +357,10 @@ impl Call {
         self.cancel_b(env);
         self.fail(487, None, "caller cancelled", env);
     }
+}
+
+/// Whether a request opens an offer/answer exchange: every INVITE (one without SDP asks for
+/// an offer), an UPDATE only when it carries one.
+fn is_offer_or_asks(req: &Request) -> bool {
+    req.method == Method::Invite || (req.method == Method::Update && !req.body.is_empty())
 }

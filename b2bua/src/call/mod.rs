@@ -15,6 +15,7 @@
 //! (`session.rs`) ends a call whose other end went away without a BYE. Where a call stands is
 //! one [`State`], whose variants hold only their own data.
 
+mod auth;
 mod bridge;
 pub mod channels;
 pub mod clock;
@@ -146,9 +147,12 @@ enum State {
 }
 
 /// A relayed request waiting for the other leg's answer.
+#[derive(Clone)]
 struct Relay {
     /// Our client transaction on the other leg.
     tx: TxKey,
+    /// What we sent there, kept to answer a challenge to it.
+    sent: Request,
     /// The originator's server transaction and request.
     origin: TxKey,
     origin_req: Request,

@@ -108,9 +108,9 @@ impl Call {
             req.body = self.sdp_sent[side.index()].clone();
         }
         tracing::debug!(call = self.id, ?side, %method, "refreshing the session");
-        if let Some(tx) = self.send(req, peer) {
+        if let Some(tx) = self.send(req.clone(), peer) {
             if let Some(Some(timer)) = self.session_slot(side) {
-                timer.sent(tx);
+                timer.sent(tx, req);
             }
         }
     }
@@ -127,6 +127,21 @@ impl Call {
         else {
             return;
         };
+        // A carrier that wants our credentials for the refresh, too.
+        if side == Side::B {
+            let sent = self
+                .sessions()
+                .find(|(s, _)| *s == side)
+                .and_then(|(_, t)| t.in_flight().cloned());
+            if let Some(sent) = sent {
+                if let Some((tx, again)) = self.b_in_dialog_challenged(&sent, resp, env) {
+                    if let Some(Some(timer)) = self.session_slot(side) {
+                        timer.sent(tx, again);
+                    }
+                    return;
+                }
+            }
+        }
         match code {
             100..=199 => {}
             200..=299 => {
@@ -146,6 +161,27 @@ impl Call {
                 }
             }
             408 | 481 => self.session_lost(side, "session refresh refused", env),
+            // Glare: the peer is changing the session itself. As the dialog's owner of the
+            // Call-ID we wait 2.1 to 4 s, anyone else up to 2 s (RFC 3261 §14.1).
+            491 => {
+                let owner = side == Side::B;
+                let spread = self.id % 1900;
+                let wait = if owner {
+                    2100 + spread
+                } else {
+                    spread * 2000 / 1900
+                };
+                let at = env.now + std::time::Duration::from_millis(wait);
+                tracing::info!(
+                    call = self.id,
+                    ?side,
+                    wait_ms = wait,
+                    "session refresh crossed the peer's; trying again"
+                );
+                if let Some(Some(timer)) = self.session_slot(side) {
+                    timer.retry_at(at);
+                }
+            }
             _ => {
                 tracing::info!(
                     call = self.id,

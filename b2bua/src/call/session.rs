@@ -129,6 +129,8 @@ enum Refresh {
     Sent(TxKey),
     /// Our refresh failed; the session ends when it expires unless the peer refreshes.
     Failed,
+    /// Our refresh crossed the peer's own re-INVITE (491): sent again at this time.
+    RetryAt(Instant),
 }
 
 /// What a leg's session timer says is due.
@@ -148,6 +150,8 @@ pub struct SessionTimer {
     /// The last refresh (or the 2xx that started the session).
     refreshed: Instant,
     refresh: Refresh,
+    /// The refresh in flight, kept to answer a challenge to it.
+    request: Option<Request>,
 }
 
 impl SessionTimer {
@@ -157,6 +161,7 @@ impl SessionTimer {
             agreed,
             refreshed: now,
             refresh: Refresh::Idle,
+            request: None,
         }
     }
 
@@ -180,6 +185,7 @@ impl SessionTimer {
     pub fn next_wake(&self) -> Instant {
         match self.refresh {
             Refresh::Idle if self.agreed.we_refresh => self.refreshed + self.interval() / 2,
+            Refresh::RetryAt(at) => at.min(self.expiry()),
             _ => self.expiry(),
         }
     }
@@ -187,19 +193,31 @@ impl SessionTimer {
     /// What is due at `now`, if anything. A refresh is asked once; [`SessionTimer::sent`]
     /// records it.
     pub fn poll(&self, now: Instant) -> Option<Due> {
+        let refresh_due = match self.refresh {
+            Refresh::Idle => self.agreed.we_refresh && now >= self.next_wake(),
+            Refresh::RetryAt(at) => now >= at,
+            Refresh::Sent(_) | Refresh::Failed => false,
+        };
         if now >= self.expiry() {
             Some(Due::Expired)
-        } else if self.refresh == Refresh::Idle && self.agreed.we_refresh && now >= self.next_wake()
-        {
+        } else if refresh_due {
             Some(Due::Refresh)
         } else {
             None
         }
     }
 
-    /// Our refresh went out on `tx`.
-    pub fn sent(&mut self, tx: TxKey) {
+    /// Our refresh `req` went out on `tx` (or went out again, answering a challenge).
+    pub fn sent(&mut self, tx: TxKey, req: Request) {
         self.refresh = Refresh::Sent(tx);
+        self.request = Some(req);
+    }
+
+    /// Our refresh in flight.
+    pub fn in_flight(&self) -> Option<&Request> {
+        self.request
+            .as_ref()
+            .filter(|_| matches!(self.refresh, Refresh::Sent(_)))
     }
 
     /// Whether `tx` is our refresh in flight.
@@ -207,10 +225,18 @@ impl SessionTimer {
         self.refresh == Refresh::Sent(tx.clone())
     }
 
+    /// Our refresh met the peer's own session change (491, RFC 3261 §14.1): it goes again
+    /// at `at`, unless the peer's change refreshes the session first.
+    pub fn retry_at(&mut self, at: Instant) {
+        self.refresh = Refresh::RetryAt(at);
+        self.request = None;
+    }
+
     /// Our refresh was refused (not with 408 or 481, which end the call): the session runs
     /// out unless the peer refreshes it.
     pub fn failed(&mut self) {
         self.refresh = Refresh::Failed;
+        self.request = None;
     }
 
     /// The session was refreshed at `now` with `agreed` (a 2xx either way).
@@ -218,6 +244,7 @@ impl SessionTimer {
         self.agreed = agreed;
         self.refreshed = now;
         self.refresh = Refresh::Idle;
+        self.request = None;
     }
 
     /// The `Session-Expires` (and `Require`) of a message on this leg: in a request of ours
@@ -342,8 +369,9 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:1@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n{extra
         assert_eq!(ours.poll(t0 + Duration::from_secs(44)), None);
         assert_eq!(ours.poll(t0 + Duration::from_secs(45)), Some(Due::Refresh));
         let tx = crate::sip::transaction::key(&invite("")).unwrap();
-        ours.sent(tx.clone());
+        ours.sent(tx.clone(), invite(""));
         assert!(ours.is_ours(&tx));
+        assert!(ours.in_flight().is_some());
         assert_eq!(ours.poll(t0 + Duration::from_secs(46)), None, "asked once");
         assert_eq!(ours.next_wake(), t0 + Duration::from_secs(90));
         ours.refreshed(s(true), t0 + Duration::from_secs(46));

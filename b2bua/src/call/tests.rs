@@ -256,6 +256,16 @@ fn sent(out: &[Output], method: Method) -> Vec<(TxKey, Request, Peer)> {
 }
 
 /// The statuses of the responses the call sends on `tx`.
+/// The ACK we sent (of a 2xx: the ACK has no transaction of its own).
+fn the_ack(out: &[Output]) -> Request {
+    out.iter()
+        .find_map(|o| match o {
+            Output::Ack { req, .. } => Some(req.clone()),
+            _ => None,
+        })
+        .expect("the answer is ACKed")
+}
+
 fn answered(out: &[Output], tx: &TxKey) -> Vec<u16> {
     out.iter()
         .filter_map(|o| match o {
@@ -1081,13 +1091,7 @@ fn a_carrier_that_challenges_gets_our_credentials_once_on_the_same_call() {
     assert!(!auth.contains("s3cret"));
     assert_eq!(node.channels.in_use(0), 1, "still one channel");
     let out = node.feed(&mut call, gw_response(&again, 200, true));
-    let ack = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Ack { req, .. } => Some(req.clone()),
-            _ => None,
-        })
-        .expect("the answer is ACKed");
+    let ack = the_ack(&out);
     assert_eq!(ack.cseq(), Some((2, Method::Ack)));
     assert_eq!(answered(&out, &a_tx), [200]);
     let (_, bye) = from_caller("BYE", 2, "");
@@ -1473,4 +1477,187 @@ fn a_reliable_response_without_rseq_is_relayed_but_cannot_be_pracked() {
     );
     assert_eq!(answered(&out, &a_tx), [183]);
     assert!(sent(&out, Method::PRack).is_empty());
+}
+
+/// The caller puts an answered call on hold: its re-INVITE's transaction, and the re-INVITE
+/// we relayed to the gateway.
+fn caller_holds(node: &mut Node, call: &mut Call) -> (TxKey, Request) {
+    let hold = OFFER.replace("a=rtpmap:101", "a=sendonly\r\na=rtpmap:101");
+    let reinvite = caller_request("INVITE", 2, "tag3", &hold);
+    let origin = transaction::key(&reinvite).unwrap();
+    let input = Input::Request {
+        side: Side::A,
+        tx: origin.clone(),
+        req: reinvite,
+    };
+    let out = node.feed(call, input);
+    let (_, relayed, _) = sent(&out, Method::Invite).pop().expect("relayed");
+    (origin, relayed)
+}
+
+#[test]
+fn a_carrier_challenging_a_relayed_re_invite_gets_our_credentials_and_the_caller_its_200() {
+    let mut node = Node::with_config(&carrier_config(None));
+    let (mut call, _, inv, _) = answered_pinless(&mut node, 300, 3600);
+    let (origin, relayed) = caller_holds(&mut node, &mut call);
+    let seq = relayed.cseq().unwrap().0;
+    let out = node.feed(&mut call, gw_challenge(&relayed, 407, CHALLENGE));
+    assert!(
+        answered(&out, &origin).is_empty(),
+        "the caller hears nothing of it"
+    );
+    let (_, again, peer) = sent(&out, Method::Invite).pop().expect("asked again");
+    assert_eq!(peer.addr.port(), 5062);
+    assert_eq!(again.call_id(), inv.call_id());
+    assert_eq!(again.cseq(), Some((seq + 1, Method::Invite)));
+    assert_eq!(again.body, relayed.body, "the same offer");
+    assert!(again.header("Proxy-Authorization").is_some());
+    let out = node.feed(&mut call, gw_response(&again, 200, true));
+    let ack = the_ack(&out);
+    assert_eq!(ack.cseq(), Some((seq + 1, Method::Ack)));
+    assert_eq!(answered(&out, &origin), [200]);
+    // The dialog counts on past the resent request.
+    let (_, bye) = from_caller("BYE", 3, "");
+    let out = node.feed(&mut call, bye);
+    let (_, gw_bye, _) = sent(&out, Method::Bye).pop().expect("hung up");
+    assert_eq!(gw_bye.cseq(), Some((seq + 2, Method::Bye)));
+}
+
+#[test]
+fn a_second_challenge_to_a_re_invite_refuses_it_without_ending_the_call() {
+    let mut node = Node::with_config(&carrier_config(None));
+    let (mut call, _, _, _) = answered_pinless(&mut node, 300, 3600);
+    let (origin, relayed) = caller_holds(&mut node, &mut call);
+    let out = node.feed(&mut call, gw_challenge(&relayed, 401, CHALLENGE));
+    let (_, again, _) = sent(&out, Method::Invite).pop().unwrap();
+    let out = node.feed(&mut call, gw_challenge(&again, 401, CHALLENGE));
+    assert!(sent(&out, Method::Invite).is_empty(), "asked once only");
+    let refused = the_response(&out, &origin, 500);
+    assert!(header_of(&refused, "Warning").is_some_and(|w| w.contains("credentials")));
+    assert!(!ended(&out), "the call goes on as it was");
+}
+
+#[test]
+fn a_challenged_session_refresh_is_sent_again_with_credentials() {
+    let mut node = Node::with_config(&carrier_config(None));
+    let (mut call, _, _, _) = answered_with(
+        &mut node,
+        "",
+        &[
+            ("Session-Expires", "90;refresher=uac"),
+            ("Require", "timer"),
+            ("Allow", "INVITE, ACK, BYE, UPDATE"),
+        ],
+        300,
+    );
+    node.later(Duration::from_secs(45));
+    let out = node.feed(&mut call, Input::Timer);
+    let (_, update, _) = sent(&out, Method::Update).pop().expect("a refresh");
+    let seq = update.cseq().unwrap().0;
+    let out = node.feed(&mut call, gw_challenge(&update, 401, CHALLENGE));
+    let (_, again, _) = sent(&out, Method::Update).pop().expect("asked again");
+    assert_eq!(again.cseq(), Some((seq + 1, Method::Update)));
+    assert!(again.header("Authorization").is_some());
+    let agreed = [
+        ("Session-Expires", "90;refresher=uac"),
+        ("Require", "timer"),
+        ("Allow", "INVITE, ACK, BYE, UPDATE"),
+    ];
+    let out = node.feed(&mut call, gw_response_with(&again, 200, false, &agreed));
+    assert!(!ended(&out));
+    // Refreshed: the session that would have ended at 90 s is refreshed again instead.
+    node.later(Duration::from_secs(50));
+    let out = node.feed(&mut call, Input::Timer);
+    assert!(!ended(&out), "the refresh counted");
+    assert!(sent(&out, Method::Bye).is_empty());
+    let (_, next, _) = sent(&out, Method::Update).pop().expect("the next refresh");
+    assert_eq!(next.cseq(), Some((seq + 2, Method::Update)));
+}
+
+/// The B-leg INVITE of a pinless call on a node whose first gateway has `identity`, the
+/// caller's INVITE carrying `extra`.
+fn dialled_as(identity: &str, extra: &str) -> Request {
+    let config = CONFIG.replace(
+        "channels: 10}\n  - {name: gw2",
+        &format!("channels: 10, identity: {identity}}}\n  - {{name: gw2"),
+    );
+    let mut node = Node::with_config(&config);
+    let (mut call, out) = node.start(node.setup_with("55512015555233", None, extra));
+    let conf = phase2(&out).conf_id;
+    let out = node.feed(&mut call, call_answer(ReturnCode::Success, &conf, 300, 300));
+    sent(&out, Method::Invite).pop().expect("dialled").1
+}
+
+#[test]
+fn each_gateway_sees_the_caller_as_it_wants_and_a_withheld_number_stays_withheld() {
+    let plain = dialled_as("{}", "");
+    assert!(plain
+        .header("From")
+        .unwrap()
+        .starts_with("<sip:4085551234@"));
+    assert_eq!(plain.header("P-Asserted-Identity"), None);
+    assert_eq!(plain.header("Privacy"), None);
+
+    let trusted = dialled_as("{pai: true}", "");
+    assert!(trusted
+        .header("From")
+        .unwrap()
+        .starts_with("<sip:4085551234@"));
+    assert!(trusted
+        .header("P-Asserted-Identity")
+        .is_some_and(|p| p.starts_with("<sip:4085551234@")));
+
+    // The caller withheld its number: the carrier that trusts us still gets it, told not to
+    // show it; the one that does not gets nothing.
+    let withheld = dialled_as("{pai: true}", "Privacy: id\r\n");
+    assert!(withheld
+        .header("From")
+        .unwrap()
+        .contains("anonymous.invalid"));
+    assert!(withheld.header("P-Asserted-Identity").is_some());
+    assert_eq!(withheld.header("Privacy"), Some("id"));
+    let untrusted = dialled_as("{}", "Privacy: id\r\n");
+    assert!(untrusted
+        .header("From")
+        .unwrap()
+        .contains("anonymous.invalid"));
+    assert_eq!(untrusted.header("P-Asserted-Identity"), None);
+    assert_eq!(untrusted.header("Privacy"), Some("id"));
+
+    let always = dialled_as("{pai: true, from: anonymous, privacy: always}", "");
+    assert!(always.header("From").unwrap().contains("anonymous.invalid"));
+    assert_eq!(always.header("Privacy"), Some("id"));
+    // Nothing of the caller's own identity headers crosses by itself.
+    let diverted = dialled_as("{}", "Diversion: <sip:1@h>;reason=unconditional\r\n");
+    assert_eq!(diverted.header("Diversion"), None);
+}
+
+#[test]
+fn a_refresh_crossing_the_peers_re_invite_is_tried_again_and_theirs_waits() {
+    let mut node = Node::new();
+    let (mut call, _, _, ok) = answered_with(&mut node, "", &[], 3600);
+    node.later(Duration::from_secs(900));
+    let out = node.feed(&mut call, Input::Timer);
+    let (_, refresh, _) = sent(&out, Method::Invite).pop().expect("our refresh");
+    // The caller's own re-INVITE while ours is out: 491, it tries again later.
+    let hold = OFFER.replace("a=rtpmap:101", "a=sendonly\r\na=rtpmap:101");
+    let (tx, theirs) = from_caller("INVITE", 2, &hold);
+    let out = node.feed(&mut call, theirs);
+    assert_eq!(answered(&out, &tx), [491]);
+    assert!(sent(&out, Method::Invite).is_empty(), "not relayed");
+    // And the caller 491s ours: we try again within 2 s (the caller owns the Call-ID).
+    let out = node.feed(&mut call, caller_response(&refresh, 491));
+    assert!(!ended(&out), "glare ends nothing");
+    assert!(sent(&out, Method::Invite).is_empty(), "not at once");
+    node.later(Duration::from_millis(2000));
+    let out = node.feed(&mut call, Input::Timer);
+    let (_, again, _) = sent(&out, Method::Invite).pop().expect("tried again");
+    assert_eq!(again.body, ok.body, "still no change");
+    assert!(again.cseq().unwrap().0 > refresh.cseq().unwrap().0);
+    let out = node.feed(&mut call, caller_response(&again, 200));
+    assert!(out.iter().any(|o| matches!(o, Output::Ack { .. })));
+    // With nothing of ours out, the caller's re-INVITE goes through to the gateway.
+    let (_, theirs) = from_caller("INVITE", 3, &hold);
+    let out = node.feed(&mut call, theirs);
+    assert_eq!(sent(&out, Method::Invite).len(), 1);
 }

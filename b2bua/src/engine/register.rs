@@ -391,6 +391,7 @@ mod tests {
                 contact_user: "trunk7".into(),
                 domain: "sip.carrier.example".into(),
             }),
+            identity: Default::default(),
         }
     }
 
