@@ -10,7 +10,9 @@
 //! such as `30000-30199` shows whether the port pool survives churn); `limits.store_queue` from
 //! `B2BUA_BENCH_STORE_QUEUE` (default 1000, the daemon's), `limits.transactions` from
 //! `B2BUA_BENCH_TRANSACTIONS` (default 100000, the daemon's). The gateway is SIPp's
-//! built-in UAS.
+//! built-in UAS, or with `B2BUA_BENCH_GATEWAY_AUTH=1` a carrier that challenges every INVITE
+//! (`tests/sipp/uas_auth.xml`: 401, then our answer checked by SIPp's `verifyauth`), which
+//! prices digest on the gateway leg: one more round trip and transaction per call.
 
 use b2bua::config::Config;
 use b2bua::routing::Proto;
@@ -143,10 +145,16 @@ async fn main() {
     let queue = std::env::var("B2BUA_BENCH_STORE_QUEUE").unwrap_or_else(|_| "1000".into());
     let transactions =
         std::env::var("B2BUA_BENCH_TRANSACTIONS").unwrap_or_else(|_| "100000".into());
+    let digest = std::env::var("B2BUA_BENCH_GATEWAY_AUTH").is_ok_and(|v| v == "1");
+    let auth = if digest {
+        ", auth: {username: acme, password: s3cret, realm: carrier.example}"
+    } else {
+        ""
+    };
     let yaml = format!(
         "sip:\n  listen: [\"udp:127.0.0.1:0\"]\ntrusted_peers: [127.0.0.1]\n\
 access_numbers:\n  - {{number: \"5551201\", pinless: true}}\n\
-gateways:\n  - {{name: gw, address: \"127.0.0.1:{gw}\", channels: 100000}}\n\
+gateways:\n  - {{name: gw, address: \"127.0.0.1:{gw}\", channels: 100000{auth}}}\n\
 routes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n\
 media:\n  ports: {ports}\nlimits:\n  store_queue: {queue}\n  transactions: {transactions}\n"
     );
@@ -154,10 +162,15 @@ media:\n  ports: {ports}\nlimits:\n  store_queue: {queue}\n  transactions: {tran
         .await
         .unwrap();
     let sip = running.addr(Proto::Udp).unwrap();
-    let mut uas = Command::new("sipp")
+    let carrier = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sipp/uas_auth.xml");
+    let mut uas = Command::new("sipp");
+    if digest {
+        uas.arg("-sf").arg(&carrier);
+    } else {
+        uas.args(["-sn", "uas"]);
+    }
+    let mut uas = uas
         .args([
-            "-sn",
-            "uas",
             "-i",
             "127.0.0.1",
             "-p",
@@ -173,8 +186,13 @@ media:\n  ports: {ports}\nlimits:\n  store_queue: {queue}\n  transactions: {tran
     tokio::time::sleep(Duration::from_millis(500)).await;
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sipp/bench_uac.xml");
     println!(
-        "short pinless calls through the B2BUA ({} s per step, SQLite unless B2BUA_BENCH_DB)",
-        seconds
+        "short pinless calls through the B2BUA ({} s per step, SQLite unless B2BUA_BENCH_DB{})",
+        seconds,
+        if digest {
+            "; the gateway challenges every INVITE"
+        } else {
+            ""
+        }
     );
     println!(
         "{:>6} {:>8} {:>7} {:>8} {:>12} {:>12} {:>12} {:>12} {:>7} {:>7}",
