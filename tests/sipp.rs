@@ -1751,6 +1751,25 @@ async fn a_trunk_that_needs_registration_takes_calls_only_once_registered() {
             !log.contains(password),
             "the password never goes on the wire"
         );
+        // Shutdown removes the binding the carrier holds (its registrar is gone by now, so
+        // the REGISTER is caught on its port), and sends nothing where there is none.
+        let registrar = tokio::net::UdpSocket::bind(("127.0.0.1", gw))
+            .await
+            .unwrap();
         rig.stop().await;
+        let mut buf = vec![0u8; 4096];
+        let mut removals = Vec::new();
+        // (A retry of the refused registration may also land here; only removals count.)
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_secs(2), registrar.recv(&mut buf)).await
+        {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            assert!(text.starts_with("REGISTER sip:"), "{text}");
+            if header(&text, "Expires") == ["0"] {
+                removals.push(text);
+            }
+        }
+        // Retransmitted until answered: one REGISTER, maybe several times.
+        assert_eq!(!removals.is_empty(), registered, "{removals:?}");
     }
 }

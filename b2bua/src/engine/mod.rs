@@ -328,6 +328,7 @@ impl Engine {
                 _ = &mut stop_rx, if stop.is_none() => {
                     self.lent.stopping = true;
                     self.end_all(Instant::now());
+                    self.unregister_all(Instant::now());
                     stop = Some(Stop::new(Instant::now(), self.cfg.calls.store_retry));
                 }
                 Some(ev) = events.recv() => self.on_event(ev, Instant::now()),

@@ -64,6 +64,8 @@ pub struct Registration {
     /// The last REGISTER, which a challenge or a 423 is answered on.
     last: Option<Request>,
     backoff: Duration,
+    /// Our binding is being removed (shutdown): its answer ends the registration.
+    leaving: bool,
     pub status: Status,
 }
 
@@ -90,6 +92,7 @@ impl Registration {
             expires: r.expires,
             last: None,
             backoff: FIRST_BACKOFF,
+            leaving: false,
             status: Status::Idle,
         }
     }
@@ -113,6 +116,22 @@ impl Registration {
         req
     }
 
+    /// A REGISTER that removes our binding (`Expires: 0`, RFC 3261 §10.2.2), if the carrier
+    /// holds one at `now`: sent at shutdown, so the carrier stops offering calls to a node
+    /// that is going away instead of waiting out the binding.
+    pub fn unregister(&mut self, via: String, now: Instant) -> Option<Request> {
+        if !self.is_registered(now) {
+            return None;
+        }
+        let mut req = self.register(via);
+        req.headers
+            .retain(|h| crate::sip::message::name_value(h).0 != "Expires");
+        req.headers.push(hdr("Expires", "0"));
+        self.last = Some(req.clone());
+        self.leaving = true;
+        Some(req)
+    }
+
     /// The registrar answered. `gw` gives the credentials for a challenge, `cnonce` and
     /// `branch` are fresh for an answer to it.
     pub fn on_response(
@@ -127,6 +146,10 @@ impl Registration {
         let last = self.last.clone()?;
         match code {
             100..=199 => None,
+            200..=299 if self.leaving => {
+                self.status = Status::Idle;
+                None
+            }
             200..=299 => {
                 let granted = self.granted(resp).unwrap_or(self.expires);
                 if granted == 0 {
@@ -257,6 +280,30 @@ impl Engine {
                 ))
             })
             .collect();
+    }
+
+    /// At shutdown: every binding a carrier holds for us is removed (best effort: sent once
+    /// the stop begins; a challenge to it is answered while the node still finishes its calls).
+    pub(super) fn unregister_all(&mut self, now: Instant) {
+        for i in 0..self.registrations.regs.len() {
+            let Some(gw) = self.cfg.router.gateways.get(i).cloned() else {
+                continue;
+            };
+            let via = format!(
+                "{};branch={};rport",
+                self.settings.local.via(gw.proto),
+                crate::sip::message::new_branch()
+            );
+            let Some(reg) = self.registrations.regs[i].as_mut() else {
+                continue;
+            };
+            if let Some(req) = reg.unregister(via, now) {
+                tracing::info!(gateway = %gw.name, "removing our registration with the carrier");
+                self.lent.channels.set_registered(i, false);
+                crate::metrics::get().gateway_registered(&gw.name, false);
+                self.send_register(i, req, &gw, now);
+            }
+        }
     }
 
     /// Time for gateway `i`'s REGISTER (the first, a refresh or a retry).
@@ -450,6 +497,38 @@ mod tests {
         assert_eq!(third.call_id(), first.call_id());
         assert_eq!(third.cseq().unwrap().0, 3);
         assert!(third.header("Authorization").is_none());
+    }
+
+    #[test]
+    fn shutdown_removes_a_binding_we_hold_and_nothing_else() {
+        let gw = gateway(true);
+        let mut r = reg(&gw);
+        let t0 = Instant::now();
+        assert!(r.unregister(via(1), t0).is_none(), "nothing to remove yet");
+        let first = r.register(via(2));
+        let mut ok = response_to(&first, 200, Some("x"));
+        ok.headers.push(hdr("Expires", "600"));
+        r.on_response(&ok, &gw, t0, "c", "b");
+        assert!(r.is_registered(t0));
+        let bye = r.unregister(via(3), t0).expect("a REGISTER removing it");
+        assert_eq!(bye.header_values("Expires"), ["0"]);
+        assert_eq!(bye.call_id(), first.call_id(), "the same binding");
+        assert_eq!(bye.cseq().unwrap().0, first.cseq().unwrap().0 + 1);
+        // Challenged: answered with Expires 0 still.
+        let mut challenge = response_to(&bye, 401, Some("x"));
+        challenge.headers.push(hdr(
+            "WWW-Authenticate",
+            "Digest realm=\"carrier\", nonce=\"n2\", algorithm=MD5",
+        ));
+        let Some(Step::Send(again)) = r.on_response(&challenge, &gw, t0, "c", "z9hG4bKu") else {
+            panic!("answered")
+        };
+        assert_eq!(again.header_values("Expires"), ["0"]);
+        assert!(again.header("Authorization").is_some());
+        // Its 200 ends the registration; nothing is scheduled.
+        let done = response_to(&again, 200, Some("x"));
+        assert!(r.on_response(&done, &gw, t0, "c", "b").is_none());
+        assert_eq!(r.status, Status::Idle);
     }
 
     #[test]
