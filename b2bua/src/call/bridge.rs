@@ -253,10 +253,7 @@ impl Call {
         let host = local.hostport(gw.proto).to_string();
         let tag = env.ids.tag();
         let mut headers = Headers::default();
-        headers.push(hdr(
-            "Via",
-            format!("{};branch={};rport", local.via(gw.proto), env.ids.branch()),
-        ));
+        headers.push(hdr("Via", local.via_with(gw.proto, &env.ids.branch())));
         let hops = self
             .a
             .invite
@@ -297,11 +294,7 @@ impl Call {
             format!("{}, timer", crate::sip::reliable::TAG)
         };
         headers.push(hdr("Supported", supported));
-        for h in offer {
-            if crate::sip::message::name_value(&h).0 != "Supported" {
-                headers.push(h);
-            }
-        }
+        headers.extend(offer);
         headers.push(hdr("Content-Type", "application/sdp"));
         let body = sdp::offer(
             self.media_local[Side::B.index()],
@@ -458,8 +451,7 @@ impl Call {
             return false;
         }
         // Our INVITE already says it supports timers (and 100rel); only the values change.
-        let mut headers = super::session::offer_headers(&timers, wanted, wanted);
-        headers.retain(|h| crate::sip::message::name_value(h).0 != "Supported");
+        let headers = super::session::offer_headers(&timers, wanted, wanted);
         let invite = crate::sip::message::resent(
             &b.invite,
             &env.ids.branch(),

@@ -68,6 +68,12 @@ impl Local {
         format!("SIP/2.0/{proto} {}", self.hostport(proto))
     }
 
+    /// A whole Via of ours for a new request on `proto`: its `branch`, and `rport` so the
+    /// answer finds us behind NAT (RFC 3581).
+    pub fn via_with(&self, proto: Proto, branch: &str) -> String {
+        format!("{};branch={branch};rport", self.via(proto))
+    }
+
     /// Our Contact for a peer on `proto`.
     pub fn contact(&self, proto: Proto) -> String {
         match proto {

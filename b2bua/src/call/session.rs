@@ -95,14 +95,14 @@ pub fn as_uac(resp: &Response, asked: u32) -> Option<Agreed> {
 }
 
 /// The headers that ask for a session timer in a new INVITE of ours (unless ours are off):
-/// `Supported: timer`, the `Session-Expires` we want and the least we accept, which after a
-/// 422 is the peer's (RFC 4028 §7.4).
+/// the `Session-Expires` we want and the least we accept, which after a 422 is the peer's
+/// (RFC 4028 §7.4). The INVITE's one `Supported` header, which lists `timer` whenever these
+/// are sent, is the caller's to write beside its other options.
 pub fn offer_headers(cfg: &SessionTimers, expires: u32, min_se: u32) -> Vec<Header> {
     if !cfg.enabled() {
         return Vec::new();
     }
     vec![
-        hdr("Supported", "timer"),
         hdr("Session-Expires", expires.to_string()),
         hdr("Min-SE", min_se.to_string()),
     ]

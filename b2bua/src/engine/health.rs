@@ -49,11 +49,7 @@ impl Engine {
         let mut headers = Headers::default();
         headers.push(hdr(
             "Via",
-            format!(
-                "{};branch={};rport",
-                local.via(gw.proto),
-                crate::sip::message::new_branch()
-            ),
+            local.via_with(gw.proto, &crate::sip::message::new_branch()),
         ));
         headers.push(hdr("Max-Forwards", "70"));
         headers.push(hdr(

@@ -289,11 +289,10 @@ impl Engine {
             let Some(gw) = self.cfg.router.gateways.get(i).cloned() else {
                 continue;
             };
-            let via = format!(
-                "{};branch={};rport",
-                self.settings.local.via(gw.proto),
-                crate::sip::message::new_branch()
-            );
+            let via = self
+                .settings
+                .local
+                .via_with(gw.proto, &crate::sip::message::new_branch());
             let Some(reg) = self.registrations.regs[i].as_mut() else {
                 continue;
             };
@@ -314,11 +313,10 @@ impl Engine {
         let Some(gw) = self.cfg.router.gateways.get(i).cloned() else {
             return;
         };
-        let via = format!(
-            "{};branch={};rport",
-            self.settings.local.via(gw.proto),
-            crate::sip::message::new_branch()
-        );
+        let via = self
+            .settings
+            .local
+            .via_with(gw.proto, &crate::sip::message::new_branch());
         let Some(reg) = self.registrations.regs.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
