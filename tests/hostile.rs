@@ -1,6 +1,8 @@
 //! The network is hostile: attacks on a running B2BUA over real sockets, each checked for the
 //! answer a careful SBC would give, and for the service carrying on afterwards.
 
+#[path = "support/certs.rs"]
+mod certs;
 mod ua;
 
 use b2bua::config::Config;
@@ -750,6 +752,97 @@ async fn a_flow_that_bridges_without_authorizing_gives_no_free_call() {
         .send(from, &caller.response(&bye, 200, "c", None))
         .await;
     assert!(gw.recv(Duration::from_millis(300)).await.is_none());
+    running.stop().await;
+    store.close().await;
+}
+
+/// The TLS listener meets a peer that speaks plain SIP to it (the handshake fails: closed,
+/// counted), one that connects and never says anything (given up after
+/// `limits.tls_handshake_ms`, counted), and then a real TLS client, which is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_port_drops_plain_text_and_silent_handshakes_and_serves_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = certs::write(dir.path());
+    let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
+    let store = Arc::new(Store::open(&url, StoreConfig::default()).await.unwrap());
+    rating::demo::seed(&store, Utc::now()).await.unwrap();
+    let yaml = format!(
+        "sip:\n  listen: [\"udp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\n  tls: {{cert: \"{}\", key: \"{}\"}}\n\
+trusted_peers: [127.0.0.1]\naccess_numbers:\n  - {{number: \"5551201\", pinless: true}}\n\
+limits: {{tls_handshake_ms: 300}}\n",
+        pki.cert.display(),
+        pki.key.display()
+    );
+    let running = b2bua::engine::start(Config::parse(&yaml, "t.yaml").unwrap(), store.clone())
+        .await
+        .unwrap();
+    let to = running.addr(Proto::Tls).unwrap();
+    let count = |what: &str| -> u64 {
+        let m = b2bua::metrics::get().render();
+        m.lines()
+            .find(|l| l.starts_with(what))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let failed = "b2bua_tls_handshake_failures_total{direction=\"inbound\"}";
+    let timed_out = "b2bua_limit_hits_total{limit=\"tls_handshake\"}";
+    let (failed0, timed_out0) = (count(failed), count(timed_out));
+
+    let mut plain = tokio::net::TcpStream::connect(to).await.unwrap();
+    plain
+        .write_all(options("plain", "TCP 127.0.0.1:5999").as_bytes())
+        .await
+        .unwrap();
+    let got = read_to_close(&mut plain, S).await.expect("closed");
+    assert!(
+        !got.contains("SIP/2.0"),
+        "no SIP answer in clear text: {got}"
+    );
+    assert_eq!(count(failed), failed0 + 1);
+
+    let t0 = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(to).await.unwrap();
+    assert!(read_to_close(&mut silent, S).await.is_some(), "closed");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "not before the limit"
+    );
+    assert_eq!(count(timed_out), timed_out0 + 1);
+
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read_to_string(&pki.ca).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(to).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("the handshake succeeds against the test CA");
+    tls.write_all(options("tls", "TLS 127.0.0.1:5999").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(S, tls.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("SIP/2.0 200 OK"), "{answer}");
+    assert!(
+        answer.contains("Via: SIP/2.0/TLS 127.0.0.1:5999"),
+        "{answer}"
+    );
     running.stop().await;
     store.close().await;
 }

@@ -6,6 +6,9 @@
 //! money in the store. Without SIPp installed the tests say so and pass, unless
 //! `B2BUA_REQUIRE_PEERS=1` (set by `.ci/run`), where a missing SIPp fails them.
 
+mod baresip;
+#[path = "support/certs.rs"]
+mod certs;
 mod freeradius;
 mod kamailio;
 mod ua;
@@ -1771,5 +1774,157 @@ async fn a_trunk_that_needs_registration_takes_calls_only_once_registered() {
         }
         // Retransmitted until answered: one REGISTER, maybe several times.
         assert_eq!(!removals.is_empty(), registered, "{removals:?}");
+    }
+}
+
+/// The demo's configuration with a `tls:` listen address beside UDP and TCP, presenting the
+/// test PKI's certificate.
+fn with_tls_listen(yaml: &str, pki: &certs::Pki) -> String {
+    yaml.replacen(
+        "  listen: [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n",
+        &format!(
+            "  listen: [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\n  tls: {{cert: \"{}\", key: \"{}\"}}\n",
+            pki.cert.display(),
+            pki.key.display()
+        ),
+        1,
+    )
+}
+
+macro_rules! require_peer {
+    ($have:expr, $what:expr) => {
+        if !$have {
+            if std::env::var_os("B2BUA_REQUIRE_PEERS").is_some() {
+                panic!("{} is not installed and B2BUA_REQUIRE_PEERS is set", $what);
+            }
+            eprintln!("skipped: {} is not installed", $what);
+            return;
+        }
+    };
+}
+
+/// A softphone calling over TLS (baresip, whose TLS is OpenSSL under libre): the handshake
+/// against our certificate, the INVITE, ACK and BYE over the one connection, audio both ways
+/// through us (the gateway echoes it), and the call billed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_softphone_calling_over_tls_is_bridged_and_billed() {
+    require_sipp!();
+    require_peer!(baresip::available(), "baresip (apt-get install baresip)");
+    let gw = free_port();
+    let certs_dir = tempfile::tempdir().unwrap();
+    let pki = certs::write(certs_dir.path());
+    let yaml = with_tls_listen(&yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1"), &pki);
+    let rig = Rig::start(&yaml).await;
+    let tls = rig
+        .running
+        .as_ref()
+        .unwrap()
+        .addr(b2bua::routing::Proto::Tls)
+        .unwrap();
+    let mut uas = rig
+        .gateway("uas", "uas_answer.xml", gw, &["-rtp_echo"])
+        .await;
+    let out = baresip::call(
+        rig.dir.path(),
+        baresip::Dial {
+            ani: "4085551234",
+            uri: &format!("sip:55512015555233@{tls};transport=tls"),
+            ca: &pki.ca,
+            mediaenc: "",
+            seconds: 4,
+        },
+    )
+    .await;
+    assert!(out.contains("Call established"), "{out}");
+    assert!(out.contains("terminated"), "{out}");
+    assert_eq!(rig.wait("uas", &mut uas).await, 0, "the gateway's scenario");
+    let recs = rig.first_records("4085551234").await;
+    assert_eq!(recs.len(), 1, "{out}");
+    assert!(recs[0].connect_at.is_some(), "{:?}", recs[0]);
+    assert!(recs[0].cost > Money::ZERO, "{:?}", recs[0]);
+    // The gateway saw our Via over UDP, not the caller's TLS one: the legs stay apart.
+    let log = rig.log("uas");
+    assert!(!log.contains("SIP/2.0/TLS"), "{log}");
+    rig.stop().await;
+}
+
+/// A carrier reached over TLS: a real Kamailio (tls module, OpenSSL) in front of a SIPp
+/// gateway. With its certificate checked against the test CA and `localhost`, the call, its
+/// ACK and BYE cross one TLS connection and the call is billed; with a name the certificate
+/// does not carry, the handshake fails, nothing reaches the carrier, and the call fails over
+/// to the next gateway (plain UDP) and is billed there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_over_tls_gets_the_call_and_a_wrong_certificate_name_fails_over() {
+    require_sipp!();
+    require_peer!(kamailio::available(), "Kamailio (apt-get install kamailio)");
+    require_peer!(
+        kamailio::Kamailio::has_tls(),
+        "Kamailio's tls module (apt-get install kamailio-tls-modules)"
+    );
+    for (name, over_tls) in [("localhost", true), ("carrier.example", false)] {
+        let (k_udp, k_tls, gw) = (free_port(), free_port(), free_port());
+        let certs_dir = tempfile::tempdir().unwrap();
+        let pki = certs::write(certs_dir.path());
+        let gateways = format!(
+            "gateways:\n  - {{name: tls-gw, address: \"127.0.0.1:{k_tls}\", transport: tls, channels: 10, \
+tls: {{server_name: {name}, ca: \"{}\"}}}}\n  - {{name: udp-gw, address: \"127.0.0.1:{gw}\", channels: 10}}\n",
+            pki.ca.display()
+        );
+        let base = yaml(&[], "", "127.0.0.1");
+        let base = base.split("gateways:\n").next().unwrap().to_string();
+        let yaml = with_tls_listen(
+            &format!(
+                "{base}{gateways}routes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: tls-gw}}, {{gateway: udp-gw}}]}}\n"
+            ),
+            &pki,
+        );
+        let rig = Rig::start(&yaml).await;
+        let k =
+            kamailio::Kamailio::tls_carrier(rig.dir.path(), k_udp, k_tls, gw, &pki.cert, &pki.key)
+                .await;
+        // Behind the proxy the gateway answers with its Record-Route, as any UA does; reached
+        // directly (after the failover) it has none to echo.
+        let uas = rig.dir.path().join("uas_answer_behind_proxy.xml");
+        let text = std::fs::read_to_string(scenarios().join("uas_answer.xml")).unwrap();
+        let text = if over_tls {
+            text.replacen("[last_Via:]", "[last_Via:]\n      [last_Record-Route:]", 2)
+        } else {
+            text
+        };
+        std::fs::write(&uas, text).unwrap();
+        rig.play(Scene {
+            uas: uas.to_str().unwrap(),
+            uas_args: &[],
+            uac: &scenarios().join("uac_pinless.xml"),
+            ani: "4085551234",
+            user: "55512015555233",
+            tcp: false,
+            uac_args: &[],
+            gateway: gw,
+        })
+        .await;
+        let log = k.log();
+        let seen: Vec<&str> = log
+            .lines()
+            .filter_map(|l| l.split("carrier: ").nth(1))
+            .filter(|l| !l.contains(&format!(":{gw} ")))
+            .collect();
+        if over_tls {
+            let methods: Vec<&str> = seen.iter().map(|l| l.split(' ').next().unwrap()).collect();
+            assert_eq!(methods, ["INVITE", "ACK", "BYE"], "{log}");
+            assert!(seen.iter().all(|l| l.ends_with("over tls")), "{log}");
+            // One connection: every request from the same source port.
+            let sources: std::collections::HashSet<&str> =
+                seen.iter().map(|l| l.split(' ').nth(2).unwrap()).collect();
+            assert_eq!(sources.len(), 1, "{log}");
+        } else {
+            assert!(seen.is_empty(), "nothing passed a failed handshake: {log}");
+        }
+        let recs = rig.first_records("4085551234").await;
+        assert_eq!(recs.len(), 1);
+        assert!(recs[0].connect_at.is_some(), "{:?}", recs[0]);
+        assert!(recs[0].cost > Money::ZERO, "{:?}", recs[0]);
+        drop(k);
+        rig.stop().await;
     }
 }

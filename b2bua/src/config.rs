@@ -11,6 +11,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The demo configuration, which is also the documented example.
@@ -208,6 +210,30 @@ struct SipFile {
     t2_ms: u64,
     #[serde(default = "d_t4")]
     t4_ms: u64,
+    #[serde(default)]
+    tls: Option<ListenTlsFile>,
+}
+
+/// `sip.tls`: the certificate presented on `tls:` listen addresses.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenTlsFile {
+    cert: Spanned<String>,
+    key: Spanned<String>,
+}
+
+/// `gateways[].tls`: how a carrier reached over TLS is checked, and what we show it.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GatewayTlsFile {
+    #[serde(default)]
+    server_name: Option<String>,
+    #[serde(default)]
+    ca: Option<String>,
+    #[serde(default)]
+    cert: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
 }
 
 fn d_t1() -> u64 {
@@ -505,6 +531,8 @@ struct GatewayFile {
     register: Option<RegisterFile>,
     #[serde(default)]
     identity: IdentityFile,
+    #[serde(default)]
+    tls: Option<GatewayTlsFile>,
 }
 
 /// `gateways[].identity`: how the caller is presented to that carrier (RFC 3325).
@@ -851,6 +879,8 @@ pub struct Config {
     pub tenant_prompts: Option<std::path::PathBuf>,
     /// Listening sockets.
     pub listen: Vec<Listen>,
+    /// The certificate presented on `tls:` listen addresses.
+    pub tls_server: Option<Arc<rustls::ServerConfig>>,
     /// Host and port put in our Via and Contact; by default the first listen address.
     pub advertise: Option<String>,
     /// RFC 3261 timer values.
@@ -897,11 +927,12 @@ impl std::error::Error for ConfigError {}
 fn parse_listen(s: &str) -> Result<Listen, String> {
     let (proto, addr) = s
         .split_once(':')
-        .ok_or_else(|| format!("`{s}`: expected udp:ADDR:PORT or tcp:ADDR:PORT"))?;
+        .ok_or_else(|| format!("`{s}`: expected udp:ADDR:PORT, tcp:ADDR:PORT or tls:ADDR:PORT"))?;
     let proto = match proto.to_ascii_lowercase().as_str() {
         "udp" => Proto::Udp,
         "tcp" => Proto::Tcp,
-        _ => return Err(format!("`{s}`: transport must be udp or tcp")),
+        "tls" => Proto::Tls,
+        _ => return Err(format!("`{s}`: transport must be udp, tcp or tls")),
     };
     let addr = addr
         .parse()
@@ -969,7 +1000,7 @@ impl CallsFile {
 impl SipFile {
     /// The `sip:` section: at least one listen address, and an advertised host that fits in a
     /// Via.
-    fn check(&self, err: &mut Report) -> (Vec<Listen>, Timers) {
+    fn check(&self, err: &mut Report) -> (Vec<Listen>, Timers, Option<Arc<rustls::ServerConfig>>) {
         let mut listen = Vec::new();
         for (i, l) in self.listen.iter().enumerate() {
             match parse_listen(&l.value) {
@@ -1005,7 +1036,27 @@ impl SipFile {
             t2: Duration::from_millis(self.t2_ms),
             t4: Duration::from_millis(self.t4_ms),
         };
-        (listen, timers)
+        let wants_tls = listen.iter().any(|l: &Listen| l.proto == Proto::Tls);
+        let tls = match &self.tls {
+            Some(t) => match crate::tls::server(t.cert.value.as_ref(), t.key.value.as_ref()) {
+                Ok(c) => Some(c),
+                Err(m) => {
+                    err(t.cert.referenced.line(), "sip.tls".into(), m);
+                    None
+                }
+            },
+            None => {
+                if wants_tls {
+                    err(
+                        0,
+                        "sip.tls".into(),
+                        "a tls: listen address needs sip.tls.cert and sip.tls.key".into(),
+                    );
+                }
+                None
+            }
+        };
+        (listen, timers, tls)
     }
 }
 
@@ -1140,10 +1191,12 @@ fn check_gateways(raw: &[GatewayFile], err: &mut Report) -> Vec<Gateway> {
                 user,
             }
         });
+        let tls = check_gateway_tls(i, g, addr, err);
         gateways.push(Gateway {
             name: g.name.value.clone(),
             addr,
             proto: g.transport,
+            tls,
             channels: g.channels,
             auth,
             ping: (g.ping_s > 0).then(|| Duration::from_secs(g.ping_s)),
@@ -1157,6 +1210,57 @@ fn check_gateways(raw: &[GatewayFile], err: &mut Report) -> Vec<Gateway> {
         });
     }
     gateways
+}
+
+/// `gateways[i].tls`: for a TLS gateway, its trust roots (the system's unless `ca` is set),
+/// the name its certificate must carry (its address unless `server_name` is set) and our
+/// client certificate if it wants one; for any other transport, nothing may be set.
+fn check_gateway_tls(
+    i: usize,
+    g: &GatewayFile,
+    addr: SocketAddr,
+    err: &mut Report,
+) -> Option<crate::tls::Peer> {
+    let line = g.name.referenced.line();
+    let key = format!("gateways[{i}].tls");
+    if g.transport != Proto::Tls {
+        if g.tls.is_some() {
+            err(line, key, "is set but the transport is not tls".into());
+        }
+        return None;
+    }
+    let none = GatewayTlsFile::default();
+    let t = g.tls.as_ref().unwrap_or(&none);
+    let name = t
+        .server_name
+        .clone()
+        .unwrap_or_else(|| addr.ip().to_string());
+    let name = match crate::tls::server_name(&name) {
+        Ok(n) => n,
+        Err(m) => {
+            err(line, format!("{key}.server_name"), m);
+            return None;
+        }
+    };
+    let identity = match (&t.cert, &t.key) {
+        (Some(c), Some(k)) => Some((Path::new(c), Path::new(k))),
+        (None, None) => None,
+        _ => {
+            err(
+                line,
+                key,
+                "a client certificate needs both cert and key".into(),
+            );
+            return None;
+        }
+    };
+    match crate::tls::client(t.ca.as_deref().map(Path::new), identity) {
+        Ok(config) => Some(crate::tls::Peer { config, name }),
+        Err(m) => {
+            err(line, key, m);
+            None
+        }
+    }
 }
 
 /// `routes:`, each with patterns or prefixes and gateways that exist.
@@ -1508,7 +1612,7 @@ impl Config {
 
         let calls = raw.calls.check(&mut err);
         let store = raw.store.check(&mut err);
-        let (listen, timers) = raw.sip.check(&mut err);
+        let (listen, timers, tls_server) = raw.sip.check(&mut err);
         let trusted = check_trusted(&raw.trusted_peers, &mut err);
         let access = check_access(&raw.access_numbers, &mut err);
         let gateways = check_gateways(&raw.gateways, &mut err);
@@ -1542,6 +1646,7 @@ impl Config {
                 .unwrap_or_else(|| ivr::shipped_dir().to_path_buf()),
             tenant_prompts: raw.tenant_prompts.map(Into::into),
             listen,
+            tls_server,
             advertise: raw.sip.advertise.map(|a| a.value),
             timers,
             trusted_peers: trusted,
@@ -1828,6 +1933,88 @@ mod tests {
         assert!(Net::parse("::1").unwrap().contains("::1".parse().unwrap()));
         assert!(Net::parse("10.0.0.0/33").is_err());
         assert!(Net::parse("nope").is_err());
+    }
+
+    #[test]
+    fn tls_settings_are_checked_when_the_configuration_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        std::fs::write(&cert, c.cert.pem()).unwrap();
+        std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+        let (cert, key) = (cert.display(), key.display());
+        let listen = |tls: &str| {
+            format!("sip:\n  listen: [\"udp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\n{tls}")
+        };
+        let ok = Config::parse(
+            &listen(&format!("  tls: {{cert: \"{cert}\", key: \"{key}\"}}\n")),
+            "a.yaml",
+        )
+        .unwrap();
+        assert!(ok.tls_server.is_some());
+        assert_eq!(ok.listen[1].proto, Proto::Tls);
+        let e = Config::parse(&listen(""), "b.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sip.tls: a tls: listen address needs"), "{e}");
+        let e = Config::parse(
+            &listen(&format!(
+                "  tls: {{cert: \"{cert}\", key: /nonexistent/key.pem}}\n"
+            )),
+            "c.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("/nonexistent/key.pem: cannot read a private key"),
+            "{e}"
+        );
+        let gw = |rest: &str| {
+            format!("sip:\n  listen: [\"udp:127.0.0.1:0\"]\ngateways:\n  - {{name: gw, address: \"127.0.0.1:5061\", {rest}}}\n")
+        };
+        let ok = Config::parse(
+            &gw(&format!(
+                "transport: tls, tls: {{server_name: carrier.example, ca: \"{cert}\"}}"
+            )),
+            "d.yaml",
+        )
+        .unwrap();
+        let peer = ok.router.gateways[0].tls.as_ref().unwrap();
+        assert_eq!(format!("{:?}", peer.name), "DnsName(\"carrier.example\")");
+        // Without a name, the certificate must carry the gateway's address.
+        let ok = Config::parse(
+            &gw(&format!("transport: tls, tls: {{ca: \"{cert}\"}}")),
+            "e.yaml",
+        )
+        .unwrap();
+        let peer = ok.router.gateways[0].tls.as_ref().unwrap();
+        assert!(
+            matches!(peer.name, rustls::pki_types::ServerName::IpAddress(_)),
+            "{peer:?}"
+        );
+        for (rest, wanted) in [
+            (
+                "tls: {server_name: x}",
+                "gateways[0].tls: is set but the transport is not tls",
+            ),
+            (
+                "transport: tls, tls: {server_name: \"a b\"}",
+                "gateways[0].tls.server_name: `a b` is neither",
+            ),
+            (
+                "transport: tls, tls: {cert: /x.pem}",
+                "a client certificate needs both cert and key",
+            ),
+            (
+                "transport: tls, tls: {ca: /nonexistent.pem}",
+                "/nonexistent.pem: cannot read certificates",
+            ),
+            ("transport: tls, tls: {sni: x}", "unknown field"),
+        ] {
+            let e = Config::parse(&gw(rest), "f.yaml").unwrap_err().to_string();
+            assert!(e.contains(wanted), "{rest}: {e}");
+        }
     }
 
     #[test]

@@ -20,4 +20,5 @@ pub mod routing;
 pub mod sip;
 pub mod supervise;
 pub mod sync;
+pub mod tls;
 pub mod transport;

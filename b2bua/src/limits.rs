@@ -35,6 +35,7 @@ pub(crate) struct LimitsFile {
     tcp_connections_per_source: usize,
     tcp_idle_s: u64,
     tcp_write_queue: usize,
+    tls_handshake_ms: u64,
     requests: Rate,
     invites: Rate,
     trusted_requests: Rate,
@@ -57,6 +58,7 @@ impl Default for LimitsFile {
             tcp_connections_per_source: d.tcp_connections_per_source,
             tcp_idle_s: d.tcp_idle.as_secs(),
             tcp_write_queue: d.tcp_write_queue,
+            tls_handshake_ms: d.tls_handshake.as_millis() as u64,
             requests: d.requests,
             invites: d.invites,
             trusted_requests: d.trusted_requests,
@@ -85,6 +87,9 @@ pub struct Limits {
     /// Messages waiting to be written to one connection; a peer that lets more pile up (it
     /// does not read) is disconnected.
     pub tcp_write_queue: usize,
+    /// A TLS handshake (either direction) that has not finished this long is given up: a
+    /// connection that never completes one holds a descriptor and a connection slot.
+    pub tls_handshake: Duration,
     /// New requests per second from one untrusted address (all methods).
     pub requests: Rate,
     /// New INVITEs per second from one untrusted address.
@@ -123,6 +128,7 @@ impl Default for Limits {
             tcp_connections_per_source: 32,
             tcp_idle: Duration::from_secs(300),
             tcp_write_queue: 256,
+            tls_handshake: Duration::from_secs(5),
             requests: Rate::new(100, 200),
             invites: Rate::new(10, 20),
             trusted_requests: Rate::new(20_000, 40_000),
@@ -155,6 +161,7 @@ impl LimitsFile {
         );
         at_least("tcp_idle_s", self.tcp_idle_s, 1);
         at_least("tcp_write_queue", self.tcp_write_queue as u64, 1);
+        at_least("tls_handshake_ms", self.tls_handshake_ms, 100);
         at_least("flood_sources", self.flood_sources as u64, 16);
         at_least("transactions", self.transactions as u64, 16);
         at_least(
@@ -199,6 +206,7 @@ impl LimitsFile {
             tcp_connections_per_source: self.tcp_connections_per_source,
             tcp_idle: Duration::from_secs(self.tcp_idle_s),
             tcp_write_queue: self.tcp_write_queue,
+            tls_handshake: Duration::from_millis(self.tls_handshake_ms),
             requests: self.requests,
             invites: self.invites,
             trusted_requests: self.trusted_requests,

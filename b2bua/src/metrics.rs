@@ -30,6 +30,13 @@ pub struct LimitLabels {
     pub limit: &'static str,
 }
 
+/// Which way a TLS connection went: `inbound` (a peer connected to us) or `outbound` (to a
+/// gateway).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: &'static str,
+}
+
 /// A gateway, by its configured name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GatewayLabels {
@@ -57,6 +64,9 @@ pub struct Metrics {
     pub rtp_port_conflicts: Counter,
     /// Store writes (settlements, connect marks, records) tried again after a transient failure.
     pub store_retries: Counter,
+    /// TLS handshakes that failed (a certificate not trusted or not matching, no common
+    /// protocol or cipher, a peer that is not TLS at all).
+    pub tls_handshake_failures: Family<DirectionLabels, Counter>,
     /// 1 while a pinged gateway answers its OPTIONS, 0 while it is out of routing.
     pub gateways_up: Family<GatewayLabels, Gauge>,
     /// 1 while we are registered with a trunk that needs it, 0 while it is out of routing.
@@ -94,6 +104,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         rtp_foreign: Counter::default(),
         rtp_port_conflicts: Counter::default(),
         store_retries: Counter::default(),
+        tls_handshake_failures: Family::default(),
         gateways_up: Family::default(),
         gateways_registered: Family::default(),
         writer_queue: Gauge::default(),
@@ -166,6 +177,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "store_retries",
         "Settlements, connect marks and accounting records tried again after the database refused them for a moment",
         m.store_retries.clone(),
+    );
+    m.registry.register(
+        "tls_handshake_failures",
+        "TLS handshakes that failed, by direction (inbound: a peer connecting to us; outbound: to a gateway)",
+        m.tls_handshake_failures.clone(),
     );
     m.registry.register(
         "gateway_up",
@@ -243,6 +259,13 @@ impl Metrics {
             *last = now;
             tracing::warn!(limit, total = c.get(), "limit reached");
         }
+    }
+
+    /// Counts a failed TLS handshake; the caller logs why.
+    pub fn tls_handshake_failed(&self, direction: &'static str) {
+        self.tls_handshake_failures
+            .get_or_create(&DirectionLabels { direction })
+            .inc();
     }
 
     /// Copies what the store's group-commit writers did into the metrics (at each scrape:

@@ -101,6 +101,25 @@ pub enum Proto {
     Udp,
     /// TCP.
     Tcp,
+    /// TLS over TCP (RFC 3261 §26.3.1).
+    Tls,
+}
+
+impl Proto {
+    /// Whether the transport is a connection that delivers in order and retransmits itself,
+    /// so that requests are not resent on Timer A (RFC 3261 §17.1.1.2).
+    pub fn reliable(self) -> bool {
+        self != Proto::Udp
+    }
+
+    /// The URI parameter that sends a request to a peer over this transport.
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Proto::Udp => "",
+            Proto::Tcp => ";transport=tcp",
+            Proto::Tls => ";transport=tls",
+        }
+    }
 }
 
 impl fmt::Display for Proto {
@@ -108,6 +127,7 @@ impl fmt::Display for Proto {
         f.write_str(match self {
             Proto::Udp => "UDP",
             Proto::Tcp => "TCP",
+            Proto::Tls => "TLS",
         })
     }
 }
@@ -121,6 +141,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// How we reach it.
     pub proto: Proto,
+    /// How its certificate is checked, when `proto` is TLS.
+    pub tls: Option<crate::tls::Peer>,
     /// How many calls it may carry at once.
     pub channels: u32,
     /// What to answer its digest challenges with, if it sends any.
@@ -285,6 +307,7 @@ mod tests {
             name: n.into(),
             addr: "127.0.0.1:5062".parse().unwrap(),
             proto: Proto::Udp,
+            tls: None,
             channels: 10,
             auth: None,
             ping: None,

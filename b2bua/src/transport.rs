@@ -1,5 +1,5 @@
-//! The sockets: UDP and TCP listeners, outbound TCP connections, and the one place bytes
-//! leave the process.
+//! The sockets: UDP, TCP and TLS listeners, outbound TCP and TLS connections, and the one
+//! place bytes leave the process.
 //!
 //! Receiving tasks frame and parse what arrives and hand good messages to the engine over a
 //! channel; what cannot be parsed is answered 400 right here when the message says enough to
@@ -17,19 +17,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Notify};
 
-/// Where a message came from or goes to. On TCP the connection is part of the address, so
-/// responses and in-dialog requests go back over the connection the peer opened.
+/// Where a message came from or goes to. On TCP and TLS the connection is part of the
+/// address, so responses and in-dialog requests go back over the connection the peer opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Peer {
-    /// UDP or TCP.
+    /// UDP, TCP or TLS.
     pub proto: Proto,
     /// The remote address.
     pub addr: SocketAddr,
-    /// The TCP connection, when there is one.
+    /// The connection, when there is one.
     pub conn: Option<u64>,
 }
 
@@ -59,12 +59,24 @@ struct Admitted {
     per_source: HashMap<IpAddr, usize>,
 }
 
+/// What TLS needs at the sockets: the certificate we present on `tls:` listen addresses, and
+/// how each gateway we connect to over TLS is checked.
+#[derive(Clone, Default)]
+pub struct TlsSetup {
+    /// Ours, for accepted connections.
+    pub server: Option<Arc<rustls::ServerConfig>>,
+    /// Each TLS gateway's trust roots and name, by its address.
+    pub peers: HashMap<SocketAddr, crate::tls::Peer>,
+}
+
 /// The bound sockets and the open connections.
 #[derive(Clone)]
 pub struct Transports {
     udp: Vec<Arc<UdpSocket>>,
     conns: Conns,
-    outbound: Arc<Mutex<HashMap<SocketAddr, u64>>>,
+    /// The connection we opened to each gateway, reused for every request to it.
+    outbound: Arc<Mutex<HashMap<(Proto, SocketAddr), u64>>>,
+    tls: Arc<TlsSetup>,
     admitted: Arc<Mutex<Admitted>>,
     next_conn: Arc<AtomicU64>,
     inbound: mpsc::Sender<Inbound>,
@@ -139,6 +151,7 @@ impl Transports {
     /// Binds every listen address and starts receiving; parsed messages go to `inbound`.
     pub async fn bind(
         listen: &[crate::config::Listen],
+        tls: TlsSetup,
         limits: &Limits,
         inbound: mpsc::Sender<Inbound>,
     ) -> std::io::Result<(Transports, Vec<SocketAddr>)> {
@@ -146,6 +159,7 @@ impl Transports {
             udp: Vec::new(),
             conns: Arc::default(),
             outbound: Arc::default(),
+            tls: Arc::new(tls),
             admitted: Arc::default(),
             next_conn: Arc::new(AtomicU64::new(1)),
             inbound,
@@ -167,7 +181,19 @@ impl Transports {
                 Proto::Tcp => {
                     let s = TcpListener::bind(l.addr).await?;
                     bound.push(s.local_addr()?);
-                    crate::supervise::spawn("sip-tcp", tcp_accept(s, t.clone()));
+                    crate::supervise::spawn("sip-tcp", tcp_accept(s, t.clone(), None));
+                }
+                Proto::Tls => {
+                    let Some(server) = t.tls.server.clone() else {
+                        return Err(std::io::Error::other(format!(
+                            "tls:{} needs a certificate (sip.tls)",
+                            l.addr
+                        )));
+                    };
+                    let s = TcpListener::bind(l.addr).await?;
+                    bound.push(s.local_addr()?);
+                    let acceptor = tokio_rustls::TlsAcceptor::from(server);
+                    crate::supervise::spawn("sip-tls", tcp_accept(s, t.clone(), Some(acceptor)));
                 }
             }
         }
@@ -203,10 +229,10 @@ impl Transports {
                     }
                 }
             }
-            Proto::Tcp => {
+            Proto::Tcp | Proto::Tls => {
                 let id = match to.conn {
                     Some(id) => id,
-                    None => self.connect(to.addr),
+                    None => self.connect(to.proto, to.addr),
                 };
                 let conn = self.conns.locked().get(&id).cloned();
                 match conn {
@@ -217,28 +243,55 @@ impl Transports {
                             c.close.notify_one();
                         }
                     }
-                    None => tracing::debug!(to = %to.addr, "TCP connection is gone"),
+                    None => tracing::debug!(to = %to.addr, proto = %to.proto, "connection is gone"),
                 }
             }
         }
     }
 
-    /// The connection to a gateway, opened on first use and reused after.
-    fn connect(&self, addr: SocketAddr) -> u64 {
+    /// The connection to a gateway, opened on first use and reused after. What is sent
+    /// while it is being opened waits in its queue; if it cannot be opened, that is lost as
+    /// on a dead network and the call's setup timer fails it over.
+    fn connect(&self, proto: Proto, addr: SocketAddr) -> u64 {
         let mut out = self.outbound.locked();
-        if let Some(id) = out.get(&addr) {
+        if let Some(id) = out.get(&(proto, addr)) {
             if self.conns.locked().contains_key(id) {
                 return *id;
             }
         }
         let (id, rx, close) = self.open_conn();
-        out.insert(addr, id);
+        out.insert((proto, addr), id);
         let me = self.clone();
         tokio::spawn(async move {
-            match TcpStream::connect(addr).await {
-                Ok(stream) => me.run_conn(stream, addr, id, rx, close).await,
+            let stream = match TcpStream::connect(addr).await {
+                Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(%addr, error = %e, "TCP connect failed");
+                    tracing::warn!(%addr, %proto, error = %e, "connecting to a gateway failed");
+                    me.conns.locked().remove(&id);
+                    return;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            if proto != Proto::Tls {
+                return me.run_conn(stream, proto, addr, id, rx, close).await;
+            }
+            let Some(peer) = me.tls.peers.get(&addr).cloned() else {
+                tracing::warn!(%addr, "no TLS settings for this address; not connecting");
+                me.conns.locked().remove(&id);
+                return;
+            };
+            let connector = tokio_rustls::TlsConnector::from(peer.config);
+            let handshake = connector.connect(peer.name.clone(), stream);
+            match tokio::time::timeout(me.limits.tls_handshake, handshake).await {
+                Ok(Ok(tls)) => me.run_conn(tls, proto, addr, id, rx, close).await,
+                Ok(Err(e)) => {
+                    crate::metrics::get().tls_handshake_failed("outbound");
+                    tracing::warn!(%addr, name = ?peer.name, error = %e, "TLS handshake with a gateway failed");
+                    me.conns.locked().remove(&id);
+                }
+                Err(_) => {
+                    crate::metrics::get().limit_hit("tls_handshake");
+                    tracing::warn!(%addr, name = ?peer.name, "TLS handshake with a gateway timed out");
                     me.conns.locked().remove(&id);
                 }
             }
@@ -273,18 +326,21 @@ impl Transports {
         (id, rx, close)
     }
 
-    /// Reads and frames one connection until it closes, falls silent for `tcp_idle`, cannot
-    /// be framed, or is closed because its peer stopped reading.
-    async fn run_conn(
+    /// Reads and frames one connection (TCP, or TLS once its handshake is done) until it
+    /// closes, falls silent for `tcp_idle`, cannot be framed, or is closed because its peer
+    /// stopped reading.
+    async fn run_conn<S>(
         self,
-        stream: TcpStream,
+        stream: S,
+        proto: Proto,
         addr: SocketAddr,
         id: u64,
         mut rx: mpsc::Receiver<Vec<u8>>,
         close: Arc<Notify>,
-    ) {
-        let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
+    ) where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let mut writer = tokio::spawn(async move {
             while let Some(b) = rx.recv().await {
                 if wr.write_all(&b).await.is_err() {
@@ -294,7 +350,7 @@ impl Transports {
             let _ = wr.shutdown().await;
         });
         let peer = Peer {
-            proto: Proto::Tcp,
+            proto,
             addr,
             conn: Some(id),
         };
@@ -373,9 +429,10 @@ impl Transports {
     }
 }
 
-/// Accepts connections within the limits; an error from `accept` (out of descriptors, most
-/// often) backs off instead of spinning on a socket that stays readable.
-async fn tcp_accept(listener: TcpListener, t: Transports) {
+/// Accepts connections within the limits, with a TLS handshake first on a `tls:` listener;
+/// an error from `accept` (out of descriptors, most often) backs off instead of spinning on
+/// a socket that stays readable.
+async fn tcp_accept(listener: TcpListener, t: Transports, tls: Option<tokio_rustls::TlsAcceptor>) {
     let mut backoff = Duration::from_millis(10);
     loop {
         let (stream, addr) = match listener.accept().await {
@@ -394,11 +451,28 @@ async fn tcp_accept(listener: TcpListener, t: Transports) {
             drop(stream);
             continue;
         };
+        let _ = stream.set_nodelay(true);
         let (id, rx, close) = t.open_conn();
         let t = t.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _admission = admission;
-            t.run_conn(stream, addr, id, rx, close).await
+            let Some(acceptor) = tls else {
+                return t.run_conn(stream, Proto::Tcp, addr, id, rx, close).await;
+            };
+            match tokio::time::timeout(t.limits.tls_handshake, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => t.run_conn(s, Proto::Tls, addr, id, rx, close).await,
+                Ok(Err(e)) => {
+                    crate::metrics::get().tls_handshake_failed("inbound");
+                    tracing::info!(%addr, error = %e, "TLS handshake with a peer failed");
+                    t.conns.locked().remove(&id);
+                }
+                Err(_) => {
+                    crate::metrics::get().limit_hit("tls_handshake");
+                    tracing::info!(%addr, "TLS handshake with a peer timed out");
+                    t.conns.locked().remove(&id);
+                }
+            }
         });
     }
 }

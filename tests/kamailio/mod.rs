@@ -1,6 +1,7 @@
-//! A real Kamailio as a termination carrier in front of a SIPp gateway (`carrier.cfg`): it
-//! checks digest credentials with its own auth and auth_db modules, so our answers to its
-//! challenges are verified by a SIP stack that is not ours.
+//! A real Kamailio as a termination carrier in front of a SIPp gateway: `carrier.cfg` checks
+//! digest credentials with its own auth and auth_db modules, so our answers to its challenges
+//! are verified by a SIP stack that is not ours; `tls_carrier.cfg` takes our calls over TLS
+//! (its tls module, on OpenSSL), so our handshake and certificate checks meet another stack.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -63,7 +64,45 @@ impl Kamailio {
             .replace("LISTEN_PORT", &listen.to_string())
             .replace("GATEWAY_PORT", &gateway.to_string())
             .replace("DB_DIR", &db.display().to_string());
-        let path = dir.join("carrier.cfg");
+        Kamailio::run(dir, "carrier.cfg", &cfg).await
+    }
+
+    /// A carrier taking calls over TLS on 127.0.0.1:`tls` (and UDP on `udp`), presenting
+    /// `cert` and `key`, and passing them to a gateway on `gateway` over UDP.
+    pub async fn tls_carrier(
+        dir: &Path,
+        udp: u16,
+        tls: u16,
+        gateway: u16,
+        cert: &Path,
+        key: &Path,
+    ) -> Self {
+        let tls_cfg = dir.join("kamailio-tls.cfg");
+        std::fs::write(
+            &tls_cfg,
+            format!(
+                "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n\
+require_certificate = no\nprivate_key = {}\ncertificate = {}\n\n\
+[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n",
+                key.display(),
+                cert.display()
+            ),
+        )
+        .unwrap();
+        let shipped =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/kamailio/tls_carrier.cfg");
+        let cfg = std::fs::read_to_string(shipped)
+            .unwrap()
+            .replace("UDP_PORT", &udp.to_string())
+            .replace("TLS_PORT", &tls.to_string())
+            .replace("GATEWAY_PORT", &gateway.to_string())
+            .replace("TLS_CFG", &tls_cfg.display().to_string());
+        Kamailio::run(dir, "tls_carrier.cfg", &cfg).await
+    }
+
+    /// Starts Kamailio on a configuration written into `dir`, once it listens.
+    async fn run(dir: &Path, name: &str, cfg: &str) -> Self {
+        let path = dir.join(name);
         std::fs::write(&path, cfg).unwrap();
         let log = dir.join("kamailio.err");
         let child = Command::new("kamailio")
@@ -87,6 +126,11 @@ impl Kamailio {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         k
+    }
+
+    /// The module Kamailio's TLS support lives in, which Debian ships apart.
+    pub fn has_tls() -> bool {
+        Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so").exists()
     }
 
     /// What Kamailio logged.

@@ -7,7 +7,7 @@ use super::io::{Ask, MediaCmd, Output};
 use super::legs::{add_contact, attach_sdp, is_sdp, sip_code_for, BLeg, Side};
 use super::{Call, Env, State};
 use crate::media::sdp;
-use crate::routing::{CallerId, Candidate, Proto};
+use crate::routing::{CallerId, Candidate};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{
     cancel_for, hdr, new_request, parse_uri, Headers, Method, Response, SipExt,
@@ -303,11 +303,7 @@ impl Call {
             self.id,
         )
         .into_bytes();
-        let transport = if gw.proto == Proto::Tcp {
-            ";transport=tcp"
-        } else {
-            ""
-        };
+        let transport = gw.proto.uri_param();
         let uri =
             parse_uri(&format!("sip:{}@{}{transport}", cand.number, gw.addr)).unwrap_or_default();
         new_request(Method::Invite, uri, headers, body)

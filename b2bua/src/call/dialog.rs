@@ -322,7 +322,7 @@ impl Call {
             && req.from_tag() == Some(dialog.remote_tag.as_str());
         let same_peer = match from.proto {
             Proto::Udp => from.addr == peer.addr,
-            Proto::Tcp => from.addr.ip() == peer.addr.ip(),
+            Proto::Tcp | Proto::Tls => from.addr.ip() == peer.addr.ip(),
         };
         let seq_match = req.cseq().map(|c| c.0) == Some(seq);
         if !(tags_match && same_peer && seq_match) {

@@ -48,18 +48,21 @@ pub struct Local {
     pub udp: Option<String>,
     /// Our TCP host:port, if we listen on TCP.
     pub tcp: Option<String>,
+    /// Our TLS host:port, if we listen on TLS.
+    pub tls: Option<String>,
 }
 
 impl Local {
     /// The host:port a peer on `proto` reaches us at.
     pub fn hostport(&self, proto: Proto) -> &str {
-        let (first, second) = match proto {
-            Proto::Udp => (&self.udp, &self.tcp),
-            Proto::Tcp => (&self.tcp, &self.udp),
+        let order = match proto {
+            Proto::Udp => [&self.udp, &self.tcp, &self.tls],
+            Proto::Tcp => [&self.tcp, &self.udp, &self.tls],
+            Proto::Tls => [&self.tls, &self.tcp, &self.udp],
         };
-        first
-            .as_deref()
-            .or(second.as_deref())
+        order
+            .into_iter()
+            .find_map(|h| h.as_deref())
             .unwrap_or("127.0.0.1")
     }
 
@@ -76,10 +79,7 @@ impl Local {
 
     /// Our Contact for a peer on `proto`.
     pub fn contact(&self, proto: Proto) -> String {
-        match proto {
-            Proto::Udp => format!("<sip:b2bua@{}>", self.hostport(proto)),
-            Proto::Tcp => format!("<sip:b2bua@{};transport=tcp>", self.hostport(proto)),
-        }
+        format!("<sip:b2bua@{}{}>", self.hostport(proto), proto.uri_param())
     }
 }
 

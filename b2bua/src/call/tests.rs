@@ -140,6 +140,7 @@ impl Node {
                 local: Local {
                     udp: Some("127.0.0.1:5060".into()),
                     tcp: None,
+                    tls: None,
                 },
                 gw_id: Some("node1".into()),
             }),

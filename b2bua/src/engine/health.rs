@@ -5,7 +5,6 @@
 //! setup timeout before failing over.
 
 use super::{Engine, Wake};
-use crate::routing::Proto;
 use crate::sip::message::{hdr, new_request, parse_uri, Headers, Method};
 use crate::sip::transaction::{self, TxKey};
 use crate::transport::Peer;
@@ -60,11 +59,7 @@ impl Engine {
         headers.push(hdr("Call-ID", crate::sip::message::new_call_id(&host)));
         headers.push(hdr("CSeq", "1 OPTIONS"));
         headers.push(hdr("Contact", local.contact(gw.proto)));
-        let transport = if gw.proto == Proto::Tcp {
-            ";transport=tcp"
-        } else {
-            ""
-        };
+        let transport = gw.proto.uri_param();
         let uri = parse_uri(&format!("sip:{}{transport}", gw.addr)).unwrap_or_default();
         let req = new_request(Method::Options, uri, headers, Vec::new());
         let Some(key) = transaction::key(&req) else {

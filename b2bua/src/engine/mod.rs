@@ -193,7 +193,16 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         .refresh_access(&store)
         .await
         .map_err(|e| std::io::Error::other(format!("reading the access numbers: {e}")))?;
-    let (transports, addrs) = Transports::bind(&cfg.listen, &cfg.limits, in_tx).await?;
+    let tls = crate::transport::TlsSetup {
+        server: cfg.tls_server.clone(),
+        peers: cfg
+            .router
+            .gateways
+            .iter()
+            .filter_map(|g| Some((g.addr, g.tls.clone()?)))
+            .collect(),
+    };
+    let (transports, addrs) = Transports::bind(&cfg.listen, tls, &cfg.limits, in_tx).await?;
     let (media, media_rx) = Media::start(cfg.media.clone());
     let bound: Vec<(Proto, SocketAddr)> = cfg.listen.iter().map(|l| l.proto).zip(addrs).collect();
     let host_of = |p: Proto| {
@@ -207,6 +216,7 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
     let local = call::Local {
         udp: host_of(Proto::Udp),
         tcp: host_of(Proto::Tcp),
+        tls: host_of(Proto::Tls),
     };
     let gw_id = cfg.radius_accounting.as_ref().map(|a| {
         a.gw_id
@@ -461,7 +471,7 @@ impl Engine {
         if req.method == Method::Ack {
             return self.on_ack(req, from, now);
         }
-        let reliable = from.proto == Proto::Tcp;
+        let reliable = from.proto.reliable();
         let (mut tx, out) = Transaction::server(req.clone(), reliable, self.cfg.timers, now);
         if !self.cfg.trusted(from.addr.ip()) {
             // Its source address may be forged: answer, but do not echo at it.
@@ -657,7 +667,7 @@ impl Engine {
         call: Option<u64>,
         now: Instant,
     ) {
-        let (tx, out) = Transaction::client(req, peer.proto == Proto::Tcp, self.cfg.timers, now);
+        let (tx, out) = Transaction::client(req, peer.proto.reliable(), self.cfg.timers, now);
         self.client.insert(
             key.clone(),
             TxEntry {

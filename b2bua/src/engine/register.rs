@@ -10,7 +10,7 @@
 
 use super::{Engine, Wake};
 use crate::call::legs::Local;
-use crate::routing::{Gateway, Proto};
+use crate::routing::Gateway;
 use crate::sip::digest::{answer, Credentials};
 use crate::sip::message::{
     hdr, new_request, param, parse_uri, resent, Headers, Method, Request, Response, SipExt,
@@ -73,11 +73,7 @@ impl Registration {
     /// A registration for `gw` (which has `register:`), reached from `local`.
     pub fn new(gw: &Gateway, local: &Local, call_id: String, from_tag: String) -> Registration {
         let r = gw.register.as_ref().expect("a gateway that registers");
-        let transport = if gw.proto == Proto::Tcp {
-            ";transport=tcp"
-        } else {
-            ""
-        };
+        let transport = gw.proto.uri_param();
         Registration {
             aor: format!("sip:{}@{}", r.user, r.domain),
             registrar: format!("sip:{}{transport}", r.domain),
@@ -421,7 +417,8 @@ mod tests {
         Gateway {
             name: "carrier".into(),
             addr: "192.0.2.9:5060".parse().unwrap(),
-            proto: Proto::Udp,
+            proto: crate::routing::Proto::Udp,
+            tls: None,
             channels: 10,
             auth: auth.then(|| GatewayAuth {
                 username: "acme".into(),
@@ -444,6 +441,7 @@ mod tests {
         Local {
             udp: Some("192.0.2.1:5060".into()),
             tcp: None,
+            tls: None,
         }
     }
 
