@@ -269,7 +269,7 @@ async fn prompts_play_as_paced_rtp_then_say_done() {
     });
     let caller = Ua::new("c").await;
     let s = media.session(7).unwrap();
-    s.set_remote(A, caller.rtp_addr(), (8, sdp::Codec::Pcma), None);
+    s.set_remote(A, caller.rtp_addr(), (8, sdp::Codec::Pcma), None, None);
     // Prompts go to an SDP address only when it is where the leg's SIP came from (or once
     // the leg has latched), so the media layer is told.
     s.set_signalling(A, caller.rtp_addr().ip());
@@ -309,7 +309,7 @@ async fn the_callers_digits_and_long_pound_arrive_as_events() {
     });
     let caller = Ua::new("c").await;
     let s = media.session(9).unwrap();
-    s.set_remote(A, caller.rtp_addr(), (0, sdp::Codec::Pcmu), Some(101));
+    s.set_remote(A, caller.rtp_addr(), (0, sdp::Codec::Pcmu), Some(101), None);
     let to = s.local(A);
     let mut tx = rtp::Sender::new(5, 0, 0);
     // "5" as a short telephone-event, then "#" held for 2.3 s, start retransmitted, end sent three times.

@@ -1777,6 +1777,42 @@ async fn a_trunk_that_needs_registration_takes_calls_only_once_registered() {
     }
 }
 
+impl Rig {
+    /// Our `tls:` listen address.
+    fn tls(&self) -> SocketAddr {
+        self.running
+            .as_ref()
+            .and_then(|r| r.addr(b2bua::routing::Proto::Tls))
+            .expect("a tls: listen address")
+    }
+
+    /// The demo's pinless card (its number as the caller) calling the demo destination from
+    /// baresip over TLS for four seconds, with `mediaenc` (`srtp-mand`, or empty); what it
+    /// printed.
+    async fn softphone_call(&self, ca: &Path, mediaenc: &str) -> String {
+        let tls = self.tls();
+        baresip::call(
+            self.dir.path(),
+            baresip::Dial {
+                ani: "4085551234",
+                uri: &format!("sip:55512015555233@{tls};transport=tls"),
+                ca,
+                mediaenc,
+                seconds: 4,
+            },
+        )
+        .await
+    }
+
+    /// The card's one call was answered and charged (`ctx` says what the peers saw).
+    async fn billed_once(&self, account: &str, ctx: &str) {
+        let recs = self.first_records(account).await;
+        assert_eq!(recs.len(), 1, "{ctx}");
+        assert!(recs[0].connect_at.is_some(), "{:?}", recs[0]);
+        assert!(recs[0].cost > Money::ZERO, "{:?}", recs[0]);
+    }
+}
+
 /// The demo's configuration with a `tls:` listen address beside UDP and TCP, presenting the
 /// test PKI's certificate.
 fn with_tls_listen(yaml: &str, pki: &certs::Pki) -> String {
@@ -1803,48 +1839,104 @@ macro_rules! require_peer {
     };
 }
 
-/// A softphone calling over TLS (baresip, whose TLS is OpenSSL under libre): the handshake
-/// against our certificate, the INVITE, ACK and BYE over the one connection, audio both ways
-/// through us (the gateway echoes it), and the call billed.
+/// A softphone calling over TLS (baresip, whose TLS is OpenSSL under libre), first with plain
+/// RTP and then insisting on SRTP (SDES, AES_CM_128_HMAC_SHA1_80): the handshake against our
+/// certificate, the INVITE, ACK and BYE over the one connection, audio both ways through us
+/// (the gateway echoes it; on the SRTP call we decrypt what the phone sends, the gateway gets
+/// plain RTP, and what goes back to the phone is sealed with our key), and the call billed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_softphone_calling_over_tls_is_bridged_and_billed() {
+async fn a_softphone_calling_over_tls_with_and_without_srtp_is_bridged_and_billed() {
     require_sipp!();
     require_peer!(baresip::available(), "baresip (apt-get install baresip)");
-    let gw = free_port();
+    for mediaenc in ["", "srtp-mand"] {
+        let gw = free_port();
+        let certs_dir = tempfile::tempdir().unwrap();
+        let pki = certs::write(certs_dir.path());
+        let yaml = with_tls_listen(&yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1"), &pki);
+        let rig = Rig::start(&yaml).await;
+        let mut uas = rig
+            .gateway("uas", "uas_answer.xml", gw, &["-rtp_echo"])
+            .await;
+        let refused = b2bua::metrics::get().srtp_refused.get();
+        let out = rig.softphone_call(&pki.ca, mediaenc).await;
+        assert!(out.contains("Call established"), "{out}");
+        assert!(out.contains("terminated"), "{out}");
+        // Its own receive counter: audio came back to it.
+        assert!(baresip::heard(&out) > 48_000, "{out}");
+        assert_eq!(rig.wait("uas", &mut uas).await, 0, "the gateway's scenario");
+        let gw_log = rig.log("uas");
+        // The legs stay apart: our Via over UDP toward the gateway, and plain RTP there.
+        assert!(!gw_log.contains("SIP/2.0/TLS"), "{gw_log}");
+        assert!(
+            !gw_log.contains("a=crypto") && !gw_log.contains("RTP/SAVP"),
+            "{gw_log}"
+        );
+        if mediaenc.is_empty() {
+            assert!(!out.contains("SRTP is Enabled"), "{out}");
+        } else {
+            assert!(
+                out.contains("SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)"),
+                "{out}"
+            );
+            assert!(
+                !out.contains("unprotect"),
+                "every packet of ours opened: {out}"
+            );
+            assert_eq!(
+                b2bua::metrics::get().srtp_refused.get(),
+                refused,
+                "every packet of the phone's opened"
+            );
+        }
+        rig.billed_once("4085551234", &out).await;
+        rig.stop().await;
+    }
+}
+
+/// SRTP on both legs, each its own keys: a softphone (baresip) calling over TLS with SRTP,
+/// and a carrier configured `srtp: true` (baresip again, answering on TLS and insisting on
+/// SRTP). We decrypt each side's audio and encrypt it again for the other; both phones hear
+/// the other and open every packet, and the call is billed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_on_both_legs_is_decrypted_and_encrypted_again_for_the_other() {
+    require_peer!(baresip::available(), "baresip (apt-get install baresip)");
     let certs_dir = tempfile::tempdir().unwrap();
     let pki = certs::write(certs_dir.path());
-    let yaml = with_tls_listen(&yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1"), &pki);
-    let rig = Rig::start(&yaml).await;
-    let tls = rig
-        .running
-        .as_ref()
-        .unwrap()
-        .addr(b2bua::routing::Proto::Tls)
-        .unwrap();
-    let mut uas = rig
-        .gateway("uas", "uas_answer.xml", gw, &["-rtp_echo"])
-        .await;
-    let out = baresip::call(
-        rig.dir.path(),
-        baresip::Dial {
-            ani: "4085551234",
-            uri: &format!("sip:55512015555233@{tls};transport=tls"),
-            ca: &pki.ca,
-            mediaenc: "",
-            seconds: 4,
-        },
+    let both = certs_dir.path().join("cert-and-key.pem");
+    std::fs::write(
+        &both,
+        std::fs::read_to_string(&pki.cert).unwrap() + &std::fs::read_to_string(&pki.key).unwrap(),
     )
-    .await;
-    assert!(out.contains("Call established"), "{out}");
-    assert!(out.contains("terminated"), "{out}");
-    assert_eq!(rig.wait("uas", &mut uas).await, 0, "the gateway's scenario");
-    let recs = rig.first_records("4085551234").await;
-    assert_eq!(recs.len(), 1, "{out}");
-    assert!(recs[0].connect_at.is_some(), "{:?}", recs[0]);
-    assert!(recs[0].cost > Money::ZERO, "{:?}", recs[0]);
-    // The gateway saw our Via over UDP, not the caller's TLS one: the legs stay apart.
-    let log = rig.log("uas");
-    assert!(!log.contains("SIP/2.0/TLS"), "{log}");
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Up for the whole call (its own clock starts now; it quits by itself after).
+    let gw = baresip::Gateway::start(dir.path(), "5555233", &pki.ca, &both, "srtp-mand", 12).await;
+    let yaml = yaml(&[("gw", gw.tls.port())], &one_route("gw"), "127.0.0.1").replacen(
+        "channels: 10}",
+        &format!(
+            "channels: 10, transport: tls, srtp: true, tls: {{server_name: localhost, ca: \"{}\"}}}}",
+            pki.ca.display()
+        ),
+        1,
+    );
+    let rig = Rig::start(&with_tls_listen(&yaml, &pki)).await;
+    let refused = b2bua::metrics::get().srtp_refused.get();
+    let out = rig.softphone_call(&pki.ca, "srtp-mand").await;
+    let gw_out = gw.output().await;
+    for (who, log) in [("caller", &out), ("gateway", &gw_out)] {
+        assert!(log.contains("Call established"), "{who}: {log}");
+        assert!(
+            log.contains("SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)"),
+            "{who}: {log}"
+        );
+        assert!(
+            !log.contains("unprotect"),
+            "{who} opened every packet: {log}"
+        );
+        assert!(baresip::heard(log) > 48_000, "{who} heard audio: {log}");
+    }
+    assert_eq!(b2bua::metrics::get().srtp_refused.get(), refused);
+    rig.billed_once("4085551234", &out).await;
     rig.stop().await;
 }
 
@@ -1920,10 +2012,7 @@ tls: {{server_name: {name}, ca: \"{}\"}}}}\n  - {{name: udp-gw, address: \"127.0
         } else {
             assert!(seen.is_empty(), "nothing passed a failed handshake: {log}");
         }
-        let recs = rig.first_records("4085551234").await;
-        assert_eq!(recs.len(), 1);
-        assert!(recs[0].connect_at.is_some(), "{:?}", recs[0]);
-        assert!(recs[0].cost > Money::ZERO, "{:?}", recs[0]);
+        rig.billed_once("4085551234", &log).await;
         drop(k);
         rig.stop().await;
     }

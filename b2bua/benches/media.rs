@@ -68,7 +68,7 @@ async fn playback(n: usize, secs: u64) {
     let mut sessions = Vec::new();
     for i in 0..n {
         let s = media.session(i as u64).expect("session");
-        s.set_remote(A, sinks[i % sinks.len()].0, (0, Codec::Pcmu), None);
+        s.set_remote(A, sinks[i % sinks.len()].0, (0, Codec::Pcmu), None, None);
         // As a call's SIP and RTP from one host: prompts may go to its SDP address at once.
         s.set_signalling(A, sinks[i % sinks.len()].0.ip());
         sessions.push(s);
@@ -104,8 +104,20 @@ async fn relay(n: usize, secs: u64) {
     for i in 0..n {
         let s = media.session(i as u64).expect("session");
         // Addresses are latched from the generators' packets.
-        s.set_remote(A, "127.0.0.1:9".parse().unwrap(), (0, Codec::Pcmu), None);
-        s.set_remote(B, "127.0.0.1:9".parse().unwrap(), (0, Codec::Pcmu), None);
+        s.set_remote(
+            A,
+            "127.0.0.1:9".parse().unwrap(),
+            (0, Codec::Pcmu),
+            None,
+            None,
+        );
+        s.set_remote(
+            B,
+            "127.0.0.1:9".parse().unwrap(),
+            (0, Codec::Pcmu),
+            None,
+            None,
+        );
         s.bridge(true);
         legs[i % generators].push((s.local(A), s.local(B)));
         sessions.push(s);

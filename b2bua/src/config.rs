@@ -533,6 +533,8 @@ struct GatewayFile {
     identity: IdentityFile,
     #[serde(default)]
     tls: Option<GatewayTlsFile>,
+    #[serde(default)]
+    srtp: bool,
 }
 
 /// `gateways[].identity`: how the caller is presented to that carrier (RFC 3325).
@@ -1192,11 +1194,19 @@ fn check_gateways(raw: &[GatewayFile], err: &mut Report) -> Vec<Gateway> {
             }
         });
         let tls = check_gateway_tls(i, g, addr, err);
+        if g.srtp && g.transport != Proto::Tls {
+            err(
+                g.name.referenced.line(),
+                format!("gateways[{i}].srtp"),
+                "needs transport: tls (the SRTP keys travel in the SDP)".into(),
+            );
+        }
         gateways.push(Gateway {
             name: g.name.value.clone(),
             addr,
             proto: g.transport,
             tls,
+            srtp: g.srtp,
             channels: g.channels,
             auth,
             ping: (g.ping_s > 0).then(|| Duration::from_secs(g.ping_s)),
@@ -2011,6 +2021,7 @@ mod tests {
                 "/nonexistent.pem: cannot read certificates",
             ),
             ("transport: tls, tls: {sni: x}", "unknown field"),
+            ("srtp: true", "gateways[0].srtp: needs transport: tls"),
         ] {
             let e = Config::parse(&gw(rest), "f.yaml").unwrap_err().to_string();
             assert!(e.contains(wanted), "{rest}: {e}");

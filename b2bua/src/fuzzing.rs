@@ -167,11 +167,19 @@ pub fn sdp(data: &[u8]) {
     };
     assert!(offer.formats.iter().all(|pt| *pt <= 127));
     let local = "127.0.0.1:30000".parse().expect("an address");
-    if let Ok((body, neg)) = sdp::answer(&offer, local, 7) {
+    let key = [9u8; 30];
+    if let Ok((body, neg)) = sdp::answer(&offer, local, &key, 7) {
         let back = sdp::parse(body.as_bytes()).expect("our answer parses");
         assert_eq!(back.codecs[0].1, neg.codec.1, "our answer keeps the codec");
-        let ours = sdp::offer(local, neg.codec.1, offer.direction, 7);
-        sdp::parse(ours.as_bytes()).expect("our offer parses");
+        assert_eq!(
+            back.srtp.map(|s| s.key),
+            offer.srtp.as_ref().map(|_| key),
+            "SRTP answered exactly when offered, with our key"
+        );
+        let srtp = offer.srtp.as_ref().map(|_| &key);
+        let ours = sdp::offer(local, neg.codec.1, offer.direction, srtp, 7);
+        let back = sdp::parse(ours.as_bytes()).expect("our offer parses");
+        assert_eq!(back.srtp.is_some(), srtp.is_some());
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub radius_queue: Gauge,
     pub limit_hits: Family<LimitLabels, Counter>,
     pub rtp_foreign: Counter,
+    /// SRTP packets dropped: not authenticated, replayed, or a new SSRC beyond the limit.
+    pub srtp_refused: Counter,
     /// RTP port pairs of our range that another process held when we bound them.
     pub rtp_port_conflicts: Counter,
     /// Store writes (settlements, connect marks, records) tried again after a transient failure.
@@ -102,6 +104,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         radius_queue: Gauge::default(),
         limit_hits: Family::default(),
         rtp_foreign: Counter::default(),
+        srtp_refused: Counter::default(),
         rtp_port_conflicts: Counter::default(),
         store_retries: Counter::default(),
         tls_handshake_failures: Family::default(),
@@ -167,6 +170,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "rtp_foreign",
         "RTP packets dropped because they came from an address that is not the leg's peer",
         m.rtp_foreign.clone(),
+    );
+    m.registry.register(
+        "srtp_refused",
+        "SRTP packets dropped because they did not authenticate, were replayed, or brought one SSRC too many",
+        m.srtp_refused.clone(),
     );
     m.registry.register(
         "rtp_port_conflicts",

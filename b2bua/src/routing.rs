@@ -143,6 +143,9 @@ pub struct Gateway {
     pub proto: Proto,
     /// How its certificate is checked, when `proto` is TLS.
     pub tls: Option<crate::tls::Peer>,
+    /// Whether calls to it are offered SRTP (SDES) and must get it: only over TLS, where
+    /// the keys in the SDP are not readable on the way.
+    pub srtp: bool,
     /// How many calls it may carry at once.
     pub channels: u32,
     /// What to answer its digest challenges with, if it sends any.
@@ -308,6 +311,7 @@ mod tests {
             addr: "127.0.0.1:5062".parse().unwrap(),
             proto: Proto::Udp,
             tls: None,
+            srtp: false,
             channels: 10,
             auth: None,
             ping: None,

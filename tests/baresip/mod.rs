@@ -1,8 +1,8 @@
-//! baresip, a real softphone, as a caller: it dials once from a configuration written into
-//! the test's directory (no registration, PCMU, a tone from a WAV file as its microphone),
-//! and hangs up when its time is up.
+//! baresip, a real softphone, as a caller and as a gateway: it dials once (or answers every
+//! call) from a configuration written into the test's directory (no registration, PCMU, a
+//! tone from a WAV file as its microphone), and hangs up or quits when its time is up.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -31,9 +31,9 @@ pub struct Dial<'a> {
     pub seconds: u32,
 }
 
-/// Runs one call to its end and returns what baresip printed.
-pub async fn call(dir: &Path, d: Dial<'_>) -> String {
-    let home = dir.join("baresip");
+/// A baresip home in `dir/name`: its config with `extra` lines, one account, and a tone.
+fn home(dir: &Path, name: &str, ca: &Path, account: &str, extra: &str, seconds: u32) -> PathBuf {
+    let home = dir.join(name);
     std::fs::create_dir_all(&home).unwrap();
     let tone = home.join("tone.wav");
     let spec = hound::WavSpec {
@@ -43,40 +43,82 @@ pub async fn call(dir: &Path, d: Dial<'_>) -> String {
         sample_format: hound::SampleFormat::Int,
     };
     let mut w = hound::WavWriter::create(&tone, spec).unwrap();
-    for i in 0..8000 * (d.seconds + 2) {
+    for i in 0..8000 * (seconds + 2) {
         let x = (f64::from(i) * 2.0 * std::f64::consts::PI * 440.0 / 8000.0).sin();
         w.write_sample((x * 8000.0) as i16).unwrap();
     }
     w.finalize().unwrap();
-    let sip_port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let sip_port = free_port();
     std::fs::write(
         home.join("config"),
         format!(
-            "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nsip_cafile {}\n\
+            // srtp before account: an account's mediaenc must be known when it is read.
+            "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nsip_cafile {}\n{extra}\
 audio_source aufile,{}\nmodule_path /usr/lib/baresip/modules\n\
-module account.so\nmodule menu.so\nmodule g711.so\nmodule aufile.so\nmodule srtp.so\n",
-            d.ca.display(),
+module srtp.so\nmodule account.so\nmodule menu.so\nmodule g711.so\nmodule aufile.so\n",
+            ca.display(),
             tone.display()
         ),
     )
     .unwrap();
-    let enc = if d.mediaenc.is_empty() {
+    std::fs::write(home.join("accounts"), format!("{account}\n")).unwrap();
+    home
+}
+
+fn free_port() -> u16 {
+    // baresip listens for TLS on the port after its SIP port: find a pair that is free.
+    loop {
+        let p = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if p < 65000
+            && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+        {
+            return p;
+        }
+    }
+}
+
+fn mediaenc(enc: &str) -> String {
+    if enc.is_empty() {
         String::new()
     } else {
-        format!(";mediaenc={}", d.mediaenc)
-    };
-    std::fs::write(
-        home.join("accounts"),
-        format!(
-            "<sip:{}@127.0.0.1>;regint=0;audio_codecs=PCMU{enc}\n",
-            d.ani
-        ),
-    )
-    .unwrap();
+        format!(";mediaenc={enc}")
+    }
+}
+
+/// Its output, one line per status update (it rewrites its status line with carriage
+/// returns), without the echo of the command typed.
+fn readable(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .split(['\r', '\n'])
+        .filter(|l| !l.starts_with("/d") && !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+        + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// The highest receive rate baresip's status line showed (`audio=TX/RX (bit/s)`), in bit/s:
+/// about 64,000 while G.711 audio arrives and opens, 0 while none does.
+pub fn heard(log: &str) -> u32 {
+    log.split("audio=")
+        .skip(1)
+        .filter_map(|s| s.split_once('/')?.1.split(' ').next()?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Runs one call to its end and returns what baresip printed.
+pub async fn call(dir: &Path, d: Dial<'_>) -> String {
+    let account = format!(
+        "<sip:{}@127.0.0.1>;regint=0;audio_codecs=PCMU{}",
+        d.ani,
+        mediaenc(d.mediaenc)
+    );
+    let home = home(dir, "baresip", d.ca, &account, "", d.seconds);
     let out = tokio::process::Command::new("baresip")
         .arg("-f")
         .arg(&home)
@@ -91,11 +133,72 @@ module account.so\nmodule menu.so\nmodule g711.so\nmodule aufile.so\nmodule srtp
         .await
         .expect("baresip quits")
         .expect("baresip runs");
-    // Its status line repeats with carriage returns; one line each is enough to read.
-    String::from_utf8_lossy(&out.stdout)
-        .split(['\r', '\n'])
-        .filter(|l| !l.starts_with("/d") && !l.trim().is_empty())
-        .collect::<Vec<_>>()
-        .join("\n")
-        + &String::from_utf8_lossy(&out.stderr)
+    readable(&out)
+}
+
+/// baresip as a carrier's gateway on TLS: it answers every call to `user` at once, with
+/// `enc` as its media encryption, presenting `cert` (certificate and key in one PEM file),
+/// for `seconds`.
+pub struct Gateway {
+    child: Option<tokio::process::Child>,
+    /// Its TLS address.
+    pub tls: std::net::SocketAddr,
+}
+
+impl Gateway {
+    /// Starts it; it listens once this returns.
+    pub async fn start(
+        dir: &Path,
+        user: &str,
+        ca: &Path,
+        cert_and_key: &Path,
+        enc: &str,
+        seconds: u32,
+    ) -> Gateway {
+        let account = format!(
+            "<sip:{user}@127.0.0.1>;regint=0;audio_codecs=PCMU;answermode=auto{}",
+            mediaenc(enc)
+        );
+        let extra = format!("sip_certificate {}\n", cert_and_key.display());
+        let home = home(dir, "baresip-gw", ca, &account, &extra, seconds);
+        let config = std::fs::read_to_string(home.join("config")).unwrap();
+        let port: u16 = config
+            .lines()
+            .find_map(|l| l.strip_prefix("sip_listen 127.0.0.1:"))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap();
+        let child = tokio::process::Command::new("baresip")
+            .arg("-f")
+            .arg(&home)
+            .arg("-t")
+            .arg(seconds.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("baresip runs");
+        let tls = std::net::SocketAddr::from(([127, 0, 0, 1], port + 1));
+        for _ in 0..50 {
+            if std::net::TcpStream::connect(tls).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Gateway {
+            child: Some(child),
+            tls,
+        }
+    }
+
+    /// Waits for it to quit when its time is up (so that it flushes what it printed: a
+    /// killed baresip loses its buffered output), and returns what it printed.
+    pub async fn output(mut self) -> String {
+        let child = self.child.take().unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("baresip quits when its time is up")
+            .expect("baresip ends");
+        readable(&out)
+    }
 }

@@ -300,6 +300,7 @@ impl Call {
             self.media_local[Side::B.index()],
             self.a.offer.codecs[0].1,
             sdp::Direction::SendRecv,
+            gw.srtp.then_some(&self.media_keys[Side::B.index()]),
             self.id,
         )
         .into_bytes();
@@ -490,18 +491,27 @@ impl Call {
             .codecs
             .first()
             .ok_or_else(|| sdp::SdpError::NoCommonCodec.to_string())?;
+        // Offered SRTP, the gateway must answer with its key: plain RTP there would leave the
+        // leg unprotected against what the carrier was configured for.
+        let srtp = match (self.srtp_on(Side::B), &theirs.srtp) {
+            (true, Some(s)) => Some(crate::media::srtp::Key(s.key)),
+            (true, None) => return Err(sdp::SdpError::NoCommonCrypto.to_string()),
+            (false, _) => None,
+        };
         self.emit(Output::Media(MediaCmd::Remote {
             side: Side::B,
             addr: theirs.rtp,
             codec,
             telephone_event: theirs.telephone_event,
+            srtp,
         }));
         self.b_has_codec = true;
         self.sdp_heard[Side::B.index()] = resp.body.clone();
         if self.a.answer.is_none() {
             let local = self.media_local[Side::A.index()];
+            let key = &self.media_keys[Side::A.index()];
             let (body, _) =
-                sdp::answer(&self.a.offer, local, self.id).map_err(|e| e.to_string())?;
+                sdp::answer(&self.a.offer, local, key, self.id).map_err(|e| e.to_string())?;
             self.sdp_sent[Side::A.index()] = body.clone().into_bytes();
             self.a.answer = Some(body);
         }

@@ -6,6 +6,7 @@ use super::io::{MediaCmd, Output};
 use super::legs::{attach_sdp, copy_body, is_sdp, usable_offer, Side};
 use super::{Bridge, Call, Env, Relay, State};
 use crate::media::sdp;
+use crate::media::srtp::Key;
 use crate::routing::Proto;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{hdr, response_to, Method, Request, Response, SipExt};
@@ -149,6 +150,18 @@ impl Call {
         }
     }
 
+    /// Whether a leg speaks SRTP, so every offer we make there carries our key: the caller's
+    /// leg when its INVITE offered SDES, the gateway's when it is configured `srtp: true`.
+    pub(super) fn srtp_on(&self, side: Side) -> bool {
+        match side {
+            Side::A => self.a.offer.srtp.is_some(),
+            Side::B => self
+                .b()
+                .and_then(|b| b.channel.as_ref())
+                .is_some_and(|c| self.settings.cfg.router.gateways[c.gateway()].srtp),
+        }
+    }
+
     /// Whether a session change of ours is out on `side`: a re-INVITE (ours or relayed) or
     /// an UPDATE with an offer, not yet answered.
     fn offer_pending(&self, side: Side) -> bool {
@@ -186,12 +199,14 @@ impl Call {
                     addr: parsed.rtp,
                     codec: parsed.codecs[0],
                     telephone_event: parsed.telephone_event,
+                    srtp: parsed.srtp.as_ref().map(|s| Key(s.key)),
                 }));
                 self.sdp_heard[from.index()] = req.body.clone();
                 let ours = self.media_local[to.index()];
+                let key = self.srtp_on(to).then_some(&self.media_keys[to.index()]);
                 out.headers.push(hdr("Content-Type", "application/sdp"));
-                out.body =
-                    sdp::offer(ours, parsed.codecs[0].1, parsed.direction, self.id).into_bytes();
+                out.body = sdp::offer(ours, parsed.codecs[0].1, parsed.direction, key, self.id)
+                    .into_bytes();
                 self.sdp_sent[to.index()] = out.body.clone();
             }
             None => copy_body(&req, &mut out.headers, &mut out.body),
@@ -267,10 +282,16 @@ impl Call {
                             addr: theirs.rtp,
                             codec: *codec,
                             telephone_event: theirs.telephone_event,
+                            srtp: theirs
+                                .srtp
+                                .as_ref()
+                                .filter(|_| self.srtp_on(relay.to))
+                                .map(|s| Key(s.key)),
                         }));
                         self.sdp_heard[relay.to.index()] = resp.body.clone();
                         let ours = self.media_local[relay.to.other().index()];
-                        if let Ok((body, _)) = sdp::answer(offer, ours, self.id) {
+                        let key = &self.media_keys[relay.to.other().index()];
+                        if let Ok((body, _)) = sdp::answer(offer, ours, key, self.id) {
                             self.sdp_sent[relay.to.other().index()] = body.clone().into_bytes();
                             attach_sdp(&mut out, body);
                         }

@@ -53,7 +53,8 @@ impl Call {
         env: &mut Env,
     ) {
         let local = self.media_local[Side::A.index()];
-        let body = match sdp::answer(&self.a.offer, local, self.id) {
+        let key = &self.media_keys[Side::A.index()];
+        let body = match sdp::answer(&self.a.offer, local, key, self.id) {
             Ok((b, _)) => b,
             Err(e) => {
                 let (tx, req) = (self.a.tx.clone(), self.a.invite.clone());

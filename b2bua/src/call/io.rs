@@ -98,6 +98,8 @@ pub enum MediaCmd {
         addr: SocketAddr,
         codec: (u8, Codec),
         telephone_event: Option<u8>,
+        /// The key the leg's peer encrypts with, when the leg speaks SRTP.
+        srtp: Option<crate::media::srtp::Key>,
     },
     /// The address a leg's signalling comes from (its RTP may come from there too).
     Signalling { side: Side, ip: IpAddr },

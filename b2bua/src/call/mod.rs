@@ -42,6 +42,7 @@ use crate::access::AccessNumber;
 use crate::config::Config;
 use crate::media::engine::Quality;
 use crate::media::sdp;
+use crate::media::srtp::Key;
 use crate::sip::message::{reply_to, Request, Response, SipExt};
 use crate::sip::transaction::{self, TxKey};
 use crate::transport::Peer;
@@ -109,6 +110,8 @@ pub struct Setup {
     pub offer: sdp::Audio,
     /// Our RTP addresses, toward the caller and toward the gateway.
     pub media_local: [SocketAddr; 2],
+    /// Our SRTP key on each leg (caller, gateway), used if the leg negotiates SRTP.
+    pub media_keys: [crate::media::srtp::KeySalt; 2],
     /// Whether the caller is a trusted peer (return codes are explained only to those).
     pub trusted: bool,
     /// The caller's number, when the access number believes it (empty otherwise).
@@ -177,6 +180,7 @@ pub struct Call {
     lang: String,
     prompts: Arc<prompts::set::PromptSet>,
     media_local: [SocketAddr; 2],
+    media_keys: [crate::media::srtp::KeySalt; 2],
     /// Whether the gateway leg's SDP has been taken.
     b_has_codec: bool,
     /// Server INVITE transactions whose 2xx awaits its ACK (and its CSeq), per side.
@@ -251,6 +255,7 @@ impl Call {
             trusted: setup.trusted,
             prompts: setup.prompts,
             media_local: setup.media_local,
+            media_keys: setup.media_keys,
             b_has_codec: false,
             awaiting_ack: [None, None],
             sdp_sent: [Vec::new(), Vec::new()],
@@ -270,6 +275,7 @@ impl Call {
             addr: offer.rtp,
             codec: offer.codecs[0],
             telephone_event: offer.telephone_event,
+            srtp: offer.srtp.as_ref().map(|s| Key(s.key)),
         }));
         call.out.push_back(Output::Media(MediaCmd::Signalling {
             side: Side::A,

@@ -189,6 +189,7 @@ impl Node {
                 "127.0.0.1:30000".parse().unwrap(),
                 "127.0.0.1:30002".parse().unwrap(),
             ],
+            media_keys: [[1; 30], [2; 30]],
             trusted: true,
             ani: "4085551234".into(),
             destination: user.strip_prefix("5551201").unwrap_or("").into(),
@@ -1661,4 +1662,161 @@ fn a_refresh_crossing_the_peers_re_invite_is_tried_again_and_theirs_waits() {
     let (_, theirs) = from_caller("INVITE", 3, &hold);
     let out = node.feed(&mut call, theirs);
     assert_eq!(sent(&out, Method::Invite).len(), 1);
+}
+
+/// An SDES offer (RFC 4568) from the caller, keyed with `key`.
+fn srtp_offer(key: &[u8; 30], extra: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(key);
+    OFFER.replace("RTP/AVP", "RTP/SAVP")
+        + &format!("a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:{b64}\r\n{extra}")
+}
+
+/// An SDP body that offers or answers plain RTP, no keys.
+fn assert_plain_rtp(body: &[u8]) {
+    let body = String::from_utf8_lossy(body);
+    assert!(
+        body.contains("RTP/AVP") && !body.contains("crypto"),
+        "{body}"
+    );
+}
+
+/// The peer keys the call told the media layer about, per side, in order.
+fn srtp_remotes(out: &[Output]) -> Vec<(Side, Option<[u8; 30]>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Media(MediaCmd::Remote { side, srtp, .. }) => Some((*side, srtp.map(|k| k.0))),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_srtp_caller_gets_our_key_the_gateway_plain_rtp_and_re_offers_keep_each_leg_as_it_is() {
+    use base64::Engine as _;
+    let b64 = |k: &[u8; 30]| base64::engine::general_purpose::STANDARD.encode(k);
+    let mut node = Node::new();
+    let mut setup = node.setup("55512015555233", None);
+    setup.offer = sdp::parse(srtp_offer(&[5; 30], "").as_bytes()).unwrap();
+    let a_tx = setup.tx.clone();
+    let (mut call, out) = node.start(setup);
+    assert_eq!(srtp_remotes(&out), [(Side::A, Some([5; 30]))]);
+    let req = phase2(&out);
+    let out = node.feed(
+        &mut call,
+        call_answer(ReturnCode::Success, &req.conf_id, 300, 3600),
+    );
+    let (_, inv, _) = sent(&out, Method::Invite).pop().expect("dialled");
+    assert_plain_rtp(&inv.body);
+    let out = node.feed(&mut call, gw_response(&inv, 200, true));
+    assert_eq!(srtp_remotes(&out), [(Side::B, None)]);
+    let ok = String::from_utf8_lossy(&the_response(&out, &a_tx, 200).body).to_string();
+    assert!(ok.contains("m=audio 30000 RTP/SAVP 0"), "{ok}");
+    assert!(
+        ok.contains(&format!(
+            "a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
+            b64(&[1; 30])
+        )),
+        "our caller-leg key under the offer's tag: {ok}"
+    );
+    // The caller holds, re-keying: the new key reaches the media, the gateway gets plain RTP.
+    let hold = srtp_offer(&[6; 30], "a=sendonly\r\n");
+    let (origin, reinvite) = from_caller("INVITE", 2, &hold);
+    let out = node.feed(&mut call, reinvite);
+    assert_eq!(srtp_remotes(&out), [(Side::A, Some([6; 30]))]);
+    let (_, relayed, _) = sent(&out, Method::Invite).pop().expect("relayed");
+    assert_plain_rtp(&relayed.body);
+    let out = node.feed(&mut call, gw_response(&relayed, 200, true));
+    let ok = String::from_utf8_lossy(&the_response(&out, &origin, 200).body).to_string();
+    assert!(
+        ok.contains("RTP/SAVP") && ok.contains(&b64(&[1; 30])),
+        "{ok}"
+    );
+    // The gateway's own re-INVITE reaches the caller as an SRTP offer with our key, and the
+    // caller's answer keys the media again.
+    let gw_hold = GW_SDP.replace("o=- 2 2", "o=- 2 3") + "a=sendonly\r\n";
+    let out = node.feed(&mut call, gw_request(&inv, "INVITE", 5, &gw_hold).1);
+    let (_, to_caller, _) = sent(&out, Method::Invite).pop().expect("to the caller");
+    let body = String::from_utf8_lossy(&to_caller.body).to_string();
+    assert!(
+        body.contains("RTP/SAVP") && body.contains(&format!("inline:{}", b64(&[1; 30]))),
+        "{body}"
+    );
+    let mut answer = caller_response(&to_caller, 200);
+    if let Input::Response { resp, .. } = &mut answer {
+        resp.body = srtp_offer(&[8; 30], "a=recvonly\r\n").into_bytes();
+    }
+    let out = node.feed(&mut call, answer);
+    assert_eq!(srtp_remotes(&out), [(Side::A, Some([8; 30]))], "{out:?}");
+}
+
+#[test]
+fn an_srtp_offer_we_cannot_key_is_not_usable_and_says_why() {
+    // Admission answers 488 with this reason before any call exists.
+    let offer = OFFER.replace("RTP/AVP", "RTP/SAVP");
+    let why = legs::usable_offer(offer.as_bytes()).unwrap_err();
+    assert!(why.contains("SRTP required"), "{why}");
+    let other_suite = offer + "a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:AAAA\r\n";
+    assert!(legs::usable_offer(other_suite.as_bytes()).is_err());
+}
+
+#[test]
+fn a_gateway_configured_for_srtp_is_offered_our_key_and_must_answer_with_its_own() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, c.cert.pem()).unwrap();
+    let yaml = CONFIG.replacen(
+        "transport: udp, channels: 10}",
+        &format!(
+            "transport: tls, srtp: true, tls: {{ca: \"{}\"}}, channels: 10}}",
+            ca.display()
+        ),
+        1,
+    );
+    let gw_key = [4u8; 30];
+    let gw_srtp = GW_SDP.replace("RTP/AVP", "RTP/SAVP")
+        + &format!(
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(gw_key)
+        );
+    for (answer, usable) in [(gw_srtp.as_str(), true), (GW_SDP, false)] {
+        let mut node = Node::with_config(&yaml);
+        let setup = node.setup("55512015555233", None);
+        let a_tx = setup.tx.clone();
+        let (mut call, out) = node.start(setup);
+        let req = phase2(&out);
+        let out = node.feed(
+            &mut call,
+            call_answer(ReturnCode::Success, &req.conf_id, 300, 3600),
+        );
+        let (_, inv, peer) = sent(&out, Method::Invite).pop().expect("dialled");
+        assert_eq!(peer.proto, crate::routing::Proto::Tls);
+        let offer = String::from_utf8_lossy(&inv.body).to_string();
+        assert!(offer.contains("RTP/SAVP"), "{offer}");
+        let ours = base64::engine::general_purpose::STANDARD.encode([2u8; 30]);
+        assert!(
+            offer.contains(&format!("inline:{ours}")),
+            "our gateway-leg key: {offer}"
+        );
+        let mut ok = gw_response(&inv, 200, true);
+        if let Input::Response { resp, .. } = &mut ok {
+            resp.body = answer.as_bytes().to_vec();
+        }
+        let out = node.feed(&mut call, ok);
+        if usable {
+            assert_eq!(srtp_remotes(&out), [(Side::B, Some(gw_key))]);
+            let to_caller = the_response(&out, &a_tx, 200);
+            let body = String::from_utf8_lossy(&to_caller.body).to_string();
+            assert!(
+                body.contains("RTP/AVP") && !body.contains("crypto"),
+                "the caller offered plain RTP and gets it: {body}"
+            );
+        } else {
+            // Offered SRTP and answered plain: not a call we may carry.
+            assert_eq!(answered(&out, &a_tx), [488]);
+            assert_eq!(sent(&out, Method::Bye).len(), 1, "the gateway is hung up");
+        }
+    }
 }

@@ -91,6 +91,10 @@ impl Engine {
                 session.local(crate::media::engine::A),
                 session.local(crate::media::engine::B),
             ],
+            media_keys: [
+                session.srtp_key(crate::media::engine::A),
+                session.srtp_key(crate::media::engine::B),
+            ],
             trusted: self.cfg.trusted(from.addr.ip()),
             ani: admitted.ani,
             destination: admitted.destination,

@@ -419,6 +419,7 @@ mod tests {
             addr: "192.0.2.9:5060".parse().unwrap(),
             proto: crate::routing::Proto::Udp,
             tls: None,
+            srtp: false,
             channels: 10,
             auth: auth.then(|| GatewayAuth {
                 username: "acme".into(),

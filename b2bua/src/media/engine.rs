@@ -85,6 +85,9 @@ struct LegState {
     telephone_event: Option<u8>,
     sender: Sender,
     stats: ReceiverStats,
+    /// SRTP, when the leg's SDP negotiated it: its packets are decrypted on the way in and
+    /// ours encrypted on the way out.
+    srtp: Option<super::srtp::Leg>,
 }
 
 struct State {
@@ -106,6 +109,8 @@ pub struct Session {
     state: Arc<Mutex<State>>,
     sockets: [Arc<LegSockets>; 2],
     local: [SocketAddr; 2],
+    /// Our SRTP key on each leg, offered or answered in its SDP when the leg speaks SRTP.
+    keys: [super::srtp::KeySalt; 2],
     tasks: Vec<tokio::task::JoinHandle<()>>,
     media: Media,
 }
@@ -362,6 +367,7 @@ impl Media {
             telephone_event: None,
             sender: Sender::new(ssrc(), rand::random(), rand::random()),
             stats: ReceiverStats::default(),
+            srtp: None,
         };
         let state = Arc::new(Mutex::new(State {
             legs: [leg(), leg()],
@@ -400,6 +406,7 @@ impl Media {
             state,
             sockets,
             local,
+            keys: [super::srtp::new_key(), super::srtp::new_key()],
             tasks,
             media: self.clone(),
         })
@@ -438,17 +445,30 @@ impl Session {
         self.local[leg]
     }
 
-    /// What a leg's SDP settled: where to send (until the peer's packets say otherwise) and the
-    /// codec and telephone-event numbers.
+    /// Our SRTP key on a leg, for its SDP (used only if the leg negotiates SRTP).
+    pub fn srtp_key(&self, leg: Leg) -> super::srtp::KeySalt {
+        self.keys[leg]
+    }
+
+    /// What a leg's SDP settled: where to send (until the peer's packets say otherwise), the
+    /// codec and telephone-event numbers, and the key the peer encrypts with if it speaks
+    /// SRTP (a new key starts a new context; none turns SRTP off).
     pub fn set_remote(
         &self,
         leg: Leg,
         remote: SocketAddr,
         codec: (u8, Codec),
         telephone_event: Option<u8>,
+        srtp: Option<super::srtp::KeySalt>,
     ) {
         let mut st = self.state.locked();
         let l = &mut st.legs[leg];
+        match (srtp, l.srtp.as_mut()) {
+            (Some(theirs), Some(s)) if !s.receives_with(&theirs) => s.rekey(&theirs),
+            (Some(_), Some(_)) => {}
+            (Some(theirs), None) => l.srtp = Some(super::srtp::Leg::new(&theirs, &self.keys[leg])),
+            (None, _) => l.srtp = None,
+        }
         if l.sdp != Some(remote) {
             // The media moved (a re-INVITE): latch again, to the new address.
             l.sdp = Some(remote);
@@ -546,7 +566,30 @@ async fn receive(
         if is_rtcp(&buf[..n]) {
             continue;
         }
-        let Some(p) = rtp::read(&buf[..n]) else {
+        // An SRTP leg's packets are opened first, and only those from the leg's peer.
+        let decrypted;
+        let packet: &[u8] = {
+            let mut st = state.locked();
+            let me = &mut st.legs[leg];
+            if !me.accepts(from) {
+                crate::metrics::get().rtp_foreign.inc();
+                continue;
+            }
+            match me.srtp.as_mut() {
+                None => &buf[..n],
+                Some(s) => match s.unprotect(&buf[..n]) {
+                    Ok(plain) => {
+                        decrypted = plain;
+                        &decrypted
+                    }
+                    Err(_) => {
+                        crate::metrics::get().srtp_refused.inc();
+                        continue;
+                    }
+                },
+            }
+        };
+        let Some(p) = rtp::read(packet) else {
             state.locked().legs[leg].stats.malformed += 1;
             continue;
         };
@@ -635,6 +678,11 @@ async fn receive(
                             }
                             _ => None,
                         }
+                    };
+                    let packet = match (packet, st.legs[other].srtp.as_mut()) {
+                        (Some(b), Some(s)) => s.protect(&b),
+                        (b, None) => b,
+                        (None, Some(_)) => None,
                     };
                     out = packet.map(|b| (b, remote));
                 }
@@ -768,6 +816,10 @@ async fn playback_service(
                                             None => frame.to_vec(),
                                         };
                                         let pkt = l.sender.prompt_frame(pt, &payload, now);
+                                        let pkt = match (pkt, l.srtp.as_mut()) {
+                                            (Some(b), Some(s)) => s.protect(&b),
+                                            (b, _) => b,
+                                        };
                                         if let (Some(r), Some(pkt)) = (remote, pkt) {
                                             let _ = sock.rtp.try_send_to(&pkt, r);
                                             let sent_at = Instant::now();
@@ -862,7 +914,7 @@ mod tests {
             let s = media
                 .session(i)
                 .unwrap_or_else(|e| panic!("call {i} with {} open: {e}", open.len()));
-            s.set_remote(A, probe.local_addr().unwrap(), (0, Codec::Pcmu), None);
+            s.set_remote(A, probe.local_addr().unwrap(), (0, Codec::Pcmu), None, None);
             probe
                 .send_to(&[0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1], s.local(A))
                 .unwrap();
@@ -900,5 +952,81 @@ mod tests {
         assert_eq!(media.free_ports(), 1);
         drop(again);
         assert_eq!(until_free(&media, 3).await, 3);
+    }
+
+    /// An SRTP caller leg bridged to a plain gateway leg, over real sockets: the caller's
+    /// packets arrive decrypted at the gateway; forged or replayed ones go nowhere (counted);
+    /// the gateway's audio reaches the caller encrypted with our key.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_srtp_leg_is_decrypted_and_encrypted_and_forgeries_stop_at_it() {
+        use super::super::srtp;
+        let (media, _events) = Media::start(MediaConfig {
+            ports: (46700, 46720),
+            ..MediaConfig::default()
+        });
+        let caller = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let gateway = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let s = media.session(1).unwrap();
+        let theirs = srtp::new_key();
+        s.set_remote(
+            A,
+            caller.local_addr().unwrap(),
+            (0, Codec::Pcmu),
+            None,
+            Some(theirs),
+        );
+        s.set_remote(
+            B,
+            gateway.local_addr().unwrap(),
+            (0, Codec::Pcmu),
+            None,
+            None,
+        );
+        s.bridge(true);
+        // The caller's side of the crypto: it sends with its key, reads with ours.
+        let mut phone = srtp::Leg::new(&s.srtp_key(A), &theirs);
+        let rtp = |seq: u16| {
+            let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 160, 0, 0, 0, 42];
+            p[2..4].copy_from_slice(&seq.to_be_bytes());
+            p.extend_from_slice(&[0x55; 160]);
+            p
+        };
+        let refused = crate::metrics::get().srtp_refused.get();
+        let mut buf = [0u8; 2048];
+        let wait = Duration::from_secs(2);
+        let sealed = phone.protect(&rtp(1)).unwrap();
+        caller.send_to(&sealed, s.local(A)).await.unwrap();
+        let (n, _) = tokio::time::timeout(wait, gateway.recv_from(&mut buf))
+            .await
+            .expect("relayed")
+            .unwrap();
+        assert_eq!(n, 12 + 160, "plain RTP toward the gateway");
+        assert_eq!(&buf[12..n], &[0x55; 160][..]);
+        // A replay, a forgery under the wrong key and plain RTP: none crosses.
+        caller.send_to(&sealed, s.local(A)).await.unwrap();
+        let mut stranger = srtp::Leg::new(&srtp::new_key(), &srtp::new_key());
+        let forged = stranger.protect(&rtp(2)).unwrap();
+        caller.send_to(&forged, s.local(A)).await.unwrap();
+        caller.send_to(&rtp(3), s.local(A)).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), gateway.recv_from(&mut buf))
+                .await
+                .is_err(),
+            "nothing relayed"
+        );
+        assert!(crate::metrics::get().srtp_refused.get() >= refused + 3);
+        // The gateway's audio reaches the phone sealed with our key.
+        let mut from_gw = rtp(7);
+        from_gw[12..].fill(0x66);
+        gateway.send_to(&from_gw, s.local(B)).await.unwrap();
+        let (n, _) = tokio::time::timeout(wait, caller.recv_from(&mut buf))
+            .await
+            .expect("relayed")
+            .unwrap();
+        assert_eq!(n, 12 + 160 + 10, "an SRTP packet with its tag");
+        let opened = phone
+            .unprotect(&buf[..n])
+            .expect("authenticates with our key");
+        assert_eq!(&opened[12..], &[0x66; 160][..]);
     }
 }

@@ -10,3 +10,4 @@ pub mod engine;
 pub mod pacer;
 pub mod rtp;
 pub mod sdp;
+pub mod srtp;

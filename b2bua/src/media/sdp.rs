@@ -112,6 +112,27 @@ pub struct Audio {
     pub direction: Direction,
     /// RTCP multiplexed on the RTP port (RFC 5761).
     pub rtcp_mux: bool,
+    /// The SRTP key the sender will encrypt with (SDES, RFC 4568), when it offered or
+    /// answered one in the suite we speak.
+    pub srtp: Option<Sdes>,
+    /// The profile is `RTP/SAVP` (an answer keeps the offer's profile).
+    pub savp: bool,
+}
+
+/// One usable `a=crypto` line: its tag (an answer repeats the offer's) and the sender's key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sdes {
+    /// The line's tag.
+    pub tag: u32,
+    /// The sender's master key and salt.
+    pub key: super::srtp::KeySalt,
+}
+
+impl fmt::Debug for Sdes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A key in a log is a key given away.
+        write!(f, "Sdes {{ tag: {}, key: <hidden> }}", self.tag)
+    }
 }
 
 /// Why a body is not a usable audio offer or answer.
@@ -127,6 +148,8 @@ pub enum SdpError {
     NoCommonCodec,
     /// An `m=` format that is not an RTP payload type (0–127): answer 488.
     BadPayloadType(String),
+    /// `RTP/SAVP` without an `a=crypto` line we can use: answer 488.
+    NoCommonCrypto,
 }
 
 impl fmt::Display for SdpError {
@@ -135,6 +158,11 @@ impl fmt::Display for SdpError {
             SdpError::Syntax(e) => write!(f, "bad SDP: {e}"),
             SdpError::NoAudio => write!(f, "no audio stream in the SDP"),
             SdpError::NoAddress => write!(f, "no connection address for the audio stream"),
+            SdpError::NoCommonCrypto => write!(
+                f,
+                "SRTP required but no usable crypto line (we have {} with an inline key)",
+                super::srtp::SUITE
+            ),
             SdpError::BadPayloadType(pt) => {
                 write!(f, "`{pt}` is not an RTP payload type (0 to 127)")
             }
@@ -231,6 +259,17 @@ pub fn parse(body: &[u8]) -> Result<Audio, SdpError> {
         .find(|(k, _)| m.has_attribute(k) || sd.has_attribute(k))
         .map(|(_, d)| d)
         .unwrap_or(Direction::SendRecv);
+    // RTP/SAVP insists on SRTP; crypto lines on RTP/AVP are best effort (taken if usable).
+    let savp = m.media_name.protos.iter().any(|p| p == "SAVP");
+    let srtp = m
+        .attributes
+        .iter()
+        .filter(|a| a.key == "crypto")
+        .filter_map(|a| a.value.as_deref())
+        .find_map(crypto_line);
+    if savp && srtp.is_none() {
+        return Err(SdpError::NoCommonCrypto);
+    }
     Ok(Audio {
         rtp: SocketAddr::new(ip, port),
         codecs,
@@ -238,7 +277,50 @@ pub fn parse(body: &[u8]) -> Result<Audio, SdpError> {
         telephone_event,
         direction,
         rtcp_mux: m.has_attribute("rtcp-mux"),
+        srtp,
+        savp,
     })
+}
+
+/// An `a=crypto` value (RFC 4568 §9.1) we can use: our suite, one inline key of the right
+/// length, no MKI (our packets carry none), and no session parameter that turns encryption
+/// or authentication off.
+fn crypto_line(v: &str) -> Option<Sdes> {
+    use base64::Engine as _;
+    let mut parts = v.split_ascii_whitespace();
+    let tag = parts
+        .next()?
+        .parse::<u32>()
+        .ok()
+        .filter(|t| *t < 1_000_000_000)?;
+    if parts.next()? != super::srtp::SUITE {
+        return None;
+    }
+    let params = parts.next()?;
+    if parts.any(|p| p.starts_with("UNENCRYPTED") || p.starts_with("UNAUTHENTICATED")) {
+        return None;
+    }
+    let first = params.split(';').next()?;
+    let inline = first.strip_prefix("inline:")?;
+    let mut fields = inline.split('|');
+    let b64 = fields.next()?;
+    // A lifetime may follow; an MKI (`n:len`) may not.
+    if fields.any(|f| f.contains(':')) {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let key: super::srtp::KeySalt = raw.try_into().ok()?;
+    Some(Sdes { tag, key })
+}
+
+/// Our `a=crypto` value for a key, with `tag`.
+fn crypto_value(tag: u32, key: &super::srtp::KeySalt) -> String {
+    use base64::Engine as _;
+    format!(
+        "{tag} {} inline:{}",
+        super::srtp::SUITE,
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
 }
 
 /// What an answer settled: the codec and payload numbers both sides use.
@@ -257,10 +339,13 @@ pub struct Negotiated {
 }
 
 /// Answers an offer from our socket `local`: the offerer's first codec we support (its order
-/// wins), its telephone-event number, the mirrored direction, rtcp-mux if offered.
+/// wins), its telephone-event number, the mirrored direction, rtcp-mux if offered, and SRTP
+/// with our key `key` for the leg if the offer had a usable crypto line (same tag, same
+/// profile as the offer).
 pub fn answer(
     offer: &Audio,
     local: SocketAddr,
+    key: &super::srtp::KeySalt,
     session_id: u64,
 ) -> Result<(String, Negotiated), SdpError> {
     let codec = *offer.codecs.first().ok_or(SdpError::NoCommonCodec)?;
@@ -271,12 +356,14 @@ pub fn answer(
         direction: offer.direction.answer(),
         rtcp_mux: offer.rtcp_mux,
     };
+    let crypto = offer.srtp.as_ref().map(|o| crypto_value(o.tag, key));
     let body = write(
         local,
         &[codec],
         neg.telephone_event,
         neg.direction,
         neg.rtcp_mux,
+        crypto.as_deref().map(|c| (c, offer.savp)),
         session_id,
     );
     Ok((body, neg))
@@ -284,14 +371,30 @@ pub fn answer(
 
 /// An offer from our socket `local` with every codec we support and telephone-event 101,
 /// `prefer` first (the codec the other leg already uses, so that no transcoding is needed when
-/// the answerer can take it).
-pub fn offer(local: SocketAddr, prefer: Codec, direction: Direction, session_id: u64) -> String {
+/// the answerer can take it); as `RTP/SAVP` with our key when `srtp` is given (a leg that
+/// speaks SRTP keeps speaking it in every re-offer).
+pub fn offer(
+    local: SocketAddr,
+    prefer: Codec,
+    direction: Direction,
+    srtp: Option<&super::srtp::KeySalt>,
+    session_id: u64,
+) -> String {
     let mut codecs: Vec<(u8, Codec)> = Codec::supported()
         .iter()
         .map(|c| (c.our_pt(), *c))
         .collect();
     codecs.sort_by_key(|(_, c)| *c != prefer);
-    write(local, &codecs, Some(101), direction, false, session_id)
+    let crypto = srtp.map(|k| crypto_value(1, k));
+    write(
+        local,
+        &codecs,
+        Some(101),
+        direction,
+        false,
+        crypto.as_deref().map(|c| (c, true)),
+        session_id,
+    )
 }
 
 fn write(
@@ -300,6 +403,7 @@ fn write(
     te: Option<u8>,
     direction: Direction,
     rtcp_mux: bool,
+    crypto: Option<(&str, bool)>,
     session_id: u64,
 ) -> String {
     let addr_type = if local.is_ipv4() { "IP4" } else { "IP6" };
@@ -345,6 +449,17 @@ fn write(
         key: direction.key().into(),
         value: None,
     });
+    if let Some((c, _)) = crypto {
+        attributes.push(Attribute {
+            key: "crypto".into(),
+            value: Some(c.into()),
+        });
+    }
+    let profile = if crypto.is_some_and(|(_, savp)| savp) {
+        "SAVP"
+    } else {
+        "AVP"
+    };
     let media = MediaDescription {
         media_name: MediaName {
             media: "audio".into(),
@@ -352,7 +467,7 @@ fn write(
                 value: local.port() as isize,
                 range: None,
             },
-            protos: vec!["RTP".into(), "AVP".into()],
+            protos: vec!["RTP".into(), profile.into()],
             formats,
         },
         media_title: None,
@@ -397,6 +512,8 @@ fn write(
 mod tests {
     use super::*;
 
+    const KEY: crate::media::srtp::KeySalt = [7; 30];
+
     const SIPP_OFFER: &str = "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
 m=audio 6000 RTP/AVP 8 0 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:96 telephone-event/8000\r\na=sendonly\r\n";
 
@@ -407,7 +524,7 @@ m=audio 6000 RTP/AVP 8 0 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na
         assert_eq!(offer.telephone_event, Some(96));
         assert_eq!(offer.direction, Direction::SendOnly);
         let local: SocketAddr = "127.0.0.1:30000".parse().unwrap();
-        let (body, neg) = answer(&offer, local, 7).unwrap();
+        let (body, neg) = answer(&offer, local, &KEY, 7).unwrap();
         assert_eq!(neg.codec, (8, Codec::Pcma));
         assert_eq!(neg.remote, "127.0.0.1:6000".parse().unwrap());
         assert_eq!(neg.direction, Direction::RecvOnly, "held: we only receive");
@@ -430,7 +547,7 @@ m=audio 6000 RTP/AVP 8 0 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na
         assert_eq!(a.direction, Direction::Inactive);
         assert!(a.rtcp_mux);
         assert_eq!(a.rtp, "[::1]:7000".parse().unwrap());
-        let (body, _) = answer(&a, "[::1]:30002".parse().unwrap(), 1).unwrap();
+        let (body, _) = answer(&a, "[::1]:30002".parse().unwrap(), &KEY, 1).unwrap();
         assert!(
             body.contains("c=IN IP6 ::1\r\n")
                 && body.contains("a=inactive\r\n")
@@ -444,7 +561,7 @@ m=audio 6000 RTP/AVP 8 0 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na
         let g729 = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 7000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
         let a = parse(g729.as_bytes()).unwrap();
         assert_eq!(
-            answer(&a, "127.0.0.1:1".parse().unwrap(), 1).unwrap_err(),
+            answer(&a, "127.0.0.1:1".parse().unwrap(), &KEY, 1).unwrap_err(),
             SdpError::NoCommonCodec
         );
         let video = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=video 7000 RTP/AVP 96\r\n";
@@ -476,13 +593,14 @@ m=audio 6000 RTP/AVP 8 0 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na
         let o = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 7000 RTP/AVP 96 0\r\na=rtpmap:96 opus/48000/2\r\n";
         let a = parse(o.as_bytes()).unwrap();
         assert_eq!(a.codecs, vec![(96, Codec::Opus), (0, Codec::Pcmu)]);
-        let (body, neg) = answer(&a, "127.0.0.1:30000".parse().unwrap(), 1).unwrap();
+        let (body, neg) = answer(&a, "127.0.0.1:30000".parse().unwrap(), &KEY, 1).unwrap();
         assert_eq!(neg.codec, (96, Codec::Opus));
         assert!(body.contains("a=rtpmap:96 opus/48000/2\r\n"), "{body}");
         let ours = offer(
             "127.0.0.1:30000".parse().unwrap(),
             Codec::Opus,
             Direction::SendRecv,
+            None,
             1,
         );
         assert!(
@@ -497,6 +615,7 @@ m=audio 6000 RTP/AVP 8 0 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na
             "127.0.0.1:30004".parse().unwrap(),
             Codec::Pcmu,
             Direction::SendRecv,
+            None,
             9,
         );
         let a = parse(body.as_bytes()).unwrap();
@@ -506,10 +625,100 @@ m=audio 6000 RTP/AVP 8 0 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\na
             "127.0.0.1:30004".parse().unwrap(),
             Codec::Pcma,
             Direction::SendOnly,
+            None,
             9,
         );
         let a = parse(body.as_bytes()).unwrap();
         assert_eq!(a.codecs[..2], [(8, Codec::Pcma), (0, Codec::Pcmu)]);
         assert_eq!(a.direction, Direction::SendOnly);
+    }
+
+    #[test]
+    fn an_sdes_offer_is_answered_with_our_key_under_its_tag_and_profile() {
+        use base64::Engine as _;
+        let theirs: Vec<u8> = (0..30).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&theirs);
+        let o = |proto: &str, crypto: &str| {
+            format!("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 7000 {proto} 0\r\n{crypto}")
+        };
+        // An unusable line first (another suite), then ours with a lifetime.
+        let offer_text = o(
+            "RTP/SAVP",
+            &format!("a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{b64}\r\na=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{b64}|2^20\r\n"),
+        );
+        let a = parse(offer_text.as_bytes()).unwrap();
+        let sdes = a.srtp.clone().unwrap();
+        assert_eq!((sdes.tag, sdes.key.to_vec()), (2, theirs.clone()));
+        assert!(a.savp);
+        assert!(!format!("{a:?}").contains(&b64), "keys stay out of logs");
+        let (body, _) = answer(&a, "127.0.0.1:30000".parse().unwrap(), &KEY, 1).unwrap();
+        let ours = base64::engine::general_purpose::STANDARD.encode(KEY);
+        assert!(body.contains("m=audio 30000 RTP/SAVP 0\r\n"), "{body}");
+        assert!(
+            body.contains(&format!(
+                "a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{ours}\r\n"
+            )),
+            "{body}"
+        );
+        assert_eq!(parse(body.as_bytes()).unwrap().srtp.unwrap().key, KEY);
+        // Best effort on RTP/AVP: answered with a key, on RTP/AVP.
+        let a = parse(
+            o(
+                "RTP/AVP",
+                &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{b64}\r\n"),
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let (body, _) = answer(&a, "127.0.0.1:30000".parse().unwrap(), &KEY, 1).unwrap();
+        assert!(
+            body.contains("RTP/AVP 0\r\n") && body.contains("a=crypto:1 "),
+            "{body}"
+        );
+        // A plain offer gets a plain answer.
+        let a = parse(o("RTP/AVP", "").as_bytes()).unwrap();
+        let (body, _) = answer(&a, "127.0.0.1:30000".parse().unwrap(), &KEY, 1).unwrap();
+        assert!(
+            !body.contains("crypto") && body.contains("RTP/AVP"),
+            "{body}"
+        );
+        // Our own SRTP offer reads back.
+        let ours = offer(
+            "127.0.0.1:30000".parse().unwrap(),
+            Codec::Pcmu,
+            Direction::SendRecv,
+            Some(&KEY),
+            1,
+        );
+        let back = parse(ours.as_bytes()).unwrap();
+        assert!(back.savp && back.srtp.unwrap().key == KEY, "{ours}");
+    }
+
+    #[test]
+    fn savp_without_a_crypto_line_we_can_use_is_refused() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode([1u8; 30]);
+        let short = base64::engine::general_purpose::STANDARD.encode([1u8; 29]);
+        for crypto in [
+            String::new(),
+            format!("a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{b64}\r\n"),
+            format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{short}\r\n"),
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:not*base64\r\n".into(),
+            format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{b64}|2^20|1:4\r\n"),
+            format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{b64} UNENCRYPTED_SRTP\r\n"),
+            format!("a=crypto:x AES_CM_128_HMAC_SHA1_80 inline:{b64}\r\n"),
+            format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 {b64}\r\n"),
+            "a=crypto:1\r\n".into(),
+        ] {
+            let text = format!("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 7000 RTP/SAVP 0\r\n{crypto}");
+            assert_eq!(
+                parse(text.as_bytes()),
+                Err(SdpError::NoCommonCrypto),
+                "{crypto}"
+            );
+        }
+        assert!(SdpError::NoCommonCrypto
+            .to_string()
+            .contains("AES_CM_128_HMAC_SHA1_80"));
     }
 }
