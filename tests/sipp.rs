@@ -293,6 +293,16 @@ impl Rig {
     }
 }
 
+/// A gateway scenario for a gateway behind a proxy: its provisional and final responses
+/// echo the Record-Route, as any UA's do, so the proxy stays in the dialog.
+fn behind_proxy(dir: &Path, scenario: &str) -> PathBuf {
+    let text = std::fs::read_to_string(scenarios().join(scenario)).unwrap();
+    let path = dir.join(format!("behind_proxy_{scenario}"));
+    let marked = text.replacen("[last_Via:]", "[last_Via:]\n      [last_Record-Route:]", 2);
+    std::fs::write(&path, marked).unwrap();
+    path
+}
+
 /// A caller scenario expecting the final response `code`.
 fn refused(dir: &Path, code: u16) -> PathBuf {
     let text = std::fs::read_to_string(scenarios().join("uac_refused.xml")).unwrap();
@@ -1467,11 +1477,7 @@ async fn a_kamailio_carrier_accepts_our_credentials_on_the_call_its_hold_and_its
         let k =
             kamailio::Kamailio::carrier(rig.dir.path(), carrier, gw, &[("acme", "s3cret")]).await;
         if answered {
-            // The gateway behind the proxy answers with its Record-Route, as any UA does.
-            let uas = rig.dir.path().join("uas_hold_behind_proxy.xml");
-            let text = std::fs::read_to_string(scenarios().join("uas_hold.xml")).unwrap();
-            let marked = text.replacen("[last_Via:]", "[last_Via:]\n      [last_Record-Route:]", 2);
-            std::fs::write(&uas, marked).unwrap();
+            let uas = behind_proxy(rig.dir.path(), "uas_hold.xml");
             rig.play(Scene {
                 uas: uas.to_str().unwrap(),
                 uas_args: &[],
@@ -1974,16 +1980,12 @@ tls: {{server_name: {name}, ca: \"{}\"}}}}\n  - {{name: udp-gw, address: \"127.0
         let k =
             kamailio::Kamailio::tls_carrier(rig.dir.path(), k_udp, k_tls, gw, &pki.cert, &pki.key)
                 .await;
-        // Behind the proxy the gateway answers with its Record-Route, as any UA does; reached
-        // directly (after the failover) it has none to echo.
-        let uas = rig.dir.path().join("uas_answer_behind_proxy.xml");
-        let text = std::fs::read_to_string(scenarios().join("uas_answer.xml")).unwrap();
-        let text = if over_tls {
-            text.replacen("[last_Via:]", "[last_Via:]\n      [last_Record-Route:]", 2)
+        // Reached directly (after the failover) the gateway has no Record-Route to echo.
+        let uas = if over_tls {
+            behind_proxy(rig.dir.path(), "uas_answer.xml")
         } else {
-            text
+            scenarios().join("uas_answer.xml")
         };
-        std::fs::write(&uas, text).unwrap();
         rig.play(Scene {
             uas: uas.to_str().unwrap(),
             uas_args: &[],

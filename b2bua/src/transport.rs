@@ -282,21 +282,38 @@ impl Transports {
             };
             let connector = tokio_rustls::TlsConnector::from(peer.config);
             let handshake = connector.connect(peer.name.clone(), stream);
-            match tokio::time::timeout(me.limits.tls_handshake, handshake).await {
-                Ok(Ok(tls)) => me.run_conn(tls, proto, addr, id, rx, close).await,
-                Ok(Err(e)) => {
-                    crate::metrics::get().tls_handshake_failed("outbound");
-                    tracing::warn!(%addr, name = ?peer.name, error = %e, "TLS handshake with a gateway failed");
-                    me.conns.locked().remove(&id);
-                }
-                Err(_) => {
-                    crate::metrics::get().limit_hit("tls_handshake");
-                    tracing::warn!(%addr, name = ?peer.name, "TLS handshake with a gateway timed out");
-                    me.conns.locked().remove(&id);
+            match me.handshake(id, "outbound", handshake).await {
+                Ok(tls) => me.run_conn(tls, proto, addr, id, rx, close).await,
+                Err(why) => {
+                    tracing::warn!(%addr, name = ?peer.name, "TLS handshake with a gateway {why}")
                 }
             }
         });
         id
+    }
+
+    /// Waits for a TLS handshake on connection `id` for `limits.tls_handshake` at most. One
+    /// that fails is counted by `direction`, one that runs out as the limit; either gives the
+    /// connection's slot back and says why, for the caller's log line.
+    async fn handshake<S>(
+        &self,
+        id: u64,
+        direction: &'static str,
+        handshake: impl std::future::Future<Output = std::io::Result<S>>,
+    ) -> Result<S, String> {
+        let why = match tokio::time::timeout(self.limits.tls_handshake, handshake).await {
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(e)) => {
+                crate::metrics::get().tls_handshake_failed(direction);
+                format!("failed: {e}")
+            }
+            Err(_) => {
+                crate::metrics::get().limit_hit("tls_handshake");
+                "timed out".to_string()
+            }
+        };
+        self.conns.locked().remove(&id);
+        Err(why)
     }
 
     /// Whether one more answer to an unparseable message fits `limits.error_replies`.
@@ -460,18 +477,9 @@ async fn tcp_accept(listener: TcpListener, t: Transports, tls: Option<tokio_rust
             let Some(acceptor) = tls else {
                 return t.run_conn(stream, Proto::Tcp, addr, id, rx, close).await;
             };
-            match tokio::time::timeout(t.limits.tls_handshake, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => t.run_conn(s, Proto::Tls, addr, id, rx, close).await,
-                Ok(Err(e)) => {
-                    crate::metrics::get().tls_handshake_failed("inbound");
-                    tracing::info!(%addr, error = %e, "TLS handshake with a peer failed");
-                    t.conns.locked().remove(&id);
-                }
-                Err(_) => {
-                    crate::metrics::get().limit_hit("tls_handshake");
-                    tracing::info!(%addr, "TLS handshake with a peer timed out");
-                    t.conns.locked().remove(&id);
-                }
+            match t.handshake(id, "inbound", acceptor.accept(stream)).await {
+                Ok(s) => t.run_conn(s, Proto::Tls, addr, id, rx, close).await,
+                Err(why) => tracing::info!(%addr, "TLS handshake with a peer {why}"),
             }
         });
     }

@@ -566,16 +566,21 @@ async fn receive(
         if is_rtcp(&buf[..n]) {
             continue;
         }
-        // An SRTP leg's packets are opened first, and only those from the leg's peer.
+        let mut out: Option<(Vec<u8>, SocketAddr)> = None;
+        let mut digits = Vec::new();
         let decrypted;
-        let packet: &[u8] = {
+        {
             let mut st = state.locked();
+            let st = &mut *st;
             let me = &mut st.legs[leg];
+            // Nobody else's packets: not counted, not opened, not relayed, no digits read
+            // from them.
             if !me.accepts(from) {
                 crate::metrics::get().rtp_foreign.inc();
                 continue;
             }
-            match me.srtp.as_mut() {
+            // An SRTP leg's packets must open with its peer's key before anything is read.
+            let packet: &[u8] = match me.srtp.as_mut() {
                 None => &buf[..n],
                 Some(s) => match s.unprotect(&buf[..n]) {
                     Ok(plain) => {
@@ -587,23 +592,11 @@ async fn receive(
                         continue;
                     }
                 },
-            }
-        };
-        let Some(p) = rtp::read(packet) else {
-            state.locked().legs[leg].stats.malformed += 1;
-            continue;
-        };
-        let mut out: Option<(Vec<u8>, SocketAddr)> = None;
-        let mut digits = Vec::new();
-        {
-            let mut st = state.locked();
-            let st = &mut *st;
-            let me = &mut st.legs[leg];
-            // Nobody else's packets: not counted, not relayed, no digits read from them.
-            if !me.accepts(from) {
-                crate::metrics::get().rtp_foreign.inc();
+            };
+            let Some(p) = rtp::read(packet) else {
+                me.stats.malformed += 1;
                 continue;
-            }
+            };
             // Symmetric RTP: send to where the packets come from.
             me.latched.get_or_insert(from);
             me.stats.on_packet(p.seq, p.ts, now);
