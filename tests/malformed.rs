@@ -252,11 +252,11 @@ async fn invites_requiring_what_we_lack_or_asking_too_short_a_session_are_told_w
     let r = final_answer(
         &sock,
         to,
-        &invite_with("req1", "Require: 100rel, timer\r\n"),
+        &invite_with("req1", "Require: 100rel, timer, gruu\r\n"),
     )
     .await;
     assert!(r.starts_with("SIP/2.0 420 "), "{r}");
-    assert!(r.contains("Unsupported: 100rel\r\n"), "{r}");
+    assert!(r.contains("Unsupported: gruu\r\n"), "{r}");
     let short = invite_with("se1", "Supported: timer\r\nSession-Expires: 60\r\n");
     let r = final_answer(&sock, to, &short).await;
     assert!(r.starts_with("SIP/2.0 422 "), "{r}");

@@ -1550,6 +1550,32 @@ async fn a_carrier_sending_reliable_early_media_gets_its_prack() {
     rig.stop().await;
 }
 
+/// Reliable early media on both legs at once: the carrier's reliable 183 gets our PRACK, and
+/// the caller, whose INVITE requires 100rel, gets its own reliable 183 (RSeq, resent until its
+/// PRACK) and our 200 only after that PRACK. Its re-INVITE without SDP is then answered on its
+/// own leg with our offer, the answer coming in its ACK (the carrier's scenario would fail on
+/// a re-INVITE reaching it); the call is billed as any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_requiring_100rel_pracks_our_183_and_re_invites_without_sdp() {
+    require_sipp!();
+    let gw = free_port();
+    let rig = Rig::start(&yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")).await;
+    pinless_to(
+        &rig,
+        gw,
+        "uas_prack.xml",
+        &scenarios().join("uac_prack.xml"),
+        "500",
+    )
+    .await;
+    let uac = rig.log("uac");
+    assert!(uac.contains("RSeq: "), "{uac}");
+    let recs = rig.first_records("4085551234").await;
+    assert_eq!(recs.len(), 1);
+    assert!(recs[0].connect_at.is_some(), "{:?}", recs[0]);
+    rig.stop().await;
+}
+
 /// Health pings: a gateway that stops answering OPTIONS is taken out of routing, so a call
 /// goes straight to the next one (the dead one is not even sent the INVITE), and the first
 /// answer puts it back.

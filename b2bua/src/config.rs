@@ -313,6 +313,8 @@ struct CallsFile {
     session_expires_s: u32,
     #[serde(default = "d_min_se")]
     min_se_s: u32,
+    #[serde(default)]
+    caller_100rel: bool,
 }
 
 /// The `store:` section: how the calls' money operations reach the database.
@@ -441,6 +443,7 @@ impl Default for CallsFile {
             store_retry_s: d_store_retry(),
             session_expires_s: d_session_expires(),
             min_se_s: d_min_se(),
+            caller_100rel: false,
         }
     }
 }
@@ -847,6 +850,9 @@ pub struct CallLimits {
     pub store_retry: Duration,
     /// Session timers (RFC 4028) on both legs.
     pub session: SessionTimers,
+    /// Whether a caller that supports 100rel gets our 18x reliably (one that requires it
+    /// always does).
+    pub caller_100rel: bool,
 }
 
 /// How long our sessions live without a refresh (RFC 4028), so that a call whose BYE was lost
@@ -995,6 +1001,7 @@ impl CallsFile {
             hold_chunk: Duration::from_secs(self.hold_chunk_s),
             hold_grace: Duration::from_secs(self.hold_grace_s),
             store_retry: Duration::from_secs(self.store_retry_s),
+            caller_100rel: self.caller_100rel,
         }
     }
 }

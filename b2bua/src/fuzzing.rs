@@ -44,6 +44,7 @@ pub fn sip_message(data: &[u8]) {
                     session_headers_read_back(agreed);
                 }
                 presentation_reads_back(&r);
+                rack_reads_back(&r);
                 message::stamp_received(&mut r, "192.0.2.1:5060".parse().expect("an address"));
                 let now = Instant::now();
                 let (mut tx, _) = Transaction::server(r.clone(), false, Timers::default(), now);
@@ -309,6 +310,29 @@ fn prack_reads_back(resp: &message::Response) {
     let bytes = message::request_bytes(&prack);
     let back = message::parse_datagram(&bytes).expect("our PRACK parses");
     assert_eq!(back.header("RAck"), Some(rack.to_string().as_str()));
+}
+
+/// A caller's PRACK names one of our reliable responses: whatever `RAck` it sent, one we
+/// accept writes back to the same thing, and the sender we keep for the caller only ever
+/// acknowledges the response it sent.
+fn rack_reads_back(r: &message::Request) {
+    use crate::sip::reliable::{RAck, Sender};
+    let Some(Ok(rack)) = r.header("RAck").map(RAck::parse) else {
+        return;
+    };
+    assert_eq!(RAck::parse(&rack.to_string()), Ok(rack), "RAck reads back");
+    let now = Instant::now();
+    let mut sender = Sender::new(rack.rseq, Duration::from_millis(500));
+    let sent = sender
+        .send(message::response_to(r, 183, Some("t")), now)
+        .expect("nothing was out");
+    let ours = crate::sip::reliable::rseq(&sent).and_then(Result::ok);
+    let acked = sender.prack(&rack, rack.cseq, now).is_some();
+    assert_eq!(
+        acked,
+        ours == Some(rack.rseq) && rack.method == message::Method::Invite,
+        "a PRACK acknowledges exactly the response it names: {rack} against {ours:?}"
+    );
 }
 
 /// A caller's number, read as the engine reads it from whatever the caller sent, presented

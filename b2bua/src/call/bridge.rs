@@ -477,10 +477,7 @@ impl Call {
                 }
             }
         }
-        if !self.a.answered {
-            let tx = self.a.tx.clone();
-            self.respond(&tx, out);
-        }
+        self.provisional_to_caller(out, env.now);
     }
 
     /// Takes the gateway's SDP: where and how to send to it, relayed from now on; returns our
@@ -571,8 +568,7 @@ impl Call {
         // The caller's leg is answered only now that it gets its 200.
         self.a.connect = Some(connected);
         env.stats.answered += 1;
-        let tx = self.a.tx.clone();
-        self.respond(&tx, ok);
+        self.answer_caller(ok);
         self.emit(Output::Media(MediaCmd::Bridge(true)));
         self.account(&[Leg::Answer, Leg::Originate], None, connected);
         self.emit(Output::Store(Ask::MarkConnected { conf_id }));

@@ -51,6 +51,9 @@ impl Call {
 
     /// Sends BYE on one leg, if it is answered.
     pub(super) fn bye(&mut self, side: Side, env: &mut Env) {
+        if side == Side::A {
+            self.release_held_ok();
+        }
         if let Some((req, peer)) = self.dialog_request(side, Method::Bye, None, env) {
             self.send(req, peer);
         }
@@ -67,6 +70,9 @@ impl Call {
 
     /// A request inside one of the call's dialogs.
     pub(super) fn on_request(&mut self, side: Side, tx: TxKey, req: Request, env: &mut Env) {
+        if Call::is_caller_prack(side, &req) {
+            return self.caller_prack(tx, req, env);
+        }
         let a_tag = self.a.tag.clone();
         let Some((dialog, _)) = self.leg(side) else {
             // An early dialog (we sent 18x): only BYE (as a cancel) makes sense here.
@@ -125,8 +131,10 @@ impl Call {
                 let body = String::from_utf8_lossy(&req.body).into_owned();
                 self.emit(Output::Media(MediaCmd::InfoDigits(body)));
             }
-            // What may cross from one leg to the other: session changes (re-INVITE, UPDATE),
-            // INFO and PRACK; BYE and ACK are ours to answer. Anything else (MESSAGE, REFER,
+            // We send the gateway no reliable provisional response: a PRACK names nothing.
+            Method::PRack => self.reply(&tx, &req, 481, None, env),
+            // What may cross from one leg to the other: session changes (re-INVITE, UPDATE)
+            // and INFO; BYE, ACK and PRACK are ours to answer. Anything else (MESSAGE, REFER,
             // NOTIFY, SUBSCRIBE …) stops here, so a caller cannot reach the carrier with
             // requests we never meant to carry.
             // Glare (RFC 3261 §14.2, RFC 3311 §5.2): our own offer is out on this leg, so
@@ -140,12 +148,10 @@ impl Call {
             Method::Invite | Method::Update if !ended && self.is_refresh(side, &req) => {
                 self.answer_refresh(side, tx, req, env)
             }
-            Method::Invite | Method::Update | Method::Info | Method::PRack if !talking => {
+            Method::Invite | Method::Update | Method::Info if !talking => {
                 self.reply(&tx, &req, 491, None, env)
             }
-            Method::Invite | Method::Update | Method::Info | Method::PRack => {
-                self.relay(side, req, tx, env)
-            }
+            Method::Invite | Method::Update | Method::Info => self.relay(side, req, tx, env),
             _ => self.reply(&tx, &req, 405, None, env),
         }
     }
@@ -323,6 +329,7 @@ impl Call {
             self.reack(relay.to, &resp, env);
             let seq = relay.origin_req.cseq().map(|c| c.0).unwrap_or(0);
             self.awaiting_ack[relay.to.other().index()] = Some((relay.origin.clone(), seq));
+            self.answer_in_ack[relay.to.other().index()] = false;
         }
         self.respond(&relay.origin, out);
     }
@@ -353,6 +360,62 @@ impl Call {
         }
         self.awaiting_ack[side.index()] = None;
         self.emit(Output::Acked(key));
+        if std::mem::take(&mut self.answer_in_ack[side.index()]) {
+            self.answer_from_ack(side, req);
+        }
+    }
+
+    /// The answer to the offer our 2xx made to a re-INVITE without SDP: where and how that
+    /// leg's media goes from now on (a third party may have moved it). The other leg keeps
+    /// talking to our socket, so nothing crosses. An ACK without a usable answer leaves the
+    /// media as it was.
+    fn answer_from_ack(&mut self, side: Side, ack: &Request) {
+        if !is_sdp(ack) {
+            tracing::info!(
+                call = self.id,
+                ?side,
+                "ACK without the answer to our offer; media unchanged"
+            );
+            return;
+        }
+        if ack.body == self.sdp_heard[side.index()] {
+            return;
+        }
+        let theirs = match sdp::parse(&ack.body) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::info!(call = self.id, ?side, error = %e, "unusable answer in an ACK; media unchanged");
+                return;
+            }
+        };
+        let Some(codec) = theirs.codecs.first().copied() else {
+            tracing::info!(
+                call = self.id,
+                ?side,
+                "answer in an ACK with no codec of ours; media unchanged"
+            );
+            return;
+        };
+        let srtp = match (self.srtp_on(side), &theirs.srtp) {
+            (true, Some(s)) => Some(Key(s.key)),
+            (true, None) => {
+                tracing::info!(
+                    call = self.id,
+                    ?side,
+                    "answer in an ACK without the SRTP key; media unchanged"
+                );
+                return;
+            }
+            (false, _) => None,
+        };
+        self.emit(Output::Media(MediaCmd::Remote {
+            side,
+            addr: theirs.rtp,
+            codec,
+            telephone_event: theirs.telephone_event,
+            srtp,
+        }));
+        self.sdp_heard[side.index()] = ack.body.clone();
     }
 
     /// Our 2xx was never acknowledged: the caller is gone, so end the call, whatever it was

@@ -109,6 +109,10 @@ pub struct ALeg {
     /// The session timer our 200 is to agree, and the one it runs once sent.
     pub agreed: Option<Agreed>,
     pub session: Option<SessionTimer>,
+    /// Our reliable 18x, when the caller asked for them (RFC 3262).
+    pub reliable: Option<crate::sip::reliable::Sender>,
+    /// Our 200, waiting for the PRACK of a reliable 18x that carried SDP.
+    pub held_ok: Option<Response>,
 }
 
 impl ALeg {

@@ -185,6 +185,9 @@ pub struct Call {
     b_has_codec: bool,
     /// Server INVITE transactions whose 2xx awaits its ACK (and its CSeq), per side.
     awaiting_ack: [Option<(TxKey, u32)>; 2],
+    /// Whether that 2xx made an offer (to a re-INVITE without SDP), so its ACK brings the
+    /// answer.
+    answer_in_ack: [bool; 2],
     /// The SDP we last sent on each leg: what a session refresh of ours carries again, and
     /// our answer to a peer's refresh.
     sdp_sent: [Vec<u8>; 2],
@@ -234,6 +237,8 @@ impl Call {
                 connect: None,
                 agreed: setup.session,
                 session: None,
+                reliable: None,
+                held_ok: None,
             },
             state: State::Ended {
                 b: None,
@@ -258,6 +263,7 @@ impl Call {
             media_keys: setup.media_keys,
             b_has_codec: false,
             awaiting_ack: [None, None],
+            answer_in_ack: [false, false],
             sdp_sent: [Vec::new(), Vec::new()],
             sdp_heard: [setup_body, Vec::new()],
             relays: Vec::new(),
@@ -267,6 +273,12 @@ impl Call {
             span,
             bridge_span: None,
         };
+        call.a.reliable = prack::for_caller(
+            &call.a.invite,
+            call.settings.cfg.calls.caller_100rel,
+            call.settings.cfg.timers.t1,
+            &call.a.tag,
+        );
         env.stats.calls += 1;
         let _in_call = call.span.clone().entered();
         let offer = &call.a.offer;
@@ -382,7 +394,10 @@ impl Call {
             State::Authorizing { .. } | State::Ended { .. } => return None,
         };
         let sessions = self.sessions().map(|(_, s)| s.next_wake());
-        call.into_iter().chain(sessions).min()
+        call.into_iter()
+            .chain(sessions)
+            .chain(self.reliable_wake())
+            .min()
     }
 
     /// Asks the engine for a wake-up when the next one moved.
@@ -538,6 +553,7 @@ impl Call {
             self.money_ticks(env);
         }
         self.session_ticks(env);
+        self.reliable_ticks(env);
     }
 
     /// The node is stopping: every call ends now, settled.

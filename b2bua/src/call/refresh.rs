@@ -257,6 +257,9 @@ impl Call {
         }
         if req.method == Method::Invite {
             let ours = self.sdp_sent[side.index()].clone();
+            // Without SDP the re-INVITE asks us for an offer: the media as it stands, and
+            // the ACK brings the answer (RFC 3261 §14.2).
+            self.answer_in_ack[side.index()] = req.body.is_empty() && !ours.is_empty();
             if !ours.is_empty() {
                 attach_sdp(&mut ok, String::from_utf8_lossy(&ours).into_owned());
             }

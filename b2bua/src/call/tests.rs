@@ -1820,3 +1820,253 @@ fn a_gateway_configured_for_srtp_is_offered_our_key_and_must_answer_with_its_own
         }
     }
 }
+
+// Reliable provisional responses toward the caller (RFC 3262), and re-INVITEs without SDP.
+
+/// A pinless call whose INVITE has `extra` headers, dialled: the call, the caller's
+/// transaction, the conference and the gateway INVITE.
+fn dialled_with(node: &mut Node, extra: &str) -> (Call, TxKey, String, Request) {
+    let setup = node.setup_with("55512015555233", None, extra);
+    let a_tx = setup.tx.clone();
+    let (mut call, out) = node.start(setup);
+    let conf = phase2(&out).conf_id;
+    let out = node.feed(
+        &mut call,
+        call_answer(ReturnCode::Success, &conf, 300, 3600),
+    );
+    let (_, inv, _) = sent(&out, Method::Invite).pop().expect("dialled");
+    (call, a_tx, conf, inv)
+}
+
+/// The caller's PRACK naming `rack`, in the early dialog our 18x (tag `to_tag`) opened.
+fn caller_prack(to_tag: &str, cseq: u32, rack: &str) -> (TxKey, Input) {
+    let mut req = caller_request("PRACK", cseq, to_tag, "");
+    req.headers.push(hdr("RAck", rack));
+    on_leg(Side::A, req)
+}
+
+fn remotes(out: &[Output]) -> Vec<(Side, std::net::SocketAddr)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Media(MediaCmd::Remote { side, addr, .. }) => Some((*side, *addr)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_caller_requiring_100rel_gets_its_183_reliably_and_our_200_only_after_its_prack() {
+    let mut node = Node::new();
+    let (mut call, a_tx, _, inv) = dialled_with(&mut node, "Require: 100rel\r\n");
+    let out = node.feed(&mut call, gw_response(&inv, 183, true));
+    let early = the_response(&out, &a_tx, 183);
+    assert_eq!(header_of(&early, "Require"), Some("100rel"));
+    let rseq: u32 = header_of(&early, "RSeq").unwrap().parse().unwrap();
+    assert!((1..1 << 31).contains(&rseq), "RSeq {rseq} below 2**31");
+    assert!(!early.body.is_empty(), "with our answer");
+    let tag = early.to_tag().unwrap().to_string();
+
+    // Resent from T1 until the PRACK comes, and a 180 meanwhile waits its turn.
+    node.later(Duration::from_millis(500));
+    let out = node.feed(&mut call, Input::Timer);
+    assert_eq!(the_response(&out, &a_tx, 183), early);
+    let out = node.feed(&mut call, gw_response(&inv, 180, false));
+    assert!(
+        answered(&out, &a_tx).is_empty(),
+        "one reliable response out at a time"
+    );
+
+    // The gateway answers: our 200 waits, since the caller may not have our SDP yet.
+    let out = node.feed(&mut call, gw_response(&inv, 200, true));
+    assert!(out.iter().any(|o| matches!(o, Output::Ack { .. })));
+    assert!(answered(&out, &a_tx).is_empty(), "200 held for the PRACK");
+    // A CANCEL now changes nothing: the call is answered.
+    assert!(answered(
+        &node.feed(
+            &mut call,
+            Input::Cancel {
+                invite: a_tx.clone()
+            }
+        ),
+        &a_tx
+    )
+    .is_empty());
+
+    // A PRACK naming anything else is 481, one without RAck 400.
+    let (tx, wrong) = caller_prack(&tag, 2, &format!("{} 1 INVITE", rseq + 5));
+    assert_eq!(answered(&node.feed(&mut call, wrong), &tx), [481]);
+    let (tx, stranger) = caller_prack("not-ours", 2, &format!("{rseq} 1 INVITE"));
+    assert_eq!(answered(&node.feed(&mut call, stranger), &tx), [481]);
+    let mut bare = caller_request("PRACK", 2, &tag, "");
+    bare.headers.retain(|h| !h.to_string().starts_with("RAck"));
+    let (tx, bare) = on_leg(Side::A, bare);
+    assert_eq!(answered(&node.feed(&mut call, bare), &tx), [400]);
+
+    let (tx, prack) = caller_prack(&tag, 2, &format!("{rseq} 1 INVITE"));
+    let out = node.feed(&mut call, prack);
+    assert_eq!(answered(&out, &tx), [200]);
+    let ok = the_response(&out, &a_tx, 200);
+    assert_eq!(ok.body, early.body, "the same answer in the 200");
+    assert!(
+        out.iter()
+            .all(|o| !matches!(o, Output::Respond { resp, .. } if resp.status_code.code() == 180)),
+        "the waiting 180 is moot once answered"
+    );
+    // Nothing is resent any more, and the call goes on as any other.
+    node.later(Duration::from_secs(2));
+    assert!(answered(&node.feed(&mut call, Input::Timer), &a_tx).is_empty());
+    let (_, bye) = on_leg(Side::A, caller_request("BYE", 3, &tag, ""));
+    let out = node.feed(&mut call, bye);
+    assert_eq!(sent(&out, Method::Bye).len(), 1, "the gateway is hung up");
+    assert!(settle(&out).is_some());
+}
+
+#[test]
+fn a_caller_that_never_pracks_is_refused_and_the_gateway_cancelled() {
+    let mut node = Node::new();
+    let (mut call, a_tx, conf, inv) = dialled_with(&mut node, "Require: 100rel\r\n");
+    let out = node.feed(&mut call, gw_response(&inv, 183, true));
+    let early = the_response(&out, &a_tx, 183);
+    let mut resent = 0;
+    let mut out = Vec::new();
+    for _ in 0..64 {
+        let Some(at) = call.next_wake() else { break };
+        node.now = at;
+        out = node.feed(&mut call, Input::Timer);
+        if answered(&out, &a_tx) == [183] {
+            resent += 1;
+        } else {
+            break;
+        }
+    }
+    assert!(resent >= 5, "resent {resent} times");
+    assert_eq!(answered(&out, &a_tx), [500]);
+    let refusal = the_response(&out, &a_tx, 500);
+    assert!(header_of(&refusal, "Warning")
+        .unwrap()
+        .contains("never acknowledged"));
+    assert_eq!(
+        sent(&out, Method::Cancel).len(),
+        1,
+        "the gateway is cancelled"
+    );
+    assert!(!early.body.is_empty());
+    let (c, end) = settle(&out).expect("the hold is given back");
+    assert_eq!(
+        (c.as_str(), end.cause.as_str()),
+        (conf.as_str(), "no PRACK")
+    );
+}
+
+#[test]
+fn a_caller_that_only_supports_100rel_gets_plain_18x_unless_configured() {
+    let mut node = Node::new();
+    let (mut call, a_tx, _, inv) = dialled_with(&mut node, "Supported: 100rel\r\n");
+    let out = node.feed(&mut call, gw_response(&inv, 183, true));
+    assert_eq!(header_of(&the_response(&out, &a_tx, 183), "Require"), None);
+    let out = node.feed(&mut call, gw_response(&inv, 200, true));
+    assert_eq!(answered(&out, &a_tx), [200], "nothing held");
+
+    let mut node = Node::with_config(&CONFIG.replace(
+        "  ring_timeout_s: 60\n",
+        "  ring_timeout_s: 60\n  caller_100rel: true\n",
+    ));
+    let (mut call, a_tx, _, inv) = dialled_with(&mut node, "Supported: 100rel\r\n");
+    let out = node.feed(&mut call, gw_response(&inv, 183, true));
+    assert_eq!(
+        header_of(&the_response(&out, &a_tx, 183), "Require"),
+        Some("100rel")
+    );
+    // A caller that never said it supports 100rel never gets one, whatever the setting.
+    let (mut call, a_tx, _, inv) = dialled_with(&mut node, "");
+    let out = node.feed(&mut call, gw_response(&inv, 183, true));
+    assert_eq!(header_of(&the_response(&out, &a_tx, 183), "Require"), None);
+    // Nor does a PRACK from the gateway reach the caller: 481, nothing of ours to name.
+    let out = node.feed(&mut call, gw_response(&inv, 200, true));
+    assert_eq!(answered(&out, &a_tx), [200]);
+    let (tx, prack) = gw_request(&inv, "PRACK", 5, "");
+    let out = node.feed(&mut call, prack);
+    assert_eq!(answered(&out, &tx), [481]);
+    assert!(sent(&out, Method::PRack).is_empty());
+}
+
+#[test]
+fn a_re_invite_without_sdp_gets_our_offer_and_the_answer_in_its_ack_moves_the_media() {
+    let mut node = Node::new();
+    let (mut call, _, _, _) = answered_pinless(&mut node, 300, 3600);
+    let (tx, reinvite) = from_caller("INVITE", 2, "");
+    let out = node.feed(&mut call, reinvite);
+    let ok = the_response(&out, &tx, 200);
+    let offer = String::from_utf8_lossy(&ok.body).into_owned();
+    assert!(
+        offer.contains("m=audio 30000 "),
+        "our own socket offered: {offer}"
+    );
+    assert!(
+        sent(&out, Method::Invite).is_empty(),
+        "the gateway leg is left alone"
+    );
+
+    // The answer comes in the ACK: the caller's media moved.
+    let moved = OFFER.replace("40000", "40100");
+    let ack = caller_request("ACK", 2, "tag3", &moved);
+    let out = node.feed(
+        &mut call,
+        Input::Ack {
+            side: Side::A,
+            req: ack,
+            from: caller(),
+        },
+    );
+    assert!(matches!(out.first(), Some(Output::Acked(t)) if *t == tx));
+    assert_eq!(
+        remotes(&out),
+        [(Side::A, "127.0.0.1:40100".parse().unwrap())]
+    );
+
+    // A later refresh with the new SDP is still a refresh; an ACK without an answer, or with
+    // one we cannot use, leaves the media where it is.
+    let (tx, again) = from_caller("INVITE", 3, "");
+    node.feed(&mut call, again);
+    let ack = caller_request("ACK", 3, "tag3", "");
+    let out = node.feed(
+        &mut call,
+        Input::Ack {
+            side: Side::A,
+            req: ack,
+            from: caller(),
+        },
+    );
+    assert!(matches!(&out[..], [Output::Acked(t)] if *t == tx));
+    let (tx, again) = from_caller("INVITE", 4, "");
+    node.feed(&mut call, again);
+    let ack = caller_request("ACK", 4, "tag3", "v=0\r\nnonsense");
+    let out = node.feed(
+        &mut call,
+        Input::Ack {
+            side: Side::A,
+            req: ack,
+            from: caller(),
+        },
+    );
+    assert!(matches!(&out[..], [Output::Acked(t)] if *t == tx));
+    // An ACK to a 200 that made no offer (its re-INVITE had SDP) carries nothing to take.
+    let (tx, same) = from_caller("INVITE", 5, &moved);
+    let out = node.feed(&mut call, same);
+    assert_eq!(
+        answered(&out, &tx),
+        [200],
+        "the SDP it sent last: a refresh"
+    );
+    let elsewhere = OFFER.replace("40000", "40200");
+    let ack = caller_request("ACK", 5, "tag3", &elsewhere);
+    let out = node.feed(
+        &mut call,
+        Input::Ack {
+            side: Side::A,
+            req: ack,
+            from: caller(),
+        },
+    );
+    assert!(matches!(&out[..], [Output::Acked(t)] if *t == tx));
+}

@@ -39,7 +39,7 @@ fn bare(code: u16) -> Refusal {
 }
 
 /// The extensions we implement, which a caller may Require (RFC 3261 §8.2.2.3).
-const EXTENSIONS: [&str; 1] = ["timer"];
+const EXTENSIONS: [&str; 2] = ["timer", crate::sip::reliable::TAG];
 
 /// What an admitted INVITE brings to its call.
 struct Admitted {

@@ -870,7 +870,7 @@ pub fn cancel_for(invite: &Request) -> Request {
 }
 
 /// The methods we take, in every Allow we send.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK";
 
 /// A bare answer to `req` with our `tag`: a Warning that explains it when there is one, and
 /// Allow where RFC 3261 asks for it (405, 501, and a 200 to OPTIONS).
