@@ -3,7 +3,8 @@
 //! are answered 481.
 
 use super::message::{
-    addr_uri, hdr, name_addr_ok, new_request, parse_uri, Headers, Method, Request, Response, SipExt,
+    addr_uri, hdr, name_addr_ok, new_request, parse_uri, request_uri, Headers, Method, Request,
+    Response, SipExt,
 };
 
 /// One side of one dialog, from our point of view.
@@ -35,7 +36,7 @@ pub struct Dialog {
 fn target(contact: Option<&str>, fallback: &str) -> String {
     [contact.map(addr_uri).unwrap_or(""), addr_uri(fallback)]
         .into_iter()
-        .find(|t| parse_uri(t).is_some())
+        .find(|t| request_uri(t).is_some())
         .unwrap_or("")
         .to_string()
 }
@@ -82,7 +83,9 @@ impl Dialog {
         // Our URIs are those of our own request (§12.1.2), not what the answer echoes.
         d.local_uri = strip_tag(invite.header("From").unwrap_or(""));
         d.remote_uri = strip_tag(invite.header("To").unwrap_or(""));
-        if resp.header("Contact").map(addr_uri) != Some(d.remote_target.as_str()) {
+        // The answer's Contact, if it is one we can send to; else where we sent the INVITE.
+        let contact = resp.header("Contact").map(addr_uri);
+        if contact != Some(d.remote_target.as_str()) || d.remote_target.is_empty() {
             d.remote_target = invite.uri.to_string();
         }
         d
@@ -229,6 +232,13 @@ Call-ID: c\r\nCSeq: 5 INVITE\r\nContact: <sip:alice@10.0.0.1:5070>\r\n\r\n";
             inv.uri.to_string(),
             "the INVITE's Request-URI"
         );
+        // Nor is an empty one, or one with header fields, which no Request-URI may carry.
+        for contact in ["", "<sip:gw@127.0.0.1:5062?Subject=x>"] {
+            let mut ok = response_to(&inv, 183, Some("gw"));
+            ok.headers.push(hdr("Contact", contact));
+            let d = Dialog::uac(&inv, &ok);
+            assert_eq!(d.remote_target, inv.uri.to_string(), "{contact:?}");
+        }
         let mut bad = invite();
         bad.headers
             .retain(|h| crate::sip::message::name_value(h).0 != "Contact");

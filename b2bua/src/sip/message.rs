@@ -152,15 +152,7 @@ pub fn parse_normalized(buf: &[u8]) -> Result<SipMessage, ParseError> {
             _ => bad_line(),
         });
     }
-    // Header fields are not allowed in a Request-URI (RFC 3261 §19.1.5); a `?` in the user
-    // part is just a character.
-    let after_user = uri.rsplit_once('@').map_or(uri, |(_, h)| h);
-    let parsed = if after_user.contains('?') {
-        None
-    } else {
-        parse_uri(uri)
-    };
-    let Some(parsed_uri) = parsed else {
+    let Some(parsed_uri) = request_uri(uri) else {
         return Err(match uri.split_once(':') {
             Some((scheme, opaque))
                 if !opaque.is_empty()
@@ -508,6 +500,17 @@ pub fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
+}
+
+/// A URI as a Request-URI may be: one we read, without header fields (RFC 3261 §19.1.5; a
+/// `?` in the user part is just a character). A dialog's remote target must be one, or the
+/// requests we send there would not read back.
+pub fn request_uri(uri: &str) -> Option<Uri> {
+    let after_user = uri.rsplit_once('@').map_or(uri, |(_, h)| h);
+    if after_user.contains('?') {
+        return None;
+    }
+    parse_uri(uri)
 }
 
 /// The URI inside a name-addr (`"Bob" <sip:bob@h>;tag=1`) or an addr-spec (`sip:bob@h;tag=1`).
