@@ -45,12 +45,19 @@ pub fn withheld(invite: &Request) -> bool {
     asked || anonymous_from
 }
 
-/// The caller `number` (empty or `anonymous` when we know none) presented to a gateway that wants `want`,
+/// The caller `number` (empty or `anonymous` when we know none, or not a plain user part)
+/// presented to a gateway that wants `want`,
 /// in URIs at `host`. A caller who `withheld` its number is sent with an anonymous From and
 /// `Privacy: id`; a gateway that gets P-Asserted-Identity still gets it (it needs the number
 /// to bill and for emergency services) and must not pass it on.
 pub fn present(want: Identity, number: &str, withheld: bool, host: &str) -> Presentation {
-    if number.is_empty() || number.eq_ignore_ascii_case("anonymous") {
+    // Only a number that is a user part as it stands goes into our URIs: anything else a
+    // caller wrote there (spaces, brackets, quotes) would reach the carrier as headers we
+    // cannot read back, so the caller is presented as unknown.
+    let presentable = number
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"+-_.!~*'()".contains(&b));
+    if number.is_empty() || number.eq_ignore_ascii_case("anonymous") || !presentable {
         return Presentation {
             from: ANONYMOUS.into(),
             pai: None,
@@ -158,5 +165,10 @@ mod tests {
         assert_eq!((p.from.as_str(), p.pai, p.privacy), (ANONYMOUS, None, None));
         let p = present(trusted, "anonymous", true, host);
         assert_eq!((p.from.as_str(), p.pai), (ANONYMOUS, None));
+        // Nor is a "number" that is no user part (the fuzzer's ` <sip`): presented unknown.
+        for odd in [" <sip", "a\"b", "1@2", "x>;y=z"] {
+            let p = present(trusted, odd, false, host);
+            assert_eq!((p.from.as_str(), p.pai), (ANONYMOUS, None), "{odd:?}");
+        }
     }
 }
