@@ -2191,3 +2191,228 @@ async fn a_cards_story_links_its_calls_and_finance_refunds_with_a_reason() {
     );
     running.stop().await;
 }
+
+/// Softphone subscribers through the API: an ITSP puts SIP accounts on its own cards only,
+/// sees and bars its own subscribers only, finance sees all; a drawn password is answered
+/// once and no answer ever carries an HA1; every change is audited; malformed requests are
+/// 4xx with a reason and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sip_accounts_are_managed_within_their_tenant() {
+    let (_dir, store, running, api) = start().await;
+    let mut acme_card = NewAccount::new("800201", Some("1111"), Money::parse("5", false).unwrap());
+    acme_card.tenant = "acme".into();
+    store.create_account(&acme_card, Utc::now()).await.unwrap();
+    let made = api
+        .call(
+            "POST",
+            "/api/v1/sip-accounts",
+            Some(ACME),
+            Some(r#"{"username": "alice", "domain": "voip.acme.example", "card": "800201", "caller_id": "+14085551234"}"#),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let j = made.json();
+    assert_eq!(j["tenant"], "acme");
+    assert_eq!(
+        j["password"].as_str().map(str::len),
+        Some(16),
+        "drawn and answered once"
+    );
+    assert!(!made.body.contains("ha1"), "{}", made.body);
+    // Another tenant's card is not there for it.
+    let a = api
+        .call(
+            "POST",
+            "/api/v1/sip-accounts",
+            Some(ACME),
+            Some(r#"{"username": "bob", "domain": "voip.acme.example", "card": "000070"}"#),
+        )
+        .await;
+    assert_eq!(a.status, 404, "{}", a.body);
+    let b = api
+        .call(
+            "POST",
+            "/api/v1/sip-accounts",
+            Some(FINANCE),
+            Some(r#"{"username": "bob", "domain": "voip.example.com", "card": "000070", "password": "correct horse"}"#),
+        )
+        .await;
+    assert_eq!(b.status, 201, "{}", b.body);
+    assert!(
+        b.json().get("password").is_none(),
+        "a given password is not echoed"
+    );
+
+    let mine = api
+        .call("GET", "/api/v1/sip-accounts", Some(ACME), None)
+        .await
+        .json();
+    assert_eq!(mine["sip_accounts"].as_array().unwrap().len(), 1);
+    let all = api
+        .call("GET", "/api/v1/sip-accounts", Some(FINANCE), None)
+        .await
+        .json();
+    assert_eq!(all["sip_accounts"].as_array().unwrap().len(), 2);
+    let a = api
+        .call(
+            "GET",
+            "/api/v1/sip-accounts?tenant=default",
+            Some(ACME),
+            None,
+        )
+        .await;
+    assert!(a.error(403).contains("acme's SIP accounts only"));
+    let a = api
+        .call(
+            "GET",
+            "/api/v1/sip-accounts/bob@voip.example.com",
+            Some(ACME),
+            None,
+        )
+        .await;
+    assert_eq!(a.error(404), "no SIP account bob@voip.example.com");
+    let of_card = api
+        .call(
+            "GET",
+            "/api/v1/accounts/800201/sip-accounts",
+            Some(ACME),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(of_card["sip_accounts"][0]["aor"], "alice@voip.acme.example");
+
+    // The ITSP bars and blocks its own subscriber.
+    let barred = api
+        .call(
+            "PUT",
+            "/api/v1/sip-accounts/alice@voip.acme.example/barring",
+            Some(ACME),
+            Some(r#"{"international": true}"#),
+        )
+        .await;
+    assert_eq!(barred.status, 200, "{}", barred.body);
+    assert_eq!(barred.json()["barring"]["international"], true);
+    assert_eq!(barred.json()["barring"]["premium"], false);
+    let a = api
+        .call(
+            "PUT",
+            "/api/v1/sip-accounts/bob@voip.example.com/barring",
+            Some(ACME),
+            Some(r#"{"premium": true}"#),
+        )
+        .await;
+    assert_eq!(a.status, 404);
+    let blocked = api
+        .call(
+            "POST",
+            "/api/v1/sip-accounts/alice@voip.acme.example/block",
+            Some(ACME),
+            None,
+        )
+        .await;
+    assert_eq!(blocked.json()["status"], "blocked");
+    let shown = api
+        .call(
+            "GET",
+            "/api/v1/sip-accounts/alice@voip.acme.example",
+            Some(ACME),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(shown["registrations"], serde_json::json!([]));
+    let pw = api
+        .call(
+            "PUT",
+            "/api/v1/sip-accounts/alice@voip.acme.example/password",
+            Some(ACME),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(pw.status, 200, "{}", pw.body);
+    assert!(pw.json()["password"].is_string());
+
+    // Malformed requests: a reason each, nothing changed.
+    for (method, path, body, status, says) in [
+        ("GET", "/api/v1/sip-accounts/nope", None, 400, "USER@DOMAIN"),
+        (
+            "POST",
+            "/api/v1/sip-accounts",
+            Some(
+                r#"{"username": "carol", "domain": "voip.acme.example", "card": "800201", "password": "short"}"#,
+            ),
+            422,
+            "8 to 128",
+        ),
+        (
+            "POST",
+            "/api/v1/sip-accounts",
+            Some(r#"{"username": "alice", "domain": "voip.acme.example", "card": "800201"}"#),
+            409,
+            "exists already",
+        ),
+        (
+            "POST",
+            "/api/v1/sip-accounts",
+            Some(
+                r#"{"username": "carol", "domain": "voip.acme.example", "card": "800201", "ha1": "x"}"#,
+            ),
+            422,
+            "unknown field",
+        ),
+        (
+            "PUT",
+            "/api/v1/sip-accounts/alice@voip.acme.example/barring",
+            Some("{}"),
+            400,
+            "say what to bar",
+        ),
+        (
+            "POST",
+            "/api/v1/sip-accounts",
+            Some(r#"{"username": "a:b", "domain": "voip.acme.example", "card": "800201"}"#),
+            422,
+            "not a SIP username",
+        ),
+    ] {
+        let a = api.call(method, path, Some(ACME), body).await;
+        let e = a.error(status);
+        assert!(e.contains(says), "{method} {path}: {e}");
+    }
+    assert_eq!(store.sip_accounts(Some("acme")).await.unwrap().len(), 1);
+
+    let gone = api
+        .call(
+            "DELETE",
+            "/api/v1/sip-accounts/alice@voip.acme.example",
+            Some(ACME),
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, 200, "{}", gone.body);
+    let a = api
+        .call(
+            "DELETE",
+            "/api/v1/sip-accounts/alice@voip.acme.example",
+            Some(ACME),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 404);
+    let log = store
+        .audit_log(Some("alice@voip.acme.example"), 20)
+        .await
+        .unwrap();
+    let actions: Vec<&str> = log.iter().map(|e| e.action.as_str()).collect();
+    for want in [
+        "sip-account create",
+        "sip-account barring",
+        "sip-account block",
+        "sip-account password",
+        "sip-account delete",
+    ] {
+        assert!(actions.contains(&want), "{want} in {actions:?}");
+    }
+    running.stop().await;
+}

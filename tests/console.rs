@@ -188,6 +188,22 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
         .await;
     assert!(held.code.is_success(), "{held:?}");
     let held = held.reservation.unwrap().amount;
+    // A softphone subscriber spends from it too.
+    store
+        .create_sip_account(
+            &rating::store::NewSipAccount {
+                username: "alice".into(),
+                domain: "voip.example.com".into(),
+                password: "correct horse".into(),
+                card: "000070".into(),
+                caller_id: None,
+                max_calls: 1,
+            },
+            "test",
+            Utc::now(),
+        )
+        .await
+        .unwrap();
 
     // Keyboard only: the search field has the focus; type the card and Enter.
     let before = page(&c).await;
@@ -207,6 +223,11 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
     let reservations = text(&c, "#reservations").await;
     assert!(reservations.contains("5555233"), "{reservations}");
     assert!(reservations.contains(&held.to_string()), "{reservations}");
+    let sip = text(&c, "#sip-accounts").await;
+    assert!(
+        sip.contains("alice@voip.example.com") && sip.contains("active"),
+        "{sip}"
+    );
 
     // Top up, moving between fields with Tab and submitting with Enter.
     let before = page(&c).await;

@@ -166,7 +166,12 @@ pub async fn card(db: &str, cmd: CardCommand) -> Result<ExitCode> {
             print_account(&a);
         }
         CardCommand::Batch(spec) => batch(&store, spec).await?,
-        CardCommand::Show { account } => print_account(&store.account(&account).await?),
+        CardCommand::Show { account } => {
+            print_account(&store.account(&account).await?);
+            for s in store.sip_accounts_of_card(&account).await? {
+                println!("sip account   {}", s.aor());
+            }
+        }
         CardCommand::Block { account } => {
             store.set_blocked(&account, true).await?;
             println!("card {account} blocked");

@@ -3,6 +3,7 @@
 
 mod daemon;
 mod finance;
+mod subscribers;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -59,6 +60,11 @@ enum Command {
     Rate(finance::RateArgs),
     /// Call records and refused attempts, newest first.
     Records(finance::RecordsArgs),
+    /// Softphone subscribers: SIP accounts that spend from a card.
+    SipAccount {
+        #[command(subcommand)]
+        command: subscribers::SipAccountCommand,
+    },
 }
 
 #[tokio::main]
@@ -85,6 +91,7 @@ async fn main() -> ExitCode {
         Command::Rates { command } => finance::rates(&cli.db, command).await,
         Command::Rate(a) => finance::rate(&cli.db, a).await,
         Command::Records(a) => finance::records(&cli.db, a).await,
+        Command::SipAccount { command } => subscribers::sip_account(&cli.db, command).await,
     };
     match result {
         Ok(code) => code,

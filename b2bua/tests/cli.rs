@@ -806,3 +806,143 @@ fn out_of_descriptors_the_tcp_listener_backs_off_instead_of_spinning() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Softphone subscribers from the command line: an account made on a card with a drawn
+/// password shown once, listed with the card, barred, blocked, given a new password and
+/// deleted; each mistake a clerk can make is one clear line and changes nothing.
+#[test]
+fn sip_accounts_are_made_on_cards_and_managed() {
+    let cli = Cli::new();
+    cli.ok(&[
+        "card",
+        "create",
+        "4000000001",
+        "--pin",
+        "1234",
+        "--balance",
+        "10",
+    ]);
+    let made = cli.ok(&[
+        "sip-account",
+        "create",
+        "alice@voip.example.com",
+        "--card",
+        "4000000001",
+        "--caller-id",
+        "+14085551234",
+    ]);
+    assert!(
+        made.contains("created sip account alice@voip.example.com"),
+        "{made}"
+    );
+    let password = made
+        .lines()
+        .find_map(|l| l.strip_prefix("password      "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the drawn password is shown");
+    assert_eq!(password.len(), 16);
+    let shown = cli.ok(&["sip-account", "show", "alice@voip.example.com"]);
+    assert!(
+        shown.contains("card          4000000001 (tenant default)"),
+        "{shown}"
+    );
+    assert!(shown.contains("registered    no"), "{shown}");
+    assert!(
+        !shown.contains(password),
+        "the password is never shown again"
+    );
+    let card = cli.ok(&["card", "show", "4000000001"]);
+    assert!(
+        card.contains("sip account   alice@voip.example.com"),
+        "{card}"
+    );
+    let barred = cli.ok(&[
+        "sip-account",
+        "bar",
+        "alice@voip.example.com",
+        "--international",
+        "on",
+    ]);
+    assert!(barred.contains("barred        international"), "{barred}");
+    cli.ok(&["sip-account", "block", "alice@voip.example.com"]);
+    assert!(cli
+        .ok(&["sip-account", "list", "--card", "4000000001"])
+        .contains("blocked"));
+    cli.ok(&["sip-account", "unblock", "alice@voip.example.com"]);
+    let again = cli.ok(&[
+        "sip-account",
+        "password",
+        "alice@voip.example.com",
+        "--password",
+        "battery staple",
+    ]);
+    assert!(!again.contains("shown only now"), "{again}");
+
+    for (args, says) in [
+        (
+            &["sip-account", "create", "alice", "--card", "4000000001"][..],
+            "USER@DOMAIN",
+        ),
+        (
+            &[
+                "sip-account",
+                "create",
+                "bob@voip.example.com",
+                "--card",
+                "4999999999",
+            ][..],
+            "no account",
+        ),
+        (
+            &[
+                "sip-account",
+                "create",
+                "alice@voip.example.com",
+                "--card",
+                "4000000001",
+            ][..],
+            "exists already",
+        ),
+        (
+            &[
+                "sip-account",
+                "create",
+                "bob@voip.example.com",
+                "--card",
+                "4000000001",
+                "--password",
+                "short",
+            ][..],
+            "8 to 128",
+        ),
+        (
+            &["sip-account", "bar", "alice@voip.example.com"][..],
+            "say what to bar",
+        ),
+        (
+            &["sip-account", "show", "nobody@voip.example.com"][..],
+            "no SIP account",
+        ),
+        (
+            &[
+                "sip-account",
+                "create",
+                "bob@Voip..x",
+                "--card",
+                "4000000001",
+            ][..],
+            "not a SIP domain",
+        ),
+    ] {
+        let err = cli.fails(args);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert!(cli.ok(&["sip-account", "list"]).contains("1 SIP accounts"));
+    cli.ok(&["sip-account", "delete", "alice@voip.example.com"]);
+    assert!(cli
+        .fails(&["sip-account", "delete", "alice@voip.example.com"])
+        .contains("no SIP account"));
+    assert!(cli
+        .ok(&["card", "show", "4000000001"])
+        .contains("balance       10"));
+}

@@ -62,6 +62,15 @@ const API: &[(&str, &str, Handler)] = route_table![
     get "/api/v1/calls/{conf_id}" => call_detail,
     get "/api/v1/reports/{report}" => report,
     get "/api/v1/accounts/{account}/reservations" => reservations,
+    get "/api/v1/accounts/{account}/sip-accounts" => super::subscribers::of_card,
+    get "/api/v1/sip-accounts" => super::subscribers::list,
+    post "/api/v1/sip-accounts" => super::subscribers::create,
+    get "/api/v1/sip-accounts/{aor}" => super::subscribers::show,
+    delete "/api/v1/sip-accounts/{aor}" => super::subscribers::delete,
+    post "/api/v1/sip-accounts/{aor}/block" => super::subscribers::block,
+    post "/api/v1/sip-accounts/{aor}/unblock" => super::subscribers::unblock,
+    put "/api/v1/sip-accounts/{aor}/password" => super::subscribers::password,
+    put "/api/v1/sip-accounts/{aor}/barring" => super::subscribers::barring,
     get "/api/v1/batches" => super::batches::list,
     get "/api/v1/batches/{id}" => super::batches::show,
     post "/api/v1/batches/{id}/block" => super::batches::block,
@@ -164,7 +173,7 @@ fn allowance(
 /// Records a change made outside the database (files, the log filter) or in a table with no
 /// money in it; a change whose record cannot be written is reported as failed. Changes to
 /// cards and money write their entry in their own transaction instead (`*_audited`).
-async fn record(
+pub(super) async fn record(
     s: &Shared,
     who: &Caller,
     action: &str,

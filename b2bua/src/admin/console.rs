@@ -462,6 +462,45 @@ async fn card(
             let _ = write!(h, "<p class=\"err\">{}</p>", esc(&e.to_string()));
         }
     }
+    // The softphone subscribers who spend from this card (seed 000's PC-to-phone).
+    h.push_str("<h2 id=\"sip\">SIP accounts</h2>");
+    match s.store.sip_accounts_of_card(&account).await {
+        Ok(rows) if rows.is_empty() => {
+            h.push_str("<p id=\"sip-accounts\">No SIP account spends from this card.</p>")
+        }
+        Ok(rows) => {
+            h.push_str(
+                "<table id=\"sip-accounts\"><thead><tr><th>SIP account</th><th>Status</th>\
+                 <th>Caller ID</th><th>Calls at once</th><th>Barred</th></tr></thead><tbody>",
+            );
+            for r in rows {
+                let barred: Vec<&str> = [
+                    (r.bar_international, "international"),
+                    (r.bar_premium, "premium"),
+                ]
+                .into_iter()
+                .filter_map(|(on, what)| on.then_some(what))
+                .collect();
+                let _ =
+                    write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+                    esc(&r.aor()),
+                    match r.status {
+                        rating::store::SipStatus::Active => "active",
+                        rating::store::SipStatus::Blocked => "blocked",
+                    },
+                    esc(r.caller_id.as_deref().unwrap_or("")),
+                    r.max_calls,
+                    if barred.is_empty() { "nothing".to_string() } else { barred.join(", ") }
+                );
+            }
+            h.push_str("</tbody></table>");
+        }
+        Err(e) => {
+            let _ = write!(h, "<p class=\"err\">{}</p>", esc(&e.to_string()));
+        }
+    }
     let path = format!("/console/cards/{}", enc(&a.account));
     let _ = write!(
         h,

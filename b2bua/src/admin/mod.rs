@@ -13,6 +13,7 @@ mod batches;
 mod chart;
 mod console;
 mod reports;
+mod subscribers;
 
 pub use api::routes;
 

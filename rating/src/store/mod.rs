@@ -13,6 +13,7 @@ mod exec;
 mod ops;
 mod outbox;
 mod reports;
+mod sip;
 mod writer;
 
 pub use access::{check_number as check_access_number, AccessRow};
@@ -27,6 +28,11 @@ pub use outbox::Queued;
 pub use reports::{
     by_period, day_date, day_number, CallTotals, Dimension, MoneyTotals, Period, ReportRange,
     MAX_REPORT_DAYS, ROLL_UP_MARGIN,
+};
+pub use sip::{
+    check_domain as check_sip_domain, check_password as check_sip_password,
+    check_username as check_sip_username, random_password, Binding, DigestAlgorithm, NewSipAccount,
+    SipAccount, SipStatus,
 };
 pub use writer::WriterStats;
 
