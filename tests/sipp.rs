@@ -1576,6 +1576,120 @@ async fn a_caller_requiring_100rel_pracks_our_183_and_re_invites_without_sdp() {
     rig.stop().await;
 }
 
+/// Softphone subscribers register with digest: SIPp, challenged, answers with the account's
+/// password and is bound (the binding in the shared database, with its source); it then
+/// unregisters with `Contact: *`. The wrong password is challenged again and binds nothing,
+/// and a REGISTER for a domain not ours is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_registers_with_digest_and_a_wrong_password_binds_nothing() {
+    require_sipp!();
+    let gw = free_port();
+    let yaml = format!(
+        "{}subscribers:\n  domains: [voip.example.com]\n",
+        yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")
+    );
+    let rig = Rig::start(&yaml).await;
+    let account = rig
+        .store
+        .create_sip_account(
+            &rating::store::NewSipAccount {
+                username: "alice".into(),
+                domain: "voip.example.com".into(),
+                password: "correcthorse1".into(),
+                card: "000070".into(),
+                caller_id: None,
+                max_calls: 1,
+            },
+            "test",
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let target = rig.udp.to_string();
+    let port = free_port().to_string();
+    let args = |pw: &'static str| {
+        vec![
+            "-p".to_string(),
+            port.clone(),
+            "-key".into(),
+            "sub".into(),
+            "alice".into(),
+            "-s".into(),
+            "voip.example.com".into(),
+            "-au".into(),
+            "alice".into(),
+            "-ap".into(),
+            pw.into(),
+            "-d".into(),
+            "1500".into(),
+            target.clone(),
+        ]
+    };
+    let a = args("correcthorse1");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let mut uac = rig.sipp("uac", &scenarios().join("uac_register.xml"), &a);
+    // While it holds its registration, the binding is in the database.
+    let mut bound = Vec::new();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        bound = rig.store.bindings(account.id, Utc::now()).await.unwrap();
+        if !bound.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(bound.len(), 1, "{}", rig.log("uac"));
+    assert!(
+        bound[0].contact.starts_with("sip:alice@127.0.0.1:"),
+        "{:?}",
+        bound[0]
+    );
+    assert!(
+        bound[0].source.starts_with("udp:127.0.0.1:"),
+        "{:?}",
+        bound[0]
+    );
+    assert_eq!(rig.wait("uac", &mut uac).await, 0, "{}", rig.log("uac"));
+    assert!(
+        rig.store
+            .bindings(account.id, Utc::now())
+            .await
+            .unwrap()
+            .is_empty(),
+        "unregistered"
+    );
+
+    let a = args("wrongpassword");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let mut wrong = rig.sipp("wrong", &scenarios().join("uac_register_wrong.xml"), &a);
+    assert_eq!(
+        rig.wait("wrong", &mut wrong).await,
+        0,
+        "{}",
+        rig.log("wrong")
+    );
+    assert!(rig
+        .store
+        .bindings(account.id, Utc::now())
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Not our domain: 404, straight away.
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let reg = "REGISTER sip:elsewhere.example SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx1\r\n\
+From: <sip:alice@elsewhere.example>;tag=1\r\nTo: <sip:alice@elsewhere.example>\r\nCall-ID: r404\r\n\
+CSeq: 1 REGISTER\r\nContact: <sip:alice@127.0.0.1:9>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    sock.send_to(reg.as_bytes(), rig.udp).await.unwrap();
+    let mut buf = [0u8; 2048];
+    let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
+        .await
+        .expect("answered")
+        .unwrap();
+    let r = String::from_utf8_lossy(&buf[..n]);
+    assert!(r.starts_with("SIP/2.0 404 "), "{r}");
+    rig.stop().await;
+}
+
 /// Health pings: a gateway that stops answering OPTIONS is taken out of routing, so a call
 /// goes straight to the next one (the dead one is not even sent the INVITE), and the first
 /// answer puts it back.

@@ -52,6 +52,154 @@ struct File {
     admin: Option<AdminFile>,
     #[serde(default)]
     limits: crate::limits::LimitsFile,
+    #[serde(default)]
+    subscribers: Option<SubscribersFile>,
+}
+
+/// The `subscribers:` section: our registrar's domains and its rules.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribersFile {
+    domains: Vec<Spanned<String>>,
+    #[serde(default = "d_min_expires")]
+    min_expires_s: u32,
+    #[serde(default = "d_max_expires")]
+    max_expires_s: u32,
+    #[serde(default = "d_max_contacts")]
+    max_contacts: usize,
+    #[serde(default = "d_nonce_lifetime")]
+    nonce_lifetime_s: u64,
+    #[serde(default)]
+    nonce_secret: Option<Spanned<String>>,
+    #[serde(default = "d_nonces_remembered")]
+    nonces_remembered: usize,
+}
+
+fn d_min_expires() -> u32 {
+    60
+}
+fn d_max_expires() -> u32 {
+    3600
+}
+fn d_max_contacts() -> usize {
+    5
+}
+fn d_nonce_lifetime() -> u64 {
+    300
+}
+fn d_nonces_remembered() -> usize {
+    100_000
+}
+
+/// Softphone subscribers: the SIP domains our registrar serves and how it treats their
+/// REGISTERs (RFC 3261 §10.3).
+#[derive(Debug, Clone)]
+pub struct Subscribers {
+    /// Our domains (each also its accounts' digest realm).
+    pub domains: Vec<String>,
+    /// The shortest registration we take (423 with Min-Expires below it).
+    pub min_expires: u32,
+    /// The longest we grant (longer asks are cut to it), and what a REGISTER without any
+    /// expiry gets.
+    pub max_expires: u32,
+    /// Registered contacts per account at most.
+    pub max_contacts: usize,
+    /// How long a challenge's nonce may be answered (then it is stale).
+    pub nonce_lifetime: Duration,
+    /// The key our nonces are sealed with: the same on every node behind one dispatcher
+    /// (`nonce_secret`), or drawn at start for a single node.
+    pub nonce_key: [u8; 32],
+    /// Answered nonces remembered against replays, at most.
+    pub nonces_remembered: usize,
+}
+
+impl SubscribersFile {
+    fn check(self, err: &mut Report) -> Subscribers {
+        if self.domains.is_empty() {
+            err(
+                0,
+                "subscribers.domains".into(),
+                "name at least one SIP domain".into(),
+            );
+        }
+        for d in &self.domains {
+            if let Err(e) = rating::store::check_sip_domain(&d.value) {
+                err(
+                    d.referenced.line(),
+                    "subscribers.domains".into(),
+                    e.to_string(),
+                );
+            }
+        }
+        if self.min_expires_s < 1 || self.min_expires_s > self.max_expires_s {
+            err(
+                0,
+                "subscribers.min_expires_s".into(),
+                format!(
+                    "{} is out of range: 1 to subscribers.max_expires_s ({})",
+                    self.min_expires_s, self.max_expires_s
+                ),
+            );
+        }
+        if self.max_expires_s > 86_400 {
+            err(
+                0,
+                "subscribers.max_expires_s".into(),
+                format!("{} is out of range: at most 86400", self.max_expires_s),
+            );
+        }
+        if !(1..=100).contains(&self.max_contacts) {
+            err(
+                0,
+                "subscribers.max_contacts".into(),
+                format!("{} is out of range: 1 to 100", self.max_contacts),
+            );
+        }
+        if !(10..=3600).contains(&self.nonce_lifetime_s) {
+            err(
+                0,
+                "subscribers.nonce_lifetime_s".into(),
+                format!(
+                    "{} is out of range: 10 to 3600 seconds",
+                    self.nonce_lifetime_s
+                ),
+            );
+        }
+        if !(1000..=10_000_000).contains(&self.nonces_remembered) {
+            err(
+                0,
+                "subscribers.nonces_remembered".into(),
+                format!(
+                    "{} is out of range: 1000 to 10000000",
+                    self.nonces_remembered
+                ),
+            );
+        }
+        let nonce_key = match &self.nonce_secret {
+            Some(s) if s.value.len() < 16 => {
+                err(
+                    s.referenced.line(),
+                    "subscribers.nonce_secret".into(),
+                    "at least 16 characters (every node behind one dispatcher shares it)".into(),
+                );
+                [0; 32]
+            }
+            Some(s) => {
+                use sha2::Digest;
+                sha2::Sha256::digest(s.value.as_bytes()).into()
+            }
+            None => rand::random(),
+        };
+        Subscribers {
+            domains: self.domains.into_iter().map(|d| d.value).collect(),
+            min_expires: self.min_expires_s,
+            max_expires: self.max_expires_s,
+            max_contacts: self.max_contacts,
+            nonce_lifetime: Duration::from_secs(self.nonce_lifetime_s),
+            nonce_key,
+            nonces_remembered: self.nonces_remembered,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -913,6 +1061,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Connection, rate and size limits at the edge.
     pub limits: crate::limits::Limits,
+    /// Softphone subscribers' registrar, when configured.
+    pub subscribers: Option<Subscribers>,
 }
 
 /// Every mistake found in a configuration file.
@@ -1642,12 +1792,14 @@ impl Config {
         };
         let radius_accounting = radius_accounting.map(|a| a.check(&mut err));
         let radius_server = radius_server.map(|srv| srv.check(&mut err));
+        let subscribers = raw.subscribers.map(|s| s.check(&mut err));
         let limits = raw.limits.check(&mut |key, msg| err(0, key, msg));
         if !errors.is_empty() {
             return Err(fail(errors));
         }
         Ok(Config {
             limits,
+            subscribers,
             radius_server,
             radius_accounting,
             admin,
@@ -1723,6 +1875,41 @@ mod tests {
         assert!(c.trusted("127.0.0.1".parse().unwrap()));
         assert!(c.trusted("::1".parse().unwrap()));
         assert!(!c.trusted("10.1.1.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn subscriber_rules_are_checked_each_mistake_named() {
+        let c = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [voip.example.com]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let s = c.subscribers.expect("configured");
+        assert_eq!((s.min_expires, s.max_expires, s.max_contacts), (60, 3600, 5));
+        assert!(Config::demo().subscribers.is_none(), "off unless configured");
+        let e = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [Bad_Domain]\n  min_expires_s: 7200\n  max_contacts: 0\n  nonce_lifetime_s: 5\n  nonce_secret: short\n  nonces_remembered: 1\n",
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "subscribers.domains: `Bad_Domain` is not a SIP domain",
+            "subscribers.min_expires_s: 7200 is out of range",
+            "subscribers.max_contacts: 0 is out of range",
+            "subscribers.nonce_lifetime_s: 5 is out of range",
+            "t.yaml:8: subscribers.nonce_secret: at least 16 characters",
+            "subscribers.nonces_remembered: 1 is out of range",
+        ] {
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        let e = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: []\n",
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("name at least one SIP domain"), "{e}");
     }
 
     #[test]

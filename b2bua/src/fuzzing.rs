@@ -45,6 +45,8 @@ pub fn sip_message(data: &[u8]) {
                 }
                 presentation_reads_back(&r);
                 rack_reads_back(&r);
+                credentials_checked(&r);
+                registered(&r);
                 message::stamp_received(&mut r, "192.0.2.1:5060".parse().expect("an address"));
                 let now = Instant::now();
                 let (mut tx, _) = Transaction::server(r.clone(), false, Timers::default(), now);
@@ -310,6 +312,70 @@ fn prack_reads_back(resp: &message::Response) {
     let bytes = message::request_bytes(&prack);
     let back = message::parse_datagram(&bytes).expect("our PRACK parses");
     assert_eq!(back.header("RAck"), Some(rack.to_string().as_str()));
+}
+
+/// Whatever a REGISTER says, the registrar answers it (a challenge, a refusal, a lookup)
+/// and reads its Contacts and expiries without a panic, and every change it reads keeps to
+/// the rules: no expiry below the minimum but zero, none above the maximum.
+fn registered(r: &message::Request) {
+    let rules = crate::config::Subscribers {
+        domains: vec!["voip.example.com".into(), "127.0.0.1".into()],
+        min_expires: 60,
+        max_expires: 3600,
+        max_contacts: 5,
+        nonce_lifetime: Duration::from_secs(300),
+        nonce_key: [2; 32],
+        nonces_remembered: 1000,
+    };
+    let registrar = crate::registrar::Registrar::new(rules.clone());
+    let _ = registrar.first_look(r, 1_796_600_000_000, "t");
+    if let Ok(crate::registrar::Changes::Set(set)) = crate::registrar::changes(r, &rules, "t") {
+        for (contact, secs) in set {
+            assert!(
+                secs == 0 || (60..=3600).contains(&secs),
+                "{contact}: {secs}"
+            );
+            assert!(message::request_uri(&contact).is_some(), "{contact}");
+        }
+    }
+}
+
+/// A subscriber's credentials, however written, are read or refused without a panic; and
+/// for whatever name and realm they carry, our own challenge, answered by our own client,
+/// checks right (the quoting both ways agrees) and a replay of it does not.
+fn credentials_checked(r: &message::Request) {
+    use crate::sip::digest::{authorization, Challenge, Credentials};
+    use crate::sip::digest_server::{issued_at, Answer, NonceState, Nonces, Replay, Replays};
+    for name in ["Authorization", "Proxy-Authorization"] {
+        let Some(Ok(a)) = r.header(name).map(Answer::parse) else {
+            continue;
+        };
+        let nonces = Nonces::new([1; 32], 60_000);
+        let now = 1_796_600_000_000;
+        let _ = nonces.check(&a.nonce, now);
+        let _ = a.is_right(r.method.to_string().as_str(), &a.algorithm.hash("x"));
+        for ch in nonces.challenges(&a.realm, now, false) {
+            let Some(ch) = Challenge::parse(&ch) else {
+                continue;
+            };
+            let cred = Credentials {
+                username: &a.username,
+                password: "p",
+            };
+            let v = authorization(&ch, cred, "REGISTER", &a.uri, "c", 1);
+            let back = Answer::parse(&v).expect("our client's answer reads");
+            let ha1 = back
+                .algorithm
+                .hash(&format!("{}:{}:p", a.username, ch.realm));
+            assert!(back.is_right("REGISTER", &ha1), "{v}");
+            assert_eq!(nonces.check(&back.nonce, now), NonceState::Fresh);
+            let mut seen = Replays::new(8);
+            let at = issued_at(&back.nonce).expect("ours");
+            let nc = back.qop.as_ref().map(|q| q.1);
+            assert_eq!(seen.accept(&back.nonce, at, nc), Replay::New);
+            assert_eq!(seen.accept(&back.nonce, at, nc), Replay::Again);
+        }
+    }
 }
 
 /// A caller's PRACK names one of our reliable responses: whatever `RAck` it sent, one we

@@ -16,6 +16,7 @@ pub mod media;
 pub mod metrics;
 pub mod radius;
 pub mod radius_acct;
+pub mod registrar;
 pub mod routing;
 pub mod sip;
 pub mod supervise;

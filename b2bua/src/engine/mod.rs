@@ -15,6 +15,7 @@ mod carry;
 mod challenge;
 mod health;
 mod register;
+mod subscribers;
 
 use crate::assets::Assets;
 use crate::call::{self, Channels, Env, Input, RandomIds, Settings, Side};
@@ -149,6 +150,8 @@ pub struct Engine {
     flood: crate::limits::FloodGate,
     /// Wrong cards and PINs per source and per access number, this minute.
     auth_failures: crate::limits::FailureWindows,
+    /// The subscribers' registrar, when configured.
+    subscribers: Option<subscribers::Subscribers>,
 }
 
 /// A running engine: its bound addresses and the handle that stops it.
@@ -186,6 +189,7 @@ impl Running {
 pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
     let (in_tx, in_rx) = mpsc::channel::<Inbound>(16_384);
     let (ev_tx, ev_rx) = mpsc::channel::<Event>(16_384);
+    let (reg_tx, reg_rx) = mpsc::channel::<subscribers::Reply>(4_096);
     // Prompts and flows first: a flow that does not load stops the start, with every error.
     let assets = Arc::new(Assets::load(&cfg).map_err(|e| std::io::Error::other(e.to_string()))?);
     // The database's access numbers too, so none is answered 404 before the first refresh.
@@ -258,13 +262,25 @@ pub async fn start(cfg: Config, store: Arc<Store>) -> std::io::Result<Running> {
         board: Default::default(),
         flood,
         auth_failures: crate::limits::FailureWindows::new(failure_keys),
+        subscribers: None,
     };
+    engine.subscribers = engine
+        .cfg
+        .subscribers
+        .clone()
+        .map(|s| subscribers::Subscribers {
+            registrar: Arc::new(std::sync::Mutex::new(crate::registrar::Registrar::new(s))),
+            replies: reg_tx,
+        });
     let (stop_tx, stop_rx) = oneshot::channel();
     engine.start_pings(Instant::now());
     engine.start_registrations(Instant::now());
     let gateways = engine.board.clone();
     engine.post_board(&gateways.clone(), Instant::now());
-    let task = crate::supervise::spawn("engine", engine.run(in_rx, ev_rx, media_rx, stop_rx));
+    let task = crate::supervise::spawn(
+        "engine",
+        engine.run(in_rx, ev_rx, reg_rx, media_rx, stop_rx),
+    );
     Ok(Running {
         assets,
         gateways,
@@ -318,6 +334,7 @@ impl Engine {
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
         mut events: mpsc::Receiver<Event>,
+        mut registrations: mpsc::Receiver<subscribers::Reply>,
         mut media: mpsc::UnboundedReceiver<(u64, MediaEvent)>,
         mut stop_rx: oneshot::Receiver<()>,
     ) -> Stats {
@@ -342,6 +359,7 @@ impl Engine {
                     stop = Some(Stop::new(Instant::now(), self.cfg.calls.store_retry));
                 }
                 Some(ev) = events.recv() => self.on_event(ev, Instant::now()),
+                Some(r) = registrations.recv() => self.on_register_reply(r, Instant::now()),
                 Some((call, ev)) = media.recv() => self.feed(call, Input::Media(ev), Instant::now()),
                 Some(m) = inbound.recv() => self.on_sip(m.msg, m.from, Instant::now()),
                 // While running, finished store tasks are reaped below without waking the loop
@@ -494,6 +512,7 @@ impl Engine {
             Method::Bye | Method::Info | Method::Update | Method::PRack => {
                 self.reply(&key, 481, None, now)
             }
+            Method::Register if !in_dialog => self.on_register(req, from, key, now),
             Method::Register
             | Method::Subscribe
             | Method::Notify

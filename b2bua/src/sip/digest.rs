@@ -19,7 +19,8 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    fn name(self) -> &'static str {
+    /// The name in `algorithm=`.
+    pub fn name(self) -> &'static str {
         match self {
             Algorithm::Md5 => "MD5",
             Algorithm::Sha256 => "SHA-256",
@@ -27,7 +28,8 @@ impl Algorithm {
         }
     }
 
-    fn hash(self, s: &str) -> String {
+    /// The hash as lowercase hex.
+    pub fn hash(self, s: &str) -> String {
         match self {
             Algorithm::Md5 => hex::encode(md5::Md5::digest(s.as_bytes())),
             Algorithm::Sha256 => hex::encode(sha2::Sha256::digest(s.as_bytes())),
@@ -106,7 +108,7 @@ impl Challenge {
 }
 
 /// `key=value` and `key="quoted value"` pairs, comma separated; `None` if malformed.
-fn params(s: &str) -> Option<Vec<(String, String)>> {
+pub(super) fn params(s: &str) -> Option<Vec<(String, String)>> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     loop {

@@ -256,6 +256,21 @@ fn no_sip(username: &str, domain: &str) -> StoreError {
 }
 
 impl Store {
+    /// The account as a change of `changed` rows left it (none changed: there is none).
+    async fn after_change(
+        &self,
+        changed: u64,
+        username: &str,
+        domain: &str,
+    ) -> Result<SipAccount, StoreError> {
+        if changed == 0 {
+            return Err(no_sip(username, domain));
+        }
+        self.sip_account(username, domain)
+            .await?
+            .ok_or_else(|| no_sip(username, domain))
+    }
+
     /// Creates a SIP account on an existing card, in the card's tenant. The username is
     /// unique within its domain.
     pub async fn create_sip_account(
@@ -415,9 +430,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        self.sip_account(username, domain)
-            .await?
-            .ok_or_else(|| no_sip(username, domain))
+        self.after_change(changed, username, domain).await
     }
 
     /// Sets a new password (its HA1s); the old one stops working at once.
@@ -443,12 +456,7 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        if changed == 0 {
-            return Err(no_sip(username, domain));
-        }
-        self.sip_account(username, domain)
-            .await?
-            .ok_or_else(|| no_sip(username, domain))
+        self.after_change(changed, username, domain).await
     }
 
     /// Sets the call barring a subscriber (or its ITSP) chose: `None` leaves a flag as it is.
@@ -477,12 +485,7 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        if changed == 0 {
-            return Err(no_sip(username, domain));
-        }
-        self.sip_account(username, domain)
-            .await?
-            .ok_or_else(|| no_sip(username, domain))
+        self.after_change(changed, username, domain).await
     }
 
     /// Removes a SIP account and its bindings; the answer is what it was, `None` if there was

@@ -1,0 +1,171 @@
+//! The registrar's shell: a REGISTER from a softphone subscriber is looked at first by the
+//! I/O-free [`Registrar`](crate::registrar::Registrar) (challenges and refusals that need no
+//! database are answered here, at once), and only a REGISTER with a good-looking answer to a
+//! fresh nonce costs a store task: the account, the bindings it changes, the 200 listing them.
+//! The answer comes back to the engine on its own channel and leaves through the REGISTER's
+//! server transaction.
+
+use super::Engine;
+use crate::registrar::{changes, in_order, ok, Changes, FirstLook, Registrar};
+use crate::sip::message::{reply_to, Request, Response};
+use crate::sip::transaction::TxKey;
+use crate::sync::Lock;
+use crate::transport::Peer;
+use chrono::Utc;
+use rating::store::{Binding, Store};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// An answer a registrar task made, for the engine to send on the REGISTER's transaction.
+pub(super) type Reply = (TxKey, Response);
+
+/// The registrar, when subscribers are configured, and where its tasks answer.
+pub(super) struct Subscribers {
+    pub(super) registrar: Arc<Mutex<Registrar>>,
+    pub(super) replies: mpsc::Sender<Reply>,
+}
+
+impl Engine {
+    /// A REGISTER: for our registrar when subscribers are configured, else not a method we
+    /// take.
+    pub(super) fn on_register(&mut self, req: Request, from: Peer, key: TxKey, now: Instant) {
+        let Some(subs) = &self.subscribers else {
+            return self.reply(&key, 405, None, now);
+        };
+        let registrar = subs.registrar.clone();
+        let replies = subs.replies.clone();
+        let tag = crate::sip::message::new_tag();
+        let wall = Utc::now();
+        let now_ms = wall.timestamp_millis().max(0) as u64;
+        let look = registrar.locked().first_look(&req, now_ms, &tag);
+        let (username, domain, answer) = match look {
+            FirstLook::Answer(r) => return self.respond(&key, r, now),
+            FirstLook::Lookup {
+                username,
+                domain,
+                answer,
+            } => (username, domain, answer),
+        };
+        let store = self.store.clone();
+        let node = store.config().node_id.clone();
+        let source = format!("{}:{}", from.proto, from.addr).to_ascii_lowercase();
+        let work = async move {
+            let resp = match register(
+                &store, &registrar, &req, &username, &domain, &answer, &source, &node, &tag,
+            )
+            .await
+            {
+                Ok(r) | Err(r) => r,
+            };
+            let _ = replies.send((key, resp)).await;
+        };
+        self.tasks.spawn(work);
+    }
+
+    /// A registrar task's answer.
+    pub(super) fn on_register_reply(&mut self, (key, resp): Reply, now: Instant) {
+        self.respond(&key, resp, now);
+    }
+}
+
+/// The database half of a REGISTER: the account, its credentials, the bindings changed, the
+/// 200. A store that cannot be reached is a 500 with Retry-After: the client tries again.
+#[allow(clippy::too_many_arguments)]
+async fn register(
+    store: &Store,
+    registrar: &Mutex<Registrar>,
+    req: &Request,
+    username: &str,
+    domain: &str,
+    answer: &crate::sip::digest_server::Answer,
+    source: &str,
+    node: &str,
+    tag: &str,
+) -> Result<Response, Response> {
+    let unavailable = |e: rating::StoreError| {
+        tracing::warn!(error = %e, "registrar: the store is unreachable");
+        let mut r = reply_to(req, 500, Some("the subscriber store is unreachable"), tag);
+        r.headers.push(crate::sip::message::hdr("Retry-After", "5"));
+        r
+    };
+    let account = store
+        .sip_account(username, domain)
+        .await
+        .map_err(unavailable)?;
+    let now = Utc::now();
+    let now_ms = now.timestamp_millis().max(0) as u64;
+    let rules = {
+        let mut reg = registrar.locked();
+        reg.authorized(req, answer, account.as_ref(), now_ms, tag)?;
+        reg.rules().clone()
+    };
+    let Some(account) = account else {
+        return Err(reply_to(req, 500, None, tag));
+    };
+    let change = changes(req, &rules, tag)?;
+    let call_id = crate::sip::message::SipExt::call_id(req).to_string();
+    let cseq = crate::sip::message::SipExt::cseq(req)
+        .map(|c| c.0)
+        .unwrap_or(0) as i64;
+    let existing = store.bindings(account.id, now).await.map_err(unavailable)?;
+    match change {
+        Changes::Query => {}
+        Changes::RemoveAll => {
+            store
+                .remove_bindings(account.id, None)
+                .await
+                .map_err(unavailable)?;
+        }
+        Changes::Set(set) => {
+            for (contact, _) in &set {
+                if let Some(b) = existing.iter().find(|b| &b.contact == contact) {
+                    if !in_order(b, &call_id, cseq) {
+                        return Err(reply_to(req, 500, Some("REGISTER out of order"), tag));
+                    }
+                }
+            }
+            let kept = existing
+                .iter()
+                .filter(|b| !set.iter().any(|(c, _)| *c == b.contact))
+                .count();
+            let added = set.iter().filter(|(_, s)| *s > 0).count();
+            if kept + added > rules.max_contacts {
+                crate::metrics::get().limit_hit("subscriber_contacts");
+                return Err(reply_to(
+                    req,
+                    403,
+                    Some(&format!(
+                        "at most {} registered contacts per account",
+                        rules.max_contacts
+                    )),
+                    tag,
+                ));
+            }
+            for (contact, secs) in set {
+                if secs == 0 {
+                    store
+                        .remove_bindings(account.id, Some(&contact))
+                        .await
+                        .map_err(unavailable)?;
+                    continue;
+                }
+                let b = Binding {
+                    contact,
+                    source: source.to_string(),
+                    call_id: call_id.clone(),
+                    cseq,
+                    expires_at: now + chrono::Duration::seconds(i64::from(secs)),
+                    node: node.to_string(),
+                };
+                store
+                    .put_binding(account.id, &b, now)
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+    }
+    let current = store.bindings(account.id, now).await.map_err(unavailable)?;
+    tracing::info!(aor = %account.aor(), bindings = current.len(), "registered");
+    Ok(ok(req, &current, now, tag))
+}

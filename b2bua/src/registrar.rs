@@ -1,0 +1,531 @@
+//! Our registrar for softphone subscribers (RFC 3261 §10.3), without I/O: what a REGISTER
+//! is asking, whether its credentials are good, which bindings it adds, refreshes and
+//! removes, and the answer. The engine (`engine/subscribers.rs`) fetches the account and
+//! writes the bindings between these steps; the time is always passed in.
+//!
+//! A REGISTER is taken in three steps: [`Registrar::first_look`] needs nothing but the
+//! message (a domain not ours, no credentials or a nonce past its life are answered at once,
+//! without touching the database); [`Registrar::authorized`] checks the answer against the
+//! account's HA1 and the replay memory; [`changes`] reads what the REGISTER does to the
+//! bindings and [`ok`] writes the 200 that lists them.
+
+use crate::config::Subscribers;
+use crate::sip::digest::Algorithm;
+use crate::sip::digest_server::{issued_at, Answer, NonceState, Nonces, Replay, Replays};
+use crate::sip::message::{addr_uri, hdr, param, reply_to, response_to, Request, Response, SipExt};
+use rating::store::{Binding, DigestAlgorithm, SipAccount, SipStatus};
+
+/// What a REGISTER needs after its first look.
+#[derive(Debug)]
+pub enum FirstLook {
+    /// Answer it now (a challenge, or a refusal).
+    Answer(Response),
+    /// Its credentials name this account; fetch it and call [`Registrar::authorized`].
+    Lookup {
+        username: String,
+        domain: String,
+        answer: Answer,
+    },
+}
+
+/// The registrar's state: the nonce key and the answers already seen.
+#[derive(Debug)]
+pub struct Registrar {
+    cfg: Subscribers,
+    nonces: Nonces,
+    replays: Replays,
+}
+
+/// The domain a REGISTER's Request-URI names (`sip:voip.example.com` → `voip.example.com`).
+fn domain_of(req: &Request) -> String {
+    req.uri.host_with_port.host.to_string().to_ascii_lowercase()
+}
+
+impl Registrar {
+    /// A registrar with the configured rules.
+    pub fn new(cfg: Subscribers) -> Registrar {
+        let nonces = Nonces::new(cfg.nonce_key, cfg.nonce_lifetime.as_millis() as u64);
+        let replays = Replays::new(cfg.nonces_remembered);
+        Registrar {
+            cfg,
+            nonces,
+            replays,
+        }
+    }
+
+    /// Whether a domain is one of ours.
+    pub fn serves(&self, domain: &str) -> bool {
+        self.cfg.domains.iter().any(|d| d == domain)
+    }
+
+    /// A 401 challenging `req` for `realm`: one WWW-Authenticate per algorithm.
+    pub fn challenge(
+        &self,
+        req: &Request,
+        realm: &str,
+        stale: bool,
+        now_ms: u64,
+        tag: &str,
+    ) -> Response {
+        let mut r = reply_to(req, 401, None, tag);
+        for c in self.nonces.challenges(realm, now_ms, stale) {
+            r.headers.push(hdr("WWW-Authenticate", c));
+        }
+        r
+    }
+
+    /// Everything that can be answered from the REGISTER alone.
+    pub fn first_look(&self, req: &Request, now_ms: u64, tag: &str) -> FirstLook {
+        let domain = domain_of(req);
+        if !self.serves(&domain) {
+            return FirstLook::Answer(reply_to(req, 404, Some("not a domain we serve"), tag));
+        }
+        let Some(value) = req.header("Authorization") else {
+            return FirstLook::Answer(self.challenge(req, &domain, false, now_ms, tag));
+        };
+        let answer = match Answer::parse(value) {
+            Ok(a) => a,
+            Err(why) => return FirstLook::Answer(reply_to(req, 400, Some(&why), tag)),
+        };
+        // Credentials for another realm (or a stale or forged nonce) get a fresh challenge
+        // for ours: the client tries again without asking its user.
+        if answer.realm != domain {
+            return FirstLook::Answer(self.challenge(req, &domain, false, now_ms, tag));
+        }
+        match self.nonces.check(&answer.nonce, now_ms) {
+            NonceState::Fresh => {}
+            NonceState::Stale => {
+                return FirstLook::Answer(self.challenge(req, &domain, true, now_ms, tag))
+            }
+            NonceState::Forged => {
+                return FirstLook::Answer(self.challenge(req, &domain, false, now_ms, tag))
+            }
+        }
+        // The To of a REGISTER is the address of record; its user must be the one who
+        // authenticates, or one subscriber could move another's calls to itself.
+        let aor_user = req
+            .header("To")
+            .map(addr_uri)
+            .and_then(crate::sip::message::uri_user)
+            .unwrap_or("");
+        if aor_user != answer.username {
+            return FirstLook::Answer(reply_to(
+                req,
+                403,
+                Some("the credentials are not for the address being registered"),
+                tag,
+            ));
+        }
+        FirstLook::Lookup {
+            username: answer.username.clone(),
+            domain,
+            answer,
+        }
+    }
+
+    /// Whether the looked-up account (`None`: there is none) is the one that answered, and
+    /// with an answer not seen before. `Err` is the response to send instead.
+    pub fn authorized(
+        &mut self,
+        req: &Request,
+        answer: &Answer,
+        account: Option<&SipAccount>,
+        now_ms: u64,
+        tag: &str,
+    ) -> Result<(), Response> {
+        let realm = domain_of(req);
+        let alg = match answer.algorithm {
+            Algorithm::Md5 => DigestAlgorithm::Md5,
+            _ => DigestAlgorithm::Sha256,
+        };
+        let method = req.method.to_string();
+        // An unknown name is answered like a wrong password, so names cannot be probed.
+        let right = account.is_some_and(|a| answer.is_right(&method, a.ha1(alg)));
+        if !right {
+            crate::metrics::get().limit_hit("register_wrong_credentials");
+            return Err(self.challenge(req, &realm, false, now_ms, tag));
+        }
+        let issued = issued_at(&answer.nonce).unwrap_or(0);
+        match self
+            .replays
+            .accept(&answer.nonce, issued, answer.qop.as_ref().map(|q| q.1))
+        {
+            Replay::New => {}
+            Replay::Again => {
+                crate::metrics::get().limit_hit("register_replayed");
+                return Err(self.challenge(req, &realm, false, now_ms, tag));
+            }
+            Replay::Forgotten => return Err(self.challenge(req, &realm, true, now_ms, tag)),
+        }
+        self.replays
+            .expire(now_ms.saturating_sub(self.cfg.nonce_lifetime.as_millis() as u64));
+        if account.is_some_and(|a| a.status == SipStatus::Blocked) {
+            return Err(reply_to(req, 403, Some("account blocked"), tag));
+        }
+        Ok(())
+    }
+
+    /// The configured rules.
+    pub fn rules(&self) -> &Subscribers {
+        &self.cfg
+    }
+}
+
+/// What a REGISTER does to an account's bindings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// No Contact: only asks which bindings there are.
+    Query,
+    /// `Contact: *` with `Expires: 0`: every binding goes.
+    RemoveAll,
+    /// Each contact with the seconds it is to live (0: removed).
+    Set(Vec<(String, u32)>),
+}
+
+/// Reads the Contacts and expiries of a REGISTER under the registrar's rules; `Err` is the
+/// answer (400 for a malformed one, 423 with Min-Expires for one too short).
+pub fn changes(req: &Request, rules: &Subscribers, tag: &str) -> Result<Changes, Response> {
+    let header_expires = match req.header("Expires").map(|e| e.trim().parse::<u32>()) {
+        None => None,
+        Some(Ok(e)) => Some(e),
+        Some(Err(_)) => {
+            return Err(reply_to(
+                req,
+                400,
+                Some("Expires is not a number of seconds"),
+                tag,
+            ))
+        }
+    };
+    let contacts = req.header_values("Contact");
+    if contacts.is_empty() {
+        return Ok(Changes::Query);
+    }
+    if contacts.iter().any(|c| c.trim() == "*") {
+        // RFC 3261 §10.3 step 6: `*` only alone and only with Expires: 0.
+        if contacts.len() != 1 || header_expires != Some(0) {
+            return Err(reply_to(
+                req,
+                400,
+                Some("Contact: * needs Expires: 0 and no other Contact"),
+                tag,
+            ));
+        }
+        return Ok(Changes::RemoveAll);
+    }
+    let mut set = Vec::new();
+    for c in contacts {
+        let uri = addr_uri(c);
+        if crate::sip::message::request_uri(uri).is_none() {
+            return Err(reply_to(
+                req,
+                400,
+                Some("a Contact is not a SIP URI we can send to"),
+                tag,
+            ));
+        }
+        let asked = match param(c, "expires").map(|e| e.parse::<u32>()) {
+            None => header_expires.unwrap_or(rules.max_expires),
+            Some(Ok(e)) => e,
+            Some(Err(_)) => {
+                return Err(reply_to(
+                    req,
+                    400,
+                    Some("a Contact's expires is not a number of seconds"),
+                    tag,
+                ))
+            }
+        };
+        if asked != 0 && asked < rules.min_expires {
+            let mut r = reply_to(req, 423, None, tag);
+            r.headers
+                .push(hdr("Min-Expires", rules.min_expires.to_string()));
+            return Err(r);
+        }
+        set.push((uri.to_string(), asked.min(rules.max_expires)));
+    }
+    Ok(Changes::Set(set))
+}
+
+/// Whether a REGISTER may change a binding it names: one from the same client (Call-ID)
+/// must count up (RFC 3261 §10.3 step 7), else it is an old retransmission or a reordering.
+pub fn in_order(existing: &Binding, call_id: &str, cseq: i64) -> bool {
+    existing.call_id != call_id || cseq > existing.cseq
+}
+
+/// The 200 to a REGISTER: every binding the account has now, each with the seconds it has
+/// left (RFC 3261 §10.3 step 8).
+pub fn ok(
+    req: &Request,
+    bindings: &[Binding],
+    now: chrono::DateTime<chrono::Utc>,
+    tag: &str,
+) -> Response {
+    let mut r = response_to(req, 200, Some(tag));
+    for b in bindings {
+        let left = (b.expires_at - now).num_seconds().max(0);
+        r.headers
+            .push(hdr("Contact", format!("<{}>;expires={left}", b.contact)));
+    }
+    r.headers.push(hdr(
+        "Date",
+        now.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+    ));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::digest::{authorization, Challenge, Credentials};
+    use crate::sip::message::{parse_datagram, SipMessage};
+    use chrono::{TimeZone, Utc};
+    use std::time::Duration;
+
+    const T: u64 = 1_796_600_000_000;
+
+    fn rules() -> Subscribers {
+        Subscribers {
+            domains: vec!["voip.example.com".into()],
+            min_expires: 60,
+            max_expires: 3600,
+            max_contacts: 5,
+            nonce_lifetime: Duration::from_secs(300),
+            nonce_key: [3; 32],
+            nonces_remembered: 1000,
+        }
+    }
+
+    fn register(extra: &str) -> Request {
+        let text = format!(
+            "REGISTER sip:voip.example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKr\r\n\
+             From: <sip:alice@voip.example.com>;tag=a\r\nTo: <sip:alice@voip.example.com>\r\n\
+             Call-ID: reg-1\r\nCSeq: 2 REGISTER\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        match parse_datagram(text.as_bytes()).unwrap() {
+            SipMessage::Request(r) => r,
+            SipMessage::Response(_) => unreachable!(),
+        }
+    }
+
+    fn account(password: &str, status: SipStatus) -> SipAccount {
+        SipAccount {
+            id: 1,
+            username: "alice".into(),
+            domain: "voip.example.com".into(),
+            ha1_md5: DigestAlgorithm::Md5.ha1("alice", "voip.example.com", password),
+            ha1_sha256: DigestAlgorithm::Sha256.ha1("alice", "voip.example.com", password),
+            card: "4000000001".into(),
+            tenant: "default".into(),
+            status,
+            caller_id: None,
+            max_calls: 1,
+            bar_international: false,
+            bar_premium: false,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            updated_by: "t".into(),
+        }
+    }
+
+    /// Our client's answer to the registrar's challenge `ch` with `password`.
+    fn answered(ch: &Response, password: &str, user: &str, nc: u32) -> String {
+        let c = Challenge::best(ch.header_lines("WWW-Authenticate")).expect("a challenge");
+        authorization(
+            &c,
+            Credentials {
+                username: user,
+                password,
+            },
+            "REGISTER",
+            "sip:voip.example.com",
+            "cn",
+            nc,
+        )
+    }
+
+    #[test]
+    fn a_register_is_challenged_then_authorized_once() {
+        let mut reg = Registrar::new(rules());
+        let bare = register("Contact: <sip:alice@127.0.0.1:5070>\r\n");
+        let FirstLook::Answer(ch) = reg.first_look(&bare, T, "t") else {
+            panic!("no credentials: challenged");
+        };
+        assert_eq!(ch.status_code.code(), 401);
+        assert_eq!(
+            ch.header_lines("WWW-Authenticate").len(),
+            2,
+            "MD5 and SHA-256"
+        );
+        let auth = answered(&ch, "correct horse", "alice", 1);
+        let with = register(&format!(
+            "Contact: <sip:alice@127.0.0.1:5070>\r\nAuthorization: {auth}\r\n"
+        ));
+        let FirstLook::Lookup {
+            username,
+            domain,
+            answer,
+        } = reg.first_look(&with, T + 10, "t")
+        else {
+            panic!("a lookup");
+        };
+        assert_eq!(
+            (username.as_str(), domain.as_str()),
+            ("alice", "voip.example.com")
+        );
+        let good = account("correct horse", SipStatus::Active);
+        assert!(reg
+            .authorized(&with, &answer, Some(&good), T + 10, "t")
+            .is_ok());
+        // The same answer again is a replay: challenged afresh, not accepted.
+        let again = reg
+            .authorized(&with, &answer, Some(&good), T + 20, "t")
+            .unwrap_err();
+        assert_eq!(again.status_code.code(), 401);
+        // A wrong password, or no such account, get the same fresh challenge.
+        let auth = answered(&ch, "wrong", "alice", 2);
+        let req = register(&format!("Authorization: {auth}\r\n"));
+        let FirstLook::Lookup { answer, .. } = reg.first_look(&req, T, "t") else {
+            panic!()
+        };
+        assert_eq!(
+            reg.authorized(&req, &answer, Some(&good), T, "t")
+                .unwrap_err()
+                .status_code
+                .code(),
+            401
+        );
+        assert_eq!(
+            reg.authorized(&req, &answer, None, T, "t")
+                .unwrap_err()
+                .status_code
+                .code(),
+            401
+        );
+        // A blocked account with the right password: 403.
+        let auth = answered(&ch, "correct horse", "alice", 3);
+        let req = register(&format!("Authorization: {auth}\r\n"));
+        let FirstLook::Lookup { answer, .. } = reg.first_look(&req, T, "t") else {
+            panic!()
+        };
+        let blocked = account("correct horse", SipStatus::Blocked);
+        let r = reg
+            .authorized(&req, &answer, Some(&blocked), T, "t")
+            .unwrap_err();
+        assert_eq!(r.status_code.code(), 403);
+    }
+
+    #[test]
+    fn what_needs_no_database_is_answered_at_once() {
+        let reg = Registrar::new(rules());
+        let FirstLook::Answer(ch) = reg.first_look(&register(""), T, "t") else {
+            panic!()
+        };
+        // A stale nonce: a fresh challenge that says so.
+        let auth = answered(&ch, "p", "alice", 1);
+        let late = register(&format!("Authorization: {auth}\r\n"));
+        let FirstLook::Answer(r) = reg.first_look(&late, T + 301_000, "t") else {
+            panic!()
+        };
+        assert_eq!(r.status_code.code(), 401);
+        assert!(r.header("WWW-Authenticate").unwrap().contains("stale=true"));
+        // Someone else's name in the credentials: 403.
+        let auth = answered(&ch, "p", "mallory", 1);
+        let other = register(&format!("Authorization: {auth}\r\n"));
+        let FirstLook::Answer(r) = reg.first_look(&other, T, "t") else {
+            panic!()
+        };
+        assert_eq!(r.status_code.code(), 403);
+        // Malformed credentials: 400 saying why.
+        let bad = register("Authorization: Digest username=\"alice\"\r\n");
+        let FirstLook::Answer(r) = reg.first_look(&bad, T, "t") else {
+            panic!()
+        };
+        assert_eq!(r.status_code.code(), 400);
+        assert!(r.header("Warning").unwrap().contains("no realm"));
+        // A forged nonce: challenged, never looked up.
+        let forged = auth_with_nonce("000001a2b3c4d5e6ffffffffffffffffffffffffffffffff");
+        let FirstLook::Answer(r) = reg.first_look(&forged, T, "t") else {
+            panic!()
+        };
+        assert_eq!(r.status_code.code(), 401);
+        // A domain not ours: 404.
+        let mut elsewhere = register("");
+        elsewhere.uri = crate::sip::message::parse_uri("sip:other.example").unwrap();
+        let FirstLook::Answer(r) = reg.first_look(&elsewhere, T, "t") else {
+            panic!()
+        };
+        assert_eq!(r.status_code.code(), 404);
+    }
+
+    fn auth_with_nonce(nonce: &str) -> Request {
+        register(&format!(
+            "Authorization: Digest username=\"alice\", realm=\"voip.example.com\", nonce=\"{nonce}\", \
+             uri=\"sip:voip.example.com\", response=\"00\", algorithm=MD5\r\n"
+        ))
+    }
+
+    #[test]
+    fn contacts_and_expiries_are_read_under_the_rules() {
+        let r = rules();
+        let c = |extra: &str| changes(&register(extra), &r, "t");
+        assert_eq!(c(""), Ok(Changes::Query));
+        assert_eq!(
+            c("Contact: <sip:a@127.0.0.1:5070>;expires=600, <sip:a@127.0.0.1:5072>\r\nExpires: 120\r\n"),
+            Ok(Changes::Set(vec![
+                ("sip:a@127.0.0.1:5070".into(), 600),
+                ("sip:a@127.0.0.1:5072".into(), 120)
+            ]))
+        );
+        assert_eq!(
+            c("Contact: <sip:a@127.0.0.1:5070>\r\n"),
+            Ok(Changes::Set(vec![("sip:a@127.0.0.1:5070".into(), 3600)])),
+            "no expiry: the longest we grant"
+        );
+        assert_eq!(
+            c("Contact: <sip:a@127.0.0.1:5070>;expires=99999\r\n"),
+            Ok(Changes::Set(vec![("sip:a@127.0.0.1:5070".into(), 3600)])),
+            "cut to the longest"
+        );
+        assert_eq!(
+            c("Contact: <sip:a@127.0.0.1:5070>;expires=0\r\n"),
+            Ok(Changes::Set(vec![("sip:a@127.0.0.1:5070".into(), 0)]))
+        );
+        assert_eq!(c("Contact: *\r\nExpires: 0\r\n"), Ok(Changes::RemoveAll));
+        let short = c("Contact: <sip:a@127.0.0.1:5070>;expires=30\r\n").unwrap_err();
+        assert_eq!(short.status_code.code(), 423);
+        assert_eq!(short.header("Min-Expires"), Some("60"));
+        for bad in [
+            "Contact: *\r\n",
+            "Contact: *, <sip:a@h>\r\nExpires: 0\r\n",
+            "Contact: <sip:a@h>\r\nExpires: soon\r\n",
+            "Contact: <sip:a@h>;expires=x\r\n",
+            "Contact: <mailto:a@h>\r\n",
+        ] {
+            assert_eq!(c(bad).unwrap_err().status_code.code(), 400, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bindings_count_up_and_the_200_lists_them() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 7, 9, 0, 0).unwrap();
+        let b = Binding {
+            contact: "sip:a@127.0.0.1:5070".into(),
+            source: "udp:127.0.0.1:5070".into(),
+            call_id: "reg-1".into(),
+            cseq: 2,
+            expires_at: now + chrono::Duration::seconds(600),
+            node: "n".into(),
+        };
+        assert!(!in_order(&b, "reg-1", 2), "a retransmission");
+        assert!(in_order(&b, "reg-1", 3));
+        assert!(in_order(&b, "another-client", 1));
+        let r = ok(&register(""), std::slice::from_ref(&b), now, "t");
+        assert_eq!(r.status_code.code(), 200);
+        assert_eq!(
+            r.header("Contact"),
+            Some("<sip:a@127.0.0.1:5070>;expires=600")
+        );
+        assert!(r.header("Date").unwrap().ends_with("GMT"));
+    }
+}
