@@ -389,6 +389,7 @@ async fn refused_while(
             access_number: "5551200".into(),
             session_id: "other-call".into(),
             tenant: None,
+            authenticated: false,
         };
         let req = rating::store::CallRequest {
             auth,
@@ -576,6 +577,7 @@ async fn code_10_a_caller_whose_number_is_locked_out_gets_the_final_prompt_and_i
             access_number: "5551200".into(),
             session_id: format!("earlier-{i}"),
             tenant: None,
+            authenticated: false,
         };
         store.authorize_account(&auth, Utc::now()).await;
     }
@@ -610,6 +612,7 @@ async fn a_locked_card_answers_as_a_wrong_pin_even_with_the_right_one() {
             access_number: "5551200".into(),
             session_id: format!("earlier-{i}"),
             tenant: None,
+            authenticated: false,
         };
         store.authorize_account(&auth, Utc::now()).await;
     }

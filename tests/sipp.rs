@@ -1690,6 +1690,153 @@ CSeq: 1 REGISTER\r\nContact: <sip:alice@127.0.0.1:9>\r\nMax-Forwards: 70\r\nCont
     rig.stop().await;
 }
 
+/// The next answer on `sock` that is not a 100 Trying.
+async fn next_answer(sock: &tokio::net::UdpSocket) -> String {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
+            .await
+            .expect("answered")
+            .unwrap();
+        let r = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !r.starts_with("SIP/2.0 100 ") {
+            return r;
+        }
+    }
+}
+
+/// A softphone subscriber calls a number directly: its INVITE is challenged 407, answered
+/// with its SIP account's password, authorized on the account's card (a PIN card: the digest
+/// stands for the PIN), dialled, billed to the card, and presented with the account's caller
+/// ID. Barred from international calls, its `+44…` call is refused 403 after its credentials
+/// were checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_calls_out_on_its_cards_money_after_a_407() {
+    require_sipp!();
+    let gw = free_port();
+    let routes = "  - {name: all, patterns: [T], caller_id: pai, gateways: [{gateway: gw}]}\n";
+    let yaml = format!(
+        "{}subscribers:\n  domains: [voip.example.com]\n",
+        yaml(&[("gw", gw)], routes, "127.0.0.1")
+    );
+    let rig = Rig::start(&yaml).await;
+    rig.store
+        .create_sip_account(
+            &rating::store::NewSipAccount {
+                username: "alice".into(),
+                domain: "voip.example.com".into(),
+                password: "correcthorse1".into(),
+                card: "000070".into(),
+                caller_id: Some("+14085550123".into()),
+                max_calls: 1,
+            },
+            "test",
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let mut uas = rig.gateway("uas", "uas_answer.xml", gw, &[]).await;
+    let port = free_port().to_string();
+    let target = rig.udp.to_string();
+    let mut uac = rig.sipp(
+        "uac",
+        &scenarios().join("uac_subscriber_call.xml"),
+        &[
+            "-p",
+            &port,
+            "-key",
+            "sub",
+            "alice",
+            "-key",
+            "dest",
+            "5555233",
+            "-s",
+            "voip.example.com",
+            "-au",
+            "alice",
+            "-ap",
+            "correcthorse1",
+            "-d",
+            "1000",
+            &target,
+        ],
+    );
+    assert_eq!(rig.wait("uac", &mut uac).await, 0, "{}", rig.log("uac"));
+    assert_eq!(rig.wait("uas", &mut uas).await, 0, "{}", rig.log("uas"));
+    let invite = first_invite(&rig.log("uas"));
+    assert!(invite.starts_with("INVITE sip:5555233@"), "{invite}");
+    assert!(
+        invite.contains("P-Asserted-Identity: <sip:14085550123@")
+            || invite.contains("P-Asserted-Identity: <sip:+14085550123@"),
+        "the account's caller ID: {invite}"
+    );
+    let recs = rig.first_records("000070").await;
+    assert_eq!(recs.len(), 1, "billed to the card");
+    assert_eq!(recs[0].destination, "5555233");
+    assert!(recs[0].connect_at.is_some());
+
+    // Barred from international calls: refused once its credentials are checked.
+    rig.store
+        .set_sip_barring(
+            "alice",
+            "voip.example.com",
+            Some(true),
+            None,
+            "test",
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = sock.local_addr().unwrap();
+    let invite = |cseq: u32, auth: &str| {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+        format!(
+            "INVITE sip:+445555233@voip.example.com SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbar{cseq}\r\n\
+From: <sip:alice@voip.example.com>;tag=b1\r\nTo: <sip:+445555233@voip.example.com>\r\nCall-ID: barred-1\r\n\
+CSeq: {cseq} INVITE\r\nContact: <sip:alice@{me}>\r\nMax-Forwards: 70\r\n{auth}\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+    };
+    sock.send_to(invite(1, "").as_bytes(), rig.udp)
+        .await
+        .unwrap();
+    let challenge = next_answer(&sock).await;
+    assert!(challenge.starts_with("SIP/2.0 407 "), "{challenge}");
+    let ch = challenge
+        .lines()
+        .filter_map(|l| l.strip_prefix("Proxy-Authenticate: "))
+        .filter_map(b2bua::sip::digest::Challenge::parse)
+        .max_by_key(|c| c.algorithm)
+        .expect("a challenge");
+    let auth = b2bua::sip::digest::authorization(
+        &ch,
+        b2bua::sip::digest::Credentials {
+            username: "alice",
+            password: "correcthorse1",
+        },
+        "INVITE",
+        "sip:+445555233@voip.example.com",
+        "cn1",
+        1,
+    );
+    sock.send_to(
+        invite(2, &format!("Proxy-Authorization: {auth}\r\n")).as_bytes(),
+        rig.udp,
+    )
+    .await
+    .unwrap();
+    let refused = next_answer(&sock).await;
+    assert!(refused.starts_with("SIP/2.0 403 "), "{refused}");
+    assert!(
+        refused.contains("international calls are barred"),
+        "{refused}"
+    );
+    assert_eq!(rig.records("000070").await.len(), 1, "nothing more billed");
+    rig.stop().await;
+}
+
 /// Health pings: a gateway that stops answering OPTIONS is taken out of routing, so a call
 /// goes straight to the next one (the dead one is not even sent the INVITE), and the first
 /// answer puts it back.

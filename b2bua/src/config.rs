@@ -1885,8 +1885,14 @@ mod tests {
         )
         .unwrap();
         let s = c.subscribers.expect("configured");
-        assert_eq!((s.min_expires, s.max_expires, s.max_contacts), (60, 3600, 5));
-        assert!(Config::demo().subscribers.is_none(), "off unless configured");
+        assert_eq!(
+            (s.min_expires, s.max_expires, s.max_contacts),
+            (60, 3600, 5)
+        );
+        assert!(
+            Config::demo().subscribers.is_none(),
+            "off unless configured"
+        );
         let e = Config::parse(
             "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [Bad_Domain]\n  min_expires_s: 7200\n  max_contacts: 0\n  nonce_lifetime_s: 5\n  nonce_secret: short\n  nonces_remembered: 1\n",
             "t.yaml",

@@ -36,9 +36,74 @@ pub struct Registrar {
     replays: Replays,
 }
 
-/// The domain a REGISTER's Request-URI names (`sip:voip.example.com` → `voip.example.com`).
-fn domain_of(req: &Request) -> String {
-    req.uri.host_with_port.host.to_string().to_ascii_lowercase()
+/// What a subscriber's request asks of us, which decides where its credentials go: a
+/// REGISTER is our registrar's (401, `Authorization`, the To is the address it registers); an
+/// INVITE is a call we place for it (407, `Proxy-Authorization`, the From is who calls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asking {
+    Register,
+    Call,
+}
+
+impl Asking {
+    fn of(req: &Request) -> Asking {
+        if req.method == crate::sip::message::Method::Register {
+            Asking::Register
+        } else {
+            Asking::Call
+        }
+    }
+
+    fn code(self) -> u16 {
+        match self {
+            Asking::Register => 401,
+            Asking::Call => 407,
+        }
+    }
+
+    fn challenge_header(self) -> &'static str {
+        match self {
+            Asking::Register => "WWW-Authenticate",
+            Asking::Call => "Proxy-Authenticate",
+        }
+    }
+
+    fn credentials_header(self) -> &'static str {
+        match self {
+            Asking::Register => "Authorization",
+            Asking::Call => "Proxy-Authorization",
+        }
+    }
+
+    /// The header naming the subscriber.
+    fn identity_header(self) -> &'static str {
+        match self {
+            Asking::Register => "To",
+            Asking::Call => "From",
+        }
+    }
+}
+
+/// The domain a subscriber's request is for: a REGISTER's Request-URI
+/// (`sip:voip.example.com`), a call's From (`<sip:alice@voip.example.com>`).
+pub fn domain_of(req: &Request) -> String {
+    match Asking::of(req) {
+        Asking::Register => req.uri.host_with_port.host.to_string().to_ascii_lowercase(),
+        Asking::Call => req
+            .header("From")
+            .map(addr_uri)
+            .and_then(|u| u.split_once('@').map(|(_, h)| h))
+            .map(|h| {
+                let h = h.split([';', '?', '>']).next().unwrap_or(h);
+                // Without a port: `voip.example.com:5060` is the domain `voip.example.com`.
+                match h.rsplit_once(':') {
+                    Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+                    _ => h,
+                }
+                .to_ascii_lowercase()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 impl Registrar {
@@ -58,7 +123,8 @@ impl Registrar {
         self.cfg.domains.iter().any(|d| d == domain)
     }
 
-    /// A 401 challenging `req` for `realm`: one WWW-Authenticate per algorithm.
+    /// A 401 (a REGISTER) or 407 (a call) challenging `req` for `realm`: one challenge per
+    /// algorithm.
     pub fn challenge(
         &self,
         req: &Request,
@@ -67,20 +133,23 @@ impl Registrar {
         now_ms: u64,
         tag: &str,
     ) -> Response {
-        let mut r = reply_to(req, 401, None, tag);
+        let asking = Asking::of(req);
+        let mut r = reply_to(req, asking.code(), None, tag);
         for c in self.nonces.challenges(realm, now_ms, stale) {
-            r.headers.push(hdr("WWW-Authenticate", c));
+            r.headers.push(hdr(asking.challenge_header(), c));
         }
         r
     }
 
-    /// Everything that can be answered from the REGISTER alone.
+    /// Everything that can be answered from the request (a REGISTER, or a subscriber's
+    /// INVITE) alone.
     pub fn first_look(&self, req: &Request, now_ms: u64, tag: &str) -> FirstLook {
+        let asking = Asking::of(req);
         let domain = domain_of(req);
         if !self.serves(&domain) {
             return FirstLook::Answer(reply_to(req, 404, Some("not a domain we serve"), tag));
         }
-        let Some(value) = req.header("Authorization") else {
+        let Some(value) = req.header(asking.credentials_header()) else {
             return FirstLook::Answer(self.challenge(req, &domain, false, now_ms, tag));
         };
         let answer = match Answer::parse(value) {
@@ -101,20 +170,20 @@ impl Registrar {
                 return FirstLook::Answer(self.challenge(req, &domain, false, now_ms, tag))
             }
         }
-        // The To of a REGISTER is the address of record; its user must be the one who
-        // authenticates, or one subscriber could move another's calls to itself.
+        // The To of a REGISTER is the address of record, the From of a call its caller; its
+        // user must be the one who authenticates, or one subscriber could move another's
+        // calls to itself, or call on another's money.
         let aor_user = req
-            .header("To")
+            .header(asking.identity_header())
             .map(addr_uri)
             .and_then(crate::sip::message::uri_user)
             .unwrap_or("");
         if aor_user != answer.username {
-            return FirstLook::Answer(reply_to(
-                req,
-                403,
-                Some("the credentials are not for the address being registered"),
-                tag,
-            ));
+            let why = match asking {
+                Asking::Register => "the credentials are not for the address being registered",
+                Asking::Call => "the credentials are not the caller's",
+            };
+            return FirstLook::Answer(reply_to(req, 403, Some(why), tag));
         }
         FirstLook::Lookup {
             username: answer.username.clone(),
@@ -251,6 +320,21 @@ pub fn changes(req: &Request, rules: &Subscribers, tag: &str) -> Result<Changes,
 /// must count up (RFC 3261 §10.3 step 7), else it is an old retransmission or a reordering.
 pub fn in_order(existing: &Binding, call_id: &str, cseq: i64) -> bool {
     existing.call_id != call_id || cseq > existing.cseq
+}
+
+/// What a subscriber dialled, as the rate decks and routes read numbers: digits only, with
+/// the international prefix (`+` or `00`) taken off; and whether it was international (for
+/// barring). `None`: not a phone number (letters, an empty user part).
+pub fn dialled(user: &str) -> Option<(String, bool)> {
+    let (digits, international) = match user.strip_prefix('+') {
+        Some(rest) => (rest, true),
+        None => match user.strip_prefix("00") {
+            Some(rest) => (rest, true),
+            None => (user, false),
+        },
+    };
+    (!digits.is_empty() && digits.len() <= 32 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| (digits.to_string(), international))
 }
 
 /// The 200 to a REGISTER: every binding the account has now, each with the seconds it has
@@ -504,6 +588,71 @@ mod tests {
         ] {
             assert_eq!(c(bad).unwrap_err().status_code.code(), 400, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn numbers_dialled_are_digits_and_international_is_told() {
+        assert_eq!(dialled("+14085551234"), Some(("14085551234".into(), true)));
+        assert_eq!(dialled("0014085551234"), Some(("14085551234".into(), true)));
+        assert_eq!(dialled("5555233"), Some(("5555233".into(), false)));
+        for bad in ["", "+", "00", "alice", "555-5233", "*100"] {
+            assert_eq!(dialled(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_subscribers_call_is_challenged_407_and_must_be_from_itself() {
+        let reg = Registrar::new(rules());
+        let invite = |extra: &str| {
+            let text = format!(
+                "INVITE sip:5555233@voip.example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKi\r\n\
+                 From: <sip:alice@voip.example.com:5060>;tag=a\r\nTo: <sip:5555233@voip.example.com>\r\n\
+                 Call-ID: call-1\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
+            );
+            match parse_datagram(text.as_bytes()).unwrap() {
+                SipMessage::Request(r) => r,
+                SipMessage::Response(_) => unreachable!(),
+            }
+        };
+        assert_eq!(
+            domain_of(&invite("")),
+            "voip.example.com",
+            "the From's host, no port"
+        );
+        let FirstLook::Answer(ch) = reg.first_look(&invite(""), T, "t") else {
+            panic!()
+        };
+        assert_eq!(ch.status_code.code(), 407);
+        assert_eq!(ch.header_lines("Proxy-Authenticate").len(), 2);
+        let c = Challenge::best(ch.header_lines("Proxy-Authenticate")).unwrap();
+        let cred = Credentials {
+            username: "alice",
+            password: "p",
+        };
+        let v = authorization(&c, cred, "INVITE", "sip:5555233@voip.example.com", "cn", 1);
+        let with = invite(&format!("Proxy-Authorization: {v}\r\n"));
+        assert!(matches!(
+            reg.first_look(&with, T, "t"),
+            FirstLook::Lookup { .. }
+        ));
+        // Credentials in the wrong header are none at all: challenged.
+        let wrong_header = invite(&format!("Authorization: {v}\r\n"));
+        let FirstLook::Answer(r) = reg.first_look(&wrong_header, T, "t") else {
+            panic!()
+        };
+        assert_eq!(r.status_code.code(), 407);
+        // Bob's credentials on Alice's call: 403.
+        let cred = Credentials {
+            username: "bob",
+            password: "p",
+        };
+        let v = authorization(&c, cred, "INVITE", "sip:5555233@voip.example.com", "cn", 1);
+        let FirstLook::Answer(r) =
+            reg.first_look(&invite(&format!("Proxy-Authorization: {v}\r\n")), T, "t")
+        else {
+            panic!()
+        };
+        assert_eq!(r.status_code.code(), 403);
     }
 
     #[test]

@@ -87,6 +87,7 @@ async fn main() {
                         access_number: "5551200".into(),
                         session_id: format!("s-{w}-{i}"),
                         tenant: None,
+                        authenticated: false,
                     },
                     destination: "5555233".into(),
                     conf_id: conf.clone(),

@@ -50,6 +50,7 @@ fn auth(account: &str, pin: &str) -> AuthRequest {
         access_number: "5551200".into(),
         session_id: "session-1".into(),
         tenant: None,
+        authenticated: false,
     }
 }
 

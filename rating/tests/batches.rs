@@ -105,6 +105,7 @@ async fn batches_are_counted_blocked_whole_and_exported(db: &TestDb) {
             access_number: "5551200".into(),
             session_id: conf.into(),
             tenant: Some("acme".into()),
+            authenticated: false,
         },
         destination: "12125550100".into(),
         conf_id: conf.into(),

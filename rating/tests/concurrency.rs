@@ -129,6 +129,7 @@ fn call_on_card(i: usize, destination: &str) -> CallRequest {
             access_number: "5551200".into(),
             session_id: format!("s-{i}"),
             tenant: None,
+            authenticated: false,
         },
         destination: destination.into(),
         conf_id: format!("conf-{i}"),

@@ -36,6 +36,7 @@ fn call(account: &str, tenant: &str, dest: &str, conf: &str) -> CallRequest {
             access_number: "5551200".into(),
             session_id: conf.into(),
             tenant: Some(tenant.into()),
+            authenticated: false,
         },
         destination: dest.into(),
         conf_id: conf.into(),

@@ -25,6 +25,7 @@ pub async fn settled_call(
                     access_number: "5551200".into(),
                     session_id: conf.clone(),
                     tenant: None,
+                    authenticated: false,
                 },
                 destination: dest.into(),
                 conf_id: conf.clone(),

@@ -182,6 +182,7 @@ impl Call {
             access_number: self.access.number.clone(),
             session_id: self.session_id.clone(),
             tenant: self.access.card_tenant(),
+            authenticated: false,
         };
         if phase == 1 {
             return self.emit(Output::Store(Ask::AuthorizeAccount(auth)));

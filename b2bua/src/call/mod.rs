@@ -118,6 +118,9 @@ pub struct Setup {
     pub ani: String,
     /// The digits after the access number (a pinless call's destination).
     pub destination: String,
+    /// A softphone subscriber's call: the card its SIP account spends from (its digest
+    /// proved it may; no PIN is asked). `ani` is then the caller ID it presents.
+    pub card: Option<String>,
     /// The access number dialled, as it was when the call came in.
     pub access: AccessNumber,
     /// Its tenant's prompts, as they were when the call came in.
@@ -175,6 +178,8 @@ pub struct Call {
     ani: String,
     /// The card, once the flow (or a pinless caller's number) named it; for accounting.
     account: String,
+    /// A subscriber's card (see [`Setup::card`]).
+    card: Option<String>,
     access: AccessNumber,
     trusted: bool,
     lang: String,
@@ -216,7 +221,7 @@ impl Call {
         // learns its card from the caller, and each of its bridges gets a span of its own.
         let span = if pinless {
             tracing::info_span!("call", id = setup.id, session = %session_id, conf = %conf_id,
-                account = %setup.ani, access = %access.number)
+                account = %setup.card.as_deref().unwrap_or(&setup.ani), access = %access.number)
         } else {
             tracing::info_span!("call", id = setup.id, session = %session_id,
                 account = tracing::field::Empty, access = %access.number)
@@ -245,11 +250,12 @@ impl Call {
                 settling: false,
             },
             session_id,
-            account: if pinless {
-                setup.ani.clone()
-            } else {
-                String::new()
+            account: match (&setup.card, pinless) {
+                (Some(card), _) => card.clone(),
+                (None, true) => setup.ani.clone(),
+                (None, false) => String::new(),
             },
+            card: setup.card,
             ani: setup.ani,
             lang: access
                 .languages
@@ -301,16 +307,18 @@ impl Call {
         call
     }
 
-    /// A pinless call's phase 2: the caller's number is the card.
+    /// A pinless call's phase 2: the caller's number is the card, or a subscriber's SIP
+    /// account names it.
     fn ask_phase2(&mut self, conf_id: String, destination: String) {
         let request = CallRequest {
             auth: AuthRequest {
-                account: self.ani.clone(),
+                account: self.card.clone().unwrap_or_else(|| self.ani.clone()),
                 pin: None,
-                ani: Some(self.ani.clone()),
+                ani: (!self.ani.is_empty()).then(|| self.ani.clone()),
                 access_number: self.access.number.clone(),
                 session_id: self.session_id.clone(),
                 tenant: self.access.card_tenant(),
+                authenticated: self.card.is_some(),
             },
             destination: destination.clone(),
             conf_id: conf_id.clone(),

@@ -193,6 +193,7 @@ impl Node {
             trusted: true,
             ani: "4085551234".into(),
             destination: user.strip_prefix("5551201").unwrap_or("").into(),
+            card: None,
             access,
             prompts: Arc::new(prompts),
             session: session::as_uas(&inv_for_session, &self.settings.cfg.calls.session)

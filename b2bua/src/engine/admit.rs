@@ -48,6 +48,10 @@ struct Admitted {
     flow: Option<Arc<ivr::Flow>>,
     prompts: Arc<prompts::set::PromptSet>,
     ani: String,
+    /// A subscriber's card (see [`Setup::card`]).
+    card: Option<String>,
+    /// A subscriber's address of record, whose calls at once are counted.
+    aor: Option<String>,
     offer: sdp::Audio,
     session: Option<call::session::Agreed>,
 }
@@ -55,15 +59,26 @@ struct Admitted {
 impl Engine {
     /// An INVITE outside any dialog: a new call, if it passes.
     pub(super) fn new_call(&mut self, req: Request, from: Peer, key: TxKey, now: Instant) {
-        let admitted = match self.check_call(&req, from) {
-            Ok(a) => a,
-            Err(Refusal { code, why, header }) => {
-                if code == 503 && why.is_none() {
-                    return self.reply_retry_after(&key, None, now);
-                }
-                return self.reply_with(&key, code, why.as_deref(), header, now);
-            }
-        };
+        if self.is_subscriber_call(&req) {
+            return self.subscriber_invite(req, from, key, now);
+        }
+        match self.check_call(&req, from) {
+            Ok(a) => self.place(a, req, from, key, now),
+            Err(r) => self.refuse(&key, r, now),
+        }
+    }
+
+    /// Answers an INVITE that is not admitted.
+    fn refuse(&mut self, key: &TxKey, r: Refusal, now: Instant) {
+        let Refusal { code, why, header } = r;
+        if code == 503 && why.is_none() {
+            return self.reply_retry_after(key, None, now);
+        }
+        self.reply_with(key, code, why.as_deref(), header, now);
+    }
+
+    /// An admitted INVITE becomes a call: its RTP ports, its dialog, its start.
+    fn place(&mut self, admitted: Admitted, req: Request, from: Peer, key: TxKey, now: Instant) {
         let id = self.next_call;
         let session = match self.media.session(id) {
             Ok(s) => s,
@@ -98,6 +113,7 @@ impl Engine {
             trusted: self.cfg.trusted(from.addr.ip()),
             ani: admitted.ani,
             destination: admitted.destination,
+            card: admitted.card,
             access: admitted.access,
             prompts: admitted.prompts,
             flow: admitted.flow,
@@ -112,13 +128,14 @@ impl Engine {
             Slot {
                 call,
                 media: Some(session),
+                subscriber: admitted.aor,
             },
         );
         self.drain(id, now);
     }
 
-    /// The checks, in the order a caller would want to hear about them.
-    fn check_call(&self, req: &Request, from: Peer) -> Result<Admitted, Refusal> {
+    /// Whether the node can take one more call now.
+    fn check_capacity(&self) -> Result<(), Refusal> {
         if self.lent.stopping {
             return Err(refuse(503, "shutting down"));
         }
@@ -132,6 +149,12 @@ impl Engine {
             crate::metrics::get().limit_hit("store_queue");
             return Err(bare(503));
         }
+        Ok(())
+    }
+
+    /// The checks, in the order a caller would want to hear about them.
+    fn check_call(&self, req: &Request, from: Peer) -> Result<Admitted, Refusal> {
+        self.check_capacity()?;
         let user = req.uri.user().unwrap_or("").to_string();
         // The access number, prompts and flow current now are this call's until it ends,
         // whatever is uploaded or changed meanwhile.
@@ -152,6 +175,37 @@ impl Engine {
         if flow.is_none() && rest.is_empty() {
             return Err(refuse(484, "no destination after the access number"));
         }
+        let session = self.check_headers(req)?;
+        let ani = if access.trust_ani {
+            req.header("P-Asserted-Identity")
+                .map(crate::sip::message::addr_uri)
+                .and_then(crate::sip::message::uri_user)
+                .or_else(|| req.from_user())
+                .unwrap_or("")
+                .to_string()
+        } else {
+            String::new()
+        };
+        if ani.is_empty() && flow.is_none() {
+            return Err(refuse(403, "a pinless call needs a trusted caller number"));
+        }
+        let offer = self.check_offer(req)?;
+        Ok(Admitted {
+            prompts: live.prompts(&access.tenant),
+            access: access.clone(),
+            destination: rest.to_string(),
+            flow,
+            ani,
+            card: None,
+            aor: None,
+            offer,
+            session,
+        })
+    }
+
+    /// What every INVITE's headers must pass, whoever sends it: Max-Forwards, the
+    /// extensions it requires, its session timer (the one agreed, if any).
+    fn check_headers(&self, req: &Request) -> Result<Option<call::session::Agreed>, Refusal> {
         if req
             .header("Max-Forwards")
             .and_then(|m| m.trim().parse::<u32>().ok())
@@ -183,19 +237,11 @@ impl Engine {
             }
             Err(call::session::Refusal::Malformed(why)) => return Err(refuse(400, &why)),
         };
-        let ani = if access.trust_ani {
-            req.header("P-Asserted-Identity")
-                .map(crate::sip::message::addr_uri)
-                .and_then(crate::sip::message::uri_user)
-                .or_else(|| req.from_user())
-                .unwrap_or("")
-                .to_string()
-        } else {
-            String::new()
-        };
-        if ani.is_empty() && flow.is_none() {
-            return Err(refuse(403, "a pinless call needs a trusted caller number"));
-        }
+        Ok(session)
+    }
+
+    /// The SDP offer every INVITE must carry, and no loop.
+    fn check_offer(&self, req: &Request) -> Result<sdp::Audio, Refusal> {
         let offer = match req.header("Content-Type").map(|c| c.to_ascii_lowercase()) {
             Some(ct) if ct.starts_with("application/sdp") => {
                 usable_offer(&req.body).map_err(|why| refuse(488, &why))?
@@ -211,12 +257,75 @@ impl Engine {
             // A second INVITE with a Call-ID we already carry, but a new branch: a loop or a fork.
             return Err(bare(482));
         }
+        Ok(offer)
+    }
+
+    /// A subscriber's INVITE whose credentials proved right: placed as a pinless call on
+    /// its SIP account's card, presenting its caller ID, unless a rule of its own refuses it.
+    pub(super) fn subscriber_call(
+        &mut self,
+        req: Request,
+        from: Peer,
+        key: TxKey,
+        account: rating::store::SipAccount,
+        now: Instant,
+    ) {
+        // The caller may have given up while its account was read.
+        if !self.server.contains_key(&key) {
+            return;
+        }
+        let admitted = self.check_subscriber(&req, &account);
+        match admitted {
+            Ok(a) => self.place(a, req, from, key, now),
+            Err(r) => self.refuse(&key, r, now),
+        }
+    }
+
+    fn check_subscriber(
+        &self,
+        req: &Request,
+        account: &rating::store::SipAccount,
+    ) -> Result<Admitted, Refusal> {
+        self.check_capacity()?;
+        let dialled = req.uri.user().unwrap_or("");
+        let Some((destination, international)) = crate::registrar::dialled(dialled) else {
+            return Err(refuse(484, "the number dialled is not a phone number"));
+        };
+        if international && account.bar_international {
+            return Err(refuse(
+                403,
+                "international calls are barred on this account",
+            ));
+        }
+        let aor = account.aor();
+        let running = self
+            .calls
+            .values()
+            .filter(|s| s.subscriber.as_deref() == Some(aor.as_str()))
+            .count();
+        if running as i64 >= account.max_calls {
+            return Err(refuse(486, "the account's calls at once are all in use"));
+        }
+        let session = self.check_headers(req)?;
+        let offer = self.check_offer(req)?;
+        let live = self.assets.live();
         Ok(Admitted {
-            prompts: live.prompts(&access.tenant),
-            access: access.clone(),
-            destination: rest.to_string(),
-            flow,
-            ani,
+            prompts: live.prompts(&account.tenant),
+            access: crate::access::AccessNumber {
+                number: format!("sip:{}", account.aor()),
+                flow: None,
+                tenant: account.tenant.clone(),
+                languages: vec!["en".into()],
+                trust_ani: false,
+                trusted_only: false,
+                pinless: true,
+                all_tenants: false,
+            },
+            destination,
+            flow: None,
+            ani: account.caller_id.clone().unwrap_or_default(),
+            card: Some(account.card.clone()),
+            aor: Some(account.aor()),
             offer,
             session,
         })

@@ -94,6 +94,8 @@ struct Lingering {
 struct Slot {
     call: call::Call,
     media: Option<Session>,
+    /// A subscriber's call: its address of record (its calls at once are limited).
+    subscriber: Option<String>,
 }
 
 /// The node's parts a call borrows while it handles one input (see [`call::Env`]).

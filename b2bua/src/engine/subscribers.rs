@@ -12,13 +12,23 @@ use crate::sip::transaction::TxKey;
 use crate::sync::Lock;
 use crate::transport::Peer;
 use chrono::Utc;
-use rating::store::{Binding, Store};
+use rating::store::{Binding, SipAccount, Store};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
-/// An answer a registrar task made, for the engine to send on the REGISTER's transaction.
-pub(super) type Reply = (TxKey, Response);
+/// What a registrar task found, for the engine to carry out.
+pub(super) enum Reply {
+    /// Send this on the request's transaction.
+    Respond(TxKey, Response),
+    /// A subscriber's INVITE with the right credentials: place the call.
+    Call {
+        key: TxKey,
+        req: Box<Request>,
+        from: Peer,
+        account: Box<SipAccount>,
+    },
+}
 
 /// The registrar, when subscribers are configured, and where its tasks answer.
 pub(super) struct Subscribers {
@@ -58,14 +68,87 @@ impl Engine {
             {
                 Ok(r) | Err(r) => r,
             };
-            let _ = replies.send((key, resp)).await;
+            let _ = replies.send(Reply::Respond(key, resp)).await;
         };
         self.tasks.spawn(work);
     }
 
     /// A registrar task's answer.
-    pub(super) fn on_register_reply(&mut self, (key, resp): Reply, now: Instant) {
-        self.respond(&key, resp, now);
+    pub(super) fn on_register_reply(&mut self, reply: Reply, now: Instant) {
+        match reply {
+            Reply::Respond(key, resp) => self.respond(&key, resp, now),
+            Reply::Call {
+                key,
+                req,
+                from,
+                account,
+            } => self.subscriber_call(*req, from, key, *account, now),
+        }
+    }
+
+    /// Whether an INVITE is a subscriber's: subscribers are configured and its From is in
+    /// one of our domains.
+    pub(super) fn is_subscriber_call(&self, req: &Request) -> bool {
+        self.subscribers.as_ref().is_some_and(|s| {
+            s.registrar
+                .locked()
+                .serves(&crate::registrar::domain_of(req))
+        })
+    }
+
+    /// A subscriber's INVITE: challenged (407) until its credentials come, then the account
+    /// is read and checked in a store task, and a good one's call is placed.
+    pub(super) fn subscriber_invite(&mut self, req: Request, from: Peer, key: TxKey, now: Instant) {
+        let Some(subs) = &self.subscribers else {
+            return;
+        };
+        let registrar = subs.registrar.clone();
+        let replies = subs.replies.clone();
+        let tag = crate::sip::message::new_tag();
+        let now_ms = Utc::now().timestamp_millis().max(0) as u64;
+        let look = registrar.locked().first_look(&req, now_ms, &tag);
+        let (username, domain, answer) = match look {
+            FirstLook::Answer(r) => return self.respond(&key, r, now),
+            FirstLook::Lookup {
+                username,
+                domain,
+                answer,
+            } => (username, domain, answer),
+        };
+        let store = self.store.clone();
+        let work = async move {
+            let now_ms = Utc::now().timestamp_millis().max(0) as u64;
+            let reply = match store.sip_account(&username, &domain).await {
+                Err(e) => {
+                    tracing::warn!(error = %e, "subscriber call: the store is unreachable");
+                    let mut r =
+                        reply_to(&req, 503, Some("the subscriber store is unreachable"), &tag);
+                    r.headers.push(crate::sip::message::hdr("Retry-After", "5"));
+                    Reply::Respond(key, r)
+                }
+                Ok(account) => {
+                    let checked = registrar.locked().authorized(
+                        &req,
+                        &answer,
+                        account.as_ref(),
+                        now_ms,
+                        &tag,
+                    );
+                    match (checked, account) {
+                        (Err(r), _) => Reply::Respond(key, r),
+                        (Ok(()), Some(account)) => Reply::Call {
+                            key,
+                            req: Box::new(req),
+                            from,
+                            account: Box::new(account),
+                        },
+                        (Ok(()), None) => Reply::Respond(key, reply_to(&req, 500, None, &tag)),
+                    }
+                }
+            };
+            let _ = replies.send(reply).await;
+        };
+        self.tasks.spawn(work);
     }
 }
 

@@ -130,6 +130,7 @@ pub async fn access(
             Cards::Tenant(t) => Some(t.clone()),
             Cards::All => None,
         },
+        authenticated: false,
     };
     match req.called.as_deref().filter(|c| !c.is_empty()) {
         None => {

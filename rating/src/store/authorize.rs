@@ -26,6 +26,10 @@ pub struct AuthRequest {
     /// The tenant whose cards this access number (or RADIUS client) takes; `None` takes every
     /// tenant's. Another tenant's card is answered as no card at all (code 1).
     pub tenant: Option<String>,
+    /// The caller already proved it may spend from the card another way — a SIP account's
+    /// digest, checked by our registrar — so no PIN is asked even of a PIN card. Only the
+    /// B2BUA sets it, for its own subscribers; nothing a peer sends can.
+    pub authenticated: bool,
 }
 
 /// Phase 2: the card again plus the destination and this call's conference id.
@@ -512,7 +516,7 @@ impl Store {
                 true
             }
             (Some(pin), _) => self.check_pin(&row, pin).await?,
-            (None, _) => row.account.pinless,
+            (None, _) => row.account.pinless || req.authenticated,
         };
         if !pin_ok {
             // A locked card answers as a wrong PIN does, whatever PIN was given: a guesser
