@@ -2254,7 +2254,11 @@ async fn sip_accounts_are_managed_within_their_tenant() {
         .call("GET", "/api/v1/sip-accounts", Some(FINANCE), None)
         .await
         .json();
-    assert_eq!(all["sip_accounts"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        all["sip_accounts"].as_array().unwrap().len(),
+        3,
+        "with the demo's"
+    );
     let a = api
         .call(
             "GET",

@@ -73,6 +73,8 @@ struct SubscribersFile {
     nonce_secret: Option<Spanned<String>>,
     #[serde(default = "d_nonces_remembered")]
     nonces_remembered: usize,
+    #[serde(default)]
+    algorithms: Option<Vec<Spanned<String>>>,
 }
 
 fn d_min_expires() -> u32 {
@@ -111,6 +113,8 @@ pub struct Subscribers {
     pub nonce_key: [u8; 32],
     /// Answered nonces remembered against replays, at most.
     pub nonces_remembered: usize,
+    /// The digest algorithms our challenges offer, in order (both HA1s are always kept).
+    pub algorithms: Vec<crate::sip::digest::Algorithm>,
 }
 
 impl SubscribersFile {
@@ -190,7 +194,31 @@ impl SubscribersFile {
             }
             None => rand::random(),
         };
+        // MD5 alone unless the operator says otherwise: it is what every client answers.
+        let mut algorithms = Vec::new();
+        if self.algorithms.is_none() {
+            algorithms.push(crate::sip::digest::Algorithm::Md5);
+        }
+        for a in self.algorithms.iter().flatten() {
+            match a.value.to_ascii_uppercase().as_str() {
+                "MD5" => algorithms.push(crate::sip::digest::Algorithm::Md5),
+                "SHA-256" => algorithms.push(crate::sip::digest::Algorithm::Sha256),
+                other => err(
+                    a.referenced.line(),
+                    "subscribers.algorithms".into(),
+                    format!("`{other}` is not an algorithm we check: MD5 or SHA-256"),
+                ),
+            }
+        }
+        if self.algorithms.as_ref().is_some_and(Vec::is_empty) {
+            err(
+                0,
+                "subscribers.algorithms".into(),
+                "offer at least one: MD5 or SHA-256".into(),
+            );
+        }
         Subscribers {
+            algorithms,
             domains: self.domains.into_iter().map(|d| d.value).collect(),
             min_expires: self.min_expires_s,
             max_expires: self.max_expires_s,
@@ -1890,8 +1918,15 @@ mod tests {
             (60, 3600, 5)
         );
         assert!(
-            Config::demo().subscribers.is_none(),
+            Config::parse("sip:\n  listen: [udp:127.0.0.1:0]\n", "t.yaml")
+                .unwrap()
+                .subscribers
+                .is_none(),
             "off unless configured"
+        );
+        assert_eq!(
+            Config::demo().subscribers.unwrap().domains,
+            ["demo.invalid"]
         );
         let e = Config::parse(
             "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [Bad_Domain]\n  min_expires_s: 7200\n  max_contacts: 0\n  nonce_lifetime_s: 5\n  nonce_secret: short\n  nonces_remembered: 1\n",

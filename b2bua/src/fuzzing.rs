@@ -326,6 +326,7 @@ fn registered(r: &message::Request) {
         nonce_lifetime: Duration::from_secs(300),
         nonce_key: [2; 32],
         nonces_remembered: 1000,
+        algorithms: vec![crate::sip::digest::Algorithm::Md5],
     };
     let registrar = crate::registrar::Registrar::new(rules.clone());
     let _ = registrar.first_look(r, 1_796_600_000_000, "t");
@@ -344,7 +345,7 @@ fn registered(r: &message::Request) {
 /// for whatever name and realm they carry, our own challenge, answered by our own client,
 /// checks right (the quoting both ways agrees) and a replay of it does not.
 fn credentials_checked(r: &message::Request) {
-    use crate::sip::digest::{authorization, Challenge, Credentials};
+    use crate::sip::digest::{authorization, Algorithm, Challenge, Credentials};
     use crate::sip::digest_server::{issued_at, Answer, NonceState, Nonces, Replay, Replays};
     for name in ["Authorization", "Proxy-Authorization"] {
         let Some(Ok(a)) = r.header(name).map(Answer::parse) else {
@@ -354,7 +355,8 @@ fn credentials_checked(r: &message::Request) {
         let now = 1_796_600_000_000;
         let _ = nonces.check(&a.nonce, now);
         let _ = a.is_right(r.method.to_string().as_str(), &a.algorithm.hash("x"));
-        for ch in nonces.challenges(&a.realm, now, false) {
+        let both = [Algorithm::Md5, Algorithm::Sha256];
+        for ch in nonces.challenges(&both, &a.realm, now, false) {
             let Some(ch) = Challenge::parse(&ch) else {
                 continue;
             };

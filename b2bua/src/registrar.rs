@@ -135,7 +135,10 @@ impl Registrar {
     ) -> Response {
         let asking = Asking::of(req);
         let mut r = reply_to(req, asking.code(), None, tag);
-        for c in self.nonces.challenges(realm, now_ms, stale) {
+        for c in self
+            .nonces
+            .challenges(&self.cfg.algorithms, realm, now_ms, stale)
+        {
             r.headers.push(hdr(asking.challenge_header(), c));
         }
         r
@@ -156,9 +159,10 @@ impl Registrar {
             Ok(a) => a,
             Err(why) => return FirstLook::Answer(reply_to(req, 400, Some(&why), tag)),
         };
-        // Credentials for another realm (or a stale or forged nonce) get a fresh challenge
-        // for ours: the client tries again without asking its user.
-        if answer.realm != domain {
+        // Credentials for another realm, or by an algorithm we did not offer (or a stale or
+        // forged nonce) get a fresh challenge for ours: the client tries again without
+        // asking its user.
+        if answer.realm != domain || !self.cfg.algorithms.contains(&answer.algorithm) {
             return FirstLook::Answer(self.challenge(req, &domain, false, now_ms, tag));
         }
         match self.nonces.check(&answer.nonce, now_ms) {
@@ -377,6 +381,7 @@ mod tests {
             nonce_lifetime: Duration::from_secs(300),
             nonce_key: [3; 32],
             nonces_remembered: 1000,
+            algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
         }
     }
 
@@ -528,7 +533,7 @@ mod tests {
         assert_eq!(r.status_code.code(), 400);
         assert!(r.header("Warning").unwrap().contains("no realm"));
         // A forged nonce: challenged, never looked up.
-        let forged = auth_with_nonce("000001a2b3c4d5e6ffffffffffffffffffffffffffffffff");
+        let forged = auth_with_nonce(&format!("000001a2b3c4d5e6{}", "f".repeat(48)));
         let FirstLook::Answer(r) = reg.first_look(&forged, T, "t") else {
             panic!()
         };

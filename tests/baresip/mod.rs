@@ -136,6 +136,41 @@ pub async fn call(dir: &Path, d: Dial<'_>) -> String {
     readable(&out)
 }
 
+/// A softphone subscriber: baresip registers `user@domain` with `password` through our
+/// node at `outbound` (UDP), dials `number` once registered, and quits after `seconds`.
+/// (`ca` is any CA file: baresip will not start without one, though nothing here is TLS.)
+#[allow(clippy::too_many_arguments)]
+pub async fn subscriber(
+    dir: &Path,
+    ca: &Path,
+    user: &str,
+    domain: &str,
+    password: &str,
+    outbound: std::net::SocketAddr,
+    number: &str,
+    seconds: u32,
+) -> String {
+    let account = format!(
+        "<sip:{user}@{domain}>;auth_pass={password};outbound=\"sip:{outbound}\";regint=600;audio_codecs=PCMU"
+    );
+    let home = home(dir, "subscriber", ca, &account, "", seconds);
+    let out = tokio::process::Command::new("baresip")
+        .arg("-f")
+        .arg(&home)
+        .arg("-e")
+        .arg(format!("/dial {number}"))
+        .arg("-t")
+        .arg(seconds.to_string())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(u64::from(seconds) + 30), out)
+        .await
+        .expect("baresip quits")
+        .expect("baresip runs");
+    readable(&out)
+}
+
 /// baresip as a carrier's gateway on TLS: it answers every call to `user` at once, with
 /// `enc` as its media encryption, presenting `cert` (certificate and key in one PEM file),
 /// for `seconds`.

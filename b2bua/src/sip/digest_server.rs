@@ -2,8 +2,8 @@
 //! challenges our registrar and our subscribers' INVITEs get, and the check of the answer
 //! against the HA1 the store keeps. I/O-free: the time is passed in, the HA1 too.
 //!
-//! Nonces are stateless — the time they were issued, sealed with an HMAC under the node's
-//! secret — so any node that shares the secret can check one another node issued, and a
+//! Nonces are stateless — the time they were issued and a random part, sealed with an HMAC
+//! under the node's secret — so any node that shares the secret can check one another issued, and a
 //! forged or altered nonce is refused without a lookup. One lives `lifetime`; after that it
 //! is answered with a fresh challenge marked `stale=true`, so a client re-answers without
 //! asking its user again (RFC 7616 §3.3). Replays are stopped by [`Replays`]: each nonce's
@@ -134,28 +134,34 @@ impl Nonces {
         Nonces { key, lifetime_ms }
     }
 
-    fn seal(&self, issued_ms: u64) -> String {
+    /// The time, a random part (two challenges in one millisecond — a phone's REGISTER and
+    /// INVITE — must not share a nonce, or the second answer would count as a replay of the
+    /// first) and the HMAC over both.
+    fn seal(&self, issued_ms: u64, salt: u64) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
         mac.update(&issued_ms.to_be_bytes());
+        mac.update(&salt.to_be_bytes());
         let tag = mac.finalize().into_bytes();
-        format!("{issued_ms:016x}{}", hex::encode(&tag[..16]))
+        format!("{issued_ms:016x}{salt:016x}{}", hex::encode(&tag[..16]))
     }
 
     /// A nonce issued at `now_ms` (milliseconds since the epoch).
     pub fn issue(&self, now_ms: u64) -> String {
-        self.seal(now_ms)
+        self.seal(now_ms, rand::random())
     }
 
     /// Whether `nonce` is one of ours, and alive at `now_ms`.
     pub fn check(&self, nonce: &str, now_ms: u64) -> NonceState {
-        let Some(issued) = nonce
-            .get(..16)
-            .filter(|_| nonce.len() == 48)
-            .and_then(|t| u64::from_str_radix(t, 16).ok())
-        else {
+        let field = |r: std::ops::Range<usize>| {
+            nonce
+                .get(r)
+                .filter(|_| nonce.len() == 64)
+                .and_then(|t| u64::from_str_radix(t, 16).ok())
+        };
+        let (Some(issued), Some(salt)) = (field(0..16), field(16..32)) else {
             return NonceState::Forged;
         };
-        if !bool::from(self.seal(issued).as_bytes().ct_eq(nonce.as_bytes())) {
+        if !bool::from(self.seal(issued, salt).as_bytes().ct_eq(nonce.as_bytes())) {
             return NonceState::Forged;
         }
         if issued > now_ms + SLACK_MS || now_ms.saturating_sub(issued) > self.lifetime_ms {
@@ -164,14 +170,21 @@ impl Nonces {
         NonceState::Fresh
     }
 
-    /// The challenge header values for `realm`: one per algorithm, each with `qop="auth"`.
-    /// MD5 comes first although RFC 8760 §2.4 would put the strongest first: many SIP
-    /// clients (SIPp among them) answer only the first challenge and know only MD5, and a
-    /// client that knows SHA-256 picks it whatever the order, so the order costs nothing.
-    pub fn challenges(&self, realm: &str, now_ms: u64, stale: bool) -> Vec<String> {
+    /// The challenge header values for `realm`: one per algorithm offered, in that order,
+    /// each with `qop="auth"`. Which to offer is the operator's (`subscribers.algorithms`):
+    /// clients that know only MD5 may fail on a SHA-256 challenge beside it instead of
+    /// skipping it (baresip 1.0 does), and some answer only the first one (SIPp).
+    pub fn challenges(
+        &self,
+        algorithms: &[Algorithm],
+        realm: &str,
+        now_ms: u64,
+        stale: bool,
+    ) -> Vec<String> {
         let nonce = self.issue(now_ms);
-        [Algorithm::Md5, Algorithm::Sha256]
-            .into_iter()
+        algorithms
+            .iter()
+            .copied()
             .map(|a| {
                 format!(
                     "Digest realm=\"{}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"{}",
@@ -286,7 +299,12 @@ mod tests {
     fn our_client_s_answer_to_our_challenge_is_right_and_nothing_else_is() {
         let nonces = Nonces::new(KEY, 300_000);
         for (i, value) in nonces
-            .challenges("voip.example.com", T, false)
+            .challenges(
+                &[Algorithm::Md5, Algorithm::Sha256],
+                "voip.example.com",
+                T,
+                false,
+            )
             .iter()
             .enumerate()
         {
@@ -327,7 +345,8 @@ mod tests {
     fn nonces_are_ours_alive_stale_or_forged() {
         let nonces = Nonces::new(KEY, 300_000);
         let n = nonces.issue(T);
-        assert_eq!(n.len(), 48);
+        assert_eq!(n.len(), 64);
+        assert_ne!(n, nonces.issue(T), "two in one millisecond differ");
         assert_eq!(issued_at(&n), Some(T));
         assert_eq!(nonces.check(&n, T + 299_000), NonceState::Fresh);
         assert_eq!(nonces.check(&n, T + 301_000), NonceState::Stale);
@@ -349,13 +368,13 @@ mod tests {
         for bad in [
             "",
             "x",
-            &n[..47],
+            &n[..63],
             &format!("{n}0"),
-            "zz00000000000000ffffffffffffffffffffffffffffffff",
+            &format!("zz{}", &n[2..]),
         ] {
             assert_eq!(nonces.check(bad, T), NonceState::Forged, "{bad:?}");
         }
-        let stale = nonces.challenges("r", T, true);
+        let stale = nonces.challenges(&[Algorithm::Md5], "r", T, true);
         assert!(stale.iter().all(|c| c.ends_with(", stale=true")));
     }
 
