@@ -256,6 +256,22 @@ impl Rig {
         Vec::new()
     }
 
+    /// The subscriber alice@voip.example.com (password `correcthorse1`) on the demo card.
+    async fn alice(&self, caller_id: Option<&str>) -> rating::store::SipAccount {
+        let n = rating::store::NewSipAccount {
+            username: "alice".into(),
+            domain: "voip.example.com".into(),
+            password: "correcthorse1".into(),
+            card: "000070".into(),
+            caller_id: caller_id.map(str::to_string),
+            max_calls: 1,
+        };
+        self.store
+            .create_sip_account(&n, "test", Utc::now())
+            .await
+            .unwrap()
+    }
+
     async fn records(&self, account: &str) -> Vec<rating::store::CallRecord> {
         self.store
             .call_records(&RecordFilter {
@@ -1589,22 +1605,7 @@ async fn a_subscriber_registers_with_digest_and_a_wrong_password_binds_nothing()
         yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")
     );
     let rig = Rig::start(&yaml).await;
-    let account = rig
-        .store
-        .create_sip_account(
-            &rating::store::NewSipAccount {
-                username: "alice".into(),
-                domain: "voip.example.com".into(),
-                password: "correcthorse1".into(),
-                card: "000070".into(),
-                caller_id: None,
-                max_calls: 1,
-            },
-            "test",
-            Utc::now(),
-        )
-        .await
-        .unwrap();
+    let account = rig.alice(None).await;
     let target = rig.udp.to_string();
     let port = free_port().to_string();
     let args = |pw: &'static str| {
@@ -1720,21 +1721,7 @@ async fn a_subscriber_calls_out_on_its_cards_money_after_a_407() {
         yaml(&[("gw", gw)], routes, "127.0.0.1")
     );
     let rig = Rig::start(&yaml).await;
-    rig.store
-        .create_sip_account(
-            &rating::store::NewSipAccount {
-                username: "alice".into(),
-                domain: "voip.example.com".into(),
-                password: "correcthorse1".into(),
-                card: "000070".into(),
-                caller_id: Some("+14085550123".into()),
-                max_calls: 1,
-            },
-            "test",
-            Utc::now(),
-        )
-        .await
-        .unwrap();
+    rig.alice(Some("+14085550123")).await;
     let mut uas = rig.gateway("uas", "uas_answer.xml", gw, &[]).await;
     let port = free_port().to_string();
     let target = rig.udp.to_string();
@@ -2321,22 +2308,7 @@ async fn baresip_registers_and_calls_out_as_a_subscriber() {
         yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")
     );
     let rig = Rig::start(&yaml).await;
-    let account = rig
-        .store
-        .create_sip_account(
-            &rating::store::NewSipAccount {
-                username: "alice".into(),
-                domain: "voip.example.com".into(),
-                password: "correcthorse1".into(),
-                card: "000070".into(),
-                caller_id: None,
-                max_calls: 1,
-            },
-            "test",
-            Utc::now(),
-        )
-        .await
-        .unwrap();
+    let account = rig.alice(None).await;
     let mut uas = rig
         .gateway("uas", "uas_answer.xml", gw, &["-rtp_echo"])
         .await;

@@ -36,26 +36,62 @@ pub(super) struct Subscribers {
     pub(super) replies: mpsc::Sender<Reply>,
 }
 
+/// What a store task needs of a subscriber's request the registrar could not answer at once.
+struct Lookup {
+    registrar: Arc<Mutex<Registrar>>,
+    replies: mpsc::Sender<Reply>,
+    tag: String,
+    username: String,
+    domain: String,
+    answer: crate::sip::digest_server::Answer,
+}
+
 impl Engine {
-    /// A REGISTER: for our registrar when subscribers are configured, else not a method we
-    /// take.
-    pub(super) fn on_register(&mut self, req: Request, from: Peer, key: TxKey, now: Instant) {
-        let Some(subs) = &self.subscribers else {
-            return self.reply(&key, 405, None, now);
-        };
+    /// The registrar's first look at a subscriber's REGISTER or INVITE: answered here and now
+    /// (`None`), or the account to read.
+    fn first_look(&mut self, req: &Request, key: &TxKey, now: Instant) -> Option<Lookup> {
+        let subs = self.subscribers.as_ref()?;
         let registrar = subs.registrar.clone();
         let replies = subs.replies.clone();
         let tag = crate::sip::message::new_tag();
-        let wall = Utc::now();
-        let now_ms = wall.timestamp_millis().max(0) as u64;
-        let look = registrar.locked().first_look(&req, now_ms, &tag);
-        let (username, domain, answer) = match look {
-            FirstLook::Answer(r) => return self.respond(&key, r, now),
+        let now_ms = Utc::now().timestamp_millis().max(0) as u64;
+        let look = registrar.locked().first_look(req, now_ms, &tag);
+        match look {
+            FirstLook::Answer(r) => {
+                self.respond(key, r, now);
+                None
+            }
             FirstLook::Lookup {
                 username,
                 domain,
                 answer,
-            } => (username, domain, answer),
+            } => Some(Lookup {
+                registrar,
+                replies,
+                tag,
+                username,
+                domain,
+                answer,
+            }),
+        }
+    }
+
+    /// A REGISTER: for our registrar when subscribers are configured, else not a method we
+    /// take.
+    pub(super) fn on_register(&mut self, req: Request, from: Peer, key: TxKey, now: Instant) {
+        if self.subscribers.is_none() {
+            return self.reply(&key, 405, None, now);
+        }
+        let Some(Lookup {
+            registrar,
+            replies,
+            tag,
+            username,
+            domain,
+            answer,
+        }) = self.first_look(&req, &key, now)
+        else {
+            return;
         };
         let store = self.store.clone();
         let node = store.config().node_id.clone();
@@ -99,21 +135,16 @@ impl Engine {
     /// A subscriber's INVITE: challenged (407) until its credentials come, then the account
     /// is read and checked in a store task, and a good one's call is placed.
     pub(super) fn subscriber_invite(&mut self, req: Request, from: Peer, key: TxKey, now: Instant) {
-        let Some(subs) = &self.subscribers else {
+        let Some(Lookup {
+            registrar,
+            replies,
+            tag,
+            username,
+            domain,
+            answer,
+        }) = self.first_look(&req, &key, now)
+        else {
             return;
-        };
-        let registrar = subs.registrar.clone();
-        let replies = subs.replies.clone();
-        let tag = crate::sip::message::new_tag();
-        let now_ms = Utc::now().timestamp_millis().max(0) as u64;
-        let look = registrar.locked().first_look(&req, now_ms, &tag);
-        let (username, domain, answer) = match look {
-            FirstLook::Answer(r) => return self.respond(&key, r, now),
-            FirstLook::Lookup {
-                username,
-                domain,
-                answer,
-            } => (username, domain, answer),
         };
         let store = self.store.clone();
         let work = async move {
