@@ -1776,51 +1776,126 @@ async fn a_subscriber_calls_out_on_its_cards_money_after_a_407() {
         .unwrap();
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let me = sock.local_addr().unwrap();
-    let invite = |cseq: u32, auth: &str| {
+    let invite = |call: &str, to: &str, cseq: u32, auth: &str| {
         let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
         format!(
-            "INVITE sip:+445555233@voip.example.com SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbar{cseq}\r\n\
-From: <sip:alice@voip.example.com>;tag=b1\r\nTo: <sip:+445555233@voip.example.com>\r\nCall-ID: barred-1\r\n\
+            "INVITE sip:{to}@voip.example.com SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}{cseq}\r\n\
+From: <sip:alice@voip.example.com>;tag=b1\r\nTo: <sip:{to}@voip.example.com>\r\nCall-ID: {call}\r\n\
 CSeq: {cseq} INVITE\r\nContact: <sip:alice@{me}>\r\nMax-Forwards: 70\r\n{auth}\
 Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
             sdp.len()
         )
     };
-    sock.send_to(invite(1, "").as_bytes(), rig.udp)
+    // The ACK for a final answer that was not a 2xx (else it is sent again and again).
+    let ack = |call: &str, cseq: u32, answer: &str| {
+        let to = answer
+            .lines()
+            .find(|l| l.starts_with("To: "))
+            .expect("a To header");
+        let uri = to
+            .split('<')
+            .nth(1)
+            .and_then(|r| r.split('>').next())
+            .expect("a To URI");
+        format!(
+            "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}{cseq}\r\n\
+From: <sip:alice@voip.example.com>;tag=b1\r\n{to}\r\nCall-ID: {call}\r\n\
+CSeq: {cseq} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // Challenged, then answered with the password: the credentials for `to` on `call`.
+    let credentials = |challenge: String, to: &str| {
+        assert!(challenge.starts_with("SIP/2.0 407 "), "{challenge}");
+        let ch = challenge
+            .lines()
+            .filter_map(|l| l.strip_prefix("Proxy-Authenticate: "))
+            .filter_map(b2bua::sip::digest::Challenge::parse)
+            .max_by_key(|c| c.algorithm)
+            .expect("a challenge");
+        let auth = b2bua::sip::digest::authorization(
+            &ch,
+            b2bua::sip::digest::Credentials {
+                username: "alice",
+                password: "correcthorse1",
+            },
+            "INVITE",
+            &format!("sip:{to}@voip.example.com"),
+            "cn1",
+            1,
+        );
+        format!("Proxy-Authorization: {auth}\r\n")
+    };
+    let to = "+445555233";
+    sock.send_to(invite("barred", to, 1, "").as_bytes(), rig.udp)
         .await
         .unwrap();
     let challenge = next_answer(&sock).await;
-    assert!(challenge.starts_with("SIP/2.0 407 "), "{challenge}");
-    let ch = challenge
-        .lines()
-        .filter_map(|l| l.strip_prefix("Proxy-Authenticate: "))
-        .filter_map(b2bua::sip::digest::Challenge::parse)
-        .max_by_key(|c| c.algorithm)
-        .expect("a challenge");
-    let auth = b2bua::sip::digest::authorization(
-        &ch,
-        b2bua::sip::digest::Credentials {
-            username: "alice",
-            password: "correcthorse1",
-        },
-        "INVITE",
-        "sip:+445555233@voip.example.com",
-        "cn1",
-        1,
-    );
-    sock.send_to(
-        invite(2, &format!("Proxy-Authorization: {auth}\r\n")).as_bytes(),
-        rig.udp,
-    )
-    .await
-    .unwrap();
+    sock.send_to(ack("barred", 1, &challenge).as_bytes(), rig.udp)
+        .await
+        .unwrap();
+    let auth = credentials(challenge, to);
+    sock.send_to(invite("barred", to, 2, &auth).as_bytes(), rig.udp)
+        .await
+        .unwrap();
     let refused = next_answer(&sock).await;
-    assert!(refused.starts_with("SIP/2.0 403 "), "{refused}");
+    assert!(
+        refused.starts_with("SIP/2.0 403 international calls are barred on this account\r\n"),
+        "the softphone shows why: {refused}"
+    );
+    sock.send_to(ack("barred", 2, &refused).as_bytes(), rig.udp)
+        .await
+        .unwrap();
     assert!(
         refused.contains("international calls are barred"),
         "{refused}"
     );
-    assert_eq!(rig.records("000070").await.len(), 1, "nothing more billed");
+
+    // A caller that gives up at once, while its account may still be being read, gets 487
+    // for its INVITE either way (and the gateway, gone by now, is never rung for long).
+    let to = "5555233";
+    sock.send_to(invite("gaveup", to, 1, "").as_bytes(), rig.udp)
+        .await
+        .unwrap();
+    let challenge = next_answer(&sock).await;
+    sock.send_to(ack("gaveup", 1, &challenge).as_bytes(), rig.udp)
+        .await
+        .unwrap();
+    let auth = credentials(challenge, to);
+    sock.send_to(invite("gaveup", to, 2, &auth).as_bytes(), rig.udp)
+        .await
+        .unwrap();
+    let cancel = format!(
+        "CANCEL sip:{to}@voip.example.com SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKgaveup2\r\n\
+From: <sip:alice@voip.example.com>;tag=b1\r\nTo: <sip:{to}@voip.example.com>\r\nCall-ID: gaveup\r\n\
+CSeq: 2 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(cancel.as_bytes(), rig.udp).await.unwrap();
+    let (mut cancelled, mut terminated) = (false, false);
+    while !(cancelled && terminated) {
+        let r = next_answer(&sock).await;
+        if r.starts_with("SIP/2.0 1") {
+            continue;
+        }
+        if r.contains("CSeq: 2 CANCEL") {
+            assert!(r.starts_with("SIP/2.0 200 "), "{r}");
+            cancelled = true;
+        } else {
+            assert!(r.starts_with("SIP/2.0 487 "), "the INVITE ends 487: {r}");
+            sock.send_to(ack("gaveup", 2, &r).as_bytes(), rig.udp)
+                .await
+                .unwrap();
+            terminated = true;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answered = rig.records("000070").await;
+    assert_eq!(
+        answered.iter().filter(|r| r.connect_at.is_some()).count(),
+        1,
+        "nothing more billed: {answered:?}"
+    );
+    let card = rig.store.account("000070").await.unwrap();
+    assert_eq!(card.reserved, Money::ZERO, "no hold left");
     rig.stop().await;
 }
 

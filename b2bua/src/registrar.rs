@@ -12,7 +12,9 @@
 use crate::config::Subscribers;
 use crate::sip::digest::Algorithm;
 use crate::sip::digest_server::{issued_at, Answer, NonceState, Nonces, Replay, Replays};
-use crate::sip::message::{addr_uri, hdr, param, reply_to, response_to, Request, Response, SipExt};
+use crate::sip::message::{
+    addr_uri, hdr, param, reply_to, response_to, set_phrase, Request, Response, SipExt,
+};
 use rating::store::{Binding, DigestAlgorithm, SipAccount, SipStatus};
 
 /// What a REGISTER needs after its first look.
@@ -34,6 +36,19 @@ pub struct Registrar {
     cfg: Subscribers,
     nonces: Nonces,
     replays: Replays,
+    /// When the replay memory last dropped the nonces past their life (once a second, not
+    /// on every request: it is a walk over all of them).
+    expired_at_ms: u64,
+}
+
+/// An answer to a subscriber: what went wrong is on the status line too (a softphone shows
+/// its user the phrase and rarely a Warning), besides the Warning for the logs.
+pub fn told(req: &Request, code: u16, why: Option<&str>, tag: &str) -> Response {
+    let mut r = reply_to(req, code, why, tag);
+    if let Some(w) = why {
+        set_phrase(&mut r, w);
+    }
+    r
 }
 
 /// What a subscriber's request asks of us, which decides where its credentials go: a
@@ -115,6 +130,7 @@ impl Registrar {
             cfg,
             nonces,
             replays,
+            expired_at_ms: 0,
         }
     }
 
@@ -134,7 +150,7 @@ impl Registrar {
         tag: &str,
     ) -> Response {
         let asking = Asking::of(req);
-        let mut r = reply_to(req, asking.code(), None, tag);
+        let mut r = told(req, asking.code(), None, tag);
         for c in self
             .nonces
             .challenges(&self.cfg.algorithms, realm, now_ms, stale)
@@ -150,14 +166,14 @@ impl Registrar {
         let asking = Asking::of(req);
         let domain = domain_of(req);
         if !self.serves(&domain) {
-            return FirstLook::Answer(reply_to(req, 404, Some("not a domain we serve"), tag));
+            return FirstLook::Answer(told(req, 404, Some("not a domain we serve"), tag));
         }
         let Some(value) = req.header(asking.credentials_header()) else {
             return FirstLook::Answer(self.challenge(req, &domain, false, now_ms, tag));
         };
         let answer = match Answer::parse(value) {
             Ok(a) => a,
-            Err(why) => return FirstLook::Answer(reply_to(req, 400, Some(&why), tag)),
+            Err(why) => return FirstLook::Answer(told(req, 400, Some(&why), tag)),
         };
         // Credentials for another realm, or by an algorithm we did not offer (or a stale or
         // forged nonce) get a fresh challenge for ours: the client tries again without
@@ -187,7 +203,7 @@ impl Registrar {
                 Asking::Register => "the credentials are not for the address being registered",
                 Asking::Call => "the credentials are not the caller's",
             };
-            return FirstLook::Answer(reply_to(req, 403, Some(why), tag));
+            return FirstLook::Answer(told(req, 403, Some(why), tag));
         }
         FirstLook::Lookup {
             username: answer.username.clone(),
@@ -230,10 +246,13 @@ impl Registrar {
             }
             Replay::Forgotten => return Err(self.challenge(req, &realm, true, now_ms, tag)),
         }
-        self.replays
-            .expire(now_ms.saturating_sub(self.cfg.nonce_lifetime.as_millis() as u64));
+        if now_ms >= self.expired_at_ms + 1000 {
+            self.expired_at_ms = now_ms;
+            self.replays
+                .expire(now_ms.saturating_sub(self.cfg.nonce_lifetime.as_millis() as u64));
+        }
         if account.is_some_and(|a| a.status == SipStatus::Blocked) {
-            return Err(reply_to(req, 403, Some("account blocked"), tag));
+            return Err(told(req, 403, Some("account blocked"), tag));
         }
         Ok(())
     }
@@ -262,7 +281,7 @@ pub fn changes(req: &Request, rules: &Subscribers, tag: &str) -> Result<Changes,
         None => None,
         Some(Ok(e)) => Some(e),
         Some(Err(_)) => {
-            return Err(reply_to(
+            return Err(told(
                 req,
                 400,
                 Some("Expires is not a number of seconds"),
@@ -277,7 +296,7 @@ pub fn changes(req: &Request, rules: &Subscribers, tag: &str) -> Result<Changes,
     if contacts.iter().any(|c| c.trim() == "*") {
         // RFC 3261 §10.3 step 6: `*` only alone and only with Expires: 0.
         if contacts.len() != 1 || header_expires != Some(0) {
-            return Err(reply_to(
+            return Err(told(
                 req,
                 400,
                 Some("Contact: * needs Expires: 0 and no other Contact"),
@@ -290,7 +309,7 @@ pub fn changes(req: &Request, rules: &Subscribers, tag: &str) -> Result<Changes,
     for c in contacts {
         let uri = addr_uri(c);
         if crate::sip::message::request_uri(uri).is_none() {
-            return Err(reply_to(
+            return Err(told(
                 req,
                 400,
                 Some("a Contact is not a SIP URI we can send to"),
@@ -301,7 +320,7 @@ pub fn changes(req: &Request, rules: &Subscribers, tag: &str) -> Result<Changes,
             None => header_expires.unwrap_or(rules.max_expires),
             Some(Ok(e)) => e,
             Some(Err(_)) => {
-                return Err(reply_to(
+                return Err(told(
                     req,
                     400,
                     Some("a Contact's expires is not a number of seconds"),
@@ -310,7 +329,7 @@ pub fn changes(req: &Request, rules: &Subscribers, tag: &str) -> Result<Changes,
             }
         };
         if asked != 0 && asked < rules.min_expires {
-            let mut r = reply_to(req, 423, None, tag);
+            let mut r = told(req, 423, None, tag);
             r.headers
                 .push(hdr("Min-Expires", rules.min_expires.to_string()));
             return Err(r);

@@ -4,7 +4,7 @@
 
 use super::clock::{Grant, MoneyClock, Tick};
 use super::io::{Ask, MediaCmd, Output};
-use super::legs::{add_contact, attach_sdp, is_sdp, sip_code_for, BLeg, Side};
+use super::legs::{add_contact, attach_sdp, is_sdp, sip_code_for, subscriber_phrase, BLeg, Side};
 use super::{Call, Env, State};
 use crate::media::sdp;
 use crate::routing::{CallerId, Candidate};
@@ -153,7 +153,9 @@ impl Call {
                 .trusted
                 .then(|| format!("return code {}: {}", code.code(), code.meaning()));
             let cause = format!("refused {}", code.code());
-            return self.fail(sip_code_for(code), warning.as_deref(), &cause, env);
+            // A subscriber is told about its own account in words its softphone shows.
+            let phrase = self.card.is_some().then(|| subscriber_phrase(code));
+            return self.fail_told(sip_code_for(code), phrase, warning.as_deref(), &cause, env);
         }
         let grant = Grant {
             granted: answer
@@ -173,7 +175,9 @@ impl Call {
         let empty = route.is_empty();
         self.state = State::Direct(Box::new(Bridge::new(hold, route)));
         if empty {
-            return self.fail(404, Some("no route to the destination"), "no route", env);
+            let phrase = self.card.is_some().then_some("no route");
+            let why = Some("no route to the destination");
+            return self.fail_told(404, phrase, why, "no route", env);
         }
         self.dial_next(env);
     }

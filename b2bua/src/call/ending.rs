@@ -14,6 +14,18 @@ impl Call {
     /// Ends a call that never answered, telling the caller `code`; an IVR caller instead
     /// stays with the flow, which hears how the bridge attempt ended.
     pub(super) fn fail(&mut self, code: u16, warning: Option<&str>, cause: &str, env: &mut Env) {
+        self.fail_told(code, None, warning, cause, env)
+    }
+
+    /// [`fail`](Self::fail), with the words a subscriber's softphone shows on the status line.
+    pub(super) fn fail_told(
+        &mut self,
+        code: u16,
+        phrase: Option<&str>,
+        warning: Option<&str>,
+        cause: &str,
+        env: &mut Env,
+    ) {
         if self.is_ended() {
             return;
         }
@@ -22,6 +34,9 @@ impl Call {
         }
         if !self.a.answered {
             let mut resp = self.a.response(code);
+            if let Some(p) = phrase {
+                crate::sip::message::set_phrase(&mut resp, p);
+            }
             if let Some(w) = warning {
                 resp.headers.push(hdr(
                     "Warning",

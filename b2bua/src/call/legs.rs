@@ -158,6 +158,20 @@ pub fn sip_code_for(code: rating::ReturnCode) -> u16 {
     }
 }
 
+/// The words on the status line of a refusal a subscriber's softphone shows its user: its
+/// own account's state, which it may know (a card caller is told by the IVR instead).
+pub fn subscriber_phrase(code: rating::ReturnCode) -> &'static str {
+    use rating::ReturnCode as R;
+    match code {
+        R::ZeroBalance | R::InsufficientFunds | R::CreditLimit => "insufficient funds",
+        R::UserDenied => "account blocked",
+        R::AccountInUse => "account in use",
+        R::CalledNumberBlocked | R::TollFreeOnly => "number barred",
+        R::ServiceNotAvailable => "service not available",
+        other => other.meaning(),
+    }
+}
+
 /// The only headers that cross from one leg to the other with a relayed request or response:
 /// what describes the body. Everything else (Route, Contact, P-Asserted-Identity, Privacy,
 /// X- headers …) is each leg's own, so a caller cannot steer or impersonate toward the

@@ -592,6 +592,33 @@ fn a_refused_card_is_answered_with_the_sip_status_and_the_return_code() {
 }
 
 #[test]
+fn a_subscriber_refused_hears_why_on_the_status_line_a_card_caller_the_standard_phrase() {
+    for (code, status, phrase) in [
+        (ReturnCode::InsufficientFunds, 402, "insufficient funds"),
+        (ReturnCode::ZeroBalance, 402, "insufficient funds"),
+        (ReturnCode::UserDenied, 403, "account blocked"),
+        (ReturnCode::CardExpired, 403, "card expired"),
+    ] {
+        let mut node = Node::new();
+        let mut setup = node.setup("55512015555233", None);
+        setup.card = Some("000070".into());
+        let a_tx = setup.tx.clone();
+        let (mut call, out) = node.start(setup);
+        let conf = phase2(&out).conf_id;
+        assert_eq!(phase2(&out).auth.account, "000070", "billed to its card");
+        let out = node.feed(&mut call, call_answer(code, &conf, 0, 0));
+        let resp = the_response(&out, &a_tx, status);
+        assert_eq!(crate::sip::message::phrase(&resp), phrase, "{code:?}");
+        assert!(ended(&out));
+    }
+    let mut node = Node::new();
+    let (mut call, a_tx, conf) = pinless(&mut node);
+    let out = node.feed(&mut call, call_answer(ReturnCode::ZeroBalance, &conf, 0, 0));
+    let resp = the_response(&out, &a_tx, 402);
+    assert_eq!(crate::sip::message::phrase(&resp), "Payment Required");
+}
+
+#[test]
 fn the_cutoff_ends_the_call_when_the_credit_runs_out() {
     let mut node = Node::new();
     let (mut call, _, _, _) = answered_pinless(&mut node, 30, 30);

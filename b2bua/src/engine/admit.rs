@@ -270,14 +270,23 @@ impl Engine {
         account: rating::store::SipAccount,
         now: Instant,
     ) {
-        // The caller may have given up while its account was read.
-        if !self.server.contains_key(&key) {
+        // The caller may have given up (CANCEL, answered 487) while its account was read.
+        if self.server.get(&key).is_none_or(|s| s.tx.answered()) {
             return;
         }
         let admitted = self.check_subscriber(&req, &account);
         match admitted {
             Ok(a) => self.place(a, req, from, key, now),
-            Err(r) => self.refuse(&key, r, now),
+            Err(r @ Refusal { why: None, .. }) => self.refuse(&key, r, now),
+            // The subscriber's own rules: said on the status line, which its softphone shows.
+            Err(Refusal { code, why, header }) => {
+                let tag = crate::sip::message::new_tag();
+                let mut resp = crate::registrar::told(&req, code, why.as_deref(), &tag);
+                if let Some(h) = header {
+                    resp.headers.push(h);
+                }
+                self.respond(&key, resp, now);
+            }
         }
     }
 

@@ -546,8 +546,14 @@ impl Engine {
             return self.reply(key, 481, None, now);
         }
         self.reply(key, 200, None, now);
-        if let Some((id, Side::A)) = self.dialogs.get(req.call_id()).copied() {
-            self.feed(id, Input::Cancel { invite }, now);
+        match self.dialogs.get(req.call_id()).copied() {
+            Some((id, Side::A)) => self.feed(id, Input::Cancel { invite }, now),
+            Some(_) => {}
+            // No call yet, nor an answer: a subscriber's INVITE whose account is being read.
+            None if self.server.get(&invite).is_some_and(|s| !s.tx.answered()) => {
+                self.reply(&invite, 487, None, now)
+            }
+            None => {}
         }
     }
 

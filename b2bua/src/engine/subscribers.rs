@@ -6,8 +6,8 @@
 //! server transaction.
 
 use super::Engine;
-use crate::registrar::{changes, in_order, ok, Changes, FirstLook, Registrar};
-use crate::sip::message::{reply_to, Request, Response};
+use crate::registrar::{changes, in_order, ok, told, Changes, FirstLook, Registrar};
+use crate::sip::message::{Request, Response};
 use crate::sip::transaction::TxKey;
 use crate::sync::Lock;
 use crate::transport::Peer;
@@ -152,8 +152,7 @@ impl Engine {
             let reply = match store.sip_account(&username, &domain).await {
                 Err(e) => {
                     tracing::warn!(error = %e, "subscriber call: the store is unreachable");
-                    let mut r =
-                        reply_to(&req, 503, Some("the subscriber store is unreachable"), &tag);
+                    let mut r = told(&req, 503, Some("the subscriber store is unreachable"), &tag);
                     r.headers.push(crate::sip::message::hdr("Retry-After", "5"));
                     Reply::Respond(key, r)
                 }
@@ -173,7 +172,7 @@ impl Engine {
                             from,
                             account: Box::new(account),
                         },
-                        (Ok(()), None) => Reply::Respond(key, reply_to(&req, 500, None, &tag)),
+                        (Ok(()), None) => Reply::Respond(key, told(&req, 500, None, &tag)),
                     }
                 }
             };
@@ -199,7 +198,7 @@ async fn register(
 ) -> Result<Response, Response> {
     let unavailable = |e: rating::StoreError| {
         tracing::warn!(error = %e, "registrar: the store is unreachable");
-        let mut r = reply_to(req, 500, Some("the subscriber store is unreachable"), tag);
+        let mut r = told(req, 500, Some("the subscriber store is unreachable"), tag);
         r.headers.push(crate::sip::message::hdr("Retry-After", "5"));
         r
     };
@@ -215,7 +214,7 @@ async fn register(
         reg.rules().clone()
     };
     let Some(account) = account else {
-        return Err(reply_to(req, 500, None, tag));
+        return Err(told(req, 500, None, tag));
     };
     let change = changes(req, &rules, tag)?;
     let call_id = crate::sip::message::SipExt::call_id(req).to_string();
@@ -235,7 +234,7 @@ async fn register(
             for (contact, _) in &set {
                 if let Some(b) = existing.iter().find(|b| &b.contact == contact) {
                     if !in_order(b, &call_id, cseq) {
-                        return Err(reply_to(req, 500, Some("REGISTER out of order"), tag));
+                        return Err(told(req, 500, Some("REGISTER out of order"), tag));
                     }
                 }
             }
@@ -246,7 +245,7 @@ async fn register(
             let added = set.iter().filter(|(_, s)| *s > 0).count();
             if kept + added > rules.max_contacts {
                 crate::metrics::get().limit_hit("subscriber_contacts");
-                return Err(reply_to(
+                return Err(told(
                     req,
                     403,
                     Some(&format!(

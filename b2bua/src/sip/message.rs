@@ -706,34 +706,60 @@ pub fn reason(code: u16) -> &'static str {
         181 => "Call Is Being Forwarded",
         182 => "Queued",
         183 => "Session Progress",
+        199 => "Early Dialog Terminated",
         200 => "OK",
+        202 => "Accepted",
+        204 => "No Notification",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Moved Temporarily",
+        305 => "Use Proxy",
+        380 => "Alternative Service",
         400 => "Bad Request",
+        401 => "Unauthorized",
         402 => "Payment Required",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         410 => "Gone",
+        412 => "Conditional Request Failed",
         413 => "Request Entity Too Large",
+        414 => "Request-URI Too Long",
         415 => "Unsupported Media Type",
         416 => "Unsupported URI Scheme",
         420 => "Bad Extension",
+        421 => "Extension Required",
         422 => "Session Interval Too Small",
+        423 => "Interval Too Brief",
+        428 => "Use Identity Header",
+        429 => "Provide Referrer Identity",
+        430 => "Flow Failed",
+        433 => "Anonymity Disallowed",
+        439 => "First Hop Lacks Outbound Support",
         480 => "Temporarily Unavailable",
         481 => "Call/Transaction Does Not Exist",
         482 => "Loop Detected",
         483 => "Too Many Hops",
         484 => "Address Incomplete",
+        485 => "Ambiguous",
         486 => "Busy Here",
         487 => "Request Terminated",
         488 => "Not Acceptable Here",
+        489 => "Bad Event",
         491 => "Request Pending",
+        493 => "Undecipherable",
+        494 => "Security Agreement Required",
         500 => "Server Internal Error",
         501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Server Time-out",
         505 => "Version Not Supported",
+        513 => "Message Too Large",
+        580 => "Precondition Failure",
         600 => "Busy Everywhere",
         603 => "Decline",
         604 => "Does Not Exist Anywhere",
@@ -763,11 +789,35 @@ pub fn request_bytes(r: &Request) -> Vec<u8> {
     out
 }
 
+/// The reason phrase a response goes out with: its own, if [`set_phrase`] gave it one,
+/// else the standard one.
+pub fn phrase(r: &Response) -> &str {
+    match &r.status_code {
+        StatusCode::Other(_, p) if p != "Other" => p,
+        c => reason(c.code()),
+    }
+}
+
+/// Gives a response a reason phrase of its own: the words a softphone shows its user
+/// ("insufficient funds" rather than "Payment Required"). Only printable characters are kept
+/// (a phrase is text on the status line), and at most 64 of them.
+pub fn set_phrase(r: &mut Response, phrase: &str) {
+    let clean: String = phrase
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    let clean = clean.trim();
+    if !clean.is_empty() && clean != "Other" {
+        r.status_code = StatusCode::Other(r.status_code.code(), clean.to_string());
+    }
+}
+
 /// A response on the wire.
 pub fn response_bytes(r: &Response) -> Vec<u8> {
     let code = r.status_code.code();
     let mut s = String::with_capacity(512);
-    let _ = write!(s, "SIP/2.0 {code} {}\r\n", reason(code));
+    let _ = write!(s, "SIP/2.0 {code} {}\r\n", phrase(r));
     write_headers(&mut s, &r.headers, &r.body);
     let mut out = s.into_bytes();
     out.extend_from_slice(&r.body);
@@ -921,6 +971,46 @@ c: application/sdp\r\n\
 l: 4\r\n\
 \r\n\
 v=0\r\n";
+
+    #[test]
+    fn the_codes_we_answer_with_carry_their_rfc_phrases() {
+        // A softphone shows the phrase: the registrar's and the challenges' codes included.
+        for (code, phrase) in [
+            (401, "Unauthorized"),
+            (407, "Proxy Authentication Required"),
+            (423, "Interval Too Brief"),
+            (402, "Payment Required"),
+            (580, "Precondition Failure"),
+        ] {
+            assert_eq!(reason(code), phrase);
+        }
+        assert_eq!(reason(499), "Unknown");
+    }
+
+    #[test]
+    fn a_phrase_of_our_own_goes_on_the_status_line_and_only_as_text() {
+        let req = match parse_datagram(INVITE).unwrap() {
+            SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        };
+        let mut r = reply_to(&req, 402, None, "t1");
+        assert!(response_bytes(&r).starts_with(b"SIP/2.0 402 Payment Required\r\n"));
+        set_phrase(&mut r, "insufficient\r\nX-Evil: 1 funds");
+        let wire = response_bytes(&r);
+        assert!(wire.starts_with(b"SIP/2.0 402 insufficientX-Evil: 1 funds\r\n"));
+        assert_eq!(r.status_code.code(), 402);
+        // It reads back as the same response.
+        match parse_datagram(&wire).unwrap() {
+            SipMessage::Response(back) => assert_eq!(back.status_code.code(), 402),
+            _ => panic!("a response"),
+        }
+        set_phrase(&mut r, "\r\n");
+        assert_eq!(
+            phrase(&r),
+            "insufficientX-Evil: 1 funds",
+            "an empty phrase changes nothing"
+        );
+    }
 
     #[test]
     fn reads_what_the_b2bua_needs() {
