@@ -1850,6 +1850,40 @@ CSeq: {cseq} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         "{refused}"
     );
 
+    // Premium-rate numbers barred, international allowed again: 1900… is refused, by the
+    // default dialling plan's premium prefixes.
+    rig.store
+        .set_sip_barring(
+            "alice",
+            "voip.example.com",
+            Some(false),
+            Some(true),
+            "test",
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let to = "19005551234";
+    sock.send_to(invite("premium", to, 1, "").as_bytes(), rig.udp)
+        .await
+        .unwrap();
+    let challenge = next_answer(&sock).await;
+    sock.send_to(ack("premium", 1, &challenge).as_bytes(), rig.udp)
+        .await
+        .unwrap();
+    let auth = credentials(challenge, to);
+    sock.send_to(invite("premium", to, 2, &auth).as_bytes(), rig.udp)
+        .await
+        .unwrap();
+    let refused = next_answer(&sock).await;
+    assert!(
+        refused.starts_with("SIP/2.0 403 premium-rate calls are barred on this account\r\n"),
+        "{refused}"
+    );
+    sock.send_to(ack("premium", 2, &refused).as_bytes(), rig.udp)
+        .await
+        .unwrap();
+
     // A caller that gives up at once, while its account may still be being read, gets 487
     // for its INVITE either way (and the gateway, gone by now, is never rung for long).
     let to = "5555233";

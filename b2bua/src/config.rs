@@ -75,6 +75,100 @@ struct SubscribersFile {
     nonces_remembered: usize,
     #[serde(default)]
     algorithms: Option<Vec<Spanned<String>>>,
+    /// Dialling plans by tenant (`"*"`: every tenant without one of its own).
+    #[serde(default)]
+    numbering: std::collections::BTreeMap<String, PlanFile>,
+}
+
+/// One tenant's dialling plan (see [`crate::numbering::Plan`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFile {
+    #[serde(default)]
+    country_code: Option<String>,
+    #[serde(default)]
+    national_prefix: Option<String>,
+    #[serde(default)]
+    international_prefix: Option<String>,
+    #[serde(default)]
+    national_length: Option<usize>,
+    #[serde(default)]
+    premium: Option<Vec<String>>,
+}
+
+impl PlanFile {
+    fn check(self, key: &str, err: &mut Report) -> crate::numbering::Plan {
+        let at = |field: &str| format!("subscribers.numbering.{key}.{field}");
+        let digits = |v: &str, max: usize| {
+            !v.is_empty() && v.len() <= max && v.bytes().all(|b| b.is_ascii_digit())
+        };
+        let mut plan = crate::numbering::Plan::default();
+        if let Some(cc) = self.country_code {
+            if !digits(&cc, 3) || cc.starts_with('0') {
+                err(
+                    0,
+                    at("country_code"),
+                    format!("{cc:?} is not a country code: 1 to 3 digits, not starting with 0"),
+                );
+            }
+            plan.country_code = Some(cc);
+        }
+        if let Some(p) = self.national_prefix {
+            if !digits(&p, 4) {
+                err(
+                    0,
+                    at("national_prefix"),
+                    format!("{p:?} is not a prefix: 1 to 4 digits"),
+                );
+            }
+            if plan.country_code.is_none() {
+                err(
+                    0,
+                    at("national_prefix"),
+                    "needs country_code: a national number is read as one of that country".into(),
+                );
+            }
+            plan.national_prefix = Some(p);
+        }
+        if let Some(p) = self.international_prefix {
+            if !digits(&p, 4) {
+                err(
+                    0,
+                    at("international_prefix"),
+                    format!("{p:?} is not a prefix: 1 to 4 digits"),
+                );
+            }
+            plan.international_prefix = p;
+        }
+        if let Some(n) = self.national_length {
+            if !(4..=15).contains(&n) {
+                err(
+                    0,
+                    at("national_length"),
+                    format!("{n} is out of range: 4 to 15 digits"),
+                );
+            }
+            if plan.country_code.is_none() {
+                err(0, at("national_length"), "needs country_code".into());
+            }
+            plan.national_length = Some(n);
+        }
+        if let Some(list) = self.premium {
+            for p in &list {
+                if !digits(p, 15) {
+                    err(
+                        0,
+                        at("premium"),
+                        format!(
+                            "{p:?} is not a number prefix: 1 to 15 digits, in international form"
+                        ),
+                    );
+                }
+            }
+            plan.premium = list;
+        }
+        plan
+    }
 }
 
 fn d_min_expires() -> u32 {
@@ -115,6 +209,8 @@ pub struct Subscribers {
     pub nonces_remembered: usize,
     /// The digest algorithms our challenges offer, in order (both HA1s are always kept).
     pub algorithms: Vec<crate::sip::digest::Algorithm>,
+    /// How each tenant's subscribers dial (national prefix, `+`, `00`, premium numbers).
+    pub numbering: crate::numbering::Numbering,
 }
 
 impl SubscribersFile {
@@ -217,7 +313,17 @@ impl SubscribersFile {
                 "offer at least one: MD5 or SHA-256".into(),
             );
         }
+        let mut numbering = crate::numbering::Numbering::default();
+        for (key, plan) in self.numbering {
+            let plan = plan.check(&key, err);
+            if key == "*" {
+                numbering.default = plan;
+            } else {
+                numbering.tenants.insert(key, plan);
+            }
+        }
         Subscribers {
+            numbering,
             algorithms,
             domains: self.domains.into_iter().map(|d| d.value).collect(),
             min_expires: self.min_expires_s,
@@ -1951,6 +2057,54 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("name at least one SIP domain"), "{e}");
+    }
+
+    #[test]
+    fn dialling_plans_are_read_per_tenant_and_their_mistakes_named() {
+        let c = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [voip.example.com]\n  numbering:\n    \"*\": {premium: [\"1900\"]}\n    itsp-uk: {country_code: \"44\", national_prefix: \"0\", premium: [\"449\"]}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let n = c.subscribers.unwrap().numbering;
+        assert_eq!(n.default.premium, ["1900"]);
+        let london = n.plan("itsp-uk").read("02079460000").unwrap();
+        assert_eq!(london.number, "442079460000");
+        assert_eq!(
+            n.plan("elsewhere").read("02079460000").unwrap().number,
+            "02079460000"
+        );
+        let e = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [voip.example.com]\n  numbering:\n    uk: {country_code: \"044\", international_prefix: \"+\", national_length: 99, premium: [\"+449\"]}\n",
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "subscribers.numbering.uk.country_code: \"044\" is not a country code",
+            "subscribers.numbering.uk.international_prefix: \"+\" is not a prefix",
+            "subscribers.numbering.uk.national_length: 99 is out of range",
+            "subscribers.numbering.uk.premium: \"+449\" is not a number prefix",
+        ] {
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        let e = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [voip.example.com]\n  numbering:\n    us: {national_prefix: \"1\"}\n",
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("subscribers.numbering.us.national_prefix: needs country_code"),
+            "{e}"
+        );
+        let e = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [voip.example.com]\n  numbering:\n    xx: {dial_tone: true}\n",
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("dial_tone"), "an unknown key is named: {e}");
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub fn sip_message(data: &[u8]) {
                 rack_reads_back(&r);
                 credentials_checked(&r);
                 registered(&r);
+                numbers_read(&r);
                 message::stamp_received(&mut r, "192.0.2.1:5060".parse().expect("an address"));
                 let now = Instant::now();
                 let (mut tx, _) = Transaction::server(r.clone(), false, Timers::default(), now);
@@ -314,6 +315,22 @@ fn prack_reads_back(resp: &message::Response) {
     assert_eq!(back.header("RAck"), Some(rack.to_string().as_str()));
 }
 
+/// A subscriber's dialled number through a plan with every rule on: read without a panic,
+/// and what it reads is digits the rate deck can hold.
+fn numbers_read(r: &message::Request) {
+    let plan = crate::numbering::Plan {
+        country_code: Some("44".into()),
+        national_prefix: Some("0".into()),
+        international_prefix: "00".into(),
+        national_length: Some(10),
+        premium: vec!["449".into()],
+    };
+    if let Some(d) = plan.read(r.uri.user().unwrap_or("")) {
+        assert!(!d.number.is_empty() && d.number.bytes().all(|b| b.is_ascii_digit()));
+        assert!(d.number.len() <= 35, "{d:?}");
+    }
+}
+
 /// Whatever a REGISTER says, the registrar answers it (a challenge, a refusal, a lookup)
 /// and reads its Contacts and expiries without a panic, and every change it reads keeps to
 /// the rules: no expiry below the minimum but zero, none above the maximum.
@@ -327,6 +344,7 @@ fn registered(r: &message::Request) {
         nonce_key: [2; 32],
         nonces_remembered: 1000,
         algorithms: vec![crate::sip::digest::Algorithm::Md5],
+        numbering: Default::default(),
     };
     let registrar = crate::registrar::Registrar::new(rules.clone());
     let _ = registrar.first_look(r, 1_796_600_000_000, "t");

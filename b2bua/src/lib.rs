@@ -14,6 +14,7 @@ pub mod limits;
 pub mod logging;
 pub mod media;
 pub mod metrics;
+pub mod numbering;
 pub mod radius;
 pub mod radius_acct;
 pub mod registrar;

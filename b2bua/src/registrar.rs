@@ -345,21 +345,6 @@ pub fn in_order(existing: &Binding, call_id: &str, cseq: i64) -> bool {
     existing.call_id != call_id || cseq > existing.cseq
 }
 
-/// What a subscriber dialled, as the rate decks and routes read numbers: digits only, with
-/// the international prefix (`+` or `00`) taken off; and whether it was international (for
-/// barring). `None`: not a phone number (letters, an empty user part).
-pub fn dialled(user: &str) -> Option<(String, bool)> {
-    let (digits, international) = match user.strip_prefix('+') {
-        Some(rest) => (rest, true),
-        None => match user.strip_prefix("00") {
-            Some(rest) => (rest, true),
-            None => (user, false),
-        },
-    };
-    (!digits.is_empty() && digits.len() <= 32 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| (digits.to_string(), international))
-}
-
 /// The 200 to a REGISTER: every binding the account has now, each with the seconds it has
 /// left (RFC 3261 §10.3 step 8).
 pub fn ok(
@@ -401,6 +386,7 @@ mod tests {
             nonce_key: [3; 32],
             nonces_remembered: 1000,
             algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
+            numbering: Default::default(),
         }
     }
 
@@ -611,16 +597,6 @@ mod tests {
             "Contact: <mailto:a@h>\r\n",
         ] {
             assert_eq!(c(bad).unwrap_err().status_code.code(), 400, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn numbers_dialled_are_digits_and_international_is_told() {
-        assert_eq!(dialled("+14085551234"), Some(("14085551234".into(), true)));
-        assert_eq!(dialled("0014085551234"), Some(("14085551234".into(), true)));
-        assert_eq!(dialled("5555233"), Some(("5555233".into(), false)));
-        for bad in ["", "+", "00", "alice", "555-5233", "*100"] {
-            assert_eq!(dialled(bad), None, "{bad:?}");
         }
     }
 

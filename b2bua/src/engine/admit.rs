@@ -8,6 +8,7 @@ use crate::call::{self, legs::usable_offer, Setup, Side};
 use crate::media::sdp;
 use crate::sip::message::{hdr, Header, Request, SipExt};
 use crate::sip::transaction::TxKey;
+use crate::sync::Lock;
 use crate::transport::Peer;
 use chrono::Utc;
 use std::sync::Arc;
@@ -297,15 +298,27 @@ impl Engine {
     ) -> Result<Admitted, Refusal> {
         self.check_capacity()?;
         let dialled = req.uri.user().unwrap_or("");
-        let Some((destination, international)) = crate::registrar::dialled(dialled) else {
+        let read = self.subscribers.as_ref().and_then(|s| {
+            s.registrar
+                .locked()
+                .rules()
+                .numbering
+                .plan(&account.tenant)
+                .read(dialled)
+        });
+        let Some(read) = read else {
             return Err(refuse(484, "the number dialled is not a phone number"));
         };
-        if international && account.bar_international {
+        if read.international && account.bar_international {
             return Err(refuse(
                 403,
                 "international calls are barred on this account",
             ));
         }
+        if read.premium && account.bar_premium {
+            return Err(refuse(403, "premium-rate calls are barred on this account"));
+        }
+        let destination = read.number;
         let aor = account.aor();
         let running = self
             .calls
