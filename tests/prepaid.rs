@@ -918,3 +918,83 @@ gateways:\n  - {{name: gw, address: \"{}\"}}\nroutes:\n  - {{name: all, patterns
     running.stop().await;
     store.close().await;
 }
+
+/// A softphone subscriber dials the short code `*100`: challenged 407, then answered by the
+/// `balance` flow on its SIP account's card (no PIN asked: its digest proved the card), which
+/// says the balance and hangs up, charging nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_dialling_star_100_hears_its_cards_balance() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
+    let store = Arc::new(Store::open(&url, StoreConfig::default()).await.unwrap());
+    rating::demo::seed(&store, Utc::now()).await.unwrap();
+    let yaml = format!(
+        "flows: {}\nsip:\n  listen: [\"udp:127.0.0.1:0\"]\n  t1_ms: 500\n\
+media: {{bind: 127.0.0.1, ports: 44000-44999}}\nsubscribers:\n  domains: [demo.invalid]\n",
+        ivr::shipped_dir().display()
+    );
+    let running = b2bua::engine::start(Config::parse(&yaml, "t.yaml").unwrap(), store.clone())
+        .await
+        .unwrap();
+    let b2b = running.addr(Proto::Udp).unwrap();
+    let mut phone = Ua::new("demo").await;
+    let me = phone.sip_addr();
+    let offer = phone.sdp("0 101", &["0 PCMU/8000", "101 telephone-event/8000"]);
+    let invite = |cseq: u32, auth: &str| {
+        format!(
+            "INVITE sip:*100@demo.invalid SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbal{cseq}\r\n\
+From: <sip:demo@demo.invalid>;tag=p1\r\nTo: <sip:*100@demo.invalid>\r\nCall-ID: balance-1\r\n\
+CSeq: {cseq} INVITE\r\nContact: <sip:demo@{me}>\r\nMax-Forwards: 70\r\n{auth}\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+            offer.len()
+        )
+    };
+    phone.send(b2b, &invite(1, "")).await;
+    let challenge = phone.expect_response(407, S).await;
+    phone
+        .send(
+            b2b,
+            &format!(
+                "ACK sip:*100@demo.invalid SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbal1\r\n\
+From: <sip:demo@demo.invalid>;tag=p1\r\nTo: {}\r\nCall-ID: balance-1\r\nCSeq: 1 ACK\r\n\
+Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+                challenge.header("To").unwrap()
+            ),
+        )
+        .await;
+    let ch = b2bua::sip::digest::Challenge::parse(challenge.header("Proxy-Authenticate").unwrap())
+        .expect("a challenge");
+    let auth = b2bua::sip::digest::authorization(
+        &ch,
+        b2bua::sip::digest::Credentials {
+            username: rating::demo::SIP_USER,
+            password: rating::demo::SIP_PASSWORD,
+        },
+        "INVITE",
+        "sip:*100@demo.invalid",
+        "c1",
+        1,
+    );
+    phone
+        .send(b2b, &invite(2, &format!("Proxy-Authorization: {auth}\r\n")))
+        .await;
+    let ok = phone.expect_response(200, S).await;
+    let ack = phone.in_dialog("ACK", b2b, &ok, None);
+    phone.send(b2b, &ack).await;
+    let packets = phone.recv_rtp_for(Duration::from_secs(4)).await;
+    assert!(heard(&packets, "you_have"), "{} packets", packets.len());
+    let (bye, from) = phone.expect_request("BYE", S).await;
+    phone
+        .send(from, &phone.response(&bye, 200, "p2", None))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let card = store.account(rating::demo::CARD).await.unwrap();
+    assert_eq!(
+        card.balance,
+        Money::parse("32.91", false).unwrap(),
+        "nothing charged"
+    );
+    assert_eq!(card.reserved, Money::ZERO);
+    running.stop().await;
+    store.close().await;
+}

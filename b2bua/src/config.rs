@@ -78,6 +78,13 @@ struct SubscribersFile {
     /// Dialling plans by tenant (`"*"`: every tenant without one of its own).
     #[serde(default)]
     numbering: std::collections::BTreeMap<String, PlanFile>,
+    /// Short codes a subscriber dials for a flow instead of a number (`"*100": balance`).
+    #[serde(default = "d_short_codes")]
+    short_codes: std::collections::BTreeMap<String, String>,
+}
+
+fn d_short_codes() -> std::collections::BTreeMap<String, String> {
+    [("*100".to_string(), "balance".to_string())].into()
 }
 
 /// One tenant's dialling plan (see [`crate::numbering::Plan`]).
@@ -211,6 +218,9 @@ pub struct Subscribers {
     pub algorithms: Vec<crate::sip::digest::Algorithm>,
     /// How each tenant's subscribers dial (national prefix, `+`, `00`, premium numbers).
     pub numbering: crate::numbering::Numbering,
+    /// The flow each short code runs (its name in the flows directory): `*100` says the
+    /// card's balance, by the same say grammar as the card service.
+    pub short_codes: std::collections::BTreeMap<String, String>,
 }
 
 impl SubscribersFile {
@@ -322,7 +332,20 @@ impl SubscribersFile {
                 numbering.tenants.insert(key, plan);
             }
         }
+        for code in self.short_codes.keys() {
+            let ok = (2..=8).contains(&code.len())
+                && code.starts_with('*')
+                && code[1..].bytes().all(|b| b.is_ascii_digit());
+            if !ok {
+                err(
+                    0,
+                    "subscribers.short_codes".into(),
+                    format!("{code:?} is not a short code: * and 1 to 7 digits (no number starts with *)"),
+                );
+            }
+        }
         Subscribers {
+            short_codes: self.short_codes,
             numbering,
             algorithms,
             domains: self.domains.into_iter().map(|d| d.value).collect(),
@@ -2105,6 +2128,16 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("dial_tone"), "an unknown key is named: {e}");
+        let e = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [voip.example.com]\n  short_codes: {\"100\": balance}\n",
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("subscribers.short_codes: \"100\" is not a short code"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -262,6 +262,7 @@ pub fn flow_yaml(data: &[u8]) {
         access_number: "2".into(),
         languages: vec!["en".into(), "es".into()],
         uri_destination: "3".into(),
+        card: "4".into(),
     };
     let now = Instant::now();
     let (mut s, _) = Session::start(Arc::new(flow), &ctx, now);
@@ -345,6 +346,7 @@ fn registered(r: &message::Request) {
         nonces_remembered: 1000,
         algorithms: vec![crate::sip::digest::Algorithm::Md5],
         numbering: Default::default(),
+        short_codes: Default::default(),
     };
     let registrar = crate::registrar::Registrar::new(rules.clone());
     let _ = registrar.first_look(r, 1_796_600_000_000, "t");

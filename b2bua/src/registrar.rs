@@ -387,6 +387,7 @@ mod tests {
             nonces_remembered: 1000,
             algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
             numbering: Default::default(),
+            short_codes: Default::default(),
         }
     }
 

@@ -21,6 +21,9 @@ pub struct Context {
     pub languages: Vec<String>,
     /// For pinless access numbers: the digits dialled after the access number.
     pub uri_destination: String,
+    /// A softphone subscriber's card, which its digest already proved (empty for anyone
+    /// else): the flow's `card` variable.
+    pub card: String,
 }
 
 /// The authorizer's answer, as the flow uses it.
@@ -125,6 +128,7 @@ impl Session {
         vars.insert("ani".into(), ctx.ani.clone());
         vars.insert("dnis".into(), ctx.access_number.clone());
         vars.insert("uri_destination".into(), ctx.uri_destination.clone());
+        vars.insert("card".into(), ctx.card.clone());
         let languages = if ctx.languages.is_empty() {
             vec!["en".to_string()]
         } else {

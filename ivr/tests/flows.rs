@@ -100,6 +100,7 @@ fn en() -> Context {
         access_number: "5551200".into(),
         languages: vec!["en".into()],
         uri_destination: String::new(),
+        card: String::new(),
     }
 }
 

@@ -76,6 +76,7 @@ impl Call {
             access_number: self.access.number.clone(),
             languages: self.access.languages.clone(),
             uri_destination,
+            card: self.card.clone().unwrap_or_default(),
         };
         let (session, actions) = ivr::Session::start(flow, &ctx, env.now);
         crate::metrics::get().ivr_sessions.inc();
@@ -175,6 +176,9 @@ impl Call {
             self.account = account.clone();
             self.span.record("account", account.as_str());
         }
+        // A subscriber's digest stands for its own card's PIN, and for no other card a flow
+        // may ask about.
+        let authenticated = self.card.as_deref() == Some(account.as_str());
         let auth = AuthRequest {
             account,
             pin: pin.filter(|p| !p.is_empty()),
@@ -182,7 +186,7 @@ impl Call {
             access_number: self.access.number.clone(),
             session_id: self.session_id.clone(),
             tenant: self.access.card_tenant(),
-            authenticated: false,
+            authenticated,
         };
         if phase == 1 {
             return self.emit(Output::Store(Ask::AuthorizeAccount(auth)));

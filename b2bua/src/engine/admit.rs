@@ -298,6 +298,17 @@ impl Engine {
     ) -> Result<Admitted, Refusal> {
         self.check_capacity()?;
         let dialled = req.uri.user().unwrap_or("");
+        let short_code = self.subscribers.as_ref().and_then(|s| {
+            s.registrar
+                .locked()
+                .rules()
+                .short_codes
+                .get(dialled)
+                .cloned()
+        });
+        if let Some(name) = short_code {
+            return self.short_code(req, account, name);
+        }
         let read = self.subscribers.as_ref().and_then(|s| {
             s.registrar
                 .locked()
@@ -345,6 +356,42 @@ impl Engine {
             },
             destination,
             flow: None,
+            ani: account.caller_id.clone().unwrap_or_default(),
+            card: Some(account.card.clone()),
+            aor: Some(account.aor()),
+            offer,
+            session,
+        })
+    }
+
+    /// A subscriber's short code (`*100`): its flow, answered by us, on the account's card
+    /// (which the flow may name as `card` without a PIN: the digest proved it).
+    fn short_code(
+        &self,
+        req: &Request,
+        account: &rating::store::SipAccount,
+        name: String,
+    ) -> Result<Admitted, Refusal> {
+        let live = self.assets.live();
+        let Some(flow) = live.flows.get(&name).cloned() else {
+            return Err(refuse(503, "the short code's flow is not loaded"));
+        };
+        let session = self.check_headers(req)?;
+        let offer = self.check_offer(req)?;
+        Ok(Admitted {
+            prompts: live.prompts(&account.tenant),
+            access: crate::access::AccessNumber {
+                number: format!("sip:{}", account.aor()),
+                flow: Some(name),
+                tenant: account.tenant.clone(),
+                languages: vec!["en".into()],
+                trust_ani: false,
+                trusted_only: false,
+                pinless: false,
+                all_tenants: false,
+            },
+            destination: String::new(),
+            flow: Some(flow),
             ani: account.caller_id.clone().unwrap_or_default(),
             card: Some(account.card.clone()),
             aor: Some(account.aor()),
