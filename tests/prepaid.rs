@@ -42,17 +42,7 @@ async fn start_with(
     t1_ms: u64,
     store_cfg: Option<StoreConfig>,
 ) -> (tempfile::TempDir, Arc<Store>, b2bua::engine::Running) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
-    let demo = store_cfg.is_none();
-    let store = Arc::new(
-        Store::open(&url, store_cfg.unwrap_or_default())
-            .await
-            .unwrap(),
-    );
-    if demo {
-        rating::demo::seed(&store, Utc::now()).await.unwrap();
-    }
+    let (dir, store) = store_in_tempdir(store_cfg).await;
     let yaml = format!(
         "flows: {}\nsip:\n  listen: [\"udp:127.0.0.1:0\"]\n  t1_ms: {t1_ms}\ntrusted_peers: [127.0.0.1]\naccess_numbers:\n  - {{number: \"5551200\", flow: debitcard}}\n\
 media: {{bind: 127.0.0.1, ports: 44000-44999}}\n\
@@ -64,6 +54,22 @@ radius:\n  accounting: {{server: \"127.0.0.1:9\", secret: s, gw_id: ivr-test}}\n
         .await
         .unwrap();
     (dir, store, running)
+}
+
+/// A fresh SQLite store in its own directory: with the demo data unless `store_cfg` is given.
+async fn store_in_tempdir(store_cfg: Option<StoreConfig>) -> (tempfile::TempDir, Arc<Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
+    let demo = store_cfg.is_none();
+    let store = Arc::new(
+        Store::open(&url, store_cfg.unwrap_or_default())
+            .await
+            .unwrap(),
+    );
+    if demo {
+        rating::demo::seed(&store, Utc::now()).await.unwrap();
+    }
+    (dir, store)
 }
 
 /// Dials the access number; returns the 200 and our RTP address.
@@ -924,10 +930,7 @@ gateways:\n  - {{name: gw, address: \"{}\"}}\nroutes:\n  - {{name: all, patterns
 /// says the balance and hangs up, charging nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_dialling_star_100_hears_its_cards_balance() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("b2bua.db").display());
-    let store = Arc::new(Store::open(&url, StoreConfig::default()).await.unwrap());
-    rating::demo::seed(&store, Utc::now()).await.unwrap();
+    let (_dir, store) = store_in_tempdir(None).await;
     let yaml = format!(
         "flows: {}\nsip:\n  listen: [\"udp:127.0.0.1:0\"]\n  t1_ms: 500\n\
 media: {{bind: 127.0.0.1, ports: 44000-44999}}\nsubscribers:\n  domains: [demo.invalid]\n",

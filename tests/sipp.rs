@@ -1706,6 +1706,86 @@ async fn next_answer(sock: &tokio::net::UdpSocket) -> String {
     }
 }
 
+/// The subscriber alice@voip.example.com (see [`Rig::alice`]) as a raw UDP phone: her INVITEs
+/// to a number, answered challenges and ACKs, written by hand so each test sees every answer.
+struct Alice {
+    sock: tokio::net::UdpSocket,
+    me: SocketAddr,
+    b2b: SocketAddr,
+}
+
+impl Alice {
+    async fn new(b2b: SocketAddr) -> Alice {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let me = sock.local_addr().unwrap();
+        Alice { sock, me, b2b }
+    }
+
+    async fn send(&self, text: &str) {
+        self.sock.send_to(text.as_bytes(), self.b2b).await.unwrap();
+    }
+
+    fn invite(&self, call: &str, to: &str, cseq: u32, auth: &str) -> String {
+        let me = self.me;
+        let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+        format!(
+            "INVITE sip:{to}@voip.example.com SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}{cseq}\r\n\
+From: <sip:alice@voip.example.com>;tag=b1\r\nTo: <sip:{to}@voip.example.com>\r\nCall-ID: {call}\r\n\
+CSeq: {cseq} INVITE\r\nContact: <sip:alice@{me}>\r\nMax-Forwards: 70\r\n{auth}\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+    }
+
+    /// The ACK for a final answer that was not a 2xx (else it is sent again and again).
+    async fn ack(&self, call: &str, cseq: u32, answer: &str) {
+        let to = answer
+            .lines()
+            .find(|l| l.starts_with("To: "))
+            .expect("a To header");
+        let uri = to
+            .split('<')
+            .nth(1)
+            .and_then(|r| r.split('>').next())
+            .expect("a To URI");
+        let me = self.me;
+        self.send(&format!(
+            "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}{cseq}\r\n\
+From: <sip:alice@voip.example.com>;tag=b1\r\n{to}\r\nCall-ID: {call}\r\n\
+CSeq: {cseq} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ))
+        .await;
+    }
+
+    /// Calls `to` on `call`: challenged 407 (ACKed), then the INVITE again (CSeq 2) with her
+    /// password's credentials. Its answer is the caller's to read.
+    async fn authenticated(&self, call: &str, to: &str) {
+        self.send(&self.invite(call, to, 1, "")).await;
+        let challenge = next_answer(&self.sock).await;
+        self.ack(call, 1, &challenge).await;
+        assert!(challenge.starts_with("SIP/2.0 407 "), "{challenge}");
+        let ch = challenge
+            .lines()
+            .filter_map(|l| l.strip_prefix("Proxy-Authenticate: "))
+            .filter_map(b2bua::sip::digest::Challenge::parse)
+            .max_by_key(|c| c.algorithm)
+            .expect("a challenge");
+        let auth = b2bua::sip::digest::authorization(
+            &ch,
+            b2bua::sip::digest::Credentials {
+                username: "alice",
+                password: "correcthorse1",
+            },
+            "INVITE",
+            &format!("sip:{to}@voip.example.com"),
+            "cn1",
+            1,
+        );
+        let auth = format!("Proxy-Authorization: {auth}\r\n");
+        self.send(&self.invite(call, to, 2, &auth)).await;
+    }
+}
+
 /// A softphone subscriber calls a number directly: its INVITE is challenged 407, answered
 /// with its SIP account's password, authorized on the account's card (a PIN card: the digest
 /// stands for the PIN), dialled, billed to the card, and presented with the account's caller
@@ -1774,77 +1854,16 @@ async fn a_subscriber_calls_out_on_its_cards_money_after_a_407() {
         )
         .await
         .unwrap();
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let me = sock.local_addr().unwrap();
-    let invite = |call: &str, to: &str, cseq: u32, auth: &str| {
-        let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-        format!(
-            "INVITE sip:{to}@voip.example.com SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}{cseq}\r\n\
-From: <sip:alice@voip.example.com>;tag=b1\r\nTo: <sip:{to}@voip.example.com>\r\nCall-ID: {call}\r\n\
-CSeq: {cseq} INVITE\r\nContact: <sip:alice@{me}>\r\nMax-Forwards: 70\r\n{auth}\
-Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-            sdp.len()
-        )
-    };
-    // The ACK for a final answer that was not a 2xx (else it is sent again and again).
-    let ack = |call: &str, cseq: u32, answer: &str| {
-        let to = answer
-            .lines()
-            .find(|l| l.starts_with("To: "))
-            .expect("a To header");
-        let uri = to
-            .split('<')
-            .nth(1)
-            .and_then(|r| r.split('>').next())
-            .expect("a To URI");
-        format!(
-            "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}{cseq}\r\n\
-From: <sip:alice@voip.example.com>;tag=b1\r\n{to}\r\nCall-ID: {call}\r\n\
-CSeq: {cseq} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        )
-    };
-    // Challenged, then answered with the password: the credentials for `to` on `call`.
-    let credentials = |challenge: String, to: &str| {
-        assert!(challenge.starts_with("SIP/2.0 407 "), "{challenge}");
-        let ch = challenge
-            .lines()
-            .filter_map(|l| l.strip_prefix("Proxy-Authenticate: "))
-            .filter_map(b2bua::sip::digest::Challenge::parse)
-            .max_by_key(|c| c.algorithm)
-            .expect("a challenge");
-        let auth = b2bua::sip::digest::authorization(
-            &ch,
-            b2bua::sip::digest::Credentials {
-                username: "alice",
-                password: "correcthorse1",
-            },
-            "INVITE",
-            &format!("sip:{to}@voip.example.com"),
-            "cn1",
-            1,
-        );
-        format!("Proxy-Authorization: {auth}\r\n")
-    };
+    let alice = Alice::new(rig.udp).await;
+    let (sock, me) = (&alice.sock, alice.me);
     let to = "+445555233";
-    sock.send_to(invite("barred", to, 1, "").as_bytes(), rig.udp)
-        .await
-        .unwrap();
-    let challenge = next_answer(&sock).await;
-    sock.send_to(ack("barred", 1, &challenge).as_bytes(), rig.udp)
-        .await
-        .unwrap();
-    let auth = credentials(challenge, to);
-    sock.send_to(invite("barred", to, 2, &auth).as_bytes(), rig.udp)
-        .await
-        .unwrap();
-    let refused = next_answer(&sock).await;
+    alice.authenticated("barred", to).await;
+    let refused = next_answer(sock).await;
     assert!(
         refused.starts_with("SIP/2.0 403 international calls are barred on this account\r\n"),
         "the softphone shows why: {refused}"
     );
-    sock.send_to(ack("barred", 2, &refused).as_bytes(), rig.udp)
-        .await
-        .unwrap();
+    alice.ack("barred", 2, &refused).await;
     assert!(
         refused.contains("international calls are barred"),
         "{refused}"
@@ -1864,49 +1883,27 @@ CSeq: {cseq} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         .await
         .unwrap();
     let to = "19005551234";
-    sock.send_to(invite("premium", to, 1, "").as_bytes(), rig.udp)
-        .await
-        .unwrap();
-    let challenge = next_answer(&sock).await;
-    sock.send_to(ack("premium", 1, &challenge).as_bytes(), rig.udp)
-        .await
-        .unwrap();
-    let auth = credentials(challenge, to);
-    sock.send_to(invite("premium", to, 2, &auth).as_bytes(), rig.udp)
-        .await
-        .unwrap();
-    let refused = next_answer(&sock).await;
+    alice.authenticated("premium", to).await;
+    let refused = next_answer(sock).await;
     assert!(
         refused.starts_with("SIP/2.0 403 premium-rate calls are barred on this account\r\n"),
         "{refused}"
     );
-    sock.send_to(ack("premium", 2, &refused).as_bytes(), rig.udp)
-        .await
-        .unwrap();
+    alice.ack("premium", 2, &refused).await;
 
     // A caller that gives up at once, while its account may still be being read, gets 487
     // for its INVITE either way (and the gateway, gone by now, is never rung for long).
     let to = "5555233";
-    sock.send_to(invite("gaveup", to, 1, "").as_bytes(), rig.udp)
-        .await
-        .unwrap();
-    let challenge = next_answer(&sock).await;
-    sock.send_to(ack("gaveup", 1, &challenge).as_bytes(), rig.udp)
-        .await
-        .unwrap();
-    let auth = credentials(challenge, to);
-    sock.send_to(invite("gaveup", to, 2, &auth).as_bytes(), rig.udp)
-        .await
-        .unwrap();
+    alice.authenticated("gaveup", to).await;
     let cancel = format!(
         "CANCEL sip:{to}@voip.example.com SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKgaveup2\r\n\
 From: <sip:alice@voip.example.com>;tag=b1\r\nTo: <sip:{to}@voip.example.com>\r\nCall-ID: gaveup\r\n\
 CSeq: 2 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     );
-    sock.send_to(cancel.as_bytes(), rig.udp).await.unwrap();
+    alice.send(&cancel).await;
     let (mut cancelled, mut terminated) = (false, false);
     while !(cancelled && terminated) {
-        let r = next_answer(&sock).await;
+        let r = next_answer(sock).await;
         if r.starts_with("SIP/2.0 1") {
             continue;
         }
@@ -1915,9 +1912,7 @@ CSeq: 2 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
             cancelled = true;
         } else {
             assert!(r.starts_with("SIP/2.0 487 "), "the INVITE ends 487: {r}");
-            sock.send_to(ack("gaveup", 2, &r).as_bytes(), rig.udp)
-                .await
-                .unwrap();
+            alice.ack("gaveup", 2, &r).await;
             terminated = true;
         }
     }

@@ -2084,11 +2084,15 @@ mod tests {
 
     #[test]
     fn dialling_plans_are_read_per_tenant_and_their_mistakes_named() {
-        let c = Config::parse(
-            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [voip.example.com]\n  numbering:\n    \"*\": {premium: [\"1900\"]}\n    itsp-uk: {country_code: \"44\", national_prefix: \"0\", premium: [\"449\"]}\n",
-            "t.yaml",
-        )
-        .unwrap();
+        let subscribers = |rest: &str| {
+            let yaml = format!(
+                "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [voip.example.com]\n{rest}"
+            );
+            Config::parse(&yaml, "t.yaml")
+        };
+        let refused = |rest: &str| subscribers(rest).unwrap_err().to_string();
+        let c = subscribers("  numbering:\n    \"*\": {premium: [\"1900\"]}\n    itsp-uk: {country_code: \"44\", national_prefix: \"0\", premium: [\"449\"]}\n")
+            .unwrap();
         let n = c.subscribers.unwrap().numbering;
         assert_eq!(n.default.premium, ["1900"]);
         let london = n.plan("itsp-uk").read("02079460000").unwrap();
@@ -2097,12 +2101,7 @@ mod tests {
             n.plan("elsewhere").read("02079460000").unwrap().number,
             "02079460000"
         );
-        let e = Config::parse(
-            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [voip.example.com]\n  numbering:\n    uk: {country_code: \"044\", international_prefix: \"+\", national_length: 99, premium: [\"+449\"]}\n",
-            "t.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let e = refused("  numbering:\n    uk: {country_code: \"044\", international_prefix: \"+\", national_length: 99, premium: [\"+449\"]}\n");
         for want in [
             "subscribers.numbering.uk.country_code: \"044\" is not a country code",
             "subscribers.numbering.uk.international_prefix: \"+\" is not a prefix",
@@ -2111,29 +2110,14 @@ mod tests {
         ] {
             assert!(e.contains(want), "{want}: {e}");
         }
-        let e = Config::parse(
-            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [voip.example.com]\n  numbering:\n    us: {national_prefix: \"1\"}\n",
-            "t.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let e = refused("  numbering:\n    us: {national_prefix: \"1\"}\n");
         assert!(
             e.contains("subscribers.numbering.us.national_prefix: needs country_code"),
             "{e}"
         );
-        let e = Config::parse(
-            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [voip.example.com]\n  numbering:\n    xx: {dial_tone: true}\n",
-            "t.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let e = refused("  numbering:\n    xx: {dial_tone: true}\n");
         assert!(e.contains("dial_tone"), "an unknown key is named: {e}");
-        let e = Config::parse(
-            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [voip.example.com]\n  short_codes: {\"100\": balance}\n",
-            "t.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let e = refused("  short_codes: {\"100\": balance}\n");
         assert!(
             e.contains("subscribers.short_codes: \"100\" is not a short code"),
             "{e}"

@@ -61,12 +61,13 @@ impl Plan {
             .filter(|c| !matches!(c, '-' | '.' | '(' | ')'))
             .collect();
         let (digits, international) = match cleaned.strip_prefix('+') {
-            Some(rest) => (rest.to_string(), true),
+            Some(rest) => (rest, true),
             None => match cleaned.strip_prefix(self.international_prefix.as_str()) {
-                Some(rest) if !self.international_prefix.is_empty() => (rest.to_string(), true),
-                _ => (cleaned.clone(), false),
+                Some(rest) if !self.international_prefix.is_empty() => (rest, true),
+                _ => (cleaned.as_str(), false),
             },
         };
+        let digits = digits.to_string();
         if digits.is_empty()
             || digits.len() > MAX_DIGITS
             || !digits.bytes().all(|b| b.is_ascii_digit())

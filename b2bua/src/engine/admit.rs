@@ -8,7 +8,6 @@ use crate::call::{self, legs::usable_offer, Setup, Side};
 use crate::media::sdp;
 use crate::sip::message::{hdr, Header, Request, SipExt};
 use crate::sip::transaction::TxKey;
-use crate::sync::Lock;
 use crate::transport::Peer;
 use chrono::Utc;
 use std::sync::Arc;
@@ -71,11 +70,17 @@ impl Engine {
 
     /// Answers an INVITE that is not admitted.
     fn refuse(&mut self, key: &TxKey, r: Refusal, now: Instant) {
+        self.refuse_as(key, r, false, now)
+    }
+
+    /// [`refuse`](Self::refuse); `told`: a subscriber's refusal, its reason also on the status
+    /// line, which its softphone shows.
+    fn refuse_as(&mut self, key: &TxKey, r: Refusal, told: bool, now: Instant) {
         let Refusal { code, why, header } = r;
         if code == 503 && why.is_none() {
             return self.reply_retry_after(key, None, now);
         }
-        self.reply_with(key, code, why.as_deref(), header, now);
+        self.reply_with(key, code, why.as_deref(), header, told, now);
     }
 
     /// An admitted INVITE becomes a call: its RTP ports, its dialog, its start.
@@ -278,16 +283,7 @@ impl Engine {
         let admitted = self.check_subscriber(&req, &account);
         match admitted {
             Ok(a) => self.place(a, req, from, key, now),
-            Err(r @ Refusal { why: None, .. }) => self.refuse(&key, r, now),
-            // The subscriber's own rules: said on the status line, which its softphone shows.
-            Err(Refusal { code, why, header }) => {
-                let tag = crate::sip::message::new_tag();
-                let mut resp = crate::registrar::told(&req, code, why.as_deref(), &tag);
-                if let Some(h) = header {
-                    resp.headers.push(h);
-                }
-                self.respond(&key, resp, now);
-            }
+            Err(r) => self.refuse_as(&key, r, true, now),
         }
     }
 
@@ -298,26 +294,18 @@ impl Engine {
     ) -> Result<Admitted, Refusal> {
         self.check_capacity()?;
         let dialled = req.uri.user().unwrap_or("");
-        let short_code = self.subscribers.as_ref().and_then(|s| {
-            s.registrar
-                .locked()
-                .rules()
-                .short_codes
-                .get(dialled)
-                .cloned()
-        });
-        if let Some(name) = short_code {
-            return self.short_code(req, account, name);
+        let rules = self.cfg.subscribers.as_ref();
+        let live = self.assets.live();
+        if let Some(name) = rules.and_then(|r| r.short_codes.get(dialled)) {
+            // A short code (`*100`): its flow, answered by us, on the account's card (which
+            // the flow may name as `card` without a PIN: the digest proved it).
+            let Some(flow) = live.flows.get(name).cloned() else {
+                return Err(refuse(503, "the short code's flow is not loaded"));
+            };
+            let flow = Some((name.clone(), flow));
+            return self.subscriber_admitted(req, account, &live, String::new(), flow);
         }
-        let read = self.subscribers.as_ref().and_then(|s| {
-            s.registrar
-                .locked()
-                .rules()
-                .numbering
-                .plan(&account.tenant)
-                .read(dialled)
-        });
-        let Some(read) = read else {
+        let Some(read) = rules.and_then(|r| r.numbering.plan(&account.tenant).read(dialled)) else {
             return Err(refuse(484, "the number dialled is not a phone number"));
         };
         if read.international && account.bar_international {
@@ -329,7 +317,6 @@ impl Engine {
         if read.premium && account.bar_premium {
             return Err(refuse(403, "premium-rate calls are barred on this account"));
         }
-        let destination = read.number;
         let aor = account.aor();
         let running = self
             .calls
@@ -339,59 +326,36 @@ impl Engine {
         if running as i64 >= account.max_calls {
             return Err(refuse(486, "the account's calls at once are all in use"));
         }
-        let session = self.check_headers(req)?;
-        let offer = self.check_offer(req)?;
-        let live = self.assets.live();
-        Ok(Admitted {
-            prompts: live.prompts(&account.tenant),
-            access: crate::access::AccessNumber {
-                number: format!("sip:{}", account.aor()),
-                flow: None,
-                tenant: account.tenant.clone(),
-                languages: vec!["en".into()],
-                trust_ani: false,
-                trusted_only: false,
-                pinless: true,
-                all_tenants: false,
-            },
-            destination,
-            flow: None,
-            ani: account.caller_id.clone().unwrap_or_default(),
-            card: Some(account.card.clone()),
-            aor: Some(account.aor()),
-            offer,
-            session,
-        })
+        self.subscriber_admitted(req, account, &live, read.number, None)
     }
 
-    /// A subscriber's short code (`*100`): its flow, answered by us, on the account's card
-    /// (which the flow may name as `card` without a PIN: the digest proved it).
-    fn short_code(
+    /// A subscriber's call as it comes in: to `destination` on its card as a pinless call,
+    /// or into a short code's flow, presenting its caller ID, once its headers and offer pass.
+    fn subscriber_admitted(
         &self,
         req: &Request,
         account: &rating::store::SipAccount,
-        name: String,
+        live: &crate::assets::Live,
+        destination: String,
+        flow: Option<(String, Arc<ivr::Flow>)>,
     ) -> Result<Admitted, Refusal> {
-        let live = self.assets.live();
-        let Some(flow) = live.flows.get(&name).cloned() else {
-            return Err(refuse(503, "the short code's flow is not loaded"));
-        };
         let session = self.check_headers(req)?;
         let offer = self.check_offer(req)?;
+        let (name, flow) = flow.unzip();
         Ok(Admitted {
             prompts: live.prompts(&account.tenant),
             access: crate::access::AccessNumber {
                 number: format!("sip:{}", account.aor()),
-                flow: Some(name),
+                pinless: flow.is_none(),
+                flow: name,
                 tenant: account.tenant.clone(),
                 languages: vec!["en".into()],
                 trust_ani: false,
                 trusted_only: false,
-                pinless: false,
                 all_tenants: false,
             },
-            destination: String::new(),
-            flow: Some(flow),
+            destination,
+            flow,
             ani: account.caller_id.clone().unwrap_or_default(),
             card: Some(account.card.clone()),
             aor: Some(account.aor()),

@@ -575,24 +575,30 @@ impl Engine {
 
     /// Answers a server transaction with a bare status, optionally explaining it in Warning.
     fn reply(&mut self, key: &TxKey, code: u16, warning: Option<&str>, now: Instant) {
-        self.reply_with(key, code, warning, None, now);
+        self.reply_with(key, code, warning, None, false, now);
     }
 
     /// Answers a server transaction with a bare status and one more header the status calls
-    /// for (a 422's Min-SE, a 420's Unsupported).
+    /// for (a 422's Min-SE, a 420's Unsupported); `told`: the warning goes on the status line
+    /// too, for a subscriber's softphone to show.
     fn reply_with(
         &mut self,
         key: &TxKey,
         code: u16,
         warning: Option<&str>,
         header: Option<crate::sip::message::Header>,
+        told: bool,
         now: Instant,
     ) {
         let Some(s) = self.server.get(key) else {
             return;
         };
         let tag = crate::sip::message::new_tag();
-        let mut resp = crate::sip::message::reply_to(s.tx.request(), code, warning, &tag);
+        let mut resp = if told {
+            crate::registrar::told(s.tx.request(), code, warning, &tag)
+        } else {
+            crate::sip::message::reply_to(s.tx.request(), code, warning, &tag)
+        };
         if let Some(h) = header {
             resp.headers.push(h);
         }
