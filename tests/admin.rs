@@ -1128,7 +1128,7 @@ async fn access_numbers_are_assigned_by_admins_configured_by_their_itsp_and_seen
         .iter()
         .map(|n| n["number"].as_str().unwrap())
         .collect();
-    assert_eq!(numbers, ["5551200", "5551201", "5551202"]);
+    assert_eq!(numbers, ["5551200", "5551201", "5551202", "5559000"]);
     assert!(
         all.as_array()
             .unwrap()
@@ -2338,6 +2338,56 @@ async fn sip_accounts_are_managed_within_their_tenant() {
         .await;
     assert_eq!(pw.status, 200, "{}", pw.body);
     assert!(pw.json()["password"].is_string());
+
+    // A DID of acme's rings its subscriber (phone-to-PC): the operator assigns the number,
+    // the ITSP points it at one of its own SIP accounts, never at another tenant's.
+    let did = |token: &'static str, json: &'static str| {
+        let api = &api;
+        async move {
+            api.call(
+                "PUT",
+                "/api/v1/access-numbers/5559100",
+                Some(token),
+                Some(json),
+            )
+            .await
+        }
+    };
+    let a = did(
+        ADMIN,
+        r#"{"tenant": "acme", "languages": ["en"], "trusted_only": true, "subscriber": "alice@voip.acme.example"}"#,
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(a.json()["subscriber"], "alice@voip.acme.example");
+    assert_eq!(a.json()["flow"], serde_json::Value::Null);
+    let a = did(ACME, r#"{"subscriber": "bob@voip.example.com"}"#).await;
+    assert!(
+        a.error(422)
+            .contains("tenant acme has no SIP account bob@voip.example.com"),
+        "{}",
+        a.body
+    );
+    let a = did(ACME, r#"{"subscriber": "alice"}"#).await;
+    assert!(a.error(422).contains("user@domain"), "{}", a.body);
+    let a = did(ACME, r#"{"flow": "debitcard"}"#).await;
+    assert!(
+        a.error(422).contains("neither pinless nor runs a flow"),
+        "{}",
+        a.body
+    );
+    let a = did(ACME, r#"{"subscriber": "", "flow": "debitcard"}"#).await;
+    assert_eq!(a.status, 200, "back to a card number: {}", a.body);
+    assert_eq!(a.json()["subscriber"], serde_json::Value::Null);
+    let a = api
+        .call(
+            "PUT",
+            "/api/v1/access-numbers/5559101",
+            Some(ADMIN),
+            Some(r#"{"tenant": "acme", "languages": ["en"], "trusted_only": false, "subscriber": "alice@voip.acme.example"}"#),
+        )
+        .await;
+    assert!(a.error(422).contains("needs trusted_only"), "{}", a.body);
 
     // Malformed requests: a reason each, nothing changed.
     for (method, path, body, status, says) in [

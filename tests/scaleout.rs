@@ -318,6 +318,7 @@ async fn two_nodes_behind_kamailio_survive_one_crashing_mid_call_without_overspe
                 trusted_only: true,
                 pinless: true,
                 all_tenants: false,
+                subscriber: None,
                 updated_at: Utc::now(),
                 updated_by: "scaleout-test".into(),
             },

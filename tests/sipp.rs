@@ -1706,6 +1706,27 @@ async fn next_answer(sock: &tokio::net::UdpSocket) -> String {
     }
 }
 
+/// Alice's credentials for the strongest challenge in a 401 or 407's `header`.
+fn answer(challenge: &str, header: &str, method: &str, uri: &str) -> String {
+    let ch = challenge
+        .lines()
+        .filter_map(|l| l.strip_prefix(header)?.strip_prefix(": "))
+        .filter_map(b2bua::sip::digest::Challenge::parse)
+        .max_by_key(|c| c.algorithm)
+        .expect("a challenge");
+    b2bua::sip::digest::authorization(
+        &ch,
+        b2bua::sip::digest::Credentials {
+            username: "alice",
+            password: "correcthorse1",
+        },
+        method,
+        uri,
+        "cn1",
+        1,
+    )
+}
+
 /// The subscriber alice@voip.example.com (see [`Rig::alice`]) as a raw UDP phone: her INVITEs
 /// to a number, answered challenges and ACKs, written by hand so each test sees every answer.
 struct Alice {
@@ -1764,26 +1785,160 @@ CSeq: {cseq} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         let challenge = next_answer(&self.sock).await;
         self.ack(call, 1, &challenge).await;
         assert!(challenge.starts_with("SIP/2.0 407 "), "{challenge}");
-        let ch = challenge
-            .lines()
-            .filter_map(|l| l.strip_prefix("Proxy-Authenticate: "))
-            .filter_map(b2bua::sip::digest::Challenge::parse)
-            .max_by_key(|c| c.algorithm)
-            .expect("a challenge");
-        let auth = b2bua::sip::digest::authorization(
-            &ch,
-            b2bua::sip::digest::Credentials {
-                username: "alice",
-                password: "correcthorse1",
-            },
-            "INVITE",
-            &format!("sip:{to}@voip.example.com"),
-            "cn1",
-            1,
-        );
+        let uri = format!("sip:{to}@voip.example.com");
+        let auth = answer(&challenge, "Proxy-Authenticate", "INVITE", &uri);
         let auth = format!("Proxy-Authorization: {auth}\r\n");
         self.send(&self.invite(call, to, 2, &auth)).await;
     }
+
+    /// Registers her Contact (`sip:alice@<her address>`) for 600 s: challenged 401, then
+    /// again with her password; the 200 is awaited.
+    async fn register(&self, call: &str) {
+        let me = self.me;
+        let reg = |cseq: u32, auth: &str| {
+            format!(
+                "REGISTER sip:voip.example.com SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}r{cseq};rport\r\n\
+From: <sip:alice@voip.example.com>;tag=r{call}\r\nTo: <sip:alice@voip.example.com>\r\nCall-ID: {call}\r\n\
+CSeq: {cseq} REGISTER\r\nContact: <sip:alice@{me}>\r\nExpires: 600\r\n{auth}Max-Forwards: 70\r\n\
+Content-Length: 0\r\n\r\n"
+            )
+        };
+        self.send(&reg(1, "")).await;
+        let challenge = next_answer(&self.sock).await;
+        assert!(challenge.starts_with("SIP/2.0 401 "), "{challenge}");
+        let auth = answer(
+            &challenge,
+            "WWW-Authenticate",
+            "REGISTER",
+            "sip:voip.example.com",
+        );
+        self.send(&reg(2, &format!("Authorization: {auth}\r\n")))
+            .await;
+        let ok = next_answer(&self.sock).await;
+        assert!(ok.starts_with("SIP/2.0 200 "), "{ok}");
+    }
+
+    /// The next request of `method` she is sent (others, and retransmissions of what she
+    /// already answered, are passed over).
+    async fn next_request(&self, method: &str) -> String {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(5), self.sock.recv(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no {method} came"))
+                .unwrap();
+            let r = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if r.starts_with(&format!("{method} ")) {
+                return r;
+            }
+        }
+    }
+
+    /// Her phone's answer to a request she was sent, with her To tag and, for a 200 to an
+    /// INVITE, her SDP.
+    async fn answer(&self, req: &str, code: u16, reason: &str, sdp: bool) {
+        let mut out = format!("SIP/2.0 {code} {reason}\r\n");
+        for line in req.lines().take_while(|l| !l.is_empty()) {
+            let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
+            match name.as_str() {
+                "via" | "from" | "call-id" | "cseq" => out += &format!("{line}\r\n"),
+                "to" if line.contains("tag=") => out += &format!("{line}\r\n"),
+                "to" => out += &format!("{line};tag=phone\r\n"),
+                _ => {}
+            }
+        }
+        out += &format!("Contact: <sip:alice@{}>\r\n", self.me);
+        let body = if sdp {
+            "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40100 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        } else {
+            ""
+        };
+        if sdp {
+            out += "Content-Type: application/sdp\r\n";
+        }
+        out += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
+        self.send(&out).await;
+    }
+}
+
+/// Phone-to-PC: a carrier's call to a DID that names a SIP account rings both contacts the
+/// account registered, at once. The first to answer gets the call, the other is sent CANCEL
+/// (and ends its INVITE 487); the caller talks to the winner, and the hang-up reaches it.
+/// With no binding left, the DID answers 480.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_subscribers_did_rings_every_registered_phone_and_the_first_to_answer_wins() {
+    require_sipp!();
+    let gw = free_port();
+    let yaml = format!(
+        "{}subscribers:\n  domains: [voip.example.com]\n",
+        yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")
+    )
+    .replace(
+        "access_numbers:\n",
+        "access_numbers:\n  - {number: \"5559000\", subscriber: alice@voip.example.com}\n",
+    );
+    let rig = Rig::start(&yaml).await;
+    let account = rig.alice(None).await;
+    let (desk, laptop) = (Alice::new(rig.udp).await, Alice::new(rig.udp).await);
+    desk.register("desk").await;
+    laptop.register("laptop").await;
+    assert_eq!(
+        rig.store
+            .bindings(account.id, Utc::now())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let mut uac = rig.caller(
+        "uac",
+        &scenarios().join("uac_pinless.xml"),
+        "4085551234",
+        "5559000",
+        false,
+        &["-d", "1000"],
+    );
+    let to_desk = desk.next_request("INVITE").await;
+    let to_laptop = laptop.next_request("INVITE").await;
+    for (inv, phone) in [(&to_desk, &desk), (&to_laptop, &laptop)] {
+        assert!(
+            inv.starts_with(&format!("INVITE sip:alice@{} SIP/2.0", phone.me)),
+            "each phone at its own contact: {inv}"
+        );
+        assert!(inv.contains("To: <sip:alice@voip.example.com>"), "{inv}");
+        assert!(inv.contains("4085551234"), "the caller's number: {inv}");
+    }
+    desk.answer(&to_desk, 180, "Ringing", false).await;
+    laptop.answer(&to_laptop, 180, "Ringing", false).await;
+    laptop.answer(&to_laptop, 200, "OK", true).await;
+    let cancel = desk.next_request("CANCEL").await;
+    desk.answer(&cancel, 200, "OK", false).await;
+    desk.answer(&to_desk, 487, "Request Terminated", false)
+        .await;
+    desk.next_request("ACK").await;
+    laptop.next_request("ACK").await;
+    let bye = laptop.next_request("BYE").await;
+    laptop.answer(&bye, 200, "OK", false).await;
+    assert_eq!(rig.wait("uac", &mut uac).await, 0, "{}", rig.log("uac"));
+
+    // Nobody registered: the DID is temporarily unavailable.
+    rig.store.remove_bindings(account.id, None).await.unwrap();
+    let carrier = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = carrier.local_addr().unwrap();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let invite = format!(
+        "INVITE sip:5559000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKnobody1\r\n\
+From: <sip:4085551234@carrier.example>;tag=c1\r\nTo: <sip:5559000@127.0.0.1>\r\nCall-ID: nobody\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\nMax-Forwards: 70\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    carrier.send_to(invite.as_bytes(), rig.udp).await.unwrap();
+    let r = next_answer(&carrier).await;
+    assert!(r.starts_with("SIP/2.0 480 "), "{r}");
+    assert!(r.contains("not registered"), "{r}");
+    rig.stop().await;
 }
 
 /// A softphone subscriber calls a number directly: its INVITE is challenged 407, answered
@@ -2457,5 +2612,61 @@ async fn baresip_registers_and_calls_out_as_a_subscriber() {
     assert_eq!(recs.len(), 1, "billed to the card: {log}");
     assert_eq!(recs[0].destination, "5555233");
     assert!(recs[0].billed_seconds >= 1, "{:?}", recs[0]);
+    rig.stop().await;
+}
+
+/// Phone-to-PC with a real softphone over TCP: baresip registers through us on a TCP
+/// connection, and a carrier's call to the DID reaches it on that same connection (a client
+/// behind NAT can be reached no other way), is answered, and carries audio both ways: the
+/// carrier echoes baresip's tone back to it through us.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_registered_over_tcp_answers_a_call_to_its_did() {
+    require_sipp!();
+    require_peer!(baresip::available(), "baresip (apt-get install baresip)");
+    let gw = free_port();
+    let yaml = format!(
+        "{}subscribers:\n  domains: [voip.example.com]\n",
+        yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")
+    )
+    .replace(
+        "access_numbers:\n",
+        "access_numbers:\n  - {number: \"5559000\", subscriber: alice@voip.example.com}\n",
+    );
+    let rig = Rig::start(&yaml).await;
+    let account = rig.alice(None).await;
+    let certs_dir = tempfile::tempdir().unwrap();
+    let pki = certs::write(certs_dir.path());
+    let phone = baresip::Gateway::answering(
+        rig.dir.path(),
+        &pki.ca,
+        "alice",
+        "voip.example.com",
+        "correcthorse1",
+        rig.tcp,
+        true,
+        10,
+    );
+    let mut bound = Vec::new();
+    for _ in 0..50 {
+        bound = rig.store.bindings(account.id, Utc::now()).await.unwrap();
+        if !bound.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(bound.len(), 1, "registered");
+    assert!(bound[0].source.starts_with("tcp:"), "{:?}", bound[0]);
+    let mut uac = rig.caller(
+        "uac",
+        &scenarios().join("uac_pinless.xml"),
+        "4085551234",
+        "5559000",
+        false,
+        &["-d", "5000", "-rtp_echo"],
+    );
+    assert_eq!(rig.wait("uac", &mut uac).await, 0, "{}", rig.log("uac"));
+    let log = phone.output().await;
+    assert!(log.contains("Call established"), "{log}");
+    assert!(baresip::heard(&log) > 48_000, "its tone came back: {log}");
     rig.stop().await;
 }

@@ -30,6 +30,9 @@ pub struct AccessNumber {
     pub pinless: bool,
     /// Takes every tenant's cards (off: only its own tenant's).
     pub all_tenants: bool,
+    /// A DID that rings a softphone subscriber: the SIP account (`user@domain`) whose
+    /// registered contacts its calls ring (phone-to-PC).
+    pub subscriber: Option<String>,
 }
 
 impl AccessNumber {
@@ -50,6 +53,7 @@ impl From<&AccessRow> for AccessNumber {
             trusted_only: r.trusted_only,
             pinless: r.pinless,
             all_tenants: r.all_tenants,
+            subscriber: r.subscriber.clone(),
         }
     }
 }
@@ -168,6 +172,7 @@ mod tests {
             trusted_only: false,
             pinless,
             all_tenants: false,
+            subscriber: None,
         }
     }
 
@@ -181,6 +186,7 @@ mod tests {
             trusted_only: false,
             pinless,
             all_tenants: false,
+            subscriber: None,
             updated_at: Utc::now(),
             updated_by: "root".into(),
         }

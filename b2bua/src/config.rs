@@ -569,6 +569,8 @@ struct AccessFile {
     pinless: bool,
     #[serde(default)]
     all_tenants: bool,
+    #[serde(default)]
+    subscriber: Option<String>,
 }
 
 impl AccessFile {
@@ -583,6 +585,7 @@ impl AccessFile {
             trusted_only: self.trusted_only,
             pinless: self.pinless,
             all_tenants: self.all_tenants,
+            subscriber: self.subscriber.clone(),
             updated_at: chrono::DateTime::UNIX_EPOCH,
             updated_by: "config".into(),
         }
@@ -1950,6 +1953,24 @@ impl Config {
         let radius_accounting = radius_accounting.map(|a| a.check(&mut err));
         let radius_server = radius_server.map(|srv| srv.check(&mut err));
         let subscribers = raw.subscribers.map(|s| s.check(&mut err));
+        // A DID that rings a subscriber of a domain no registrar here serves rings no one.
+        for (i, a) in raw.access_numbers.iter().enumerate() {
+            let Some((_, domain)) = a.subscriber.as_deref().and_then(|s| s.split_once('@')) else {
+                continue;
+            };
+            if !subscribers
+                .as_ref()
+                .is_some_and(|s| s.domains.iter().any(|d| d == domain))
+            {
+                err(
+                    a.number.referenced.line(),
+                    format!("access_numbers[{i}].subscriber"),
+                    format!(
+                        "{domain} is not one of subscribers.domains: no phone of it registers here"
+                    ),
+                );
+            }
+        }
         let limits = raw.limits.check(&mut |key, msg| err(0, key, msg));
         if !errors.is_empty() {
             return Err(fail(errors));
@@ -2080,6 +2101,59 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("name at least one SIP domain"), "{e}");
+    }
+
+    #[test]
+    fn a_did_rings_a_subscriber_of_one_of_our_domains_and_runs_no_flow() {
+        let did = |entry: &str, domains: &str| {
+            Config::parse(
+                &format!(
+                    "sip:\n  listen: [udp:127.0.0.1:0]\naccess_numbers:\n  - {entry}\n{domains}"
+                ),
+                "t.yaml",
+            )
+        };
+        let ours = "subscribers:\n  domains: [voip.example.com]\n";
+        let c = did(
+            "{number: \"5559000\", subscriber: alice@voip.example.com}",
+            ours,
+        )
+        .unwrap();
+        assert_eq!(
+            c.access_numbers[0].subscriber.as_deref(),
+            Some("alice@voip.example.com")
+        );
+        assert_eq!(c.access_numbers[0].flow, None);
+        for (entry, domains, want) in [
+            (
+                "{number: \"5559000\", subscriber: alice@elsewhere.example}",
+                ours,
+                "4: access_numbers[0].subscriber: elsewhere.example is not one of subscribers.domains",
+            ),
+            (
+                "{number: \"5559000\", subscriber: alice@voip.example.com}",
+                "",
+                "not one of subscribers.domains",
+            ),
+            (
+                "{number: \"5559000\", subscriber: alice@voip.example.com, flow: debitcard}",
+                ours,
+                "access_numbers[0].subscriber: a number that rings a subscriber is neither pinless nor runs a flow",
+            ),
+            (
+                "{number: \"5559000\", subscriber: alice@voip.example.com, trusted_only: false, trust_ani: false}",
+                ours,
+                "needs trusted_only",
+            ),
+            (
+                "{number: \"5559000\", subscriber: alice}",
+                ours,
+                "write it as user@domain",
+            ),
+        ] {
+            let e = did(entry, domains).unwrap_err().to_string();
+            assert!(e.contains(want), "{entry}: {e}");
+        }
     }
 
     #[test]

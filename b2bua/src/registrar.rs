@@ -15,6 +15,7 @@ use crate::sip::digest_server::{issued_at, Answer, NonceState, Nonces, Replay, R
 use crate::sip::message::{
     addr_uri, hdr, param, reply_to, response_to, set_phrase, Request, Response, SipExt,
 };
+use crate::transport::Peer;
 use rating::store::{Binding, DigestAlgorithm, SipAccount, SipStatus};
 
 /// What a REGISTER needs after its first look.
@@ -97,6 +98,28 @@ impl Asking {
             Asking::Call => "From",
         }
     }
+}
+
+/// Where a REGISTER came from, as its binding keeps it (`udp:192.0.2.1:5060`).
+pub fn source_of(peer: &Peer) -> String {
+    format!("{}:{}", peer.proto, peer.addr).to_ascii_lowercase()
+}
+
+/// Where requests to a binding go, read back from [`source_of`]'s text; `None` for text it
+/// did not write. The connection is found again by its address.
+pub fn peer_of(source: &str) -> Option<Peer> {
+    let (proto, addr) = source.split_once(':')?;
+    let proto = match proto {
+        "udp" => crate::routing::Proto::Udp,
+        "tcp" => crate::routing::Proto::Tcp,
+        "tls" => crate::routing::Proto::Tls,
+        _ => return None,
+    };
+    Some(Peer {
+        proto,
+        addr: addr.parse().ok()?,
+        conn: None,
+    })
 }
 
 /// The domain a subscriber's request is for: a REGISTER's Request-URI
@@ -373,6 +396,32 @@ mod tests {
     use crate::sip::message::{parse_datagram, SipMessage};
     use chrono::{TimeZone, Utc};
     use std::time::Duration;
+
+    #[test]
+    fn a_bindings_source_reads_back_as_where_to_send_and_nothing_else_does() {
+        for (proto, addr) in [
+            (crate::routing::Proto::Udp, "192.0.2.1:5060"),
+            (crate::routing::Proto::Tcp, "[2001:db8::1]:40123"),
+            (crate::routing::Proto::Tls, "127.0.0.1:5061"),
+        ] {
+            let peer = Peer {
+                proto,
+                addr: addr.parse().unwrap(),
+                conn: Some(7),
+            };
+            let back = peer_of(&source_of(&peer)).expect("reads back");
+            assert_eq!((back.proto, back.addr, back.conn), (proto, peer.addr, None));
+        }
+        for bad in [
+            "",
+            "udp",
+            "sctp:192.0.2.1:5060",
+            "udp:192.0.2.1",
+            "udp:host:5060",
+        ] {
+            assert!(peer_of(bad).is_none(), "{bad}");
+        }
+    }
 
     const T: u64 = 1_796_600_000_000;
 

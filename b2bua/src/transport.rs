@@ -74,7 +74,9 @@ pub struct TlsSetup {
 pub struct Transports {
     udp: Vec<Arc<UdpSocket>>,
     conns: Conns,
-    /// The connection we opened to each gateway, reused for every request to it.
+    /// The connection open to each peer address, reused for every request to it: the one we
+    /// opened to a gateway, or the one a subscriber's client opened to us to register (the
+    /// only way to reach a client behind NAT, RFC 5626 §3.3).
     outbound: Arc<Mutex<HashMap<(Proto, SocketAddr), u64>>>,
     tls: Arc<TlsSetup>,
     admitted: Arc<Mutex<Admitted>>,
@@ -357,6 +359,7 @@ impl Transports {
     ) where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
+        self.outbound.locked().insert((proto, addr), id);
         let (mut rd, mut wr) = tokio::io::split(stream);
         let mut writer = tokio::spawn(async move {
             while let Some(b) = rx.recv().await {
@@ -434,6 +437,12 @@ impl Transports {
             }
         }
         self.conns.locked().remove(&id);
+        {
+            let mut out = self.outbound.locked();
+            if out.get(&(proto, addr)) == Some(&id) {
+                out.remove(&(proto, addr));
+            }
+        }
         // With the queue's last sender gone, the writer ends once it has written what is
         // queued; a peer that does not read gets a second, then the socket is dropped.
         if !flush

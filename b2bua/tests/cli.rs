@@ -608,7 +608,7 @@ fn config_check_names_the_line_and_key_of_each_mistake() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../b2bua.example.yaml");
     assert!(cli
         .ok(&["config", "check", example])
-        .contains(": ok (2 listen addresses, 3 access numbers"));
+        .contains(": ok (2 listen addresses, 4 access numbers"));
     let bad = cli.file(
         "bad.yaml",
         "sip:\n  listen: [udp:127.0.0.1:5060]\ngateways:\n  - name: gw\n    address: nowhere\nroutes:\n  - name: r\n    patterns: [\"1x\"]\n    gateways: [{gateway: gw9}]\n",

@@ -296,6 +296,7 @@ async fn access_numbers_are_kept_and_an_owners_write_is_guarded(db: &TestDb) {
         trusted_only: true,
         pinless: false,
         all_tenants: false,
+        subscriber: None,
         updated_at: now(),
         updated_by: "root".into(),
     };

@@ -171,17 +171,18 @@ pub async fn subscriber(
     readable(&out)
 }
 
-/// baresip as a carrier's gateway on TLS: it answers every call to `user` at once, with
-/// `enc` as its media encryption, presenting `cert` (certificate and key in one PEM file),
-/// for `seconds`.
+/// baresip answering calls: as a carrier's gateway on TLS ([`Gateway::start`]), or as a
+/// registered subscriber ([`Gateway::answering`]).
 pub struct Gateway {
     child: Option<tokio::process::Child>,
-    /// Its TLS address.
+    /// Its TLS address (a subscriber's: the node it registers through).
     pub tls: std::net::SocketAddr,
 }
 
 impl Gateway {
-    /// Starts it; it listens once this returns.
+    /// A carrier's gateway on TLS: it answers every call to `user` at once, with `enc` as its
+    /// media encryption, presenting `cert` (certificate and key in one PEM file), for
+    /// `seconds`. It listens once this returns.
     pub async fn start(
         dir: &Path,
         user: &str,
@@ -202,17 +203,7 @@ impl Gateway {
             .find_map(|l| l.strip_prefix("sip_listen 127.0.0.1:"))
             .and_then(|p| p.trim().parse().ok())
             .unwrap();
-        let child = tokio::process::Command::new("baresip")
-            .arg("-f")
-            .arg(&home)
-            .arg("-t")
-            .arg(seconds.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("baresip runs");
+        let child = spawn(&home, seconds);
         let tls = std::net::SocketAddr::from(([127, 0, 0, 1], port + 1));
         for _ in 0..50 {
             if std::net::TcpStream::connect(tls).is_ok() {
@@ -226,6 +217,32 @@ impl Gateway {
         }
     }
 
+    /// A softphone subscriber that answers: baresip registers `user@domain` with `password`
+    /// through our node at `outbound` (over TCP with `tcp`, else UDP) and answers every call
+    /// at once, for `seconds`. Registered a moment after this returns.
+    #[allow(clippy::too_many_arguments)]
+    pub fn answering(
+        dir: &Path,
+        ca: &Path,
+        user: &str,
+        domain: &str,
+        password: &str,
+        outbound: std::net::SocketAddr,
+        tcp: bool,
+        seconds: u32,
+    ) -> Gateway {
+        let transport = if tcp { ";transport=tcp" } else { "" };
+        let account = format!(
+            "<sip:{user}@{domain}>;auth_pass={password};outbound=\"sip:{outbound}{transport}\";\
+regint=600;audio_codecs=PCMU;answermode=auto"
+        );
+        let home = home(dir, "answering", ca, &account, "", seconds);
+        Gateway {
+            child: Some(spawn(&home, seconds)),
+            tls: outbound,
+        }
+    }
+
     /// Waits for it to quit when its time is up (so that it flushes what it printed: a
     /// killed baresip loses its buffered output), and returns what it printed.
     pub async fn output(mut self) -> String {
@@ -236,4 +253,19 @@ impl Gateway {
             .expect("baresip ends");
         readable(&out)
     }
+}
+
+/// baresip running from `home` for `seconds`, its output kept for [`Gateway::output`].
+fn spawn(home: &Path, seconds: u32) -> tokio::process::Child {
+    tokio::process::Command::new("baresip")
+        .arg("-f")
+        .arg(home)
+        .arg("-t")
+        .arg(seconds.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("baresip runs")
 }

@@ -1202,6 +1202,7 @@ fn access_json(a: &AccessNumber, source: Source, row: Option<&AccessRow>) -> Val
         "trusted_only": a.trusted_only,
         "pinless": a.pinless,
         "all_tenants": a.all_tenants,
+        "subscriber": a.subscriber,
         "source": source.as_str(),
         "updated_at": row.map(|r| r.updated_at.to_rfc3339()),
         "updated_by": row.map(|r| r.updated_by.clone()),
@@ -1284,6 +1285,8 @@ struct AccessBody {
     trusted_only: Option<bool>,
     pinless: Option<bool>,
     all_tenants: Option<bool>,
+    /// The SIP account (`user@domain`) the number rings; `""` makes it ring none.
+    subscriber: Option<String>,
 }
 
 /// Assigns or changes a number. Admins assign numbers to tenants and set how far callers are
@@ -1344,9 +1347,21 @@ async fn put_access_number(
             ))
         }
     };
+    let subscriber = match body.subscriber {
+        Some(s) if s.is_empty() => None,
+        Some(s) => Some(s),
+        None => current.and_then(|c| c.subscriber.clone()),
+    };
+    // A number turned into a subscriber's leaves its flow behind, unless the request names one.
+    let flow = match (body.flow, &subscriber) {
+        (Some(f), _) => Some(f),
+        (None, Some(_)) => None,
+        (None, None) => current.and_then(|c| c.flow.clone()),
+    };
     let row = AccessRow {
         number: number.clone(),
-        flow: body.flow.or_else(|| current.and_then(|c| c.flow.clone())),
+        flow,
+        subscriber,
         languages: body
             .languages
             .or_else(|| current.map(|c| c.languages.clone()))
@@ -1371,6 +1386,9 @@ async fn put_access_number(
         updated_by: who.name.clone(),
     };
     row.check()?;
+    if let Some(aor) = &row.subscriber {
+        subscriber_of(&s, aor, &row.tenant).await?;
+    }
     // A tenant that could never have prompts of its own is a typo.
     crate::assets::tenant_ok(&row.tenant).map_err(asset_error)?;
     // What a node can play: the flow loaded here, the languages in the tenant's prompts.
@@ -1418,14 +1436,16 @@ async fn put_access_number(
         tracing::warn!(error = %e, "access number written; this node picks it up at its next refresh");
     }
     let detail = format!(
-        "tenant={} flow={} languages={} trust_ani={} trusted_only={} pinless={} all_tenants={}",
+        "tenant={} flow={} languages={} trust_ani={} trusted_only={} pinless={} all_tenants={} \
+         subscriber={}",
         row.tenant,
         row.flow.as_deref().unwrap_or("-"),
         row.languages.join(","),
         row.trust_ani,
         row.trusted_only,
         row.pinless,
-        row.all_tenants
+        row.all_tenants,
+        row.subscriber.as_deref().unwrap_or("-")
     );
     record(&s, &who, "access-number", &number, detail).await?;
     let status = if current.is_some() {
@@ -1434,6 +1454,19 @@ async fn put_access_number(
         StatusCode::CREATED
     };
     Ok((status, Json(access_json(&new, Source::Managed, Some(&row)))))
+}
+
+/// The SIP account a number is to ring must exist and be its tenant's: an ITSP's number
+/// rings only its own subscribers.
+async fn subscriber_of(s: &Shared, aor: &str, tenant: &str) -> Result<(), ApiError> {
+    let (user, domain) = aor.split_once('@').unwrap_or((aor, ""));
+    match s.store.sip_account(user, domain).await? {
+        Some(a) if a.tenant == tenant => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("tenant {tenant} has no SIP account {aor}"),
+        )),
+    }
 }
 
 /// Takes a number out of service; admin only, as assigning one is. A configuration file's

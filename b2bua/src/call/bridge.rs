@@ -31,6 +31,17 @@ pub(super) struct Hold {
     pub grant: Grant,
 }
 
+/// Where and how a B-leg INVITE goes: its Request-URI and To, the transport, how the caller
+/// is presented, whether SRTP is offered, and whether reliable provisionals may come back.
+pub(super) struct Dial {
+    pub uri: String,
+    pub to: String,
+    pub proto: crate::routing::Proto,
+    pub identity: crate::sip::identity::Identity,
+    pub srtp: bool,
+    pub reliable: bool,
+}
+
 /// One bridge to a gateway: its money, its route, and the attempt now.
 #[derive(Debug)]
 pub(super) struct Bridge {
@@ -57,6 +68,9 @@ pub(super) enum Attempt {
         setup_deadline: Option<Instant>,
         ring_deadline: Option<Instant>,
     },
+    /// A subscriber's contacts ringing at once (`fork.rs`); the first to answer becomes the
+    /// attempt.
+    Forking(super::fork::Forks),
     /// The gateway answered; the money runs.
     Up {
         b: BLeg,
@@ -81,14 +95,14 @@ impl Bridge {
     pub fn b(&self) -> Option<&BLeg> {
         match &self.attempt {
             Attempt::Dialing { b, .. } | Attempt::Up { b, .. } => Some(b),
-            Attempt::Idle => None,
+            Attempt::Idle | Attempt::Forking(_) => None,
         }
     }
 
     pub fn b_mut(&mut self) -> Option<&mut BLeg> {
         match &mut self.attempt {
             Attempt::Dialing { b, .. } | Attempt::Up { b, .. } => Some(b),
-            Attempt::Idle => None,
+            Attempt::Idle | Attempt::Forking(_) => None,
         }
     }
 
@@ -96,7 +110,7 @@ impl Bridge {
     pub fn take_b(&mut self) -> Option<BLeg> {
         match std::mem::replace(&mut self.attempt, Attempt::Idle) {
             Attempt::Dialing { b, .. } | Attempt::Up { b, .. } => Some(b),
-            Attempt::Idle => None,
+            Attempt::Idle | Attempt::Forking(_) => None,
         }
     }
 
@@ -120,6 +134,7 @@ impl Bridge {
                 ring_deadline,
                 ..
             } => setup_deadline.iter().chain(ring_deadline).min().copied(),
+            Attempt::Forking(forks) => forks.next_wake(),
             Attempt::Up { clock, .. } => clock.next_wake(),
         }
     }
@@ -215,6 +230,7 @@ impl Call {
                 addr: gw.addr,
                 conn: None,
             };
+            let srtp = gw.srtp;
             let invite = self.b_invite(&cand, env);
             self.sdp_sent[Side::B.index()] = invite.body.clone();
             let Some(tx) = self.send(invite.clone(), peer) else {
@@ -231,17 +247,7 @@ impl Call {
             bridge.setup.get_or_insert(wall);
             bridge.remote = Some(peer.addr);
             bridge.attempt = Attempt::Dialing {
-                b: BLeg {
-                    channel: Some(channel),
-                    peer,
-                    tx,
-                    invite,
-                    dialog: None,
-                    heard: false,
-                    done: false,
-                    session: None,
-                    early: None,
-                },
+                b: BLeg::dialled(Some(channel), peer, tx, invite, srtp),
                 setup_deadline,
                 ring_deadline: None,
             };
@@ -249,15 +255,39 @@ impl Call {
         }
     }
 
-    /// The B-leg INVITE: a new dialog of ours, carrying the caller's offer and the caller's
-    /// number as the route says, and nothing else of the A-leg.
+    /// The B-leg INVITE to a gateway: the route's number there, presenting the caller as the
+    /// route and the gateway say.
     fn b_invite(&self, cand: &Candidate, env: &mut Env) -> crate::sip::message::Request {
-        let local = &self.settings.local;
         let gw = &self.settings.cfg.router.gateways[cand.gateway];
-        let host = local.hostport(gw.proto).to_string();
+        // The route's `caller_id: pai` is the older spelling of a gateway's identity
+        // {pai: true, from: anonymous}.
+        let mut identity = gw.identity;
+        if cand.caller_id == CallerId::Pai {
+            identity.pai = true;
+            identity.anonymous_from = true;
+        }
+        let transport = gw.proto.uri_param();
+        self.leg_invite(
+            Dial {
+                uri: format!("sip:{}@{}{transport}", cand.number, gw.addr),
+                to: format!("<sip:{}@{}>", cand.number, gw.addr),
+                proto: gw.proto,
+                identity,
+                srtp: gw.srtp,
+                reliable: true,
+            },
+            env,
+        )
+    }
+
+    /// A B-leg INVITE: a new dialog of ours, carrying the caller's offer and the caller's
+    /// number as `dial` says, and nothing else of the A-leg.
+    pub(super) fn leg_invite(&self, dial: Dial, env: &mut Env) -> crate::sip::message::Request {
+        let local = &self.settings.local;
+        let host = local.hostport(dial.proto).to_string();
         let tag = env.ids.tag();
         let mut headers = Headers::default();
-        headers.push(hdr("Via", local.via_with(gw.proto, &env.ids.branch())));
+        headers.push(hdr("Via", local.via_with(dial.proto, &env.ids.branch())));
         let hops = self
             .a
             .invite
@@ -268,15 +298,8 @@ impl Call {
             "Max-Forwards",
             hops.saturating_sub(1).min(70).to_string(),
         ));
-        // The route's `caller_id: pai` is the older spelling of a gateway's identity
-        // {pai: true, from: anonymous}.
-        let mut want = gw.identity;
-        if cand.caller_id == CallerId::Pai {
-            want.pai = true;
-            want.anonymous_from = true;
-        }
         let withheld = crate::sip::identity::withheld(&self.a.invite);
-        let shown = crate::sip::identity::present(want, &self.ani, withheld, &host);
+        let shown = crate::sip::identity::present(dial.identity, &self.ani, withheld, &host);
         headers.push(hdr("From", format!("{};tag={tag}", shown.from)));
         if let Some(pai) = shown.pai {
             headers.push(hdr("P-Asserted-Identity", pai));
@@ -284,33 +307,35 @@ impl Call {
         if let Some(privacy) = shown.privacy {
             headers.push(hdr("Privacy", privacy));
         }
-        headers.push(hdr("To", format!("<sip:{}@{}>", cand.number, gw.addr)));
+        headers.push(hdr("To", dial.to));
         headers.push(hdr("Call-ID", env.ids.call_id(&host)));
         headers.push(hdr("CSeq", "1 INVITE"));
-        headers.push(hdr("Contact", local.contact(gw.proto)));
+        headers.push(hdr("Contact", local.contact(dial.proto)));
         headers.push(hdr("Allow", crate::sip::message::ALLOW));
         // One Supported header listing both: some carriers (and SIPp) read only the first.
         let timers = &self.settings.cfg.calls.session;
         let offer = super::session::offer_headers(timers, timers.expires, timers.min_se);
-        let supported = if offer.is_empty() {
-            crate::sip::reliable::TAG.to_string()
-        } else {
-            format!("{}, timer", crate::sip::reliable::TAG)
-        };
-        headers.push(hdr("Supported", supported));
+        let supported: Vec<&str> = [
+            dial.reliable.then_some(crate::sip::reliable::TAG),
+            (!offer.is_empty()).then_some("timer"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !supported.is_empty() {
+            headers.push(hdr("Supported", supported.join(", ")));
+        }
         headers.extend(offer);
         headers.push(hdr("Content-Type", "application/sdp"));
         let body = sdp::offer(
             self.media_local[Side::B.index()],
             self.a.offer.codecs[0].1,
             sdp::Direction::SendRecv,
-            gw.srtp.then_some(&self.media_keys[Side::B.index()]),
+            dial.srtp.then_some(&self.media_keys[Side::B.index()]),
             self.id,
         )
         .into_bytes();
-        let transport = gw.proto.uri_param();
-        let uri =
-            parse_uri(&format!("sip:{}@{}{transport}", cand.number, gw.addr)).unwrap_or_default();
+        let uri = parse_uri(&dial.uri).unwrap_or_default();
         new_request(Method::Invite, uri, headers, body)
     }
 
@@ -331,6 +356,9 @@ impl Call {
 
     /// A response to a B-leg INVITE.
     fn b_response(&mut self, tx: &TxKey, resp: Response, from: Peer, env: &mut Env) {
+        if self.is_fork(tx) {
+            return self.fork_response(tx, resp, env);
+        }
         let code = resp.status_code.code();
         let current = self.b().is_some_and(|b| b.tx == *tx);
         if !current || self.is_ended() {
@@ -537,8 +565,9 @@ impl Call {
         ok
     }
 
-    /// A pinless call's gateway answered: ACK it, answer the caller, start the clock.
-    fn b_answered(&mut self, resp: Response, env: &mut Env) {
+    /// A pinless call's gateway (or a subscriber's contact) answered: ACK it, answer the
+    /// caller, start the clock.
+    pub(super) fn b_answered(&mut self, resp: Response, env: &mut Env) {
         if self.is_ivr() {
             return self.flow_answered(resp, env);
         }
@@ -566,7 +595,12 @@ impl Call {
         let connected = self.wall(env.now);
         let max = self.settings.cfg.calls.max_duration;
         let bridge = self.bridge_mut().expect("answered a bridge");
-        let clock = MoneyClock::paid(env.now, bridge.hold.grant, max, None);
+        // Nothing held: a call to a subscriber, which costs nothing.
+        let clock = match bridge.hold.reservation {
+            Some(_) => MoneyClock::paid(env.now, bridge.hold.grant, max, None),
+            None => MoneyClock::free(env.now, max),
+        };
+        let paid = bridge.hold.reservation.is_some();
         let conf_id = bridge.hold.conf_id.clone();
         self.set_up(clock, connected);
         // The caller's leg is answered only now that it gets its 200.
@@ -575,7 +609,9 @@ impl Call {
         self.answer_caller(ok);
         self.emit(Output::Media(MediaCmd::Bridge(true)));
         self.account(&[Leg::Answer, Leg::Originate], None, connected);
-        self.emit(Output::Store(Ask::MarkConnected { conf_id }));
+        if paid {
+            self.emit(Output::Store(Ask::MarkConnected { conf_id }));
+        }
     }
 
     /// The attempt becomes the call's talking leg.
@@ -651,6 +687,7 @@ impl Call {
     /// Stops a B-leg INVITE that has not been answered.
     pub(super) fn cancel_b(&mut self, env: &mut Env) {
         let _ = env;
+        self.cancel_forks();
         let Some(b) = self.b_mut() else {
             return;
         };
@@ -676,6 +713,9 @@ impl Call {
         }
         if let Some(side) = self.refreshing(tx) {
             return self.session_lost(side, "session refresh unanswered", env);
+        }
+        if self.is_fork(tx) {
+            return self.fork_timeout(tx, env);
         }
         let current = self.b().is_some_and(|b| b.tx == *tx && b.dialog.is_none());
         if current && !self.is_ended() {

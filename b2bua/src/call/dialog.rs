@@ -161,10 +161,7 @@ impl Call {
     pub(super) fn srtp_on(&self, side: Side) -> bool {
         match side {
             Side::A => self.a.offer.srtp.is_some(),
-            Side::B => self
-                .b()
-                .and_then(|b| b.channel.as_ref())
-                .is_some_and(|c| self.settings.cfg.router.gateways[c.gateway()].srtp),
+            Side::B => self.b().is_some_and(|b| b.srtp),
         }
     }
 

@@ -122,7 +122,8 @@ impl ALeg {
     }
 }
 
-/// The gateway leg: one attempt at one gateway.
+/// The gateway leg: one attempt at one gateway, or at one registered contact of a
+/// subscriber.
 #[derive(Debug)]
 pub struct BLeg {
     /// The gateway channel this attempt holds, until the call gives it back.
@@ -144,6 +145,33 @@ pub struct BLeg {
     /// The early dialog a reliable provisional response opened (RFC 3262), and the `RSeq` of
     /// the last one we acknowledged on it.
     pub early: Option<(Dialog, u32)>,
+    /// Whether our offer on this leg was SRTP (the gateway's setting, or a subscriber's
+    /// binding over TLS): its answer must then carry a key.
+    pub srtp: bool,
+}
+
+impl BLeg {
+    /// A leg whose INVITE (on transaction `tx`) has just gone to `peer`.
+    pub fn dialled(
+        channel: Option<Channel>,
+        peer: Peer,
+        tx: TxKey,
+        invite: Request,
+        srtp: bool,
+    ) -> BLeg {
+        BLeg {
+            channel,
+            peer,
+            tx,
+            invite,
+            dialog: None,
+            heard: false,
+            done: false,
+            session: None,
+            early: None,
+            srtp,
+        }
+    }
 }
 
 /// The SIP answer a refused authorization gives a pinless caller (there is no IVR to explain).

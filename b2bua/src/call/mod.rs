@@ -22,6 +22,7 @@ pub mod clock;
 mod dialog;
 mod ending;
 mod flow;
+pub mod fork;
 pub mod ids;
 pub mod io;
 pub mod legs;
@@ -33,6 +34,7 @@ mod tests;
 
 pub use channels::{Channel, Channels};
 pub use clock::{Cutoff, Grant, MoneyClock, Tick};
+pub use fork::{Contact, Ring};
 pub use ids::{CountedIds, Ids, RandomIds};
 pub use io::{Answer, Ask, Input, MediaCmd, Output};
 pub use ivr::BridgeEnd;
@@ -125,8 +127,10 @@ pub struct Setup {
     pub access: AccessNumber,
     /// Its tenant's prompts, as they were when the call came in.
     pub prompts: Arc<prompts::set::PromptSet>,
-    /// Its flow (`None`: a pinless call).
+    /// Its flow (`None`: a pinless call, or one to a subscriber).
     pub flow: Option<Arc<ivr::Flow>>,
+    /// A call to a DID that names a SIP account: the contacts it rings (no flow, no phase 2).
+    pub ring: Option<Ring>,
     /// The session timer our 2xx to the INVITE agrees (`None`: none on the caller's leg).
     pub session: Option<session::Agreed>,
     /// When it came in: the instant and the wall time, from which the call reckons its records'
@@ -250,10 +254,11 @@ impl Call {
                 settling: false,
             },
             session_id,
-            account: match (&setup.card, pinless) {
-                (Some(card), _) => card.clone(),
-                (None, true) => setup.ani.clone(),
-                (None, false) => String::new(),
+            account: match (&setup.ring, &setup.card, pinless) {
+                (Some(ring), _, _) => ring.card.clone(),
+                (None, Some(card), _) => card.clone(),
+                (None, None, true) => setup.ani.clone(),
+                (None, None, false) => String::new(),
             },
             card: setup.card,
             ani: setup.ani,
@@ -299,9 +304,10 @@ impl Call {
             side: Side::A,
             ip: call.a.peer.addr.ip(),
         }));
-        match setup.flow {
-            Some(flow) => call.start_flow(flow, setup.destination, env),
-            None => call.ask_phase2(conf_id, setup.destination),
+        match (setup.flow, setup.ring) {
+            (Some(flow), _) => call.start_flow(flow, setup.destination, env),
+            (None, Some(ring)) => call.ring(conf_id, ring, env),
+            (None, None) => call.ask_phase2(conf_id, setup.destination),
         }
         call.arm();
         call
@@ -557,6 +563,7 @@ impl Call {
     fn on_timer(&mut self, env: &mut Env) {
         self.flow_timers(env);
         self.dial_timers(env);
+        self.fork_timers(env);
         if self.bridge().is_some_and(Bridge::is_up) {
             self.money_ticks(env);
         }

@@ -194,6 +194,7 @@ impl Node {
             ani: "4085551234".into(),
             destination: user.strip_prefix("5551201").unwrap_or("").into(),
             card: None,
+            ring: None,
             access,
             prompts: Arc::new(prompts),
             session: session::as_uas(&inv_for_session, &self.settings.cfg.calls.session)
@@ -2097,4 +2098,161 @@ fn a_re_invite_without_sdp_gets_our_offer_and_the_answer_in_its_ack_moves_the_me
         },
     );
     assert!(matches!(&out[..], [Output::Acked(t)] if *t == tx));
+}
+
+/// A call to a subscriber's DID with two registered contacts, as the engine places it: the
+/// call, the carrier's transaction, and the INVITE each contact got (in contact order).
+fn ringing_subscriber(node: &mut Node) -> (Call, TxKey, Vec<Request>, Vec<Output>) {
+    let mut setup = node.setup("5559000", None);
+    setup.access.pinless = false;
+    setup.access.subscriber = Some("alice@voip.example.com".into());
+    setup.destination = String::new();
+    let contact = |port: u16| Contact {
+        uri: format!("sip:alice@127.0.0.1:{port};ob"),
+        peer: Peer {
+            proto: crate::routing::Proto::Udp,
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            conn: None,
+        },
+    };
+    setup.ring = Some(Ring {
+        aor: "alice@voip.example.com".into(),
+        card: "1000".into(),
+        contacts: vec![contact(5080), contact(5082)],
+    });
+    let a_tx = setup.tx.clone();
+    let (call, out) = node.start(setup);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Store(_))),
+        "a call to a subscriber asks the store nothing: {out:#?}"
+    );
+    let invites = sent(&out, Method::Invite);
+    let ports: Vec<u16> = invites.iter().map(|(_, _, p)| p.addr.port()).collect();
+    assert_eq!(ports, [5080, 5082], "every contact rung at once");
+    let invites: Vec<Request> = invites.into_iter().map(|(_, r, _)| r).collect();
+    for inv in &invites {
+        assert_eq!(inv.header("To"), Some("<sip:alice@voip.example.com>"));
+        assert!(inv.uri.to_string().ends_with(";ob"), "{}", inv.uri);
+        assert!(
+            inv.header("From").unwrap().contains("4085551234"),
+            "the subscriber sees who calls"
+        );
+        assert!(!inv.header("Supported").unwrap_or("").contains("100rel"));
+    }
+    assert_ne!(invites[0].call_id(), invites[1].call_id());
+    (call, a_tx, invites, out)
+}
+
+#[test]
+fn a_call_to_a_subscriber_rings_every_contact_and_the_first_to_answer_wins() {
+    let mut node = Node::new();
+    let (mut call, a_tx, invites, _) = ringing_subscriber(&mut node);
+    let out = node.feed(&mut call, gw_response(&invites[0], 180, false));
+    assert_eq!(answered(&out, &a_tx), [180], "the carrier hears ringing");
+    let out = node.feed(&mut call, gw_response(&invites[1], 180, false));
+    assert!(answered(&out, &a_tx).is_empty(), "ringing is said once");
+    let out = node.feed(&mut call, gw_response(&invites[1], 200, true));
+    let ok = the_response(&out, &a_tx, 200);
+    assert!(is_sdp_body(&ok));
+    assert_eq!(the_ack(&out).call_id(), invites[1].call_id());
+    let cancels = sent(&out, Method::Cancel);
+    assert_eq!(cancels.len(), 1, "the other contact stops ringing");
+    assert_eq!(cancels[0].1.branch(), invites[0].branch());
+    assert_eq!(cancels[0].2.addr.port(), 5080);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Store(_))),
+        "a free call marks nothing connected"
+    );
+    // The cancelled contact answered anyway (its 200 crossed our CANCEL): hung up.
+    let out = node.feed(&mut call, gw_response(&invites[0], 200, true));
+    let byes = sent(&out, Method::Bye);
+    assert_eq!(byes.len(), 1);
+    assert_eq!(byes[0].1.call_id(), invites[0].call_id());
+    // The free call talks until someone hangs up; nothing is settled.
+    node.later(Duration::from_secs(600));
+    let out = node.feed(&mut call, Input::Timer);
+    assert!(sent(&out, Method::Bye).is_empty(), "no money clock cuts it");
+    let (bye_tx, bye) = from_caller("BYE", 2, "");
+    let out = node.feed(&mut call, bye);
+    assert_eq!(answered(&out, &bye_tx), [200]);
+    let byes = sent(&out, Method::Bye);
+    assert_eq!(byes.len(), 1);
+    assert_eq!(byes[0].2.addr.port(), 5082, "the winner is hung up");
+    assert!(settle(&out).is_none());
+    assert!(ended(&out));
+    assert_eq!(node.stats.answered, 1);
+}
+
+fn is_sdp_body(resp: &Response) -> bool {
+    super::legs::is_sdp(resp)
+}
+
+#[test]
+fn a_subscriber_whose_contacts_all_refuse_is_busy_if_any_was_busy() {
+    let mut node = Node::new();
+    let (mut call, a_tx, invites, _) = ringing_subscriber(&mut node);
+    let out = node.feed(&mut call, gw_response(&invites[0], 486, false));
+    assert!(answered(&out, &a_tx).is_empty(), "one contact is left");
+    let out = node.feed(&mut call, gw_response(&invites[1], 480, false));
+    assert_eq!(answered(&out, &a_tx), [486]);
+    assert!(ended(&out));
+}
+
+#[test]
+fn the_carrier_giving_up_stops_every_contact_ringing() {
+    let mut node = Node::new();
+    let (mut call, a_tx, invites, _) = ringing_subscriber(&mut node);
+    node.feed(&mut call, gw_response(&invites[0], 180, false));
+    let out = node.feed(
+        &mut call,
+        Input::Cancel {
+            invite: a_tx.clone(),
+        },
+    );
+    let cancels = sent(&out, Method::Cancel);
+    assert_eq!(cancels.len(), 1, "a CANCEL to the contact that rang");
+    assert_eq!(cancels[0].1.branch(), invites[0].branch());
+    let silent = transaction::key(&invites[1]).unwrap();
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Abandon(t) if *t == silent)),
+        "the silent one's INVITE stops (a CANCEL could overtake it)"
+    );
+    assert_eq!(answered(&out, &a_tx), [487]);
+    assert!(ended(&out));
+}
+
+#[test]
+fn silent_contacts_are_dropped_and_a_ringing_subscriber_is_given_up_at_the_ring_timeout() {
+    let mut node = Node::new();
+    let (mut call, a_tx, invites, _) = ringing_subscriber(&mut node);
+    node.feed(&mut call, gw_response(&invites[1], 180, false));
+    node.later(Duration::from_millis(3000));
+    let out = node.feed(&mut call, Input::Timer);
+    let silent = transaction::key(&invites[0]).unwrap();
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Abandon(t) if *t == silent)));
+    assert!(answered(&out, &a_tx).is_empty(), "the ringing one rings on");
+    node.later(Duration::from_secs(57));
+    let out = node.feed(&mut call, Input::Timer);
+    let cancels = sent(&out, Method::Cancel);
+    assert_eq!(cancels.len(), 1);
+    assert_eq!(cancels[0].1.branch(), invites[1].branch());
+    assert_eq!(answered(&out, &a_tx), [480]);
+}
+
+#[test]
+fn a_subscriber_with_no_contact_left_after_a_timeout_is_unavailable() {
+    let mut node = Node::new();
+    let (mut call, a_tx, invites, _) = ringing_subscriber(&mut node);
+    let out = node.feed(
+        &mut call,
+        Input::Timeout {
+            tx: transaction::key(&invites[0]).unwrap(),
+        },
+    );
+    assert!(answered(&out, &a_tx).is_empty());
+    let out = node.feed(&mut call, gw_response(&invites[1], 404, false));
+    assert_eq!(answered(&out, &a_tx), [480]);
 }

@@ -38,11 +38,17 @@ fn bare(code: u16) -> Refusal {
     }
 }
 
+/// A subscriber's account and its bindings now, as a store task read them.
+pub(super) type Found = (
+    Option<rating::store::SipAccount>,
+    Vec<rating::store::Binding>,
+);
+
 /// The extensions we implement, which a caller may Require (RFC 3261 §8.2.2.3).
 const EXTENSIONS: [&str; 2] = ["timer", crate::sip::reliable::TAG];
 
 /// What an admitted INVITE brings to its call.
-struct Admitted {
+pub(super) struct Admitted {
     access: AccessNumber,
     destination: String,
     flow: Option<Arc<ivr::Flow>>,
@@ -54,6 +60,8 @@ struct Admitted {
     aor: Option<String>,
     offer: sdp::Audio,
     session: Option<call::session::Agreed>,
+    /// A call to a subscriber's DID: the contacts it rings.
+    ring: Option<call::Ring>,
 }
 
 impl Engine {
@@ -63,7 +71,10 @@ impl Engine {
             return self.subscriber_invite(req, from, key, now);
         }
         match self.check_call(&req, from) {
-            Ok(a) => self.place(a, req, from, key, now),
+            Ok(a) => match a.access.subscriber.clone() {
+                Some(aor) => self.ring_subscriber(aor, a, req, from, key, now),
+                None => self.place(a, req, from, key, now),
+            },
             Err(r) => self.refuse(&key, r, now),
         }
     }
@@ -123,6 +134,7 @@ impl Engine {
             access: admitted.access,
             prompts: admitted.prompts,
             flow: admitted.flow,
+            ring: admitted.ring,
             session: admitted.session,
             arrived: (now, Utc::now()),
         };
@@ -178,7 +190,10 @@ impl Engine {
             },
             _ => None,
         };
-        if flow.is_none() && rest.is_empty() {
+        // A pinless number's digits after it are the destination; a subscriber's DID rings
+        // the subscriber.
+        let pinless = flow.is_none() && access.subscriber.is_none();
+        if pinless && rest.is_empty() {
             return Err(refuse(484, "no destination after the access number"));
         }
         let session = self.check_headers(req)?;
@@ -192,7 +207,7 @@ impl Engine {
         } else {
             String::new()
         };
-        if ani.is_empty() && flow.is_none() {
+        if ani.is_empty() && pinless {
             return Err(refuse(403, "a pinless call needs a trusted caller number"));
         }
         let offer = self.check_offer(req)?;
@@ -206,6 +221,7 @@ impl Engine {
             aor: None,
             offer,
             session,
+            ring: None,
         })
     }
 
@@ -287,6 +303,81 @@ impl Engine {
         }
     }
 
+    /// A call to a subscriber's DID, once its account and bindings are read: placed ringing
+    /// every contact it can reach, unless the account is not there to ring.
+    pub(super) fn subscriber_rung(
+        &mut self,
+        req: Request,
+        from: Peer,
+        key: TxKey,
+        mut admitted: Admitted,
+        found: Result<Box<Found>, String>,
+        now: Instant,
+    ) {
+        // The carrier may have given up (CANCEL, answered 487) while the account was read.
+        if self.server.get(&key).is_none_or(|s| s.tx.answered()) {
+            return;
+        }
+        match self.check_ring(found) {
+            Ok(ring) => {
+                admitted.aor = Some(ring.aor.clone());
+                admitted.ring = Some(ring);
+                self.place(admitted, req, from, key, now)
+            }
+            Err(r) => self.refuse(&key, r, now),
+        }
+    }
+
+    /// Whom a call to a subscriber rings: the account's registered contacts this node can
+    /// reach (UDP ones from anywhere; one over TCP or TLS only through the node holding its
+    /// connection), if the account may take a call now.
+    fn check_ring(&self, found: Result<Box<Found>, String>) -> Result<call::Ring, Refusal> {
+        self.check_capacity()?;
+        let (account, bindings) = *found.map_err(|e| {
+            tracing::warn!(error = %e, "call to a subscriber: the store is unreachable");
+            bare(503)
+        })?;
+        let Some(account) = account else {
+            return Err(refuse(404, "the number's subscriber does not exist"));
+        };
+        if account.status != rating::store::SipStatus::Active {
+            return Err(refuse(480, "the subscriber is not available"));
+        }
+        let aor = account.aor();
+        if self.running(&aor) as i64 >= account.max_calls {
+            return Err(refuse(486, "the subscriber's calls at once are all in use"));
+        }
+        let node = &self.store.config().node_id;
+        let contacts: Vec<call::Contact> = bindings
+            .iter()
+            .filter_map(|b| {
+                let peer = crate::registrar::peer_of(&b.source)?;
+                crate::sip::message::parse_uri(&b.contact)?;
+                let here = peer.proto == crate::routing::Proto::Udp || b.node == *node;
+                here.then(|| call::Contact {
+                    uri: b.contact.clone(),
+                    peer,
+                })
+            })
+            .collect();
+        if contacts.is_empty() {
+            return Err(refuse(480, "the subscriber is not registered"));
+        }
+        Ok(call::Ring {
+            aor,
+            card: account.card,
+            contacts,
+        })
+    }
+
+    /// How many calls a subscriber has now, either way.
+    fn running(&self, aor: &str) -> usize {
+        self.calls
+            .values()
+            .filter(|s| s.subscriber.as_deref() == Some(aor))
+            .count()
+    }
+
     fn check_subscriber(
         &self,
         req: &Request,
@@ -317,13 +408,7 @@ impl Engine {
         if read.premium && account.bar_premium {
             return Err(refuse(403, "premium-rate calls are barred on this account"));
         }
-        let aor = account.aor();
-        let running = self
-            .calls
-            .values()
-            .filter(|s| s.subscriber.as_deref() == Some(aor.as_str()))
-            .count();
-        if running as i64 >= account.max_calls {
+        if self.running(&account.aor()) as i64 >= account.max_calls {
             return Err(refuse(486, "the account's calls at once are all in use"));
         }
         self.subscriber_admitted(req, account, &live, read.number, None)
@@ -353,6 +438,7 @@ impl Engine {
                 trust_ani: false,
                 trusted_only: false,
                 all_tenants: false,
+                subscriber: None,
             },
             destination,
             flow,
@@ -361,6 +447,7 @@ impl Engine {
             aor: Some(account.aor()),
             offer,
             session,
+            ring: None,
         })
     }
 

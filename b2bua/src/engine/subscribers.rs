@@ -5,6 +5,7 @@
 //! The answer comes back to the engine on its own channel and leaves through the REGISTER's
 //! server transaction.
 
+use super::admit::{Admitted, Found};
 use super::Engine;
 use crate::registrar::{changes, in_order, ok, told, Changes, FirstLook, Registrar};
 use crate::sip::message::{Request, Response};
@@ -27,6 +28,14 @@ pub(super) enum Reply {
         req: Box<Request>,
         from: Peer,
         account: Box<SipAccount>,
+    },
+    /// A call to a subscriber's DID, with the account and bindings it rings.
+    Ring {
+        key: TxKey,
+        req: Box<Request>,
+        from: Peer,
+        admitted: Box<Admitted>,
+        found: Result<Box<Found>, String>,
     },
 }
 
@@ -95,7 +104,7 @@ impl Engine {
         };
         let store = self.store.clone();
         let node = store.config().node_id.clone();
-        let source = format!("{}:{}", from.proto, from.addr).to_ascii_lowercase();
+        let source = crate::registrar::source_of(&from);
         let work = async move {
             let resp = match register(
                 &store, &registrar, &req, &username, &domain, &answer, &source, &node, &tag,
@@ -119,7 +128,48 @@ impl Engine {
                 from,
                 account,
             } => self.subscriber_call(*req, from, key, *account, now),
+            Reply::Ring {
+                key,
+                req,
+                from,
+                admitted,
+                found,
+            } => self.subscriber_rung(*req, from, key, *admitted, found, now),
         }
+    }
+
+    /// A call to a DID that rings a subscriber: its account and bindings are read in a store
+    /// task, and the call is placed when they come back.
+    pub(super) fn ring_subscriber(
+        &mut self,
+        aor: String,
+        admitted: Admitted,
+        req: Request,
+        from: Peer,
+        key: TxKey,
+        now: Instant,
+    ) {
+        let Some(subs) = self.subscribers.as_ref() else {
+            let why = Some("no subscribers are served here");
+            return self.reply_with(&key, 480, why, None, false, now);
+        };
+        let replies = subs.replies.clone();
+        let store = self.store.clone();
+        let work = async move {
+            let found = account_and_bindings(&store, &aor)
+                .await
+                .map(Box::new)
+                .map_err(|e| e.to_string());
+            let reply = Reply::Ring {
+                key,
+                req: Box::new(req),
+                from,
+                admitted: Box::new(admitted),
+                found,
+            };
+            let _ = replies.send(reply).await;
+        };
+        self.tasks.spawn(work);
     }
 
     /// Whether an INVITE is a subscriber's: subscribers are configured and its From is in
@@ -180,6 +230,16 @@ impl Engine {
         };
         self.tasks.spawn(work);
     }
+}
+
+/// A SIP account (`user@domain`) and its bindings now.
+async fn account_and_bindings(store: &Store, aor: &str) -> Result<Found, rating::StoreError> {
+    let (user, domain) = aor.split_once('@').unwrap_or((aor, ""));
+    let Some(account) = store.sip_account(user, domain).await? else {
+        return Ok((None, Vec::new()));
+    };
+    let bindings = store.bindings(account.id, Utc::now()).await?;
+    Ok((Some(account), bindings))
 }
 
 /// The database half of a REGISTER: the account, its credentials, the bindings changed, the

@@ -28,6 +28,9 @@ pub struct AccessRow {
     pub pinless: bool,
     /// Takes every tenant's cards, not only its own tenant's.
     pub all_tenants: bool,
+    /// A DID that rings a softphone subscriber: the SIP account (`user@domain`) whose
+    /// registered contacts a call to it rings. Such a number runs no flow.
+    pub subscriber: Option<String>,
     pub updated_at: DateTime<Utc>,
     /// The token name that last changed it.
     pub updated_by: String,
@@ -45,6 +48,7 @@ impl AccessRow {
             self.trusted_only,
             self.pinless,
             self.all_tenants,
+            &self.subscriber,
         ) == (
             &other.number,
             &other.tenant,
@@ -54,6 +58,7 @@ impl AccessRow {
             other.trusted_only,
             other.pinless,
             other.all_tenants,
+            &other.subscriber,
         )
     }
 
@@ -81,15 +86,47 @@ impl AccessRow {
         add("trust_ani", check_trust(self.trust_ani, self.trusted_only));
         add("tenant", check_text("tenant", &self.tenant, true, 64));
         add("languages", check_languages(&self.languages));
+        add("subscriber", self.check_subscriber());
         let flow = match &self.flow {
-            None if !self.pinless => Err(StoreError::Invalid(
-                "an access number needs a flow unless it is pinless".into(),
+            None if !self.pinless && self.subscriber.is_none() => Err(StoreError::Invalid(
+                "an access number needs a flow unless it is pinless or rings a subscriber".into(),
             )),
             Some(f) => check_text("flow", f, true, 64),
             None => Ok(()),
         };
         add("flow", flow);
         out
+    }
+}
+
+impl AccessRow {
+    /// A subscriber's number names a SIP account as `user@domain`, runs no flow and is not
+    /// pinless (it is called, it calls no one), and takes calls from trusted peers only: a DID
+    /// reaches us from the carriers that own it, and a softphone is not rung by strangers.
+    fn check_subscriber(&self) -> Result<(), StoreError> {
+        let Some(aor) = &self.subscriber else {
+            return Ok(());
+        };
+        let Some((user, domain)) = aor.split_once('@') else {
+            return Err(StoreError::Invalid(format!(
+                "`{aor}` is not a SIP account: write it as user@domain"
+            )));
+        };
+        super::sip::check_username(user)?;
+        super::sip::check_domain(domain)?;
+        if self.pinless || self.flow.is_some() {
+            return Err(StoreError::Invalid(
+                "a number that rings a subscriber is neither pinless nor runs a flow".into(),
+            ));
+        }
+        if !self.trusted_only {
+            return Err(StoreError::Invalid(
+                "a number that rings a subscriber needs trusted_only: its calls come from \
+                 the carriers that own the number"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -147,7 +184,7 @@ pub fn check_number(n: &str) -> Result<(), StoreError> {
 }
 
 const COLUMNS: &str = "number, tenant, flow, languages, trust_ani, trusted_only, pinless, \
-                       updated_at, updated_by, all_tenants";
+                       updated_at, updated_by, all_tenants, subscriber";
 
 fn row(r: &AnyRow) -> Result<AccessRow, sqlx::Error> {
     let languages: String = r.try_get("languages")?;
@@ -164,6 +201,7 @@ fn row(r: &AnyRow) -> Result<AccessRow, sqlx::Error> {
         trusted_only: r.try_get::<i64, _>("trusted_only")? != 0,
         pinless: r.try_get::<i64, _>("pinless")? != 0,
         all_tenants: r.try_get::<i64, _>("all_tenants")? != 0,
+        subscriber: r.try_get("subscriber")?,
         updated_at: at_ms(r.try_get("updated_at")?),
         updated_by: r.try_get("updated_by")?,
     })
@@ -201,22 +239,24 @@ impl Store {
     ) -> Result<(), StoreError> {
         a.check()?;
         let languages = a.languages.join(",");
-        // $1..$10 are the row's columns in both statements.
+        // $1..$11 are the row's columns in both statements.
         let sql = match owner {
             Some(_) => {
                 "UPDATE access_numbers SET tenant = $2, flow = $3, languages = $4, \
                  trust_ani = $5, trusted_only = $6, pinless = $7, updated_at = $8, \
-                 updated_by = $9, all_tenants = $10 WHERE number = $1 AND tenant = $11"
+                 updated_by = $9, all_tenants = $10, subscriber = $11 \
+                 WHERE number = $1 AND tenant = $12"
             }
             None => {
                 "INSERT INTO access_numbers (number, tenant, flow, languages, trust_ani, \
-                 trusted_only, pinless, updated_at, updated_by, all_tenants) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 trusted_only, pinless, updated_at, updated_by, all_tenants, subscriber) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (number) DO UPDATE SET tenant = excluded.tenant, \
                  flow = excluded.flow, languages = excluded.languages, \
                  trust_ani = excluded.trust_ani, trusted_only = excluded.trusted_only, \
                  pinless = excluded.pinless, updated_at = excluded.updated_at, \
-                 updated_by = excluded.updated_by, all_tenants = excluded.all_tenants"
+                 updated_by = excluded.updated_by, all_tenants = excluded.all_tenants, \
+                 subscriber = excluded.subscriber"
             }
         };
         let mut q = sqlx::query(sql)
@@ -229,7 +269,8 @@ impl Store {
             .bind(i64::from(a.pinless))
             .bind(ms(a.updated_at))
             .bind(&a.updated_by)
-            .bind(i64::from(a.all_tenants));
+            .bind(i64::from(a.all_tenants))
+            .bind(&a.subscriber);
         if let Some(tenant) = owner {
             q = q.bind(tenant);
         }
