@@ -145,6 +145,48 @@ async fn a_content_length_at_the_top_of_usize_is_answered_400_and_the_connection
     store.close().await;
 }
 
+/// A client keeps its TCP connection (and its NAT binding) alive with CRLF CRLF pings and
+/// learns it stands from our CRLF pong (RFC 5626 §4.4.1); a ping split across two writes is
+/// still one, and a flood of pings in one write gets one pong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crlf_ping_on_tcp_gets_a_pong() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = Ua::new("gw").await;
+    let (_dir, store, running) = start(gw.sip_addr(), "").await;
+    let to = running.addr(Proto::Tcp).unwrap();
+    let mut s = tokio::net::TcpStream::connect(to).await.unwrap();
+    let mut buf = [0u8; 64];
+    s.write_all(b"\r\n\r\n").await.unwrap();
+    let n = tokio::time::timeout(S, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"\r\n");
+    s.write_all(b"\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b"\r\n").await.unwrap();
+    let n = tokio::time::timeout(S, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"\r\n", "a ping in two writes");
+    s.write_all(&b"\r\n\r\n".repeat(50)).await.unwrap();
+    let mut pongs = Vec::new();
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        pongs.extend_from_slice(&buf[..n]);
+    }
+    // One pong per read of ours, and the 200 bytes come in one read or two.
+    assert!(
+        pongs == b"\r\n" || pongs == b"\r\n\r\n",
+        "fifty pings, not fifty pongs: {pongs:?}"
+    );
+    running.stop().await;
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_connections_are_capped_per_source_and_idle_ones_closed() {
     let gw = Ua::new("gw").await;

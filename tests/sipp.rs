@@ -1791,19 +1791,30 @@ CSeq: {cseq} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         self.send(&self.invite(call, to, 2, &auth)).await;
     }
 
-    /// Registers her Contact (`sip:alice@<her address>`) for 600 s: challenged 401, then
-    /// again with her password; the 200 is awaited.
-    async fn register(&self, call: &str) {
+    /// One REGISTER of hers on `call`: `contact` bound for `expires` seconds, with `auth`
+    /// lines.
+    fn register_request(
+        &self,
+        call: &str,
+        cseq: u32,
+        contact: &str,
+        expires: u32,
+        auth: &str,
+    ) -> String {
         let me = self.me;
-        let reg = |cseq: u32, auth: &str| {
-            format!(
-                "REGISTER sip:voip.example.com SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}r{cseq};rport\r\n\
+        format!(
+            "REGISTER sip:voip.example.com SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}r{cseq};rport\r\n\
 From: <sip:alice@voip.example.com>;tag=r{call}\r\nTo: <sip:alice@voip.example.com>\r\nCall-ID: {call}\r\n\
-CSeq: {cseq} REGISTER\r\nContact: <sip:alice@{me}>\r\nExpires: 600\r\n{auth}Max-Forwards: 70\r\n\
+CSeq: {cseq} REGISTER\r\nContact: <{contact}>\r\nExpires: {expires}\r\n{auth}Max-Forwards: 70\r\n\
 Content-Length: 0\r\n\r\n"
-            )
-        };
-        self.send(&reg(1, "")).await;
+        )
+    }
+
+    /// Registers `contact` for `expires` seconds: challenged 401, then asked again (CSeq 2)
+    /// with her password. The answer to that, and the Authorization line it carried.
+    async fn register_as(&self, call: &str, contact: &str, expires: u32) -> (String, String) {
+        self.send(&self.register_request(call, 1, contact, expires, ""))
+            .await;
         let challenge = next_answer(&self.sock).await;
         assert!(challenge.starts_with("SIP/2.0 401 "), "{challenge}");
         let auth = answer(
@@ -1812,9 +1823,17 @@ Content-Length: 0\r\n\r\n"
             "REGISTER",
             "sip:voip.example.com",
         );
-        self.send(&reg(2, &format!("Authorization: {auth}\r\n")))
+        let auth = format!("Authorization: {auth}\r\n");
+        self.send(&self.register_request(call, 2, contact, expires, &auth))
             .await;
-        let ok = next_answer(&self.sock).await;
+        (next_answer(&self.sock).await, auth)
+    }
+
+    /// Registers her Contact (`sip:alice@<her address>`) for 600 s.
+    async fn register(&self, call: &str) {
+        let (ok, _) = self
+            .register_as(call, &format!("sip:alice@{}", self.me), 600)
+            .await;
         assert!(ok.starts_with("SIP/2.0 200 "), "{ok}");
     }
 
@@ -1859,6 +1878,101 @@ Content-Length: 0\r\n\r\n"
         out += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
         self.send(&out).await;
     }
+}
+
+/// A carrier's INVITE to `number` from a raw socket (a trusted peer at 127.0.0.1), for the
+/// refusals: its first answer that is not 100.
+async fn carrier_invite(b2b: SocketAddr, number: &str, call: &str) -> String {
+    let carrier = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = carrier.local_addr().unwrap();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let invite = format!(
+        "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}1\r\n\
+From: <sip:4085551234@carrier.example>;tag=c1\r\nTo: <sip:{number}@127.0.0.1>\r\nCall-ID: {call}\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\nMax-Forwards: 70\r\n\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    carrier.send_to(invite.as_bytes(), b2b).await.unwrap();
+    next_answer(&carrier).await
+}
+
+/// The registrar against what a hostile or careless client does: a REGISTER replaying an
+/// answered nonce is challenged again and binds nothing; a binding past its expiry rings no
+/// phone (the DID is 480); a flood of REGISTERs from one untrusted address is cut off by the
+/// edge's per-source limit before any reaches the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_nonce_an_expired_binding_and_a_register_flood_get_nothing() {
+    require_sipp!();
+    let gw = free_port();
+    let brief = format!(
+        "{}subscribers:\n  domains: [voip.example.com]\n  min_expires_s: 1\n",
+        yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")
+    )
+    .replace(
+        "access_numbers:\n",
+        "access_numbers:\n  - {number: \"5559000\", subscriber: alice@voip.example.com}\n",
+    );
+    let rig = Rig::start(&brief).await;
+    let account = rig.alice(None).await;
+    let alice = Alice::new(rig.udp).await;
+    let mine = format!("sip:alice@{}", alice.me);
+    let (ok, auth) = alice.register_as("replay", &mine, 600).await;
+    assert!(ok.starts_with("SIP/2.0 200 "), "{ok}");
+    // Her answer again, on a new request (a new branch and CSeq): someone who saw it once.
+    let theirs = "sip:alice@192.0.2.66:5060";
+    alice
+        .send(&alice.register_request("replay", 3, theirs, 600, &auth))
+        .await;
+    let again = next_answer(&alice.sock).await;
+    assert!(
+        again.starts_with("SIP/2.0 401 "),
+        "challenged again: {again}"
+    );
+    let bound = rig.store.bindings(account.id, Utc::now()).await.unwrap();
+    assert_eq!(bound.len(), 1, "{bound:?}");
+    assert_eq!(bound[0].contact, mine);
+
+    // A registration for one second: rung while it lasts, not after.
+    rig.store.remove_bindings(account.id, None).await.unwrap();
+    let (ok, _) = alice.register_as("brief", &mine, 1).await;
+    assert!(ok.starts_with("SIP/2.0 200 "), "{ok}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = carrier_invite(rig.udp, "5559000", "expired").await;
+    assert!(r.starts_with("SIP/2.0 480 "), "{r}");
+    assert!(r.contains("not registered"), "{r}");
+    rig.stop().await;
+
+    // From an address we do not trust, 20 requests a second at most.
+    let strict = format!(
+        "{}subscribers:\n  domains: [voip.example.com]\nlimits:\n  requests: {{per_second: 20, burst: 20}}\n",
+        yaml(&[("gw", gw)], &one_route("gw"), "192.0.2.1")
+    );
+    let rig = Rig::start(&strict).await;
+    let robot = Alice::new(rig.udp).await;
+    for i in 0..200 {
+        let contact = format!("sip:robot{i}@{}", robot.me);
+        robot
+            .send(&robot.register_request(&format!("flood{i}"), 1, &contact, 600, ""))
+            .await;
+    }
+    let mut answers = 0;
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(Duration::from_millis(500), robot.sock.recv(&mut buf)).await
+    {
+        answers += 1;
+    }
+    assert!(
+        (1..=30).contains(&answers),
+        "the first ones challenged, the rest dropped unanswered: {answers} of 200"
+    );
+    let metrics = b2bua::metrics::get().render();
+    assert!(
+        metrics.contains("b2bua_limit_hits_total{limit=\"requests\"}"),
+        "{metrics}"
+    );
+    rig.stop().await;
 }
 
 /// Phone-to-PC: a carrier's call to a DID that names a SIP account rings both contacts the
@@ -1924,18 +2038,7 @@ async fn a_call_to_a_subscribers_did_rings_every_registered_phone_and_the_first_
 
     // Nobody registered: the DID is temporarily unavailable.
     rig.store.remove_bindings(account.id, None).await.unwrap();
-    let carrier = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let me = carrier.local_addr().unwrap();
-    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-    let invite = format!(
-        "INVITE sip:5559000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKnobody1\r\n\
-From: <sip:4085551234@carrier.example>;tag=c1\r\nTo: <sip:5559000@127.0.0.1>\r\nCall-ID: nobody\r\n\
-CSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\nMax-Forwards: 70\r\n\
-Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    );
-    carrier.send_to(invite.as_bytes(), rig.udp).await.unwrap();
-    let r = next_answer(&carrier).await;
+    let r = carrier_invite(rig.udp, "5559000", "nobody").await;
     assert!(r.starts_with("SIP/2.0 480 "), "{r}");
     assert!(r.contains("not registered"), "{r}");
     rig.stop().await;

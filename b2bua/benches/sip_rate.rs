@@ -20,82 +20,20 @@ use chrono::Utc;
 use rating::store::{NewAccount, Store, StoreConfig};
 use rating::Money;
 use std::io::Write;
-use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::{counts, free_port, percentile, rtts};
+
 const ACCOUNTS: usize = 20_000;
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// Response times (ms) per rtd name from SIPp's `-trace_rtt` file.
-fn rtts(path: &Path) -> (Vec<f64>, Vec<f64>) {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let (mut one, mut two) = (Vec::new(), Vec::new());
-    for line in text.lines().skip(1) {
-        let cols: Vec<&str> = line.split(';').collect();
-        // date_ms;response_time_ms;rtd_no
-        if cols.len() >= 3 {
-            let Ok(ms) = cols[1].trim().parse::<f64>() else {
-                continue;
-            };
-            match cols[2].trim() {
-                "1" => one.push(ms),
-                "2" => two.push(ms),
-                _ => {}
-            }
-        }
-    }
-    (one, two)
-}
-
-/// Successful and failed call counts from SIPp's final statistics line.
-fn counts(path: &Path) -> (u64, u64) {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut lines = text.lines();
-    let Some(header) = lines.next() else {
-        return (0, 0);
-    };
-    let Some(last) = text.lines().last() else {
-        return (0, 0);
-    };
-    let names: Vec<&str> = header.split(';').collect();
-    let vals: Vec<&str> = last.split(';').collect();
-    let get = |n: &str| {
-        names
-            .iter()
-            .position(|h| *h == n)
-            .and_then(|i| vals.get(i))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (get("SuccessfulCall(C)"), get("FailedCall(C)"))
-}
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    if Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .status()
-        .is_err()
-    {
+    if !common::have_sipp() {
         eprintln!("sip_rate: SIPp is not installed (apt-get install sip-tester); nothing measured");
         return;
     }

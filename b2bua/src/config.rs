@@ -81,6 +81,20 @@ struct SubscribersFile {
     /// Short codes a subscriber dials for a flow instead of a number (`"*100": balance`).
     #[serde(default = "d_short_codes")]
     short_codes: std::collections::BTreeMap<String, String>,
+    /// How long before a subscriber's money runs out it hears the warning (0: never).
+    #[serde(default = "d_warning_s")]
+    warning_s: u64,
+    /// What it hears then: prompts of its tenant's set, played over the call.
+    #[serde(default = "d_warning_prompts")]
+    warning_prompts: Vec<String>,
+}
+
+fn d_warning_s() -> u64 {
+    60
+}
+
+fn d_warning_prompts() -> Vec<String> {
+    vec!["disconnect".into()]
 }
 
 fn d_short_codes() -> std::collections::BTreeMap<String, String> {
@@ -221,6 +235,11 @@ pub struct Subscribers {
     /// The flow each short code runs (its name in the flows directory): `*100` says the
     /// card's balance, by the same say grammar as the card service.
     pub short_codes: std::collections::BTreeMap<String, String>,
+    /// How long before a subscriber's call is cut off for money it hears `warning_prompts`
+    /// (seed 004's "automatic session cut-off", announced); `None`: no warning.
+    pub warning: Option<Duration>,
+    /// The prompts of the warning, from the subscriber's tenant's set.
+    pub warning_prompts: Vec<String>,
 }
 
 impl SubscribersFile {
@@ -344,7 +363,16 @@ impl SubscribersFile {
                 );
             }
         }
+        if self.warning_s > 0 && self.warning_prompts.is_empty() {
+            err(
+                0,
+                "subscribers.warning_prompts".into(),
+                "name at least one prompt, or set warning_s: 0 for no warning".into(),
+            );
+        }
         Subscribers {
+            warning: (self.warning_s > 0).then(|| Duration::from_secs(self.warning_s)),
+            warning_prompts: self.warning_prompts,
             short_codes: self.short_codes,
             numbering,
             algorithms,

@@ -347,6 +347,8 @@ fn registered(r: &message::Request) {
         algorithms: vec![crate::sip::digest::Algorithm::Md5],
         numbering: Default::default(),
         short_codes: Default::default(),
+        warning: None,
+        warning_prompts: Vec::new(),
     };
     let registrar = crate::registrar::Registrar::new(rules.clone());
     let _ = registrar.first_look(r, 1_796_600_000_000, "t");

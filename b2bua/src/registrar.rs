@@ -437,6 +437,8 @@ mod tests {
             algorithms: vec![Algorithm::Md5, Algorithm::Sha256],
             numbering: Default::default(),
             short_codes: Default::default(),
+            warning: None,
+            warning_prompts: Vec::new(),
         }
     }
 

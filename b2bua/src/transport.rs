@@ -396,7 +396,13 @@ impl Transports {
             };
             framer.push(&buf[..n]);
             loop {
-                match framer.next_message() {
+                let message = framer.next_message();
+                if framer.take_pings() {
+                    // One pong answers every ping of this read: a flood of pings costs one.
+                    self.send(&peer, b"\r\n".to_vec());
+                }
+
+                match message {
                     Ok(None) => break,
                     Ok(Some(frame)) => match message::parse_normalized(&frame) {
                         Ok(mut msg) => {

@@ -594,10 +594,13 @@ impl Call {
         attach_sdp(&mut ok, body);
         let connected = self.wall(env.now);
         let max = self.settings.cfg.calls.max_duration;
+        // A subscriber hears that its money is running out; a card's pinless caller has no
+        // one configured to tell it.
+        let warning = self.subscriber_warning().and_then(|(w, _)| w);
         let bridge = self.bridge_mut().expect("answered a bridge");
         // Nothing held: a call to a subscriber, which costs nothing.
         let clock = match bridge.hold.reservation {
-            Some(_) => MoneyClock::paid(env.now, bridge.hold.grant, max, None),
+            Some(_) => MoneyClock::paid(env.now, bridge.hold.grant, max, warning),
             None => MoneyClock::free(env.now, max),
         };
         let paid = bridge.hold.reservation.is_some();
@@ -790,7 +793,8 @@ impl Call {
                     self.bye(Side::B, env);
                     return self.end(cause, end_at, env);
                 }
-                Tick::Warn => self.feed(ivr::Event::CreditWarning, env),
+                Tick::Warn if self.is_ivr() => self.feed(ivr::Event::CreditWarning, env),
+                Tick::Warn => self.warn_subscriber(),
                 Tick::Extend => {
                     let conf_id = self
                         .bridge()
@@ -799,6 +803,30 @@ impl Call {
                     self.emit(Output::Store(Ask::Extend { conf_id }));
                 }
             }
+        }
+    }
+
+    /// A subscriber's call out: when before the cutoff it is warned, and with what.
+    fn subscriber_warning(&self) -> Option<(Option<std::time::Duration>, &[String])> {
+        self.card.as_ref()?;
+        let rules = self.settings.cfg.subscribers.as_ref()?;
+        Some((rules.warning, &rules.warning_prompts))
+    }
+
+    /// The subscriber's money is about to run out: it hears the warning over the call (the
+    /// other party does not).
+    fn warn_subscriber(&mut self) {
+        let Some((_, names)) = self.subscriber_warning() else {
+            return;
+        };
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let seq = self.prompts.sequence(&self.lang, &names);
+        tracing::info!(
+            call = self.id,
+            "warning the subscriber: its money is running out"
+        );
+        if !seq.is_empty() {
+            self.emit(Output::Media(MediaCmd::Play(seq)));
         }
     }
 

@@ -637,6 +637,33 @@ fn the_cutoff_ends_the_call_when_the_credit_runs_out() {
 }
 
 #[test]
+fn a_subscriber_hears_the_warning_before_its_money_runs_out_a_pinless_card_caller_does_not() {
+    let yaml = format!("{CONFIG}subscribers:\n  domains: [voip.example.com]\n  warning_s: 10\n");
+    for subscriber in [true, false] {
+        let mut node = Node::with_config(&yaml);
+        let mut setup = node.setup("55512015555233", None);
+        if subscriber {
+            setup.card = Some("000070".into());
+        }
+        let (mut call, out) = node.start(setup);
+        let conf = phase2(&out).conf_id;
+        let out = node.feed(&mut call, call_answer(ReturnCode::Success, &conf, 30, 30));
+        let (_, inv, _) = sent(&out, Method::Invite).pop().expect("dialled");
+        node.feed(&mut call, gw_response(&inv, 200, true));
+        node.later(Duration::from_secs(19));
+        assert!(played(&node.feed(&mut call, Input::Timer)).is_empty());
+        node.later(Duration::from_secs(1));
+        let out = node.feed(&mut call, Input::Timer);
+        let want: &[&str] = if subscriber { &["disconnect"] } else { &[] };
+        assert_eq!(played(&out), want, "20 s in, 10 s before the end");
+        assert!(sent(&out, Method::Bye).is_empty(), "the call goes on");
+        node.later(Duration::from_secs(10));
+        let out = node.feed(&mut call, Input::Timer);
+        assert_eq!(sent(&out, Method::Bye).len(), 2, "cut off at the end");
+    }
+}
+
+#[test]
 fn a_refused_extension_keeps_the_cutoff_where_the_hold_ends() {
     let mut node = Node::new();
     let (mut call, _, _, conf) = answered_pinless(&mut node, 60, 600);

@@ -230,6 +230,10 @@ pub struct StreamFramer {
     /// How far the search for the end of the headers has looked, so that a message arriving a
     /// byte at a time costs linear time, not quadratic.
     scanned: usize,
+    /// Line ends seen in a row between messages: two make a keep-alive ping.
+    line_ends: u8,
+    /// Pings (`CRLF CRLF`, RFC 5626 §3.5.1) not yet answered with a pong.
+    pings: usize,
 }
 
 impl StreamFramer {
@@ -241,6 +245,12 @@ impl StreamFramer {
     /// Appends bytes read from the connection.
     pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Whether keep-alive pings came since the last look: the client wants a pong (`CRLF`,
+    /// RFC 5626 §4.4.1) to know its connection, and its NAT binding, still stand.
+    pub fn take_pings(&mut self) -> bool {
+        std::mem::take(&mut self.pings) > 0
     }
 
     /// The bytes received and not yet framed (for a reply to a message that cannot be).
@@ -258,7 +268,19 @@ impl StreamFramer {
                 .iter()
                 .position(|b| *b != b'\r' && *b != b'\n')
                 .unwrap_or(self.buf.len());
-            self.buf.drain(..skip);
+            for b in self.buf.drain(..skip) {
+                if b == b'\n' {
+                    self.line_ends += 1;
+                    if self.line_ends == 2 {
+                        self.line_ends = 0;
+                        self.pings += 1;
+                    }
+                }
+            }
+            if !self.buf.is_empty() {
+                // A message begins: its line ends are its own.
+                self.line_ends = 0;
+            }
         }
         if self.buf.is_empty() {
             return Ok(None);
@@ -327,6 +349,23 @@ mod tests {
         let m =
             text(normalize_datagram(b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID  : abc\r\n\r\n").unwrap());
         assert!(m.contains("\r\nCall-ID: abc\r\n"), "{m}");
+    }
+
+    #[test]
+    fn a_double_crlf_between_messages_is_a_ping_even_split_across_reads() {
+        let mut f = StreamFramer::new();
+        f.push(b"\r\n");
+        assert!(f.next_message().unwrap().is_none());
+        assert!(!f.take_pings(), "half a ping");
+        f.push(b"\r\n");
+        assert!(f.next_message().unwrap().is_none());
+        assert!(f.take_pings(), "CRLF CRLF is a ping");
+        assert!(!f.take_pings(), "answered once");
+        // A lone CRLF before a message is no ping, nor are the message's own line ends.
+        f.push(b"\r\nOPTIONS sip:a SIP/2.0\r\nContent-Length: 0\r\n\r\n");
+        assert!(f.next_message().unwrap().is_some());
+        assert!(f.next_message().unwrap().is_none());
+        assert!(!f.take_pings());
     }
 
     #[test]
