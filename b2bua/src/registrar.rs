@@ -35,6 +35,8 @@ pub enum FirstLook {
 #[derive(Debug)]
 pub struct Registrar {
     cfg: Subscribers,
+    /// `cfg.domains`, for a lookup per request that costs the same however many there are.
+    domains: std::collections::HashSet<String>,
     nonces: Nonces,
     replays: Replays,
     /// When the replay memory last dropped the nonces past their life (once a second, not
@@ -150,6 +152,7 @@ impl Registrar {
         let nonces = Nonces::new(cfg.nonce_key, cfg.nonce_lifetime.as_millis() as u64);
         let replays = Replays::new(cfg.nonces_remembered);
         Registrar {
+            domains: cfg.domains.iter().cloned().collect(),
             cfg,
             nonces,
             replays,
@@ -159,7 +162,7 @@ impl Registrar {
 
     /// Whether a domain is one of ours.
     pub fn serves(&self, domain: &str) -> bool {
-        self.cfg.domains.iter().any(|d| d == domain)
+        self.domains.contains(domain)
     }
 
     /// A 401 (a REGISTER) or 407 (a call) challenging `req` for `realm`: one challenge per
