@@ -405,6 +405,18 @@ mod tests {
     async fn a_settlement_the_pool_timed_out_on_is_retried_until_it_lands() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        // The cards and their holds are made through an everyday store: on a busy machine the
+        // seeding alone can outwait the strict pool's 200 ms.
+        let setup = Store::open(&url, StoreConfig::default()).await.unwrap();
+        rating::demo::seed(&setup, Utc::now()).await.unwrap();
+        for conf in ["c1", "c2", "c3"] {
+            let money = rating::Money::from_micros(5_000_000);
+            let new = rating::store::NewAccount::new(&card(conf), Some("1234"), money);
+            setup.create_account(&new, Utc::now()).await.unwrap();
+            let a = setup.authorize_call(&call(conf), Utc::now()).await;
+            assert!(a.reservation.is_some(), "{conf}: {:?}", a.code);
+        }
+        setup.close().await;
         let store = Arc::new(
             Store::open(
                 &url,
@@ -418,14 +430,6 @@ mod tests {
             .await
             .unwrap(),
         );
-        rating::demo::seed(&store, Utc::now()).await.unwrap();
-        for conf in ["c1", "c2", "c3"] {
-            let money = rating::Money::from_micros(5_000_000);
-            let new = rating::store::NewAccount::new(&card(conf), Some("1234"), money);
-            store.create_account(&new, Utc::now()).await.unwrap();
-            let a = store.authorize_call(&call(conf), Utc::now()).await;
-            assert!(a.reservation.is_some(), "{conf}: {:?}", a.code);
-        }
         let mut other = sqlx::SqliteConnection::connect(&format!("{url}?mode=rw"))
             .await
             .unwrap();
