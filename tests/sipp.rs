@@ -2149,6 +2149,40 @@ async fn a_subscriber_calls_out_on_its_cards_money_after_a_407() {
     );
     alice.ack("premium", 2, &refused).await;
 
+    // A name is not a number: 484, said on the status line.
+    alice.authenticated("name", "bob").await;
+    let refused = next_answer(sock).await;
+    assert!(
+        refused.starts_with("SIP/2.0 484 the number dialled is not a phone number\r\n"),
+        "{refused}"
+    );
+    alice.ack("name", 2, &refused).await;
+
+    // Her one call at once is taken (a call to the gateway, gone by now, still being set up):
+    // even the short code is refused.
+    alice.authenticated("first", "5555233").await;
+    alice.authenticated("second", "*100").await;
+    let mut busy = None;
+    let mut first_done = false;
+    while busy.is_none() || !first_done {
+        let r = next_answer(sock).await;
+        if r.starts_with("SIP/2.0 1") {
+            continue;
+        }
+        if r.contains("Call-ID: second") {
+            alice.ack("second", 2, &r).await;
+            busy = Some(r);
+        } else {
+            alice.ack("first", 2, &r).await;
+            first_done = true;
+        }
+    }
+    let busy = busy.unwrap();
+    assert!(
+        busy.starts_with("SIP/2.0 486 the account's calls at once are all in use\r\n"),
+        "{busy}"
+    );
+
     // A caller that gives up at once, while its account may still be being read, gets 487
     // for its INVITE either way (and the gateway, gone by now, is never rung for long).
     let to = "5555233";

@@ -384,6 +384,10 @@ impl Engine {
         account: &rating::store::SipAccount,
     ) -> Result<Admitted, Refusal> {
         self.check_capacity()?;
+        // Every call of the account counts, a short code's too.
+        if self.running(&account.aor()) as i64 >= account.max_calls {
+            return Err(refuse(486, "the account's calls at once are all in use"));
+        }
         let dialled = req.uri.user().unwrap_or("");
         let rules = self.cfg.subscribers.as_ref();
         let live = self.assets.live();
@@ -407,9 +411,6 @@ impl Engine {
         }
         if read.premium && account.bar_premium {
             return Err(refuse(403, "premium-rate calls are barred on this account"));
-        }
-        if self.running(&account.aor()) as i64 >= account.max_calls {
-            return Err(refuse(486, "the account's calls at once are all in use"));
         }
         self.subscriber_admitted(req, account, &live, read.number, None)
     }
