@@ -59,6 +59,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A media port for SIPp (`-mp`): it binds that port and the three after it (RTCP, video
+/// RTP and RTCP), so all four must be free, or a SIPp fails to start beside the others.
+fn free_media_port() -> u16 {
+    loop {
+        let p = free_port();
+        let free = p < 65530 && (1..4).all(|i| UdpSocket::bind(("127.0.0.1", p + i)).is_ok());
+        if free {
+            return p;
+        }
+    }
+}
+
 /// A running B2BUA with its store, in a temporary directory that also holds the SIPp logs.
 struct Rig {
     dir: tempfile::TempDir,
@@ -143,7 +155,7 @@ impl Rig {
             "60s",
             "-timeout_error",
         ]);
-        cmd.args(["-mp", &free_port().to_string()]);
+        cmd.args(["-mp", &free_media_port().to_string()]);
         cmd.args(["-trace_msg", "-message_file"]).arg(&msg);
         cmd.args(["-trace_err", "-error_file"]).arg(&err);
         cmd.args(args);
@@ -1210,7 +1222,7 @@ async fn sipp_a_cutoff_by_credit_after_the_warning_keyed_from_pcaps() {
     dtmf_pcap(&card, "1234561111", 100);
     dtmf_pcap(&dest, "5555233#", 100);
     let mut uas = rig.gateway("uas", "uas_answer.xml", gw, &[]).await;
-    let media_port = free_port();
+    let media_port = free_media_port();
     let tap = Tap::start(media_port);
     let (c, d, mp) = (
         card.display().to_string(),
