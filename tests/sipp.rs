@@ -1892,6 +1892,19 @@ Content-Length: 0\r\n\r\n"
     }
 }
 
+/// A node whose DID 5559000 rings alice@voip.example.com, our subscriber domain's, with
+/// `more` lines of the `subscribers:` section; a gateway on `gw`; 127.0.0.1 trusted.
+fn did_yaml(gw: u16, more: &str) -> String {
+    format!(
+        "{}subscribers:\n  domains: [voip.example.com]\n{more}",
+        yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")
+    )
+    .replace(
+        "access_numbers:\n",
+        "access_numbers:\n  - {number: \"5559000\", subscriber: alice@voip.example.com}\n",
+    )
+}
+
 /// A carrier's INVITE to `number` from a raw socket (a trusted peer at 127.0.0.1), for the
 /// refusals: its first answer that is not 100.
 async fn carrier_invite(b2b: SocketAddr, number: &str, call: &str) -> String {
@@ -1917,14 +1930,7 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
 async fn a_replayed_nonce_an_expired_binding_and_a_register_flood_get_nothing() {
     require_sipp!();
     let gw = free_port();
-    let brief = format!(
-        "{}subscribers:\n  domains: [voip.example.com]\n  min_expires_s: 1\n",
-        yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")
-    )
-    .replace(
-        "access_numbers:\n",
-        "access_numbers:\n  - {number: \"5559000\", subscriber: alice@voip.example.com}\n",
-    );
+    let brief = did_yaml(gw, "  min_expires_s: 1\n");
     let rig = Rig::start(&brief).await;
     let account = rig.alice(None).await;
     let alice = Alice::new(rig.udp).await;
@@ -1995,14 +2001,7 @@ async fn a_replayed_nonce_an_expired_binding_and_a_register_flood_get_nothing() 
 async fn a_call_to_a_subscribers_did_rings_every_registered_phone_and_the_first_to_answer_wins() {
     require_sipp!();
     let gw = free_port();
-    let yaml = format!(
-        "{}subscribers:\n  domains: [voip.example.com]\n",
-        yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")
-    )
-    .replace(
-        "access_numbers:\n",
-        "access_numbers:\n  - {number: \"5559000\", subscriber: alice@voip.example.com}\n",
-    );
+    let yaml = did_yaml(gw, "");
     let rig = Rig::start(&yaml).await;
     let account = rig.alice(None).await;
     let (desk, laptop) = (Alice::new(rig.udp).await, Alice::new(rig.udp).await);
@@ -2773,14 +2772,7 @@ async fn baresip_registered_over_tcp_answers_a_call_to_its_did() {
     require_sipp!();
     require_peer!(baresip::available(), "baresip (apt-get install baresip)");
     let gw = free_port();
-    let yaml = format!(
-        "{}subscribers:\n  domains: [voip.example.com]\n",
-        yaml(&[("gw", gw)], &one_route("gw"), "127.0.0.1")
-    )
-    .replace(
-        "access_numbers:\n",
-        "access_numbers:\n  - {number: \"5559000\", subscriber: alice@voip.example.com}\n",
-    );
+    let yaml = did_yaml(gw, "");
     let rig = Rig::start(&yaml).await;
     let account = rig.alice(None).await;
     let certs_dir = tempfile::tempdir().unwrap();
