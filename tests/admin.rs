@@ -464,6 +464,7 @@ async fn an_itsp_sees_and_changes_only_its_own_tenant_and_roles_are_enforced() {
                 destination: "5555233".into(),
                 conf_id: evil.into(),
                 whole_credit: false,
+                rate_deck: None,
             },
             Utc::now(),
         )
@@ -1061,6 +1062,7 @@ async fn a_cards_reservations_are_listed() {
         destination: "5555233".into(),
         conf_id: "conf-held-1".into(),
         whole_credit: false,
+        rate_deck: None,
     };
     let answer = store.authorize_call(&req, Utc::now()).await;
     assert!(answer.code.is_success(), "{answer:?}");

@@ -183,6 +183,7 @@ async fn a_clerk_finds_a_card_tops_it_up_blocks_it_and_downloads_a_batch_once() 
                 destination: "5555233".into(),
                 conf_id: "console-conf".into(),
                 whole_credit: false,
+                rate_deck: None,
             },
             Utc::now(),
         )
@@ -618,6 +619,7 @@ async fn finance_reads_the_reports_and_an_itsp_sees_only_its_own() {
                 destination: "12125550111".into(),
                 conf_id: "now".into(),
                 whole_credit: false,
+                rate_deck: None,
             },
             Utc::now(),
         )

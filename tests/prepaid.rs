@@ -402,6 +402,7 @@ async fn refused_while(
             destination: "5555233".into(),
             conf_id: "other-conf".into(),
             whole_credit: false,
+            rate_deck: None,
         };
         assert!(store
             .authorize_call(&req, Utc::now())

@@ -1852,9 +1852,14 @@ Content-Length: 0\r\n\r\n"
     /// The next request of `method` she is sent (others, and retransmissions of what she
     /// already answered, are passed over).
     async fn next_request(&self, method: &str) -> String {
+        self.next_request_within(method, Duration::from_secs(5))
+            .await
+    }
+
+    async fn next_request_within(&self, method: &str, wait: Duration) -> String {
         let mut buf = [0u8; 4096];
         loop {
-            let n = tokio::time::timeout(Duration::from_secs(5), self.sock.recv(&mut buf))
+            let n = tokio::time::timeout(wait, self.sock.recv(&mut buf))
                 .await
                 .unwrap_or_else(|_| panic!("no {method} came"))
                 .unwrap();
@@ -2052,6 +2057,141 @@ async fn a_call_to_a_subscribers_did_rings_every_registered_phone_and_the_first_
     let r = carrier_invite(rig.udp, "5559000", "nobody").await;
     assert!(r.starts_with("SIP/2.0 480 "), "{r}");
     assert!(r.contains("not registered"), "{r}");
+    rig.stop().await;
+}
+
+/// A tenant that charges for calls to its subscribers (`subscribers.incoming_decks`): the
+/// carrier's call to the DID holds the subscriber's card's money by the deck's row for the
+/// number before the phone rings, and is cut off when the money ends, both legs hung up and
+/// the card billed; a card with nothing left is not rung at all (480).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_call_to_a_subscriber_is_billed_to_its_card_and_cut_off_when_the_money_ends() {
+    require_sipp!();
+    let gw = free_port();
+    let yaml = did_yaml(gw, "  incoming_decks: {\"*\": incoming}\n");
+    let rig = Rig::start(&yaml).await;
+    let deck =
+        "prefix,description,rate_per_minute,connect_fee,initial_increment,increment,minimum_seconds
+5559,Our DIDs,0.30,0,1,1,0
+";
+    rig.store
+        .import_rates(
+            "incoming",
+            &rating::deck::parse_rates_csv(deck.as_bytes(), "USD").unwrap(),
+            "test",
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    // 0.03 at 0.30 a minute, by the second: 6 seconds.
+    rig.pinless("4085550077", "0.03").await;
+    let n = rating::store::NewSipAccount {
+        username: "alice".into(),
+        domain: "voip.example.com".into(),
+        password: "correcthorse1".into(),
+        card: "4085550077".into(),
+        caller_id: None,
+        max_calls: 1,
+    };
+    rig.store
+        .create_sip_account(&n, "test", Utc::now())
+        .await
+        .unwrap();
+    let phone = Alice::new(rig.udp).await;
+    phone.register("desk").await;
+
+    let t0 = Instant::now();
+    let mut uac = rig.caller(
+        "uac",
+        &scenarios().join("uac_wait_bye.xml"),
+        "4085551234",
+        "5559000",
+        false,
+        &[],
+    );
+    let invite = phone.next_request("INVITE").await;
+    phone.answer(&invite, 200, "OK", true).await;
+    phone.next_request("ACK").await;
+    // The money ends: we hang up the phone and the caller.
+    let bye = phone
+        .next_request_within("BYE", Duration::from_secs(12))
+        .await;
+    phone.answer(&bye, 200, "OK", false).await;
+    assert_eq!(rig.wait("uac", &mut uac).await, 0, "{}", rig.log("uac"));
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(6) && took < Duration::from_secs(11),
+        "cut after {took:?}"
+    );
+    let recs = rig.first_records("4085550077").await;
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let rec = &recs[0];
+    assert_eq!(rec.billed_seconds, 6);
+    assert_eq!(rec.disconnect_cause, "cutoff");
+    assert_eq!(rec.destination, "5559000");
+    assert_eq!(rec.cost, Money::parse("0.03", true).unwrap());
+    let card = rig.store.account("4085550077").await.unwrap();
+    assert_eq!((card.balance, card.reserved), (Money::ZERO, Money::ZERO));
+
+    // Nothing left on the card: the phone does not ring, the carrier hears 480 and why.
+    let r = carrier_invite(rig.udp, "5559000", "broke").await;
+    assert!(r.starts_with("SIP/2.0 480 "), "{r}");
+    assert!(r.contains("cannot take calls"), "{r}");
+    assert!(
+        r.contains("return code 4"),
+        "the carrier reads the return code: {r}"
+    );
+    rig.stop().await;
+}
+
+/// A phone behind NAT registers over UDP a Contact with its private address: it is granted
+/// `subscribers.nat_expires_s` (60) whatever it asked, so its re-registrations keep its NAT's
+/// mapping open, and a call to its DID reaches it through that mapping (where its REGISTER
+/// came from), asking for the Contact it registered. A phone reachable where it says keeps
+/// the expiry it asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_behind_nat_registers_for_its_keep_alive_interval_and_is_called_through_its_nat() {
+    require_sipp!();
+    let gw = free_port();
+    let rig = Rig::start(&did_yaml(gw, "")).await;
+    rig.alice(None).await;
+    let phone = Alice::new(rig.udp).await;
+    let (ok, _) = phone
+        .register_as("nat", "sip:alice@192.168.1.20:5060", 3600)
+        .await;
+    assert!(ok.starts_with("SIP/2.0 200 "), "{ok}");
+    // The 200 says the seconds left, so a second may have gone.
+    let granted = |ok: &str, contact: &str| -> u32 {
+        let at = ok.find(&format!("<{contact}>;expires=")).expect("listed") + contact.len() + 11;
+        ok[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let nat = granted(&ok, "sip:alice@192.168.1.20:5060");
+    assert!((59..=60).contains(&nat), "the keep-alive interval: {ok}");
+    let busy = async {
+        let invite = phone.next_request("INVITE").await;
+        phone.answer(&invite, 486, "Busy Here", false).await;
+        invite
+    };
+    let (r, invite) = tokio::join!(carrier_invite(rig.udp, "5559000", "via-nat"), busy);
+    assert!(
+        r.starts_with("SIP/2.0 486 "),
+        "the phone's answer comes back: {r}"
+    );
+    assert!(
+        invite.starts_with("INVITE sip:alice@192.168.1.20:5060 SIP/2.0"),
+        "{invite}"
+    );
+    let other = Alice::new(rig.udp).await;
+    let (ok, _) = other
+        .register_as("open", &format!("sip:alice@{}", other.me), 3600)
+        .await;
+    let open = granted(&ok, &format!("sip:alice@{}", other.me));
+    assert!((3599..=3600).contains(&open), "{ok}");
     rig.stop().await;
 }
 

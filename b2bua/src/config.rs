@@ -67,6 +67,10 @@ struct SubscribersFile {
     max_expires_s: u32,
     #[serde(default = "d_max_contacts")]
     max_contacts: usize,
+    /// The longest registration granted over UDP to a client behind NAT (its Contact is not
+    /// where its REGISTER came from): its re-registrations are its keep-alives.
+    #[serde(default = "d_nat_expires")]
+    nat_expires_s: u32,
     #[serde(default = "d_nonce_lifetime")]
     nonce_lifetime_s: u64,
     #[serde(default)]
@@ -87,6 +91,10 @@ struct SubscribersFile {
     /// What it hears then: prompts of its tenant's set, played over the call.
     #[serde(default = "d_warning_prompts")]
     warning_prompts: Vec<String>,
+    /// The rate deck each tenant prices calls *to* its subscribers with (`"*"`: every tenant
+    /// without one of its own); a tenant with none takes them free.
+    #[serde(default)]
+    incoming_decks: std::collections::BTreeMap<String, String>,
 }
 
 fn d_warning_s() -> u64 {
@@ -198,6 +206,11 @@ fn d_min_expires() -> u32 {
 fn d_max_expires() -> u32 {
     3600
 }
+fn d_nat_expires() -> u32 {
+    // Home routers forget a silent UDP mapping after 30 s to a few minutes; a REGISTER a
+    // minute keeps most open at one request per subscriber a minute.
+    60
+}
 fn d_max_contacts() -> usize {
     5
 }
@@ -221,6 +234,8 @@ pub struct Subscribers {
     pub max_expires: u32,
     /// Registered contacts per account at most.
     pub max_contacts: usize,
+    /// The longest expiry a UDP client behind NAT is granted (its keep-alive).
+    pub nat_expires: u32,
     /// How long a challenge's nonce may be answered (then it is stale).
     pub nonce_lifetime: Duration,
     /// The key our nonces are sealed with: the same on every node behind one dispatcher
@@ -240,6 +255,18 @@ pub struct Subscribers {
     pub warning: Option<Duration>,
     /// The prompts of the warning, from the subscriber's tenant's set.
     pub warning_prompts: Vec<String>,
+    /// The rate deck each tenant prices calls to its subscribers with (`"*"`: the rest).
+    pub incoming_decks: std::collections::BTreeMap<String, String>,
+}
+
+impl Subscribers {
+    /// The deck calls to a tenant's subscribers are priced with; `None`: they are free.
+    pub fn incoming_deck(&self, tenant: &str) -> Option<&str> {
+        self.incoming_decks
+            .get(tenant)
+            .or_else(|| self.incoming_decks.get("*"))
+            .map(String::as_str)
+    }
 }
 
 impl SubscribersFile {
@@ -275,6 +302,16 @@ impl SubscribersFile {
                 0,
                 "subscribers.max_expires_s".into(),
                 format!("{} is out of range: at most 86400", self.max_expires_s),
+            );
+        }
+        if self.nat_expires_s < self.min_expires_s || self.nat_expires_s > self.max_expires_s {
+            err(
+                0,
+                "subscribers.nat_expires_s".into(),
+                format!(
+                    "{} is out of range: subscribers.min_expires_s ({}) to max_expires_s ({})",
+                    self.nat_expires_s, self.min_expires_s, self.max_expires_s
+                ),
             );
         }
         if !(1..=100).contains(&self.max_contacts) {
@@ -370,7 +407,18 @@ impl SubscribersFile {
                 "name at least one prompt, or set warning_s: 0 for no warning".into(),
             );
         }
+        for (tenant, deck) in &self.incoming_decks {
+            let ok = !deck.is_empty() && deck.len() <= 64 && !deck.chars().any(char::is_control);
+            if !ok {
+                err(
+                    0,
+                    format!("subscribers.incoming_decks.{tenant}"),
+                    format!("{deck:?} is not a rate deck's name: 1 to 64 characters"),
+                );
+            }
+        }
         Subscribers {
+            incoming_decks: self.incoming_decks,
             warning: (self.warning_s > 0).then(|| Duration::from_secs(self.warning_s)),
             warning_prompts: self.warning_prompts,
             short_codes: self.short_codes,
@@ -380,6 +428,7 @@ impl SubscribersFile {
             min_expires: self.min_expires_s,
             max_expires: self.max_expires_s,
             max_contacts: self.max_contacts,
+            nat_expires: self.nat_expires_s,
             nonce_lifetime: Duration::from_secs(self.nonce_lifetime_s),
             nonce_key,
             nonces_remembered: self.nonces_remembered,
@@ -2092,9 +2141,22 @@ mod tests {
         .unwrap();
         let s = c.subscribers.expect("configured");
         assert_eq!(
-            (s.min_expires, s.max_expires, s.max_contacts),
-            (60, 3600, 5)
+            (s.min_expires, s.max_expires, s.max_contacts, s.nat_expires),
+            (60, 3600, 5, 60)
         );
+        assert_eq!(
+            s.incoming_deck("acme"),
+            None,
+            "calls to subscribers are free"
+        );
+        let c = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [voip.example.com]\n  incoming_decks: {acme: acme-in, \"*\": in}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let s = c.subscribers.unwrap();
+        assert_eq!(s.incoming_deck("acme"), Some("acme-in"));
+        assert_eq!(s.incoming_deck("other"), Some("in"), "the rest");
         assert!(
             Config::parse("sip:\n  listen: [udp:127.0.0.1:0]\n", "t.yaml")
                 .unwrap()
@@ -2107,7 +2169,7 @@ mod tests {
             ["demo.invalid"]
         );
         let e = Config::parse(
-            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [Bad_Domain]\n  min_expires_s: 7200\n  max_contacts: 0\n  nonce_lifetime_s: 5\n  nonce_secret: short\n  nonces_remembered: 1\n",
+            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [Bad_Domain]\n  min_expires_s: 7200\n  max_contacts: 0\n  nonce_lifetime_s: 5\n  nonce_secret: short\n  nonces_remembered: 1\n  nat_expires_s: 10\n  incoming_decks: {acme: \"\"}\n",
             "t.yaml",
         )
         .unwrap_err()
@@ -2119,6 +2181,8 @@ mod tests {
             "subscribers.nonce_lifetime_s: 5 is out of range",
             "t.yaml:8: subscribers.nonce_secret: at least 16 characters",
             "subscribers.nonces_remembered: 1 is out of range",
+            "subscribers.nat_expires_s: 10 is out of range",
+            "subscribers.incoming_decks.acme: \"\" is not a rate deck's name",
         ] {
             assert!(e.contains(want), "{want}: {e}");
         }

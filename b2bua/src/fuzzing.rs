@@ -349,10 +349,14 @@ fn registered(r: &message::Request) {
         short_codes: Default::default(),
         warning: None,
         warning_prompts: Vec::new(),
+        incoming_decks: Default::default(),
+        nat_expires: 120,
     };
     let registrar = crate::registrar::Registrar::new(rules.clone());
     let _ = registrar.first_look(r, 1_796_600_000_000, "t");
-    if let Ok(crate::registrar::Changes::Set(set)) = crate::registrar::changes(r, &rules, "t") {
+    if let Ok(crate::registrar::Changes::Set(set)) =
+        crate::registrar::changes(r, &rules, "t", Some(([192, 0, 2, 1], 5060).into()))
+    {
         for (contact, secs) in set {
             assert!(
                 secs == 0 || (60..=3600).contains(&secs),

@@ -301,8 +301,16 @@ pub enum Changes {
 }
 
 /// Reads the Contacts and expiries of a REGISTER under the registrar's rules; `Err` is the
-/// answer (400 for a malformed one, 423 with Min-Expires for one too short).
-pub fn changes(req: &Request, rules: &Subscribers, tag: &str) -> Result<Changes, Response> {
+/// answer (400 for a malformed one, 423 with Min-Expires for one too short). `udp_source` is
+/// where a REGISTER over UDP came from: a Contact that names another address is behind NAT,
+/// and is granted at most `nat_expires`, so that its re-registrations keep the NAT's mapping
+/// open for the calls we send it (the UDP keep-alive; TCP has its CRLF pings).
+pub fn changes(
+    req: &Request,
+    rules: &Subscribers,
+    tag: &str,
+    udp_source: Option<std::net::SocketAddr>,
+) -> Result<Changes, Response> {
     let header_expires = match req.header("Expires").map(|e| e.trim().parse::<u32>()) {
         None => None,
         Some(Ok(e)) => Some(e),
@@ -360,9 +368,25 @@ pub fn changes(req: &Request, rules: &Subscribers, tag: &str) -> Result<Changes,
                 .push(hdr("Min-Expires", rules.min_expires.to_string()));
             return Err(r);
         }
-        set.push((uri.to_string(), asked.min(rules.max_expires)));
+        let most = match udp_source {
+            Some(from) if !names(uri, from) => rules.nat_expires,
+            _ => rules.max_expires,
+        };
+        set.push((uri.to_string(), asked.min(most)));
     }
     Ok(Changes::Set(set))
+}
+
+/// Whether a Contact URI names `from` itself (an IP literal and port, 5060 if none): a
+/// client that is not behind NAT.
+fn names(uri: &str, from: std::net::SocketAddr) -> bool {
+    let Some(u) = crate::sip::message::request_uri(uri) else {
+        return false;
+    };
+    let host = u.host_with_port.host.to_string();
+    let ip = host.trim_start_matches('[').trim_end_matches(']').parse();
+    let port = u.host_with_port.port.map(|p| *p.value()).unwrap_or(5060);
+    ip == Ok(from.ip()) && port == from.port()
 }
 
 /// Whether a REGISTER may change a binding it names: one from the same client (Call-ID)
@@ -442,6 +466,8 @@ mod tests {
             short_codes: Default::default(),
             warning: None,
             warning_prompts: Vec::new(),
+            incoming_decks: Default::default(),
+            nat_expires: 60,
         }
     }
 
@@ -617,7 +643,7 @@ mod tests {
     #[test]
     fn contacts_and_expiries_are_read_under_the_rules() {
         let r = rules();
-        let c = |extra: &str| changes(&register(extra), &r, "t");
+        let c = |extra: &str| changes(&register(extra), &r, "t", None);
         assert_eq!(c(""), Ok(Changes::Query));
         assert_eq!(
             c("Contact: <sip:a@127.0.0.1:5070>;expires=600, <sip:a@127.0.0.1:5072>\r\nExpires: 120\r\n"),
@@ -653,6 +679,29 @@ mod tests {
         ] {
             assert_eq!(c(bad).unwrap_err().status_code.code(), 400, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_udp_client_behind_nat_is_granted_its_keep_alive_interval() {
+        let r = rules();
+        let from: std::net::SocketAddr = "198.51.100.7:40312".parse().unwrap();
+        let c = |contact: &str, udp| {
+            let extra = format!("Contact: <{contact}>;expires=3600\r\n");
+            match changes(&register(&extra), &r, "t", udp) {
+                Ok(Changes::Set(set)) => set[0].1,
+                other => panic!("{other:?}"),
+            }
+        };
+        // The Contact names a private address, or the right host on another port: the
+        // REGISTER came through a NAT, and its mapping lives only as long as traffic does.
+        assert_eq!(c("sip:a@192.168.1.20:5060", Some(from)), 60);
+        assert_eq!(c("sip:a@198.51.100.7:5060", Some(from)), 60);
+        assert_eq!(c("sip:a@phone.example.com:40312", Some(from)), 60);
+        // A client reachable where it says is left alone, and so is one over TCP or TLS.
+        assert_eq!(c("sip:a@198.51.100.7:40312", Some(from)), 3600);
+        assert_eq!(c("sip:a@192.168.1.20:5060", None), 3600);
+        let v6: std::net::SocketAddr = "[2001:db8::7]:5060".parse().unwrap();
+        assert_eq!(c("sip:a@[2001:db8::7]", Some(v6)), 3600);
     }
 
     #[test]

@@ -92,6 +92,7 @@ async fn main() {
                     destination: "5555233".into(),
                     conf_id: conf.clone(),
                     whole_credit: false,
+                    rate_deck: None,
                 };
                 let now = Utc::now();
                 let a = store.authorize_call(&req, now).await;

@@ -60,6 +60,7 @@ fn call(account: &str, pin: &str, dest: &str, conf: &str) -> CallRequest {
         destination: dest.into(),
         conf_id: conf.into(),
         whole_credit: false,
+        rate_deck: None,
     }
 }
 
@@ -632,6 +633,7 @@ async fn cards_authorize_only_on_their_own_tenants_numbers(db: &TestDb) {
                 destination: "5555233".into(),
                 conf_id: "tenant-conf".into(),
                 whole_credit: false,
+                rate_deck: None,
             },
             now(),
         )
@@ -909,3 +911,82 @@ async fn postgres_unreachable_fails_closed() {
     );
     db.cleanup().await;
 }
+
+/// A call *to* a card's softphone subscriber, priced by the tenant's deck for its numbers:
+/// the card's money is held by that deck's row for the number called, whatever the card's
+/// own deck or the prefix lists (which are about where cards dial) say; a number the deck
+/// does not price, or a card with no money or only toll-free calls, is refused.
+async fn a_call_to_a_subscriber_is_priced_by_the_deck_it_names(db: &TestDb) {
+    let s = setup(db).await;
+    let incoming =
+        "prefix,description,rate_per_minute,connect_fee,initial_increment,increment,minimum_seconds
+1900,Premium DID,0.50,0,60,60,0
+5559,Our DIDs,0.60,0.01,60,60,0
+";
+    s.import_rates(
+        "incoming",
+        &parse_rates_csv(incoming.as_bytes(), "USD").unwrap(),
+        "test",
+        now(),
+    )
+    .await
+    .unwrap();
+    let rung = |dest: &str, conf: &str| CallRequest {
+        auth: AuthRequest {
+            pin: None,
+            authenticated: true,
+            ..auth("000070", "")
+        },
+        destination: dest.into(),
+        conf_id: conf.into(),
+        whole_credit: false,
+        rate_deck: Some("incoming".into()),
+    };
+    let c = s.authorize_call(&rung("5559000", "in-1"), now()).await;
+    assert_eq!(c.code, ReturnCode::Success);
+    let rate = c.rate.unwrap();
+    assert_eq!(
+        (rate.deck.as_str(), rate.prefix.as_str()),
+        ("incoming", "5559")
+    );
+    // 32.91 less the 0.01 connect fee buys 54 whole minutes at 0.60.
+    assert_eq!(c.credit_time, 54 * 60);
+    assert!(c.reservation.is_some());
+    let end = CallEnd {
+        connect_at: None,
+        disconnect_at: now(),
+        cause: "normal".into(),
+        voice_quality: None,
+        gateway: String::new(),
+    };
+    s.settle("in-1", &end, now()).await.unwrap();
+    // The blocked list's 1900 is where cards may not dial, not what a subscriber is called on.
+    let c = s.authorize_call(&rung("19005550100", "in-2"), now()).await;
+    assert_eq!(c.code, ReturnCode::Success);
+    assert_eq!(c.rate.unwrap().description, "Premium DID");
+    s.settle("in-2", &end, now()).await.unwrap();
+    let c = s.authorize_call(&rung("4420", "in-3"), now()).await;
+    assert_eq!(
+        c.code,
+        ReturnCode::CalledNumberBlocked,
+        "a number it does not price"
+    );
+    let mut free = card("000071", "1234", "0");
+    free.tollfree_only = false;
+    s.create_account(&free, now()).await.unwrap();
+    let broke = CallRequest {
+        auth: AuthRequest {
+            account: "000071".into(),
+            ..rung("5559000", "in-4").auth
+        },
+        ..rung("5559000", "in-4")
+    };
+    let c = s.authorize_call(&broke, now()).await;
+    assert_eq!(c.code, ReturnCode::ZeroBalance);
+    // Without the deck, the same number is the card's own deck's to price: not there.
+    let c = s
+        .authorize_call(&call("000070", "1234", "5559000", "in-5"), now())
+        .await;
+    assert_eq!(c.code, ReturnCode::CalledNumberBlocked);
+}
+on_both!(a_call_to_a_subscriber_is_priced_by_the_deck_it_names);

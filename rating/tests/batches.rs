@@ -110,6 +110,7 @@ async fn batches_are_counted_blocked_whole_and_exported(db: &TestDb) {
         destination: "12125550100".into(),
         conf_id: conf.into(),
         whole_credit: false,
+        rate_deck: None,
     };
     assert_eq!(s.authorize_call(&req, t0()).await.code, ReturnCode::Success);
     s.mark_connected(conf, t0()).await.unwrap();

@@ -134,6 +134,7 @@ fn call_on_card(i: usize, destination: &str) -> CallRequest {
         destination: destination.into(),
         conf_id: format!("conf-{i}"),
         whole_credit: false,
+        rate_deck: None,
     }
 }
 

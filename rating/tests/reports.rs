@@ -41,6 +41,7 @@ fn call(account: &str, tenant: &str, dest: &str, conf: &str) -> CallRequest {
         destination: dest.into(),
         conf_id: conf.into(),
         whole_credit: false,
+        rate_deck: None,
     }
 }
 

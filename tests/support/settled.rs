@@ -30,6 +30,7 @@ pub async fn settled_call(
                 destination: dest.into(),
                 conf_id: conf.clone(),
                 whole_credit: false,
+                rate_deck: None,
             },
             at,
         )

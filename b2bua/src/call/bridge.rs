@@ -146,6 +146,7 @@ impl Call {
         let State::Authorizing {
             conf_id,
             destination,
+            ring,
         } = std::mem::replace(
             &mut self.state,
             State::Ended {
@@ -157,9 +158,11 @@ impl Call {
             return;
         };
         if !answer.code.is_success() {
+            let paid_ring = ring.is_some();
             self.state = State::Authorizing {
                 conf_id,
                 destination,
+                ring,
             };
             let code = answer.code;
             // The return code explains a refusal to the proxy or SBC in front; to anyone else
@@ -168,6 +171,12 @@ impl Call {
                 .trusted
                 .then(|| format!("return code {}: {}", code.code(), code.meaning()));
             let cause = format!("refused {}", code.code());
+            if paid_ring {
+                // Whoever calls a subscriber whose card cannot pay for it hears only that the
+                // subscriber cannot be reached; the carrier in front reads why.
+                let phrase = Some("the subscriber cannot take calls now");
+                return self.fail_told(480, phrase, warning.as_deref(), &cause, env);
+            }
             // A subscriber is told about its own account in words its softphone shows.
             let phrase = self.card.is_some().then(|| subscriber_phrase(code));
             return self.fail_told(sip_code_for(code), phrase, warning.as_deref(), &cause, env);
@@ -180,13 +189,16 @@ impl Call {
                 .unwrap_or(answer.credit_time),
             credit: answer.credit_time,
         };
-        let route = self.settings.cfg.router.candidates(&destination);
         let hold = Hold {
             conf_id,
             destination,
             reservation: answer.reservation,
             grant,
         };
+        if let Some(ring) = ring {
+            return self.fork(hold, *ring, env);
+        }
+        let route = self.settings.cfg.router.candidates(&hold.destination);
         let empty = route.is_empty();
         self.state = State::Direct(Box::new(Bridge::new(hold, route)));
         if empty {

@@ -203,6 +203,7 @@ impl Call {
             destination,
             conf_id,
             whole_credit: false,
+            rate_deck: None,
         })));
     }
 

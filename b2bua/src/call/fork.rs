@@ -35,6 +35,9 @@ pub struct Ring {
     pub card: String,
     /// Its registered contacts, every one rung at once.
     pub contacts: Vec<Contact>,
+    /// The deck the subscriber's tenant prices calls to it with: the card pays, authorized
+    /// (phase 2, by the number called) before anyone rings. `None`: the call is free.
+    pub rate_deck: Option<String>,
 }
 
 /// The contacts being rung, and what those that gave up said.
@@ -78,15 +81,24 @@ pub fn best_refusal(refusals: &[u16]) -> u16 {
 }
 
 impl Call {
-    /// Rings every contact of the subscriber a DID names; the call costs nothing, and ends only
-    /// at the maximum duration.
+    /// Rings every contact of the subscriber a DID names: at once when the call is free (it
+    /// then ends only at the maximum duration), else once the card's money is held.
     pub(super) fn ring(&mut self, conf_id: String, ring: Ring, env: &mut Env) {
+        if ring.rate_deck.is_some() {
+            let number = self.access.number.clone();
+            return self.ask_phase2(conf_id, number, Some(ring));
+        }
         let hold = Hold {
             conf_id,
             destination: ring.aor.clone(),
             reservation: None,
             grant: Grant::default(),
         };
+        self.fork(hold, ring, env);
+    }
+
+    /// Rings the contacts, the call's money (if any) held by `hold`.
+    pub(super) fn fork(&mut self, hold: Hold, ring: Ring, env: &mut Env) {
         let mut bridge = Bridge::new(hold, Vec::new());
         bridge.setup = Some(self.wall(env.now));
         self.state = State::Direct(Box::new(bridge));

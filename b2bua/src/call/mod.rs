@@ -144,6 +144,8 @@ enum State {
     Authorizing {
         conf_id: String,
         destination: String,
+        /// A paid call to a subscriber: whom it rings once authorized.
+        ring: Option<Box<Ring>>,
     },
     /// A pinless call's gateway leg, dialling or up.
     Direct(Box<Bridge>),
@@ -307,32 +309,37 @@ impl Call {
         match (setup.flow, setup.ring) {
             (Some(flow), _) => call.start_flow(flow, setup.destination, env),
             (None, Some(ring)) => call.ring(conf_id, ring, env),
-            (None, None) => call.ask_phase2(conf_id, setup.destination),
+            (None, None) => call.ask_phase2(conf_id, setup.destination, None),
         }
         call.arm();
         call
     }
 
     /// A pinless call's phase 2: the caller's number is the card, or a subscriber's SIP
-    /// account names it.
-    fn ask_phase2(&mut self, conf_id: String, destination: String) {
+    /// account names it; or, for a paid call to a subscriber (`ring`), the card of the
+    /// account rung pays, by its tenant's deck.
+    fn ask_phase2(&mut self, conf_id: String, destination: String, ring: Option<Ring>) {
         let request = CallRequest {
             auth: AuthRequest {
-                account: self.card.clone().unwrap_or_else(|| self.ani.clone()),
+                // `account` is the card that pays, whichever way the call goes.
+                account: self.account.clone(),
                 pin: None,
                 ani: (!self.ani.is_empty()).then(|| self.ani.clone()),
                 access_number: self.access.number.clone(),
                 session_id: self.session_id.clone(),
                 tenant: self.access.card_tenant(),
-                authenticated: self.card.is_some(),
+                // We chose to charge the subscriber's card: no PIN is anyone's to give.
+                authenticated: self.card.is_some() || ring.is_some(),
             },
             destination: destination.clone(),
             conf_id: conf_id.clone(),
             whole_credit: false,
+            rate_deck: ring.as_ref().and_then(|r| r.rate_deck.clone()),
         };
         self.state = State::Authorizing {
             conf_id,
             destination,
+            ring: ring.map(Box::new),
         };
         self.emit(Output::Store(Ask::AuthorizeCall(request)));
     }

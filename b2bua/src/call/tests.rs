@@ -2130,7 +2130,19 @@ fn a_re_invite_without_sdp_gets_our_offer_and_the_answer_in_its_ack_moves_the_me
 /// A call to a subscriber's DID with two registered contacts, as the engine places it: the
 /// call, the carrier's transaction, and the INVITE each contact got (in contact order).
 fn ringing_subscriber(node: &mut Node) -> (Call, TxKey, Vec<Request>, Vec<Output>) {
+    let (call, a_tx, out) = subscriber_call(node, None);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Store(_))),
+        "a call to a subscriber asks the store nothing: {out:#?}"
+    );
+    let (invites, out) = rung(out);
+    (call, a_tx, invites, out)
+}
+
+/// The engine's call to alice's DID 5559000 (two contacts), priced by `rate_deck` if any.
+fn subscriber_call(node: &mut Node, rate_deck: Option<&str>) -> (Call, TxKey, Vec<Output>) {
     let mut setup = node.setup("5559000", None);
+    setup.access.number = "5559000".into();
     setup.access.pinless = false;
     setup.access.subscriber = Some("alice@voip.example.com".into());
     setup.destination = String::new();
@@ -2146,13 +2158,15 @@ fn ringing_subscriber(node: &mut Node) -> (Call, TxKey, Vec<Request>, Vec<Output
         aor: "alice@voip.example.com".into(),
         card: "1000".into(),
         contacts: vec![contact(5080), contact(5082)],
+        rate_deck: rate_deck.map(str::to_string),
     });
     let a_tx = setup.tx.clone();
     let (call, out) = node.start(setup);
-    assert!(
-        !out.iter().any(|o| matches!(o, Output::Store(_))),
-        "a call to a subscriber asks the store nothing: {out:#?}"
-    );
+    (call, a_tx, out)
+}
+
+/// The INVITEs a subscriber's two contacts got, checked for what every one must say.
+fn rung(out: Vec<Output>) -> (Vec<Request>, Vec<Output>) {
     let invites = sent(&out, Method::Invite);
     let ports: Vec<u16> = invites.iter().map(|(_, _, p)| p.addr.port()).collect();
     assert_eq!(ports, [5080, 5082], "every contact rung at once");
@@ -2167,7 +2181,69 @@ fn ringing_subscriber(node: &mut Node) -> (Call, TxKey, Vec<Request>, Vec<Output
         assert!(!inv.header("Supported").unwrap_or("").contains("100rel"));
     }
     assert_ne!(invites[0].call_id(), invites[1].call_id());
-    (call, a_tx, invites, out)
+    (invites, out)
+}
+
+#[test]
+fn a_paid_call_to_a_subscriber_holds_the_cards_money_first_and_is_cut_off_when_it_ends() {
+    let mut node = Node::new();
+    let (mut call, a_tx, out) = subscriber_call(&mut node, Some("incoming"));
+    assert!(
+        sent(&out, Method::Invite).is_empty(),
+        "nobody rings before the money is held"
+    );
+    let req = phase2(&out);
+    assert_eq!(req.auth.account, "1000", "the subscriber's card pays");
+    assert!(req.auth.authenticated && req.auth.pin.is_none());
+    assert_eq!(req.destination, "5559000", "priced by the number called");
+    assert_eq!(req.rate_deck.as_deref(), Some("incoming"));
+    let out = node.feed(
+        &mut call,
+        call_answer(ReturnCode::Success, &req.conf_id, 30, 30),
+    );
+    let (invites, _) = rung(out);
+    // Answered: the money starts to run, and runs out like any paid call's.
+    let out = node.feed(&mut call, gw_response(&invites[1], 200, true));
+    the_response(&out, &a_tx, 200);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Store(Ask::MarkConnected { conf_id }) if *conf_id == req.conf_id)),
+        "the hold is marked connected: {out:#?}"
+    );
+    node.later(Duration::from_secs(29));
+    assert!(settle(&node.feed(&mut call, Input::Timer)).is_none());
+    node.later(Duration::from_secs(1));
+    let out = node.feed(&mut call, Input::Timer);
+    let (conf, end) = settle(&out).expect("cut off and settled");
+    assert_eq!(conf, req.conf_id);
+    assert_eq!(
+        (end.disconnect_at - end.connect_at.unwrap()).num_seconds(),
+        30
+    );
+    assert_eq!(node.stats.cutoffs, 1);
+}
+
+#[test]
+fn a_paid_call_to_a_subscriber_whose_card_cannot_pay_is_480_and_rings_nobody() {
+    let mut node = Node::new();
+    let (mut call, a_tx, out) = subscriber_call(&mut node, Some("incoming"));
+    let req = phase2(&out);
+    let out = node.feed(
+        &mut call,
+        call_answer(ReturnCode::ZeroBalance, &req.conf_id, 0, 0),
+    );
+    assert!(sent(&out, Method::Invite).is_empty());
+    let r = the_response(&out, &a_tx, 480);
+    assert_eq!(
+        crate::sip::message::phrase(&r),
+        "the subscriber cannot take calls now"
+    );
+    assert!(
+        r.header("Warning")
+            .is_some_and(|w| w.contains("return code")),
+        "the trusted carrier reads why"
+    );
+    assert!(ended(&out));
 }
 
 #[test]

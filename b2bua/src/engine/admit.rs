@@ -363,10 +363,17 @@ impl Engine {
         if contacts.is_empty() {
             return Err(refuse(480, "the subscriber is not registered"));
         }
+        let rate_deck = self
+            .cfg
+            .subscribers
+            .as_ref()
+            .and_then(|s| s.incoming_deck(&account.tenant))
+            .map(str::to_string);
         Ok(call::Ring {
             aor,
             card: account.card,
             contacts,
+            rate_deck,
         })
     }
 

@@ -382,6 +382,7 @@ mod tests {
             destination: "5555233".into(),
             conf_id: conf.into(),
             whole_credit: false,
+            rate_deck: None,
         }
     }
 

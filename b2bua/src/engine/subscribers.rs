@@ -105,9 +105,11 @@ impl Engine {
         let store = self.store.clone();
         let node = store.config().node_id.clone();
         let source = crate::registrar::source_of(&from);
+        let udp = (from.proto == crate::routing::Proto::Udp).then_some(from.addr);
         let work = async move {
+            let at = Source { text: &source, udp };
             let resp = match register(
-                &store, &registrar, &req, &username, &domain, &answer, &source, &node, &tag,
+                &store, &registrar, &req, &username, &domain, &answer, at, &node, &tag,
             )
             .await
             {
@@ -242,6 +244,13 @@ async fn account_and_bindings(store: &Store, aor: &str) -> Result<Found, rating:
     Ok((Some(account), bindings))
 }
 
+/// Where a REGISTER came from: as its bindings keep it, and the address if it came over UDP.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    text: &'a str,
+    udp: Option<std::net::SocketAddr>,
+}
+
 /// The database half of a REGISTER: the account, its credentials, the bindings changed, the
 /// 200. A store that cannot be reached is a 500 with Retry-After: the client tries again.
 #[allow(clippy::too_many_arguments)]
@@ -252,7 +261,7 @@ async fn register(
     username: &str,
     domain: &str,
     answer: &crate::sip::digest_server::Answer,
-    source: &str,
+    source: Source<'_>,
     node: &str,
     tag: &str,
 ) -> Result<Response, Response> {
@@ -276,7 +285,7 @@ async fn register(
     let Some(account) = account else {
         return Err(told(req, 500, None, tag));
     };
-    let change = changes(req, &rules, tag)?;
+    let change = changes(req, &rules, tag, source.udp)?;
     let call_id = crate::sip::message::SipExt::call_id(req).to_string();
     let cseq = crate::sip::message::SipExt::cseq(req)
         .map(|c| c.0)
@@ -325,7 +334,7 @@ async fn register(
                 }
                 let b = Binding {
                     contact,
-                    source: source.to_string(),
+                    source: source.text.to_string(),
                     call_id: call_id.clone(),
                     cseq,
                     expires_at: now + chrono::Duration::seconds(i64::from(secs)),

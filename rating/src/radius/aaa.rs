@@ -160,6 +160,7 @@ pub async fn access(
                         destination: dest.to_string(),
                         conf_id: conf.to_string(),
                         whole_credit: true,
+                        rate_deck: None,
                     },
                     now,
                 )

@@ -3,7 +3,7 @@
 //! left behind. Authorization never fails with an error: a store it cannot reach answers 8.
 
 use super::ops::{self, clean, Done, Op, Reserved};
-use super::{at_ms, ms, AccountRow, Store, StoreError, ACCOUNT_COLUMNS};
+use super::{at_ms, ms, Account, AccountRow, Store, StoreError, ACCOUNT_COLUMNS};
 use crate::codes::ReturnCode;
 use crate::money::Money;
 use crate::pin;
@@ -43,6 +43,11 @@ pub struct CallRequest {
     /// Hold all the talk time the credit buys at once, not a chunk: for a gateway that is told
     /// the credit time and enforces it itself (RADIUS), so it never asks to extend.
     pub whole_credit: bool,
+    /// Price the call with this deck instead of the card's own: the tenant's deck for calls
+    /// *to* its softphone subscribers, where `destination` is the number the caller dialled
+    /// (ours). The prefix lists, which are about where a card dials, do not apply. Only the
+    /// B2BUA sets it; nothing a peer sends can.
+    pub rate_deck: Option<String>,
 }
 
 /// The phase-1 answer.
@@ -333,33 +338,12 @@ impl Store {
             answer.redirect_number = r.number.clone();
             return Err(r.code.into());
         }
-        let lists = self.lists(now_ms).await?;
-        if lists.blocked.matching(dest).is_some() {
-            return Err(ReturnCode::CalledNumberBlocked.into());
-        }
-        let rate = if let Some(desc) = lists.tollfree.matching(dest) {
-            RateInfo {
-                deck: account.rate_deck.clone(),
-                prefix: String::new(),
-                description: format!("toll-free: {desc}"),
-                tariff: Tariff::new(Decimal::ZERO, Money::ZERO, 1, 1, 0)
-                    .expect("a free tariff is valid"),
-            }
-        } else {
-            if account.tollfree_only {
-                return Err(ReturnCode::TollFreeOnly.into());
-            }
-            rules::check_funds(&account.state())?;
-            let deck = self.deck(&account.rate_deck, now_ms).await?;
-            let found = deck
-                .lookup(dest, &account.currency, at_ms(now_ms))
-                .ok_or(ReturnCode::CalledNumberBlocked)?;
-            RateInfo {
-                deck: account.rate_deck.clone(),
-                prefix: found.prefix.clone(),
-                description: found.description.clone(),
-                tariff: found.tariff.clone(),
-            }
+        let rate = match &req.rate_deck {
+            // A call to the card's subscriber: what the tenant charges for it, found by the
+            // number called (ours, so the prefix lists do not apply).
+            Some(_) if account.tollfree_only => return Err(ReturnCode::TollFreeOnly.into()),
+            Some(name) => self.priced(&account, name, dest, now_ms).await?,
+            None => self.outgoing_rate(&account, dest, now_ms).await?,
         };
         answer.rate = Some(rate.clone());
         let id = row_out.as_ref().map(|r| r.id).unwrap_or_default();
@@ -395,6 +379,54 @@ impl Store {
             }
             other => unreachable!("a hold answered {other:?}"),
         }
+    }
+
+    /// The rate of a card's call out: free to a toll-free number, refused to a blocked one,
+    /// else the card's deck's row for the destination.
+    async fn outgoing_rate(
+        &self,
+        account: &Account,
+        dest: &str,
+        now_ms: i64,
+    ) -> Result<RateInfo, Deny> {
+        let lists = self.lists(now_ms).await?;
+        if lists.blocked.matching(dest).is_some() {
+            return Err(ReturnCode::CalledNumberBlocked.into());
+        }
+        if let Some(desc) = lists.tollfree.matching(dest) {
+            return Ok(RateInfo {
+                deck: account.rate_deck.clone(),
+                prefix: String::new(),
+                description: format!("toll-free: {desc}"),
+                tariff: Tariff::new(Decimal::ZERO, Money::ZERO, 1, 1, 0)
+                    .expect("a free tariff is valid"),
+            });
+        }
+        if account.tollfree_only {
+            return Err(ReturnCode::TollFreeOnly.into());
+        }
+        self.priced(account, &account.rate_deck, dest, now_ms).await
+    }
+
+    /// The row of deck `name` for `dest` in the card's currency; none refuses the call.
+    async fn priced(
+        &self,
+        account: &Account,
+        name: &str,
+        dest: &str,
+        now_ms: i64,
+    ) -> Result<RateInfo, Deny> {
+        rules::check_funds(&account.state())?;
+        let deck = self.deck(name, now_ms).await?;
+        let found = deck
+            .lookup(dest, &account.currency, at_ms(now_ms))
+            .ok_or(ReturnCode::CalledNumberBlocked)?;
+        Ok(RateInfo {
+            deck: name.to_string(),
+            prefix: found.prefix.clone(),
+            description: found.description.clone(),
+            tariff: found.tariff.clone(),
+        })
     }
 
     /// A refusal, unless this is a call already authorized being asked for again (a
