@@ -289,16 +289,8 @@ impl Registrar {
     }
 }
 
-/// What a REGISTER does to an account's bindings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Changes {
-    /// No Contact: only asks which bindings there are.
-    Query,
-    /// `Contact: *` with `Expires: 0`: every binding goes.
-    RemoveAll,
-    /// Each contact with the seconds it is to live (0: removed).
-    Set(Vec<(String, u32)>),
-}
+/// What a REGISTER does to an account's bindings (the store applies it, in one transaction).
+pub use rating::store::BindingChange as Changes;
 
 /// Reads the Contacts and expiries of a REGISTER under the registrar's rules; `Err` is the
 /// answer (400 for a malformed one, 423 with Min-Expires for one too short). `udp_source` is
@@ -387,12 +379,6 @@ fn names(uri: &str, from: std::net::SocketAddr) -> bool {
     let ip = host.trim_start_matches('[').trim_end_matches(']').parse();
     let port = u.host_with_port.port.map(|p| *p.value()).unwrap_or(5060);
     ip == Ok(from.ip()) && port == from.port()
-}
-
-/// Whether a REGISTER may change a binding it names: one from the same client (Call-ID)
-/// must count up (RFC 3261 §10.3 step 7), else it is an old retransmission or a reordering.
-pub fn in_order(existing: &Binding, call_id: &str, cseq: i64) -> bool {
-    existing.call_id != call_id || cseq > existing.cseq
 }
 
 /// The 200 to a REGISTER: every binding the account has now, each with the seconds it has
@@ -770,6 +756,7 @@ mod tests {
             expires_at: now + chrono::Duration::seconds(600),
             node: "n".into(),
         };
+        use rating::store::in_order;
         assert!(!in_order(&b, "reg-1", 2), "a retransmission");
         assert!(in_order(&b, "reg-1", 3));
         assert!(in_order(&b, "another-client", 1));

@@ -240,3 +240,117 @@ async fn sip_accounts_live_on_cards(db: &TestDb) {
     assert_eq!(card.balance, common::money("10"));
 }
 on_both!(sip_accounts_live_on_cards);
+
+/// A REGISTER applied as one operation, through the group-commit writer and without it:
+/// contacts added, refreshed (their CSeq counting up) and removed, the answer listing what is
+/// bound; a retransmission (same Call-ID, CSeq not higher) and a request past the contact
+/// limit are refused with nothing written; `Contact: *` removes all. Many REGISTERs for many
+/// accounts at once (one writer batch holds many of them) each bind their own contact.
+async fn a_register_is_one_operation_whichever_way_the_store_writes(db: &TestDb) {
+    use rating::store::{BindingChange, RegisterRefusal, Registration};
+    for group_commit in [true, false] {
+        let s = db
+            .store_with(rating::StoreConfig {
+                group_commit,
+                ..common::config("node-a")
+            })
+            .await;
+        let number = if group_commit {
+            "4000000011"
+        } else {
+            "4000000012"
+        };
+        s.create_account(&card(number, "1234", "10"), t0())
+            .await
+            .unwrap();
+        let mut n = alice(number);
+        n.username = format!("alice{}", u8::from(group_commit));
+        let a = s.create_sip_account(&n, "cli", t0()).await.unwrap();
+        let reg = |change: BindingChange, cseq: i64| Registration {
+            sip_account_id: a.id,
+            change,
+            source: "udp:127.0.0.1:5070".into(),
+            node: "node-a".into(),
+            call_id: "reg-1".into(),
+            cseq,
+            max_contacts: 2,
+        };
+        let set = |pairs: &[(&str, u32)]| {
+            BindingChange::Set(pairs.iter().map(|(c, s)| (c.to_string(), *s)).collect())
+        };
+        let (desk, laptop, phone) = (
+            "sip:a@127.0.0.1:5070",
+            "sip:a@127.0.0.1:5072",
+            "sip:a@127.0.0.1:5074",
+        );
+        let got = s
+            .register(&reg(set(&[(desk, 60), (laptop, 3600)]), 1), t0())
+            .await
+            .unwrap()
+            .unwrap();
+        let contacts: Vec<&str> = got.iter().map(|b| b.contact.as_str()).collect();
+        assert_eq!(contacts, [laptop, desk], "the longest-lived first");
+        assert_eq!(got[1].expires_at, t0() + Duration::seconds(60));
+        assert_eq!(s.bindings(a.id, t0()).await.unwrap(), got, "as stored");
+        // The same request again: a retransmission, refused, nothing changed.
+        let again = s.register(&reg(set(&[(desk, 600)]), 1), t0()).await;
+        assert_eq!(again.unwrap(), Err(RegisterRefusal::OutOfOrder));
+        assert_eq!(s.bindings(a.id, t0()).await.unwrap(), got);
+        // A third phone is one too many; refreshing one and adding one is not.
+        let more = s.register(&reg(set(&[(phone, 600)]), 2), t0()).await;
+        assert_eq!(more.unwrap(), Err(RegisterRefusal::TooManyContacts));
+        let swap = s
+            .register(&reg(set(&[(desk, 0), (phone, 600)]), 3), t0())
+            .await
+            .unwrap()
+            .unwrap();
+        let contacts: Vec<&str> = swap.iter().map(|b| b.contact.as_str()).collect();
+        assert_eq!(contacts, [laptop, phone]);
+        assert_eq!(s.bindings(a.id, t0()).await.unwrap(), swap);
+        // A query lists; an expired binding neither counts nor is listed.
+        let later = t0() + Duration::seconds(601);
+        let q = s.register(&reg(BindingChange::Query, 4), later).await;
+        assert_eq!(q.unwrap().unwrap().len(), 1, "the laptop's alone is left");
+        let gone = s.register(&reg(BindingChange::RemoveAll, 5), later).await;
+        assert_eq!(gone.unwrap(), Ok(Vec::new()));
+        assert!(s.bindings(a.id, t0()).await.unwrap().is_empty());
+
+        // Fifty accounts registering at once.
+        let mut ids = Vec::new();
+        for i in 0..50 {
+            let mut n = alice(number);
+            n.username = format!("bulk{i}-{}", u8::from(group_commit));
+            ids.push(s.create_sip_account(&n, "cli", t0()).await.unwrap().id);
+        }
+        let s = std::sync::Arc::new(s);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, id) in ids.iter().copied().enumerate() {
+            let s = s.clone();
+            tasks.spawn(async move {
+                let r = Registration {
+                    sip_account_id: id,
+                    change: BindingChange::Set(vec![(
+                        format!("sip:b@127.0.0.1:{}", 6000 + i),
+                        600,
+                    )]),
+                    source: "udp:127.0.0.1:6000".into(),
+                    node: "node-a".into(),
+                    call_id: format!("bulk-{i}"),
+                    cseq: 1,
+                    max_contacts: 2,
+                };
+                s.register(&r, t0()).await.unwrap().unwrap()
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            assert_eq!(done.unwrap().len(), 1);
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let b = s.bindings(*id, t0()).await.unwrap();
+            assert_eq!(b.len(), 1);
+            assert_eq!(b[0].contact, format!("sip:b@127.0.0.1:{}", 6000 + i));
+        }
+        s.close().await;
+    }
+}
+on_both!(a_register_is_one_operation_whichever_way_the_store_writes);

@@ -7,13 +7,13 @@
 
 use super::admit::{Admitted, Found};
 use super::Engine;
-use crate::registrar::{changes, in_order, ok, told, Changes, FirstLook, Registrar};
+use crate::registrar::{changes, ok, told, FirstLook, Registrar};
 use crate::sip::message::{Request, Response};
 use crate::sip::transaction::TxKey;
 use crate::sync::Lock;
 use crate::transport::Peer;
 use chrono::Utc;
-use rating::store::{Binding, SipAccount, Store};
+use rating::store::{RegisterRefusal, Registration, SipAccount, Store};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -286,68 +286,32 @@ async fn register(
         return Err(told(req, 500, None, tag));
     };
     let change = changes(req, &rules, tag, source.udp)?;
-    let call_id = crate::sip::message::SipExt::call_id(req).to_string();
-    let cseq = crate::sip::message::SipExt::cseq(req)
-        .map(|c| c.0)
-        .unwrap_or(0) as i64;
-    let existing = store.bindings(account.id, now).await.map_err(unavailable)?;
-    match change {
-        Changes::Query => {}
-        Changes::RemoveAll => {
-            store
-                .remove_bindings(account.id, None)
-                .await
-                .map_err(unavailable)?;
+    let registration = Registration {
+        sip_account_id: account.id,
+        change,
+        source: source.text.to_string(),
+        node: node.to_string(),
+        call_id: crate::sip::message::SipExt::call_id(req).to_string(),
+        cseq: crate::sip::message::SipExt::cseq(req)
+            .map(|c| c.0)
+            .unwrap_or(0) as i64,
+        max_contacts: rules.max_contacts,
+    };
+    let current = match store.register(&registration, now).await {
+        Err(e) => return Err(unavailable(e)),
+        Ok(Ok(current)) => current,
+        Ok(Err(RegisterRefusal::OutOfOrder)) => {
+            return Err(told(req, 500, Some("REGISTER out of order"), tag))
         }
-        Changes::Set(set) => {
-            for (contact, _) in &set {
-                if let Some(b) = existing.iter().find(|b| &b.contact == contact) {
-                    if !in_order(b, &call_id, cseq) {
-                        return Err(told(req, 500, Some("REGISTER out of order"), tag));
-                    }
-                }
-            }
-            let kept = existing
-                .iter()
-                .filter(|b| !set.iter().any(|(c, _)| *c == b.contact))
-                .count();
-            let added = set.iter().filter(|(_, s)| *s > 0).count();
-            if kept + added > rules.max_contacts {
-                crate::metrics::get().limit_hit("subscriber_contacts");
-                return Err(told(
-                    req,
-                    403,
-                    Some(&format!(
-                        "at most {} registered contacts per account",
-                        rules.max_contacts
-                    )),
-                    tag,
-                ));
-            }
-            for (contact, secs) in set {
-                if secs == 0 {
-                    store
-                        .remove_bindings(account.id, Some(&contact))
-                        .await
-                        .map_err(unavailable)?;
-                    continue;
-                }
-                let b = Binding {
-                    contact,
-                    source: source.text.to_string(),
-                    call_id: call_id.clone(),
-                    cseq,
-                    expires_at: now + chrono::Duration::seconds(i64::from(secs)),
-                    node: node.to_string(),
-                };
-                store
-                    .put_binding(account.id, &b, now)
-                    .await
-                    .map_err(unavailable)?;
-            }
+        Ok(Err(RegisterRefusal::TooManyContacts)) => {
+            crate::metrics::get().limit_hit("subscriber_contacts");
+            let why = format!(
+                "at most {} registered contacts per account",
+                rules.max_contacts
+            );
+            return Err(told(req, 403, Some(&why), tag));
         }
-    }
-    let current = store.bindings(account.id, now).await.map_err(unavailable)?;
+    };
     tracing::info!(aor = %account.aor(), bindings = current.len(), "registered");
     Ok(ok(req, &current, now, tag))
 }

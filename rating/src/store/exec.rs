@@ -102,6 +102,8 @@ pub(crate) trait Exec {
     async fn row(&mut self, sql: &str, args: &[Val]) -> Result<Option<Cells>, StoreError>;
     /// Rows changed.
     async fn exec(&mut self, sql: &str, args: &[Val]) -> Result<u64, StoreError>;
+    /// Every row the statement returns.
+    async fn rows(&mut self, sql: &str, args: &[Val]) -> Result<Vec<Cells>, StoreError>;
 }
 
 fn bind_all<'q>(
@@ -158,6 +160,13 @@ impl Exec for AnyExec<'_> {
             .execute(&mut *self.0)
             .await?
             .rows_affected())
+    }
+
+    async fn rows(&mut self, sql: &str, args: &[Val]) -> Result<Vec<Cells>, StoreError> {
+        let rows = bind_all(sqlx::query(sql), args)
+            .fetch_all(&mut *self.0)
+            .await?;
+        Ok(rows.iter().map(cells).collect::<Result<_, _>>()?)
     }
 }
 
@@ -219,28 +228,43 @@ impl Exec for LiteExec {
         let Some(r) = rows.next().map_err(lite_error)? else {
             return Ok(None);
         };
-        let n = r.as_ref().column_count();
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n {
-            use rusqlite::types::ValueRef;
-            out.push(match r.get_ref(i).map_err(lite_error)? {
-                ValueRef::Null => Cell::Null,
-                ValueRef::Integer(v) => Cell::Int(v),
-                ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
-                ValueRef::Real(_) | ValueRef::Blob(_) => {
-                    return Err(StoreError::Native {
-                        message: format!("column {i}: unexpected type"),
-                        transient: false,
-                    })
-                }
-            });
-        }
         // A RETURNING statement made all its changes on the first step; the rest is dropped.
-        Ok(Some(Cells(out)))
+        Ok(Some(lite_cells(r)?))
+    }
+
+    async fn rows(&mut self, sql: &str, args: &[Val]) -> Result<Vec<Cells>, StoreError> {
+        let mut st = self.prepare(sql, args)?;
+        let mut rows = st.raw_query();
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(lite_error)? {
+            out.push(lite_cells(r)?);
+        }
+        Ok(out)
     }
 
     async fn exec(&mut self, sql: &str, args: &[Val]) -> Result<u64, StoreError> {
         let mut st = self.prepare(sql, args)?;
         Ok(st.raw_execute().map_err(lite_error)? as u64)
     }
+}
+
+/// One SQLite row as cells.
+fn lite_cells(r: &rusqlite::Row<'_>) -> Result<Cells, StoreError> {
+    let n = r.as_ref().column_count();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        use rusqlite::types::ValueRef;
+        out.push(match r.get_ref(i).map_err(lite_error)? {
+            ValueRef::Null => Cell::Null,
+            ValueRef::Integer(v) => Cell::Int(v),
+            ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+            ValueRef::Real(_) | ValueRef::Blob(_) => {
+                return Err(StoreError::Native {
+                    message: format!("column {i}: unexpected type"),
+                    transient: false,
+                })
+            }
+        });
+    }
+    Ok(Cells(out))
 }

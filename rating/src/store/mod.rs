@@ -12,6 +12,7 @@ mod decks;
 mod exec;
 mod ops;
 mod outbox;
+mod registrations;
 mod reports;
 mod sip;
 mod writer;
@@ -25,6 +26,7 @@ pub use authorize::{
 pub use batches::{check_batch_id, BatchCard, BatchSummary, NewBatch};
 pub use decks::ImportSummary;
 pub use outbox::Queued;
+pub use registrations::{in_order, BindingChange, RegisterRefusal, Registered, Registration};
 pub use reports::{
     by_period, day_date, day_number, CallTotals, Dimension, MoneyTotals, Period, ReportRange,
     MAX_REPORT_DAYS, ROLL_UP_MARGIN,
@@ -584,6 +586,9 @@ impl Store {
         if let Some(w) = &self.writer {
             let account = match &op {
                 ops::Op::Hold(h) => h.account_id,
+                // SIP accounts' rows sort (and lock) before every card's, so a batch that
+                // holds both kinds takes them in one order everywhere.
+                ops::Op::Register { registration, .. } => -1 - registration.sip_account_id,
                 // One SQLite writer takes no row locks: any order will do.
                 _ if self.backend == Backend::Sqlite => 0,
                 other => match w.account_of(other.conf_id()) {

@@ -10,6 +10,7 @@
 
 use super::authorize::{CallEnd, Extension, RateInfo, Reservation, Settlement};
 use super::exec::{Cells, Exec};
+use super::registrations::{register, Registered, Registration};
 use super::{at_ms, StoreError};
 use crate::codes::ReturnCode;
 use crate::money::Money;
@@ -66,6 +67,11 @@ pub(crate) enum Op {
         now_ms: i64,
         origin: Option<String>,
     },
+    /// Not money, but written as often: a REGISTER's changes to its account's bindings.
+    Register {
+        registration: Box<Registration>,
+        now_ms: i64,
+    },
 }
 
 impl Op {
@@ -76,6 +82,8 @@ impl Op {
             Op::Connect { conf_id, .. }
             | Op::Extend { conf_id, .. }
             | Op::Settle { conf_id, .. } => conf_id,
+            // Named by its REGISTER's Call-ID in the log lines about it.
+            Op::Register { registration, .. } => &registration.call_id,
         }
     }
 }
@@ -99,6 +107,7 @@ pub(crate) enum Done {
     Connected,
     Extended(Extension),
     Settled(Settlement),
+    Registered(Registered),
 }
 
 /// Text from a peer as it may reach a record: printable and at most `max` characters.
@@ -180,6 +189,12 @@ pub(crate) async fn apply<E: Exec>(e: &mut E, p: &Params, op: &Op) -> Result<Don
         } => settle(e, p, conf_id, end, *now_ms, origin.as_deref())
             .await
             .map(Done::Settled),
+        Op::Register {
+            registration,
+            now_ms,
+        } => register(e, registration, *now_ms)
+            .await
+            .map(Done::Registered),
     }
 }
 

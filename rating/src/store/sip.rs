@@ -540,6 +540,25 @@ impl Store {
         Ok(())
     }
 
+    /// Applies a REGISTER the registrar authorized, in one transaction (the group-commit
+    /// writer's next batch, when it runs): the bindings the account has afterwards, or why
+    /// nothing changed. Asked again (a retransmission), an out-of-order refusal says so and
+    /// binds nothing twice.
+    pub async fn register(
+        &self,
+        registration: &super::Registration,
+        now: DateTime<Utc>,
+    ) -> Result<super::Registered, StoreError> {
+        let op = super::ops::Op::Register {
+            registration: Box::new(registration.clone()),
+            now_ms: ms(now),
+        };
+        match self.money(op).await? {
+            super::ops::Done::Registered(r) => Ok(r),
+            other => unreachable!("a registration answered {other:?}"),
+        }
+    }
+
     /// Removes one binding (`Some(contact)`) or all of an account's (`None`, `Contact: *`);
     /// the answer is how many went.
     pub async fn remove_bindings(

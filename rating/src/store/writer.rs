@@ -211,6 +211,15 @@ impl Exec for AnyConn {
         let c = self.conn.as_mut().ok_or(StoreError::Closed)?;
         AnyExec(c).exec(sql, args).await
     }
+
+    async fn rows(
+        &mut self,
+        sql: &str,
+        args: &[super::exec::Val],
+    ) -> Result<Vec<super::exec::Cells>, StoreError> {
+        let c = self.conn.as_mut().ok_or(StoreError::Closed)?;
+        AnyExec(c).rows(sql, args).await
+    }
 }
 
 impl Conn for AnyConn {
