@@ -341,7 +341,6 @@ impl Store {
         let rate = match &req.rate_deck {
             // A call to the card's subscriber: what the tenant charges for it, found by the
             // number called (ours, so the prefix lists do not apply).
-            Some(_) if account.tollfree_only => return Err(ReturnCode::TollFreeOnly.into()),
             Some(name) => self.priced(&account, name, dest, now_ms).await?,
             None => self.outgoing_rate(&account, dest, now_ms).await?,
         };
@@ -402,13 +401,12 @@ impl Store {
                     .expect("a free tariff is valid"),
             });
         }
-        if account.tollfree_only {
-            return Err(ReturnCode::TollFreeOnly.into());
-        }
         self.priced(account, &account.rate_deck, dest, now_ms).await
     }
 
-    /// The row of deck `name` for `dest` in the card's currency; none refuses the call.
+    /// The row of deck `name` for `dest` in the card's currency; none refuses the call, and
+    /// so does a card that may make only toll-free calls (which cost nothing, and are
+    /// priced before this).
     async fn priced(
         &self,
         account: &Account,
@@ -416,6 +414,9 @@ impl Store {
         dest: &str,
         now_ms: i64,
     ) -> Result<RateInfo, Deny> {
+        if account.tollfree_only {
+            return Err(ReturnCode::TollFreeOnly.into());
+        }
         rules::check_funds(&account.state())?;
         let deck = self.deck(name, now_ms).await?;
         let found = deck

@@ -50,6 +50,16 @@ pub type Registered = Result<Vec<Binding>, RegisterRefusal>;
 
 const BINDING_COLUMNS: &str = "contact, source, call_id, cseq, expires_at, node";
 
+/// Writes one binding, new or refreshed ($1 the SIP account, $2..$7 the binding's columns in
+/// [`Binding`]'s order, $8 now): the one statement every way a binding is written uses.
+pub(crate) const UPSERT_BINDING: &str =
+    "INSERT INTO sip_bindings (sip_account_id, contact, source, call_id, cseq, \
+     expires_at, node, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (sip_account_id, contact) DO UPDATE SET source = excluded.source, \
+     call_id = excluded.call_id, cseq = excluded.cseq, \
+     expires_at = excluded.expires_at, node = excluded.node, \
+     updated_at = excluded.updated_at";
+
 fn binding(r: &Cells) -> Result<Binding, StoreError> {
     Ok(Binding {
         contact: r.text(0)?,
@@ -139,12 +149,7 @@ pub(crate) async fn register<E: Exec>(
                     node: r.node.clone(),
                 };
                 e.exec(
-                    "INSERT INTO sip_bindings (sip_account_id, contact, source, call_id, cseq, \
-                     expires_at, node, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                     ON CONFLICT (sip_account_id, contact) DO UPDATE SET source = excluded.source, \
-                     call_id = excluded.call_id, cseq = excluded.cseq, \
-                     expires_at = excluded.expires_at, node = excluded.node, \
-                     updated_at = excluded.updated_at",
+                    UPSERT_BINDING,
                     &[
                         id.into(),
                         (&b.contact).into(),

@@ -519,24 +519,17 @@ impl Store {
         b: &Binding,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO sip_bindings (sip_account_id, contact, source, call_id, cseq, \
-             expires_at, node, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (sip_account_id, contact) DO UPDATE SET source = excluded.source, \
-             call_id = excluded.call_id, cseq = excluded.cseq, \
-             expires_at = excluded.expires_at, node = excluded.node, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(sip_account_id)
-        .bind(&b.contact)
-        .bind(&b.source)
-        .bind(&b.call_id)
-        .bind(b.cseq)
-        .bind(ms(b.expires_at))
-        .bind(&b.node)
-        .bind(ms(now))
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(super::registrations::UPSERT_BINDING)
+            .bind(sip_account_id)
+            .bind(&b.contact)
+            .bind(&b.source)
+            .bind(&b.call_id)
+            .bind(b.cseq)
+            .bind(ms(b.expires_at))
+            .bind(&b.node)
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
