@@ -8,9 +8,15 @@
 //! RADIUS accounting goes to a real FreeRADIUS, whose detail file must hold a Stop for every
 //! answered call, the crashed node's included (the sweeper writes those).
 //!
-//! Needs `kamailio`, `sipp`, `freeradius` and `B2BUA_TEST_PG`; without them the test says so and passes,
-//! unless `B2BUA_REQUIRE_PEERS=1` (set by `.ci/run`).
+//! A softphone subscriber registers through the same Kamailio (which adds a Path): a call to
+//! its DID that enters either node rings it through Kamailio, and its own calls out, whose
+//! challenge and answer may land on different nodes, are placed and billed.
+//!
+//! Needs `kamailio`, `sipp`, `freeradius` and `B2BUA_TEST_PG`; without them a test says so and
+//! passes, unless `B2BUA_REQUIRE_PEERS=1` (set by `.ci/run`).
 
+#[path = "support/alice.rs"]
+mod alice;
 mod freeradius;
 
 use chrono::Utc;
@@ -117,7 +123,8 @@ fn kamailio_cfg(dir: &Path, port: u16, nodes: &[u16]) -> PathBuf {
     cfg
 }
 
-fn node_yaml(db: &str, node: &str, port: u16, gw: u16, rtp: u16, radius: u16) -> String {
+/// A node's configuration, `tail` (more sections) appended.
+fn node_yaml(db: &str, node: &str, port: u16, gw: u16, rtp: u16, tail: &str) -> String {
     format!(
         "database: \"{db}\"\nnode_id: {node}\n\
 sip:\n  listen: [\"udp:127.0.0.1:{port}\"]\n  t1_ms: 200\n\
@@ -126,9 +133,15 @@ access_numbers:\n  - {{number: \"5551201\", pinless: true}}\n\
 calls: {{setup_timeout_ms: 700, ring_timeout_s: 20, hold_chunk_s: 4, hold_grace_s: 3}}\n\
 media: {{bind: 127.0.0.1, ports: {rtp}-{}}}\n\
 gateways:\n  - {{name: gw, address: \"127.0.0.1:{gw}\", channels: 50}}\n\
-routes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n\
-radius:\n  accounting: {{server: \"127.0.0.1:{radius}\", secret: acct-s3cret, retry_first_ms: 200, retry_max_ms: 800}}\n",
+routes:\n  - {{name: all, patterns: [T], gateways: [{{gateway: gw}}]}}\n{tail}",
         rtp + 999
+    )
+}
+
+/// RADIUS accounting to the test's FreeRADIUS on `port`.
+fn radius_yaml(port: u16) -> String {
+    format!(
+        "radius:\n  accounting: {{server: \"127.0.0.1:{port}\", secret: acct-s3cret, retry_first_ms: 200, retry_max_ms: 800}}\n"
     )
 }
 
@@ -230,35 +243,15 @@ fn callers(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_behind_kamailio_survive_one_crashing_mid_call_without_overspend() {
-    let required = std::env::var_os("B2BUA_REQUIRE_PEERS").is_some();
-    let missing: Vec<&str> = [
+    if !peers_present(&[
         ("kamailio", have("kamailio", "-v")),
         ("sipp", have("sipp", "-v")),
         ("freeradius", have("freeradius", "-v")),
         ("B2BUA_TEST_PG", std::env::var("B2BUA_TEST_PG").is_ok()),
-    ]
-    .into_iter()
-    .filter(|(_, ok)| !ok)
-    .map(|(n, _)| n)
-    .collect();
-    if !missing.is_empty() {
-        assert!(
-            !required,
-            "missing {missing:?} and B2BUA_REQUIRE_PEERS is set"
-        );
-        eprintln!("skipped: missing {missing:?}");
+    ]) {
         return;
     }
-    // A fresh PostgreSQL schema for this test only.
-    let base = std::env::var("B2BUA_TEST_PG").unwrap();
-    let schema = format!("scale_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let db = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let (mut conn, schema, db) = fresh_schema("scale").await;
 
     let store = Store::open(
         &db,
@@ -288,17 +281,10 @@ async fn two_nodes_behind_kamailio_survive_one_crashing_mid_call_without_overspe
         d,
     );
     let node = |name: &'static str, port: u16, rtp: u16| {
-        let cfg = d.join(format!("{name}.yaml"));
-        std::fs::write(&cfg, node_yaml(&db, name, port, gw, rtp, rad_port)).unwrap();
-        Proc::spawn(
-            name,
-            Command::new(env!("CARGO_BIN_EXE_b2bua"))
-                .arg("serve")
-                .arg("--config")
-                .arg(&cfg)
-                .env_remove("B2BUA_DB")
-                .env("RUST_LOG", "info"),
+        serve(
             d,
+            name,
+            &node_yaml(&db, name, port, gw, rtp, &radius_yaml(rad_port)),
         )
     };
     let node_a = node("node-a", pa, 41000);
@@ -466,6 +452,288 @@ async fn two_nodes_behind_kamailio_survive_one_crashing_mid_call_without_overspe
     assert_eq!(node_b.wait(Duration::from_secs(20)).await, 0);
     let out = std::fs::read_to_string(d.join("node-b.out")).unwrap();
     assert!(out.contains("stopped after"), "{out}");
+    store.close().await;
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
+/// Whether every peer a test needs is here; without one the test is skipped, unless
+/// `B2BUA_REQUIRE_PEERS` says a missing peer is a failure.
+fn peers_present(need: &[(&str, bool)]) -> bool {
+    let missing: Vec<&str> = need.iter().filter(|(_, ok)| !ok).map(|(n, _)| *n).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("B2BUA_REQUIRE_PEERS").is_none(),
+        "missing {missing:?} and B2BUA_REQUIRE_PEERS is set"
+    );
+    eprintln!("skipped: missing {missing:?}");
+    false
+}
+
+/// A PostgreSQL schema of the test's own: the connection to drop it with, its name, and the
+/// URL of the database seen through it.
+async fn fresh_schema(prefix: &str) -> (sqlx::PgConnection, String, String) {
+    let base = std::env::var("B2BUA_TEST_PG").unwrap();
+    let schema = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let db = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    (conn, schema, db)
+}
+
+/// `b2bua serve` with the configuration `yaml`, named `name` (its log files too).
+fn serve(d: &Path, name: &'static str, yaml: &str) -> Proc {
+    let cfg = d.join(format!("{name}.yaml"));
+    std::fs::write(&cfg, yaml).unwrap();
+    Proc::spawn(
+        name,
+        Command::new(env!("CARGO_BIN_EXE_b2bua"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .env_remove("B2BUA_DB")
+            .env("RUST_LOG", "info"),
+        d,
+    )
+}
+
+const ALICE_CARD: &str = "4085550999";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_registered_through_kamailio_is_rung_from_either_node_and_calls_out() {
+    if !peers_present(&[
+        ("kamailio", have("kamailio", "-v")),
+        ("sipp", have("sipp", "-v")),
+        ("B2BUA_TEST_PG", std::env::var("B2BUA_TEST_PG").is_ok()),
+    ]) {
+        return;
+    }
+    let (mut conn, schema, db) = fresh_schema("subs").await;
+    let store = Store::open(
+        &db,
+        StoreConfig {
+            node_id: "test".into(),
+            ..StoreConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    rating::demo::seed(&store, Utc::now()).await.unwrap();
+    let mut card = NewAccount::new(ALICE_CARD, None, Money::parse("5.00", false).unwrap());
+    card.pinless = true;
+    store.create_account(&card, Utc::now()).await.unwrap();
+    let alice_account = rating::store::NewSipAccount {
+        username: "alice".into(),
+        domain: "voip.example.com".into(),
+        password: "correcthorse1".into(),
+        card: ALICE_CARD.into(),
+        caller_id: None,
+        max_calls: 2,
+    };
+    let account = store
+        .create_sip_account(&alice_account, "test", Utc::now())
+        .await
+        .unwrap();
+    // The DID that rings her, as an admin would assign it.
+    store
+        .put_access_number(
+            &AccessRow {
+                number: "5559000".into(),
+                tenant: "default".into(),
+                flow: None,
+                languages: vec!["en".into()],
+                trust_ani: false,
+                trusted_only: true,
+                pinless: false,
+                all_tenants: false,
+                subscriber: Some("alice@voip.example.com".into()),
+                updated_at: Utc::now(),
+                updated_by: "scaleout-test".into(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (gw, pa, pb, kport) = (free_port(), free_port(), free_port(), free_port());
+    let _gateway = Proc::spawn(
+        "gateway",
+        &mut sipp(d, "gateway", "uas_answer.xml", &["-p", &gw.to_string()]),
+        d,
+    );
+    // Both nodes seal nonces with one secret: a challenge one issues, the other checks.
+    let subscribers = "subscribers:\n  domains: [voip.example.com]\n  nonce_secret: \"one-secret-for-both-nodes\"\n";
+    let mut node_a = serve(
+        d,
+        "node-a",
+        &node_yaml(&db, "node-a", pa, gw, 45000, subscribers),
+    );
+    let mut node_b = serve(
+        d,
+        "node-b",
+        &node_yaml(&db, "node-b", pb, gw, 47000, subscribers),
+    );
+    started(d, "node-a").await;
+    started(d, "node-b").await;
+    let kcfg = kamailio_cfg(d, kport, &[pa, pb]);
+    let _kamailio = Proc::spawn(
+        "kamailio",
+        Command::new("kamailio")
+            .arg("-f")
+            .arg(&kcfg)
+            .args(["-DD", "-E", "-m", "64", "-M", "8", "-w"])
+            .arg(d),
+        d,
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let proxy: std::net::SocketAddr = format!("127.0.0.1:{kport}").parse().unwrap();
+
+    // She registers with Kamailio, which hands the REGISTER to one node with a Path.
+    let alice = alice::Alice::new(proxy).await;
+    alice.register("reg-through-kamailio").await;
+    let bound = store.bindings(account.id, Utc::now()).await.unwrap();
+    assert_eq!(bound.len(), 1, "{bound:?}\n{}", logs(d));
+    let b = &bound[0];
+    assert_eq!(b.contact, format!("sip:alice@{}", alice.me));
+    assert_eq!(b.source, format!("udp:{proxy}"), "it came from Kamailio");
+    assert_eq!(b.path.len(), 1, "{b:?}");
+    assert!(
+        b.path[0].starts_with(&format!("<sip:{proxy};lr")) && b.path[0].contains("received="),
+        "Kamailio's Path, with where she is: {b:?}"
+    );
+    let registrar_node = b.node.clone();
+    assert!(["node-a", "node-b"].contains(&registrar_node.as_str()));
+
+    // A carrier's call to her DID, entering each node in turn (one of them not the node
+    // she registered with): it rings her through Kamailio. The first the carrier ends, the
+    // second she does.
+    for (node, port, she_hangs_up) in [("node-a", pa, false), ("node-b", pb, true)] {
+        let scenario = if she_hangs_up {
+            "uac_wait_bye.xml"
+        } else {
+            "uac_pinless.xml"
+        };
+        let name: &'static str = if she_hangs_up {
+            "carrier-b"
+        } else {
+            "carrier-a"
+        };
+        let node_addr = format!("127.0.0.1:{port}");
+        let args = [
+            "-p",
+            &free_port().to_string(),
+            "-key",
+            "ani",
+            "4085551234",
+            "-s",
+            "5559000",
+            "-m",
+            "1",
+            "-d",
+            "1000",
+            &node_addr,
+        ];
+        let mut carrier = Proc::spawn(name, &mut sipp(d, name, scenario, &args), d);
+        let invite = alice.next_request("INVITE").await;
+        assert!(
+            invite.contains(&format!("Via: SIP/2.0/UDP {proxy}"))
+                && invite.contains(&format!("Record-Route: <sip:{proxy}")),
+            "{node}'s call came through Kamailio, which stays in the dialog:\n{invite}"
+        );
+        assert!(
+            invite.contains(&format!("Via: SIP/2.0/UDP {node_addr}")),
+            "from {node}:\n{invite}"
+        );
+        assert!(
+            !invite.contains("\r\nRoute:"),
+            "Kamailio took its Route off"
+        );
+        alice.answer(&invite, 200, "OK", true).await;
+        alice.next_request("ACK").await;
+        if she_hangs_up {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            alice.hang_up(&invite).await;
+            let answer = alice::next_answer(&alice.sock).await;
+            assert!(answer.starts_with("SIP/2.0 200 "), "{node}: {answer}");
+        } else {
+            let bye = alice
+                .next_request_within("BYE", Duration::from_secs(10))
+                .await;
+            alice.answer(&bye, 200, "OK", false).await;
+        }
+        let code = carrier.wait(Duration::from_secs(30)).await;
+        assert_eq!(code, 0, "{node}'s call to her:\n{}", logs(d));
+    }
+
+    // Her own call out, through Kamailio: challenged by one node, answered on whichever
+    // node the dispatcher picks next (both check the nonce), billed to her card.
+    alice.authenticated("out-through-kamailio", "5555233").await;
+    let ok = loop {
+        let a = alice::next_answer(&alice.sock).await;
+        if !a.starts_with("SIP/2.0 18") {
+            break a;
+        }
+    };
+    assert!(ok.starts_with("SIP/2.0 200 "), "{ok}\n{}", logs(d));
+    alice.ack_ok("out-through-kamailio", &ok).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    alice.bye_ok("out-through-kamailio", &ok).await;
+    let bye_ok = alice::next_answer(&alice.sock).await;
+    assert!(bye_ok.starts_with("SIP/2.0 200 "), "{bye_ok}");
+    let mut out = None;
+    for _ in 0..100 {
+        let records = store
+            .call_records(&RecordFilter {
+                account: Some(ALICE_CARD.into()),
+                session_id: None,
+                limit: Some(10),
+            })
+            .await
+            .unwrap();
+        out = records
+            .into_iter()
+            .find(|r| r.destination == "5555233" && r.disconnect_at.is_some());
+        if out.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = out.unwrap_or_else(|| panic!("her call out was recorded\n{}", logs(d)));
+    assert!(
+        out.connect_at.is_some() && out.billed_seconds >= 1,
+        "{out:?}"
+    );
+    assert!(out.cost.is_positive(), "{out:?}");
+
+    // Only the nodes may send through Kamailio by a Route of their own making.
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = stranger.local_addr().unwrap();
+    let forged = format!(
+        "INVITE sip:bob@127.0.0.1:9 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKforged\r\n\
+Route: <sip:{proxy};lr>\r\nFrom: <sip:x@example.net>;tag=f\r\nTo: <sip:bob@127.0.0.1>\r\n\
+Call-ID: forged\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    stranger.send_to(forged.as_bytes(), proxy).await.unwrap();
+    let refused = alice::next_answer(&stranger).await;
+    assert!(refused.starts_with("SIP/2.0 403 "), "{refused}");
+
+    assert!(store.reservations(ALICE_CARD).await.unwrap().is_empty());
+    let check = store.ledger_check().await.unwrap();
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    for node in [&mut node_a, &mut node_b] {
+        node.signal("-TERM");
+        assert_eq!(node.wait(Duration::from_secs(20)).await, 0);
+    }
     store.close().await;
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
         .execute(&mut conn)

@@ -6,12 +6,15 @@
 //! money in the store. Without SIPp installed the tests say so and pass, unless
 //! `B2BUA_REQUIRE_PEERS=1` (set by `.ci/run`), where a missing SIPp fails them.
 
+#[path = "support/alice.rs"]
+mod alice;
 mod baresip;
 #[path = "support/certs.rs"]
 mod certs;
 mod freeradius;
 mod kamailio;
 mod ua;
+use alice::{next_answer, Alice};
 
 use b2bua::config::Config;
 use b2bua::engine::{self, Running};
@@ -1701,200 +1704,6 @@ CSeq: 1 REGISTER\r\nContact: <sip:alice@127.0.0.1:9>\r\nMax-Forwards: 70\r\nCont
     let r = String::from_utf8_lossy(&buf[..n]);
     assert!(r.starts_with("SIP/2.0 404 "), "{r}");
     rig.stop().await;
-}
-
-/// The next answer on `sock` that is not a 100 Trying.
-async fn next_answer(sock: &tokio::net::UdpSocket) -> String {
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
-            .await
-            .expect("answered")
-            .unwrap();
-        let r = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !r.starts_with("SIP/2.0 100 ") {
-            return r;
-        }
-    }
-}
-
-/// Alice's credentials for the strongest challenge in a 401 or 407's `header`.
-fn answer(challenge: &str, header: &str, method: &str, uri: &str) -> String {
-    let ch = challenge
-        .lines()
-        .filter_map(|l| l.strip_prefix(header)?.strip_prefix(": "))
-        .filter_map(b2bua::sip::digest::Challenge::parse)
-        .max_by_key(|c| c.algorithm)
-        .expect("a challenge");
-    b2bua::sip::digest::authorization(
-        &ch,
-        b2bua::sip::digest::Credentials {
-            username: "alice",
-            password: "correcthorse1",
-        },
-        method,
-        uri,
-        "cn1",
-        1,
-    )
-}
-
-/// The subscriber alice@voip.example.com (see [`Rig::alice`]) as a raw UDP phone: her INVITEs
-/// to a number, answered challenges and ACKs, written by hand so each test sees every answer.
-struct Alice {
-    sock: tokio::net::UdpSocket,
-    me: SocketAddr,
-    b2b: SocketAddr,
-}
-
-impl Alice {
-    async fn new(b2b: SocketAddr) -> Alice {
-        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let me = sock.local_addr().unwrap();
-        Alice { sock, me, b2b }
-    }
-
-    async fn send(&self, text: &str) {
-        self.sock.send_to(text.as_bytes(), self.b2b).await.unwrap();
-    }
-
-    fn invite(&self, call: &str, to: &str, cseq: u32, auth: &str) -> String {
-        let me = self.me;
-        let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-        format!(
-            "INVITE sip:{to}@voip.example.com SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}{cseq}\r\n\
-From: <sip:alice@voip.example.com>;tag=b1\r\nTo: <sip:{to}@voip.example.com>\r\nCall-ID: {call}\r\n\
-CSeq: {cseq} INVITE\r\nContact: <sip:alice@{me}>\r\nMax-Forwards: 70\r\n{auth}\
-Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-            sdp.len()
-        )
-    }
-
-    /// The ACK for a final answer that was not a 2xx (else it is sent again and again).
-    async fn ack(&self, call: &str, cseq: u32, answer: &str) {
-        let to = answer
-            .lines()
-            .find(|l| l.starts_with("To: "))
-            .expect("a To header");
-        let uri = to
-            .split('<')
-            .nth(1)
-            .and_then(|r| r.split('>').next())
-            .expect("a To URI");
-        let me = self.me;
-        self.send(&format!(
-            "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}{cseq}\r\n\
-From: <sip:alice@voip.example.com>;tag=b1\r\n{to}\r\nCall-ID: {call}\r\n\
-CSeq: {cseq} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        ))
-        .await;
-    }
-
-    /// Calls `to` on `call`: challenged 407 (ACKed), then the INVITE again (CSeq 2) with her
-    /// password's credentials. Its answer is the caller's to read.
-    async fn authenticated(&self, call: &str, to: &str) {
-        self.send(&self.invite(call, to, 1, "")).await;
-        let challenge = next_answer(&self.sock).await;
-        self.ack(call, 1, &challenge).await;
-        assert!(challenge.starts_with("SIP/2.0 407 "), "{challenge}");
-        let uri = format!("sip:{to}@voip.example.com");
-        let auth = answer(&challenge, "Proxy-Authenticate", "INVITE", &uri);
-        let auth = format!("Proxy-Authorization: {auth}\r\n");
-        self.send(&self.invite(call, to, 2, &auth)).await;
-    }
-
-    /// One REGISTER of hers on `call`: `contact` bound for `expires` seconds, with `auth`
-    /// lines.
-    fn register_request(
-        &self,
-        call: &str,
-        cseq: u32,
-        contact: &str,
-        expires: u32,
-        auth: &str,
-    ) -> String {
-        let me = self.me;
-        format!(
-            "REGISTER sip:voip.example.com SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}r{cseq};rport\r\n\
-From: <sip:alice@voip.example.com>;tag=r{call}\r\nTo: <sip:alice@voip.example.com>\r\nCall-ID: {call}\r\n\
-CSeq: {cseq} REGISTER\r\nContact: <{contact}>\r\nExpires: {expires}\r\n{auth}Max-Forwards: 70\r\n\
-Content-Length: 0\r\n\r\n"
-        )
-    }
-
-    /// Registers `contact` for `expires` seconds: challenged 401, then asked again (CSeq 2)
-    /// with her password. The answer to that, and the Authorization line it carried.
-    async fn register_as(&self, call: &str, contact: &str, expires: u32) -> (String, String) {
-        self.send(&self.register_request(call, 1, contact, expires, ""))
-            .await;
-        let challenge = next_answer(&self.sock).await;
-        assert!(challenge.starts_with("SIP/2.0 401 "), "{challenge}");
-        let auth = answer(
-            &challenge,
-            "WWW-Authenticate",
-            "REGISTER",
-            "sip:voip.example.com",
-        );
-        let auth = format!("Authorization: {auth}\r\n");
-        self.send(&self.register_request(call, 2, contact, expires, &auth))
-            .await;
-        (next_answer(&self.sock).await, auth)
-    }
-
-    /// Registers her Contact (`sip:alice@<her address>`) for 600 s.
-    async fn register(&self, call: &str) {
-        let (ok, _) = self
-            .register_as(call, &format!("sip:alice@{}", self.me), 600)
-            .await;
-        assert!(ok.starts_with("SIP/2.0 200 "), "{ok}");
-    }
-
-    /// The next request of `method` she is sent (others, and retransmissions of what she
-    /// already answered, are passed over).
-    async fn next_request(&self, method: &str) -> String {
-        self.next_request_within(method, Duration::from_secs(5))
-            .await
-    }
-
-    async fn next_request_within(&self, method: &str, wait: Duration) -> String {
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = tokio::time::timeout(wait, self.sock.recv(&mut buf))
-                .await
-                .unwrap_or_else(|_| panic!("no {method} came"))
-                .unwrap();
-            let r = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if r.starts_with(&format!("{method} ")) {
-                return r;
-            }
-        }
-    }
-
-    /// Her phone's answer to a request she was sent, with her To tag and, for a 200 to an
-    /// INVITE, her SDP.
-    async fn answer(&self, req: &str, code: u16, reason: &str, sdp: bool) {
-        let mut out = format!("SIP/2.0 {code} {reason}\r\n");
-        for line in req.lines().take_while(|l| !l.is_empty()) {
-            let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
-            match name.as_str() {
-                "via" | "from" | "call-id" | "cseq" => out += &format!("{line}\r\n"),
-                "to" if line.contains("tag=") => out += &format!("{line}\r\n"),
-                "to" => out += &format!("{line};tag=phone\r\n"),
-                _ => {}
-            }
-        }
-        out += &format!("Contact: <sip:alice@{}>\r\n", self.me);
-        let body = if sdp {
-            "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40100 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-        } else {
-            ""
-        };
-        if sdp {
-            out += "Content-Type: application/sdp\r\n";
-        }
-        out += &format!("Content-Length: {}\r\n\r\n{body}", body.len());
-        self.send(&out).await;
-    }
 }
 
 /// A node whose DID 5559000 rings alice@voip.example.com, our subscriber domain's, with

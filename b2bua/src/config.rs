@@ -71,6 +71,9 @@ struct SubscribersFile {
     /// where its REGISTER came from): its re-registrations are its keep-alives.
     #[serde(default = "d_nat_expires")]
     nat_expires_s: u32,
+    /// The most proxies a REGISTER's Path (RFC 3327) may name.
+    #[serde(default = "d_max_path")]
+    max_path: usize,
     #[serde(default = "d_nonce_lifetime")]
     nonce_lifetime_s: u64,
     #[serde(default)]
@@ -211,6 +214,10 @@ fn d_nat_expires() -> u32 {
     // minute keeps most open at one request per subscriber a minute.
     60
 }
+fn d_max_path() -> usize {
+    // An edge proxy, perhaps a second one in front of it; more is a loop or a forgery.
+    4
+}
 fn d_max_contacts() -> usize {
     5
 }
@@ -236,6 +243,8 @@ pub struct Subscribers {
     pub max_contacts: usize,
     /// The longest expiry a UDP client behind NAT is granted (its keep-alive).
     pub nat_expires: u32,
+    /// The most proxies a REGISTER's Path may name (more: 400).
+    pub max_path: usize,
     /// How long a challenge's nonce may be answered (then it is stale).
     pub nonce_lifetime: Duration,
     /// The key our nonces are sealed with: the same on every node behind one dispatcher
@@ -312,6 +321,13 @@ impl SubscribersFile {
                     "{} is out of range: subscribers.min_expires_s ({}) to max_expires_s ({})",
                     self.nat_expires_s, self.min_expires_s, self.max_expires_s
                 ),
+            );
+        }
+        if !(1..=16).contains(&self.max_path) {
+            err(
+                0,
+                "subscribers.max_path".into(),
+                format!("{} is out of range: 1 to 16", self.max_path),
             );
         }
         if !(1..=100).contains(&self.max_contacts) {
@@ -429,6 +445,7 @@ impl SubscribersFile {
             max_expires: self.max_expires_s,
             max_contacts: self.max_contacts,
             nat_expires: self.nat_expires_s,
+            max_path: self.max_path,
             nonce_lifetime: Duration::from_secs(self.nonce_lifetime_s),
             nonce_key,
             nonces_remembered: self.nonces_remembered,
@@ -2141,8 +2158,14 @@ mod tests {
         .unwrap();
         let s = c.subscribers.expect("configured");
         assert_eq!(
-            (s.min_expires, s.max_expires, s.max_contacts, s.nat_expires),
-            (60, 3600, 5, 60)
+            (
+                s.min_expires,
+                s.max_expires,
+                s.max_contacts,
+                s.nat_expires,
+                s.max_path
+            ),
+            (60, 3600, 5, 60, 4)
         );
         assert_eq!(
             s.incoming_deck("acme"),
@@ -2169,7 +2192,7 @@ mod tests {
             ["demo.invalid"]
         );
         let e = Config::parse(
-            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [Bad_Domain]\n  min_expires_s: 7200\n  max_contacts: 0\n  nonce_lifetime_s: 5\n  nonce_secret: short\n  nonces_remembered: 1\n  nat_expires_s: 10\n  incoming_decks: {acme: \"\"}\n",
+            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [Bad_Domain]\n  min_expires_s: 7200\n  max_contacts: 0\n  nonce_lifetime_s: 5\n  nonce_secret: short\n  nonces_remembered: 1\n  nat_expires_s: 10\n  max_path: 0\n  incoming_decks: {acme: \"\"}\n",
             "t.yaml",
         )
         .unwrap_err()
@@ -2182,6 +2205,7 @@ mod tests {
             "t.yaml:8: subscribers.nonce_secret: at least 16 characters",
             "subscribers.nonces_remembered: 1 is out of range",
             "subscribers.nat_expires_s: 10 is out of range",
+            "subscribers.max_path: 0 is out of range",
             "subscribers.incoming_decks.acme: \"\" is not a rate deck's name",
         ] {
             assert!(e.contains(want), "{want}: {e}");

@@ -333,8 +333,9 @@ fn numbers_read(r: &message::Request) {
 }
 
 /// Whatever a REGISTER says, the registrar answers it (a challenge, a refusal, a lookup)
-/// and reads its Contacts and expiries without a panic, and every change it reads keeps to
-/// the rules: no expiry below the minimum but zero, none above the maximum.
+/// and reads its Path, Contacts and expiries without a panic, and every change it reads keeps
+/// to the rules: no expiry below the minimum but zero, none above the maximum, no more
+/// proxies than allowed.
 fn registered(r: &message::Request) {
     let rules = crate::config::Subscribers {
         domains: vec!["voip.example.com".into(), "127.0.0.1".into()],
@@ -351,9 +352,17 @@ fn registered(r: &message::Request) {
         warning_prompts: Vec::new(),
         incoming_decks: Default::default(),
         nat_expires: 120,
+        max_path: 4,
     };
     let registrar = crate::registrar::Registrar::new(rules.clone());
     let _ = registrar.first_look(r, 1_796_600_000_000, "t");
+    if let Ok(path) = crate::registrar::path(r, true, &rules, "t") {
+        assert!(path.len() <= rules.max_path, "{path:?}");
+        for p in &path {
+            // Each goes out again as a Route header: one line, no break in it.
+            assert!(!p.contains(['\r', '\n']), "{p:?}");
+        }
+    }
     if let Ok(crate::registrar::Changes::Set(set)) =
         crate::registrar::changes(r, &rules, "t", Some(([192, 0, 2, 1], 5060).into()))
     {

@@ -381,15 +381,86 @@ fn names(uri: &str, from: std::net::SocketAddr) -> bool {
     ip == Ok(from.ip()) && port == from.port()
 }
 
+/// The proxies a REGISTER came through (RFC 3327 Path, nearest first), to keep with the
+/// bindings it makes: a call to the phone later goes out with them as its Route, from whichever
+/// node it enters, and reaches the phone through its edge proxy. Only a trusted peer's Path
+/// is kept: one from anyone else would let a phone have its calls sent wherever it names (a
+/// reflection through our nodes), so it is passed over and counted. `Err` is the 400 for a
+/// Path we would keep but cannot route by: more than `max_path` entries, or one that is not a
+/// loose-routing (`lr`) SIP URI.
+pub fn path(
+    req: &Request,
+    trusted: bool,
+    rules: &Subscribers,
+    tag: &str,
+) -> Result<Vec<String>, Response> {
+    let entries = req.header_values("Path");
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !trusted {
+        crate::metrics::get().limit_hit("register_path_untrusted");
+        tracing::debug!("a REGISTER's Path from a peer we do not trust is not kept");
+        return Ok(Vec::new());
+    }
+    if entries.len() > rules.max_path {
+        crate::metrics::get().limit_hit("register_path_hops");
+        let why = format!("at most {} proxies on a Path", rules.max_path);
+        return Err(told(req, 400, Some(&why), tag));
+    }
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        if !loose_routing_sip_uri(addr_uri(e)) {
+            let why = "a Path entry is not a loose-routing SIP URI";
+            return Err(told(req, 400, Some(why), tag));
+        }
+        out.push(e.to_string());
+    }
+    Ok(out)
+}
+
+/// Whether a Route we would send to is a `sip:`/`sips:` URI with `lr` (we route loosely
+/// only, RFC 3261 §16.12) and no character that would break the header it goes in.
+fn loose_routing_sip_uri(uri: &str) -> bool {
+    let lower = uri.to_ascii_lowercase();
+    let Some(rest) = lower
+        .strip_prefix("sip:")
+        .or_else(|| lower.strip_prefix("sips:"))
+    else {
+        return false;
+    };
+    let host = rest.split(';').next().unwrap_or("");
+    let clean = !host.is_empty()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"<>\",\"".contains(&b));
+    clean
+        && rest
+            .split(';')
+            .skip(1)
+            .any(|p| p == "lr" || p.starts_with("lr="))
+}
+
 /// The 200 to a REGISTER: every binding the account has now, each with the seconds it has
-/// left (RFC 3261 §10.3 step 8).
+/// left (RFC 3261 §10.3 step 8), and the Path kept with them when the phone said it knows
+/// Path (RFC 3327 §5.3; one that did not is still reached through it, it just is not told).
 pub fn ok(
     req: &Request,
     bindings: &[Binding],
+    path: &[String],
     now: chrono::DateTime<chrono::Utc>,
     tag: &str,
 ) -> Response {
     let mut r = response_to(req, 200, Some(tag));
+    let supports_path = req
+        .header_values("Supported")
+        .iter()
+        .any(|o| o.eq_ignore_ascii_case("path"));
+    if supports_path {
+        for p in path {
+            r.headers.push(hdr("Path", p.clone()));
+        }
+    }
     for b in bindings {
         let left = (b.expires_at - now).num_seconds().max(0);
         r.headers
@@ -454,6 +525,7 @@ mod tests {
             warning_prompts: Vec::new(),
             incoming_decks: Default::default(),
             nat_expires: 60,
+            max_path: 4,
         }
     }
 
@@ -755,17 +827,55 @@ mod tests {
             cseq: 2,
             expires_at: now + chrono::Duration::seconds(600),
             node: "n".into(),
+            path: Vec::new(),
         };
         use rating::store::in_order;
         assert!(!in_order(&b, "reg-1", 2), "a retransmission");
         assert!(in_order(&b, "reg-1", 3));
         assert!(in_order(&b, "another-client", 1));
-        let r = ok(&register(""), std::slice::from_ref(&b), now, "t");
+        let r = ok(&register(""), std::slice::from_ref(&b), &[], now, "t");
         assert_eq!(r.status_code.code(), 200);
         assert_eq!(
             r.header("Contact"),
             Some("<sip:a@127.0.0.1:5070>;expires=600")
         );
         assert!(r.header("Date").unwrap().ends_with("GMT"));
+    }
+
+    #[test]
+    fn a_trusted_proxys_path_is_kept_and_told_back_only_to_a_phone_that_knows_path() {
+        let rules = rules();
+        let edge = "<sip:127.0.0.1:5080;lr;received=sip:192.0.2.7:40312>";
+        let req = register(&format!(
+            "Path: {edge}\r\nPath: <sip:edge2.example.net;lr>\r\n"
+        ));
+        let kept = path(&req, true, &rules, "t").unwrap();
+        assert_eq!(kept, [edge, "<sip:edge2.example.net;lr>"], "nearest first");
+        assert_eq!(
+            path(&req, false, &rules, "t").unwrap(),
+            Vec::<String>::new(),
+            "a phone cannot name its own route"
+        );
+        assert!(path(&register(""), true, &rules, "t").unwrap().is_empty());
+        // Kept but not told: the phone did not say it knows Path.
+        let r = ok(&req, &[], &kept, Utc::now(), "t");
+        assert!(r.header("Path").is_none());
+        let knows = register(&format!("Supported: replaces, path\r\nPath: {edge}\r\n"));
+        let r = ok(&knows, &[], &kept, Utc::now(), "t");
+        assert_eq!(r.header_values("Path"), kept);
+        // What we could not route by is a 400 that says why.
+        for (bad, why) in [
+            ("<sip:127.0.0.1:5080>", "loose-routing"),
+            ("<tel:+15551234;lr>", "loose-routing"),
+            ("<sip:;lr>", "loose-routing"),
+            (
+                "<sip:a;lr>, <sip:b;lr>, <sip:c;lr>, <sip:d;lr>, <sip:e;lr>",
+                "at most 4 proxies",
+            ),
+        ] {
+            let r = path(&register(&format!("Path: {bad}\r\n")), true, &rules, "t").expect_err(bad);
+            assert_eq!(r.status_code.code(), 400, "{bad}");
+            assert!(r.header("Warning").unwrap().contains(why), "{bad}: {r:?}");
+        }
     }
 }

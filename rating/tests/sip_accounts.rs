@@ -137,6 +137,7 @@ async fn sip_accounts_live_on_cards(db: &TestDb) {
         cseq: 1,
         expires_at: t0() + Duration::seconds(secs),
         node: "node-a".into(),
+        path: Vec::new(),
     };
     s.put_binding(a.id, &b("sip:alice@127.0.0.1:5070", 60), t0())
         .await
@@ -144,8 +145,13 @@ async fn sip_accounts_live_on_cards(db: &TestDb) {
     s.put_binding(a.id, &b("sip:alice@127.0.0.1:5072", 3600), t0())
         .await
         .unwrap();
+    // Refreshed through two proxies (RFC 3327 Path): kept as they came, in order.
     let mut refreshed = b("sip:alice@127.0.0.1:5070", 600);
     refreshed.cseq = 2;
+    refreshed.path = vec![
+        "<sip:127.0.0.1:5080;lr;received=sip:192.0.2.7:40312>".into(),
+        "<sip:edge.example.net;lr>".into(),
+    ];
     s.put_binding(a.id, &refreshed, t0()).await.unwrap();
     let now = s.bindings(a.id, t0()).await.unwrap();
     assert_eq!(now.len(), 2);
@@ -274,6 +280,7 @@ async fn a_register_is_one_operation_whichever_way_the_store_writes(db: &TestDb)
             call_id: "reg-1".into(),
             cseq,
             max_contacts: 2,
+            path: vec!["<sip:127.0.0.1:5080;lr>".into()],
         };
         let set = |pairs: &[(&str, u32)]| {
             BindingChange::Set(pairs.iter().map(|(c, s)| (c.to_string(), *s)).collect())
@@ -335,6 +342,7 @@ async fn a_register_is_one_operation_whichever_way_the_store_writes(db: &TestDb)
                     )]),
                     source: "udp:127.0.0.1:6000".into(),
                     node: "node-a".into(),
+                    path: Vec::new(),
                     call_id: format!("bulk-{i}"),
                     cseq: 1,
                     max_contacts: 2,

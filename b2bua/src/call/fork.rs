@@ -11,7 +11,7 @@ use super::io::{MediaCmd, Output};
 use super::legs::{add_contact, BLeg, Side};
 use super::{Call, Env, State};
 use crate::routing::Proto;
-use crate::sip::message::{cancel_for, Response};
+use crate::sip::message::{cancel_for, hdr, Response};
 use crate::sip::transaction::TxKey;
 use crate::transport::Peer;
 use std::time::Instant;
@@ -22,8 +22,12 @@ pub struct Contact {
     /// The Contact URI the client registered: our INVITE's Request-URI.
     pub uri: String,
     /// Where the INVITE goes: where the REGISTER came from, so that a client behind NAT is
-    /// reached through the mapping it opened (RFC 3581), on the connection it opened.
+    /// reached through the mapping it opened (RFC 3581), on the connection it opened. Through
+    /// an edge proxy, that is the proxy (the first of `route`).
     pub peer: Peer,
+    /// The REGISTER's Path (RFC 3327), our INVITE's Route: the way back through the proxies
+    /// it came by. Empty when it registered with us directly.
+    pub route: Vec<String>,
 }
 
 /// A call to a subscriber: whom it rings and where.
@@ -116,7 +120,10 @@ impl Call {
                 // rings without reliable provisionals.
                 reliable: false,
             };
-            let invite = self.leg_invite(dial, env);
+            let mut invite = self.leg_invite(dial, env);
+            for r in contact.route {
+                invite.headers.push(hdr("Route", r));
+            }
             let Some(tx) = self.send(invite.clone(), contact.peer) else {
                 continue;
             };

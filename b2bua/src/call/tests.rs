@@ -2146,24 +2146,29 @@ fn subscriber_call(node: &mut Node, rate_deck: Option<&str>) -> (Call, TxKey, Ve
     setup.access.pinless = false;
     setup.access.subscriber = Some("alice@voip.example.com".into());
     setup.destination = String::new();
-    let contact = |port: u16| Contact {
+    let contact = |port: u16, route: &[&str]| Contact {
         uri: format!("sip:alice@127.0.0.1:{port};ob"),
         peer: Peer {
             proto: crate::routing::Proto::Udp,
             addr: format!("127.0.0.1:{port}").parse().unwrap(),
             conn: None,
         },
+        route: route.iter().map(|r| r.to_string()).collect(),
     };
     setup.ring = Some(Ring {
         aor: "alice@voip.example.com".into(),
         card: "1000".into(),
-        contacts: vec![contact(5080), contact(5082)],
+        // The second registered through an edge proxy (its REGISTER's Path).
+        contacts: vec![contact(5080, &[]), contact(5082, &[EDGE_PATH])],
         rate_deck: rate_deck.map(str::to_string),
     });
     let a_tx = setup.tx.clone();
     let (call, out) = node.start(setup);
     (call, a_tx, out)
 }
+
+/// The Path the second of alice's contacts registered through.
+const EDGE_PATH: &str = "<sip:127.0.0.1:5082;lr;received=sip:192.0.2.7:40312>";
 
 /// The INVITEs a subscriber's two contacts got, checked for what every one must say.
 fn rung(out: Vec<Output>) -> (Vec<Request>, Vec<Output>) {
@@ -2181,6 +2186,12 @@ fn rung(out: Vec<Output>) -> (Vec<Request>, Vec<Output>) {
         assert!(!inv.header("Supported").unwrap_or("").contains("100rel"));
     }
     assert_ne!(invites[0].call_id(), invites[1].call_id());
+    assert!(invites[0].header("Route").is_none(), "registered directly");
+    assert_eq!(
+        invites[1].header_values("Route"),
+        [EDGE_PATH],
+        "the way back through the proxy it registered by"
+    );
     (invites, out)
 }
 
@@ -2342,6 +2353,11 @@ fn silent_contacts_are_dropped_and_a_ringing_subscriber_is_given_up_at_the_ring_
     let cancels = sent(&out, Method::Cancel);
     assert_eq!(cancels.len(), 1);
     assert_eq!(cancels[0].1.branch(), invites[1].branch());
+    assert_eq!(
+        cancels[0].1.header_values("Route"),
+        [EDGE_PATH],
+        "a CANCEL takes its INVITE's way (RFC 3261 §9.1)"
+    );
     assert_eq!(answered(&out, &a_tx), [480]);
 }
 

@@ -329,8 +329,8 @@ impl Engine {
     }
 
     /// Whom a call to a subscriber rings: the account's registered contacts this node can
-    /// reach (UDP ones from anywhere; one over TCP or TLS only through the node holding its
-    /// connection), if the account may take a call now.
+    /// reach (UDP ones and those behind an edge proxy from anywhere; one over TCP or TLS
+    /// only through the node holding its connection), if the account may take a call now.
     fn check_ring(&self, found: Result<Box<Found>, String>) -> Result<call::Ring, Refusal> {
         self.check_capacity()?;
         let (account, bindings) = *found.map_err(|e| {
@@ -353,10 +353,14 @@ impl Engine {
             .filter_map(|b| {
                 let peer = crate::registrar::peer_of(&b.source)?;
                 crate::sip::message::parse_uri(&b.contact)?;
-                let here = peer.proto == crate::routing::Proto::Udp || b.node == *node;
+                // Through an edge proxy (a Path), any node can open the way to it.
+                let here = peer.proto == crate::routing::Proto::Udp
+                    || b.node == *node
+                    || !b.path.is_empty();
                 here.then(|| call::Contact {
                     uri: b.contact.clone(),
                     peer,
+                    route: b.path.clone(),
                 })
             })
             .collect();

@@ -106,8 +106,13 @@ impl Engine {
         let node = store.config().node_id.clone();
         let source = crate::registrar::source_of(&from);
         let udp = (from.proto == crate::routing::Proto::Udp).then_some(from.addr);
+        let trusted = self.cfg.trusted(from.addr.ip());
         let work = async move {
-            let at = Source { text: &source, udp };
+            let at = Source {
+                text: &source,
+                udp,
+                trusted,
+            };
             let resp = match register(
                 &store, &registrar, &req, &username, &domain, &answer, at, &node, &tag,
             )
@@ -244,11 +249,13 @@ async fn account_and_bindings(store: &Store, aor: &str) -> Result<Found, rating:
     Ok((Some(account), bindings))
 }
 
-/// Where a REGISTER came from: as its bindings keep it, and the address if it came over UDP.
+/// Where a REGISTER came from: as its bindings keep it, the address if it came over UDP, and
+/// whether it is a peer we trust (an edge proxy, whose Path we keep).
 #[derive(Clone, Copy)]
 struct Source<'a> {
     text: &'a str,
     udp: Option<std::net::SocketAddr>,
+    trusted: bool,
 }
 
 /// The database half of a REGISTER: the account, its credentials, the bindings changed, the
@@ -285,7 +292,11 @@ async fn register(
     let Some(account) = account else {
         return Err(told(req, 500, None, tag));
     };
-    let change = changes(req, &rules, tag, source.udp)?;
+    let path = crate::registrar::path(req, source.trusted, &rules, tag)?;
+    // Through a proxy, where the REGISTER came from says nothing of the phone's NAT: keeping
+    // the mapping open is the edge proxy's business.
+    let udp = source.udp.filter(|_| path.is_empty());
+    let change = changes(req, &rules, tag, udp)?;
     let registration = Registration {
         sip_account_id: account.id,
         change,
@@ -296,6 +307,7 @@ async fn register(
             .map(|c| c.0)
             .unwrap_or(0) as i64,
         max_contacts: rules.max_contacts,
+        path: path.clone(),
     };
     let current = match store.register(&registration, now).await {
         Err(e) => return Err(unavailable(e)),
@@ -313,5 +325,5 @@ async fn register(
         }
     };
     tracing::info!(aor = %account.aor(), bindings = current.len(), "registered");
-    Ok(ok(req, &current, now, tag))
+    Ok(ok(req, &current, &path, now, tag))
 }

@@ -29,6 +29,8 @@ pub struct Registration {
     pub source: String,
     /// The node that took it.
     pub node: String,
+    /// The proxies it came through (RFC 3327 Path, nearest first), kept with each binding.
+    pub path: Vec<String>,
     pub call_id: String,
     pub cseq: i64,
     /// Bindings the account may have at most.
@@ -48,16 +50,16 @@ pub enum RegisterRefusal {
 /// What a registration did: the bindings the account has now, or why nothing changed.
 pub type Registered = Result<Vec<Binding>, RegisterRefusal>;
 
-const BINDING_COLUMNS: &str = "contact, source, call_id, cseq, expires_at, node";
+pub(crate) const BINDING_COLUMNS: &str = "contact, source, call_id, cseq, expires_at, node, path";
 
 /// Writes one binding, new or refreshed ($1 the SIP account, $2..$7 the binding's columns in
-/// [`Binding`]'s order, $8 now): the one statement every way a binding is written uses.
+/// [`Binding`]'s order, $8 the path's text, $9 now): the one statement every way a binding is written uses.
 pub(crate) const UPSERT_BINDING: &str =
     "INSERT INTO sip_bindings (sip_account_id, contact, source, call_id, cseq, \
-     expires_at, node, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     expires_at, node, path, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
      ON CONFLICT (sip_account_id, contact) DO UPDATE SET source = excluded.source, \
      call_id = excluded.call_id, cseq = excluded.cseq, \
-     expires_at = excluded.expires_at, node = excluded.node, \
+     expires_at = excluded.expires_at, node = excluded.node, path = excluded.path, \
      updated_at = excluded.updated_at";
 
 fn binding(r: &Cells) -> Result<Binding, StoreError> {
@@ -68,6 +70,7 @@ fn binding(r: &Cells) -> Result<Binding, StoreError> {
         cseq: r.int(3)?,
         expires_at: at_ms(r.int(4)?),
         node: r.text(5)?,
+        path: super::sip::path_of(&r.text(6)?),
     })
 }
 
@@ -147,6 +150,7 @@ pub(crate) async fn register<E: Exec>(
                     cseq: r.cseq,
                     expires_at: at_ms(now_ms + i64::from(*secs) * 1000),
                     node: r.node.clone(),
+                    path: r.path.clone(),
                 };
                 e.exec(
                     UPSERT_BINDING,
@@ -158,6 +162,7 @@ pub(crate) async fn register<E: Exec>(
                         b.cseq.into(),
                         b.expires_at.timestamp_millis().into(),
                         (&b.node).into(),
+                        super::sip::path_text(&b.path).into(),
                         now_ms.into(),
                     ],
                 )

@@ -137,6 +137,23 @@ pub struct Binding {
     pub expires_at: DateTime<Utc>,
     /// The node that took it (the one holding a TCP or TLS connection to it).
     pub node: String,
+    /// The proxies it registered through (RFC 3327 Path, nearest first): a request to it
+    /// carries them as Route. Empty: it registered with us directly.
+    pub path: Vec<String>,
+}
+
+/// A binding's Path as its column keeps it: one URI per line (a header value holds no line
+/// break, so the text reads back as it was written).
+pub(crate) fn path_text(path: &[String]) -> String {
+    path.join("\n")
+}
+
+/// [`path_text`] read back.
+pub(crate) fn path_of(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// A user part we accept: 1 to 64 letters, digits and `-_.+`, so that `user:realm:password`
@@ -248,6 +265,7 @@ fn binding(r: &AnyRow) -> Result<Binding, sqlx::Error> {
         cseq: r.try_get("cseq")?,
         expires_at: at_ms(r.try_get("expires_at")?),
         node: r.try_get("node")?,
+        path: path_of(&r.try_get::<String, _>("path")?),
     })
 }
 
@@ -527,6 +545,7 @@ impl Store {
             .bind(b.cseq)
             .bind(ms(b.expires_at))
             .bind(&b.node)
+            .bind(path_text(&b.path))
             .bind(ms(now))
             .execute(&self.pool)
             .await?;
@@ -577,10 +596,11 @@ impl Store {
         sip_account_id: i64,
         now: DateTime<Utc>,
     ) -> Result<Vec<Binding>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT contact, source, call_id, cseq, expires_at, node FROM sip_bindings \
-             WHERE sip_account_id = $1 AND expires_at > $2 ORDER BY expires_at DESC, contact",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM sip_bindings WHERE sip_account_id = $1 AND expires_at > $2 \
+             ORDER BY expires_at DESC, contact",
+            super::registrations::BINDING_COLUMNS
+        ))
         .bind(sip_account_id)
         .bind(ms(now))
         .fetch_all(&self.pool)
