@@ -536,7 +536,8 @@ async fn a_subscriber_registered_through_kamailio_is_rung_from_either_node_and_c
         password: "correcthorse1".into(),
         card: ALICE_CARD.into(),
         caller_id: None,
-        max_calls: 2,
+        // One call at once, counted across both nodes.
+        max_calls: 1,
     };
     let account = store
         .create_sip_account(&alice_account, "test", Utc::now())
@@ -640,7 +641,7 @@ async fn a_subscriber_registered_through_kamailio_is_rung_from_either_node_and_c
             "-m",
             "1",
             "-d",
-            "1000",
+            if she_hangs_up { "1000" } else { "2500" },
             &node_addr,
         ];
         let mut carrier = Proc::spawn(name, &mut sipp(d, name, scenario, &args), d);
@@ -660,6 +661,14 @@ async fn a_subscriber_registered_through_kamailio_is_rung_from_either_node_and_c
         );
         alice.answer(&invite, 200, "OK", true).await;
         alice.next_request("ACK").await;
+        if !she_hangs_up {
+            // Her one call at once is up on node A: node B turns a second one away.
+            let busy = carrier_invite(pb, "5559000").await;
+            assert!(
+                busy.starts_with("SIP/2.0 486 "),
+                "her calls at once counted across the nodes: {busy}"
+            );
+        }
         if she_hangs_up {
             tokio::time::sleep(Duration::from_millis(500)).await;
             alice.hang_up(&invite).await;
@@ -675,6 +684,8 @@ async fn a_subscriber_registered_through_kamailio_is_rung_from_either_node_and_c
         assert_eq!(code, 0, "{node}'s call to her:\n{}", logs(d));
     }
 
+    // Her call's place is given back once it ends (a moment after its BYE).
+    tokio::time::sleep(Duration::from_millis(500)).await;
     // Her own call out, through Kamailio: challenged by one node, answered on whichever
     // node the dispatcher picks next (both check the nonce), billed to her card.
     alice.authenticated("out-through-kamailio", "5555233").await;
@@ -739,4 +750,36 @@ Call-ID: forged\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r
         .execute(&mut conn)
         .await
         .unwrap();
+}
+
+/// A carrier's INVITE to `number` on the node at `port`, from a raw socket (a trusted peer):
+/// its first answer that is not 100, ACKed if final and not a 2xx.
+async fn carrier_invite(port: u16, number: &str) -> String {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = sock.local_addr().unwrap();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    let head = format!(
+        "Via: SIP/2.0/UDP {me};branch=z9hG4bKbusy1\r\nFrom: <sip:4085551234@carrier.example>;tag=c1\r\n\
+To: <sip:{number}@127.0.0.1>"
+    );
+    let invite = format!(
+        "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\n{head}\r\nCall-ID: busy-{me}\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:c@{me}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\n\
+Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    let node = format!("127.0.0.1:{port}");
+    sock.send_to(invite.as_bytes(), &node).await.unwrap();
+    let answer = alice::next_answer(&sock).await;
+    let to = answer
+        .lines()
+        .find(|l| l.starts_with("To: "))
+        .unwrap_or("To: <sip:x@127.0.0.1>");
+    let ack = format!(
+        "ACK sip:{number}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbusy1\r\n\
+From: <sip:4085551234@carrier.example>;tag=c1\r\n{to}\r\nCall-ID: busy-{me}\r\nCSeq: 1 ACK\r\n\
+Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(ack.as_bytes(), &node).await.unwrap();
+    answer
 }

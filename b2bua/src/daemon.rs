@@ -151,6 +151,18 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
             .with_context(|| format!("opening {db}"))?,
     );
     let now = Utc::now();
+    // Calls this node had up in its last life (it crashed, or was killed) ended with it; they
+    // must not count against their subscribers' calls at once any longer.
+    let gone = store
+        .forget_own_sip_calls()
+        .await
+        .context("forgetting the subscriber calls of this node's last run")?;
+    if gone > 0 {
+        tracing::info!(
+            calls = gone,
+            "forgot subscriber calls this node had before it started"
+        );
+    }
     if demo && rating::demo::seed(&store, now).await? {
         println!("created the demo data in {db}");
     }
@@ -287,6 +299,11 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
                 }
                 // Closed days into the report summaries, a few at a time (a backlog of years
                 // is worked off over a minute or so, never holding the heartbeat up long).
+                match store.sweep_sip_calls(now).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(calls = n, "forgot subscriber calls of nodes that stopped"),
+                    Err(e) => tracing::warn!(error = %e, "sweeping subscriber calls failed"),
+                }
                 match store.roll_up(now, 3).await {
                     Ok(0) => {}
                     Ok(days) => tracing::info!(days, "rolled up closed days for the reports"),

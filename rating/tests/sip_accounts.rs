@@ -362,3 +362,68 @@ async fn a_register_is_one_operation_whichever_way_the_store_writes(db: &TestDb)
     }
 }
 on_both!(a_register_is_one_operation_whichever_way_the_store_writes);
+
+/// A SIP account's calls at once, counted on the database for every node: two nodes share an
+/// account's limit, a call asked again counts once, a release frees its place (twice changes
+/// nothing), the calls of a node whose heartbeat stopped stop counting and are swept by the
+/// others, and a node starting again forgets its own. With group commit on and off.
+async fn calls_at_once_are_counted_across_nodes(db: &TestDb) {
+    use rating::store::CallSlot;
+    for group_commit in [true, false] {
+        let node = |id: &str| rating::StoreConfig {
+            group_commit,
+            ..common::config(id)
+        };
+        let a = db.store_with(node("node-a")).await;
+        let b = db.store_with(node("node-b")).await;
+        let number = if group_commit {
+            "4000000021"
+        } else {
+            "4000000022"
+        };
+        a.create_account(&card(number, "1234", "10"), t0())
+            .await
+            .unwrap();
+        let mut n = alice(number);
+        n.username = format!("calls{}", u8::from(group_commit));
+        let acct = a.create_sip_account(&n, "cli", t0()).await.unwrap();
+        let slot = |key: &str| CallSlot {
+            sip_account_id: acct.id,
+            key: key.into(),
+        };
+        a.heartbeat(t0()).await.unwrap();
+        b.heartbeat(t0()).await.unwrap();
+        assert!(a.claim_sip_call(&slot("a1"), 2, t0()).await.unwrap());
+        assert!(b.claim_sip_call(&slot("b1"), 2, t0()).await.unwrap());
+        assert!(
+            !a.claim_sip_call(&slot("a2"), 2, t0()).await.unwrap(),
+            "the third call is one too many, whichever node takes it"
+        );
+        assert!(!b.claim_sip_call(&slot("b2"), 2, t0()).await.unwrap());
+        assert!(
+            b.claim_sip_call(&slot("b1"), 2, t0()).await.unwrap(),
+            "asked again: still counted, once"
+        );
+        b.release_sip_call(&slot("b1")).await.unwrap();
+        b.release_sip_call(&slot("b1")).await.unwrap();
+        assert!(a.claim_sip_call(&slot("a2"), 2, t0()).await.unwrap());
+        // Node A goes silent past the grace (120 s): its two calls no longer count for B, and
+        // B's sweep removes them; A's own are not B's to count until then.
+        let later = t0() + Duration::seconds(121);
+        b.heartbeat(later).await.unwrap();
+        assert!(b.claim_sip_call(&slot("b3"), 2, later).await.unwrap());
+        assert!(b.claim_sip_call(&slot("b4"), 2, later).await.unwrap());
+        assert!(!b.claim_sip_call(&slot("b5"), 2, later).await.unwrap());
+        assert_eq!(b.sweep_sip_calls(later).await.unwrap(), 2, "A's two");
+        assert_eq!(b.sweep_sip_calls(later).await.unwrap(), 0);
+        // B restarts: its calls went with it.
+        assert_eq!(b.forget_own_sip_calls().await.unwrap(), 2);
+        assert!(b.claim_sip_call(&slot("b6"), 2, later).await.unwrap());
+        // An account with a call counted can still be deleted.
+        let gone = a.delete_sip_account(&n.username, "voip.example.com").await;
+        assert!(gone.unwrap().is_some());
+        a.close().await;
+        b.close().await;
+    }
+}
+on_both!(calls_at_once_are_counted_across_nodes);

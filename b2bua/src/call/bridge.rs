@@ -608,7 +608,7 @@ impl Call {
         let max = self.settings.cfg.calls.max_duration;
         // A subscriber hears that its money is running out; a card's pinless caller has no
         // one configured to tell it.
-        let warning = self.subscriber_warning().and_then(|(w, _)| w);
+        let warning = self.subscriber_warning().and_then(|(_, w, _)| w);
         let bridge = self.bridge_mut().expect("answered a bridge");
         // Nothing held: a call to a subscriber, which costs nothing.
         let clock = match bridge.hold.reservation {
@@ -818,27 +818,36 @@ impl Call {
         }
     }
 
-    /// A subscriber's call out: when before the cutoff it is warned, and with what.
-    fn subscriber_warning(&self) -> Option<(Option<std::time::Duration>, &[String])> {
-        self.card.as_ref()?;
+    /// A call a subscriber pays for: on which leg the subscriber is, when before the cutoff
+    /// it is warned, and with what. On its call out it is the caller; on a paid call to its
+    /// DID (its card pays, by its tenant's incoming deck), the phone that answered.
+    fn subscriber_warning(&self) -> Option<(Side, Option<std::time::Duration>, &[String])> {
+        let side = if self.card.is_some() {
+            Side::A
+        } else if self.access.subscriber.is_some() {
+            Side::B
+        } else {
+            return None;
+        };
         let rules = self.settings.cfg.subscribers.as_ref()?;
-        Some((rules.warning, &rules.warning_prompts))
+        Some((side, rules.warning, &rules.warning_prompts))
     }
 
     /// The subscriber's money is about to run out: it hears the warning over the call (the
     /// other party does not).
     fn warn_subscriber(&mut self) {
-        let Some((_, names)) = self.subscriber_warning() else {
+        let Some((side, _, names)) = self.subscriber_warning() else {
             return;
         };
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let seq = self.prompts.sequence(&self.lang, &names);
         tracing::info!(
             call = self.id,
+            ?side,
             "warning the subscriber: its money is running out"
         );
         if !seq.is_empty() {
-            self.emit(Output::Media(MediaCmd::Play(seq)));
+            self.emit(Output::Media(MediaCmd::Play { side, prompts: seq }));
         }
     }
 

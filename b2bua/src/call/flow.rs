@@ -132,7 +132,10 @@ impl Call {
                             queue.extend(f.ivr.on_event(ivr::Event::PromptDone, env.now));
                         }
                     } else {
-                        self.emit(Output::Media(MediaCmd::Play(seq)));
+                        self.emit(Output::Media(MediaCmd::Play {
+                            side: super::legs::Side::A,
+                            prompts: seq,
+                        }));
                     }
                 }
                 ivr::Action::StopPlayback => self.emit(Output::Media(MediaCmd::StopPlayback)),

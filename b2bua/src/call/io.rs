@@ -105,8 +105,11 @@ pub enum MediaCmd {
     Signalling { side: Side, ip: IpAddr },
     /// Relay between the legs, or stop relaying.
     Bridge(bool),
-    /// Play prompts to the caller; [`MediaEvent::PromptDone`] follows.
-    Play(Vec<Arc<Prompt>>),
+    /// Play prompts to one leg (the caller's, in a flow); [`MediaEvent::PromptDone`] follows.
+    Play {
+        side: Side,
+        prompts: Vec<Arc<Prompt>>,
+    },
     /// Stop a playing prompt (barge-in).
     StopPlayback,
     /// A SIP INFO's DTMF body from the caller, for the digit detector; its digits come back as

@@ -882,11 +882,17 @@ fn bridged_ivr(node: &mut Node, granted: u64, credit: u64) -> (Call, Request, St
     (call, inv, conf)
 }
 
+/// The prompts played to the caller.
 fn played(out: &[Output]) -> Vec<String> {
+    played_to(out, Side::A)
+}
+
+/// The prompts played to one leg.
+fn played_to(out: &[Output], to: Side) -> Vec<String> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Media(MediaCmd::Play(seq)) => {
-                Some(seq.iter().map(|p| p.name.clone()).collect::<Vec<_>>())
+            Output::Media(MediaCmd::Play { side, prompts }) if *side == to => {
+                Some(prompts.iter().map(|p| p.name.clone()).collect::<Vec<_>>())
             }
             _ => None,
         })
@@ -2232,6 +2238,35 @@ fn a_paid_call_to_a_subscriber_holds_the_cards_money_first_and_is_cut_off_when_i
         30
     );
     assert_eq!(node.stats.cutoffs, 1);
+}
+
+#[test]
+fn on_a_paid_call_to_a_subscriber_the_phone_that_answered_hears_the_warning_not_the_caller() {
+    let yaml = format!("{CONFIG}subscribers:\n  domains: [voip.example.com]\n  warning_s: 10\n");
+    let mut node = Node::with_config(&yaml);
+    let (mut call, _, out) = subscriber_call(&mut node, Some("incoming"));
+    let req = phase2(&out);
+    let out = node.feed(
+        &mut call,
+        call_answer(ReturnCode::Success, &req.conf_id, 30, 30),
+    );
+    let (invites, _) = rung(out);
+    node.feed(&mut call, gw_response(&invites[0], 200, true));
+    node.later(Duration::from_secs(19));
+    let out = node.feed(&mut call, Input::Timer);
+    assert!(played_to(&out, Side::B).is_empty() && played(&out).is_empty());
+    node.later(Duration::from_secs(1));
+    let out = node.feed(&mut call, Input::Timer);
+    assert_eq!(
+        played_to(&out, Side::B),
+        ["disconnect"],
+        "10 s before the end"
+    );
+    assert!(played(&out).is_empty(), "the carrier's caller pays nothing");
+    assert!(sent(&out, Method::Bye).is_empty(), "the call goes on");
+    node.later(Duration::from_secs(10));
+    let out = node.feed(&mut call, Input::Timer);
+    assert_eq!(sent(&out, Method::Bye).len(), 2, "cut off at the end");
 }
 
 #[test]

@@ -10,6 +10,7 @@ use crate::sip::message::{hdr, Header, Request, SipExt};
 use crate::sip::transaction::TxKey;
 use crate::transport::Peer;
 use chrono::Utc;
+use rating::store::CallSlot;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,11 +39,25 @@ fn bare(code: u16) -> Refusal {
     }
 }
 
-/// A subscriber's account and its bindings now, as a store task read them.
-pub(super) type Found = (
-    Option<rating::store::SipAccount>,
-    Vec<rating::store::Binding>,
-);
+/// A subscriber's account and its bindings now, as a store task read them, and whether the
+/// call counts among the account's calls at once.
+pub(super) struct Found {
+    pub account: Option<rating::store::SipAccount>,
+    pub bindings: Vec<rating::store::Binding>,
+    pub count: Counted,
+}
+
+/// A call's place among its SIP account's calls at once, counted across the nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Counted {
+    /// Not asked: the account cannot take the call anyway (there is none, it is blocked, it
+    /// has no phone registered).
+    Unasked,
+    /// Its calls at once are all in use, on one node or several.
+    Full,
+    /// Counted: released when the call ends (or is refused after all).
+    In(CallSlot),
+}
 
 /// The extensions we implement, which a caller may Require (RFC 3261 §8.2.2.3).
 const EXTENSIONS: [&str; 2] = ["timer", crate::sip::reliable::TAG];
@@ -56,8 +71,10 @@ pub(super) struct Admitted {
     ani: String,
     /// A subscriber's card (see [`Setup::card`]).
     card: Option<String>,
-    /// A subscriber's address of record, whose calls at once are counted.
+    /// A subscriber's address of record.
     aor: Option<String>,
+    /// The call's place among the subscriber's calls at once, released when it ends.
+    counted: Option<CallSlot>,
     offer: sdp::Audio,
     session: Option<call::session::Agreed>,
     /// A call to a subscriber's DID: the contacts it rings.
@@ -101,6 +118,9 @@ impl Engine {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "no RTP ports for a new call");
+                if let Some(slot) = admitted.counted {
+                    self.release_call_slot(slot);
+                }
                 // Capacity, not a fault: the caller (or the dispatcher in front) may try again
                 // here shortly or another node now.
                 return self.reply_retry_after(&key, Some("no media ports free"), now);
@@ -146,7 +166,7 @@ impl Engine {
             Slot {
                 call,
                 media: Some(session),
-                subscriber: admitted.aor,
+                counted: admitted.counted,
             },
         );
         self.drain(id, now);
@@ -222,6 +242,7 @@ impl Engine {
             offer,
             session,
             ring: None,
+            counted: None,
         })
     }
 
@@ -290,16 +311,22 @@ impl Engine {
         from: Peer,
         key: TxKey,
         account: rating::store::SipAccount,
+        counted: CallSlot,
         now: Instant,
     ) {
         // The caller may have given up (CANCEL, answered 487) while its account was read.
         if self.server.get(&key).is_none_or(|s| s.tx.answered()) {
-            return;
+            return self.release_call_slot(counted);
         }
-        let admitted = self.check_subscriber(&req, &account);
-        match admitted {
-            Ok(a) => self.place(a, req, from, key, now),
-            Err(r) => self.refuse_as(&key, r, true, now),
+        match self.check_subscriber(&req, &account) {
+            Ok(mut a) => {
+                a.counted = Some(counted);
+                self.place(a, req, from, key, now)
+            }
+            Err(r) => {
+                self.release_call_slot(counted);
+                self.refuse_as(&key, r, true, now)
+            }
         }
     }
 
@@ -314,17 +341,30 @@ impl Engine {
         found: Result<Box<Found>, String>,
         now: Instant,
     ) {
+        let counted = match found.as_ref().map(|f| &f.count) {
+            Ok(Counted::In(slot)) => Some(slot.clone()),
+            _ => None,
+        };
         // The carrier may have given up (CANCEL, answered 487) while the account was read.
         if self.server.get(&key).is_none_or(|s| s.tx.answered()) {
+            if let Some(slot) = counted {
+                self.release_call_slot(slot);
+            }
             return;
         }
         match self.check_ring(found) {
             Ok(ring) => {
                 admitted.aor = Some(ring.aor.clone());
                 admitted.ring = Some(ring);
+                admitted.counted = counted;
                 self.place(admitted, req, from, key, now)
             }
-            Err(r) => self.refuse(&key, r, now),
+            Err(r) => {
+                if let Some(slot) = counted {
+                    self.release_call_slot(slot);
+                }
+                self.refuse(&key, r, now)
+            }
         }
     }
 
@@ -333,7 +373,11 @@ impl Engine {
     /// only through the node holding its connection), if the account may take a call now.
     fn check_ring(&self, found: Result<Box<Found>, String>) -> Result<call::Ring, Refusal> {
         self.check_capacity()?;
-        let (account, bindings) = *found.map_err(|e| {
+        let Found {
+            account,
+            bindings,
+            count,
+        } = *found.map_err(|e| {
             tracing::warn!(error = %e, "call to a subscriber: the store is unreachable");
             bare(503)
         })?;
@@ -344,7 +388,8 @@ impl Engine {
             return Err(refuse(480, "the subscriber is not available"));
         }
         let aor = account.aor();
-        if self.running(&aor) as i64 >= account.max_calls {
+        if count == Counted::Full {
+            crate::metrics::get().limit_hit("subscriber_calls_at_once");
             return Err(refuse(486, "the subscriber's calls at once are all in use"));
         }
         let node = &self.store.config().node_id;
@@ -381,24 +426,12 @@ impl Engine {
         })
     }
 
-    /// How many calls a subscriber has now, either way.
-    fn running(&self, aor: &str) -> usize {
-        self.calls
-            .values()
-            .filter(|s| s.subscriber.as_deref() == Some(aor))
-            .count()
-    }
-
     fn check_subscriber(
         &self,
         req: &Request,
         account: &rating::store::SipAccount,
     ) -> Result<Admitted, Refusal> {
         self.check_capacity()?;
-        // Every call of the account counts, a short code's too.
-        if self.running(&account.aor()) as i64 >= account.max_calls {
-            return Err(refuse(486, "the account's calls at once are all in use"));
-        }
         let dialled = req.uri.user().unwrap_or("");
         let rules = self.cfg.subscribers.as_ref();
         let live = self.assets.live();
@@ -460,6 +493,7 @@ impl Engine {
             offer,
             session,
             ring: None,
+            counted: None,
         })
     }
 

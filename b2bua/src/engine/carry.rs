@@ -99,7 +99,7 @@ impl Engine {
             ),
             MediaCmd::Signalling { side, ip } => m.set_signalling(side.index(), ip),
             MediaCmd::Bridge(on) => m.bridge(on),
-            MediaCmd::Play(prompts) => m.play(media::A, prompts),
+            MediaCmd::Play { side, prompts } => m.play(side.index(), prompts),
             MediaCmd::StopPlayback => m.stop_playback(),
             MediaCmd::InfoDigits(body) => {
                 for ev in media::info_digits(m, &body) {
@@ -289,7 +289,27 @@ impl Engine {
             for call_id in slot.call.call_ids() {
                 self.dialogs.remove(&call_id);
             }
+            if let Some(counted) = slot.counted {
+                self.release_call_slot(counted);
+            }
         }
+    }
+
+    /// A subscriber's call is over (or was never placed): it no longer counts among the
+    /// account's calls at once. Retried while the store is away; if it still fails, the row
+    /// stays until this node restarts (it forgets its own then), so the account may be one
+    /// call short meanwhile, never one over.
+    pub(super) fn release_call_slot(&mut self, counted: rating::store::CallSlot) {
+        let retry = self.cfg.calls.store_retry;
+        self.spawn_store(move |store| async move {
+            let released = persist(retry, "releasing a subscriber's call", || {
+                store.release_sip_call(&counted)
+            });
+            if let Err(e) = released.await {
+                tracing::error!(error = %e, key = %counted.key, "could not release a subscriber's call; it counts until this node restarts");
+            }
+            None
+        });
     }
 
     /// Spawns a store operation into the engine's task set; its answer, if the call needs

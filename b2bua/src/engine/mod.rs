@@ -94,8 +94,9 @@ struct Lingering {
 struct Slot {
     call: call::Call,
     media: Option<Session>,
-    /// A subscriber's call: its address of record (its calls at once are limited).
-    subscriber: Option<String>,
+    /// A subscriber's call: its place among the account's calls at once (on every node),
+    /// given back when it ends.
+    counted: Option<rating::store::CallSlot>,
 }
 
 /// The node's parts a call borrows while it handles one input (see [`call::Env`]).

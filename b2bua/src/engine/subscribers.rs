@@ -5,7 +5,7 @@
 //! The answer comes back to the engine on its own channel and leaves through the REGISTER's
 //! server transaction.
 
-use super::admit::{Admitted, Found};
+use super::admit::{Admitted, Counted, Found};
 use super::Engine;
 use crate::registrar::{changes, ok, told, FirstLook, Registrar};
 use crate::sip::message::{Request, Response};
@@ -13,7 +13,7 @@ use crate::sip::transaction::TxKey;
 use crate::sync::Lock;
 use crate::transport::Peer;
 use chrono::Utc;
-use rating::store::{RegisterRefusal, Registration, SipAccount, Store};
+use rating::store::{CallSlot, RegisterRefusal, Registration, SipAccount, SipStatus, Store};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -22,12 +22,14 @@ use tokio::sync::mpsc;
 pub(super) enum Reply {
     /// Send this on the request's transaction.
     Respond(TxKey, Response),
-    /// A subscriber's INVITE with the right credentials: place the call.
+    /// A subscriber's INVITE with the right credentials, counted among its account's calls
+    /// at once: place the call.
     Call {
         key: TxKey,
         req: Box<Request>,
         from: Peer,
         account: Box<SipAccount>,
+        counted: CallSlot,
     },
     /// A call to a subscriber's DID, with the account and bindings it rings.
     Ring {
@@ -134,7 +136,8 @@ impl Engine {
                 req,
                 from,
                 account,
-            } => self.subscriber_call(*req, from, key, *account, now),
+                counted,
+            } => self.subscriber_call(*req, from, key, *account, counted, now),
             Reply::Ring {
                 key,
                 req,
@@ -223,11 +226,26 @@ impl Engine {
                     );
                     match (checked, account) {
                         (Err(r), _) => Reply::Respond(key, r),
-                        (Ok(()), Some(account)) => Reply::Call {
-                            key,
-                            req: Box::new(req),
-                            from,
-                            account: Box::new(account),
+                        (Ok(()), Some(account)) => match count_call(&store, &account).await {
+                            Err(e) => {
+                                tracing::warn!(error = %e, "subscriber call: the store is unreachable");
+                                let why = Some("the subscriber store is unreachable");
+                                let mut r = told(&req, 503, why, &tag);
+                                r.headers.push(crate::sip::message::hdr("Retry-After", "5"));
+                                Reply::Respond(key, r)
+                            }
+                            Ok(None) => {
+                                crate::metrics::get().limit_hit("subscriber_calls_at_once");
+                                let why = Some("the account's calls at once are all in use");
+                                Reply::Respond(key, told(&req, 486, why, &tag))
+                            }
+                            Ok(Some(counted)) => Reply::Call {
+                                key,
+                                req: Box::new(req),
+                                from,
+                                account: Box::new(account),
+                                counted,
+                            },
                         },
                         (Ok(()), None) => Reply::Respond(key, told(&req, 500, None, &tag)),
                     }
@@ -239,14 +257,54 @@ impl Engine {
     }
 }
 
-/// A SIP account (`user@domain`) and its bindings now.
+/// A SIP account (`user@domain`) and its bindings now; a call to an active one with a phone
+/// registered is counted among its calls at once.
 async fn account_and_bindings(store: &Store, aor: &str) -> Result<Found, rating::StoreError> {
     let (user, domain) = aor.split_once('@').unwrap_or((aor, ""));
     let Some(account) = store.sip_account(user, domain).await? else {
-        return Ok((None, Vec::new()));
+        return Ok(Found {
+            account: None,
+            bindings: Vec::new(),
+            count: Counted::Unasked,
+        });
     };
     let bindings = store.bindings(account.id, Utc::now()).await?;
-    Ok((Some(account), bindings))
+    let count = if account.status != SipStatus::Active || bindings.is_empty() {
+        Counted::Unasked
+    } else {
+        match count_call(store, &account).await? {
+            Some(slot) => Counted::In(slot),
+            None => Counted::Full,
+        }
+    };
+    Ok(Found {
+        account: Some(account),
+        bindings,
+        count,
+    })
+}
+
+/// Counts a new call of `account` among its calls at once, on every node; `None`: they are
+/// all in use.
+async fn count_call(
+    store: &Store,
+    account: &SipAccount,
+) -> Result<Option<CallSlot>, rating::StoreError> {
+    let slot = CallSlot {
+        sip_account_id: account.id,
+        key: uuid::Uuid::new_v4().simple().to_string(),
+    };
+    match store
+        .claim_sip_call(&slot, account.max_calls, Utc::now())
+        .await
+    {
+        Ok(counted) => Ok(counted.then_some(slot)),
+        Err(e) => {
+            // It may have been counted before the answer was lost: give the place back.
+            let _ = store.release_sip_call(&slot).await;
+            Err(e)
+        }
+    }
 }
 
 /// Where a REGISTER came from: as its bindings keep it, the address if it came over UDP, and

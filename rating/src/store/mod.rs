@@ -15,6 +15,7 @@ mod outbox;
 mod registrations;
 mod reports;
 mod sip;
+mod sip_calls;
 mod writer;
 
 pub use access::{check_number as check_access_number, AccessRow};
@@ -36,6 +37,7 @@ pub use sip::{
     check_username as check_sip_username, random_password, Binding, DigestAlgorithm, NewSipAccount,
     SipAccount, SipStatus,
 };
+pub use sip_calls::CallSlot;
 pub use writer::WriterStats;
 
 use crate::codes::ReturnCode;
@@ -589,6 +591,9 @@ impl Store {
                 // SIP accounts' rows sort (and lock) before every card's, so a batch that
                 // holds both kinds takes them in one order everywhere.
                 ops::Op::Register { registration, .. } => -1 - registration.sip_account_id,
+                ops::Op::ClaimCall { slot, .. } | ops::Op::ReleaseCall { slot } => {
+                    -1 - slot.sip_account_id
+                }
                 // One SQLite writer takes no row locks: any order will do.
                 _ if self.backend == Backend::Sqlite => 0,
                 other => match w.account_of(other.conf_id()) {

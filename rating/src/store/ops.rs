@@ -11,6 +11,7 @@
 use super::authorize::{CallEnd, Extension, RateInfo, Reservation, Settlement};
 use super::exec::{Cells, Exec};
 use super::registrations::{register, Registered, Registration};
+use super::sip_calls::{self, CallSlot};
 use super::{at_ms, StoreError};
 use crate::codes::ReturnCode;
 use crate::money::Money;
@@ -72,6 +73,16 @@ pub(crate) enum Op {
         registration: Box<Registration>,
         now_ms: i64,
     },
+    /// A SIP account's call counted against its calls at once (see `sip_calls`).
+    ClaimCall {
+        slot: CallSlot,
+        max: i64,
+        now_ms: i64,
+    },
+    /// A SIP account's call over.
+    ReleaseCall {
+        slot: CallSlot,
+    },
 }
 
 impl Op {
@@ -84,6 +95,7 @@ impl Op {
             | Op::Settle { conf_id, .. } => conf_id,
             // Named by its REGISTER's Call-ID in the log lines about it.
             Op::Register { registration, .. } => &registration.call_id,
+            Op::ClaimCall { slot, .. } | Op::ReleaseCall { slot } => &slot.key,
         }
     }
 }
@@ -108,6 +120,9 @@ pub(crate) enum Done {
     Extended(Extension),
     Settled(Settlement),
     Registered(Registered),
+    /// Whether a call was counted (`false`: the account's calls at once are all in use).
+    Claimed(bool),
+    Released,
 }
 
 /// Text from a peer as it may reach a record: printable and at most `max` characters.
@@ -195,6 +210,10 @@ pub(crate) async fn apply<E: Exec>(e: &mut E, p: &Params, op: &Op) -> Result<Don
         } => register(e, registration, *now_ms)
             .await
             .map(Done::Registered),
+        Op::ClaimCall { slot, max, now_ms } => sip_calls::claim(e, p, slot, *max, *now_ms)
+            .await
+            .map(Done::Claimed),
+        Op::ReleaseCall { slot } => sip_calls::release(e, slot).await.map(|()| Done::Released),
     }
 }
 

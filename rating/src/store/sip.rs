@@ -517,10 +517,12 @@ impl Store {
             return Ok(None);
         };
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM sip_bindings WHERE sip_account_id = $1")
-            .bind(was.id)
-            .execute(&mut *tx)
-            .await?;
+        for table in ["sip_bindings", "sip_calls"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE sip_account_id = $1"))
+                .bind(was.id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let gone = sqlx::query("DELETE FROM sip_accounts WHERE id = $1")
             .bind(was.id)
             .execute(&mut *tx)
@@ -569,6 +571,59 @@ impl Store {
             super::ops::Done::Registered(r) => Ok(r),
             other => unreachable!("a registration answered {other:?}"),
         }
+    }
+
+    /// Counts a call of a SIP account against its `max` calls at once, across every node:
+    /// `false` if they are all in use (nothing is counted then). Asked again with the same
+    /// slot, it counts the call once.
+    pub async fn claim_sip_call(
+        &self,
+        slot: &super::CallSlot,
+        max: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let op = super::ops::Op::ClaimCall {
+            slot: slot.clone(),
+            max,
+            now_ms: ms(now),
+        };
+        match self.money(op).await? {
+            super::ops::Done::Claimed(c) => Ok(c),
+            other => unreachable!("a call slot answered {other:?}"),
+        }
+    }
+
+    /// A SIP account's call ended: it no longer counts (again: no change).
+    pub async fn release_sip_call(&self, slot: &super::CallSlot) -> Result<(), StoreError> {
+        let op = super::ops::Op::ReleaseCall { slot: slot.clone() };
+        match self.money(op).await? {
+            super::ops::Done::Released => Ok(()),
+            other => unreachable!("a call slot answered {other:?}"),
+        }
+    }
+
+    /// The SIP accounts' calls this node had before it started: none of them is still up.
+    pub async fn forget_own_sip_calls(&self) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM sip_calls WHERE node = $1")
+            .bind(&self.cfg.node_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// Forgets the SIP accounts' calls of nodes silent for longer than the grace (nodes that
+    /// died with calls up); how many went.
+    pub async fn sweep_sip_calls(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let alive_since = ms(now) - self.cfg.reservation_grace.as_millis() as i64;
+        Ok(sqlx::query(
+            "DELETE FROM sip_calls WHERE node <> $1 AND node NOT IN \
+             (SELECT id FROM nodes WHERE heartbeat_at >= $2)",
+        )
+        .bind(&self.cfg.node_id)
+        .bind(alive_since)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 
     /// Removes one binding (`Some(contact)`) or all of an account's (`None`, `Contact: *`);
