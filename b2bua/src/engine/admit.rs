@@ -71,8 +71,6 @@ pub(super) struct Admitted {
     ani: String,
     /// A subscriber's card (see [`Setup::card`]).
     card: Option<String>,
-    /// A subscriber's address of record.
-    aor: Option<String>,
     /// The call's place among the subscriber's calls at once, released when it ends.
     counted: Option<CallSlot>,
     offer: sdp::Audio,
@@ -238,7 +236,6 @@ impl Engine {
             flow,
             ani,
             card: None,
-            aor: None,
             offer,
             session,
             ring: None,
@@ -354,7 +351,6 @@ impl Engine {
         }
         match self.check_ring(found) {
             Ok(ring) => {
-                admitted.aor = Some(ring.aor.clone());
                 admitted.ring = Some(ring);
                 admitted.counted = counted;
                 self.place(admitted, req, from, key, now)
@@ -489,7 +485,6 @@ impl Engine {
             flow,
             ani: account.caller_id.clone().unwrap_or_default(),
             card: Some(account.card.clone()),
-            aor: Some(account.aor()),
             offer,
             session,
             ring: None,
