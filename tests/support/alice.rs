@@ -207,30 +207,16 @@ Content-Length: 0\r\n\r\n"
     /// BYE goes the dialog's way, through every proxy that stayed in it (its Record-Route,
     /// in order, as Route: RFC 3261 §12.1.1), to the caller's Contact.
     pub async fn hang_up(&self, invite: &str) {
-        let head: Vec<&str> = invite.lines().take_while(|l| !l.is_empty()).collect();
-        let get = |name: &str| {
-            head.iter()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
-                .unwrap_or_else(|| panic!("no {name} in {invite}"))
-        };
-        let target = get("Contact");
-        let target = target
-            .split('<')
-            .nth(1)
-            .and_then(|t| t.split('>').next())
-            .unwrap_or(target);
-        let routes: String = head
-            .iter()
-            .filter_map(|l| l.strip_prefix("Record-Route: "))
-            .map(|r| format!("Route: {r}\r\n"))
-            .collect();
-        let (me, call) = (self.me, get("Call-ID"));
+        let d = Dialog::of(invite, false);
+        let (me, call) = (self.me, d.get("Call-ID"));
         self.send(&format!(
-            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbye{call};rport\r\n{routes}\
+            "BYE {} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbye{call};rport\r\n{}\
 From: {};tag=phone\r\nTo: {}\r\nCall-ID: {call}\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\n\
 Content-Length: 0\r\n\r\n",
-            get("To"),
-            get("From"),
+            d.target(),
+            d.routes,
+            d.get("To"),
+            d.get("From"),
         ))
         .await;
     }
@@ -239,30 +225,15 @@ Content-Length: 0\r\n\r\n",
     /// answerer's Contact, through every proxy that stayed in (the 2xx's Record-Route,
     /// reversed: RFC 3261 §12.1.2).
     fn in_her_dialog(&self, method: &str, call: &str, cseq: u32, ok: &str) -> String {
-        let head: Vec<&str> = ok.lines().take_while(|l| !l.is_empty()).collect();
-        let get = |name: &str| {
-            head.iter()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
-                .unwrap_or_else(|| panic!("no {name} in {ok}"))
-        };
-        let target = get("Contact");
-        let target = target
-            .split('<')
-            .nth(1)
-            .and_then(|t| t.split('>').next())
-            .unwrap_or(target);
-        let routes: String = head
-            .iter()
-            .rev()
-            .filter_map(|l| l.strip_prefix("Record-Route: "))
-            .map(|r| format!("Route: {r}\r\n"))
-            .collect();
+        let d = Dialog::of(ok, true);
         let me = self.me;
         format!(
-            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}{method}{cseq};rport\r\n\
-{routes}From: <sip:alice@voip.example.com>;tag=b1\r\nTo: {}\r\nCall-ID: {call}\r\n\
+            "{method} {} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call}{method}{cseq};rport\r\n\
+{}From: <sip:alice@voip.example.com>;tag=b1\r\nTo: {}\r\nCall-ID: {call}\r\n\
 CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-            get("To")
+            d.target(),
+            d.routes,
+            d.get("To")
         )
     }
 
@@ -274,5 +245,44 @@ CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
     /// Hangs up the call her authenticated INVITE on `call` made (`ok` its 2xx).
     pub async fn bye_ok(&self, call: &str, ok: &str) {
         self.send(&self.in_her_dialog("BYE", call, 3, ok)).await;
+    }
+}
+
+/// What a dialog's requests are built from, read off the message that made it: its header
+/// lines, and its Record-Route as our Route lines (reversed for the caller's side).
+struct Dialog<'a> {
+    msg: &'a str,
+    head: Vec<&'a str>,
+    routes: String,
+}
+
+impl<'a> Dialog<'a> {
+    fn of(msg: &'a str, reversed: bool) -> Dialog<'a> {
+        let head: Vec<&str> = msg.lines().take_while(|l| !l.is_empty()).collect();
+        let mut rr: Vec<&str> = head
+            .iter()
+            .filter_map(|l| l.strip_prefix("Record-Route: "))
+            .collect();
+        if reversed {
+            rr.reverse();
+        }
+        let routes = rr.iter().map(|r| format!("Route: {r}\r\n")).collect();
+        Dialog { msg, head, routes }
+    }
+
+    fn get(&self, name: &str) -> &'a str {
+        self.head
+            .iter()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+            .unwrap_or_else(|| panic!("no {name} in {}", self.msg))
+    }
+
+    /// The other side's Contact URI: where the dialog's requests go.
+    fn target(&self) -> &'a str {
+        let c = self.get("Contact");
+        c.split('<')
+            .nth(1)
+            .and_then(|t| t.split('>').next())
+            .unwrap_or(c)
     }
 }
