@@ -253,16 +253,7 @@ async fn two_nodes_behind_kamailio_survive_one_crashing_mid_call_without_overspe
     }
     let (mut conn, schema, db) = fresh_schema("scale").await;
 
-    let store = Store::open(
-        &db,
-        StoreConfig {
-            node_id: "test".into(),
-            ..StoreConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    rating::demo::seed(&store, Utc::now()).await.unwrap();
+    let store = demo_store(&db).await;
     let mut card = NewAccount::new(CARD, None, Money::parse("2.00", false).unwrap());
     card.pinless = true;
     card.max_calls = 8;
@@ -489,6 +480,21 @@ async fn fresh_schema(prefix: &str) -> (sqlx::PgConnection, String, String) {
     (conn, schema, db)
 }
 
+/// The test's own view of the database (node `test`), with the demo's rates and cards.
+async fn demo_store(db: &str) -> Store {
+    let store = Store::open(
+        db,
+        StoreConfig {
+            node_id: "test".into(),
+            ..StoreConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    rating::demo::seed(&store, Utc::now()).await.unwrap();
+    store
+}
+
 /// `b2bua serve` with the configuration `yaml`, named `name` (its log files too).
 fn serve(d: &Path, name: &'static str, yaml: &str) -> Proc {
     let cfg = d.join(format!("{name}.yaml"));
@@ -517,16 +523,7 @@ async fn a_subscriber_registered_through_kamailio_is_rung_from_either_node_and_c
         return;
     }
     let (mut conn, schema, db) = fresh_schema("subs").await;
-    let store = Store::open(
-        &db,
-        StoreConfig {
-            node_id: "test".into(),
-            ..StoreConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    rating::demo::seed(&store, Utc::now()).await.unwrap();
+    let store = demo_store(&db).await;
     let mut card = NewAccount::new(ALICE_CARD, None, Money::parse("5.00", false).unwrap());
     card.pinless = true;
     store.create_account(&card, Utc::now()).await.unwrap();

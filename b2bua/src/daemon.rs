@@ -297,13 +297,13 @@ pub async fn serve(db: &str, db_from_cli: bool, args: ServeArgs) -> Result<ExitC
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "sweep failed"),
                 }
-                // Closed days into the report summaries, a few at a time (a backlog of years
-                // is worked off over a minute or so, never holding the heartbeat up long).
                 match store.sweep_sip_calls(now).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(calls = n, "forgot subscriber calls of nodes that stopped"),
                     Err(e) => tracing::warn!(error = %e, "sweeping subscriber calls failed"),
                 }
+                // Closed days into the report summaries, a few at a time (a backlog of years
+                // is worked off over a minute or so, never holding the heartbeat up long).
                 match store.roll_up(now, 3).await {
                     Ok(0) => {}
                     Ok(days) => tracing::info!(days, "rolled up closed days for the reports"),

@@ -210,12 +210,7 @@ impl Engine {
         let work = async move {
             let now_ms = Utc::now().timestamp_millis().max(0) as u64;
             let reply = match store.sip_account(&username, &domain).await {
-                Err(e) => {
-                    tracing::warn!(error = %e, "subscriber call: the store is unreachable");
-                    let mut r = told(&req, 503, Some("the subscriber store is unreachable"), &tag);
-                    r.headers.push(crate::sip::message::hdr("Retry-After", "5"));
-                    Reply::Respond(key, r)
-                }
+                Err(e) => Reply::Respond(key, store_unreachable(&req, 503, &tag, &e)),
                 Ok(account) => {
                     let checked = registrar.locked().authorized(
                         &req,
@@ -227,13 +222,7 @@ impl Engine {
                     match (checked, account) {
                         (Err(r), _) => Reply::Respond(key, r),
                         (Ok(()), Some(account)) => match count_call(&store, &account).await {
-                            Err(e) => {
-                                tracing::warn!(error = %e, "subscriber call: the store is unreachable");
-                                let why = Some("the subscriber store is unreachable");
-                                let mut r = told(&req, 503, why, &tag);
-                                r.headers.push(crate::sip::message::hdr("Retry-After", "5"));
-                                Reply::Respond(key, r)
-                            }
+                            Err(e) => Reply::Respond(key, store_unreachable(&req, 503, &tag, &e)),
                             Ok(None) => {
                                 crate::metrics::get().limit_hit("subscriber_calls_at_once");
                                 let why = Some("the account's calls at once are all in use");
@@ -284,6 +273,15 @@ async fn account_and_bindings(store: &Store, aor: &str) -> Result<Found, rating:
     })
 }
 
+/// The answer to a subscriber's request when the store cannot be reached: `code` (500 to a
+/// REGISTER, 503 to a call) with Retry-After, so the client tries again shortly.
+fn store_unreachable(req: &Request, code: u16, tag: &str, e: &rating::StoreError) -> Response {
+    tracing::warn!(error = %e, method = %req.method, "subscriber request: the store is unreachable");
+    let mut r = told(req, code, Some("the subscriber store is unreachable"), tag);
+    r.headers.push(crate::sip::message::hdr("Retry-After", "5"));
+    r
+}
+
 /// Counts a new call of `account` among its calls at once, on every node; `None`: they are
 /// all in use.
 async fn count_call(
@@ -330,12 +328,7 @@ async fn register(
     node: &str,
     tag: &str,
 ) -> Result<Response, Response> {
-    let unavailable = |e: rating::StoreError| {
-        tracing::warn!(error = %e, "registrar: the store is unreachable");
-        let mut r = told(req, 500, Some("the subscriber store is unreachable"), tag);
-        r.headers.push(crate::sip::message::hdr("Retry-After", "5"));
-        r
-    };
+    let unavailable = |e: rating::StoreError| store_unreachable(req, 500, tag, &e);
     let account = store
         .sip_account(username, domain)
         .await

@@ -95,6 +95,18 @@ fn refusal(bound: &[Binding], set: &[(String, u32)], r: &Registration) -> Option
     (kept + added > r.max_contacts).then_some(RegisterRefusal::TooManyContacts)
 }
 
+/// Takes the SIP account row's lock for the rest of the transaction (PostgreSQL; SQLite's
+/// writer holds the file's): what two nodes do to one account's bindings or calls at once
+/// they then do one after the other.
+pub(crate) async fn lock_sip_account<E: Exec>(e: &mut E, id: i64) -> Result<(), StoreError> {
+    e.exec(
+        "UPDATE sip_accounts SET status = status WHERE id = $1",
+        &[id.into()],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Applies one registration at `now_ms`. The first statement locks the account's row
 /// (PostgreSQL; SQLite's writer holds the file's lock), so two nodes registering one
 /// account's phones at once count its bindings one after the other.
@@ -104,11 +116,7 @@ pub(crate) async fn register<E: Exec>(
     now_ms: i64,
 ) -> Result<Registered, StoreError> {
     let id = r.sip_account_id;
-    e.exec(
-        "UPDATE sip_accounts SET status = status WHERE id = $1",
-        &[id.into()],
-    )
-    .await?;
+    lock_sip_account(e, id).await?;
     let rows = e
         .rows(
             &format!(

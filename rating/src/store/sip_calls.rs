@@ -28,13 +28,7 @@ pub(crate) async fn claim<E: Exec>(
     now_ms: i64,
 ) -> Result<bool, StoreError> {
     let id = slot.sip_account_id;
-    // The account row's lock (PostgreSQL; SQLite's writer holds the file's): two nodes
-    // counting one account's calls count one after the other.
-    e.exec(
-        "UPDATE sip_accounts SET status = status WHERE id = $1",
-        &[id.into()],
-    )
-    .await?;
+    super::registrations::lock_sip_account(e, id).await?;
     let counted = e
         .row(
             "SELECT 1 FROM sip_calls WHERE sip_account_id = $1 AND call_key = $2",
