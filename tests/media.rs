@@ -360,8 +360,14 @@ async fn the_callers_digits_and_long_pound_arrive_as_events() {
         ]
     );
     // And by SIP INFO.
-    let info = b2bua::media::engine::info_digits(&s, "Signal=7\r\nDuration=120\r\n");
-    assert_eq!(info, vec![MediaEvent::Digit('7')]);
+    // And by SIP INFO, through the same merger, as an event like the others.
+    assert!(b2bua::media::engine::info_digits(
+        &s,
+        "Signal=7\r\nDuration=120\r\n"
+    ));
+    assert!(!b2bua::media::engine::info_digits(&s, "Signal=\r\n"));
+    let info = tokio::time::timeout(Duration::from_secs(2), events.recv()).await;
+    assert_eq!(info.unwrap(), Some((9, MediaEvent::Digit('7'))));
 }
 
 #[cfg(feature = "opus")]

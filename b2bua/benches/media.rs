@@ -5,8 +5,11 @@
 //! as calls arriving at random moments would be; reports how late frames left (p50 and p99 of
 //! send time minus due time) and how many arrived. Relay: N bridged calls with
 //! G.711 at 50 packets a second in each direction from generator tasks in the same process;
-//! reports packets relayed per second and loss. Step sizes come from `B2BUA_BENCH_STREAMS`
-//! and `B2BUA_BENCH_CALLS`; each step runs `B2BUA_BENCH_SECONDS` (default 5).
+//! reports packets relayed per second, loss, and the relay threads' CPU per packet, beside the
+//! kernel's floor measured in the same run: the same sockets and traffic through a bare
+//! recv+send loop. Step sizes come from `B2BUA_BENCH_STREAMS`
+//! and `B2BUA_BENCH_CALLS`; each step runs `B2BUA_BENCH_SECONDS` (default 5);
+//! `B2BUA_BENCH_WORKERS` sets `media.workers` (default one per core).
 
 use b2bua::media::engine::{Media, MediaConfig, A, B};
 use b2bua::media::rtp::Sender;
@@ -22,6 +25,10 @@ fn config(max: usize) -> MediaConfig {
     MediaConfig {
         ports: (20000, 60000),
         max_calls: max,
+        workers: std::env::var("B2BUA_BENCH_WORKERS")
+            .ok()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(0),
         ..MediaConfig::default()
     }
 }
@@ -96,39 +103,44 @@ async fn playback(n: usize, secs: u64) {
     drop(sessions);
 }
 
-async fn relay(n: usize, secs: u64) {
-    let (media, _events) = Media::start(config(n + 10));
+/// What one relay step measured.
+struct Step {
+    offered: f64,
+    relayed: f64,
+    loss: f64,
+    /// CPU of the relaying threads per relayed packet.
+    cpu_per_packet: Duration,
+}
+
+/// The generators: four groups of calls, each with one socket per side that sends both legs'
+/// 50 packets a second and counts what comes back. `targets` are (leg A, leg B) addresses;
+/// `ready` gets each group's two socket addresses before the traffic starts (the bare floor
+/// relay needs to know where to send). Measures over `secs` after a settling second; `cpu`
+/// reads the relaying threads' CPU time.
+async fn load(
+    targets: Vec<(SocketAddr, SocketAddr)>,
+    secs: u64,
+    ready: impl FnOnce(&[(usize, SocketAddr, SocketAddr)]),
+    cpu: impl Fn() -> Duration,
+) -> Step {
     let generators = 4;
-    let mut legs: Vec<Vec<(SocketAddr, SocketAddr)>> = vec![Vec::new(); generators];
-    let mut sessions = Vec::new();
-    for i in 0..n {
-        let s = media.session(i as u64).expect("session");
-        // Addresses are latched from the generators' packets.
-        s.set_remote(
-            A,
-            "127.0.0.1:9".parse().unwrap(),
-            (0, Codec::Pcmu),
-            None,
-            None,
-        );
-        s.set_remote(
-            B,
-            "127.0.0.1:9".parse().unwrap(),
-            (0, Codec::Pcmu),
-            None,
-            None,
-        );
-        s.bridge(true);
-        legs[i % generators].push((s.local(A), s.local(B)));
-        sessions.push(s);
+    let mut groups: Vec<Vec<(SocketAddr, SocketAddr)>> = vec![Vec::new(); generators];
+    for (i, t) in targets.into_iter().enumerate() {
+        groups[i % generators].push(t);
     }
     let sent = Arc::new(AtomicU64::new(0));
     let received = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for targets in legs {
+    let mut sockets = Vec::new();
+    for targets in groups {
         let sock_a = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let sock_b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        sockets.push((
+            targets.len(),
+            sock_a.local_addr().unwrap(),
+            sock_b.local_addr().unwrap(),
+        ));
         for s in [sock_a.clone(), sock_b.clone()] {
             let received = received.clone();
             tasks.push(tokio::spawn(async move {
@@ -158,11 +170,13 @@ async fn relay(n: usize, secs: u64) {
             }
         }));
     }
+    ready(&sockets);
     // Let latching settle, then measure.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (s0, r0, t0) = (
+    let (s0, r0, c0, t0) = (
         sent.load(Ordering::Relaxed),
         received.load(Ordering::Relaxed),
+        cpu(),
         Instant::now(),
     );
     tokio::time::sleep(Duration::from_secs(secs)).await;
@@ -170,22 +184,149 @@ async fn relay(n: usize, secs: u64) {
     let el = t0.elapsed();
     // Packets in flight when the generators stop still count.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (s1, r1) = (
+    let (s1, r1, c1) = (
         sent.load(Ordering::Relaxed),
         received.load(Ordering::Relaxed),
-    );
-    let (s, r) = (s1 - s0, r1 - r0);
-    println!(
-        "{:>6} {:>12.0} {:>12.0} {:>9.3}%",
-        n,
-        s as f64 / el.as_secs_f64(),
-        r as f64 / el.as_secs_f64(),
-        (s.saturating_sub(r)) as f64 * 100.0 / s.max(1) as f64
+        cpu(),
     );
     for t in tasks {
         t.abort();
     }
+    let (s, r) = (s1 - s0, r1 - r0);
+    Step {
+        offered: s as f64 / el.as_secs_f64(),
+        relayed: r as f64 / el.as_secs_f64(),
+        loss: (s.saturating_sub(r)) as f64 * 100.0 / s.max(1) as f64,
+        cpu_per_packet: (c1.saturating_sub(c0)) / r.max(1) as u32,
+    }
+}
+
+/// CPU time so far of this process's threads whose name starts with `prefix`, from the
+/// scheduler's own count (`/proc/self/task/*/schedstat`, nanoseconds on the CPU).
+fn thread_cpu(prefix: &str) -> Duration {
+    let mut total = 0u64;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Duration::from_nanos(total)
+}
+
+async fn relay(n: usize, secs: u64) -> Step {
+    let (media, _events) = Media::start(config(n + 10));
+    let mut sessions = Vec::new();
+    let mut targets = Vec::new();
+    for i in 0..n {
+        let s = media.session(i as u64).expect("session");
+        // Addresses are latched from the generators' packets.
+        for leg in [A, B] {
+            s.set_remote(
+                leg,
+                "127.0.0.1:9".parse().unwrap(),
+                (0, Codec::Pcmu),
+                None,
+                None,
+            );
+        }
+        s.bridge(true);
+        targets.push((s.local(A), s.local(B)));
+        sessions.push(s);
+    }
+    let step = load(targets, secs, |_| {}, || thread_cpu("media-relay")).await;
     drop(sessions);
+    step
+}
+
+/// The kernel's floor for the same traffic: one thread per core, each with its share of the
+/// same number of socket pairs in one level-triggered epoll, that receives each packet and
+/// sends it from the pair's other socket to the generator's other side — no RTP, no checks,
+/// no rewriting. What our relay costs per packet beyond this is ours.
+async fn floor(n: usize, secs: u64) -> Step {
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut pairs = Vec::new();
+    let mut targets = Vec::new();
+    for _ in 0..n {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        targets.push((a.local_addr().unwrap(), b.local_addr().unwrap()));
+        pairs.push((a, b));
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut handles = Vec::new();
+    let step = load(
+        targets,
+        secs,
+        |groups| {
+            // The call i is in group i % groups, as `load` dealt them.
+            let dest: Vec<(SocketAddr, SocketAddr)> = (0..pairs.len())
+                .map(|i| {
+                    let g = &groups[i % groups.len()];
+                    (g.1, g.2)
+                })
+                .collect();
+            let mut shares: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
+            for (i, (p, d)) in std::mem::take(&mut pairs).into_iter().zip(dest).enumerate() {
+                shares[i % threads].push((p, d));
+            }
+            for share in shares {
+                let stop = stop.clone();
+                handles.push(
+                    std::thread::Builder::new()
+                        .name("relay-floor".into())
+                        .spawn(move || {
+                            let ep = Epoll::new(EpollCreateFlags::empty()).unwrap();
+                            for (i, ((a, b), _)) in share.iter().enumerate() {
+                                let ev = |leg: u64| {
+                                    EpollEvent::new(EpollFlags::EPOLLIN, (i as u64) << 1 | leg)
+                                };
+                                ep.add(a, ev(0)).unwrap();
+                                ep.add(b, ev(1)).unwrap();
+                            }
+                            let mut ready = vec![EpollEvent::empty(); 512];
+                            let mut buf = [0u8; 2048];
+                            while !stop.load(Ordering::Relaxed) {
+                                let k =
+                                    ep.wait(&mut ready, EpollTimeout::from(100u16)).unwrap_or(0);
+                                for e in &ready[..k] {
+                                    let ((a, b), (to_a, to_b)) = &share[(e.data() >> 1) as usize];
+                                    let (from, out, to) = match e.data() & 1 {
+                                        0 => (a, b, to_b),
+                                        _ => (b, a, to_a),
+                                    };
+                                    if let Ok((len, _)) = from.recv_from(&mut buf) {
+                                        let _ = out.send_to(&buf[..len], to);
+                                    }
+                                }
+                            }
+                        })
+                        .unwrap(),
+                );
+            }
+        },
+        || thread_cpu("relay-floor"),
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    step
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -210,14 +351,31 @@ async fn main() {
         }
     }
     if which.is_empty() || which.iter().any(|w| w == "relay") {
-        println!("RTP relay, both directions at 50 packets/s per call, {secs} s per step");
+        println!("RTP relay, both directions at 50 packets/s per call, {secs} s per step;");
         println!(
-            "{:>6} {:>12} {:>12} {:>10}",
-            "calls", "sent pps", "relayed pps", "loss"
+            "beside it the kernel's floor: the same sockets and traffic, a bare recv+send loop"
+        );
+        println!(
+            "{:>6} {:>11} {:>11} {:>8} {:>9} | {:>11} {:>8} {:>9}",
+            "calls", "sent pps", "relayed", "loss", "µs/pkt", "floor pps", "loss", "µs/pkt"
         );
         for n in steps("B2BUA_BENCH_CALLS", "500,1000,1500,2000,2500") {
-            relay(n, secs).await;
+            let ours = relay(n, secs).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
+            let bare = floor(n, secs).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let us = |d: Duration| d.as_nanos() as f64 / 1000.0;
+            println!(
+                "{:>6} {:>11.0} {:>11.0} {:>7.3}% {:>9.2} | {:>11.0} {:>7.3}% {:>9.2}",
+                n,
+                ours.offered,
+                ours.relayed,
+                ours.loss,
+                us(ours.cpu_per_packet),
+                bare.relayed,
+                bare.loss,
+                us(bare.cpu_per_packet)
+            );
         }
     }
 }

@@ -880,6 +880,9 @@ struct MediaFile {
     long_pound_ms: u64,
     #[serde(default = "d_media_calls")]
     max_calls: usize,
+    /// Relay worker threads; 0 (the default) is one per core.
+    #[serde(default)]
+    workers: usize,
 }
 
 impl Default for MediaFile {
@@ -890,6 +893,7 @@ impl Default for MediaFile {
             inactivity_s: d_inactivity(),
             long_pound_ms: d_long_pound(),
             max_calls: d_media_calls(),
+            workers: 0,
         }
     }
 }
@@ -1795,6 +1799,16 @@ impl MediaFile {
                 (30000, 39999)
             }
         };
+        if self.workers > 64 {
+            err(
+                0,
+                "media.workers".into(),
+                format!(
+                    "{} relay threads: at most 64 (0 is one per core)",
+                    self.workers
+                ),
+            );
+        }
         if self.inactivity_s == 0 || self.long_pound_ms == 0 {
             err(
                 0,
@@ -1808,6 +1822,7 @@ impl MediaFile {
             inactivity: Duration::from_secs(self.inactivity_s),
             long_pound: Duration::from_millis(self.long_pound_ms),
             max_calls: self.max_calls,
+            workers: self.workers.min(64),
             ..Default::default()
         }
     }
@@ -2399,6 +2414,23 @@ mod tests {
         )
         .expect("0 turns session timers off");
         assert!(!off.calls.session.enabled());
+        // Relay threads: one per core by default, a number when told, never hundreds.
+        let e = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:5060]\nmedia: {workers: 65}\n",
+            "m.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("media.workers: 65 relay threads: at most 64"),
+            "{e}"
+        );
+        let two = Config::parse(
+            "sip:\n  listen: [udp:127.0.0.1:5060]\nmedia: {workers: 2}\n",
+            "m.yaml",
+        )
+        .unwrap();
+        assert_eq!(two.media.workers, 2);
         // The store's batching: sizes and a delay every call would pay.
         let e = Config::parse(
             "sip:\n  listen: [udp:127.0.0.1:5060]\nstore: {batch_max: 0, batch_delay_us: 500000, writers: 0}\n",

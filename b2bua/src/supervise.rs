@@ -1,7 +1,7 @@
 //! Tasks that must never end.
 //!
-//! The engine, the SIP transports, the prompt pacers, the media inactivity scan and the RADIUS
-//! sockets each run as one task for the life of the process. If one of them panics or returns,
+//! The engine, the SIP transports, the media relay workers and the RADIUS sockets each run as
+//! one task (or, for the relay, one thread) for the life of the process. If one of them panics or returns,
 //! the process would live on with its heartbeat still beating: other nodes would not sweep its
 //! holds, the supervisor (systemd) would not restart it, and callers would meet silence. So
 //! each such task is started through [`spawn`]: when it ends for any reason other than a
@@ -92,6 +92,28 @@ where
         report(task, "returned");
         out
     })
+}
+
+/// Starts an OS thread that must run until its owner lets it go (the media relay workers,
+/// which block in `epoll_wait` rather than run on the runtime). A panic is a failure as for
+/// [`spawn`]; returning is not, because the thread returns only when told to (its owner was
+/// dropped, as in a test that starts and stops the media layer).
+pub fn thread<F>(task: &'static str, f: F) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    std::thread::Builder::new()
+        .name(task.to_string())
+        .spawn(move || {
+            let mut guard = Guard { task, armed: true };
+            #[cfg(debug_assertions)]
+            if std::env::var("B2BUA_TEST_FAULT").is_ok_and(|t| t == task) {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                panic!("B2BUA_TEST_FAULT: {task} made to fail");
+            }
+            f();
+            guard.armed = false;
+        })
 }
 
 /// A test hook, in debug builds only: `B2BUA_TEST_FAULT=<task>` makes that critical task panic

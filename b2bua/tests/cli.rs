@@ -693,7 +693,7 @@ fn flows_check_names_file_line_and_state() {
 fn a_critical_task_that_dies_takes_the_process_down() {
     // Each of these tasks runs for the life of the process; the debug-build hook
     // B2BUA_TEST_FAULT makes one panic shortly after the start.
-    for task in ["engine", "sip-udp", "sip-tcp", "pacer", "media-inactivity"] {
+    for task in ["engine", "sip-udp", "sip-tcp", "media-relay"] {
         let cli = Cli::new();
         let cfg = cli.file(
             "c.yaml",

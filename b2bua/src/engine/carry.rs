@@ -62,7 +62,7 @@ impl Engine {
             Output::Unroute { call_id } => {
                 self.dialogs.remove(&call_id);
             }
-            Output::Media(cmd) => self.media_cmd(id, cmd, now),
+            Output::Media(cmd) => self.media_cmd(id, cmd),
             Output::Store(ask) => self.ask_store(id, ask, now),
             Output::Release(r) => self.release_orphan(r),
             Output::Account { records, at } => self.account(records, at),
@@ -71,7 +71,7 @@ impl Engine {
         }
     }
 
-    fn media_cmd(&mut self, id: u64, cmd: MediaCmd, now: Instant) {
+    fn media_cmd(&mut self, id: u64, cmd: MediaCmd) {
         let Some(slot) = self.calls.get_mut(&id) else {
             return;
         };
@@ -102,9 +102,8 @@ impl Engine {
             MediaCmd::Play { side, prompts } => m.play(side.index(), prompts),
             MediaCmd::StopPlayback => m.stop_playback(),
             MediaCmd::InfoDigits(body) => {
-                for ev in media::info_digits(m, &body) {
-                    self.feed(id, Input::Media(ev), now);
-                }
+                // The digit comes back from the call's relay worker as a media event.
+                media::info_digits(m, &body);
             }
             MediaCmd::Close => {}
         }

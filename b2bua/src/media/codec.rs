@@ -118,6 +118,28 @@ pub fn transcode(payload: &[u8], from: &mut LegCodec, to: &mut LegCodec) -> Vec<
     to.encode(&pcm)
 }
 
+/// Carries a payload between two legs' codecs where it lies, when that needs no state and no
+/// change of size (the same codec, or µ-law and A-law); false when it needs [`transcode`].
+/// The relay's common case costs no allocation this way.
+pub fn transcode_in_place(payload: &mut [u8], from: Codec, to: Codec) -> bool {
+    match (from, to) {
+        (f, t) if f == t => true,
+        (Codec::Pcmu, Codec::Pcma) => {
+            for b in payload {
+                *b = g711::linear_to_alaw(g711::ulaw_to_linear(*b));
+            }
+            true
+        }
+        (Codec::Pcma, Codec::Pcmu) => {
+            for b in payload {
+                *b = g711::linear_to_ulaw(g711::alaw_to_linear(*b));
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +162,11 @@ mod tests {
             ulaw,
             "same codec: untouched"
         );
+        let mut in_place = ulaw.clone();
+        assert!(transcode_in_place(&mut in_place, Codec::Pcmu, Codec::Pcma));
+        assert_eq!(in_place, alaw, "the same bytes as through linear audio");
+        assert!(transcode_in_place(&mut in_place, Codec::Pcma, Codec::Pcmu));
+        assert_eq!(in_place, transcode(&alaw, &mut a, &mut u));
         let back = a.decode(&alaw);
         for (x, y) in tone().iter().zip(&back) {
             assert!((*x as i32 - *y as i32).abs() < 600);

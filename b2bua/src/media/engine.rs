@@ -1,24 +1,23 @@
-//! The media sockets: two RTP legs per call (caller side and gateway side), each with its RTCP
-//! port, from a configured port range. A receiving task per leg latches the peer's address
-//! (symmetric RTP, for callers behind NAT), counts packets, loss and jitter, turns the caller's
-//! digits into events, and, once the call is bridged, relays to the other leg through that
-//! leg's own sequence and timestamp space (transcoding between µ-law and A-law only when the
-//! legs differ). Prompt playback for every call runs from one pacing task per core (a timer
-//! service, not a sleeping task per call).
+//! The media layer as the engine sees it: a call's [`Session`] has two RTP legs (caller side
+//! and gateway side), each with its RTCP port from the configured range. The session is a
+//! handle: the call's sockets and state belong to one relay worker ([`super::relay`]), which
+//! latches each peer's address (symmetric RTP, for callers behind NAT), counts packets, loss
+//! and jitter, turns the caller's digits into events, plays prompts on a 20 ms grid and, once
+//! the call is bridged, relays each packet to the other leg through that leg's own sequence
+//! and timestamp space (transcoding only when the legs differ). What the engine asks of the
+//! call travels to its worker as a command; events come back on one channel.
 
-use super::codec::{self, LegCodec};
-use super::dtmf::{self, DigitEvent, DigitMerger, InBandDetector, Rfc4733Receiver, Source};
-use super::pacer::{Pacer, Playback};
-use super::rtp::{self, ReceiverStats, Sender};
+use super::dtmf;
+use super::ports::PortPool;
+use super::relay::{self, Cmd, Figures, Handle, Open};
+use super::rtp;
 use super::sdp::Codec;
 use crate::sync::Lock;
-use prompts::g711;
 use prompts::set::Prompt;
-use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::net::UdpSocket;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Media settings.
@@ -38,6 +37,8 @@ pub struct MediaConfig {
     /// A port that another process held when we tried to bind it is left out of the pool for
     /// this long, then tried again.
     pub port_rest: Duration,
+    /// Relay worker threads; 0 is one per core.
+    pub workers: usize,
 }
 
 impl Default for MediaConfig {
@@ -49,6 +50,7 @@ impl Default for MediaConfig {
             long_pound: Duration::from_secs(2),
             max_calls: 1000,
             port_rest: Duration::from_secs(30),
+            workers: 0,
         }
     }
 }
@@ -73,137 +75,26 @@ pub const A: Leg = 0;
 /// The gateway's leg.
 pub const B: Leg = 1;
 
-struct LegState {
-    /// Where this leg's SDP says to send.
-    sdp: Option<SocketAddr>,
-    /// The address its SIP came from: a phone behind NAT sends RTP from there.
-    signalling: Option<IpAddr>,
-    /// The address its first acceptable packet came from; from then on the only one heard.
-    latched: Option<SocketAddr>,
-    codec: Option<(u8, Codec)>,
-    coder: Option<LegCodec>,
-    telephone_event: Option<u8>,
-    sender: Sender,
-    stats: ReceiverStats,
-    /// SRTP, when the leg's SDP negotiated it: its packets are decrypted on the way in and
-    /// ours encrypted on the way out.
-    srtp: Option<super::srtp::Leg>,
-}
-
-struct State {
-    legs: [LegState; 2],
-    bridged: bool,
-    merger: DigitMerger,
-    events4733: Rfc4733Receiver,
-    inband: InBandDetector,
-    seen_4733: bool,
-    playback: Option<(Leg, Playback)>,
-    /// When the caller's leg last received RTP, and whether its silence was reported.
-    last_rx: Instant,
-    inactive_told: bool,
-}
-
-/// A call's media.
+/// A call's media: the engine's handle on what its relay worker keeps.
 pub struct Session {
     call: u64,
-    state: Arc<Mutex<State>>,
-    sockets: [Arc<LegSockets>; 2],
+    worker: usize,
     local: [SocketAddr; 2],
     /// Our SRTP key on each leg, offered or answered in its SDP when the leg speaks SRTP.
     keys: [super::srtp::KeySalt; 2],
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Whether each leg's SDP has been taken, as told to the worker.
+    codec_known: [AtomicBool; 2],
+    figures: Arc<Figures>,
     media: Media,
 }
-
-/// A leg's RTP and RTCP sockets and the port pair they are bound to. The session, its
-/// receiving tasks and the pacer each hold it; the pair goes back to the pool only when the
-/// last of them has let go and both sockets are closed, so the next call to draw the pair can
-/// bind it. (Returning ports when the session ended, while aborted tasks still held the
-/// sockets, made the next bind fail and cost the pool that pair for good.)
-struct LegSockets {
-    rtp: UdpSocket,
-    rtcp: UdpSocket,
-    // Declared after the sockets: dropped once they are closed.
-    _lease: Lease,
-}
-
-/// An even port drawn from the pool (its odd neighbour comes with it).
-struct Lease {
-    port: u16,
-    pool: Arc<PortPool>,
-    /// Someone else held it: rest it instead of handing it straight out again.
-    taken_elsewhere: Option<Instant>,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        let mut p = self.pool.ports.locked();
-        match self.taken_elsewhere {
-            Some(until) => p.resting.push_back((until, self.port)),
-            None => p.free.push(self.port),
-        }
-    }
-}
-
-/// The RTP port pairs of the configured range that no call holds.
-struct PortPool {
-    ports: Mutex<Ports>,
-}
-
-#[derive(Default)]
-struct Ports {
-    free: Vec<u16>,
-    /// Pairs another process held when we bound them, oldest first, with when to try again.
-    resting: std::collections::VecDeque<(Instant, u16)>,
-}
-
-impl PortPool {
-    /// A pair at random from the free ones (after taking back those whose rest is over), so
-    /// that a call's ports cannot be guessed from the last call's: an attacker spraying the
-    /// next port would otherwise hit it.
-    fn draw(self: &Arc<Self>, now: Instant) -> Option<Lease> {
-        let mut p = self.ports.locked();
-        p.wake(now);
-        if p.free.is_empty() {
-            return None;
-        }
-        let i = rand::random_range(0..p.free.len());
-        let port = p.free.swap_remove(i);
-        Some(Lease {
-            port,
-            pool: self.clone(),
-            taken_elsewhere: None,
-        })
-    }
-}
-
-impl Ports {
-    /// Takes back the pairs whose rest is over.
-    fn wake(&mut self, now: Instant) {
-        while self.resting.front().is_some_and(|(at, _)| *at <= now) {
-            let (_, port) = self.resting.pop_front().expect("looked at");
-            self.free.push(port);
-        }
-    }
-}
-
-/// How many taken pairs one leg tries before it gives up.
-const BIND_TRIES: usize = 8;
-
-/// A stream handed to a pacing task: the call, its state and the leg to send from.
-type PlayStart = (u64, Arc<Mutex<State>>, Arc<LegSockets>);
 
 struct Inner {
     cfg: MediaConfig,
     pool: Arc<PortPool>,
-    sessions: std::sync::atomic::AtomicUsize,
-    /// Every open session, for the inactivity check.
-    registry: Mutex<HashMap<u64, std::sync::Weak<Mutex<State>>>>,
+    sessions: AtomicUsize,
     /// Frame lateness (send time minus due time) in 100 µs buckets, the last one open-ended.
     lateness: Arc<Mutex<Vec<u64>>>,
-    events: mpsc::UnboundedSender<(u64, MediaEvent)>,
-    /// One pacing task per core; a call's prompts always go to the same one.
-    play: Vec<mpsc::UnboundedSender<PlayStart>>,
+    workers: Vec<Handle>,
 }
 
 /// The media layer; cheap to clone.
@@ -226,94 +117,45 @@ pub struct Quality {
 }
 
 impl Media {
-    /// Starts the media layer; events for calls arrive on the returned receiver.
+    /// Starts the media layer and its relay workers; events for calls arrive on the returned
+    /// receiver. The workers stop when the last clone of the layer and its sessions are gone.
     pub fn start(cfg: MediaConfig) -> (Media, mpsc::UnboundedReceiver<(u64, MediaEvent)>) {
         let (events, rx) = mpsc::unbounded_channel();
-        let shards = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .clamp(1, 8);
-        let lateness = Arc::new(Mutex::new(vec![0; LATENESS_BUCKETS]));
-        let mut play = Vec::new();
-        for _ in 0..shards {
-            let (tx, rx) = mpsc::unbounded_channel();
-            crate::supervise::spawn(
-                "pacer",
-                playback_service(rx, events.clone(), lateness.clone()),
-            );
-            play.push(tx);
-        }
-        let start = cfg.ports.0 + cfg.ports.0 % 2;
-        let free: Vec<u16> = (start..cfg.ports.1.saturating_sub(1))
-            .step_by(2)
-            .rev()
+        let workers = match cfg.workers {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .clamp(1, 64),
+            n => n,
+        };
+        let lateness = Arc::new(Mutex::new(vec![0; relay::LATENESS_BUCKETS]));
+        let workers = (0..workers)
+            .map(|_| {
+                relay::start(relay::Settings {
+                    long_pound: cfg.long_pound,
+                    inactivity: cfg.inactivity,
+                    events: events.clone(),
+                    lateness: lateness.clone(),
+                })
+                // Only a process out of threads or descriptors at its start gets here.
+                .expect("cannot start a media relay worker")
+            })
             .collect();
-        let pool = Arc::new(PortPool {
-            ports: Mutex::new(Ports {
-                free,
-                ..Ports::default()
-            }),
-        });
         let media = Media {
             inner: Arc::new(Inner {
+                pool: PortPool::new(cfg.bind, cfg.ports, cfg.port_rest),
                 cfg,
-                pool,
                 sessions: Default::default(),
-                registry: Default::default(),
                 lateness,
-                events: events.clone(),
-                play,
+                workers,
             }),
         };
-        crate::supervise::spawn(
-            "media-inactivity",
-            inactivity_check(Arc::downgrade(&media.inner)),
-        );
         (media, rx)
     }
 
     /// Port pairs free to be drawn now (not held by a call, not resting after a conflict).
     pub fn free_ports(&self) -> usize {
-        let mut p = self.inner.pool.ports.locked();
-        p.wake(Instant::now());
-        p.free.len()
-    }
-
-    /// Binds one leg's pair. A pair another process holds rests for `port_rest` and the next
-    /// is tried, a few times at most, so a crowded range costs one call a few binds rather
-    /// than emptying the pool.
-    fn bind_leg(&self) -> std::io::Result<LegSockets> {
-        let ip = self.inner.cfg.bind;
-        for _ in 0..BIND_TRIES {
-            let now = Instant::now();
-            let Some(mut lease) = self.inner.pool.draw(now) else {
-                crate::metrics::get().limit_hit("media_ports");
-                return Err(std::io::Error::other("no free RTP ports"));
-            };
-            let port = lease.port;
-            match (
-                std::net::UdpSocket::bind((ip, port)),
-                std::net::UdpSocket::bind((ip, port + 1)),
-            ) {
-                (Ok(rtp), Ok(rtcp)) => {
-                    rtp.set_nonblocking(true)?;
-                    rtcp.set_nonblocking(true)?;
-                    return Ok(LegSockets {
-                        rtp: UdpSocket::from_std(rtp)?,
-                        rtcp: UdpSocket::from_std(rtcp)?,
-                        _lease: lease,
-                    });
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    crate::metrics::get().rtp_port_conflicts.inc();
-                    tracing::debug!(port, error = %e, "RTP port held elsewhere; resting it");
-                    lease.taken_elsewhere = Some(now + self.inner.cfg.port_rest);
-                }
-            }
-        }
-        Err(std::io::Error::other(
-            "RTP ports in the range are held by another process",
-        ))
+        self.inner.pool.free()
     }
 
     /// The given quantile (0–1) of how far from their due time prompt frames were sent (early
@@ -334,14 +176,11 @@ impl Media {
 
     /// Calls with media now.
     pub fn sessions(&self) -> usize {
-        self.inner
-            .sessions
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.sessions.load(Ordering::Relaxed)
     }
 
     /// Opens the two legs of a call's media, unless `max_calls` are already open.
     pub fn session(&self, call: u64) -> std::io::Result<Session> {
-        use std::sync::atomic::Ordering;
         if self.inner.sessions.fetch_add(1, Ordering::AcqRel) >= self.inner.cfg.max_calls {
             self.inner.sessions.fetch_sub(1, Ordering::AcqRel);
             crate::metrics::get().limit_hit("media_calls");
@@ -355,91 +194,37 @@ impl Media {
     }
 
     fn open(&self, call: u64) -> std::io::Result<Session> {
-        let sockets = [Arc::new(self.bind_leg()?), Arc::new(self.bind_leg()?)];
+        let sockets = [self.inner.pool.bind_leg()?, self.inner.pool.bind_leg()?];
         let local = [sockets[0].rtp.local_addr()?, sockets[1].rtp.local_addr()?];
-        let ssrc = || rand::random::<u32>();
-        let leg = || LegState {
-            sdp: None,
-            signalling: None,
-            latched: None,
-            codec: None,
-            coder: None,
-            telephone_event: None,
-            sender: Sender::new(ssrc(), rand::random(), rand::random()),
-            stats: ReceiverStats::default(),
-            srtp: None,
-        };
-        let state = Arc::new(Mutex::new(State {
-            legs: [leg(), leg()],
-            bridged: false,
-            merger: DigitMerger::new(self.inner.cfg.long_pound),
-            events4733: Rfc4733Receiver::default(),
-            inband: InBandDetector::default(),
-            seen_4733: false,
-            playback: None,
-            last_rx: Instant::now(),
-            inactive_told: false,
-        }));
-        self.inner
-            .registry
-            .locked()
-            .insert(call, Arc::downgrade(&state));
-        let mut tasks = Vec::new();
-        for leg in [A, B] {
-            tasks.push(tokio::spawn(receive(
-                call,
-                leg,
-                sockets.clone(),
-                state.clone(),
-                self.inner.events.clone(),
-            )));
-        }
-        for leg in sockets.clone() {
-            // RTCP is received and dropped: the port is held so nothing else takes it.
-            tasks.push(tokio::spawn(async move {
-                let mut buf = [0u8; 1500];
-                while leg.rtcp.recv_from(&mut buf).await.is_ok() {}
-            }));
-        }
+        let keys = [super::srtp::new_key(), super::srtp::new_key()];
+        let figures = Arc::new(Figures::default());
+        // The worker with the fewest calls carries it.
+        let worker = (0..self.inner.workers.len())
+            .min_by_key(|w| self.inner.workers[*w].calls.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        self.inner.workers[worker].send(Cmd::Open(Box::new(Open {
+            call,
+            sockets,
+            keys,
+            figures: figures.clone(),
+        })));
         Ok(Session {
             call,
-            state,
-            sockets,
+            worker,
             local,
-            keys: [super::srtp::new_key(), super::srtp::new_key()],
-            tasks,
+            keys,
+            codec_known: Default::default(),
+            figures,
             media: self.clone(),
         })
     }
 }
 
-impl LegState {
-    /// Whether a packet from `from` belongs to this leg (RFC 3550 gives no authentication, so
-    /// the address is all there is): before latching, the SDP's address or the signalling
-    /// source; after, only the latched address.
-    fn accepts(&self, from: SocketAddr) -> bool {
-        match self.latched {
-            Some(l) => l == from,
-            None => {
-                self.sdp.is_some_and(|s| s.ip() == from.ip()) || self.signalling == Some(from.ip())
-            }
-        }
-    }
-
-    /// Where relayed audio goes: where the peer's packets come from, else its SDP.
-    fn remote(&self) -> Option<SocketAddr> {
-        self.latched.or(self.sdp)
-    }
-
-    /// Where our prompts may go: a latched peer, or an SDP address that is the signalling
-    /// source. A forged INVITE naming a victim's address gets no audio stream sent there.
-    fn prompt_remote(&self) -> Option<SocketAddr> {
-        self.latched
-            .or(self.sdp.filter(|s| self.signalling == Some(s.ip())))
-    }
-}
-
 impl Session {
+    fn send(&self, cmd: Cmd) {
+        self.media.inner.workers[self.worker].send(cmd);
+    }
+
     /// Our RTP address on a leg, for its SDP.
     pub fn local(&self, leg: Leg) -> SocketAddr {
         self.local[leg]
@@ -461,391 +246,97 @@ impl Session {
         telephone_event: Option<u8>,
         srtp: Option<super::srtp::KeySalt>,
     ) {
-        let mut st = self.state.locked();
-        let l = &mut st.legs[leg];
-        match (srtp, l.srtp.as_mut()) {
-            (Some(theirs), Some(s)) if !s.receives_with(&theirs) => s.rekey(&theirs),
-            (Some(_), Some(_)) => {}
-            (Some(theirs), None) => l.srtp = Some(super::srtp::Leg::new(&theirs, &self.keys[leg])),
-            (None, _) => l.srtp = None,
-        }
-        if l.sdp != Some(remote) {
-            // The media moved (a re-INVITE): latch again, to the new address.
-            l.sdp = Some(remote);
-            l.latched = None;
-        }
-        if l.codec.map(|c| c.1) != Some(codec.1) {
-            l.coder = Some(LegCodec::new(codec.1));
-            l.sender.set_clock_rate(codec.1.clock_rate());
-        }
-        l.codec = Some(codec);
-        l.telephone_event = telephone_event;
+        self.codec_known[leg].store(true, Ordering::Relaxed);
+        self.send(Cmd::Remote {
+            call: self.call,
+            leg,
+            remote,
+            codec,
+            telephone_event,
+            srtp,
+        });
     }
 
     /// The address a leg's SIP comes from; its RTP may come from there too (NAT).
     pub fn set_signalling(&self, leg: Leg, ip: IpAddr) {
-        self.state.locked().legs[leg].signalling = Some(ip);
+        self.send(Cmd::Signalling {
+            call: self.call,
+            leg,
+            ip,
+        });
     }
 
     /// Whether a leg's SDP has been taken (its codec is known).
     pub fn has_codec(&self, leg: Leg) -> bool {
-        self.state.locked().legs[leg].codec.is_some()
+        self.codec_known[leg].load(Ordering::Relaxed)
     }
 
     /// Starts or stops relaying between the legs.
     pub fn bridge(&self, on: bool) {
-        let mut st = self.state.locked();
-        if on && !st.bridged {
-            st.last_rx = Instant::now();
-        }
-        st.bridged = on;
-        for l in &mut st.legs {
-            l.sender.pause();
-        }
+        self.send(Cmd::Bridge {
+            call: self.call,
+            on,
+        });
     }
 
     /// Plays prompts to a leg; a [`MediaEvent::PromptDone`] follows when they end.
     pub fn play(&self, leg: Leg, prompts: Vec<Arc<Prompt>>) {
-        self.state.locked().playback = Some((leg, Playback::new(prompts)));
-        let shards = &self.media.inner.play;
-        let shard = &shards[self.call as usize % shards.len()];
-        let _ = shard.send((self.call, self.state.clone(), self.sockets[leg].clone()));
+        self.send(Cmd::Play {
+            call: self.call,
+            leg,
+            prompts,
+        });
     }
 
     /// Stops a playing prompt (barge-in).
     pub fn stop_playback(&self) {
-        self.state.locked().playback = None;
+        self.send(Cmd::StopPlayback { call: self.call });
     }
 
     /// Counters and the quality figure so far.
     pub fn quality(&self) -> Quality {
-        let st = self.state.locked();
-        let a = &st.legs[A].stats;
+        let leg = |l: Leg| {
+            let f = &self.figures.legs[l];
+            let packets = f.packets.load(Ordering::Relaxed);
+            let expected = f.expected.load(Ordering::Relaxed);
+            let jitter = Duration::from_micros(f.jitter_us.load(Ordering::Relaxed));
+            (packets, expected.saturating_sub(packets), expected, jitter)
+        };
+        let (a, b) = (leg(A), leg(B));
+        let loss = match a.2 {
+            0 => 0.0,
+            e => a.1 as f64 / e as f64,
+        };
         Quality {
-            packets: [a.packets, st.legs[B].stats.packets],
-            lost: [a.lost(), st.legs[B].stats.lost()],
-            jitter: [a.jitter(), st.legs[B].stats.jitter()],
-            icpif: rtp::icpif(a.loss_fraction(), a.jitter()),
+            packets: [a.0, b.0],
+            lost: [a.1, b.1],
+            jitter: [a.3, b.3],
+            icpif: rtp::icpif(loss, a.3),
         }
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-        // The ports go back when the tasks have let go of the sockets (see `LegSockets`).
-        self.state.locked().playback = None;
-        self.media.inner.registry.locked().remove(&self.call);
-        self.media
-            .inner
-            .sessions
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        // The worker closes the sockets; their ports go back to the pool then.
+        self.send(Cmd::Close { call: self.call });
+        self.media.inner.sessions.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// True for RTCP on a multiplexed port (RFC 5761 §4: payload types 64–95 after the marker bit).
-fn is_rtcp(buf: &[u8]) -> bool {
-    buf.len() >= 2 && (192..=223).contains(&buf[1])
-}
-
-async fn receive(
-    call: u64,
-    leg: Leg,
-    sockets: [Arc<LegSockets>; 2],
-    state: Arc<Mutex<State>>,
-    events: mpsc::UnboundedSender<(u64, MediaEvent)>,
-) {
-    let mut buf = vec![0u8; 2048];
-    loop {
-        let Ok((n, from)) = sockets[leg].rtp.recv_from(&mut buf).await else {
-            continue;
-        };
-        let now = Instant::now();
-        if is_rtcp(&buf[..n]) {
-            continue;
-        }
-        let mut out: Option<(Vec<u8>, SocketAddr)> = None;
-        let mut digits = Vec::new();
-        let decrypted;
-        {
-            let mut st = state.locked();
-            let st = &mut *st;
-            let me = &mut st.legs[leg];
-            // Nobody else's packets: not counted, not opened, not relayed, no digits read
-            // from them.
-            if !me.accepts(from) {
-                crate::metrics::get().rtp_foreign.inc();
-                continue;
-            }
-            // An SRTP leg's packets must open with its peer's key before anything is read.
-            let packet: &[u8] = match me.srtp.as_mut() {
-                None => &buf[..n],
-                Some(s) => match s.unprotect(&buf[..n]) {
-                    Ok(plain) => {
-                        decrypted = plain;
-                        &decrypted
-                    }
-                    Err(_) => {
-                        crate::metrics::get().srtp_refused.inc();
-                        continue;
-                    }
-                },
-            };
-            let Some(p) = rtp::read(packet) else {
-                me.stats.malformed += 1;
-                continue;
-            };
-            // Symmetric RTP: send to where the packets come from.
-            me.latched.get_or_insert(from);
-            me.stats.on_packet(p.seq, p.ts, now);
-            if leg == A {
-                st.last_rx = now;
-                st.inactive_told = false;
-            }
-            let codec = me.codec;
-            let te = me.telephone_event;
-            if leg == A {
-                let keys = if te == Some(p.pt) {
-                    st.seen_4733 = true;
-                    st.events4733
-                        .on_packet(p.ts, p.payload, now)
-                        .into_iter()
-                        .map(|k| (Source::Rfc4733, k))
-                        .collect()
-                } else if !st.seen_4733 {
-                    match codec {
-                        // In-band tones are looked for in G.711 only (an Opus caller that sends
-                        // digits sends telephone-events).
-                        Some((pt, c @ (Codec::Pcmu | Codec::Pcma))) if pt == p.pt => {
-                            let linear: Vec<i16> = match c {
-                                Codec::Pcmu => {
-                                    p.payload.iter().map(|b| g711::ulaw_to_linear(*b)).collect()
-                                }
-                                _ => p.payload.iter().map(|b| g711::alaw_to_linear(*b)).collect(),
-                            };
-                            st.inband
-                                .push(&linear, now)
-                                .into_iter()
-                                .map(|k| (Source::InBand, k))
-                                .collect()
-                        }
-                        _ => Vec::new(),
-                    }
-                } else {
-                    Vec::new()
-                };
-                for (src, k) in keys {
-                    digits.extend(st.merger.key(src, k));
-                }
-                digits.extend(st.merger.tick(now));
-            }
-            // While a prompt plays to a leg (the credit warning), the other leg's audio waits.
-            let prompting_other = st.playback.as_ref().is_some_and(|(l, _)| *l != leg);
-            if st.bridged && !prompting_other {
-                let other = 1 - leg;
-                let (to_codec, to_te, to_remote) = (
-                    st.legs[other].codec,
-                    st.legs[other].telephone_event,
-                    st.legs[other].remote(),
-                );
-                if let Some(remote) = to_remote {
-                    let src_rate = codec.map(|c| c.1.clock_rate()).unwrap_or(8000);
-                    let packet = if te.is_some() && te == Some(p.pt) {
-                        to_te.and_then(|pt| {
-                            st.legs[other]
-                                .sender
-                                .relay(pt, p.marker, p.ts, src_rate, p.payload, now)
-                        })
-                    } else {
-                        match (codec, to_codec) {
-                            (Some((pt, _)), Some((to_pt, _))) if pt == p.pt => {
-                                let (from, to) = pair(&mut st.legs, leg);
-                                let payload = match (from.coder.as_mut(), to.coder.as_mut()) {
-                                    (Some(f), Some(t)) => codec::transcode(p.payload, f, t),
-                                    _ => p.payload.to_vec(),
-                                };
-                                to.sender
-                                    .relay(to_pt, p.marker, p.ts, src_rate, &payload, now)
-                            }
-                            _ => None,
-                        }
-                    };
-                    let packet = match (packet, st.legs[other].srtp.as_mut()) {
-                        (Some(b), Some(s)) => s.protect(&b),
-                        (b, None) => b,
-                        (None, Some(_)) => None,
-                    };
-                    out = packet.map(|b| (b, remote));
-                }
-            }
-        }
-        if let Some((bytes, to)) = out {
-            let _ = sockets[1 - leg].rtp.try_send_to(&bytes, to);
-        }
-        for d in digits {
-            let ev = match d {
-                DigitEvent::Digit(c) => MediaEvent::Digit(c),
-                DigitEvent::LongPound => MediaEvent::LongPound,
-            };
-            let _ = events.send((call, ev));
-        }
-    }
-}
-
-/// The leg a packet came in on and the other one, both mutable.
-fn pair(legs: &mut [LegState; 2], from: Leg) -> (&mut LegState, &mut LegState) {
-    let (a, b) = legs.split_at_mut(1);
-    if from == A {
-        (&mut a[0], &mut b[0])
-    } else {
-        (&mut b[0], &mut a[0])
-    }
-}
-
-/// Digits from SIP INFO for a session (`application/dtmf-relay` bodies).
-pub fn info_digits(session: &Session, body: &str) -> Vec<MediaEvent> {
+/// Digits from SIP INFO for a session (`application/dtmf-relay` bodies): merged with the
+/// digits from RTP by the call's worker, they arrive as [`MediaEvent`]s like those. False
+/// when the body names no digit.
+pub fn info_digits(session: &Session, body: &str) -> bool {
     let Some((digit, duration)) = dtmf::parse_dtmf_relay(body) else {
-        return Vec::new();
+        return false;
     };
-    let mut st = session.state.locked();
-    st.merger
-        .key(
-            Source::Info,
-            dtmf::KeyEvent::Press {
-                digit,
-                at: Instant::now(),
-                duration,
-            },
-        )
-        .into_iter()
-        .map(|d| match d {
-            DigitEvent::Digit(c) => MediaEvent::Digit(c),
-            DigitEvent::LongPound => MediaEvent::LongPound,
-        })
-        .collect()
-}
-
-/// The one pacing task: every playing stream's frames, on its own 20 ms grid.
-/// Reports bridged calls whose caller has sent nothing for the inactivity time: one scan a
-/// half second for all calls, rather than a timer on every packet.
-async fn inactivity_check(inner: std::sync::Weak<Inner>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tick.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        let now = Instant::now();
-        let sessions: Vec<(u64, std::sync::Weak<Mutex<State>>)> = inner
-            .registry
-            .locked()
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
-        for (call, weak) in sessions {
-            let Some(state) = weak.upgrade() else {
-                continue;
-            };
-            let mut st = state.locked();
-            if st.bridged
-                && !st.inactive_told
-                && now.saturating_duration_since(st.last_rx) >= inner.cfg.inactivity
-            {
-                st.inactive_told = true;
-                let _ = inner.events.send((call, MediaEvent::Inactive));
-            }
-        }
-    }
-}
-
-const LATENESS_BUCKETS: usize = 1000;
-const EARLY: Duration = Duration::from_millis(1);
-
-async fn playback_service(
-    mut starts: mpsc::UnboundedReceiver<PlayStart>,
-    events: mpsc::UnboundedSender<(u64, MediaEvent)>,
-    lateness: Arc<Mutex<Vec<u64>>>,
-) {
-    let mut pacer = Pacer::default();
-    let mut streams: HashMap<u64, (Arc<Mutex<State>>, Arc<LegSockets>)> = HashMap::new();
-    let mut scheduled: HashSet<u64> = HashSet::new();
-    loop {
-        // The runtime's timers tick in whole milliseconds and round up, so wake a millisecond
-        // early and send what is due within it: frames leave within about a millisecond of
-        // their time, either side, instead of always one to two late.
-        let wake = pacer
-            .next_wake()
-            .map(|w| tokio::time::Instant::from_std(w.checked_sub(EARLY).unwrap_or(w)));
-        tokio::select! {
-            cmd = starts.recv() => {
-                let Some((id, state, sock)) = cmd else { return };
-                streams.insert(id, (state, sock));
-                if scheduled.insert(id) {
-                    pacer.start(id, Instant::now());
-                }
-            }
-            _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {
-                let now = Instant::now();
-                let due_now = pacer.due(now + EARLY);
-                let mut late = Vec::with_capacity(due_now.len());
-                for (id, due) in due_now {
-                    let Some((state, sock)) = streams.get(&id) else {
-                        scheduled.remove(&id);
-                        continue;
-                    };
-                    let sent = {
-                        let mut st = state.locked();
-                        let st = &mut *st;
-                        match st.playback.as_mut() {
-                            Some((leg, pb)) => {
-                                let leg = *leg;
-                                let codec = st.legs[leg].codec;
-                                let remote = st.legs[leg].prompt_remote();
-                                match (codec, pb.next_frame(codec.map(|c| c.1).unwrap_or(Codec::Pcmu))) {
-                                    (Some((pt, _)), Some(frame)) => {
-                                        let l = &mut st.legs[leg];
-                                        let payload = match l.coder.as_mut() {
-                                            Some(coder) => coder.prompt_payload(&frame),
-                                            None => frame.to_vec(),
-                                        };
-                                        let pkt = l.sender.prompt_frame(pt, &payload, now);
-                                        let pkt = match (pkt, l.srtp.as_mut()) {
-                                            (Some(b), Some(s)) => s.protect(&b),
-                                            (b, _) => b,
-                                        };
-                                        if let (Some(r), Some(pkt)) = (remote, pkt) {
-                                            let _ = sock.rtp.try_send_to(&pkt, r);
-                                            let sent_at = Instant::now();
-                                            late.push(sent_at.saturating_duration_since(due).max(due.saturating_duration_since(sent_at)));
-                                        }
-                                        true
-                                    }
-                                    (None, Some(_)) => true,
-                                    (_, None) => {
-                                        st.playback = None;
-                                        st.legs[leg].sender.pause();
-                                        let _ = events.send((id, MediaEvent::PromptDone));
-                                        false
-                                    }
-                                }
-                            }
-                            None => false,
-                        }
-                    };
-                    if sent {
-                        pacer.again(id, due, now);
-                    } else {
-                        scheduled.remove(&id);
-                        streams.remove(&id);
-                    }
-                }
-                let mut h = lateness.locked();
-                for l in late {
-                    h[((l.as_micros() / 100) as usize).min(LATENESS_BUCKETS - 1)] += 1;
-                }
-            }
-        }
-    }
+    session.send(Cmd::Key {
+        call: session.call,
+        digit,
+        duration,
+    });
+    true
 }
 
 #[cfg(test)]

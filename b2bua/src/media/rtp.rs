@@ -4,11 +4,14 @@
 //! jitter as RFC 3550 counts them), and a voice-quality figure for the call record
 //! ([`icpif`]).
 
-use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+use rtp_rs::RtpReader;
 use std::time::{Duration, Instant};
 
 /// RTP clock ticks per millisecond at 8 kHz (G.711, telephone-event, the receive statistics).
 const CLOCK_PER_MS: u64 = 8;
+
+/// The fixed RTP header we send: no CSRC list, no extension.
+pub const HEADER: usize = 12;
 
 /// Where the audio we are sending comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,19 +85,28 @@ impl Sender {
         payload: &[u8],
         now: Instant,
     ) -> Option<Vec<u8>> {
-        let packet = RtpPacketBuilder::new()
-            .payload_type(pt)
-            .ssrc(self.ssrc)
-            .sequence(Seq::from(self.seq.wrapping_add(1)))
-            .timestamp(ts)
-            .marked(marker)
-            .payload(payload)
-            .build()
-            .ok()?;
+        let header = self.header(pt, marker, ts, now)?;
+        let mut packet = Vec::with_capacity(HEADER + payload.len());
+        packet.extend_from_slice(&header);
+        packet.extend_from_slice(payload);
+        Some(packet)
+    }
+
+    /// The next packet's fixed header (no CSRC, no extension), counted as sent.
+    fn header(&mut self, pt: u8, marker: bool, ts: u32, now: Instant) -> Option<[u8; HEADER]> {
+        if pt > 127 {
+            return None;
+        }
         self.seq = self.seq.wrapping_add(1);
         self.ts = ts;
         self.last = Some(now);
-        Some(packet)
+        let mut h = [0u8; HEADER];
+        h[0] = 0x80;
+        h[1] = pt | if marker { 0x80 } else { 0 };
+        h[2..4].copy_from_slice(&self.seq.to_be_bytes());
+        h[4..8].copy_from_slice(&ts.to_be_bytes());
+        h[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        Some(h)
     }
 
     /// One 20 ms frame of prompt audio (`None` only for a payload type above 127).
@@ -119,6 +131,23 @@ impl Sender {
         payload: &[u8],
         now: Instant,
     ) -> Option<Vec<u8>> {
+        let header = self.relay_header(pt, marker, src_ts, src_rate, now)?;
+        let mut packet = Vec::with_capacity(HEADER + payload.len());
+        packet.extend_from_slice(&header);
+        packet.extend_from_slice(payload);
+        Some(packet)
+    }
+
+    /// The header [`Sender::relay`] would put on the packet, for the relay to write over the
+    /// received one in place (the payload stays where it arrived).
+    pub fn relay_header(
+        &mut self,
+        pt: u8,
+        marker: bool,
+        src_ts: u32,
+        src_rate: u32,
+        now: Instant,
+    ) -> Option<[u8; HEADER]> {
         let (src_base, our_base, switched) = match self.feed {
             Feed::Relay {
                 src_base,
@@ -136,7 +165,7 @@ impl Sender {
         let delta = src_ts.wrapping_sub(src_base) as i32 as i64 * (self.per_ms as i64 * 1000)
             / src_rate.max(1) as i64;
         let ts = our_base.wrapping_add(delta as i32 as u32);
-        self.build(pt, marker || switched, ts, payload, now)
+        self.header(pt, marker || switched, ts, now)
     }
 
     /// The source stopped (a prompt ended, the bridge paused): the next packet starts a talkspurt.
