@@ -438,6 +438,80 @@ mod tests {
         assert_eq!(until_free(&media, 3).await, 3);
     }
 
+    /// A burst queued on one socket before its worker reads it goes through as batches, in
+    /// order, each packet rewritten where it arrived: our SSRC and sequence, the caller's
+    /// µ-law as A-law for the gateway, a CSRC list and header extension dropped (our header
+    /// goes just before the payload).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_is_relayed_in_batches_in_order_and_rewritten_in_place() {
+        let (media, _events) = Media::start(MediaConfig {
+            ports: (46800, 46820),
+            workers: 1,
+            ..MediaConfig::default()
+        });
+        let caller = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let gateway = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let s = media.session(1).unwrap();
+        s.set_remote(
+            A,
+            caller.local_addr().unwrap(),
+            (0, Codec::Pcmu),
+            None,
+            None,
+        );
+        s.set_remote(
+            B,
+            gateway.local_addr().unwrap(),
+            (8, Codec::Pcma),
+            None,
+            None,
+        );
+        s.bridge(true);
+        // One CSRC and a one-word extension before a payload of distinct µ-law bytes.
+        let packet = |seq: u16| {
+            let mut p = vec![0x91, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 42, 0, 0, 0, 7];
+            p[2..4].copy_from_slice(&seq.to_be_bytes());
+            p.extend_from_slice(&[0xbe, 0xde, 0, 1, 1, 2, 3, 4]);
+            p.extend((0..160u16).map(|i| (i as u8).wrapping_mul(3)));
+            p
+        };
+        let alaw: Vec<u8> = (0..160u16)
+            .map(|i| {
+                prompts::g711::linear_to_alaw(prompts::g711::ulaw_to_linear(
+                    (i as u8).wrapping_mul(3),
+                ))
+            })
+            .collect();
+        // Let the worker take the call's sockets and SDP, then send faster than it reads.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for seq in 0..100u16 {
+            caller.send_to(&packet(seq), s.local(A)).unwrap();
+        }
+        let mut buf = [0u8; 2048];
+        let mut seqs = Vec::new();
+        let mut ssrc = None;
+        while seqs.len() < 100 {
+            let (n, from) =
+                tokio::time::timeout(Duration::from_secs(2), gateway.recv_from(&mut buf))
+                    .await
+                    .expect("every packet relayed")
+                    .unwrap();
+            assert_eq!(from, s.local(B), "sent from the gateway leg's socket");
+            assert_eq!(n, 12 + 160, "our plain header, then the payload");
+            let p = rtp::read(&buf[..n]).unwrap();
+            assert_eq!(p.pt, 8);
+            assert_eq!(p.payload, &alaw[..], "µ-law turned into A-law");
+            assert_ne!(p.ssrc, 42, "our SSRC, not the caller's");
+            assert_eq!(*ssrc.get_or_insert(p.ssrc), p.ssrc);
+            seqs.push(p.seq);
+        }
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+            "in order, none lost: {seqs:?}"
+        );
+        assert_eq!(s.quality().packets[A], 100);
+    }
+
     /// An SRTP caller leg bridged to a plain gateway leg, over real sockets: the caller's
     /// packets arrive decrypted at the gateway; forged or replayed ones go nowhere (counted);
     /// the gateway's audio reaches the caller encrypted with our key.
