@@ -1,6 +1,8 @@
 //! Media benchmarks: prompt-playback streams from the one pacing task, and relayed RTP.
 //!
-//! `cargo bench -p b2bua --bench media` runs both; `-- playback` or `-- relay` runs one.
+//! `cargo bench -p b2bua --bench media` runs both; `-- playback` or `-- relay` runs one;
+//! `-- overload` offers more calls than the relay can carry, arriving over two seconds, and
+//! reports how many admission by load took and the loss on those.
 //! Playback: N calls each playing a long prompt to a sink, started spread over one 20 ms period
 //! as calls arriving at random moments would be; reports how late frames left (p50 and p99 of
 //! send time minus due time) and how many arrived. Relay: N bridged calls with
@@ -57,8 +59,10 @@ async fn sink() -> (SocketAddr, Arc<AtomicU64>) {
     (addr, n)
 }
 
-fn socket2_buffers(_s: &UdpSocket) -> std::io::Result<()> {
-    Ok(())
+/// As large a receive buffer as the kernel allows (`net.core.rmem_max`): a sink takes a
+/// share of every relayed packet, and a scheduling delay must not drop them there.
+fn socket2_buffers(s: &UdpSocket) -> std::io::Result<()> {
+    socket2::SockRef::from(s).set_recv_buffer_size(8 << 20)
 }
 
 async fn playback(n: usize, secs: u64) {
@@ -112,92 +116,136 @@ struct Step {
     cpu_per_packet: Duration,
 }
 
-/// The generators: four groups of calls, each with one socket per side that sends both legs'
-/// 50 packets a second and counts what comes back. `targets` are (leg A, leg B) addresses;
-/// `ready` gets each group's two socket addresses before the traffic starts (the bare floor
-/// relay needs to know where to send). Measures over `secs` after a settling second; `cpu`
-/// reads the relaying threads' CPU time.
-async fn load(
-    targets: Vec<(SocketAddr, SocketAddr)>,
-    secs: u64,
-    ready: impl FnOnce(&[(usize, SocketAddr, SocketAddr)]),
-    cpu: impl Fn() -> Duration,
-) -> Step {
-    let generators = 4;
-    let mut groups: Vec<Vec<(SocketAddr, SocketAddr)>> = vec![Vec::new(); generators];
-    for (i, t) in targets.into_iter().enumerate() {
-        groups[i % generators].push(t);
-    }
-    let sent = Arc::new(AtomicU64::new(0));
-    let received = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    let mut sockets = Vec::new();
-    for targets in groups {
-        let sock_a = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let sock_b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        sockets.push((
-            targets.len(),
-            sock_a.local_addr().unwrap(),
-            sock_b.local_addr().unwrap(),
-        ));
-        for s in [sock_a.clone(), sock_b.clone()] {
-            let received = received.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                while s.recv_from(&mut buf).await.is_ok() {
-                    received.fetch_add(1, Ordering::Relaxed);
+/// The calls one generator group sends to: (leg A, leg B) addresses, growing as calls are
+/// admitted.
+type Group = Arc<std::sync::Mutex<Vec<(SocketAddr, SocketAddr)>>>;
+
+/// The load generators: groups of calls, each with one socket per side that sends both legs'
+/// 50 packets a second to every call of the group and counts what comes back. Many groups,
+/// so that no one socket of ours receives more than a few thousand packets a second: a sink
+/// that overflows would be counted as the relay's loss.
+struct Generators {
+    groups: Vec<Group>,
+    /// Each group's two socket addresses (where relayed packets come back to).
+    sockets: Vec<(SocketAddr, SocketAddr)>,
+    sent: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    added: usize,
+}
+
+/// Generator groups.
+const GROUPS: usize = 32;
+
+impl Generators {
+    async fn start() -> Generators {
+        let mut g = Generators {
+            groups: Vec::new(),
+            sockets: Vec::new(),
+            sent: Arc::new(AtomicU64::new(0)),
+            received: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            tasks: Vec::new(),
+            added: 0,
+        };
+        for _ in 0..GROUPS {
+            let group: Group = Default::default();
+            let sock_a = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            let sock_b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            let _ = socket2_buffers(&sock_a);
+            let _ = socket2_buffers(&sock_b);
+            g.sockets
+                .push((sock_a.local_addr().unwrap(), sock_b.local_addr().unwrap()));
+            for s in [sock_a.clone(), sock_b.clone()] {
+                let received = g.received.clone();
+                g.tasks.push(tokio::spawn(async move {
+                    let mut buf = [0u8; 2048];
+                    while s.recv_from(&mut buf).await.is_ok() {
+                        received.fetch_add(1, Ordering::Relaxed);
+                    }
+                }));
+            }
+            let (sent, stop, targets) = (g.sent.clone(), g.stop.clone(), group.clone());
+            g.tasks.push(tokio::spawn(async move {
+                let mut senders: Vec<(Sender, Sender)> = Vec::new();
+                let mut now_targets = Vec::new();
+                let payload = [0xffu8; 160];
+                let mut tick = tokio::time::interval(Duration::from_millis(20));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    now_targets.clone_from(&*targets.lock().unwrap());
+                    while senders.len() < now_targets.len() {
+                        let i = senders.len() as u32;
+                        senders.push((Sender::new(i, 0, 0), Sender::new(!i, 0, 0)));
+                    }
+                    let now = Instant::now();
+                    for (i, (a, b)) in now_targets.iter().enumerate() {
+                        let (sa, sb) = &mut senders[i];
+                        // Only what left counts as offered.
+                        for (sock, tx, to) in [(&sock_a, sa, a), (&sock_b, sb, b)] {
+                            let pkt = tx.prompt_frame(0, &payload, now).unwrap();
+                            if sock.try_send_to(&pkt, *to).is_ok() {
+                                sent.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
                 }
             }));
+            g.groups.push(group);
         }
-        let (sent, stop) = (sent.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut senders: Vec<(Sender, Sender)> = (0..targets.len())
-                .map(|i| (Sender::new(i as u32, 0, 0), Sender::new(!(i as u32), 0, 0)))
-                .collect();
-            let payload = [0xffu8; 160];
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            while !stop.load(Ordering::Relaxed) {
-                tick.tick().await;
-                let now = Instant::now();
-                for (i, (a, b)) in targets.iter().enumerate() {
-                    let (sa, sb) = &mut senders[i];
-                    let _ = sock_a.try_send_to(&sa.prompt_frame(0, &payload, now).unwrap(), *a);
-                    let _ = sock_b.try_send_to(&sb.prompt_frame(0, &payload, now).unwrap(), *b);
-                    sent.fetch_add(2, Ordering::Relaxed);
-                }
-            }
-        }));
+        g
     }
-    ready(&sockets);
-    // Let latching settle, then measure.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (s0, r0, c0, t0) = (
-        sent.load(Ordering::Relaxed),
-        received.load(Ordering::Relaxed),
-        cpu(),
-        Instant::now(),
-    );
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let el = t0.elapsed();
-    // Packets in flight when the generators stop still count.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (s1, r1, c1) = (
-        sent.load(Ordering::Relaxed),
-        received.load(Ordering::Relaxed),
-        cpu(),
-    );
-    for t in tasks {
-        t.abort();
+
+    /// The group the next call goes to, and that group's sockets (where its relayed packets
+    /// must go).
+    fn next(&self) -> (usize, (SocketAddr, SocketAddr)) {
+        let i = self.added % self.groups.len();
+        (i, self.sockets[i])
     }
-    let (s, r) = (s1 - s0, r1 - r0);
-    Step {
-        offered: s as f64 / el.as_secs_f64(),
-        relayed: r as f64 / el.as_secs_f64(),
-        loss: (s.saturating_sub(r)) as f64 * 100.0 / s.max(1) as f64,
-        cpu_per_packet: (c1.saturating_sub(c0)) / r.max(1) as u32,
+
+    /// Starts sending to one more call.
+    fn add(&mut self, legs: (SocketAddr, SocketAddr)) {
+        let (i, _) = self.next();
+        self.groups[i].lock().unwrap().push(legs);
+        self.added += 1;
+    }
+
+    /// Measures over `secs` after a settling second; `cpu` reads the relaying threads' CPU.
+    async fn measure(&self, secs: u64, cpu: impl Fn() -> Duration) -> Step {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (s0, r0, c0, t0) = (
+            self.sent.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
+            cpu(),
+            Instant::now(),
+        );
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        self.stop.store(true, Ordering::Relaxed);
+        let el = t0.elapsed();
+        // Packets in flight when the generators stop still count.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (s1, r1, c1) = (
+            self.sent.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
+            cpu(),
+        );
+        let (s, r) = (s1 - s0, r1 - r0);
+        Step {
+            offered: s as f64 / el.as_secs_f64(),
+            relayed: r as f64 / el.as_secs_f64(),
+            loss: (s.saturating_sub(r)) as f64 * 100.0 / s.max(1) as f64,
+            cpu_per_packet: (c1.saturating_sub(c0)) / r.max(1) as u32,
+        }
+    }
+}
+
+impl Drop for Generators {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
@@ -223,29 +271,60 @@ fn thread_cpu(prefix: &str) -> Duration {
     Duration::from_nanos(total)
 }
 
+/// A bridged call's session with both legs' addresses to be latched from the generator.
+fn bridged(media: &Media, i: usize) -> std::io::Result<b2bua::media::engine::Session> {
+    let s = media.session(i as u64)?;
+    for leg in [A, B] {
+        s.set_remote(
+            leg,
+            "127.0.0.1:9".parse().unwrap(),
+            (0, Codec::Pcmu),
+            None,
+            None,
+        );
+    }
+    s.bridge(true);
+    Ok(s)
+}
+
 async fn relay(n: usize, secs: u64) -> Step {
     let (media, _events) = Media::start(config(n + 10));
+    let mut gens = Generators::start().await;
     let mut sessions = Vec::new();
-    let mut targets = Vec::new();
     for i in 0..n {
-        let s = media.session(i as u64).expect("session");
-        // Addresses are latched from the generators' packets.
-        for leg in [A, B] {
-            s.set_remote(
-                leg,
-                "127.0.0.1:9".parse().unwrap(),
-                (0, Codec::Pcmu),
-                None,
-                None,
-            );
-        }
-        s.bridge(true);
-        targets.push((s.local(A), s.local(B)));
+        let s = bridged(&media, i).expect("session");
+        gens.add((s.local(A), s.local(B)));
         sessions.push(s);
     }
-    let step = load(targets, secs, |_| {}, || thread_cpu("media-relay")).await;
+    let step = gens.measure(secs, || thread_cpu("media-relay")).await;
     drop(sessions);
     step
+}
+
+/// Calls offered beyond what the relay can carry: `n` calls arrive over two seconds and each
+/// starts its audio as soon as it is admitted, while admission by load refuses the excess.
+/// Reports how many were admitted and the loss on those.
+async fn overload(n: usize, secs: u64) -> (usize, Step) {
+    let (media, _events) = Media::start(config(n + 10));
+    let mut gens = Generators::start().await;
+    let mut sessions = Vec::new();
+    let per_tick = n.div_ceil(100);
+    let mut i = 0;
+    while i < n {
+        for _ in 0..per_tick.min(n - i) {
+            if let Ok(s) = bridged(&media, i) {
+                gens.add((s.local(A), s.local(B)));
+                sessions.push(s);
+            }
+            i += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let admitted = sessions.len();
+    let step = gens.measure(secs, || thread_cpu("media-relay")).await;
+    eprintln!("relay load at the end: {:?}", media.relay_load());
+    drop(sessions);
+    (admitted, step)
 }
 
 /// The kernel's floor for the same traffic: one thread per core, each with its share of the
@@ -257,71 +336,52 @@ async fn floor(n: usize, secs: u64) -> Step {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let mut pairs = Vec::new();
-    let mut targets = Vec::new();
-    for _ in 0..n {
+    let mut gens = Generators::start().await;
+    let mut shares: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
+    for i in 0..n {
         let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         a.set_nonblocking(true).unwrap();
         b.set_nonblocking(true).unwrap();
-        targets.push((a.local_addr().unwrap(), b.local_addr().unwrap()));
-        pairs.push((a, b));
+        let (_, back) = gens.next();
+        gens.add((a.local_addr().unwrap(), b.local_addr().unwrap()));
+        shares[i % threads].push(((a, b), back));
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut handles = Vec::new();
-    let step = load(
-        targets,
-        secs,
-        |groups| {
-            // The call i is in group i % groups, as `load` dealt them.
-            let dest: Vec<(SocketAddr, SocketAddr)> = (0..pairs.len())
-                .map(|i| {
-                    let g = &groups[i % groups.len()];
-                    (g.1, g.2)
+    let handles: Vec<_> = shares
+        .into_iter()
+        .map(|share| {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("relay-floor".into())
+                .spawn(move || {
+                    let ep = Epoll::new(EpollCreateFlags::empty()).unwrap();
+                    for (i, ((a, b), _)) in share.iter().enumerate() {
+                        let ev =
+                            |leg: u64| EpollEvent::new(EpollFlags::EPOLLIN, (i as u64) << 1 | leg);
+                        ep.add(a, ev(0)).unwrap();
+                        ep.add(b, ev(1)).unwrap();
+                    }
+                    let mut ready = vec![EpollEvent::empty(); 512];
+                    let mut buf = [0u8; 2048];
+                    while !stop.load(Ordering::Relaxed) {
+                        let k = ep.wait(&mut ready, EpollTimeout::from(100u16)).unwrap_or(0);
+                        for e in &ready[..k] {
+                            let ((a, b), (to_a, to_b)) = &share[(e.data() >> 1) as usize];
+                            let (from, out, to) = match e.data() & 1 {
+                                0 => (a, b, to_b),
+                                _ => (b, a, to_a),
+                            };
+                            if let Ok((len, _)) = from.recv_from(&mut buf) {
+                                let _ = out.send_to(&buf[..len], to);
+                            }
+                        }
+                    }
                 })
-                .collect();
-            let mut shares: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
-            for (i, (p, d)) in std::mem::take(&mut pairs).into_iter().zip(dest).enumerate() {
-                shares[i % threads].push((p, d));
-            }
-            for share in shares {
-                let stop = stop.clone();
-                handles.push(
-                    std::thread::Builder::new()
-                        .name("relay-floor".into())
-                        .spawn(move || {
-                            let ep = Epoll::new(EpollCreateFlags::empty()).unwrap();
-                            for (i, ((a, b), _)) in share.iter().enumerate() {
-                                let ev = |leg: u64| {
-                                    EpollEvent::new(EpollFlags::EPOLLIN, (i as u64) << 1 | leg)
-                                };
-                                ep.add(a, ev(0)).unwrap();
-                                ep.add(b, ev(1)).unwrap();
-                            }
-                            let mut ready = vec![EpollEvent::empty(); 512];
-                            let mut buf = [0u8; 2048];
-                            while !stop.load(Ordering::Relaxed) {
-                                let k =
-                                    ep.wait(&mut ready, EpollTimeout::from(100u16)).unwrap_or(0);
-                                for e in &ready[..k] {
-                                    let ((a, b), (to_a, to_b)) = &share[(e.data() >> 1) as usize];
-                                    let (from, out, to) = match e.data() & 1 {
-                                        0 => (a, b, to_b),
-                                        _ => (b, a, to_a),
-                                    };
-                                    if let Ok((len, _)) = from.recv_from(&mut buf) {
-                                        let _ = out.send_to(&buf[..len], to);
-                                    }
-                                }
-                            }
-                        })
-                        .unwrap(),
-                );
-            }
-        },
-        || thread_cpu("relay-floor"),
-    )
-    .await;
+                .unwrap()
+        })
+        .collect();
+    let step = gens.measure(secs, || thread_cpu("relay-floor")).await;
     stop.store(true, Ordering::Relaxed);
     for h in handles {
         let _ = h.join();
@@ -347,6 +407,27 @@ async fn main() {
         );
         for n in steps("B2BUA_BENCH_STREAMS", "500,1000,2000,3000,4000") {
             playback(n, secs).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    if which.iter().any(|w| w == "overload") {
+        println!("calls offered over 2 s, each sending 50 packets/s both ways once admitted;");
+        println!("admission by relay load (media.max_load_percent 85) refuses the excess");
+        println!(
+            "{:>8} {:>9} {:>9} {:>11} {:>11} {:>8}",
+            "offered", "admitted", "refused", "sent pps", "relayed", "loss"
+        );
+        for n in steps("B2BUA_BENCH_CALLS", "2000,3000,4000") {
+            let (admitted, step) = overload(n, secs).await;
+            println!(
+                "{:>8} {:>9} {:>9} {:>11.0} {:>11.0} {:>7.3}%",
+                n,
+                admitted,
+                n - admitted,
+                step.offered,
+                step.relayed,
+                step.loss
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }

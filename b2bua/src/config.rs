@@ -883,6 +883,13 @@ struct MediaFile {
     /// Relay worker threads; 0 (the default) is one per core.
     #[serde(default)]
     workers: usize,
+    /// New calls are refused while every relay worker is busier than this (percent).
+    #[serde(default = "d_media_load")]
+    max_load_percent: u8,
+}
+
+fn d_media_load() -> u8 {
+    85
 }
 
 impl Default for MediaFile {
@@ -894,6 +901,7 @@ impl Default for MediaFile {
             long_pound_ms: d_long_pound(),
             max_calls: d_media_calls(),
             workers: 0,
+            max_load_percent: d_media_load(),
         }
     }
 }
@@ -1799,6 +1807,16 @@ impl MediaFile {
                 (30000, 39999)
             }
         };
+        if !(10..=100).contains(&self.max_load_percent) {
+            err(
+                0,
+                "media.max_load_percent".into(),
+                format!(
+                    "{} is out of range: 10 to 100 (100 admits calls until the relay is saturated)",
+                    self.max_load_percent
+                ),
+            );
+        }
         if self.workers > 64 {
             err(
                 0,
@@ -1823,6 +1841,7 @@ impl MediaFile {
             long_pound: Duration::from_millis(self.long_pound_ms),
             max_calls: self.max_calls,
             workers: self.workers.min(64),
+            max_load_percent: self.max_load_percent.clamp(10, 100),
             ..Default::default()
         }
     }

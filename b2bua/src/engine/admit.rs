@@ -115,13 +115,18 @@ impl Engine {
         let session = match self.media.session(id) {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "no RTP ports for a new call");
+                tracing::warn!(error = %e, "no media for a new call");
                 if let Some(slot) = admitted.counted {
                     self.release_call_slot(slot);
                 }
                 // Capacity, not a fault: the caller (or the dispatcher in front) may try again
                 // here shortly or another node now.
-                return self.reply_retry_after(&key, Some("no media ports free"), now);
+                let why = if e.to_string() == crate::media::engine::RELAY_BUSY {
+                    crate::media::engine::RELAY_BUSY
+                } else {
+                    "no media ports free"
+                };
+                return self.reply_retry_after(&key, Some(why), now);
             }
         };
         self.next_call += 1;

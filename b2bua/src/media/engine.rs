@@ -39,6 +39,9 @@ pub struct MediaConfig {
     pub port_rest: Duration,
     /// Relay worker threads; 0 is one per core.
     pub workers: usize,
+    /// New calls are refused (503) while every relay worker has been busier than this share
+    /// of its time (percent), so the calls already up keep their audio.
+    pub max_load_percent: u8,
 }
 
 impl Default for MediaConfig {
@@ -51,6 +54,7 @@ impl Default for MediaConfig {
             max_calls: 1000,
             port_rest: Duration::from_secs(30),
             workers: 0,
+            max_load_percent: 85,
         }
     }
 }
@@ -174,6 +178,15 @@ impl Media {
         Duration::ZERO
     }
 
+    /// Each relay worker's recent load: the share of its time spent working, 0 to 1.
+    pub fn relay_load(&self) -> Vec<f64> {
+        self.inner
+            .workers
+            .iter()
+            .map(|w| w.load.load(Ordering::Relaxed) as f64 / 1e6)
+            .collect()
+    }
+
     /// Calls with media now.
     pub fn sessions(&self) -> usize {
         self.inner.sessions.load(Ordering::Relaxed)
@@ -193,15 +206,32 @@ impl Media {
         opened
     }
 
+    /// The relay worker for a new call: the least busy (then the one with the fewest calls),
+    /// or none when even that one is past `max_load_percent`.
+    fn worker(&self) -> std::io::Result<usize> {
+        let loads: Vec<(u64, u64)> = self
+            .inner
+            .workers
+            .iter()
+            .map(|w| {
+                (
+                    w.load.load(Ordering::Relaxed),
+                    w.calls.load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        admit(&loads, self.inner.cfg.max_load_percent).ok_or_else(|| {
+            crate::metrics::get().limit_hit("media_load");
+            std::io::Error::other(RELAY_BUSY)
+        })
+    }
+
     fn open(&self, call: u64) -> std::io::Result<Session> {
+        let worker = self.worker()?;
         let sockets = [self.inner.pool.bind_leg()?, self.inner.pool.bind_leg()?];
         let local = [sockets[0].rtp.local_addr()?, sockets[1].rtp.local_addr()?];
         let keys = [super::srtp::new_key(), super::srtp::new_key()];
         let figures = Arc::new(Figures::default());
-        // The worker with the fewest calls carries it.
-        let worker = (0..self.inner.workers.len())
-            .min_by_key(|w| self.inner.workers[*w].calls.load(Ordering::Relaxed))
-            .unwrap_or(0);
         self.inner.workers[worker].send(Cmd::Open(Box::new(Open {
             call,
             sockets,
@@ -218,6 +248,19 @@ impl Media {
             media: self.clone(),
         })
     }
+}
+
+/// What [`Media::session`] says when every relay worker is past its load limit.
+pub const RELAY_BUSY: &str = "media relay busy";
+
+/// The admission rule: of the workers' (load in millionths, calls), the least loaded (then
+/// fewest calls) takes the call, unless it is past `max_percent`.
+fn admit(workers: &[(u64, u64)], max_percent: u8) -> Option<usize> {
+    let (i, (load, _)) = workers
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, (load, calls))| (*load, *calls))?;
+    (*load <= max_percent as u64 * 10_000).then_some(i)
 }
 
 impl Session {
@@ -436,6 +479,97 @@ mod tests {
         assert_eq!(media.free_ports(), 1);
         drop(again);
         assert_eq!(until_free(&media, 3).await, 3);
+    }
+
+    #[test]
+    fn a_call_goes_to_the_least_busy_worker_and_none_past_the_limit() {
+        // (load in millionths, calls)
+        assert_eq!(admit(&[(500_000, 3), (200_000, 9)], 85), Some(1));
+        assert_eq!(
+            admit(&[(200_000, 3), (200_000, 2)], 85),
+            Some(1),
+            "a tie: fewer calls"
+        );
+        assert_eq!(
+            admit(&[(850_000, 1)], 85),
+            Some(0),
+            "at the limit is still in"
+        );
+        assert_eq!(admit(&[(850_001, 1), (900_000, 0)], 85), None);
+        assert_eq!(admit(&[], 85), None);
+    }
+
+    /// A relay kept busy refuses new calls, counted, while the call in progress keeps
+    /// flowing, and takes them again once the load has passed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_relay_refuses_new_calls_then_takes_them_again() {
+        let (media, _events) = Media::start(MediaConfig {
+            ports: (46900, 46990),
+            workers: 1,
+            max_load_percent: 2,
+            ..MediaConfig::default()
+        });
+        let caller = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let gateway = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        gateway
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let s = media.session(1).unwrap();
+        s.set_remote(
+            A,
+            caller.local_addr().unwrap(),
+            (0, Codec::Pcmu),
+            None,
+            None,
+        );
+        s.set_remote(
+            B,
+            gateway.local_addr().unwrap(),
+            (0, Codec::Pcmu),
+            None,
+            None,
+        );
+        s.bridge(true);
+        let mut pkt = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+        pkt.extend_from_slice(&[0x55; 160]);
+        let hits = || {
+            crate::metrics::get()
+                .limit_hits
+                .get_or_create(&crate::metrics::LimitLabels {
+                    limit: "media_load",
+                })
+                .get()
+        };
+        let before = hits();
+        // Flood the call until the worker's load shows (a window or two).
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        let refused = loop {
+            for seq in 0..500u16 {
+                pkt[2..4].copy_from_slice(&seq.to_be_bytes());
+                let _ = caller.send_to(&pkt, s.local(A));
+            }
+            match media.session(2) {
+                Err(e) => break e,
+                Ok(_) if std::time::Instant::now() > until => panic!("never refused"),
+                Ok(_) => {}
+            }
+        };
+        assert_eq!(refused.to_string(), RELAY_BUSY);
+        assert!(hits() > before);
+        let mut buf = [0u8; 2048];
+        assert!(
+            gateway.recv_from(&mut buf).is_ok(),
+            "the call up still flows"
+        );
+        // Quiet again: within a few windows the door opens.
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while media.session(3).is_err() {
+            assert!(
+                std::time::Instant::now() < until,
+                "still refusing when idle"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// A burst queued on one socket before its worker reads it goes through as batches, in

@@ -113,6 +113,8 @@ pub(super) struct Handle {
     wake: Arc<EventFd>,
     /// Calls this worker carries now (for spreading new calls).
     pub calls: Arc<AtomicU64>,
+    /// The share of its time the worker spent working, lately, in millionths.
+    pub load: Arc<AtomicU64>,
 }
 
 impl Handle {
@@ -150,7 +152,8 @@ pub(super) fn start(settings: Settings) -> std::io::Result<Handle> {
     epoll.add(&*wake, EpollEvent::new(EpollFlags::EPOLLIN, WAKE))?;
     let (tx, rx) = std_mpsc::channel();
     let calls = Arc::new(AtomicU64::new(0));
-    let (mine, counted) = (wake.clone(), calls.clone());
+    let load = Arc::new(AtomicU64::new(0));
+    let (mine, counted, published) = (wake.clone(), calls.clone(), load.clone());
     crate::supervise::thread("media-relay", move || {
         // Built on its own thread: the kernel's message headers hold pointers and stay there.
         Worker {
@@ -165,11 +168,18 @@ pub(super) fn start(settings: Settings) -> std::io::Result<Handle> {
             late: Vec::new(),
             calls: counted,
             io: Batches::new(),
+            meter: LoadMeter::new(Instant::now()),
+            load: published,
             settings,
         }
         .run()
     })?;
-    Ok(Handle { tx, wake, calls })
+    Ok(Handle {
+        tx,
+        wake,
+        calls,
+        load,
+    })
 }
 
 /// The token of the worker's own wake-up; socket tokens are `slot << 2 | leg << 1 | rtcp`.
@@ -202,7 +212,51 @@ struct Worker {
     late: Vec<Duration>,
     calls: Arc<AtomicU64>,
     io: Batches,
+    meter: LoadMeter,
+    load: Arc<AtomicU64>,
     settings: Settings,
+}
+
+/// How busy a worker is: the share of wall time it spent working rather than waiting in
+/// `epoll_wait`, over windows of [`LoadMeter::WINDOW`], smoothed. Time the thread was ready
+/// but had no core counts as working, so a relay starved by the rest of the machine reads as
+/// loaded, which it is. I/O-free: the loop tells it when each working stretch began and ended.
+#[derive(Debug)]
+pub(super) struct LoadMeter {
+    window_start: Instant,
+    busy: Duration,
+    /// Millionths.
+    value: u64,
+}
+
+impl LoadMeter {
+    /// The measuring window.
+    pub const WINDOW: Duration = Duration::from_millis(250);
+
+    pub fn new(now: Instant) -> LoadMeter {
+        LoadMeter {
+            window_start: now,
+            busy: Duration::ZERO,
+            value: 0,
+        }
+    }
+
+    /// The worker worked from `from` to `to`; a new figure when a window closes.
+    pub fn worked(&mut self, from: Instant, to: Instant) -> Option<u64> {
+        self.busy += to.saturating_duration_since(from);
+        let span = to.saturating_duration_since(self.window_start);
+        if span < Self::WINDOW {
+            return None;
+        }
+        let sample =
+            (self.busy.as_nanos() * 1_000_000 / span.as_nanos().max(1)).min(1_000_000) as u64;
+        // Half the last window, half the one before: a burst shows within a window or two,
+        // and one slow stretch does not shut the door.
+        self.value = (self.value + sample) / 2;
+        self.window_start = to;
+        self.busy = Duration::ZERO;
+        Some(self.value)
+    }
 }
 
 /// Datagrams taken from one socket per readiness, at most.
@@ -384,8 +438,13 @@ impl LegState {
 impl Worker {
     fn run(mut self) {
         let mut ready = vec![EpollEvent::empty(); EVENTS];
+        let mut woke = Instant::now();
         loop {
-            let timeout = self.timeout(Instant::now());
+            let slept = Instant::now();
+            if let Some(load) = self.meter.worked(woke, slept) {
+                self.load.store(load, Ordering::Relaxed);
+            }
+            let timeout = self.timeout(slept);
             let n = match self.epoll.wait(&mut ready, timeout) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => 0,
@@ -393,6 +452,7 @@ impl Worker {
                 Err(e) => panic!("epoll_wait: {e}"),
             };
             let now = Instant::now();
+            woke = now;
             // Commands first: a packet that arrived beside a call's new SDP is judged by it.
             if ready[..n].iter().any(|e| e.data() == WAKE) {
                 let _ = self.wake.read();
@@ -912,5 +972,26 @@ fn pair(legs: &mut [LegState; 2], from: Leg) -> (&mut LegState, &mut LegState) {
         (&mut a[0], &mut b[0])
     } else {
         (&mut b[0], &mut a[0])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_load_is_the_busy_share_of_each_window_smoothed() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut m = LoadMeter::new(t0);
+        // Busy 100 ms of the first 250: 40 %, halved by the smoothing from zero.
+        assert_eq!(m.worked(ms(0), ms(100)), None);
+        assert_eq!(m.worked(ms(200), ms(200)), None);
+        assert_eq!(m.worked(ms(240), ms(250)), Some(220_000));
+        // Saturated for a window: climbs toward it.
+        assert_eq!(m.worked(ms(250), ms(500)), Some(610_000));
+        assert_eq!(m.worked(ms(500), ms(750)), Some(805_000));
+        // Idle: one long wait, then a moment of work.
+        assert_eq!(m.worked(ms(1999), ms(2000)), Some(402_500 + 400));
     }
 }
