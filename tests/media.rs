@@ -249,7 +249,10 @@ async fn calls_beyond_the_media_limit_are_refused_with_503() {
     );
     other.send(b2b, &invite).await;
     let r = other.expect_response(503, S).await;
-    assert!(r.header("Warning").unwrap().contains("no media ports free"));
+    assert!(r
+        .header("Warning")
+        .unwrap()
+        .contains("media at its call limit"));
     // Full, not broken: come back shortly (or try another node now).
     assert_eq!(r.header("Retry-After"), Some("5"));
     // The first call is untouched and ends normally.

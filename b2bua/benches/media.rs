@@ -9,7 +9,8 @@
 //! G.711 at 50 packets a second in each direction from generator tasks in the same process;
 //! reports packets relayed per second, loss, and the relay threads' CPU per packet, beside the
 //! kernel's floor measured in the same run: the same sockets and traffic through a bare
-//! recv+send loop. Step sizes come from `B2BUA_BENCH_STREAMS`
+//! recv+send loop, and through rtpengine (`B2BUA_BENCH_RTPENGINE` names its binary, default
+//! `/usr/bin/rtpengine`; the column is left empty when it cannot start). Step sizes come from `B2BUA_BENCH_STREAMS`
 //! and `B2BUA_BENCH_CALLS`; each step runs `B2BUA_BENCH_SECONDS` (default 5);
 //! `B2BUA_BENCH_WORKERS` sets `media.workers` (default one per core).
 
@@ -252,8 +253,13 @@ impl Drop for Generators {
 /// CPU time so far of this process's threads whose name starts with `prefix`, from the
 /// scheduler's own count (`/proc/self/task/*/schedstat`, nanoseconds on the CPU).
 fn thread_cpu(prefix: &str) -> Duration {
+    process_cpu("self", prefix)
+}
+
+/// CPU time so far of process `pid`'s threads whose name starts with `prefix` ("" for all).
+fn process_cpu(pid: &str, prefix: &str) -> Duration {
     let mut total = 0u64;
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Duration::ZERO;
     };
     for t in tasks.flatten() {
@@ -389,6 +395,200 @@ async fn floor(n: usize, secs: u64) -> Step {
     step
 }
 
+/// rtpengine (Debian's `rtpengine-daemon`, forwarding in userspace) carrying the same calls and
+/// traffic as our relay, so the README can state the ratio from one run. It runs as a child
+/// process with one worker thread per core, driven over its ng control protocol (bencoded
+/// dictionaries over UDP): one `offer` and one `answer` per call, as a SIP proxy would send.
+struct Rtpengine {
+    child: std::process::Child,
+    ng: std::net::UdpSocket,
+    cookie: u64,
+}
+
+/// Where the ng protocol listens: a port no test uses.
+const RTPENGINE_NG: &str = "127.0.0.1:22999";
+
+impl Rtpengine {
+    /// Starts the daemon, or says why it cannot (not installed, did not answer a ping).
+    fn start(threads: usize) -> Result<Rtpengine, String> {
+        let bin = std::env::var("B2BUA_BENCH_RTPENGINE").unwrap_or("/usr/bin/rtpengine".into());
+        let child = std::process::Command::new(&bin)
+            .args([
+                "--config-file=none",
+                "--foreground",
+                "--log-stderr",
+                "--log-level=3",
+                "--table=-1",
+                "--interface=127.0.0.1",
+                &format!("--listen-ng={RTPENGINE_NG}"),
+                "--port-min=20000",
+                "--port-max=60000",
+                &format!("--num-threads={threads}"),
+                "--delete-delay=0",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{bin}: {e}"))?;
+        let ng = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        ng.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut engine = Rtpengine {
+            child,
+            ng,
+            cookie: 0,
+        };
+        for _ in 0..50 {
+            if let Ok(reply) = engine.command(&[("command", "ping")]) {
+                if bdict_get(&reply, "result") == Some(b"pong".as_slice()) {
+                    return Ok(engine);
+                }
+            }
+        }
+        Err(format!("{bin} did not answer a ping on {RTPENGINE_NG}"))
+    }
+
+    /// Sends one command and returns the reply's dictionary.
+    fn command(&mut self, pairs: &[(&str, &str)]) -> Result<Vec<u8>, String> {
+        self.cookie += 1;
+        let mut msg = format!("{} d", self.cookie).into_bytes();
+        for (k, v) in pairs {
+            msg.extend(format!("{}:{k}{}:{v}", k.len(), v.len()).bytes());
+        }
+        msg.push(b'e');
+        self.ng
+            .send_to(&msg, RTPENGINE_NG)
+            .map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = self.ng.recv(&mut buf).map_err(|e| e.to_string())?;
+            let reply = &buf[..n];
+            let prefix = format!("{} ", self.cookie);
+            if let Some(dict) = reply.strip_prefix(prefix.as_bytes()) {
+                return Ok(dict.to_vec());
+            }
+        }
+    }
+
+    /// Sets up one call between the generator's sockets `a` and `b`; returns the addresses
+    /// rtpengine gave each side to send to.
+    fn call(
+        &mut self,
+        i: usize,
+        a: SocketAddr,
+        b: SocketAddr,
+    ) -> Result<(SocketAddr, SocketAddr), String> {
+        let sdp = |to: SocketAddr| {
+            format!(
+                "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+                 m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n",
+                ip = to.ip(),
+                port = to.port()
+            )
+        };
+        let call_id = format!("bench-{i}");
+        let offer = self.command(&[
+            ("command", "offer"),
+            ("call-id", &call_id),
+            ("from-tag", "a"),
+            ("sdp", &sdp(a)),
+        ])?;
+        // The offer as B receives it names where B must send.
+        let to_b = sdp_address(&offer)?;
+        let answer = self.command(&[
+            ("command", "answer"),
+            ("call-id", &call_id),
+            ("from-tag", "a"),
+            ("to-tag", "b"),
+            ("sdp", &sdp(b)),
+        ])?;
+        Ok((sdp_address(&answer)?, to_b))
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+impl Drop for Rtpengine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The media address of the SDP in an ng reply.
+fn sdp_address(reply: &[u8]) -> Result<SocketAddr, String> {
+    let why = || String::from_utf8_lossy(reply).into_owned();
+    let sdp = bdict_get(reply, "sdp").ok_or_else(why)?;
+    let sdp = String::from_utf8_lossy(sdp);
+    let ip = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .ok_or_else(why)?;
+    let port = sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|m| m.split(' ').next())
+        .ok_or_else(why)?;
+    format!("{}:{}", ip.trim(), port).parse().map_err(|_| why())
+}
+
+/// The byte string under `key` in a bencoded dictionary.
+fn bdict_get<'a>(s: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    let mut s = s.strip_prefix(b"d")?;
+    while s.first()? != &b'e' {
+        let (k, rest) = bstring(s)?;
+        let (v, rest) = bvalue(rest)?;
+        if k == key.as_bytes() {
+            return bstring(v).map(|(v, _)| v);
+        }
+        s = rest;
+    }
+    None
+}
+
+/// A bencoded byte string at the start of `s`, and what follows it.
+fn bstring(s: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = s.iter().position(|&c| c == b':')?;
+    let n: usize = std::str::from_utf8(&s[..colon]).ok()?.parse().ok()?;
+    let body = s.get(colon + 1..colon + 1 + n)?;
+    Some((body, &s[colon + 1 + n..]))
+}
+
+/// Any bencoded value at the start of `s` (as it is written), and what follows it.
+fn bvalue(s: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = match s.first()? {
+        b'i' => &s[s.iter().position(|&c| c == b'e')? + 1..],
+        b'l' | b'd' => {
+            let mut rest = &s[1..];
+            while rest.first()? != &b'e' {
+                rest = bvalue(rest)?.1;
+            }
+            &rest[1..]
+        }
+        _ => bstring(s)?.1,
+    };
+    Some((&s[..s.len() - rest.len()], rest))
+}
+
+/// The same calls and traffic through rtpengine, its whole process's CPU per packet.
+async fn rtpengine(n: usize, secs: u64) -> Result<Step, String> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut engine = Rtpengine::start(threads)?;
+    let mut gens = Generators::start().await;
+    for i in 0..n {
+        let (_, (a, b)) = gens.next();
+        gens.add(engine.call(i, a, b)?);
+    }
+    let pid = engine.pid();
+    let step = gens.measure(secs, || process_cpu(&pid, "")).await;
+    drop(engine);
+    Ok(step)
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let which: Vec<String> = std::env::args()
@@ -436,18 +636,44 @@ async fn main() {
         println!(
             "beside it the kernel's floor: the same sockets and traffic, a bare recv+send loop"
         );
+        println!("and rtpengine (userspace forwarding, one thread per core, ng protocol)");
         println!(
-            "{:>6} {:>11} {:>11} {:>8} {:>9} | {:>11} {:>8} {:>9}",
-            "calls", "sent pps", "relayed", "loss", "µs/pkt", "floor pps", "loss", "µs/pkt"
+            "{:>6} {:>11} {:>11} {:>8} {:>7} | {:>11} {:>8} {:>7} | {:>11} {:>8} {:>7}",
+            "calls",
+            "sent pps",
+            "relayed",
+            "loss",
+            "µs/pkt",
+            "floor pps",
+            "loss",
+            "µs/pkt",
+            "rtpengine",
+            "loss",
+            "µs/pkt"
         );
+        let mut note = None;
         for n in steps("B2BUA_BENCH_CALLS", "500,1000,1500,2000,2500") {
             let ours = relay(n, secs).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
             let bare = floor(n, secs).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
+            let theirs = rtpengine(n, secs).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
             let us = |d: Duration| d.as_nanos() as f64 / 1000.0;
+            let theirs = match theirs {
+                Ok(t) => format!(
+                    "{:>11.0} {:>7.3}% {:>7.2}",
+                    t.relayed,
+                    t.loss,
+                    us(t.cpu_per_packet)
+                ),
+                Err(e) => {
+                    note = Some(e);
+                    format!("{:>11} {:>8} {:>7}", "-", "-", "-")
+                }
+            };
             println!(
-                "{:>6} {:>11.0} {:>11.0} {:>7.3}% {:>9.2} | {:>11.0} {:>7.3}% {:>9.2}",
+                "{:>6} {:>11.0} {:>11.0} {:>7.3}% {:>7.2} | {:>11.0} {:>7.3}% {:>7.2} | {theirs}",
                 n,
                 ours.offered,
                 ours.relayed,
@@ -457,6 +683,9 @@ async fn main() {
                 bare.loss,
                 us(bare.cpu_per_packet)
             );
+        }
+        if let Some(e) = note {
+            println!("rtpengine was not measured: {e}");
         }
     }
 }

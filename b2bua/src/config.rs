@@ -2159,6 +2159,11 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// The error a configuration is refused with, as an operator reads it.
+    fn refused(text: &str, file: &str) -> String {
+        Config::parse(text, file).unwrap_err().to_string()
+    }
+
     #[test]
     fn the_example_is_the_demo() {
         let c = Config::demo();
@@ -2225,12 +2230,7 @@ mod tests {
             Config::demo().subscribers.unwrap().domains,
             ["demo.invalid"]
         );
-        let e = Config::parse(
-            "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [Bad_Domain]\n  min_expires_s: 7200\n  max_contacts: 0\n  nonce_lifetime_s: 5\n  nonce_secret: short\n  nonces_remembered: 1\n  nat_expires_s: 10\n  max_path: 0\n  incoming_decks: {acme: \"\"}\n",
-            "t.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let e = refused("sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: [Bad_Domain]\n  min_expires_s: 7200\n  max_contacts: 0\n  nonce_lifetime_s: 5\n  nonce_secret: short\n  nonces_remembered: 1\n  nat_expires_s: 10\n  max_path: 0\n  incoming_decks: {acme: \"\"}\n", "t.yaml");
         for want in [
             "subscribers.domains: `Bad_Domain` is not a SIP domain",
             "subscribers.min_expires_s: 7200 is out of range",
@@ -2244,12 +2244,10 @@ mod tests {
         ] {
             assert!(e.contains(want), "{want}: {e}");
         }
-        let e = Config::parse(
+        let e = refused(
             "sip:\n  listen: [udp:127.0.0.1:0]\nsubscribers:\n  domains: []\n",
             "t.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert!(e.contains("name at least one SIP domain"), "{e}");
     }
 
@@ -2351,23 +2349,13 @@ mod tests {
     #[test]
     fn access_number_mistakes_are_named() {
         // Believing the caller's number from anywhere would let a caller pick the account.
-        let e = Config::parse(
-            "sip:\n  listen: [udp:127.0.0.1:0]\naccess_numbers:\n  - {number: \"1\", pinless: true, trusted_only: false}\n",
-            "t.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let e = refused("sip:\n  listen: [udp:127.0.0.1:0]\naccess_numbers:\n  - {number: \"1\", pinless: true, trusted_only: false}\n", "t.yaml");
         assert!(
             e.contains("t.yaml:4: access_numbers[0].trust_ani: trust_ani needs trusted_only"),
             "{e}"
         );
         // The configuration file's numbers meet the admin API's rule, every mistake named.
-        let e = Config::parse(
-            "sip:\n  listen: [udp:127.0.0.1:0]\naccess_numbers:\n  - {number: \"55a\", flow: debitcard, languages: [en, es, en], tenant: \"\"}\n  - {number: \"55a\", flow: debitcard}\n",
-            "t.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let e = refused("sip:\n  listen: [udp:127.0.0.1:0]\naccess_numbers:\n  - {number: \"55a\", flow: debitcard, languages: [en, es, en], tenant: \"\"}\n  - {number: \"55a\", flow: debitcard}\n", "t.yaml");
         for want in [
             "t.yaml:4: access_numbers[0].number: `55a` is not an access number",
             "t.yaml:4: access_numbers[0].languages: language en is listed twice",
@@ -2396,32 +2384,20 @@ mod tests {
             s.contains("t.yaml:10: routes[0].gateways[0].gateway: no gateway named `gw9`"),
             "{s}"
         );
-        let e = Config::parse(
+        let e = refused(
             "sip:\n  listen: [udp:127.0.0.1:5060]\ncalls: {hold_chunk_s: 1, hold_grace_s: 0}\n",
             "h.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert!(
             e.contains("calls.hold_chunk_s: 1 is too short: at least 2 seconds"),
             "{e}"
         );
         assert!(e.contains("calls.hold_grace_s: 0 is too short"), "{e}");
-        let e = Config::parse(
-            "sip:\n  listen: [udp:127.0.0.1:5060]\ncalls: {store_retry_s: 1}\nlimits: {store_queue: 0}\n",
-            "s.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let e = refused("sip:\n  listen: [udp:127.0.0.1:5060]\ncalls: {store_retry_s: 1}\nlimits: {store_queue: 0}\n", "s.yaml");
         assert!(e.contains("calls.store_retry_s: 1 is too short"), "{e}");
         assert!(e.contains("limits.store_queue: 0 is below 1"), "{e}");
         // Session timers: RFC 4028's floor, and a session no shorter than our own minimum.
-        let e = Config::parse(
-            "sip:\n  listen: [udp:127.0.0.1:5060]\ncalls: {min_se_s: 30, session_expires_s: 100000}\n",
-            "s.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let e = refused("sip:\n  listen: [udp:127.0.0.1:5060]\ncalls: {min_se_s: 30, session_expires_s: 100000}\n", "s.yaml");
         assert!(e.contains("calls.min_se_s: 30 is out of range"), "{e}");
         assert!(
             e.contains("calls.session_expires_s: 100000 is out of range"),
@@ -2434,12 +2410,10 @@ mod tests {
         .expect("0 turns session timers off");
         assert!(!off.calls.session.enabled());
         // Relay threads: one per core by default, a number when told, never hundreds.
-        let e = Config::parse(
+        let e = refused(
             "sip:\n  listen: [udp:127.0.0.1:5060]\nmedia: {workers: 65}\n",
             "m.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert!(
             e.contains("media.workers: 65 relay threads: at most 64"),
             "{e}"
@@ -2451,12 +2425,7 @@ mod tests {
         .unwrap();
         assert_eq!(two.media.workers, 2);
         // The store's batching: sizes and a delay every call would pay.
-        let e = Config::parse(
-            "sip:\n  listen: [udp:127.0.0.1:5060]\nstore: {batch_max: 0, batch_delay_us: 500000, writers: 0}\n",
-            "b.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let e = refused("sip:\n  listen: [udp:127.0.0.1:5060]\nstore: {batch_max: 0, batch_delay_us: 500000, writers: 0}\n", "b.yaml");
         assert!(e.contains("store.batch_max: 0 is out of range"), "{e}");
         assert!(
             e.contains("store.writers: 0 is out of range: 1 to 64"),
@@ -2466,19 +2435,12 @@ mod tests {
             e.contains("store.batch_delay_us: 500000 is too long"),
             "{e}"
         );
-        let e = Config::parse(
-            "sip:\n  listen: [udp:127.0.0.1:5060]\nstore: {batch_max: 500, writer_queue: 100, group_kommit: true}\n",
-            "q.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let e = refused("sip:\n  listen: [udp:127.0.0.1:5060]\nstore: {batch_max: 500, writer_queue: 100, group_kommit: true}\n", "q.yaml");
         assert!(e.contains("unknown field `group_kommit`"), "{e}");
-        let e = Config::parse(
+        let e = refused(
             "sip:\n  listen: [udp:127.0.0.1:5060]\nstore: {batch_max: 500, writer_queue: 100}\n",
             "q.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert!(
             e.contains("store.writer_queue: 100 is below store.batch_max (500)"),
             "{e}"
@@ -2490,15 +2452,13 @@ mod tests {
         .unwrap();
         assert!(!ok.store.group_commit);
         assert_eq!(ok.store.batch_delay, Duration::from_millis(2));
-        let e = Config::parse("sip:\n  listen: []\n  colour: blue\n", "u.yaml")
-            .unwrap_err()
-            .to_string();
+        let e = refused("sip:\n  listen: []\n  colour: blue\n", "u.yaml");
         assert!(e.starts_with("u.yaml:2: unknown field `colour`"), "{e}");
-        let e = Config::parse("sip: [\n", "v.yaml").unwrap_err().to_string();
+        let e = refused("sip: [\n", "v.yaml");
         assert!(e.starts_with("v.yaml:"), "{e}");
         // The RADIUS server: addresses and secrets, each named.
         let text = "sip:\n  listen: [\"udp:127.0.0.1:0\"]\nradius:\n  server:\n    auth: localhost:1812\n    clients:\n      - address: 10.0.0.300\n        secret: \"\"\n";
-        let e = Config::parse(text, "r.yaml").unwrap_err().to_string();
+        let e = refused(text, "r.yaml");
         assert!(
             e.contains("r.yaml:5: radius.server.auth: `localhost:1812` is not IP:PORT"),
             "{e}"
@@ -2513,7 +2473,7 @@ mod tests {
         );
         // The accounting client: its server, secret and retry settings.
         let text = "sip:\n  listen: [\"udp:127.0.0.1:0\"]\nradius:\n  accounting:\n    server: radius.example:1813\n    secret: \"\"\n    window: 0\n";
-        let e = Config::parse(text, "a.yaml").unwrap_err().to_string();
+        let e = refused(text, "a.yaml");
         assert!(
             e.contains("a.yaml:5: radius.accounting.server: `radius.example:1813` is not IP:PORT"),
             "{e}"
@@ -2527,7 +2487,7 @@ mod tests {
             "{e}"
         );
         let text = "sip:\n  listen: [\"udp:127.0.0.1:0\"]\nradius:\n  accounting: {server: \"127.0.0.1:1813\", secret: s, retries: 3}\n";
-        let e = Config::parse(text, "a.yaml").unwrap_err().to_string();
+        let e = refused(text, "a.yaml");
         assert!(e.contains("retries"), "an unknown key is named: {e}");
         let text = "sip:\n  listen: [\"udp:127.0.0.1:0\"]\nradius:\n  accounting: {server: \"127.0.0.1:1813\", secret: s}\n";
         let a = Config::parse(text, "a.yaml")
@@ -2560,9 +2520,9 @@ mod tests {
         assert_eq!(admin.tokens[1].1, Role::Itsp("acme".into()));
         // Admin tokens: roles, lengths and duplicates are named.
         let text = "sip:\n  listen: [\"udp:127.0.0.1:0\"]\nadmin:\n  listen: 127.0.0.1:0\n  tokens:\n    - {name: a, role: boss, token: short}\n    - {name: b, role: \"itsp:\", token: 0123456789abcdef}\n    - {name: c, role: admin, token: 0123456789abcdef}\n";
-        let e = Config::parse(text, "t.yaml").unwrap_err().to_string();
+        let e = refused(text, "t.yaml");
         let bad_admin = "sip:\n  listen: [\"udp:127.0.0.1:0\"]\nadmin:\n  listen: 127.0.0.1:0\n  metrics_listen: localhost:9100\n  metrics_token: short\n  session_minutes: 0\n  itsp_minting: {per_request: \"-5\", per_day: lots}\n";
-        let m = Config::parse(bad_admin, "m.yaml").unwrap_err().to_string();
+        let m = refused(bad_admin, "m.yaml");
         for want in [
             "m.yaml:5: admin.metrics_listen: `localhost:9100` is not IP:PORT",
             "m.yaml:6: admin.metrics_token: must be at least 16",
@@ -2611,9 +2571,7 @@ mod tests {
         .unwrap();
         assert!(ok.tls_server.is_some());
         assert_eq!(ok.listen[1].proto, Proto::Tls);
-        let e = Config::parse(&listen(""), "b.yaml")
-            .unwrap_err()
-            .to_string();
+        let e = refused(&listen(""), "b.yaml");
         assert!(e.contains("sip.tls: a tls: listen address needs"), "{e}");
         let e = Config::parse(
             &listen(&format!(
@@ -2670,7 +2628,7 @@ mod tests {
             ("transport: tls, tls: {sni: x}", "unknown field"),
             ("srtp: true", "gateways[0].srtp: needs transport: tls"),
         ] {
-            let e = Config::parse(&gw(rest), "f.yaml").unwrap_err().to_string();
+            let e = refused(&gw(rest), "f.yaml");
             assert!(e.contains(wanted), "{rest}: {e}");
         }
     }
@@ -2691,41 +2649,31 @@ mod tests {
             ("acme", Some("carrier.example"))
         );
         assert!(!format!("{ok:?}").contains("s3cret"));
-        let e = Config::parse(
+        let e = refused(
             &format!("{base}auth: {{username: \"\", password: x}}}}\n"),
             "b.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert!(
             e.contains("gateways[0].auth: username, password and realm must be"),
             "{e}"
         );
-        let e = Config::parse(&format!("{base}auth: {{username: a}}}}\n"), "c.yaml")
-            .unwrap_err()
-            .to_string();
+        let e = refused(&format!("{base}auth: {{username: a}}}}\n"), "c.yaml");
         assert!(e.contains("password"), "{e}");
-        let e = Config::parse(
+        let e = refused(
             &format!("{base}auth: {{username: a, password: b, pass: c}}}}\n"),
             "d.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert!(e.contains("unknown field `pass`"), "{e}");
-        let e = Config::parse(&format!("{base}ping_s: 5, ping_failures: 0}}\n"), "p.yaml")
-            .unwrap_err()
-            .to_string();
+        let e = refused(&format!("{base}ping_s: 5, ping_failures: 0}}\n"), "p.yaml");
         assert!(
             e.contains("gateways[0].ping_failures: must be at least 1"),
             "{e}"
         );
         // Registration: an expiry in range, URI parts that fit in a URI, sensible defaults.
-        let e = Config::parse(
+        let e = refused(
             &format!("{base}register: {{expires_s: 10, contact_user: \"a b\"}}}}\n"),
             "r.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert!(
             e.contains("gateways[0].register.expires_s: 10 is out of range"),
             "{e}"
@@ -2778,9 +2726,7 @@ mod tests {
             ("{pai: maybe}", "maybe"),
             ("{diversion: true}", "unknown field `diversion`"),
         ] {
-            let e = Config::parse(&format!("{base}identity: {bad}}}\n"), "c.yaml")
-                .unwrap_err()
-                .to_string();
+            let e = refused(&format!("{base}identity: {bad}}}\n"), "c.yaml");
             assert!(e.contains(says) && e.contains("c.yaml"), "{bad}: {e}");
         }
     }

@@ -6,7 +6,7 @@
 //! panic is the failure. Where a property holds whatever the input (our own output parses
 //! back; a stream framed in any segments gives the same messages), it is asserted too.
 
-use crate::media::{dtmf, rtp, sdp};
+use crate::media::{codec, dtmf, rtp, sdp};
 use crate::sip::framer::StreamFramer;
 use crate::sip::message::{self, SipExt, SipMessage};
 use crate::sip::transaction::{self, Timers, Transaction};
@@ -228,6 +228,23 @@ pub fn rtp(data: &[u8]) {
         if let Some(out) = sender.relay(p.pt, p.marker, p.ts, 8000, p.payload, now) {
             let back = rtp::read(&out).expect("our packet reads back");
             assert_eq!(back.payload, p.payload);
+        }
+        // The relay's in-place path: our header over the packet's own, just before its
+        // payload, and µ-law turned into A-law where it lies.
+        let mut buf = pkt.to_vec();
+        let at = p.payload.as_ptr() as usize - pkt.as_ptr() as usize;
+        let end = at + p.payload.len();
+        let header = sender.relay_header(8, p.marker, p.ts, 8000, now);
+        if let Some(h) = header.filter(|_| at >= rtp::HEADER) {
+            buf[at - rtp::HEADER..at].copy_from_slice(&h);
+            assert!(codec::transcode_in_place(
+                &mut buf[at..end],
+                sdp::Codec::Pcmu,
+                sdp::Codec::Pcma
+            ));
+            let back = rtp::read(&buf[at - rtp::HEADER..end]).expect("rewritten in place");
+            assert_eq!(back.pt, 8);
+            assert_eq!(back.payload.len(), p.payload.len());
         }
     }
     let _ = rtp::icpif(stats.loss_fraction(), stats.jitter());

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 /// Why an INVITE is refused: the status, the Warning that explains it, and a header the
 /// status calls for (422's Min-SE, 420's Unsupported).
-struct Refusal {
+pub(super) struct Refusal {
     code: u16,
     why: Option<String>,
     header: Option<Header>,
@@ -95,7 +95,7 @@ impl Engine {
     }
 
     /// Answers an INVITE that is not admitted.
-    fn refuse(&mut self, key: &TxKey, r: Refusal, now: Instant) {
+    pub(super) fn refuse(&mut self, key: &TxKey, r: Refusal, now: Instant) {
         self.refuse_as(key, r, false, now)
     }
 
@@ -121,11 +121,7 @@ impl Engine {
                 }
                 // Capacity, not a fault: the caller (or the dispatcher in front) may try again
                 // here shortly or another node now.
-                let why = if e.to_string() == crate::media::engine::RELAY_BUSY {
-                    crate::media::engine::RELAY_BUSY
-                } else {
-                    "no media ports free"
-                };
+                let why = crate::media::engine::refusal(&e);
                 return self.reply_retry_after(&key, Some(why), now);
             }
         };
@@ -176,7 +172,7 @@ impl Engine {
     }
 
     /// Whether the node can take one more call now.
-    fn check_capacity(&self) -> Result<(), Refusal> {
+    pub(super) fn check_capacity(&self) -> Result<(), Refusal> {
         if self.lent.stopping {
             return Err(refuse(503, "shutting down"));
         }
@@ -189,6 +185,14 @@ impl Engine {
         if self.tasks.len() >= self.cfg.limits.store_queue {
             crate::metrics::get().limit_hit("store_queue");
             return Err(bare(503));
+        }
+        // A call the relay could not carry is refused before the store works for it.
+        if let Err(e) = self.media.has_room() {
+            return Err(Refusal {
+                code: 503,
+                why: Some(crate::media::engine::refusal(&e).to_string()),
+                header: Some(hdr("Retry-After", "5")),
+            });
         }
         Ok(())
     }

@@ -195,6 +195,10 @@ impl Engine {
     /// A subscriber's INVITE: challenged (407) until its credentials come, then the account
     /// is read and checked in a store task, and a good one's call is placed.
     pub(super) fn subscriber_invite(&mut self, req: Request, from: Peer, key: TxKey, now: Instant) {
+        // A node that cannot take the call says so before the account is read.
+        if let Err(r) = self.check_capacity() {
+            return self.refuse(&key, r, now);
+        }
         let Some(Lookup {
             registrar,
             replies,

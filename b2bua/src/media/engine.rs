@@ -192,12 +192,23 @@ impl Media {
         self.inner.sessions.load(Ordering::Relaxed)
     }
 
+    /// Whether a new call would get media now (below `max_calls`, a worker under the load
+    /// limit): asked when an INVITE arrives, before the call costs the store any work.
+    /// [`session`](Self::session) decides for good.
+    pub fn has_room(&self) -> std::io::Result<()> {
+        if self.inner.sessions.load(Ordering::Relaxed) >= self.inner.cfg.max_calls {
+            crate::metrics::get().limit_hit("media_calls");
+            return Err(std::io::Error::other(MEDIA_FULL));
+        }
+        self.worker().map(|_| ())
+    }
+
     /// Opens the two legs of a call's media, unless `max_calls` are already open.
     pub fn session(&self, call: u64) -> std::io::Result<Session> {
         if self.inner.sessions.fetch_add(1, Ordering::AcqRel) >= self.inner.cfg.max_calls {
             self.inner.sessions.fetch_sub(1, Ordering::AcqRel);
             crate::metrics::get().limit_hit("media_calls");
-            return Err(std::io::Error::other("media at its call limit"));
+            return Err(std::io::Error::other(MEDIA_FULL));
         }
         let opened = self.open(call);
         if opened.is_err() {
@@ -252,6 +263,19 @@ impl Media {
 
 /// What [`Media::session`] says when every relay worker is past its load limit.
 pub const RELAY_BUSY: &str = "media relay busy";
+
+/// What [`Media::session`] says when `max_calls` calls have media.
+pub const MEDIA_FULL: &str = "media at its call limit";
+
+/// The Warning a caller refused for media capacity reads: the load, the call limit, or (any
+/// other failure to open sockets) the port range.
+pub fn refusal(e: &std::io::Error) -> &'static str {
+    match e.to_string().as_str() {
+        RELAY_BUSY => RELAY_BUSY,
+        MEDIA_FULL => MEDIA_FULL,
+        _ => "no media ports free",
+    }
+}
 
 /// The admission rule: of the workers' (load in millionths, calls), the least loaded (then
 /// fewest calls) takes the call, unless it is past `max_percent`.
@@ -386,6 +410,22 @@ pub fn info_digits(session: &Session, body: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// Call 1, bridged: a µ-law caller at `caller` (SRTP under `srtp` if given) and a gateway
+    /// at `gateway` speaking `codec`.
+    fn bridged(
+        media: &Media,
+        caller: SocketAddr,
+        srtp: Option<super::super::srtp::KeySalt>,
+        gateway: SocketAddr,
+        codec: (u8, Codec),
+    ) -> Session {
+        let s = media.session(1).unwrap();
+        s.set_remote(A, caller, (0, Codec::Pcmu), None, srtp);
+        s.set_remote(B, gateway, codec, None, None);
+        s.bridge(true);
+        s
+    }
+
     #[tokio::test]
     async fn ports_are_handed_out_at_random_and_come_back() {
         let (media, _events) = Media::start(MediaConfig {
@@ -514,22 +554,13 @@ mod tests {
         gateway
             .set_read_timeout(Some(Duration::from_secs(2)))
             .unwrap();
-        let s = media.session(1).unwrap();
-        s.set_remote(
-            A,
+        let s = bridged(
+            &media,
             caller.local_addr().unwrap(),
-            (0, Codec::Pcmu),
             None,
-            None,
-        );
-        s.set_remote(
-            B,
             gateway.local_addr().unwrap(),
             (0, Codec::Pcmu),
-            None,
-            None,
         );
-        s.bridge(true);
         let mut pkt = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
         pkt.extend_from_slice(&[0x55; 160]);
         let hits = || {
@@ -585,22 +616,13 @@ mod tests {
         });
         let caller = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let gateway = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let s = media.session(1).unwrap();
-        s.set_remote(
-            A,
+        let s = bridged(
+            &media,
             caller.local_addr().unwrap(),
-            (0, Codec::Pcmu),
             None,
-            None,
-        );
-        s.set_remote(
-            B,
             gateway.local_addr().unwrap(),
             (8, Codec::Pcma),
-            None,
-            None,
         );
-        s.bridge(true);
         // One CSRC and a one-word extension before a payload of distinct µ-law bytes.
         let packet = |seq: u16| {
             let mut p = vec![0x91, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 42, 0, 0, 0, 7];
@@ -658,23 +680,14 @@ mod tests {
         });
         let caller = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let gateway = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let s = media.session(1).unwrap();
         let theirs = srtp::new_key();
-        s.set_remote(
-            A,
+        let s = bridged(
+            &media,
             caller.local_addr().unwrap(),
-            (0, Codec::Pcmu),
-            None,
             Some(theirs),
-        );
-        s.set_remote(
-            B,
             gateway.local_addr().unwrap(),
             (0, Codec::Pcmu),
-            None,
-            None,
         );
-        s.bridge(true);
         // The caller's side of the crypto: it sends with its key, reads with ours.
         let mut phone = srtp::Leg::new(&s.srtp_key(A), &theirs);
         let rtp = |seq: u16| {
