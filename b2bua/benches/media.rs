@@ -456,18 +456,21 @@ impl Rtpengine {
             msg.extend(format!("{}:{k}{}:{v}", k.len(), v.len()).bytes());
         }
         msg.push(b'e');
-        self.ng
-            .send_to(&msg, RTPENGINE_NG)
-            .map_err(|e| e.to_string())?;
+        let prefix = format!("{} ", self.cookie);
         let mut buf = vec![0u8; 65536];
-        loop {
-            let n = self.ng.recv(&mut buf).map_err(|e| e.to_string())?;
-            let reply = &buf[..n];
-            let prefix = format!("{} ", self.cookie);
-            if let Some(dict) = reply.strip_prefix(prefix.as_bytes()) {
-                return Ok(dict.to_vec());
+        // Under load a reply can be late: resend with the same cookie, which rtpengine
+        // answers from its cache of replies rather than doing the command twice.
+        for _ in 0..10 {
+            self.ng
+                .send_to(&msg, RTPENGINE_NG)
+                .map_err(|e| e.to_string())?;
+            while let Ok(n) = self.ng.recv(&mut buf) {
+                if let Some(dict) = buf[..n].strip_prefix(prefix.as_bytes()) {
+                    return Ok(dict.to_vec());
+                }
             }
         }
+        Err(format!("no reply to {pairs:?}"))
     }
 
     /// Sets up one call between the generator's sockets `a` and `b`; returns the addresses
