@@ -10,9 +10,9 @@
 //! reports packets relayed per second, loss, and the relay threads' CPU per packet, beside the
 //! kernel's floor measured in the same run: the same sockets and traffic through a bare
 //! recv+send loop, and through rtpengine (`B2BUA_BENCH_RTPENGINE` names its binary, default
-//! `/usr/bin/rtpengine`; the column is left empty when it cannot start). Step sizes come from `B2BUA_BENCH_STREAMS`
-//! and `B2BUA_BENCH_CALLS`; each step runs `B2BUA_BENCH_SECONDS` (default 5);
-//! `B2BUA_BENCH_WORKERS` sets `media.workers` (default one per core).
+//! `/usr/bin/rtpengine`; the column is left empty when it cannot start). Step sizes come
+//! from `B2BUA_BENCH_STREAMS` and `B2BUA_BENCH_CALLS`; each step runs `B2BUA_BENCH_SECONDS`
+//! (default 5); `B2BUA_BENCH_WORKERS` sets `media.workers` (default one per core).
 
 use b2bua::media::engine::{Media, MediaConfig, A, B};
 use b2bua::media::rtp::Sender;

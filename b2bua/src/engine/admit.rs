@@ -30,6 +30,12 @@ fn refuse(code: u16, why: &str) -> Refusal {
     }
 }
 
+/// The Retry-After of a 503 for capacity: full, not broken, so come back shortly (or try
+/// another node now).
+pub(super) fn retry_after() -> Header {
+    hdr("Retry-After", "5")
+}
+
 /// A refusal that says nothing more than its status.
 fn bare(code: u16) -> Refusal {
     Refusal {
@@ -191,7 +197,7 @@ impl Engine {
             return Err(Refusal {
                 code: 503,
                 why: Some(crate::media::engine::refusal(&e).to_string()),
-                header: Some(hdr("Retry-After", "5")),
+                header: Some(retry_after()),
             });
         }
         Ok(())
@@ -508,8 +514,7 @@ impl Engine {
         };
         let tag = crate::sip::message::new_tag();
         let mut resp = crate::sip::message::reply_to(s.tx.request(), 503, warning, &tag);
-        resp.headers
-            .push(crate::sip::message::hdr("Retry-After", "5"));
+        resp.headers.push(retry_after());
         self.respond(key, resp, now);
     }
 }

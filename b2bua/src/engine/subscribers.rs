@@ -282,7 +282,7 @@ async fn account_and_bindings(store: &Store, aor: &str) -> Result<Found, rating:
 fn store_unreachable(req: &Request, code: u16, tag: &str, e: &rating::StoreError) -> Response {
     tracing::warn!(error = %e, method = %req.method, "subscriber request: the store is unreachable");
     let mut r = told(req, code, Some("the subscriber store is unreachable"), tag);
-    r.headers.push(crate::sip::message::hdr("Retry-After", "5"));
+    r.headers.push(super::admit::retry_after());
     r
 }
 
